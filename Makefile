@@ -1,0 +1,34 @@
+# rawfin: `make run` and `make test` work on a fresh clone with only python3.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.rawfin-installed
+RUN_CAPTURE ?= captures/lost-final-ack.pcap
+
+.PHONY: run test bench captures golden clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/rawfin analyze $(RUN_CAPTURE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m rawfin.bench
+
+captures: $(STAMP)
+	$(BIN)/rawfin scenario --all --write-dir captures
+
+golden: $(STAMP)
+	RAWFIN_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_golden.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

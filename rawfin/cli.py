@@ -1,0 +1,189 @@
+"""rawfin's command line: one vocabulary for every subcommand.
+
+Heavy modules (Scapy, the capture drivers) are imported inside the command
+that needs them, so ``rawfin --help`` and ``rawfin states`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import (EXIT_DATAERR, EXIT_INTERRUPTED, EXIT_NOINPUT, EXIT_NOPERM, EXIT_USAGE,
+                     RawfinError)
+
+EXIT_CODES = f"""exit codes:
+  0    done (for check/replay: every close passed)
+  1    a check failed (check, replay: the verdict is "no")
+  2    usage error (bad option, an API call the state does not allow)
+  {EXIT_DATAERR}   unreadable or damaged input (sysexits EX_DATAERR); what came before the damage is still printed
+  {EXIT_NOINPUT}   an input file does not exist or cannot be opened (EX_NOINPUT)
+  {EXIT_NOPERM}   missing privilege (root, CAP_NET_RAW or CAP_NET_ADMIN) (EX_NOPERM)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+"""
+
+FORMATS_RECORDS = ("table", "jsonl", "csv")
+
+
+def _add_format(p: argparse.ArgumentParser, choices=FORMATS_RECORDS) -> None:
+    p.add_argument("--format", default="table", choices=choices,
+                   help="output: %(choices)s (default: %(default)s)")
+    p.add_argument("--tablefmt", default="simple", metavar="NAME",
+                   help="any tabulate format for --format table (simple, github, grid, plain, ...)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rawfin",
+        description="TCP connection teardown, visible and testable at the level of real packets.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"rawfin {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    # states
+    s = add("states", "print the TCP state transition table rawfin runs on")
+    _add_format(s, ("table", "jsonl", "csv"))
+    s.add_argument("--close-only", action="store_true", help="only the rows of the close (the seed's diagram)")
+
+    # analyze
+    a = add("analyze", "replay pcap/pcapng captures through a both-endpoint observer")
+    a.add_argument("captures", nargs="+", metavar="CAPTURE")
+    _add_format(a)
+    a.add_argument("--summary", action="store_true", help="one row per connection instead of transition tables")
+    a.add_argument("--filter", metavar="EXPR", default=None,
+                   help="only connections matching: 'host 192.0.2.1', 'port 80', 'host H and port P'")
+    a.add_argument("--conn", type=int, metavar="N", default=None, help="only connection N")
+    a.add_argument("--msl", type=float, default=30.0, metavar="SECONDS",
+                   help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
+    a.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress bar on stderr (auto: only on a terminal)")
+
+    # check
+    c = add("check", "exit 0 when every close in the captures is consistent and complete, 1 otherwise")
+    c.add_argument("captures", nargs="+", metavar="CAPTURE")
+    c.add_argument("--allow-reset", action="store_true", help="a connection ended by RST is not a failure")
+    c.add_argument("--allow-incomplete", action="store_true",
+                   help="a close still under way at the end of the capture is not a failure")
+    c.add_argument("--allow-server-close", action="store_true",
+                   help="the server closing first (TIME_WAIT on the server) is not a failure")
+    c.add_argument("--allow-open", action="store_true",
+                   help="a connection that never starts closing is not a failure")
+    _add_format(c)
+    c.add_argument("--msl", type=float, default=30.0, metavar="SECONDS")
+
+    # annotate
+    n = add("annotate", "write a pcapng with rawfin's findings as packet comments (for Wireshark)")
+    n.add_argument("capture", metavar="IN")
+    n.add_argument("-o", "--output", metavar="OUT.pcapng", default=None,
+                   help="output file (default: IN with .rawfin.pcapng)")
+    n.add_argument("--msl", type=float, default=30.0, metavar="SECONDS")
+
+    # craft
+    k = add("craft", "craft the seed's close (or a variant) as real segments and write a capture")
+    k.add_argument("kind", nargs="?", default="4way",
+                   choices=("4way", "3way", "fin-with-data", "simultaneous", "rst", "connection"),
+                   help="what to craft (default: %(default)s)")
+    k.add_argument("--client", default="192.0.2.2:50001", metavar="IP:PORT")
+    k.add_argument("--server", default="192.0.2.1:80", metavar="IP:PORT")
+    k.add_argument("-x", "--x", dest="x", type=int, default=1000, help="the active closer's FIN sequence number")
+    k.add_argument("-y", "--y", dest="y", type=int, default=2000, help="the passive closer's FIN sequence number")
+    k.add_argument("--closer", choices=("client", "server"), default="client")
+    k.add_argument("--data", default="hello", help="payload for fin-with-data / connection")
+    k.add_argument("--write", metavar="FILE.pcap", default=None, help="write the segments as a pcap")
+    _add_format(k, ("table", "jsonl"))
+
+    # scenario
+    e = add("scenario", "run two emulated endpoints over a faulty link: the seed's scenarios")
+    e.add_argument("name", nargs="?", metavar="NAME")
+    e.add_argument("--list", action="store_true", help="list the scenarios")
+    e.add_argument("--all", action="store_true", help="run every built-in scenario")
+    e.add_argument("--file", metavar="FILE.toml", default=None, help="run a scenario file")
+    _add_format(e, ("table", "jsonl", "csv", "ladder", "mermaid"))
+    e.add_argument("--write", metavar="FILE.pcap", default=None, help="write the run as a capture")
+    e.add_argument("--write-dir", metavar="DIR", default=None, help="with --all: write NAME.pcap for each")
+    e.add_argument("--capture-at", choices=("sender", "client", "server"), default="sender",
+                   help="where the capture point sits (default: each sender's side of the link)")
+    e.add_argument("--msl", type=float, default=None, metavar="SECONDS")
+    e.add_argument("--rto", type=float, default=None, metavar="SECONDS")
+    e.add_argument("--isn-client", type=int, default=None, metavar="X")
+    e.add_argument("--isn-server", type=int, default=None, metavar="Y")
+    e.add_argument("--drop", action="append", default=[], metavar="RULE",
+                   help="drop segments: 'N' (the Nth segment), 'client:FIN', 'server:FIN#2', 'final-ack', "
+                        "'p=0.1' (with --seed)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--ipv6", action="store_true", help="use 2001:db8:: addresses")
+
+    # live
+    lv = add("live", "sniff an interface and print transitions as they happen")
+    lv.add_argument("-i", "--interface", default="lo", metavar="IFACE")
+    lv.add_argument("-f", "--bpf", default="tcp", metavar="BPF")
+    lv.add_argument("--count", type=int, default=None, metavar="N")
+    lv.add_argument("--duration", type=float, default=None, metavar="SECONDS")
+    lv.add_argument("--write", metavar="FILE.pcap", default=None)
+    lv.add_argument("--kernel-truth", action="store_true",
+                    help="record the kernel's own state changes (tracepoint sock:inet_sock_set_state)")
+    _add_format(lv, ("table", "jsonl"))
+    lv.add_argument("--msl", type=float, default=30.0, metavar="SECONDS")
+
+    # peer
+    pe = add("peer", "play one side of a connection against the real Linux stack over TUN")
+    pe.add_argument("--scenario", default=None, metavar="NAME")
+    pe.add_argument("--file", default=None, metavar="FILE.toml")
+    pe.add_argument("--list", action="store_true")
+    pe.add_argument("--write", metavar="FILE.pcap", default=None)
+    _add_format(pe, ("table", "jsonl"))
+
+    # demo
+    d = add("demo", "demonstrations on the real kernel over loopback")
+    d.add_argument("which", choices=("timewait-bind",))
+    return p
+
+
+COMMANDS = {
+    "states": "rawfin.commands.states",
+    "analyze": "rawfin.commands.analyze",
+    "check": "rawfin.commands.check",
+    "annotate": "rawfin.commands.annotate",
+    "craft": "rawfin.commands.craft",
+    "scenario": "rawfin.commands.scenario",
+    "live": "rawfin.commands.live",
+    "peer": "rawfin.commands.peer",
+    "demo": "rawfin.commands.demo",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        mod = importlib.import_module(COMMANDS[args.command])
+        return int(mod.run(args) or 0)
+    except RawfinError as e:
+        print(f"rawfin {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except FileNotFoundError as e:
+        print(f"rawfin {args.command}: {e.filename}: no such file", file=sys.stderr)
+        return EXIT_NOINPUT
+    except IsADirectoryError as e:
+        print(f"rawfin {args.command}: {e.filename}: is a directory", file=sys.stderr)
+        return EXIT_NOINPUT
+    except PermissionError as e:
+        print(f"rawfin {args.command}: {e.filename or e}: permission denied", file=sys.stderr)
+        return EXIT_NOPERM if e.filename is None else EXIT_NOINPUT
+    except KeyboardInterrupt:
+        print(f"rawfin {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            return 0

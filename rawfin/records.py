@@ -1,0 +1,32 @@
+"""The record contract shared by every command's ``--format jsonl`` and ``csv``.
+
+Three record types, always the same keys in the same order:
+``transition``, ``anomaly`` and ``connection``. See README "JSON lines".
+"""
+
+from __future__ import annotations
+
+from .events import Anomaly, Transition
+
+RECORD_TYPES = ("transition", "anomaly", "connection")
+
+
+def seconds(time_ns: int | None) -> float | None:
+    return None if time_ns is None else round(time_ns / 1e9, 9)
+
+
+def transition_record(t: Transition, conn: int, file: str | None = None) -> dict:
+    rec = {"type": "transition", "conn": conn, "frame": t.frame, "time": seconds(t.time_ns),
+           "endpoint": t.endpoint, "peer": t.peer, "from": t.from_.value, "to": t.to.value,
+           "cause": t.cause}
+    if file is not None:
+        rec["file"] = file
+    return rec
+
+
+def anomaly_record(a: Anomaly, conn: int, file: str | None = None) -> dict:
+    rec = {"type": "anomaly", "conn": conn, "frame": a.frame, "time": seconds(a.time_ns),
+           "endpoint": a.endpoint, "kind": a.kind, "detail": a.detail}
+    if file is not None:
+        rec["file"] = file
+    return rec

@@ -1,0 +1,175 @@
+"""The TCP segment value type: what rawfin reads, builds, sends and reasons about."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field, replace
+
+from . import seq as sq
+
+
+class Flags(enum.IntFlag):
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+    URG = 0x20
+    ECE = 0x40
+    CWR = 0x80
+
+
+_FLAG_ORDER = (Flags.SYN, Flags.FIN, Flags.RST, Flags.PSH, Flags.ACK, Flags.URG, Flags.ECE, Flags.CWR)
+
+
+def flags_text(flags: int) -> str:
+    """``SYN,ACK`` style text, in the order people say them."""
+    names = [f.name for f in _FLAG_ORDER if flags & f]
+    return ",".join(names) if names else "none"
+
+
+def parse_flags(text: str) -> Flags:
+    """Inverse of :func:`flags_text`; accepts ``FA``-style letters too."""
+    letters = {"F": Flags.FIN, "S": Flags.SYN, "R": Flags.RST, "P": Flags.PSH, "A": Flags.ACK,
+               "U": Flags.URG, "E": Flags.ECE, "C": Flags.CWR}
+    out = Flags(0)
+    text = text.strip()
+    if not text or text == "none":
+        return out
+    if "," in text or text.upper() in Flags.__members__:
+        for part in text.split(","):
+            name = part.strip().upper()
+            if name not in Flags.__members__:
+                raise ValueError(f"unknown TCP flag {part!r}")
+            out |= Flags[name]
+        return out
+    for ch in text.upper():
+        if ch not in letters:
+            raise ValueError(f"unknown TCP flag letter {ch!r} in {text!r}")
+        out |= letters[ch]
+    return out
+
+
+def norm_ip(ip: str) -> str:
+    """Canonical text of an IPv4 or IPv6 address (raises ValueError when it is neither)."""
+    return str(ipaddress.ip_address(ip))
+
+
+def fmt_endpoint(ip: str, port: int) -> str:
+    """``192.0.2.1:80`` or ``[2001:db8::1]:80``."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Segment:
+    """One TCP segment with its IP endpoints.
+
+    ``payload`` holds the bytes at hand; ``data_len`` is the payload length the
+    IP header claims, which is larger than ``len(payload)`` when a capture's
+    snaplen cut the packet. ``frame`` and ``time_ns`` say where a segment read
+    from a capture came from.
+    """
+
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    seq: int = 0
+    ack: int = 0
+    flags: Flags = Flags(0)
+    window: int = 65535
+    payload: bytes = b""
+    data_len: int = -1
+    frame: int | None = None
+    time_ns: int | None = None
+    vlan: tuple[int, ...] = ()
+    options: tuple = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("sport", "dport"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 0 <= v <= 0xFFFF:
+                raise ValueError(f"{name} must be an integer port 0..65535, got {v!r}")
+        for name in ("seq", "ack"):
+            v = getattr(self, name)
+            if not isinstance(v, int):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+            if not 0 <= v <= sq.MASK:
+                # Always wrap: a caller computing x + 1 at 2**32 - 1 gets 0.
+                object.__setattr__(self, name, sq.wrap(v))
+        if not 0 <= self.window <= 0xFFFF:
+            raise ValueError(f"window must be 0..65535, got {self.window!r}")
+        if not isinstance(self.flags, Flags):
+            object.__setattr__(self, "flags", Flags(int(self.flags) & 0xFF))
+        if not isinstance(self.payload, (bytes, bytearray, memoryview)):
+            raise ValueError("payload must be bytes")
+        if not isinstance(self.payload, bytes):
+            object.__setattr__(self, "payload", bytes(self.payload))
+        if self.data_len < 0:
+            object.__setattr__(self, "data_len", len(self.payload))
+        elif self.data_len < len(self.payload):
+            raise ValueError(f"data_len {self.data_len} is shorter than the payload ({len(self.payload)} bytes)")
+        v4 = ":" not in self.src
+        if v4 != (":" not in self.dst):
+            raise ValueError(f"src {self.src} and dst {self.dst} are not the same IP version")
+
+    # -- derived values -------------------------------------------------
+    @property
+    def syn(self) -> bool:
+        return bool(self.flags & Flags.SYN)
+
+    @property
+    def fin(self) -> bool:
+        return bool(self.flags & Flags.FIN)
+
+    @property
+    def rst(self) -> bool:
+        return bool(self.flags & Flags.RST)
+
+    @property
+    def has_ack(self) -> bool:
+        return bool(self.flags & Flags.ACK)
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.src
+
+    @property
+    def seg_len(self) -> int:
+        """Sequence space the segment occupies: data plus one for SYN and one for FIN."""
+        return self.data_len + (1 if self.flags & Flags.SYN else 0) + (1 if self.flags & Flags.FIN else 0)
+
+    @property
+    def seq_end(self) -> int:
+        """The sequence number just past this segment (``seq + seg_len`` mod 2**32)."""
+        return sq.add(self.seq, self.seg_len)
+
+    @property
+    def fin_seq(self) -> int:
+        """Sequence number the FIN occupies (``seq + data_len``)."""
+        return sq.add(self.seq, self.data_len + (1 if self.flags & Flags.SYN else 0))
+
+    @property
+    def src_ep(self) -> str:
+        return fmt_endpoint(self.src, self.sport)
+
+    @property
+    def dst_ep(self) -> str:
+        return fmt_endpoint(self.dst, self.dport)
+
+    def describe(self) -> str:
+        """Short text such as ``FIN,ACK seq=1006 ack=2001 len=0``."""
+        parts = [flags_text(self.flags), f"seq={self.seq}"]
+        if self.flags & Flags.ACK:
+            parts.append(f"ack={self.ack}")
+        if self.data_len:
+            parts.append(f"len={self.data_len}")
+        return " ".join(parts)
+
+    def reply_template(self) -> "Segment":
+        """A segment going the other way on the same pair (fields to be filled in)."""
+        return Segment(src=self.dst, dst=self.src, sport=self.dport, dport=self.sport, vlan=self.vlan)
+
+    def with_(self, **changes) -> "Segment":
+        return replace(self, **changes)

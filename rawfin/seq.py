@@ -1,0 +1,67 @@
+"""Sequence-number arithmetic modulo 2**32 (RFC 9293 section 3.4).
+
+Every sequence and acknowledgment number in rawfin passes through these
+helpers; nothing else adds to a raw sequence field.
+"""
+
+from __future__ import annotations
+
+MOD = 1 << 32
+MASK = MOD - 1
+HALF = 1 << 31
+
+
+def wrap(n: int) -> int:
+    """Reduce any integer to a sequence number in [0, 2**32)."""
+    return n & MASK
+
+
+def add(seq: int, n: int) -> int:
+    """``seq + n`` modulo 2**32 (``n`` may be negative)."""
+    return (seq + n) & MASK
+
+
+def sub(a: int, b: int) -> int:
+    """Signed distance ``a - b`` in (-2**31, 2**31]: how far ``a`` is ahead of ``b``."""
+    d = (a - b) & MASK
+    return d - MOD if d > HALF else d
+
+
+def lt(a: int, b: int) -> bool:
+    """``a < b`` in sequence space."""
+    return sub(a, b) < 0
+
+
+def le(a: int, b: int) -> bool:
+    return sub(a, b) <= 0
+
+
+def gt(a: int, b: int) -> bool:
+    return sub(a, b) > 0
+
+
+def ge(a: int, b: int) -> bool:
+    return sub(a, b) >= 0
+
+
+def between(lo: int, x: int, hi: int) -> bool:
+    """``lo <= x < hi`` in sequence space (an empty range when lo == hi)."""
+    return ((x - lo) & MASK) < ((hi - lo) & MASK)
+
+
+def between_incl(lo: int, x: int, hi: int) -> bool:
+    """``lo <= x <= hi`` in sequence space."""
+    return ((x - lo) & MASK) <= ((hi - lo) & MASK)
+
+
+def acceptable(seg_seq: int, seg_len: int, rcv_nxt: int, rcv_wnd: int) -> bool:
+    """RFC 9293 section 3.10.7.4 segment acceptability test (the four cases)."""
+    if seg_len == 0:
+        if rcv_wnd == 0:
+            return seg_seq == rcv_nxt
+        return between(rcv_nxt, seg_seq, add(rcv_nxt, rcv_wnd))
+    if rcv_wnd == 0:
+        return False
+    end = add(seg_seq, seg_len - 1)
+    hi = add(rcv_nxt, rcv_wnd)
+    return between(rcv_nxt, seg_seq, hi) or between(rcv_nxt, end, hi)

@@ -131,6 +131,16 @@ def _where(frame: int | None) -> str:
     return f"frame {frame}: " if frame is not None else ""
 
 
+def _says_tcp_next(layers: list) -> bool:
+    """Whether the last header Scapy understood announces TCP (so TCP was cut short)."""
+    for layer in reversed(layers):
+        if type(layer) is IP:
+            return layer.proto == 6
+        if type(layer) is IPv6 or type(layer).__name__.startswith("IPv6ExtHdr"):
+            return layer.nh == 6
+    return False
+
+
 def _decode(pkt: Packet, frame: int | None, time_ns: int | None, where: str) -> Segment:
     layers = []
     layer = pkt
@@ -141,8 +151,7 @@ def _decode(pkt: Packet, frame: int | None, time_ns: int | None, where: str) -> 
         layer = layer.payload
     else:
         names = "/".join(type(x).__name__ for x in layers) or type(pkt).__name__
-        ip_proto6 = any(type(x) is IP and x.proto == 6 for x in layers)
-        if ip_proto6:
+        if _says_tcp_next(layers):
             raise DecodeError(where + f"IP says TCP but the TCP header is missing or cut short ({names})")
         raise DecodeError(where + f"no TCP layer in packet ({names})")
     tcp = layers[-1]

@@ -70,6 +70,10 @@ class _Out:
 class Endpoint:
     """One TCP endpoint and its TCB (RFC 9293 names: snd_una, snd_nxt, rcv_nxt, iss, irs)."""
 
+    __slots__ = ("config", "local", "remote", "vlan", "state", "iss", "irs", "snd_una", "snd_nxt", "snd_wnd",
+                 "rcv_nxt", "rcv_wnd", "fin_seq", "peer_fin_seq", "passive", "rto_at", "time_wait_at",
+                 "fin_wait_2_at", "_rto_cur", "_retries", "_unacked", "_ooo", "_name", "_peer_name")
+
     def __init__(self, *, local: tuple[str, int], remote: tuple[str, int] | None = None,
                  iss: int = 0, config: Config | None = None, vlan: tuple[int, ...] = (),
                  state: State = State.CLOSED) -> None:
@@ -96,15 +100,23 @@ class Endpoint:
         self._retries = 0
         self._unacked: list[Segment] = []      # sent, not yet acknowledged (retransmission queue)
         self._ooo: list[Segment] = []          # arrived ahead of rcv_nxt
+        self._name: str | None = None
+        self._peer_name: str | None = None
 
     # -- names ------------------------------------------------------------
     @property
     def name(self) -> str:
-        return fmt_endpoint(*self.local)
+        if self._name is None:
+            self._name = fmt_endpoint(*self.local)
+        return self._name
 
     @property
     def peer_name(self) -> str:
-        return fmt_endpoint(*self.remote) if self.remote else "*"
+        if self.remote is None:
+            return "*"
+        if self._peer_name is None:
+            self._peer_name = fmt_endpoint(*self.remote)
+        return self._peer_name
 
     def __repr__(self) -> str:
         return (f"<Endpoint {self.name} {self.state.name} snd_una={self.snd_una} snd_nxt={self.snd_nxt} "
@@ -178,6 +190,7 @@ class Endpoint:
         self._app("connect", Input.CONNECT)
         out = _Out()
         self.remote = remote
+        self._peer_name = None
         self.passive = False
         self.snd_una = self.iss
         self.snd_nxt = sq.add(self.iss, 1)
@@ -264,6 +277,7 @@ class Endpoint:
         """Start tracking a connection already under way (no handshake seen)."""
         self.state = state
         self.remote = remote
+        self._peer_name = None
         self.iss = self.snd_una = self.snd_nxt = sq.wrap(snd_nxt)
         if rcv_nxt is not None:
             self.irs = self.rcv_nxt = sq.wrap(rcv_nxt)
@@ -280,6 +294,7 @@ class Endpoint:
         if seg.syn:
             if st is State.CLOSED and not seg.has_ack:
                 self.remote = (seg.dst, seg.dport)
+                self._peer_name = None
                 self.iss = self.snd_una = seg.seq
                 self.snd_nxt = seg.seq_end
                 self._move(out, Input.CONNECT, f"snd SYN seq={seg.seq}", now, frame)
@@ -366,6 +381,7 @@ class Endpoint:
         if not seg.syn:
             return
         self.remote = (seg.src, seg.sport)
+        self._peer_name = None
         self.vlan = seg.vlan
         self.irs = seg.seq
         self.rcv_nxt = sq.add(seg.seq, 1)
@@ -464,8 +480,13 @@ class Endpoint:
                               f"FIN seq={seg.fin_seq} retransmitted (our ACK {self.rcv_nxt} was lost or late)",
                               now, frame)
             elif seg.seg_len:
-                self._anomaly(out, "unacceptable_segment",
-                              f"{seg.describe()} outside the receive window (rcv_nxt={self.rcv_nxt})", now, frame)
+                if cfg.observer and sq.le(seg.seq_end, self.rcv_nxt):
+                    self._anomaly(out, "retransmission",
+                                  f"{seg.describe()} already received (rcv_nxt={self.rcv_nxt})", now, frame)
+                else:
+                    self._anomaly(out, "unacceptable_segment",
+                                  f"{seg.describe()} outside the receive window (rcv_nxt={self.rcv_nxt})",
+                                  now, frame)
             self._ack_now(out)
             return
         if seg.syn:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
+import secrets
 from typing import BinaryIO, Iterator, NamedTuple
 
 from .errors import CaptureError
@@ -56,6 +56,10 @@ _CAPLEN_CEILING = 1 << 24
 _MAX_BLOCK = (1 << 24) + 4096
 
 _CHUNK = 1 << 20  # read-ahead size
+
+#: pcapng blocks that are not packets but that Wireshark lists as frames (so they use up
+#: a frame number): systemd journal export (9) and custom blocks (0xBAD, 0x40000BAD).
+_COUNTED_BLOCKS = frozenset((9, 0x00000BAD, 0x40000BAD))
 
 _NS = 1_000_000_000
 
@@ -91,10 +95,11 @@ class Interface(NamedTuple):
 
     ``tsresol`` is the raw ``if_tsresol`` byte (6 = microseconds, 9 = nanoseconds,
     0x80|n = 2**-n), ``tsoffset`` the ``if_tsoffset`` in seconds. ``options`` are the
-    IDB's raw option bytes in the byte order given by ``big_endian``.
+    IDB's raw option bytes in the byte order given by ``big_endian``. ``local_index`` is
+    the id within its section, which is what Wireshark shows as ``frame.interface_id``.
     """
 
-    index: int
+    index: int            # across the whole file: what RawFrame.iface refers to
     linktype: int
     snaplen: int
     tsresol: int = 6
@@ -103,6 +108,7 @@ class Interface(NamedTuple):
     section: int = 0
     big_endian: bool = False
     options: bytes = b""
+    local_index: int = 0
 
     @property
     def units_per_second(self) -> int:
@@ -301,7 +307,7 @@ class CaptureReader:
                 self._pre_ifaces.append(self._parse_idb(head[pos + 8:pos + blen - 4], e, len(self._pre_ifaces), 0))
             pos += blen
 
-    def _parse_idb(self, body: bytes, e: str, index: int, section: int) -> Interface:
+    def _parse_idb(self, body: bytes, e: str, index: int, section: int, local_index: int = 0) -> Interface:
         linktype, _res, snaplen = struct.unpack_from(e + "HHI", body)
         opts = _strip_endofopt(body[8:], e)
         tsresol, tsoffset, name = 6, 0, None
@@ -318,7 +324,7 @@ class CaptureReader:
             pos += 4 + ((length + 3) & ~3)
         if (tsresol & 0x80 and tsresol & 0x7F > 64) or (not tsresol & 0x80 and tsresol > 18):
             tsresol = 6  # nonsense resolution: Wireshark falls back to microseconds too
-        return Interface(index, linktype, snaplen, tsresol, tsoffset, name, section, e == ">", opts)
+        return Interface(index, linktype, snaplen, tsresol, tsoffset, name, section, e == ">", opts, local_index)
 
     # -- public -----------------------------------------------------------
     @property
@@ -430,9 +436,32 @@ class CaptureReader:
         e = self._e
         u32 = struct.Struct(e + "I").unpack_from
         epb_hdr = struct.Struct(e + "IIIII").unpack_from
-        # per-section interface table: local id -> (global index, linktype, snaplen, mul, div, off_ns, limit)
+        # per-section interface table: local id -> (global index, linktype, mul, div, off_ns, caplen limit)
         local: list[tuple] = []
+        nlocal = 0
+        hdr7 = struct.Struct(e + "IIIIIII").unpack_from
         while True:
+            # Fast path: an Enhanced Packet Block wholly in the buffer, in a known section.
+            if pos + 28 <= n:
+                btype, blen, lid, ts_hi, ts_lo, caplen, orig_len = hdr7(buf, pos)
+                end = pos + blen
+                if btype == 6 and lid < nlocal and end <= n and not blen & 3:
+                    gid, linktype, mul, div, off, limit = local[lid]
+                    if caplen <= limit and caplen + 32 <= blen and u32(buf, end - 4)[0] == blen:
+                        start = pos + 28
+                        ts = ts_hi << 32 | ts_lo
+                        frame += 1
+                        if start + caplen + 8 > end:  # no room for options
+                            yield new(RF, (frame, ts * mul // div + off, linktype, buf[start:start + caplen],
+                                           orig_len, gid, (), None, ts, b""))
+                        else:
+                            opts = _strip_endofopt(buf[start + ((caplen + 3) & ~3):end - 4], e)
+                            comments, flags = _parse_epb_options(opts, e)
+                            yield new(RF, (frame, ts * mul // div + off, linktype, buf[start:start + caplen],
+                                           orig_len, gid, comments, flags, ts, opts))
+                        pos = end
+                        continue
+            # Everything else, including every error, goes the careful way.
             if pos + 12 <= n:
                 btype = u32(buf, pos)[0]
                 if btype == _PCAPNG_SHB:
@@ -446,6 +475,7 @@ class CaptureReader:
                                           frame + 1)
                     u32 = struct.Struct(e + "I").unpack_from
                     epb_hdr = struct.Struct(e + "IIIII").unpack_from
+                    hdr7 = struct.Struct(e + "IIIIIII").unpack_from
                 blen = u32(buf, pos + 4)[0]
                 if blen < 12 or blen % 4:
                     raise self._error(f"block length {blen} is not a multiple of 4 of at least 12 "
@@ -478,6 +508,7 @@ class CaptureReader:
             if btype == _PCAPNG_SHB:
                 section += 1
                 local = []
+                nlocal = 0
                 if blen < 28:
                     raise self._error(f"section header block too short ({blen} bytes)", frame + 1)
                 if True:
@@ -493,7 +524,7 @@ class CaptureReader:
                 if lid >= len(local):
                     raise self._error(f"packet refers to interface {lid}, but the section describes "
                                       f"{len(local)} (corrupt block)", frame + 1)
-                gid, linktype, _snap, mul, div, off, limit = local[lid]
+                gid, linktype, mul, div, off, limit = local[lid]
                 if caplen > limit or 28 + caplen + 4 > blen:
                     raise self._error(f"packet record claims {caplen} captured bytes in a {blen}-byte block "
                                       "(corrupt record)", frame + 1)
@@ -512,7 +543,7 @@ class CaptureReader:
             elif btype == 1:  # Interface Description Block
                 if blen < 20:
                     raise self._error(f"interface description block too short ({blen} bytes)", frame + 1)
-                iface = self._parse_idb(buf[pos + 8:end - 4], e, len(self.interfaces), section)
+                iface = self._parse_idb(buf[pos + 8:end - 4], e, len(self.interfaces), section, len(local))
                 self.interfaces.append(iface)
                 if iface.nanosecond:
                     self.nanosecond = True
@@ -524,7 +555,8 @@ class CaptureReader:
                 else:
                     mul, div = 1, 10 ** (res - 9)
                 limit = max(MAX_CAPLEN, min(iface.snaplen, _CAPLEN_CEILING))
-                local.append((iface.index, iface.linktype, iface.snaplen, mul, div, iface.tsoffset * _NS, limit))
+                local.append((iface.index, iface.linktype, mul, div, iface.tsoffset * _NS, limit))
+                nlocal = len(local)
             elif btype == 3:  # Simple Packet Block
                 if blen < 16:
                     raise self._error(f"simple packet block too short ({blen} bytes)", frame + 1)
@@ -532,7 +564,8 @@ class CaptureReader:
                     raise self._error("simple packet block before any interface description (corrupt block)",
                                       frame + 1)
                 orig_len = u32(buf, pos + 8)[0]
-                gid, linktype, snap, _mul, _div, _off, _limit = local[0]
+                gid, linktype, _mul, _div, _off, _limit = local[0]
+                snap = self.interfaces[gid].snaplen
                 caplen = min(orig_len, blen - 16)
                 if snap:
                     caplen = min(caplen, snap)
@@ -547,7 +580,7 @@ class CaptureReader:
                 if lid >= len(local):
                     raise self._error(f"packet refers to interface {lid}, but the section describes "
                                       f"{len(local)} (corrupt block)", frame + 1)
-                gid, linktype, _snap, mul, div, off, limit = local[lid]
+                gid, linktype, mul, div, off, limit = local[lid]
                 if caplen > limit or 28 + caplen + 4 > blen:
                     raise self._error(f"packet record claims {caplen} captured bytes in a {blen}-byte block "
                                       "(corrupt record)", frame + 1)
@@ -559,8 +592,8 @@ class CaptureReader:
                 comments, flags = _parse_epb_options(opts, e) if opts else ((), None)
                 yield new(RF, (frame, ts * mul // div + off, linktype, buf[start:start + caplen], orig_len,
                                gid, comments, flags, ts, opts))
-            elif btype == 9:
-                frame += 1  # systemd journal export: Wireshark shows it as a frame; not a packet
+            elif btype in _COUNTED_BLOCKS:
+                frame += 1  # Wireshark shows these as frames of their own; they are not packets
             # anything else (SHB already handled, NRB 4, ISB 5, DSB 10, custom ...) is skipped
             pos = end
 
@@ -591,7 +624,8 @@ class _AtomicOutput:
         else:
             final = os.fspath(target)
             d, base = os.path.split(os.path.abspath(final))
-            fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=d)
+            tmp = os.path.join(d, f".{base}.{secrets.token_hex(4)}.part")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
             self._f = os.fdopen(fd, "wb", buffering=_CHUNK)
             self._own = True
             self._tmp, self._final = tmp, final
@@ -715,7 +749,7 @@ class PcapngWriter(_AtomicOutput):
         self.count = 0
         self._ifaces: list[tuple[int, int, int, int]] = []  # (linktype, tsresol mul, div, off_ns)
         self._src_map: dict[int, int] = {}
-        self._epb = struct.Struct("<IIIIIIII").pack
+        self._epb = struct.Struct("<IIIIIII").pack
         opts = b""
         if comment:
             opts += _opt(1, comment.encode("utf-8"))

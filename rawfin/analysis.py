@@ -1,0 +1,168 @@
+"""The capture driver: frames from a file, decoded, through the observer, as records.
+
+Thin on purpose: the reading is ``rawfin.pcapio``, the decoding ``rawfin.decode``,
+the reasoning ``rawfin.observer``. This module only wires them together, counts,
+and reports progress.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from .endpoint import SEC
+from .errors import CaptureError, RawfinError
+from .observer import Connection, Observer
+from .segment import Segment, norm_ip
+
+
+class FilterError(RawfinError):
+    exit_code = 2
+
+
+@dataclass
+class ConnFilter:
+    """``--filter``: 'host H', 'port P', joined with 'and' (every term must hold)."""
+
+    hosts: list[str] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+    conn: int | None = None
+
+    @classmethod
+    def parse(cls, expr: str | None, conn: int | None = None) -> "ConnFilter":
+        f = cls(conn=conn)
+        if not expr:
+            return f
+        for term in re.split(r"\s+and\s+", expr.strip()):
+            parts = term.split()
+            if len(parts) != 2 or parts[0] not in ("host", "port"):
+                raise FilterError(f"--filter: cannot read {term!r}; use 'host ADDR', 'port N', joined by 'and'")
+            if parts[0] == "host":
+                try:
+                    f.hosts.append(norm_ip(parts[1]))
+                except ValueError:
+                    raise FilterError(f"--filter: {parts[1]!r} is not an IP address") from None
+            else:
+                if not parts[1].isdigit() or int(parts[1]) > 65535:
+                    raise FilterError(f"--filter: {parts[1]!r} is not a port number")
+                f.ports.append(int(parts[1]))
+        return f
+
+    @property
+    def active(self) -> bool:
+        return bool(self.hosts or self.ports or self.conn is not None)
+
+    def __call__(self, conn: Connection) -> bool:
+        if self.conn is not None and conn.id != self.conn:
+            return False
+        eps = list(conn.eps)
+        ips = {e[0] for e in eps}
+        ports = {e[1] for e in eps}
+        return all(h in ips for h in self.hosts) and all(p in ports for p in self.ports)
+
+
+class Progress:
+    """A one-line progress bar on stderr, only where stderr is a terminal (or when forced)."""
+
+    def __init__(self, label: str, size: int | None, mode: str = "auto") -> None:
+        self.on = mode == "always" or (mode == "auto" and sys.stderr.isatty())
+        self.label = label
+        self.size = size
+        self.last = 0.0
+        self.start = time.monotonic()
+
+    def update(self, pos: int, frames: int) -> None:
+        if not self.on:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.25:
+            return
+        self.last = now
+        rate = frames / max(now - self.start, 1e-9)
+        if self.size:
+            pct = min(100.0, 100.0 * pos / self.size)
+            bar = "#" * int(pct / 5)
+            line = f"\r{self.label}: [{bar:<20}] {pct:5.1f}%  {frames:,} frames  {rate:,.0f}/s"
+        else:
+            line = f"\r{self.label}: {frames:,} frames  {rate:,.0f}/s"
+        sys.stderr.write(line[:99])
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.on and self.last:
+            sys.stderr.write("\r" + " " * 99 + "\r")
+            sys.stderr.flush()
+
+
+@dataclass
+class CaptureStats:
+    path: str
+    frames: int = 0
+    tcp: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    first_time: float | None = None
+    connections: int = 0
+    by_close: Counter = field(default_factory=Counter)
+    server_active_closes: int = 0
+    error: CaptureError | None = None
+
+    def line(self) -> str:
+        parts = [f"{self.frames:,} frames", f"{self.tcp:,} TCP segments", f"{self.connections:,} connections"]
+        skipped = ", ".join(f"{v:,} {k.replace('_', '-')}" for k, v in sorted(self.skipped.items()) if v)
+        if skipped:
+            parts.append(f"passed over: {skipped}")
+        if self.server_active_closes:
+            parts.append(f"{self.server_active_closes} closed first by the server (TIME_WAIT on the server)")
+        return f"{self.path}: " + "; ".join(parts)
+
+
+def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
+            select: Callable[[Connection], bool] | None = None, progress: str = "never",
+            stats: CaptureStats | None = None) -> Iterator[dict]:
+    """Every record of one capture, in order; raises CaptureError (after the good part) on damage."""
+    from .decode import decode
+    from .pcapio import open_capture
+
+    stats = stats if stats is not None else CaptureStats(path=path)
+    obs = Observer(msl_ns=int(msl_s * SEC), file=label, select=select)
+    reader = open_capture(path)
+    bar = Progress(os.path.basename(path), reader.size, progress)
+    feed = obs.feed
+    note_skip = obs.note_skip
+    n = 0
+    try:
+        try:
+            for fr in reader:
+                n += 1
+                if stats.first_time is None:
+                    stats.first_time = fr.time_ns / 1e9
+                r = decode(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
+                if r.__class__ is Segment:
+                    stats.tcp += 1
+                    out = feed(r)
+                else:
+                    out = note_skip(r.kind, fr.frame, fr.time_ns, r.reason)
+                if out:
+                    yield from out
+                if not n & 0x3FFF:
+                    bar.update(reader.tell(), n)
+        except CaptureError as e:
+            stats.error = e
+        finally:
+            reader.close()
+            bar.done()
+        stats.frames = n
+        yield from obs.finish()
+    finally:
+        stats.connections = obs.connections_done
+        stats.by_close = obs.by_close
+        stats.server_active_closes = obs.server_active_closes
+        for k, v in obs.stats.items():
+            stats.skipped[k] += v
+    if stats.error is not None:
+        raise stats.error

@@ -1,0 +1,49 @@
+"""`rawfin analyze`: every TCP connection in the captures, how each endpoint moved."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..analysis import CaptureStats, ConnFilter, records
+from ..errors import EXIT_DATAERR, CaptureError
+from ..render import make_sink
+
+
+def run(args) -> int:
+    select = ConnFilter.parse(args.filter, args.conn)
+    many = len(args.captures) > 1
+    sink = make_sink(args.format, tablefmt=args.tablefmt, summary=args.summary)
+    failed: list[CaptureError] = []
+    all_stats: list[CaptureStats] = []
+    try:
+        for path in args.captures:
+            if not os.path.exists(path):
+                raise FileNotFoundError(2, "no such file", path)
+            stats = CaptureStats(path=path)
+            all_stats.append(stats)
+            label = path if many else None
+            if hasattr(sink, "origin"):
+                sink.origin = None
+            try:
+                for rec in records(path, msl_s=args.msl, label=label, progress=args.progress,
+                                   select=select if select.active else None, stats=stats):
+                    if hasattr(sink, "set_origin") and stats.first_time is not None:
+                        sink.set_origin(stats.first_time)
+                    sink.write(rec)
+            except CaptureError as e:
+                failed.append(e)
+                if hasattr(sink, "close_pending"):
+                    sink.close_pending()
+                print(f"rawfin analyze: {e}", file=sys.stderr)
+    finally:
+        sink.close()
+    if args.format == "table" and args.summary:
+        total = sum(s.connections for s in all_stats)
+        server = sum(s.server_active_closes for s in all_stats)
+        if total:
+            print(f"\n{total} connection{'s' if total != 1 else ''}; "
+                  f"{server} closed first by the server (TIME_WAIT held on the server's port)")
+    for s in all_stats:
+        print(s.line(), file=sys.stderr)
+    return EXIT_DATAERR if failed else 0

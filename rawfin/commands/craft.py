@@ -1,0 +1,73 @@
+"""`rawfin craft`: the seed's close (or a variant) as real segments, printed and written."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..analysis import FilterError
+from ..segment import flags_text, fmt_endpoint, norm_ip
+
+
+def parse_endpoint(text: str, what: str) -> tuple[str, int]:
+    """``192.0.2.1:80`` or ``[2001:db8::1]:80``."""
+    try:
+        if text.startswith("["):
+            host, _, port = text[1:].partition("]:")
+        else:
+            host, _, port = text.rpartition(":")
+        return norm_ip(host), int(port)
+    except ValueError:
+        raise FilterError(f"--{what}: {text!r} is not IP:PORT (IPv6 as [ADDR]:PORT)") from None
+
+
+def build(args):
+    from .. import craft
+
+    client = parse_endpoint(args.client, "client")
+    server = parse_endpoint(args.server, "server")
+    if (":" in client[0]) != (":" in server[0]):
+        raise FilterError("--client and --server must be the same IP version")
+    data = args.data.encode()
+    kw = dict(closer=args.closer)
+    if args.kind == "4way":
+        segs = craft.close_4way(client, server, args.x, args.y, **kw)
+    elif args.kind == "3way":
+        segs = craft.close_3way(client, server, args.x, args.y, **kw)
+    elif args.kind == "fin-with-data":
+        segs = craft.close_fin_with_data(client, server, args.x, args.y, data=data, **kw)
+    elif args.kind == "simultaneous":
+        segs = craft.close_simultaneous(client, server, args.x, args.y, **kw)
+    elif args.kind == "rst":
+        segs = craft.rst(client, server, args.x, args.y, **kw)
+    else:
+        return craft.connection(client, server, args.x, args.y, closer=args.closer,
+                                requests=((b"", data),) if data else ())
+    return craft.timed(segs)
+
+
+def run(args) -> int:
+    segs = build(args)
+    if args.write:
+        from ..codec import to_bytes
+        from ..pcapio import LINKTYPE_RAW, PcapWriter
+
+        with PcapWriter(args.write, linktype=LINKTYPE_RAW) as w:
+            for s in segs:
+                w.write(to_bytes(s), time_ns=s.time_ns or 0)
+        print(f"rawfin craft: wrote {len(segs)} segments to {args.write}", file=sys.stderr)
+    rows = []
+    for i, s in enumerate(segs, 1):
+        rows.append({"frame": i, "src": fmt_endpoint(s.src, s.sport), "dst": fmt_endpoint(s.dst, s.dport),
+                     "flags": flags_text(s.flags), "seq": s.seq, "ack": s.ack if s.has_ack else None,
+                     "len": s.data_len})
+    if args.format == "jsonl":
+        for r in rows:
+            sys.stdout.write(json.dumps({"type": "segment", **r}) + "\n")
+        return 0
+    from tabulate import tabulate
+    print(tabulate([[r["frame"], r["src"], "→", r["dst"], r["flags"], r["seq"],
+                     "" if r["ack"] is None else r["ack"], r["len"]] for r in rows],
+                   headers=["frame", "from", "", "to", "flags", "seq", "ack", "len"], tablefmt=args.tablefmt,
+                   disable_numparse=True))
+    return 0

@@ -1,0 +1,382 @@
+"""The both-endpoint observer: segments seen on a wire in, transitions and verdicts out.
+
+Sans-IO like the core: it reads no file and no clock. A driver (``rawfin
+analyze``, ``rawfin live``) feeds it segments in capture order, each with its
+capture time; it returns records (``rawfin.records`` contract) as they happen,
+and a ``connection`` record when a connection is finished and dropped, so
+memory follows the connections open at once, not the capture's length.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from typing import Callable
+
+from . import seq as sq
+from .endpoint import SEC, Config, Endpoint
+from .events import Anomaly, Result
+from .records import anomaly_record, seconds, transition_record
+from .segment import Segment, fmt_endpoint
+from .states import Input, State
+
+WELL_KNOWN = 1024
+_CLOSEDISH = (State.CLOSED, State.TIME_WAIT, State.LISTEN)
+
+
+def guess_server(a: tuple[str, int], b: tuple[str, int]) -> tuple[str, int]:
+    """With no SYN to tell: a well-known port is the server's, else the lower port."""
+    pa, pb = a[1], b[1]
+    if (pa < WELL_KNOWN) != (pb < WELL_KNOWN):
+        return a if pa < WELL_KNOWN else b
+    return a if pa <= pb else b
+
+
+class Connection:
+    """One instance of a 4-tuple (and VLAN): two observer endpoints and what they did."""
+
+    __slots__ = ("id", "key", "eps", "client", "server", "server_guessed", "mid_stream", "first_frame",
+                 "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
+                 "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
+                 "refused", "rcv_known", "vlan", "cfg", "born")
+
+    def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config) -> None:
+        self.id = cid
+        self.key = key
+        self.cfg = cfg
+        self.vlan = seg.vlan
+        self.first_frame = self.last_frame = seg.frame
+        self.first_ns = self.last_ns = seg.time_ns or 0
+        self.packets = 0
+        self.anomalies: Counter = Counter()
+        self.fins: list[tuple[tuple[str, int], int, int | None]] = []  # (sender, fin seq, frame)
+        self.rst_seen = False
+        self.data_after_first_fin = False
+        self.closing_seen = False
+        self.fin_ack_candidates: list[Anomaly] = []
+        self.first_fin_acked_alone = False
+        self.refused = False
+        self.born: list[Anomaly] = []
+        src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+        a = Endpoint(local=src, remote=dst, config=cfg, vlan=seg.vlan)
+        b = Endpoint(local=dst, remote=src, config=cfg, vlan=seg.vlan)
+        self.eps = {src: a, dst: b}
+        self.rcv_known = {src: False, dst: False}
+        self.server_guessed = False
+        self.mid_stream = False
+        if seg.syn and not seg.has_ack:
+            self.client, self.server = src, dst
+            b.state = State.LISTEN
+            b.passive = True
+            self.rcv_known = {src: True, dst: True}
+        elif seg.syn:                           # SYN,ACK first: the SYN was not captured
+            self.client, self.server = dst, src
+            b.state = State.SYN_SENT
+            b.iss = b.snd_una = sq.add(seg.ack, -1)
+            b.snd_nxt = seg.ack
+            a.state = State.SYN_RECEIVED
+            a.passive = True
+            a.irs = sq.add(seg.ack, -1)
+            a.rcv_nxt = seg.ack
+            a.iss = a.snd_una = seg.seq
+            a.snd_nxt = seg.seq
+            self.rcv_known = {src: True, dst: True}
+            born = Anomaly(endpoint=fmt_endpoint(*dst), kind="syn_not_captured",
+                           detail=f"SYN,ACK ack={seg.ack} implies a SYN seq={b.iss} not in the capture",
+                           time_ns=seg.time_ns or 0, frame=seg.frame)
+            self._note(born)
+            self.born.append(born)
+        else:                                   # picked up mid-stream
+            self.mid_stream = True
+            self.server_guessed = True
+            self.server = guess_server(src, dst)
+            self.client = dst if self.server == src else src
+            a.pick_up(state=State.ESTABLISHED, snd_nxt=seg.seq, rcv_nxt=seg.ack if seg.has_ack else None,
+                      remote=dst)
+            b.pick_up(state=State.ESTABLISHED, snd_nxt=seg.ack if seg.has_ack else 0, rcv_nxt=seg.seq,
+                      remote=src)
+            self.rcv_known = {src: seg.has_ack, dst: True}
+
+    def _note(self, a: Anomaly) -> None:
+        self.anomalies[a.kind] += 1
+
+    def process(self, seg: Segment, now: int, out: list) -> None:
+        self.packets += 1
+        self.last_frame = seg.frame
+        self.last_ns = now
+        src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+        sender, receiver = self.eps[src], self.eps[dst]
+        if not self.rcv_known[dst]:
+            receiver.rcv_nxt = receiver.irs = seg.seq
+            self.rcv_known[dst] = True
+        if seg.has_ack and not self.rcv_known[src]:
+            sender.rcv_nxt = sender.irs = seg.ack
+            self.rcv_known[src] = True
+        if seg.has_ack and not receiver.snd_nxt and receiver.state is State.ESTABLISHED and self.mid_stream:
+            receiver.snd_una = receiver.snd_nxt = seg.ack
+        # what the close looks like, before the models move
+        if self.fins:
+            first_sender, first_fin, _ = self.fins[0]
+            if src != first_sender:
+                if seg.data_len:
+                    self.data_after_first_fin = True
+                if seg.has_ack:
+                    self._check_fin_ack(seg, first_fin, sender)
+        if seg.fin and not any(f[0] == src for f in self.fins):
+            self.fins.append((src, seg.fin_seq, seg.frame))
+        if seg.rst:
+            self.rst_seen = True
+        r1 = sender.observe_send(seg, now)
+        r2 = receiver.receive(seg, now)
+        self._collect(r1, out)
+        self._collect(r2, out)
+        if seg.rst and receiver.state is State.CLOSED and self.client == dst and \
+                any(t.input is Input.RCV_RST and t.from_ is State.SYN_SENT for t in r2.transitions):
+            self.refused = True
+
+    def _check_fin_ack(self, seg: Segment, fin_seq: int, acker: Endpoint) -> None:
+        """An ACK from the passive side after the first FIN: does it cover the FIN (x + 1)?"""
+        want = sq.add(fin_seq, 1)
+        if seg.ack == want:
+            if not seg.fin:
+                self.first_fin_acked_alone = True
+            self.fin_ack_candidates.clear()
+        elif seg.ack == fin_seq and acker.rcv_nxt == want:
+            self.fin_ack_candidates.append(Anomaly(
+                endpoint=fmt_endpoint(seg.src, seg.sport), kind="ack_not_covering_fin",
+                detail=f"ack {seg.ack} does not cover FIN seq={fin_seq}: expected {want} (FIN seq + 1)",
+                time_ns=seg.time_ns or 0, frame=seg.frame))
+
+    def _collect(self, res: Result, out: list) -> None:
+        for t in res.transitions:
+            if t.to is State.CLOSING:
+                self.closing_seen = True
+            out.append(("t", self, t))
+        for a in res.anomalies:
+            self._note(a)
+            out.append(("a", self, a))
+
+    def fire_timers(self, until: int, out: list) -> None:
+        for ep in self.eps.values():
+            d = ep.next_deadline()
+            while d is not None and d <= until:
+                self._collect(ep.handle_timer(d), out)
+                nd = ep.next_deadline()
+                if nd == d:
+                    break
+                d = nd
+
+    def next_deadline(self) -> int | None:
+        ds = [d for d in (ep.next_deadline() for ep in self.eps.values()) if d is not None]
+        return min(ds) if ds else None
+
+    def all_closed(self) -> bool:
+        return all(ep.state is State.CLOSED for ep in self.eps.values())
+
+    def accepts_new_syn(self, seg: Segment) -> bool:
+        """A SYN on this pair that starts a new connection instance (Linux accepts it)."""
+        states = [ep.state for ep in self.eps.values()]
+        if State.TIME_WAIT in states or all(s in _CLOSEDISH for s in states):
+            return not (self.client == (seg.src, seg.sport) and self.eps[self.client].iss == seg.seq
+                        and self.eps[self.client].state is State.SYN_SENT)
+        return False
+
+    # -- verdicts -----------------------------------------------------------------
+    def close_kind(self) -> str:
+        states = {ep.state for ep in self.eps.values()}
+        if self.refused:
+            return "refused"
+        reset = self.rst_seen and any(ep.state is State.CLOSED for ep in self.eps.values()) and \
+            not self._fins_complete()
+        if reset:
+            return "reset"
+        if not self.fins:
+            return "none"
+        if not self._fins_complete():
+            return "incomplete"
+        if self.closing_seen:
+            return "simultaneous"
+        if self.data_after_first_fin:
+            return "half_close"
+        if len(self.fins) == 2 and not self.first_fin_acked_alone:
+            return "three_way"
+        del states
+        return "four_way"
+
+    def _fins_complete(self) -> bool:
+        """Both FINs sent and both acknowledged."""
+        if len(self.fins) < 2:
+            return False
+        for ep in self.eps.values():
+            if ep.fin_seq is None or sq.lt(ep.snd_una, sq.add(ep.fin_seq, 1)):
+                return False
+        return True
+
+    def active_closer(self) -> tuple[str, int] | None:
+        return self.fins[0][0] if self.fins else None
+
+    def end_anomalies(self, out: list) -> None:
+        """What only the end of the capture (or of the connection) can tell."""
+        first = self.fins[0] if self.fins else None
+        if first is not None:
+            closer = self.eps[first[0]]
+            if closer.state in (State.FIN_WAIT_1, State.CLOSING) and self.fin_ack_candidates:
+                for a in self.fin_ack_candidates:
+                    self._note(a)
+                    out.append(("a", self, a))
+        for ep in self.eps.values():
+            if ep.state is State.LAST_ACK:
+                other = self.eps[ep.remote]
+                detail = (f"{ep.name}'s FIN seq={ep.fin_seq} never ACKed (expected ack {sq.add(ep.fin_seq, 1)})"
+                          f"; peer is in {other.state.name}")
+                fin_frame = next((f[2] for f in self.fins if f[0] == ep.local), None)
+                a = Anomaly(endpoint=ep.name, kind="final_ack_missing", detail=detail,
+                            time_ns=self.last_ns, frame=fin_frame)
+                self._note(a)
+                out.append(("a", self, a))
+
+    def record(self, file: str | None) -> dict:
+        closer = self.active_closer()
+        client, server = fmt_endpoint(*self.client), fmt_endpoint(*self.server)
+        kind = self.close_kind()
+        server_active = closer == self.server and kind not in ("reset", "refused", "none")
+        rec = {"type": "connection", "conn": self.id, "client": client, "server": server,
+               "server_guessed": self.server_guessed,
+               "active_closer": fmt_endpoint(*closer) if closer else None,
+               "passive_closer": (fmt_endpoint(*(self.server if closer == self.client else self.client))
+                                  if closer else None),
+               "close": kind,
+               "final": {client: self.eps[self.client].state.value, server: self.eps[self.server].state.value},
+               "first_frame": self.first_frame, "last_frame": self.last_frame,
+               "first_time": seconds(self.first_ns), "last_time": seconds(self.last_ns),
+               "packets": self.packets, "mid_stream": self.mid_stream,
+               "server_active_close": server_active, "anomalies": dict(sorted(self.anomalies.items()))}
+        if self.vlan:
+            rec["vlan"] = list(self.vlan)
+        if file is not None:
+            rec["file"] = file
+        return rec
+
+
+class Observer:
+    """Tracks every connection in a stream of segments; returns records as they happen."""
+
+    def __init__(self, *, msl_ns: int = 30 * SEC, file: str | None = None,
+                 select: Callable[[Connection], bool] | None = None) -> None:
+        self.cfg = Config(msl_ns=msl_ns, observer=True)
+        self.file = file
+        self.select = select
+        self.linger_ns = 2 * msl_ns
+        self.active: dict[tuple, Connection] = {}
+        self.next_id = 0
+        self._timers: list[tuple[int, int, Connection]] = []
+        self.now = 0
+        self.connections_done = 0
+        self.stats: Counter = Counter()
+        self.by_close: Counter = Counter()
+        self.server_active_closes = 0
+
+    @staticmethod
+    def key_of(seg: Segment) -> tuple:
+        a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
+        return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
+
+    def feed(self, seg: Segment) -> list[dict]:
+        """One segment, in capture order; returns the records it produced."""
+        now = seg.time_ns or 0
+        out: list = []
+        recs: list[dict] = []
+        if now > self.now:
+            self.now = now
+        self._expire(now, out, recs)
+        key = self.key_of(seg)
+        conn = self.active.get(key)
+        if conn is not None and seg.syn and not seg.has_ack and conn.accepts_new_syn(seg):
+            rx = conn.eps[(seg.dst, seg.dport)]
+            if rx.state is State.TIME_WAIT:       # the TIME_WAIT side takes the SYN as a new connection
+                conn.packets += 1
+                conn._collect(rx.receive(seg, now), out)
+            self._records(out, recs)
+            out.clear()
+            self._finish(conn, recs)
+            conn = None
+        if conn is None:
+            conn = Connection(self.next_id, key, seg, self.cfg)
+            self.next_id += 1
+            self.active[key] = conn
+            out.extend(("a", conn, a) for a in conn.born)
+        conn.process(seg, now, out)
+        d = conn.next_deadline()
+        if d is not None:
+            heapq.heappush(self._timers, (d, conn.id, conn))
+        elif conn.all_closed():
+            heapq.heappush(self._timers, (now + self.linger_ns, conn.id, conn))
+        self._records(out, recs)
+        return recs
+
+    def note_skip(self, kind: str, frame: int | None, time_ns: int | None, detail: str) -> list[dict]:
+        """A frame that is not a TCP segment rawfin can use: counted; malformed ones reported."""
+        self.stats[kind] += 1
+        if kind == "malformed":
+            a = Anomaly(endpoint="-", kind="malformed_packet", detail=detail, time_ns=time_ns or 0, frame=frame)
+            rec = anomaly_record(a, None, self.file)  # type: ignore[arg-type]
+            return [rec]
+        return []
+
+    def _expire(self, now: int, out: list, recs: list[dict]) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            d, cid, conn = heapq.heappop(timers)
+            if self.active.get(conn.key) is not conn:
+                continue
+            conn.fire_timers(d, out)
+            nd = conn.next_deadline()
+            if nd is not None:
+                if nd > d:
+                    heapq.heappush(timers, (nd, cid, conn))
+                continue
+            if conn.all_closed():
+                quiet_until = conn.last_ns + self.linger_ns
+                if quiet_until <= now:
+                    self._records(out, recs)
+                    out.clear()
+                    self._finish(conn, recs)
+                else:
+                    heapq.heappush(timers, (quiet_until, cid, conn))
+
+    def _records(self, out: list, recs: list[dict]) -> None:
+        f = self.file
+        select = self.select
+        for kind, conn, ev in out:
+            if select is not None and not select(conn):
+                continue
+            if kind == "t":
+                recs.append(transition_record(ev, conn.id, f))
+            else:
+                recs.append(anomaly_record(ev, conn.id, f))
+
+    def _finish(self, conn: Connection, recs: list[dict]) -> None:
+        out: list = []
+        conn.end_anomalies(out)
+        self._records(out, recs)
+        rec = conn.record(self.file)
+        if self.select is None or self.select(conn):
+            recs.append(rec)
+        self.by_close[rec["close"]] += 1
+        if rec["server_active_close"]:
+            self.server_active_closes += 1
+        self.connections_done += 1
+        if self.active.get(conn.key) is conn:
+            del self.active[conn.key]
+
+    def finish(self) -> list[dict]:
+        """The end of the capture: fire what capture time allows, then report every connection left."""
+        out: list = []
+        recs: list[dict] = []
+        for conn in sorted(self.active.values(), key=lambda c: c.id):
+            conn.fire_timers(self.now, out)
+        self._records(out, recs)
+        for conn in sorted(list(self.active.values()), key=lambda c: c.id):
+            self._finish(conn, recs)
+        self._timers.clear()
+        return recs

@@ -99,7 +99,7 @@ def from_bytes(data: bytes, *, frame: int | None = None, time_ns: int | None = N
         pkt = cls(data)
     except Exception as exc:  # Scapy raises struct.error & co. on short input
         raise DecodeError(_where(frame) + f"cannot dissect IPv{version} packet ({len(data)} bytes): {exc}") from None
-    return from_scapy(pkt, frame=frame, time_ns=time_ns)
+    return _decode_or_raise(pkt, frame, time_ns)  # already dissected from bytes: no second pass
 
 
 def from_scapy(pkt: Packet, frame: int | None = None, time_ns: int | None = None) -> Segment:
@@ -115,11 +115,18 @@ def from_scapy(pkt: Packet, frame: int | None = None, time_ns: int | None = None
     Raises DecodeError when there is no TCP layer, the TCP header is cut
     short or inconsistent with the IP lengths, or the packet is an IP fragment.
     """
-    where = _where(frame)
     try:
         # Re-dissect from bytes: a hand-built packet has no lengths yet, and a
         # dissected one gives back its own bytes, so this is the same packet.
         pkt = type(pkt)(bytes(pkt))
+    except Exception as exc:
+        raise DecodeError(_where(frame) + f"cannot dissect packet: {type(exc).__name__}: {exc}") from None
+    return _decode_or_raise(pkt, frame, time_ns)
+
+
+def _decode_or_raise(pkt: Packet, frame: int | None, time_ns: int | None) -> Segment:
+    where = _where(frame)
+    try:
         return _decode(pkt, frame, time_ns, where)
     except DecodeError:
         raise

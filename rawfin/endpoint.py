@@ -147,6 +147,9 @@ class Endpoint:
             self.rto_at = self.time_wait_at = self.fin_wait_2_at = None
             self._unacked.clear()
             self._ooo.clear()
+            # a reused endpoint (connect/listen again) starts with a fresh retransmission budget
+            self._retries = 0
+            self._rto_cur = cfg.rto_ns
         if state is not State.FIN_WAIT_2:
             self.fin_wait_2_at = None
 
@@ -438,13 +441,17 @@ class Endpoint:
             return
         if seg.fin and self.peer_fin_seq is not None and seg.fin_seq == self.peer_fin_seq:
             self._move(out, Input.RCV_FIN, f"rcv FIN seq={seg.fin_seq} again: re-ACK, restart 2MSL", now, frame)
-            self._anomaly(out, "fin_retransmission",
+            self._anomaly(out, "time_wait_reack",
                           f"FIN seq={seg.fin_seq} retransmitted; TIME_WAIT ACKs it again (ack={self.rcv_nxt})",
                           now, frame)
             self._ack_now(out)
             return
         if seg.data_len or seg.fin:
-            self._anomaly(out, "segment_in_time_wait", f"{seg.describe()} arrived in TIME_WAIT", now, frame)
+            if self.config.observer and sq.le(seg.seq_end, self.rcv_nxt):
+                self._anomaly(out, "retransmission",
+                              f"{seg.describe()} already received (rcv_nxt={self.rcv_nxt})", now, frame)
+            else:
+                self._anomaly(out, "segment_in_time_wait", f"{seg.describe()} arrived in TIME_WAIT", now, frame)
             self._ack_now(out)
 
     def _rcv_synchronized(self, out: _Out, seg: Segment, now: int, frame: int | None) -> None:
@@ -476,9 +483,10 @@ class Endpoint:
             return
         if not ok:
             if seg.fin and self.peer_fin_seq is not None and seg.fin_seq == self.peer_fin_seq:
-                self._anomaly(out, "fin_retransmission",
-                              f"FIN seq={seg.fin_seq} retransmitted (our ACK {self.rcv_nxt} was lost or late)",
-                              now, frame)
+                if not cfg.observer:   # an observer hears of it from the sender's side
+                    self._anomaly(out, "fin_retransmission",
+                                  f"FIN seq={seg.fin_seq} retransmitted (our ACK {self.rcv_nxt} was lost or late)",
+                                  now, frame)
             elif seg.seg_len:
                 if cfg.observer and sq.le(seg.seq_end, self.rcv_nxt):
                     self._anomaly(out, "retransmission",
@@ -556,6 +564,8 @@ class Endpoint:
                 self.snd_una = ack
                 self._unacked.clear()
                 self.rto_at = None
+                self._retries = 0              # as _rcv_syn_sent does: SYN,ACK retries are not data retries
+                self._rto_cur = self.config.rto_ns
                 self._move(out, Input.RCV_ACK_OF_SYN, f"rcv ACK ack={ack}", now, frame)
                 st = self.state
             else:

@@ -17,7 +17,7 @@ from . import seq as sq
 from .endpoint import SEC, Config, Endpoint
 from .events import Anomaly, Result
 from .records import anomaly_record, seconds, transition_record
-from .segment import Segment, fmt_endpoint
+from .segment import Flags, Segment, fmt_endpoint
 from .states import Input, State
 
 WELL_KNOWN = 1024
@@ -38,7 +38,7 @@ class Connection:
     __slots__ = ("id", "key", "eps", "client", "server", "server_guessed", "mid_stream", "first_frame",
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
-                 "refused", "rcv_known", "vlan", "cfg", "born")
+                 "refused", "rcv_known", "vlan", "cfg", "born", "pending")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config) -> None:
         self.id = cid
@@ -57,6 +57,7 @@ class Connection:
         self.first_fin_acked_alone = False
         self.refused = False
         self.born: list[Anomaly] = []
+        self.pending: dict[tuple[str, int], list] = {}   # receiver -> [FIN segment held, crossed?]
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
         a = Endpoint(local=src, remote=dst, config=cfg, vlan=seg.vlan)
         b = Endpoint(local=dst, remote=src, config=cfg, vlan=seg.vlan)
@@ -126,13 +127,42 @@ class Connection:
             self.fins.append((src, seg.fin_seq, seg.frame))
         if seg.rst:
             self.rst_seen = True
-        r1 = sender.observe_send(seg, now)
-        r2 = receiver.receive(seg, now)
-        self._collect(r1, out)
-        self._collect(r2, out)
+        # TCP delivers in order: a FIN held for the receiver arrives before this segment
+        if dst in self.pending:
+            self._flush(dst, seg, out)
+        # does the sender show it had received the FIN held for it?
+        held = self.pending.get(src)
+        if held is not None:
+            if seg.has_ack and sq.ge(seg.ack, held[0].seq_end):
+                self._flush(src, seg, out)
+            else:
+                held[1] = True       # sent before the FIN reached it: the two crossed
+        self._collect(sender.observe_send(seg, now), out)
+        if seg.fin and not seg.syn:
+            # the data and the ACK now; the FIN once the receiver shows it has it (or at the end)
+            self._collect(receiver.receive(seg.with_(flags=seg.flags & ~Flags.FIN), now), out)
+            self.pending[dst] = [seg, False]
+        else:
+            self._collect(receiver.receive(seg, now), out)
         if seg.rst and receiver.state is State.CLOSED and self.client == dst and \
-                any(t.input is Input.RCV_RST and t.from_ is State.SYN_SENT for t in r2.transitions):
+                any(r[0] == "t" and r[2].input is Input.RCV_RST and r[2].from_ is State.SYN_SENT
+                    for r in out):
             self.refused = True
+
+    def _flush(self, ep: tuple[str, int], now_seg: Segment | None, out: list) -> None:
+        """Deliver the FIN held for ``ep``: at its own frame, or at the evidence frame if it crossed."""
+        seg, crossed = self.pending.pop(ep)
+        receiver = self.eps[ep]
+        if receiver.state is State.CLOSED:
+            return                       # it aborted before the FIN reached it
+        when = now_seg if (crossed and now_seg is not None) else seg
+        fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=Flags.FIN | (seg.flags & Flags.ACK),
+                        frame=when.frame, time_ns=when.time_ns)
+        self._collect(receiver.receive(fin, when.time_ns or 0), out)
+
+    def flush_all(self, out: list) -> None:
+        for ep in list(self.pending):
+            self._flush(ep, None, out)
 
     def _check_fin_ack(self, seg: Segment, fin_seq: int, acker: Endpoint) -> None:
         """An ACK from the passive side after the first FIN: does it cover the FIN (x + 1)?"""
@@ -141,7 +171,7 @@ class Connection:
             if not seg.fin:
                 self.first_fin_acked_alone = True
             self.fin_ack_candidates.clear()
-        elif seg.ack == fin_seq and acker.rcv_nxt == want:
+        elif seg.ack == fin_seq:
             self.fin_ack_candidates.append(Anomaly(
                 endpoint=fmt_endpoint(seg.src, seg.sport), kind="ack_not_covering_fin",
                 detail=f"ack {seg.ack} does not cover FIN seq={fin_seq}: expected {want} (FIN seq + 1)",
@@ -217,6 +247,7 @@ class Connection:
 
     def end_anomalies(self, out: list) -> None:
         """What only the end of the capture (or of the connection) can tell."""
+        self.flush_all(out)
         first = self.fins[0] if self.fins else None
         if first is not None:
             closer = self.eps[first[0]]
@@ -374,6 +405,7 @@ class Observer:
         out: list = []
         recs: list[dict] = []
         for conn in sorted(self.active.values(), key=lambda c: c.id):
+            conn.flush_all(out)
             conn.fire_timers(self.now, out)
         self._records(out, recs)
         for conn in sorted(list(self.active.values()), key=lambda c: c.id):

@@ -99,6 +99,7 @@ class TableSink(Sink):
             out.write("\n")
         self.first = False
         out.write(connection_heading(conn) + "\n")
+        items = sorted(items, key=lambda r: (r["time"] if r["time"] is not None else 0.0))
         rows = []
         for r in items:
             if r["type"] == "transition":

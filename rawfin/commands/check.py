@@ -1,0 +1,97 @@
+"""`rawfin check`: every close in the captures, consistent and complete, as an exit code.
+
+Exit 0 when every connection passes, 1 when any fails (listing each failing
+connection and frame with expected and actual numbers), 65 for damaged input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..analysis import CaptureStats, records
+from ..errors import EXIT_CHECK_FAILED, EXIT_DATAERR, CaptureError
+
+#: anomalies that mean the close's arithmetic or order is wrong, whatever the options
+ARITHMETIC = {
+    "ack_not_covering_fin": "the ACK does not cover the FIN",
+    "duplicate_fin": "a second FIN at a different sequence number",
+    "data_after_fin": "data sent after the sender's own FIN",
+    "acked_unseen_segment": "an ACK for data never sent",
+}
+
+
+def judge(conn: dict, anomalies: list[dict], args) -> list[dict]:
+    """The failures of one connection (empty when it passes)."""
+    fails = []
+    for a in anomalies:
+        if a["kind"] in ARITHMETIC:
+            fails.append({"frame": a["frame"], "endpoint": a["endpoint"], "problem": ARITHMETIC[a["kind"]],
+                          "detail": a["detail"]})
+        elif a["kind"] == "final_ack_missing" and not args.allow_incomplete:
+            fails.append({"frame": a["frame"], "endpoint": a["endpoint"], "problem": "final ACK missing",
+                          "detail": a["detail"]})
+    close = conn["close"]
+    final = ", ".join(f"{k} {v}" for k, v in conn["final"].items())
+    if close in ("reset", "refused") and not args.allow_reset:
+        fails.append({"frame": conn["last_frame"], "endpoint": "", "problem": f"ended by RST ({close})",
+                      "detail": f"expected a FIN close; final states: {final}"})
+    elif close == "incomplete" and not args.allow_incomplete:
+        if not any(f["problem"] == "final ACK missing" for f in fails):
+            fails.append({"frame": conn["last_frame"], "endpoint": "", "problem": "close incomplete",
+                          "detail": f"the capture ends inside the close: {final}"})
+    elif close == "none" and not (args.allow_open or args.allow_incomplete):
+        fails.append({"frame": conn["last_frame"], "endpoint": "", "problem": "never closed",
+                      "detail": f"no FIN or RST in the capture: {final}"})
+    if conn.get("server_active_close") and not args.allow_server_close:
+        fails.append({"frame": conn["last_frame"], "endpoint": conn["server"],
+                      "problem": "server closed first",
+                      "detail": "TIME_WAIT sits on the server's port (the seed's warning); "
+                                "expected the client to close first"})
+    return fails
+
+
+def run(args) -> int:
+    many = len(args.captures) > 1
+    rows: list[list] = []
+    failed_conns = 0
+    total = 0
+    damaged: list[CaptureError] = []
+    for path in args.captures:
+        pending: dict[int, list[dict]] = {}
+        stats = CaptureStats(path=path)
+        try:
+            for rec in records(path, msl_s=args.msl, label=path if many else None, stats=stats):
+                if rec["type"] == "anomaly":
+                    pending.setdefault(rec["conn"], []).append(rec)
+                elif rec["type"] == "connection":
+                    total += 1
+                    fails = judge(rec, pending.pop(rec["conn"], []), args)
+                    if fails:
+                        failed_conns += 1
+                    if args.format == "jsonl":
+                        out = dict(rec, check="fail" if fails else "pass", failures=fails)
+                        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+                    for f in fails:
+                        where = f"{path}#{rec['conn']}" if many else str(rec["conn"])
+                        rows.append([where, f["frame"], f"{rec['client']} → {rec['server']}", f["problem"],
+                                     f["detail"]])
+        except CaptureError as e:
+            damaged.append(e)
+            print(f"rawfin check: {e}", file=sys.stderr)
+    if args.format == "table":
+        from tabulate import tabulate
+        if rows:
+            print(tabulate(rows, headers=["conn", "frame", "connection", "failure", "expected / actual"],
+                           tablefmt=args.tablefmt, disable_numparse=True, maxcolwidths=[None, None, 34, 22, 44]))
+        verdict = "FAIL" if failed_conns else "PASS"
+        print(f"{verdict}: {total - failed_conns} of {total} connection{'s' if total != 1 else ''} "
+              f"closed cleanly", file=sys.stdout if not rows else sys.stdout)
+    elif args.format == "csv":
+        import csv
+        w = csv.writer(sys.stdout)
+        w.writerow(["conn", "frame", "connection", "failure", "detail"])
+        w.writerows(rows)
+    if damaged:
+        return EXIT_DATAERR
+    return EXIT_CHECK_FAILED if failed_conns else 0

@@ -172,4 +172,7 @@ class Segment:
         return Segment(src=self.dst, dst=self.src, sport=self.dport, dport=self.sport, vlan=self.vlan)
 
     def with_(self, **changes) -> "Segment":
+        """A copy with ``changes``; a new payload brings its own length unless data_len is given."""
+        if "payload" in changes and "data_len" not in changes:
+            changes["data_len"] = -1
         return replace(self, **changes)

@@ -178,6 +178,10 @@ _IP4 = struct.Struct("!BxHxxHxB2x8s").unpack_from   # vihl, total length, frag, 
 _IP6 = struct.Struct("!B3xHB1x32s").unpack_from     # vtc, payload length, next header, src+dst
 _TCP = struct.Struct("!HHIIBBH").unpack_from        # sport, dport, seq, ack, offset byte, flags, window
 _U16 = struct.Struct("!H").unpack_from
+# The common case in one call: IPv4 without options followed by the TCP header
+_IP4TCP = struct.Struct("!BxHxxHxB2x8sHHIIBBH").unpack_from
+# ... and the same behind an Ethernet header.
+_ETH_IP4TCP = struct.Struct("!12xHBxHxxHxB2x8sHHIIBBH").unpack_from
 
 _S_IP4_SHORT = _mal("IPv4 header cut short")
 _S_IP6_SHORT = _mal("IPv6 header cut short")
@@ -187,6 +191,16 @@ _S_FRAG6 = _skip("fragment", "IPv6 fragment")
 
 
 def _ipv4(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
+    if n >= off + 40 and data[off] == 0x45:  # fast path: no IP options, whole TCP header present
+        _v, tot, frag, proto, addrs, sport, dport, seq, ack, doff, flags, window = _IP4TCP(data, off)
+        if proto == 6 and not frag & 0x3FFF and tot >= 40 and (off + tot <= orig_len or off + tot <= n):
+            thl = (doff >> 4) << 2
+            data_len = tot - 20 - thl
+            if thl >= 20 and data_len >= 0:
+                pair = _pairs4.get(addrs) or _pair4(addrs)
+                return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window,
+                            data[off + 20 + thl:off + tot], data_len, frame, time_ns, vlan)
+    # general path (and every odd case)
     if n < off + 20:
         return _S_IP4_SHORT
     vihl, tot, frag, proto, addrs = _IP4(data, off)
@@ -199,10 +213,13 @@ def _ipv4(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
         return _S_FRAG4
     if proto != 6:
         return _proto_name(proto)
+    wire = (orig_len if orig_len > n else n) - off  # bytes the frame had on the wire after ``off``
     if tot == 0:  # TSO/GRO: the length field was never filled in
-        tot = (orig_len if orig_len > n else n) - off
+        tot = wire
     elif tot < ihl:
         return _mal(f"IPv4 total length {tot} < header length {ihl}")
+    elif tot > wire:  # claims more than the frame held: count what was there (as Wireshark does)
+        tot = wire
     t = off + ihl
     if n < t + 20:
         return _S_TCP_SHORT if n >= t else _mal("IPv4 options cut short")
@@ -213,9 +230,7 @@ def _ipv4(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
     data_len = tot - ihl - thl
     if data_len < 0:
         return _mal(f"TCP header ({thl} bytes) longer than the IPv4 payload ({tot - ihl} bytes)")
-    end = off + tot
-    start = t + thl
-    payload = data[start:end if end < n else n] if start < n else b""
+    payload = data[t + thl:off + tot]  # slicing clamps at the captured length
     pair = _pairs4.get(addrs) or _pair4(addrs)
     return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window, payload, data_len,
                 frame, time_ns, vlan)
@@ -228,10 +243,10 @@ def _ipv6(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
     if vtc >> 4 != 6:
         return _mal(f"bad IP version {vtc >> 4} in an IPv6 packet")
     p = off + 40
-    if plen == 0:  # jumbogram or TSO: use the frame's length
-        end = orig_len if orig_len > n else n
-    else:
-        end = p + plen
+    wire_end = orig_len if orig_len > n else n
+    end = p + plen
+    if plen == 0 or end > wire_end:  # jumbogram/TSO, or claims more than the frame held
+        end = wire_end
     while nh != 6:
         if nh == 0 or nh == 43 or nh == 60 or nh == 51 or nh == 44 or nh == 135 or nh == 139 or nh == 140:
             if n < p + 8:
@@ -260,7 +275,7 @@ def _ipv6(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
     data_len = end - start
     if data_len < 0:
         return _mal(f"TCP header ({thl} bytes) longer than the IPv6 payload")
-    payload = data[start:end if end < n else n] if start < n else b""
+    payload = data[start:end]
     pair = _pairs6.get(addrs) or _pair6(addrs)
     return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window, payload, data_len,
                 frame, time_ns, vlan)
@@ -354,6 +369,15 @@ def decode(linktype: int, data: bytes, orig_len: int, frame: int | None = None, 
     """
     n = len(data)
     if linktype == 1:  # Ethernet
+        if n >= 54 and data[12] == 8 and data[13] == 0 and data[14] == 0x45:  # Ethernet + IPv4 + TCP, inline
+            _et, _v, tot, frag, proto, addrs, sport, dport, seq, ack, doff, flags, window = _ETH_IP4TCP(data)
+            if proto == 6 and not frag & 0x3FFF and tot >= 40 and (14 + tot <= orig_len or 14 + tot <= n):
+                thl = (doff >> 4) << 2
+                data_len = tot - 20 - thl
+                if thl >= 20 and data_len >= 0:
+                    pair = _pairs4.get(addrs) or _pair4(addrs)
+                    return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window,
+                                data[34 + thl:14 + tot], data_len, frame, time_ns, ())
         if n < 14:
             return _mal("Ethernet header cut short")
         et = data[12] << 8 | data[13]

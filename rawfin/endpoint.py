@@ -440,7 +440,7 @@ class Endpoint:
                               f"RST seq={seg.seq} in TIME_WAIT, expected seq={self.rcv_nxt}", now, frame)
             return
         if seg.fin and self.peer_fin_seq is not None and seg.fin_seq == self.peer_fin_seq:
-            self._move(out, Input.RCV_FIN, f"rcv FIN seq={seg.fin_seq} again: re-ACK, restart 2MSL", now, frame)
+            self._move(out, Input.RCV_FIN, f"rcv FIN seq={seg.fin_seq} again: re-ACK it", now, frame)
             self._anomaly(out, "time_wait_reack",
                           f"FIN seq={seg.fin_seq} retransmitted; TIME_WAIT ACKs it again (ack={self.rcv_nxt})",
                           now, frame)
@@ -592,5 +592,5 @@ class Endpoint:
         self.snd_wnd = seg.window
         if (self.fin_seq is not None and st in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK)
                 and sq.ge(self.snd_una, sq.add(self.fin_seq, 1))):
-            self._move(out, Input.RCV_ACK_OF_FIN, f"rcv ACK ack={ack} (FIN seq={self.fin_seq} + 1)", now, frame)
+            self._move(out, Input.RCV_ACK_OF_FIN, f"rcv ACK ack={ack} of FIN seq={self.fin_seq}", now, frame)
         return True

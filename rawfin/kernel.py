@@ -150,6 +150,37 @@ def parse_line(line: str, clock_offset_ns: int = 0) -> KernelEvent | None:
                        skaddr=f.get("skaddr", ""), line=line.rstrip("\n"))
 
 
+class Binder:
+    """Gives ``CLOSE -> SYN_SENT`` its local port.
+
+    connect() moves the socket to SYN_SENT before it binds a local port, so the
+    tracepoint shows port 0 (and the text output has no socket address to tie
+    it to the socket's next event). The next event that leaves SYN_SENT
+    toward the same remote endpoint names the port; events are held until then.
+    """
+
+    def __init__(self) -> None:
+        self._unbound: dict[tuple, list[KernelEvent]] = {}
+
+    def feed(self, events: list[KernelEvent]) -> list[KernelEvent]:
+        from dataclasses import replace
+        out = []
+        for ev in events:
+            if ev.kind == "state" and ev.local[1] == 0 and ev.new == "SYN_SENT":
+                self._unbound.setdefault(ev.remote, []).append(ev)
+                continue
+            if ev.kind == "state" and ev.old == "SYN_SENT" and self._unbound.get(ev.remote):
+                first = self._unbound[ev.remote].pop(0)
+                out.append(replace(first, local=ev.local))
+            out.append(ev)
+        return out
+
+    def flush(self) -> list[KernelEvent]:
+        out = [e for evs in self._unbound.values() for e in evs]
+        self._unbound.clear()
+        return out
+
+
 # -- interpretation ----------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,7 +197,7 @@ class KernelTransition:
     source: str = "tracepoint"   # or "/proc/net/tcp" for what the tracepoint cannot see
 
     def record(self, conn: int | None = None) -> dict:
-        return {"type": "kernel_transition", "conn": conn, "time": round(self.time_ns / 1e9, 9),
+        return {"type": "kernel", "conn": conn, "time": round(self.time_ns / 1e9, 9),
                 "endpoint": self.endpoint, "peer": self.peer, "from": self.from_.value, "to": self.to.value,
                 "kernel": self.kernel, "note": self.note, "source": self.source}
 
@@ -245,10 +276,10 @@ class Interpreter:
         key = (local, remote)
         if key not in self.orphans:
             return None
+        del self.orphans[key]
         sub = timewait_sockets(netns_pid).get(key)
         if sub is None:
             return None
-        del self.orphans[key]
         st = kernel_state(sub)
         return KernelTransition(time_ns=time_ns, endpoint=fmt_endpoint(*local), peer=fmt_endpoint(*remote),
                                 from_=State.FIN_WAIT_2, to=st, kernel=f"timewait socket substate {sub}",

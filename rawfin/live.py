@@ -298,8 +298,10 @@ class Agreement:
             for it in self.kernel.get(k, []):
                 if id(it) in seen:
                     continue
+                handoff = it.rec["from"] == it.rec["to"]
                 out.append({"time": it.rec["time"], "endpoint": k[0], "wire": "",
-                            "kernel": f"{it.rec['from']} → {it.rec['to']}", "agree": "kernel only",
+                            "kernel": f"{it.rec['from']} → {it.rec['to']}",
+                            "agree": "-" if handoff else "kernel only",
                             "note": it.rec.get("kernel", "") + ("; " + it.rec["note"] if it.rec.get("note") else "")})
         out.sort(key=lambda r: (r["time"] or 0))
         return out
@@ -331,9 +333,6 @@ class Live:
         self.tracer = None
         self.interp = None
         self._held: list = []
-        self._pending_syn: dict[str, list] = {}    # skaddr -> kernel events before the port was bound
-        self._skaddr: dict[str, tuple] = {}
-        self._orphan_checks: list[tuple[int, tuple, tuple]] = []
         self.kernel_records: list[dict] = []
         self.wire_records: list[dict] = []
         self.writer = None
@@ -341,7 +340,8 @@ class Live:
         self._decode = _decoder()
         try:
             if kernel_truth:
-                from .kernel import Interpreter, Tracer
+                from .kernel import Binder, Interpreter, Tracer
+                self.binder = Binder()
                 self.tracer = Tracer()
                 self.tracer.start()
                 self.interp = Interpreter(peer_fin_seen=self._peer_fin_seen)
@@ -377,8 +377,6 @@ class Live:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
         if seg.fin and (b, a) not in self.fin_at:
             self.fin_at[(b, a)] = ts
-            if self.interp is not None and (b, a) in self.interp.orphans:
-                self._orphan_checks.append((ts + 20_000_000, b, a))
         for rec in self.obs.feed(seg):
             self._record(rec)
         conn = self.obs.active.get(self.obs.key_of(seg))
@@ -394,15 +392,7 @@ class Live:
 
     # -- kernel
     def _kernel_events(self, evs: list) -> None:
-        for ev in evs:
-            if ev.kind == "state" and ev.local[1] == 0 and ev.skaddr:
-                self._pending_syn.setdefault(ev.skaddr, []).append(ev)
-                continue
-            if ev.skaddr and ev.skaddr in self._pending_syn:
-                from dataclasses import replace
-                for p in self._pending_syn.pop(ev.skaddr):
-                    self._held.append(replace(p, local=ev.local, remote=ev.remote))
-            self._held.append(ev)
+        self._held.extend(self.binder.feed(evs))
 
     def _process_kernel(self, final: bool = False) -> None:
         if self.interp is None:
@@ -420,27 +410,27 @@ class Live:
             self._kernel_transition(tr)
 
     def _kernel_transition(self, tr) -> None:
-        key = ((tr.endpoint, tr.peer))
         rec = tr.record(None)
         loc = _split(tr.endpoint)
         rem = _split(tr.peer)
         rec["conn"] = self.conns.get((loc, rem))
         item = self.agreement.add_kernel(rec)
-        rec["agree"] = item.match is not None
+        # a hand-off inside the kernel (same state before and after) is no transition to agree with
+        rec["agree"] = None if rec["from"] == rec["to"] else item.match is not None
         if item.match is not None:
             rec["wire_frame"] = item.match.rec.get("frame")
-        del key
         self.kernel_records.append(rec)
         self.emit(rec)
 
     def _orphans(self, final: bool = False) -> None:
+        """An orphan handed off in FIN_WAIT2 whose peer's FIN has arrived: ask /proc/net/tcp."""
         now = time.time_ns()
-        due = [c for c in self._orphan_checks if final or c[0] <= now]
-        self._orphan_checks = [c for c in self._orphan_checks if c not in due]
-        for _, local, remote in due:
-            tr = self.interp.orphan_reached_time_wait(local, remote, self.fin_at.get((local, remote), now))
-            if tr is not None:
-                self._kernel_transition(tr)
+        for (local, remote) in list(self.interp.orphans):
+            fin = self.fin_at.get((local, remote))
+            if fin is not None and (final or now - fin > 20_000_000):
+                tr = self.interp.orphan_reached_time_wait(local, remote, fin)
+                if tr is not None:
+                    self._kernel_transition(tr)
 
     # -- the loop
     def run(self, *, count: int | None = None, duration: float | None = None) -> dict:
@@ -488,9 +478,7 @@ class Live:
                 time.sleep(0.02)
                 self._kernel_events(self.tracer.drain(settle=0.05))
                 self._process_kernel(final=True)
-                for evs in self._pending_syn.values():
-                    self._held.extend(evs)
-                self._pending_syn.clear()
+                self._held.extend(self.binder.flush())
                 self._process_kernel(final=True)
                 self._orphans(final=True)
             for rec in self.obs.finish():

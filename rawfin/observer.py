@@ -38,7 +38,7 @@ class Connection:
     __slots__ = ("id", "key", "eps", "client", "server", "server_guessed", "mid_stream", "first_frame",
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
-                 "refused", "rcv_known", "vlan", "cfg", "born", "pending")
+                 "refused", "rcv_known", "vlan", "cfg", "born", "pending", "senders", "alt_keys")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config) -> None:
         self.id = cid
@@ -58,6 +58,8 @@ class Connection:
         self.refused = False
         self.born: list[Anomaly] = []
         self.pending: dict[tuple[str, int], list] = {}   # receiver -> [FIN segment held, crossed?]
+        self.senders: set[tuple[str, int]] = set()
+        self.alt_keys: list[tuple] = []
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
         a = Endpoint(local=src, remote=dst, config=cfg, vlan=seg.vlan)
         b = Endpoint(local=dst, remote=src, config=cfg, vlan=seg.vlan)
@@ -106,6 +108,7 @@ class Connection:
         self.last_frame = seg.frame
         self.last_ns = now
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+        self.senders.add(src)
         sender, receiver = self.eps[src], self.eps[dst]
         if not self.rcv_known[dst]:
             receiver.rcv_nxt = receiver.irs = seg.seq
@@ -161,7 +164,13 @@ class Connection:
         self._collect(receiver.receive(fin, when.time_ns or 0), out)
 
     def flush_all(self, out: list) -> None:
+        """The end: a held FIN whose receiver stayed silent is taken as received; one whose
+        receiver kept sending without acknowledging it never arrived (it is reported instead)."""
         for ep in list(self.pending):
+            seg, crossed = self.pending[ep]
+            if crossed:
+                del self.pending[ep]
+                continue
             self._flush(ep, None, out)
 
     def _check_fin_ack(self, seg: Segment, fin_seq: int, acker: Endpoint) -> None:
@@ -299,6 +308,7 @@ class Observer:
         self.select = select
         self.linger_ns = 2 * msl_ns
         self.active: dict[tuple, Connection] = {}
+        self.by_tuple: dict[tuple, Connection] = {}
         self.next_id = 0
         self._timers: list[tuple[int, int, Connection]] = []
         self.now = 0
@@ -322,6 +332,8 @@ class Observer:
         self._expire(now, out, recs)
         key = self.key_of(seg)
         conn = self.active.get(key)
+        if conn is None and seg.vlan:
+            conn = self._adopt(key, seg)
         if conn is not None and seg.syn and not seg.has_ack and conn.accepts_new_syn(seg):
             rx = conn.eps[(seg.dst, seg.dport)]
             if rx.state is State.TIME_WAIT:       # the TIME_WAIT side takes the SYN as a new connection
@@ -335,6 +347,7 @@ class Observer:
             conn = Connection(self.next_id, key, seg, self.cfg)
             self.next_id += 1
             self.active[key] = conn
+            self.by_tuple[key[1:]] = conn
             out.extend(("a", conn, a) for a in conn.born)
         conn.process(seg, now, out)
         d = conn.next_deadline()
@@ -344,6 +357,18 @@ class Observer:
             heapq.heappush(self._timers, (now + self.linger_ns, conn.id, conn))
         self._records(out, recs)
         return recs
+
+    def _adopt(self, key: tuple, seg: Segment) -> Connection | None:
+        """One direction of a connection on one VLAN, the other direction on another (a router
+        on a stick): the same connection, as long as this direction has not been seen yet."""
+        other = self.by_tuple.get(key[1:])
+        if other is None or self.active.get(other.key) is not other:
+            return None
+        if (seg.src, seg.sport) in other.senders:
+            return None
+        self.active[key] = other
+        other.alt_keys.append(key)
+        return other
 
     def note_skip(self, kind: str, frame: int | None, time_ns: int | None, detail: str) -> list[dict]:
         """A frame that is not a TCP segment rawfin can use: counted; malformed ones reported."""
@@ -397,18 +422,22 @@ class Observer:
         if rec["server_active_close"]:
             self.server_active_closes += 1
         self.connections_done += 1
-        if self.active.get(conn.key) is conn:
-            del self.active[conn.key]
+        for k in [conn.key, *conn.alt_keys]:
+            if self.active.get(k) is conn:
+                del self.active[k]
+        if self.by_tuple.get(conn.key[1:]) is conn:
+            del self.by_tuple[conn.key[1:]]
 
     def finish(self) -> list[dict]:
         """The end of the capture: fire what capture time allows, then report every connection left."""
         out: list = []
         recs: list[dict] = []
-        for conn in sorted(self.active.values(), key=lambda c: c.id):
+        conns = sorted({c.id: c for c in self.active.values()}.values(), key=lambda c: c.id)
+        for conn in conns:
             conn.flush_all(out)
             conn.fire_timers(self.now, out)
         self._records(out, recs)
-        for conn in sorted(list(self.active.values()), key=lambda c: c.id):
+        for conn in conns:
             self._finish(conn, recs)
         self._timers.clear()
         return recs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import json
 import sys
 from typing import IO
@@ -58,6 +59,11 @@ def fmt_time(t: float | None, origin: float | None) -> str:
     return f"{t - (origin or 0.0):.6f}"
 
 
+HEADERS = ["frame", "time", "endpoint", "transition", "cause"]
+TABLE_WIDTH = 100
+ANOMALIES_PER_KIND = 4
+
+
 class TableSink(Sink):
     """A transition table per connection, printed when the connection's record arrives.
 
@@ -99,23 +105,37 @@ class TableSink(Sink):
             out.write("\n")
         self.first = False
         out.write(connection_heading(conn) + "\n")
+        roles = {}
+        if "client" in conn:
+            roles = {conn["client"]: "client", conn["server"]: "server"}
         items = sorted(items, key=lambda r: (r["time"] if r["time"] is not None else 0.0))
         rows = []
         for r in items:
             if r["type"] == "transition":
                 rows.append([r["frame"] if r["frame"] is not None else "", fmt_time(r["time"], self.origin),
-                             r["endpoint"], f"{r['from']} {ARROW} {r['to']}", r["cause"]])
+                             roles.get(r["endpoint"], r["endpoint"]), f"{r['from']} {ARROW} {r['to']}",
+                             r["cause"]])
         if rows:
-            out.write(tabulate(rows, headers=["frame", "time", "endpoint", "transition", "cause"],
-                               tablefmt=self.tablefmt, disable_numparse=True) + "\n")
+            used = sum(max(len(str(row[i])) for row in rows + [HEADERS]) + 2 for i in range(4))
+            width = max(28, TABLE_WIDTH - used)
+            out.write(tabulate(rows, headers=HEADERS, tablefmt=self.tablefmt, disable_numparse=True,
+                               maxcolwidths=[None, None, None, None, width]) + "\n")
         else:
             out.write("  (no state changes seen)\n")
         anomalies = [r for r in items if r["type"] == "anomaly"]
         if anomalies:
             out.write("  anomalies:\n")
+            shown: dict[str, int] = {}
             for a in anomalies:
+                n = shown[a["kind"]] = shown.get(a["kind"], 0) + 1
+                if n > ANOMALIES_PER_KIND:
+                    continue
                 fr = f"frame {a['frame']}" if a["frame"] is not None else "end"
                 out.write(f"    {fr:>11}  {a['kind']}: {a['detail']}\n")
+            for kind, n in shown.items():
+                if n > ANOMALIES_PER_KIND:
+                    out.write(f"    {'':>11}  ... and {n - ANOMALIES_PER_KIND} more {kind} "
+                              f"(--format jsonl lists them all)\n")
         if self.flush_each:
             out.flush()
 
@@ -133,27 +153,20 @@ class TableSink(Sink):
         super().close()
 
 
-SUMMARY_HEADERS = ["conn", "client", "server", "closer", "close", "final (client / server)", "frames",
-                   "anomalies"]
-
-
-def _short_anomalies(an: dict) -> str:
-    return ", ".join(f"{k}×{v}" if v > 1 else k for k, v in sorted(an.items())) if an else ""
+SUMMARY_HEADERS = ["conn", "client", "server", "close", "final client/server", "anomalies"]
 
 
 def summary_row(c: dict) -> list:
     final = c.get("final") or {}
     closer = c.get("active_closer")
-    role = ""
+    close = c.get("close", "")
     if closer:
-        role = "client" if closer == c.get("client") else "server"
-        if role == "server":
-            role = "server (!)"
+        close += " by client" if closer == c.get("client") else " by SERVER"
     server = c["server"] + (" ?" if c.get("server_guessed") else "")
-    conn = str(c["conn"]) if "file" not in c else f"{c['file']}#{c['conn']}"
-    return [conn, c["client"], server, role or "-", c.get("close", ""),
-            f"{final.get(c['client'], '?')} / {final.get(c['server'], '?')}",
-            f"{c.get('first_frame')}-{c.get('last_frame')}", _short_anomalies(c.get("anomalies") or {})]
+    conn = str(c["conn"]) if "file" not in c else f"{os.path.basename(c['file'])}#{c['conn']}"
+    an = c.get("anomalies") or {}
+    return [conn, c["client"], server, close,
+            f"{final.get(c['client'], '?')}/{final.get(c['server'], '?')}", sum(an.values()) or ""]
 
 
 def connection_heading(c: dict) -> str:
@@ -162,7 +175,7 @@ def connection_heading(c: dict) -> str:
     head = f"conn {c['conn']}"
     if c.get("file"):
         head += f" [{c['file']}]"
-    head += f": {c['client']} {ARROW} {c['server']}"
+    head += f": client {c['client']} {ARROW} server {c['server']}"
     if c.get("vlan"):
         head += f" (vlan {'.'.join(map(str, c['vlan']))})"
     bits = []
@@ -179,7 +192,7 @@ def connection_heading(c: dict) -> str:
         bits.append(f"close: {close}{who}")
     if c.get("server_active_close"):
         bits.append("TIME_WAIT on the server's port")
-    return head + (" — " + "; ".join(bits) if bits else "")
+    return head + ("\n  " + "; ".join(bits) if bits else "")
 
 
 def make_sink(fmt: str, *, out: IO[str] | None = None, tablefmt: str = "simple", summary: bool = False,

@@ -41,7 +41,7 @@ class Wire:
 
     frame: int          # 1-based, in the order segments went on the wire
     time_ns: int
-    sender: str         # "client" / "server" (or the endpoint's address)
+    sender: str         # "client" or "server"
     seg: Segment
     dropped: bool
 
@@ -123,11 +123,9 @@ class Pair:
     def call(self, ep: Endpoint, method: str, *args, flush: bool = True, **kw) -> Result:
         """Call an application method (``close``, ``send``...) with ``now``; put its output on the wire."""
         fn = getattr(ep, method)
-        if method == "connect":
+        if method in ("connect", "send"):      # connect(remote, now), send(data, now)
             res = fn(*args, self.now, **kw)
-        elif method == "send":
-            res = fn(*args, self.now, **kw)
-        else:
+        else:                                  # listen/close/shutdown/abort(now, ...)
             res = fn(self.now, *args, **kw)
         self.inject(ep, res)
         if flush:

@@ -58,7 +58,7 @@ class LiveTable:
             line = f"{when}  {conn:>4}  {rec['endpoint']:<22} {pad}{tr:<27} {agree}{rec['detail']}"
         elif t == "kernel":
             tr = f"{rec['from']} {ARROW} {rec['to']}"
-            agree = "yes" if rec.get("agree") else "NO"
+            agree = {True: "yes", False: "NO", None: "-"}[rec.get("agree")]
             said = f"tracepoint: {rec['kernel']}" if rec.get("source") == "tracepoint" else \
                 f"{rec.get('source')}: {rec['kernel']}"
             if rec.get("note"):

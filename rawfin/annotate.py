@@ -1,0 +1,294 @@
+"""``rawfin annotate``: a copy of a capture with rawfin's findings as packet comments.
+
+Two streaming passes over the input, so a capture larger than memory is fine:
+
+1. :func:`collect_notes` runs :func:`rawfin.analysis.records` and turns the records into
+   ``{frame: [comment, ...]}`` with :func:`notes_from_records` (a pure function; only
+   frames with something to say are kept);
+2. :func:`annotate` copies every packet record through
+   :class:`~rawfin.pcapio.PcapngWriter`: bytes, original length, timestamp at its
+   stored resolution, interface (same ids, same options) and the comments it already
+   had, with rawfin's comments appended.
+
+Every comment rawfin adds starts with :data:`PREFIX` (``"rawfin: "``), so a user can
+filter them (``frame.comment contains "rawfin: "``) and a second run replaces them
+instead of piling up copies.
+
+Damaged input (:class:`~rawfin.errors.CaptureError` after some good frames): the good
+part is written, the section header comment and a comment on the last frame say the
+file holds frames 1..N-1 only, and the caller exits 65. When not one frame is readable
+nothing is written. The writer works under a temporary name and renames on success, so
+no run ever leaves a half-written file under the output name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .errors import CaptureError, RawfinError
+
+__all__ = ["PREFIX", "AnnotateResult", "OutputError", "default_output", "notes_from_records",
+           "collect_notes", "annotate", "transition_comment", "fin_ack_verdict", "anomaly_comment"]
+
+#: Every comment rawfin writes starts with this.
+PREFIX = "rawfin: "
+
+_MOD = 1 << 32
+# The numbers are read from the record's text: "ack=1007" or "ack 1007", "FIN seq=1006".
+_ACK = re.compile(r"\back[= ](\d+)")
+_FIN_SEQ = re.compile(r"\bFIN seq=(\d+)")
+#: The moves the ACK of this side's FIN makes (RST and timeouts make some of them too,
+#: but their causes name no ack and FIN seq).
+_FIN_ACKED = frozenset((("FIN_WAIT_1", "FIN_WAIT_2"), ("CLOSING", "TIME_WAIT"), ("LAST_ACK", "CLOSED")))
+
+
+class OutputError(RawfinError):
+    """The output file cannot be created (sysexits EX_CANTCREAT), or would overwrite the input."""
+
+    exit_code = 73
+
+
+# --------------------------------------------------------------------------- comment text
+
+
+def transition_comment(rec: dict) -> str:
+    """``rawfin: 192.0.2.1:80 ESTABLISHED → CLOSE_WAIT (rcv FIN seq=1006)``."""
+    return f"{PREFIX}{rec['endpoint']} {rec['from']} → {rec['to']} ({rec['cause']})"
+
+
+def fin_ack_verdict(ack: int, fin_seq: int) -> str:
+    """The arithmetic and the verdict for an ACK that answers a FIN.
+
+    ``ack 1007 = FIN seq 1006 + 1: covers the FIN``, or
+    ``ack 1006 ≠ FIN seq 1006 + 1 = 1007: does not cover the FIN (expected ack 1007)``.
+    "Covers" is judged mod 2**32 the way TCP judges it: the FIN is covered when ack is
+    FIN seq + 1 or beyond (within half the sequence space).
+    """
+    want = (fin_seq + 1) % _MOD
+    wrap = " (mod 2**32)" if fin_seq == _MOD - 1 else ""
+    if ack == want:
+        return f"{PREFIX}ack {ack} = FIN seq {fin_seq} + 1{wrap}: covers the FIN"
+    ahead = (ack - want) % _MOD
+    if ahead < _MOD // 2:
+        return f"{PREFIX}ack {ack} > FIN seq {fin_seq} + 1 = {want}{wrap}: covers the FIN"
+    return (f"{PREFIX}ack {ack} ≠ FIN seq {fin_seq} + 1 = {want}{wrap}: does not cover the FIN "
+            f"(expected ack {want})")
+
+
+def _fin_ack_numbers(text: str) -> tuple[int, int] | None:
+    """(ack, FIN seq) named in a transition cause or an anomaly detail, if both are there."""
+    a = _ACK.search(text)
+    f = _FIN_SEQ.search(text)
+    return (int(a[1]), int(f[1])) if a and f else None
+
+
+def anomaly_comment(rec: dict) -> str:
+    """``rawfin: anomaly fin_retransmission at 192.0.2.1:80: FIN seq=1006 sent again``."""
+    ep = rec.get("endpoint")
+    at = f" at {ep}" if ep and ep != "-" else ""
+    return f"{PREFIX}anomaly {rec['kind']}{at}: {rec['detail']}"
+
+
+# --------------------------------------------------------------------------- pass 1
+
+
+def notes_from_records(recs: Iterable[dict]) -> dict[int, list[str]]:
+    """``{frame: [comments]}`` from analysis records, in record order within a frame.
+
+    Transitions and anomalies go on their frame. Those with no frame (a timer such as
+    2MSL expiring, or an anomaly only the end of the connection shows) go on the
+    connection's last frame and say so. Anomalies with neither frame nor connection
+    are dropped (there is no packet to put them on).
+    """
+    notes: dict[int, list[str]] = {}
+    pending: dict[int, list[dict]] = {}   # conn -> frameless records, until its connection record
+
+    def put(frame: int, text: str) -> None:
+        lst = notes.get(frame)
+        if lst is None:
+            notes[frame] = [text]
+        else:
+            lst.append(text)
+
+    for rec in recs:
+        kind = rec["type"]
+        if kind == "connection":
+            held = pending.pop(rec["conn"], None)
+            last = rec.get("last_frame")
+            if held and last is not None:
+                for r in held:
+                    put(last, _frameless(r, rec))
+            continue
+        frame = rec.get("frame")
+        if frame is None:
+            if rec.get("conn") is not None:
+                pending.setdefault(rec["conn"], []).append(rec)
+            continue
+        if kind == "transition":
+            put(frame, transition_comment(rec))
+            if (rec["from"], rec["to"]) in _FIN_ACKED and rec["cause"].startswith("rcv "):
+                nums = _fin_ack_numbers(rec["cause"])
+                if nums:
+                    put(frame, fin_ack_verdict(*nums))
+        elif kind == "anomaly":
+            put(frame, anomaly_comment(rec))
+            if rec["kind"] == "ack_not_covering_fin":
+                nums = _fin_ack_numbers(rec["detail"])
+                if nums:
+                    put(frame, fin_ack_verdict(*nums))
+    return notes
+
+
+def _frameless(rec: dict, conn: dict) -> str:
+    if rec["type"] == "transition":
+        when = ""
+        if rec.get("time") is not None and conn.get("last_time") is not None:
+            when = f" {rec['time'] - conn['last_time']:.3f} s after this frame"
+        return (f"{transition_comment(rec)} [caused by time{when}, not by a packet; "
+                "shown on the connection's last frame]")
+    return (f"{anomaly_comment(rec)} [seen at the end of the connection, not at one packet; "
+            "shown on its last frame]")
+
+
+@dataclass
+class Pass1:
+    notes: dict[int, list[str]]
+    frames: int                     # packet records read (good ones)
+    error: CaptureError | None
+
+
+def collect_notes(path: str, *, msl_s: float = 30.0, progress: str = "never") -> Pass1:
+    """Pass 1: analyse ``path``; the comments, how many frames were good, and the damage if any."""
+    from .analysis import CaptureStats, records
+
+    stats = CaptureStats(path=path)
+    error: list[CaptureError] = []
+
+    def recs() -> Iterator[dict]:
+        try:
+            yield from records(path, msl_s=msl_s, progress=progress, stats=stats)
+        except CaptureError as e:
+            error.append(e)
+
+    notes = notes_from_records(recs())
+    return Pass1(notes, stats.frames, error[0] if error else None)
+
+
+# --------------------------------------------------------------------------- pass 2
+
+
+@dataclass
+class AnnotateResult:
+    input: str
+    output: str
+    frames: int = 0                 # packets written
+    commented: int = 0              # of which carry rawfin comments
+    comments: int = 0               # rawfin comments written
+    error: CaptureError | None = None   # the input's damage; the output holds frames before it
+    notes: dict[int, list[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None
+
+
+def default_output(path: str) -> str:
+    """``dir/name.pcap`` -> ``dir/name.rawfin.pcapng`` (next to the input)."""
+    d, base = os.path.split(path)
+    stem, ext = os.path.splitext(base)
+    if ext.lower() not in (".pcap", ".pcapng", ".cap", ".dmp", ".ntar"):
+        stem = base
+    return os.path.join(d, f"{stem}.rawfin.pcapng")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _strip_own(options: bytes, big_endian: bool) -> bytes:
+    """Packet options without comments a previous rawfin run added (raw, source byte order)."""
+    e = ">" if big_endian else "<"
+    out = []
+    pos, n = 0, len(options)
+    own = PREFIX.encode()
+    while pos + 4 <= n:
+        code, length = struct.unpack_from(e + "HH", options, pos)
+        nxt = pos + 4 + ((length + 3) & ~3)
+        if not (code == 1 and options[pos + 4:pos + 4 + length].startswith(own)):
+            out.append(options[pos:nxt])
+        pos = nxt
+    return b"".join(out)
+
+
+def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progress: str = "never",
+             stream=None) -> AnnotateResult:
+    """Write ``output`` (pcapng): every packet of ``path`` with rawfin's comments added.
+
+    ``output`` None means :func:`default_output`; ``stream`` (a binary file object)
+    writes there instead (for ``-o -``). Raises CaptureError when ``path`` is not a
+    capture or not one frame of it is readable (nothing written); when it is damaged
+    later, returns with ``error`` set and the output holding the good frames, marked
+    incomplete. Raises OutputError when the output cannot be created.
+    """
+    from .pcapio import PcapngWriter, open_capture
+
+    if stream is None:
+        output = default_output(path) if output is None else output
+        if _same_file(path, output):
+            raise OutputError(f"{output}: is the input itself; name another output with -o")
+    else:
+        output = "-"
+    # Open the input once up front so a missing or non-capture file fails before any work.
+    open_capture(path).close()
+
+    p1 = collect_notes(path, msl_s=msl_s, progress=progress)
+    err = p1.error
+    if err is not None and (p1.frames == 0 or err.frame is None):
+        raise err
+    res = AnnotateResult(input=path, output=output, error=err, notes=p1.notes)
+
+    from . import __version__
+    shb = f"annotated by rawfin {__version__} from {os.path.basename(path)}"
+    if err is not None:
+        shb = (f"INCOMPLETE: {os.path.basename(path)} is damaged at frame {err.frame} ({err.message}); "
+               f"this file holds frames 1..{err.frame - 1} only; {shb}")
+    try:
+        writer = PcapngWriter(stream if stream is not None else output, comment=shb)
+    except OSError as e:
+        raise OutputError(f"{output}: cannot create: {e.strerror or e}") from None
+
+    notes = p1.notes
+    limit = p1.frames
+    with writer as w, open_capture(path) as cap:
+        ifaces = cap.interfaces
+        added = 0
+        last = None
+        for fr in cap if limit else ():
+            while added < len(ifaces):      # every IDB in input order: interface ids stay the same
+                w.add_source_interface(ifaces[added])
+                added += 1
+            extra = notes.get(fr.frame, ())
+            if res.frames == limit - 1 and err is not None:
+                extra = [*extra, f"{PREFIX}INCOMPLETE: the input is damaged after this frame "
+                                 f"(frame {err.frame}: {err.message}); nothing after it is in this file"]
+            if fr.comments and any(c.startswith(PREFIX) for c in fr.comments):
+                fr = fr._replace(options=_strip_own(fr.options, ifaces[fr.iface].big_endian))
+            w.write_frame(fr, ifaces[fr.iface], comments=extra)
+            res.frames += 1
+            if extra:
+                res.commented += 1
+                res.comments += len(extra)
+            last = fr.frame
+            if res.frames >= limit:
+                break   # stop where pass 1 stopped: before the damage, or before what a growing file added
+        if res.frames != limit:
+            raise CaptureError(path, f"changed while being annotated: pass 1 read {limit} frames, "
+                                     f"pass 2 only {res.frames}", frame=(last or 0) + 1)
+    return res

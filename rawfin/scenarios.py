@@ -1,0 +1,393 @@
+"""Scenarios: a TOML description of two applications, their settings and the link's faults.
+
+The built-in scenarios are the files in ``rawfin/scenarios/*.toml``; ``rawfin
+scenario --file F.toml`` runs one of your own. The format is documented in
+``docs/scenario-format.md``; in short::
+
+    summary = "one line for --list"
+
+    [config]                  # both sides (a side's own table overrides)
+    msl = 30.0                # seconds; TIME_WAIT lasts 2*msl
+    rto = 1.0                 # initial retransmission timeout, seconds
+
+    [link]
+    delay = 0.001             # one-way, seconds
+
+    [client]
+    isn = 1000
+    calls = [
+      { at = 0.0,   call = "connect" },
+      { at = 0.010, call = "send", bytes = 100 },
+      { at = 0.030, call = "close" },
+    ]
+
+    [server]
+    isn = 2000
+    calls = [
+      { at = 0.0, call = "listen" },
+      { on = "eof", after = 0.010, call = "close" },
+    ]
+
+    [[fault]]
+    rule = "drop final-ack"
+
+:func:`load` reads a file into a :class:`Scenario`; :func:`run` plays it on an
+:class:`~rawfin.emulator.Pair` and returns the pair.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from dataclasses import dataclass, field, replace
+
+from .endpoint import SEC, Config
+from .errors import EXIT_DATAERR, RawfinError
+from .states import State
+
+CALLS = ("listen", "connect", "send", "close", "shutdown", "abort", "close-listener")
+_CALL_KEYS = {"at", "on", "after", "call", "bytes", "data", "port", "isn", "reuse_addr"}
+_SIDE_KEYS = {"address", "address6", "port", "isn", "msl", "rto", "close_on_fin", "fin_wait_2_timeout",
+              "calls"}
+_CONFIG_KEYS = {"msl", "rto", "close_on_fin", "fin_wait_2_timeout"}
+_TOP_KEYS = {"name", "summary", "description", "ipv6", "config", "link", "client", "server", "fault",
+             "expect"}
+
+
+class ScenarioError(RawfinError):
+    """A scenario file that cannot be read or run: names the file and what is wrong."""
+
+    exit_code = EXIT_DATAERR
+
+
+def _secs(v, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise ScenarioError(f"{where}: expected a number of seconds >= 0, got {v!r}")
+    return round(v * SEC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """One application call: at a time, or (``on="eof"``) a while after reading end-of-file."""
+
+    side: str
+    call: str
+    at_ns: int | None = None
+    on: str | None = None
+    after_ns: int = 0
+    data: bytes = b""
+    port: int | None = None
+    isn: int | None = None
+    reuse_addr: bool = False
+
+    def describe(self) -> str:
+        when = f"at {self.at_ns / SEC:g} s" if self.at_ns is not None else f"{self.after_ns / SEC:g} s after EOF"
+        return f"{self.side} {self.call} {when}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Side:
+    address: str | None = None
+    address6: str | None = None
+    port: int | None = None
+    isn: int | None = None
+    config: dict = field(default_factory=dict)     # msl_ns, rto_ns, close_on_fin, fin_wait_2_timeout_ns
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    name: str
+    summary: str = ""
+    description: str = ""
+    path: str | None = None
+    ipv6: bool = False
+    config: dict = field(default_factory=dict)
+    client: Side = Side()
+    server: Side = Side()
+    calls: tuple[Call, ...] = ()
+    delay_ns: int | None = None
+    seed: int = 0
+    faults: tuple[str, ...] = ()
+    expect: dict = field(default_factory=dict)
+
+
+# -- reading ---------------------------------------------------------------------------
+
+def _toml():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ScenarioError("reading scenario files needs Python 3.11 (tomllib) or the tomli package") \
+                from None
+    return tomllib
+
+
+def _config(table: dict, where: str) -> dict:
+    out = {}
+    for k, v in table.items():
+        if k not in _CONFIG_KEYS:
+            continue
+        if k == "close_on_fin":
+            if not isinstance(v, bool):
+                raise ScenarioError(f"{where}.close_on_fin: expected true or false")
+            out["close_on_fin"] = v
+        else:
+            out[f"{k}_ns"] = _secs(v, f"{where}.{k}")
+            if k in ("msl", "rto") and out[f"{k}_ns"] <= 0:
+                raise ScenarioError(f"{where}.{k}: must be more than 0")
+    return out
+
+
+def _call(side: str, i: int, c: dict, where: str) -> Call:
+    w = f"{where}: {side}.calls[{i}]"
+    if not isinstance(c, dict):
+        raise ScenarioError(f"{w}: expected a table like {{ at = 0.0, call = \"connect\" }}")
+    bad = set(c) - _CALL_KEYS
+    if bad:
+        raise ScenarioError(f"{w}: unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(_CALL_KEYS))})")
+    name = c.get("call")
+    if name not in CALLS:
+        raise ScenarioError(f"{w}: call must be one of {', '.join(CALLS)}, got {name!r}")
+    at = c.get("at")
+    on = c.get("on")
+    if (at is None) == (on is None):
+        raise ScenarioError(f"{w}: give exactly one of at = SECONDS or on = \"eof\"")
+    if on is not None and on != "eof":
+        raise ScenarioError(f"{w}: on = {on!r}: the only event is \"eof\"")
+    if "after" in c and on is None:
+        raise ScenarioError(f"{w}: after = ... goes with on = \"eof\"")
+    data = b""
+    if "bytes" in c and "data" in c:
+        raise ScenarioError(f"{w}: give bytes = N or data = \"...\", not both")
+    if "bytes" in c:
+        n = c["bytes"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ScenarioError(f"{w}: bytes must be a whole number >= 0")
+        from .emulator import _payload
+        data = _payload(n)
+    elif "data" in c:
+        if not isinstance(c["data"], str):
+            raise ScenarioError(f"{w}: data must be a string")
+        data = c["data"].encode("utf-8")
+    if data and name not in ("send", "close", "shutdown"):
+        raise ScenarioError(f"{w}: {name} carries no data")
+    if name == "send" and not data:
+        raise ScenarioError(f"{w}: send needs bytes = N or data = \"...\"")
+    if side == "client" and name in ("listen", "close-listener") or side == "server" and name == "connect":
+        raise ScenarioError(f"{w}: the {side} does not {name}")
+    port = c.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        raise ScenarioError(f"{w}: port must be 1..65535")
+    isn = c.get("isn")
+    if isn is not None and (isinstance(isn, bool) or not isinstance(isn, int) or not 0 <= isn < 2 ** 32):
+        raise ScenarioError(f"{w}: isn must be 0..4294967295")
+    return Call(side=side, call=name, at_ns=_secs(at, f"{w}.at") if at is not None else None, on=on,
+                after_ns=_secs(c.get("after", 0), f"{w}.after"), data=data, port=port, isn=isn,
+                reuse_addr=bool(c.get("reuse_addr", False)))
+
+
+def parse(doc: dict, name: str, path: str | None = None) -> Scenario:
+    where = path or name
+    bad = set(doc) - _TOP_KEYS
+    if bad:
+        raise ScenarioError(f"{where}: unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})")
+    config = _config(doc.get("config", {}), f"{where}: config")
+    sides = {}
+    calls: list[Call] = []
+    for side in ("server", "client"):
+        t = doc.get(side, {})
+        if not isinstance(t, dict):
+            raise ScenarioError(f"{where}: [{side}] must be a table")
+        bad = set(t) - _SIDE_KEYS
+        if bad:
+            raise ScenarioError(f"{where}: {side}: unknown key {sorted(bad)[0]!r} "
+                                f"(known: {', '.join(sorted(_SIDE_KEYS))})")
+        isn = t.get("isn")
+        if isn is not None and (isinstance(isn, bool) or not isinstance(isn, int) or not 0 <= isn < 2 ** 32):
+            raise ScenarioError(f"{where}: {side}.isn must be 0..4294967295")
+        sides[side] = Side(address=t.get("address"), address6=t.get("address6"), port=t.get("port"), isn=isn,
+                           config=_config(t, f"{where}: {side}"))
+        raw = t.get("calls", [])
+        if not isinstance(raw, list):
+            raise ScenarioError(f"{where}: {side}.calls must be a list of tables")
+        calls += [_call(side, i, c, where) for i, c in enumerate(raw)]
+    link = doc.get("link", {})
+    faults = []
+    for i, f in enumerate(doc.get("fault", [])):
+        if not isinstance(f, dict) or not isinstance(f.get("rule"), str):
+            raise ScenarioError(f"{where}: fault[{i}] needs rule = \"...\" (e.g. \"drop final-ack\")")
+        faults.append(f["rule"])
+    from .emulator import EmulatorError, Fault
+    for r in faults:
+        try:
+            Fault.parse(r)
+        except EmulatorError as e:
+            raise ScenarioError(f"{where}: {e}") from None
+    seed = link.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ScenarioError(f"{where}: link.seed must be a whole number")
+    return Scenario(name=doc.get("name", name), summary=doc.get("summary", ""),
+                    description=doc.get("description", "").strip(), path=path, ipv6=bool(doc.get("ipv6", False)),
+                    config=config, client=sides["client"], server=sides["server"], calls=tuple(calls),
+                    delay_ns=_secs(link["delay"], f"{where}: link.delay") if "delay" in link else None,
+                    seed=seed, faults=tuple(faults), expect=dict(doc.get("expect", {})))
+
+
+def load(path: str | os.PathLike) -> Scenario:
+    """Read a scenario file (raises ScenarioError naming the file; OSError when unreadable)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    tomllib = _toml()
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ScenarioError(f"{path}: not a valid TOML file: {e}") from None
+    name = os.path.splitext(os.path.basename(path))[0]
+    return parse(doc, name, path)
+
+
+def _builtin_dir():
+    return importlib.resources.files("rawfin").joinpath("scenarios")
+
+
+def names() -> list[str]:
+    """The built-in scenarios, in the order ``--list`` prints them."""
+    found = sorted(p.name[:-5] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
+    return sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+
+
+ORDER = ["normal-close", "lost-final-ack", "lost-fin", "simultaneous-close", "three-segment-close",
+         "half-close", "fin-with-data", "rst-abort", "server-active-close", "time-wait-expiry",
+         "seq-wraparound", "port-reuse"]
+
+
+def builtin(name: str) -> Scenario:
+    res = _builtin_dir().joinpath(f"{name}.toml")
+    if not res.is_file():
+        raise ScenarioError(f"no built-in scenario {name!r} (rawfin scenario --list names them)")
+    tomllib = _toml()
+    return parse(tomllib.loads(res.read_text("utf-8")), name, None)
+
+
+# -- running ---------------------------------------------------------------------------
+
+def run(scn: Scenario, *, msl_ns: int | None = None, rto_ns: int | None = None, isn_client: int | None = None,
+        isn_server: int | None = None, faults: tuple[str, ...] = (), seed: int | None = None,
+        ipv6: bool | None = None, delay_ns: int | None = None):
+    """Play ``scn`` to the end and return the :class:`~rawfin.emulator.Pair`.
+
+    The keyword arguments are the command line's overrides; ``faults`` are
+    added to the scenario's own.
+    """
+    from .emulator import (CLIENT, CLIENT6, DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, SERVER,
+                           SERVER6, AddressInUse, EmulatorError, Pair)
+    from .errors import StateError
+
+    v6 = scn.ipv6 if ipv6 is None else ipv6
+
+    def addr(side: Side, default4, default6):
+        ip = (side.address6 or default6[0]) if v6 else (side.address or default4[0])
+        return (ip, side.port or default4[1])
+
+    def cfg(side: Side) -> Config:
+        kw = {**scn.config, **side.config}
+        if msl_ns is not None:
+            kw["msl_ns"] = msl_ns
+        if rto_ns is not None:
+            kw["rto_ns"] = rto_ns
+        try:
+            return Config(**kw)
+        except ValueError as e:
+            raise ScenarioError(f"{scn.path or scn.name}: {e}") from None
+
+    try:
+        pair = Pair(client=addr(scn.client, CLIENT, CLIENT6), server=addr(scn.server, SERVER, SERVER6),
+                    client_config=cfg(scn.client), server_config=cfg(scn.server),
+                    isn_client=isn_client if isn_client is not None else (scn.client.isn if scn.client.isn
+                                                                          is not None else DEFAULT_ISN_CLIENT),
+                    isn_server=isn_server if isn_server is not None else (scn.server.isn if scn.server.isn
+                                                                          is not None else DEFAULT_ISN_SERVER),
+                    delay_ns=delay_ns if delay_ns is not None else (scn.delay_ns if scn.delay_ns is not None
+                                                                    else DEFAULT_DELAY_NS),
+                    faults=scn.faults + tuple(faults), seed=scn.seed if seed is None else seed)
+    except ValueError as e:
+        raise ScenarioError(f"{scn.path or scn.name}: {e}") from None
+
+    where = scn.path or scn.name
+
+    def action(c: Call):
+        host = pair.client if c.side == "client" else pair.server
+
+        def go() -> None:
+            try:
+                if c.call == "listen":
+                    host.listen(c.port, iss=c.isn, reuse_addr=c.reuse_addr)
+                elif c.call == "connect":
+                    host.connect(port=c.port, iss=c.isn)
+                elif c.call == "send":
+                    host.send(c.data)
+                elif c.call == "close":
+                    host.close(c.data)
+                elif c.call == "shutdown":
+                    host.shutdown(c.data)
+                elif c.call == "abort":
+                    host.abort()
+                elif c.call == "close-listener":
+                    host.close_listener(c.port)
+            except AddressInUse:
+                pass            # logged as an address_in_use anomaly: part of the story
+            except (StateError, EmulatorError) as e:
+                t = (pair.now - pair.start_ns) / SEC
+                raise ScenarioError(f"{where}: {c.side} {c.call} at t={t:.6f} s: {e}") from None
+        return go
+
+    # calls at the same time: the server's first, then the client's, each in file order
+    timed = sorted((c for c in scn.calls if c.at_ns is not None),
+                   key=lambda c: (c.at_ns, 0 if c.side == "server" else 1))
+    for c in timed:
+        pair.at(pair.start_ns + c.at_ns, action(c))
+    for c in scn.calls:
+        if c.on == "eof":
+            host = pair.client if c.side == "client" else pair.server
+            host.on_eof(action(c), c.after_ns)
+    pair.run()
+    return pair
+
+
+def check(scn: Scenario, pair) -> list[str]:
+    """What the run did not do that the scenario's ``[expect]`` table says it does."""
+    problems = []
+    exp = scn.expect
+    final = exp.get("final", {})
+    for side, want in final.items():
+        host = getattr(pair, side)
+        got = host.state.name if host.state is not None else None
+        if got != want:
+            problems.append(f"final state of {side}: expected {want}, got {got}")
+    if "retransmissions" in exp and len(pair.retransmissions()) != exp["retransmissions"]:
+        problems.append(f"expected {exp['retransmissions']} retransmissions, got {len(pair.retransmissions())}")
+    if "dropped" in exp:
+        n = sum(1 for s in pair.sent if s.dropped)
+        if n != exp["dropped"]:
+            problems.append(f"expected {exp['dropped']} dropped segments, got {n}")
+    if "refused" in exp:
+        n = sum(1 for a in pair.anomalies() if a.kind == "address_in_use")
+        if n != exp["refused"]:
+            problems.append(f"expected {exp['refused']} refused listen/connect, got {n}")
+    for want in exp.get("states", []):
+        # "side FROM TO" lines: this transition must appear
+        side, frm, to = want.split()
+        if (side, frm, to) not in {(s, f, t) for _, s, f, t in pair.timeline()}:
+            problems.append(f"expected a transition {want}")
+    if "segments" in exp and len(pair.sent) != exp["segments"]:
+        problems.append(f"expected {exp['segments']} segments, got {len(pair.sent)}")
+    return problems
+
+
+
+__all__ = ["Scenario", "Call", "Side", "ScenarioError", "load", "parse", "builtin", "names", "run", "check",
+           "CALLS", "ORDER"]

@@ -1,0 +1,670 @@
+"""rawfin.endpoint: two sans-IO endpoints over tests/pair.py, a virtual clock, no sleeping.
+
+Behaviours a-l (the closing note cites these names):
+  a  the seed's four-segment close and both state sequences
+  b  one FIN,ACK that ACKs our FIN: FIN_WAIT_1 -> FIN_WAIT_2 -> TIME_WAIT on one segment
+  c  simultaneous close through CLOSING
+  d  a FIN carrying data
+  e  half-close: CLOSE_WAIT still sends, FIN_WAIT_2 still receives
+  f  the lost final ACK (seed section 5): FIN retransmitted with backoff, TIME_WAIT re-ACKs
+  g  TIME_WAIT lasts exactly 2*MSL
+  h  RST per RFC 5961 section 3
+  i  unacceptable segments, and a FIN beyond a gap
+  j  a segment for a closed connection gets a RST, as Linux sends it
+  k  API misuse raises StateError and changes nothing
+  l  the close and the handshake across the 2**32 wrap
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pair import CLIENT, SERVER, Pair, drop_first, in_state, is_pure_ack
+from rawfin.endpoint import MS, SEC, Config, Endpoint
+from rawfin.errors import StateError
+from rawfin.segment import Flags, Segment
+from rawfin.states import Input, State
+
+S, I = State, Input
+A, F, P, R, SY = Flags.ACK, Flags.FIN, Flags.PSH, Flags.RST, Flags.SYN
+TOP = 2**32 - 1
+
+
+def wire_rows(p: Pair, mark=(0, 0)):
+    """``(time, sender, flags, seq, ack, len, dropped)`` of each segment on the wire since ``mark``."""
+    return [(w.time_ns, w.sender, w.seg.flags, w.seg.seq, w.seg.ack, w.seg.data_len, w.dropped)
+            for w in p.wire_since(mark)]
+
+
+def from_peer(ep: Endpoint, **kw) -> Segment:
+    return Segment(src=ep.remote[0], dst=ep.local[0], sport=ep.remote[1], dport=ep.local[1], **kw)
+
+
+def tcb(ep: Endpoint):
+    return (ep.state, ep.snd_una, ep.snd_nxt, ep.rcv_nxt, ep.fin_seq, ep.peer_fin_seq,
+            ep.rto_at, ep.time_wait_at, ep.fin_wait_2_at)
+
+
+@pytest.fixture
+def no_clock(monkeypatch):
+    """The core reads no clock and never sleeps: any attempt fails the test."""
+    def refuse(*a, **k):
+        raise AssertionError("the sans-IO core touched the wall clock")
+    for name in ("sleep", "time", "time_ns", "monotonic", "monotonic_ns"):
+        monkeypatch.setattr(time, name, refuse)
+
+
+# -- a ------------------------------------------------------------------------------------------------
+def test_a_seed_close_four_segments_and_state_sequences(no_clock):
+    p = Pair.established()
+    c, s = p.client, p.server
+    x, y = c.snd_nxt, s.snd_nxt
+    m = p.mark()
+    p.at(1 * SEC).call(c, "close")
+    p.at(2 * SEC).call(s, "close")
+    # the four segments, exactly: FIN seq=x, ACK ack=x+1, FIN seq=y, ACK ack=y+1
+    assert wire_rows(p, m) == [
+        (1 * SEC, "client", F | A, x, y, 0, False),
+        (1 * SEC, "server", A, y, x + 1, 0, False),
+        (2 * SEC, "server", F | A, y, x + 1, 0, False),
+        (2 * SEC, "client", A, x + 1, y + 1, 0, False),
+    ]
+    p.run_timers()
+    assert len(p.wire_since(m)) == 4, "nothing more on the wire"
+    # seed section 2 / section 4
+    assert p.path(c, m) == [
+        (1 * SEC, S.ESTABLISHED, S.FIN_WAIT_1),
+        (1 * SEC, S.FIN_WAIT_1, S.FIN_WAIT_2),
+        (2 * SEC, S.FIN_WAIT_2, S.TIME_WAIT),
+        (62 * SEC, S.TIME_WAIT, S.CLOSED),        # 2MSL = 60 s later
+    ]
+    assert p.path(s, m) == [
+        (1 * SEC, S.ESTABLISHED, S.CLOSE_WAIT),
+        (2 * SEC, S.CLOSE_WAIT, S.LAST_ACK),
+        (2 * SEC, S.LAST_ACK, S.CLOSED),
+    ]
+    assert [t.input for t in p.transitions_since(m) if t.endpoint == c.name] == \
+        [I.CLOSE, I.RCV_ACK_OF_FIN, I.RCV_FIN, I.TIMEOUT_2MSL]
+    assert [t.input for t in p.transitions_since(m) if t.endpoint == s.name] == \
+        [I.RCV_FIN, I.CLOSE, I.RCV_ACK_OF_FIN]
+    # each transition caused by a segment cites its frame
+    frames = [w.frame for w in p.wire_since(m)]
+    ct = [t for t in p.transitions_since(m) if t.endpoint == c.name]
+    assert [t.frame for t in ct] == [None, frames[1], frames[2], None]
+    assert p.anomalies == []
+    assert c.next_deadline() is None and s.next_deadline() is None
+
+
+# -- b ------------------------------------------------------------------------------------------------
+def test_b_fin_ack_of_our_fin_takes_two_transitions_on_one_segment_close_on_fin():
+    p = Pair.established(server_config=Config(close_on_fin=True))
+    c, s = p.client, p.server
+    x, y = c.snd_nxt, s.snd_nxt
+    m = p.mark()
+    p.at(1 * SEC).call(c, "close")
+    # three segments: FIN, FIN,ACK (ACKs x and carries y), ACK
+    assert wire_rows(p, m) == [
+        (1 * SEC, "client", F | A, x, y, 0, False),
+        (1 * SEC, "server", F | A, y, x + 1, 0, False),
+        (1 * SEC, "client", A, x + 1, y + 1, 0, False),
+    ]
+    finack = p.wire_since(m)[1].frame
+    ct = [t for t in p.transitions_since(m) if t.endpoint == c.name]
+    assert [(t.from_, t.to, t.input, t.frame, t.time_ns) for t in ct] == [
+        (S.ESTABLISHED, S.FIN_WAIT_1, I.CLOSE, None, 1 * SEC),
+        (S.FIN_WAIT_1, S.FIN_WAIT_2, I.RCV_ACK_OF_FIN, finack, 1 * SEC),
+        (S.FIN_WAIT_2, S.TIME_WAIT, I.RCV_FIN, finack, 1 * SEC),
+    ]
+    assert p.states(s, m) == [S.ESTABLISHED, S.CLOSE_WAIT, S.LAST_ACK, S.CLOSED]
+
+
+def test_b_fin_ack_of_our_fin_hand_crafted():
+    p, c = in_state(S.FIN_WAIT_1)
+    res = c.receive(from_peer(c, seq=c.rcv_nxt, ack=c.snd_nxt, flags=F | A, frame=42), 5 * SEC)
+    assert [(t.from_, t.to, t.frame, t.time_ns) for t in res.transitions] == [
+        (S.FIN_WAIT_1, S.FIN_WAIT_2, 42, 5 * SEC),
+        (S.FIN_WAIT_2, S.TIME_WAIT, 42, 5 * SEC),
+    ]
+    assert [(x.flags, x.ack) for x in res.segments] == [(A, c.rcv_nxt)]
+    assert c.time_wait_at == 65 * SEC
+
+
+# -- c ------------------------------------------------------------------------------------------------
+def test_c_simultaneous_close_through_closing():
+    p = Pair.established()
+    c, s = p.client, p.server
+    x, y = c.snd_nxt, s.snd_nxt
+    m = p.mark()
+    p.at(1 * SEC)
+    p.call(c, "close", flush=False)          # both close before either FIN arrives
+    p.call(s, "close", flush=False)
+    p.flush()
+    assert wire_rows(p, m) == [
+        (1 * SEC, "client", F | A, x, y, 0, False),
+        (1 * SEC, "server", F | A, y, x, 0, False),       # does not ACK the client's FIN yet
+        (1 * SEC, "server", A, y + 1, x + 1, 0, False),
+        (1 * SEC, "client", A, x + 1, y + 1, 0, False),
+    ]
+    for ep in (c, s):
+        assert p.states(ep, m) == [S.ESTABLISHED, S.FIN_WAIT_1, S.CLOSING, S.TIME_WAIT]
+        assert ep.time_wait_at == 61 * SEC
+    p.run_timers()
+    assert p.path(c, m)[-1] == (61 * SEC, S.TIME_WAIT, S.CLOSED)
+    assert p.path(s, m)[-1] == (61 * SEC, S.TIME_WAIT, S.CLOSED)
+
+
+# -- d ------------------------------------------------------------------------------------------------
+def test_d_fin_carrying_data_is_acked_at_seq_plus_len_plus_one():
+    p = Pair.established()
+    c, s = p.client, p.server
+    x, y = c.snd_nxt, s.snd_nxt
+    m = p.mark()
+    p.at(1 * SEC).call(c, "close", data=b"bye")
+    assert wire_rows(p, m) == [
+        (1 * SEC, "client", F | P | A, x, y, 3, False),
+        (1 * SEC, "server", A, y, x + 3 + 1, 0, False),
+    ]
+    assert p.wire_since(m)[0].seg.payload == b"bye"
+    assert c.fin_seq == x + 3
+    assert p.data["server"] == b"bye"
+    assert (c.state, s.state) == (S.FIN_WAIT_2, S.CLOSE_WAIT)
+
+
+# -- e ------------------------------------------------------------------------------------------------
+def test_e_half_close_close_wait_sends_and_fin_wait_2_receives():
+    p = Pair.established()
+    c, s = p.client, p.server
+    p.at(1 * SEC).call(c, "close")
+    x1, y = c.snd_nxt, s.snd_nxt
+    m = p.mark()
+    res = p.at(2 * SEC).call(s, "send", b"still talking")
+    assert (c.state, s.state) == (S.FIN_WAIT_2, S.CLOSE_WAIT)
+    assert wire_rows(p, m) == [
+        (2 * SEC, "server", P | A, y, x1, 13, False),
+        (2 * SEC, "client", A, x1, y + 13, 0, False),
+    ]
+    assert res.segments[0].payload == b"still talking"
+    assert p.data["client"] == b"still talking"
+    assert p.transitions_since(m) == []
+    # data is acknowledged: nothing left to retransmit
+    assert s.snd_una == s.snd_nxt == y + 13 and s.next_deadline() is None
+    p.at(3 * SEC).call(s, "close")
+    assert wire_rows(p, m)[2:] == [
+        (3 * SEC, "server", F | A, y + 13, x1, 0, False),
+        (3 * SEC, "client", A, x1, y + 14, 0, False),
+    ]
+    assert (c.state, s.state) == (S.TIME_WAIT, S.CLOSED)
+
+
+# -- f ------------------------------------------------------------------------------------------------
+def test_f_lost_final_ack_fin_retransmitted_with_backoff():
+    p = Pair.established()
+    c, s = p.client, p.server
+    p.at(1 * SEC).call(c, "close")
+    y = s.snd_nxt
+    m = p.mark()
+    final_ack = lambda seg: seg.sport == CLIENT[1] and is_pure_ack(seg) and seg.ack == y + 1
+    p.drop = drop_first(final_ack, 2)       # the final ACK and the first re-ACK are lost
+    p.at(2 * SEC).call(s, "close")
+    assert c.state is S.TIME_WAIT and s.state is S.LAST_ACK
+    assert c.time_wait_at == 62 * SEC
+    assert s.rto_at == 3 * SEC               # rto = 1 s
+
+    assert p.advance_to_next_deadline() == 3 * SEC
+    assert s.state is S.LAST_ACK
+    assert c.time_wait_at == 63 * SEC        # restarted: 3 s + 2MSL
+    assert s.rto_at == 5 * SEC               # backed off: 2 * rto
+
+    assert p.advance_to_next_deadline() == 5 * SEC
+    assert s.state is S.CLOSED
+    assert c.time_wait_at == 65 * SEC
+    assert s.next_deadline() is None
+
+    p.run_timers()
+    assert wire_rows(p, m) == [
+        (2 * SEC, "server", F | A, y, c.snd_nxt, 0, False),
+        (2 * SEC, "client", A, c.snd_nxt, y + 1, 0, True),
+        (3 * SEC, "server", F | A, y, c.snd_nxt, 0, False),     # retransmission at rto
+        (3 * SEC, "client", A, c.snd_nxt, y + 1, 0, True),
+        (5 * SEC, "server", F | A, y, c.snd_nxt, 0, False),     # ... then 2 * rto later
+        (5 * SEC, "client", A, c.snd_nxt, y + 1, 0, False),
+    ]
+    assert [(t, a, b) for t, a, b in p.path(c, m)] == [
+        (2 * SEC, S.FIN_WAIT_2, S.TIME_WAIT),
+        (3 * SEC, S.TIME_WAIT, S.TIME_WAIT),
+        (5 * SEC, S.TIME_WAIT, S.TIME_WAIT),
+        (65 * SEC, S.TIME_WAIT, S.CLOSED),
+    ]
+    assert p.path(s, m) == [(2 * SEC, S.CLOSE_WAIT, S.LAST_ACK), (5 * SEC, S.LAST_ACK, S.CLOSED)]
+    # the timer calls report what they retransmitted, and the TIME_WAIT side reports the repeat
+    retrans = [seg for who, r in p.results if who == "server" for seg in r.retransmissions]
+    assert [(x.flags, x.seq) for x in retrans] == [(F | A, y), (F | A, y)]
+    assert [(a.endpoint, a.time_ns) for a in p.anomalies] == [(c.name, 3 * SEC), (c.name, 5 * SEC)]
+
+
+# -- g ------------------------------------------------------------------------------------------------
+def test_g_time_wait_lasts_2msl_default_60_s():
+    assert Config().msl_ns == 30 * SEC
+    p, c = in_state(S.TIME_WAIT)
+    entered = p.path(c)[-1][0]
+    assert c.time_wait_at == entered + 60 * SEC
+    assert c.next_deadline() == entered + 60 * SEC
+    early = c.handle_timer(entered + 60 * SEC - 1)
+    assert early.transitions == () and c.state is S.TIME_WAIT
+    res = c.handle_timer(entered + 60 * SEC)
+    assert [(t.from_, t.to, t.input, t.time_ns) for t in res.transitions] == \
+        [(S.TIME_WAIT, S.CLOSED, I.TIMEOUT_2MSL, entered + 60 * SEC)]
+    assert res.segments == ()
+    assert c.next_deadline() is None
+
+
+def test_g_fin_wait_2_has_no_timer_unless_configured():
+    p, c = in_state(S.FIN_WAIT_2)
+    assert c.next_deadline() is None                  # RFC 9293: FIN_WAIT_2 waits for the peer
+    p, c = in_state(S.FIN_WAIT_2, config=Config(fin_wait_2_timeout_ns=60 * SEC))
+    entered = p.path(c)[-1][0]
+    assert c.next_deadline() == entered + 60 * SEC   # Linux tcp_fin_timeout for orphans
+    c.handle_timer(entered + 60 * SEC)
+    assert c.state is S.CLOSED
+
+
+@pytest.mark.parametrize("msl_ns", [1, 500 * MS, 2 * SEC, 120 * SEC])
+def test_g_time_wait_msl_is_configurable(msl_ns):
+    p = Pair.established(config=Config(msl_ns=msl_ns))
+    p.at(10 * SEC).call(p.client, "close")
+    p.call(p.server, "close")
+    assert p.client.time_wait_at == 10 * SEC + 2 * msl_ns
+    p.run_timers()
+    assert p.path(p.client)[-1] == (10 * SEC + 2 * msl_ns, S.TIME_WAIT, S.CLOSED)
+
+
+# -- h ------------------------------------------------------------------------------------------------
+SYNCHRONIZED = [S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK, S.TIME_WAIT]
+
+
+@pytest.mark.parametrize("server_iss", [1999, TOP - 2], ids=["plain", "wrap"])
+@pytest.mark.parametrize("state", SYNCHRONIZED, ids=lambda s: s.name)
+def test_h_rst_exact_seq_closes(state, server_iss):
+    p, ep = in_state(state, server_iss=server_iss, client_iss=server_iss - 1000)
+    res = ep.receive(from_peer(ep, seq=ep.rcv_nxt, flags=R), 7 * SEC)
+    assert ep.state is S.CLOSED
+    assert [(t.from_, t.to, t.input) for t in res.transitions] == [(state, S.CLOSED, I.RCV_RST)]
+    assert res.segments == ()
+    assert ep.next_deadline() is None
+
+
+def test_h_rst_in_syn_received_from_passive_open_returns_to_listen():
+    p, s = in_state(S.SYN_RECEIVED, passive=True)
+    res = s.receive(from_peer(s, seq=s.rcv_nxt, flags=R), 1 * SEC)
+    assert [(t.from_, t.to, t.input) for t in res.transitions] == \
+        [(S.SYN_RECEIVED, S.LISTEN, I.RCV_RST_PASSIVE)]
+    assert s.state is S.LISTEN and s.next_deadline() is None
+    # and it still listens: a new handshake completes
+    c2 = Endpoint(local=("192.0.2.3", 40000), iss=7)
+    q = Pair(c2, s, now=2 * SEC)
+    q.call(c2, "connect", SERVER)
+    assert c2.state is S.ESTABLISHED and s.state is S.ESTABLISHED
+
+
+def test_h_rst_in_syn_received_from_active_open_closes():
+    p, c = in_state(S.SYN_RECEIVED, passive=False)
+    c.receive(from_peer(c, seq=c.rcv_nxt, flags=R), 1 * SEC)
+    assert c.state is S.CLOSED
+
+
+@pytest.mark.parametrize("server_iss", [1999, TOP - 2], ids=["plain", "wrap"])
+@pytest.mark.parametrize("state", [s for s in SYNCHRONIZED if s is not S.TIME_WAIT], ids=lambda s: s.name)
+@pytest.mark.parametrize("offset", [1, 1000, 65534], ids=["+1", "+1000", "last"])
+def test_h_rst_in_window_not_exact_gets_challenge_ack(state, offset, server_iss):
+    p, ep = in_state(state, server_iss=server_iss, client_iss=server_iss - 1000)
+    before = tcb(ep)
+    res = ep.receive(from_peer(ep, seq=ep.rcv_nxt + offset, flags=R), 7 * SEC)
+    assert tcb(ep) == before
+    assert res.transitions == ()
+    assert [(x.flags, x.seq, x.ack, x.data_len) for x in res.segments] == [(A, ep.snd_nxt, ep.rcv_nxt, 0)]
+    assert [a.kind for a in res.anomalies] == ["rst_not_exact"]
+
+
+@pytest.mark.parametrize("server_iss", [1999, TOP - 2], ids=["plain", "wrap"])
+@pytest.mark.parametrize("state", SYNCHRONIZED, ids=lambda s: s.name)
+@pytest.mark.parametrize("offset", [-1, -70000, 65535, 2**31], ids=["-1", "-70000", "wnd", "half"])
+def test_h_rst_out_of_window_dropped_silently(state, offset, server_iss):
+    p, ep = in_state(state, server_iss=server_iss, client_iss=server_iss - 1000)
+    before = tcb(ep)
+    res = ep.receive(from_peer(ep, seq=ep.rcv_nxt + offset, flags=R), 7 * SEC)
+    assert tcb(ep) == before
+    assert res.transitions == () and res.segments == ()
+    assert [a.kind for a in res.anomalies] == ["rst_out_of_window"]
+
+
+def test_h_rst_in_time_wait_in_window_not_exact_is_dropped_as_linux_does():
+    # Linux's tcp_timewait_state_process kills TIME_WAIT only on an RST at exactly rcv_nxt;
+    # anything else is dropped without a challenge ACK.
+    p, c = in_state(S.TIME_WAIT)
+    before = tcb(c)
+    res = c.receive(from_peer(c, seq=c.rcv_nxt + 1, flags=R), 7 * SEC)
+    assert tcb(c) == before and res.segments == () and res.transitions == ()
+
+
+@pytest.mark.parametrize("state", [S.ESTABLISHED, S.FIN_WAIT_2, S.CLOSE_WAIT], ids=lambda s: s.name)
+def test_h_syn_in_window_gets_challenge_ack_rfc5961_section_4(state):
+    p, ep = in_state(state)
+    before = tcb(ep)
+    res = ep.receive(from_peer(ep, seq=ep.rcv_nxt + 10, flags=SY), 7 * SEC)
+    assert tcb(ep) == before and res.transitions == ()
+    assert [(x.flags, x.seq, x.ack) for x in res.segments] == [(A, ep.snd_nxt, ep.rcv_nxt)]
+
+
+# -- i ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("state", [S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2], ids=lambda s: s.name)
+@pytest.mark.parametrize("where", ["old duplicate", "beyond window"])
+def test_i_unacceptable_segment_is_acked_and_changes_nothing(state, where):
+    p, ep = in_state(state)
+    seq = ep.rcv_nxt - 5 if where == "old duplicate" else ep.rcv_nxt + ep.rcv_wnd
+    before = tcb(ep)
+    res = ep.receive(from_peer(ep, seq=seq, ack=ep.snd_nxt, flags=P | A, payload=b"12345"), 3 * SEC)
+    assert tcb(ep) == before
+    assert res.transitions == () and res.data == b""
+    assert [(x.flags, x.seq, x.ack) for x in res.segments] == [(A, ep.snd_nxt, ep.rcv_nxt)]
+    assert [a.kind for a in res.anomalies] == ["unacceptable_segment"]
+
+
+def test_i_old_fin_in_close_wait_is_re_acked():
+    # the passive side's ACK of the FIN was lost; the FIN comes again
+    p, s = in_state(S.CLOSE_WAIT)
+    before = tcb(s)
+    res = s.receive(from_peer(s, seq=s.peer_fin_seq, ack=s.snd_nxt, flags=F | A), 3 * SEC)
+    assert tcb(s) == before and res.transitions == ()
+    assert [(x.flags, x.ack) for x in res.segments] == [(A, s.peer_fin_seq + 1)]
+    assert [a.kind for a in res.anomalies] == ["fin_retransmission"]
+
+
+def test_i_fin_beyond_a_gap_waits_for_the_gap_hand_crafted():
+    p, c = in_state(S.FIN_WAIT_2)
+    nxt = c.rcv_nxt
+    res = c.receive(from_peer(c, seq=nxt + 3, ack=c.snd_nxt, flags=F | A), 3 * SEC)
+    assert c.state is S.FIN_WAIT_2 and res.transitions == ()
+    assert c.rcv_nxt == nxt and c.peer_fin_seq is None
+    assert [(x.flags, x.ack) for x in res.segments] == [(A, nxt)]      # duplicate ACK: the gap
+    res = c.receive(from_peer(c, seq=nxt, ack=c.snd_nxt, flags=P | A, payload=b"abc"), 4 * SEC)
+    assert res.data == b"abc"
+    assert [(t.from_, t.to, t.input, t.time_ns) for t in res.transitions] == \
+        [(S.FIN_WAIT_2, S.TIME_WAIT, I.RCV_FIN, 4 * SEC)]
+    assert c.rcv_nxt == nxt + 4 and c.peer_fin_seq == nxt + 3
+    assert res.segments[-1].ack == nxt + 4
+
+
+def test_i_fin_beyond_a_gap_over_the_pair():
+    p = Pair.established()
+    c, s = p.client, p.server
+    p.at(1 * SEC).call(c, "close")
+    x1, y = c.snd_nxt, s.snd_nxt
+    m = p.mark()
+    p.drop = drop_first(lambda seg: seg.data_len > 0)       # the data before the FIN is lost
+    p.at(2 * SEC).call(s, "send", b"abc")
+    p.call(s, "close")
+    assert c.state is S.FIN_WAIT_2 and s.state is S.LAST_ACK
+    p.run_timers()
+    assert wire_rows(p, m) == [
+        (2 * SEC, "server", P | A, y, x1, 3, True),
+        (2 * SEC, "server", F | A, y + 3, x1, 0, False),
+        (2 * SEC, "client", A, x1, y, 0, False),         # not acted on: ACK asks for y
+        (3 * SEC, "server", P | A, y, x1, 3, False),     # the data, retransmitted at rto
+        (3 * SEC, "client", A, x1, y + 3, 0, False),
+        (3 * SEC, "client", A, x1, y + 4, 0, False),     # the FIN, now in order
+    ]
+    assert p.data["client"] == b"abc"
+    assert p.path(c, m) == [(3 * SEC, S.FIN_WAIT_2, S.TIME_WAIT), (63 * SEC, S.TIME_WAIT, S.CLOSED)]
+    assert p.path(s, m) == [(2 * SEC, S.CLOSE_WAIT, S.LAST_ACK), (3 * SEC, S.LAST_ACK, S.CLOSED)]
+
+
+# -- j ------------------------------------------------------------------------------------------------
+def _closed_after_a_close():
+    p = Pair.established()
+    p.at(1 * SEC).call(p.client, "close")
+    p.call(p.server, "close")
+    p.run_timers()
+    assert p.client.state is S.CLOSED and p.server.state is S.CLOSED
+    return p
+
+
+def test_j_segment_with_ack_for_closed_connection_gets_rst_seq_ack():
+    p = _closed_after_a_close()
+    c = p.client
+    seg = from_peer(c, seq=5000, ack=12345, flags=P | A, payload=b"late")
+    res = c.receive(seg, 70 * SEC)
+    assert [(x.flags, x.seq, x.ack, x.src, x.dst, x.sport, x.dport) for x in res.segments] == \
+        [(R, 12345, 0, CLIENT[0], SERVER[0], CLIENT[1], SERVER[1])]
+    assert [a.kind for a in res.anomalies] == ["segment_after_close"]
+    assert c.state is S.CLOSED and res.transitions == ()
+
+
+@pytest.mark.parametrize("flags, payload, seq, ack", [
+    (SY, b"", 5000, 5001),           # a SYN: connection refused
+    (F, b"", 5000, 5001),
+    (P, b"0123456789", 5000, 5010),
+    (F, b"", TOP, 0),                # the FIN on the top sequence number: ack wraps to 0
+    (SY | F, b"ab", TOP - 1, 2),     # SYN + 2 bytes + FIN from 2**32-2
+])
+def test_j_segment_without_ack_for_closed_connection_gets_rst_ack(flags, payload, seq, ack):
+    c = Endpoint(local=CLIENT, iss=999)                    # never opened
+    res = c.receive(Segment(src=SERVER[0], dst=CLIENT[0], sport=SERVER[1], dport=CLIENT[1],
+                            seq=seq, flags=flags, payload=payload), 1)
+    assert [(x.flags, x.seq, x.ack) for x in res.segments] == [(R | A, 0, ack)]
+    assert c.state is S.CLOSED
+
+
+def test_j_rst_for_closed_connection_is_not_answered():
+    p = _closed_after_a_close()
+    res = p.client.receive(from_peer(p.client, seq=1, ack=2, flags=R | A), 70 * SEC)
+    assert res.segments == () and p.client.state is S.CLOSED
+
+
+def test_j_last_ack_side_answers_a_late_ack_after_closed():
+    # the passive closer reached CLOSED; a stray segment for it gets a RST too
+    p = _closed_after_a_close()
+    s = p.server
+    res = s.receive(from_peer(s, seq=s.rcv_nxt, ack=s.snd_nxt, flags=F | A), 70 * SEC)
+    assert [(x.flags, x.seq) for x in res.segments] == [(R, s.snd_nxt)]
+
+
+# -- k ------------------------------------------------------------------------------------------------
+def _refused(ep: Endpoint, call: str, *args):
+    before = tcb(ep)
+    with pytest.raises(StateError) as ei:
+        getattr(ep, call)(*args)
+    assert ei.value.call == call and ei.value.state is before[0]
+    assert f"{call}()" in str(ei.value) and before[0].name in str(ei.value)
+    assert tcb(ep) == before
+    return ei.value
+
+
+@pytest.mark.parametrize("state", [S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.LAST_ACK, S.TIME_WAIT, S.CLOSED],
+                         ids=lambda s: s.name)
+def test_k_close_twice(state):
+    p, ep = in_state(state)
+    _refused(ep, "close", 10 * SEC)
+
+
+def test_k_close_twice_right_after_close():
+    p = Pair.established()
+    p.at(1 * SEC).call(p.client, "close")
+    n = len(p.wire)
+    _refused(p.client, "close", 2 * SEC)
+    assert len(p.wire) == n
+
+
+@pytest.mark.parametrize("state", [S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.LAST_ACK, S.TIME_WAIT, S.CLOSED,
+                                   S.SYN_SENT, S.LISTEN], ids=lambda s: s.name)
+def test_k_send_after_close(state):
+    p, ep = in_state(state)
+    _refused(ep, "send", b"too late", 10 * SEC)
+
+
+@pytest.mark.parametrize("state", [S.SYN_SENT, S.ESTABLISHED, S.TIME_WAIT, S.LISTEN], ids=lambda s: s.name)
+def test_k_connect_twice(state):
+    p, ep = in_state(state)
+    _refused(ep, "connect", SERVER, 10 * SEC)
+
+
+def test_k_close_with_data_where_no_data_may_go():
+    p, ep = in_state(S.SYN_RECEIVED)
+    _refused(ep, "close", 1 * SEC, b"data")
+
+
+def test_k_error_text():
+    p, c = in_state(S.FIN_WAIT_1)
+    with pytest.raises(StateError, match=r"^close\(\) is not allowed in state FIN_WAIT_1$"):
+        c.close(1)
+
+
+# -- l ------------------------------------------------------------------------------------------------
+def test_l_close_across_the_wrap_fin_at_top_acked_with_zero():
+    p = Pair.established(client_iss=TOP - 1)          # SYN at 2**32-2, first data byte at 2**32-1
+    c, s = p.client, p.server
+    assert c.snd_nxt == TOP
+    m = p.mark()
+    p.at(1 * SEC).call(c, "close")
+    p.at(2 * SEC).call(s, "close")
+    p.run_timers()
+    y = 2000
+    assert wire_rows(p, m) == [
+        (1 * SEC, "client", F | A, TOP, y, 0, False),
+        (1 * SEC, "server", A, y, 0, 0, False),         # ack = 2**32-1 + 1 = 0
+        (2 * SEC, "server", F | A, y, 0, 0, False),
+        (2 * SEC, "client", A, 0, y + 1, 0, False),
+    ]
+    assert c.fin_seq == TOP and c.snd_una == c.snd_nxt == 0
+    assert p.states(c, m) == [S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.TIME_WAIT, S.CLOSED]
+    assert p.states(s, m) == [S.ESTABLISHED, S.CLOSE_WAIT, S.LAST_ACK, S.CLOSED]
+
+
+def test_l_handshake_with_isn_at_top():
+    p = Pair.new(client_iss=TOP, server_iss=TOP)
+    p.call(p.server, "listen")
+    p.call(p.client, "connect", SERVER)
+    assert wire_rows(p) == [
+        (0, "client", SY, TOP, 0, 0, False),
+        (0, "server", SY | A, TOP, 0, 0, False),
+        (0, "client", A, 0, 0, 0, False),
+    ]
+    assert p.client.state is S.ESTABLISHED and p.server.state is S.ESTABLISHED
+    m = p.mark()
+    p.at(1 * SEC).call(p.server, "close")
+    p.call(p.client, "close")
+    assert wire_rows(p, m) == [
+        (1 * SEC, "server", F | A, 0, 0, 0, False),
+        (1 * SEC, "client", A, 0, 1, 0, False),
+        (1 * SEC, "client", F | A, 0, 1, 0, False),
+        (1 * SEC, "server", A, 1, 1, 0, False),
+    ]
+
+
+def test_l_data_and_fin_across_the_wrap():
+    p = Pair.established(client_iss=TOP - 3)          # first data byte at 2**32-2
+    c, s = p.client, p.server
+    m = p.mark()
+    p.at(1 * SEC).call(c, "send", b"abcdef")
+    p.call(c, "close")
+    assert p.data["server"] == b"abcdef"
+    assert wire_rows(p, m) == [
+        (1 * SEC, "client", P | A, TOP - 2, 2000, 6, False),
+        (1 * SEC, "server", A, 2000, 3, 0, False),      # 2**32-2 + 6 = 3 + 2**32
+        (1 * SEC, "client", F | A, 3, 2000, 0, False),
+        (1 * SEC, "server", A, 2000, 4, 0, False),
+    ]
+    assert c.state is S.FIN_WAIT_2
+
+
+def test_l_lost_final_ack_across_the_wrap():
+    p = Pair.established(server_iss=TOP - 1)          # the server's FIN sits on 2**32-1
+    c, s = p.client, p.server
+    p.at(1 * SEC).call(c, "close")
+    p.drop = drop_first(lambda seg: seg.sport == CLIENT[1] and is_pure_ack(seg))
+    p.at(2 * SEC).call(s, "close")
+    assert s.fin_seq == TOP
+    p.run_timers()
+    assert p.path(s)[-1] == (3 * SEC, S.LAST_ACK, S.CLOSED)
+    assert p.path(c)[-1] == (63 * SEC, S.TIME_WAIT, S.CLOSED)
+    assert s.snd_una == 0
+
+
+# -- the whole seed timeline ----------------------------------------------------------------------
+def test_seed_timeline_with_lost_final_ack_exact_virtual_times(no_clock):
+    c = Endpoint(local=CLIENT, iss=999)
+    s = Endpoint(local=SERVER, iss=1999)
+    p = Pair(c, s)
+    p.at(0).call(s, "listen")
+    p.at(100 * MS).call(c, "connect", SERVER)
+    p.at(200 * MS).call(c, "send", b"GET /")
+    p.at(300 * MS).call(s, "send", b"200 OK")
+    p.at(1 * SEC).call(c, "close")                                  # 1. FIN seq=x
+    p.drop = drop_first(lambda seg: seg.sport == CLIENT[1] and is_pure_ack(seg) and seg.ack == 2007)
+    p.at(1500 * MS).call(s, "close")                                # 3. FIN seq=y, 4. ACK lost
+    p.run_timers()
+
+    assert wire_rows(p) == [
+        (100 * MS, "client", SY, 999, 0, 0, False),
+        (100 * MS, "server", SY | A, 1999, 1000, 0, False),
+        (100 * MS, "client", A, 1000, 2000, 0, False),
+        (200 * MS, "client", P | A, 1000, 2000, 5, False),
+        (200 * MS, "server", A, 2000, 1005, 0, False),
+        (300 * MS, "server", P | A, 2000, 1005, 6, False),
+        (300 * MS, "client", A, 1005, 2006, 0, False),
+        (1 * SEC, "client", F | A, 1005, 2006, 0, False),           # 1. FIN seq=x
+        (1 * SEC, "server", A, 2006, 1006, 0, False),               # 2. ACK ack=x+1
+        (1500 * MS, "server", F | A, 2006, 1006, 0, False),         # 3. FIN seq=y
+        (1500 * MS, "client", A, 1006, 2007, 0, True),              # 4. ACK ack=y+1, lost
+        (2500 * MS, "server", F | A, 2006, 1006, 0, False),         # FIN again after rto
+        (2500 * MS, "client", A, 1006, 2007, 0, False),             # TIME_WAIT ACKs again
+    ]
+    assert [(t.time_ns, t.endpoint, t.from_, t.to) for t in p.transitions] == [
+        (0, s.name, S.CLOSED, S.LISTEN),
+        (100 * MS, c.name, S.CLOSED, S.SYN_SENT),
+        (100 * MS, s.name, S.LISTEN, S.SYN_RECEIVED),
+        (100 * MS, c.name, S.SYN_SENT, S.ESTABLISHED),
+        (100 * MS, s.name, S.SYN_RECEIVED, S.ESTABLISHED),
+        (1 * SEC, c.name, S.ESTABLISHED, S.FIN_WAIT_1),
+        (1 * SEC, s.name, S.ESTABLISHED, S.CLOSE_WAIT),
+        (1 * SEC, c.name, S.FIN_WAIT_1, S.FIN_WAIT_2),
+        (1500 * MS, s.name, S.CLOSE_WAIT, S.LAST_ACK),
+        (1500 * MS, c.name, S.FIN_WAIT_2, S.TIME_WAIT),
+        (2500 * MS, c.name, S.TIME_WAIT, S.TIME_WAIT),              # re-ACK, 2MSL restarts
+        (2500 * MS, s.name, S.LAST_ACK, S.CLOSED),
+        (62500 * MS, c.name, S.TIME_WAIT, S.CLOSED),                # 2.5 s + 60 s
+    ]
+    assert p.data == {"client": bytearray(b"200 OK"), "server": bytearray(b"GET /")}
+    assert all(isinstance(t.time_ns, int) for t in p.transitions)
+    assert p.next_deadline() is None
+
+
+# -- retransmission bookkeeping (bugs fixed in endpoint.py) -----------------------------------------
+def test_retransmission_budget_resets_when_the_handshake_completes():
+    # the SYN,ACK is lost twice; the data that follows gets its own rto and retries
+    p = Pair.new(config=Config(max_retries=2))
+    c, s = p.client, p.server
+    p.call(s, "listen")
+    p.drop = drop_first(lambda seg: seg.syn and seg.has_ack, 2)
+    p.call(c, "connect", SERVER)
+    p.advance_to_next_deadline()
+    assert s.state is S.ESTABLISHED and p.now == 1 * SEC
+    p.drop = lambda seg: seg.sport == SERVER[1] and seg.data_len > 0
+    p.call(s, "send", b"data")
+    assert s.rto_at == 2 * SEC                       # rto, not the SYN,ACK's backed-off 2 s
+    p.run_timers(until=30 * SEC)
+    sent = [w.time_ns for w in p.wire if w.sender == "server" and w.seg.data_len]
+    assert sent == [1 * SEC, 2 * SEC, 4 * SEC]       # two retransmissions, then give up at 8 s
+    assert p.path(s)[-1] == (8 * SEC, S.ESTABLISHED, S.CLOSED)
+
+
+def test_reused_endpoint_starts_with_a_fresh_retransmission_budget():
+    c = Endpoint(local=CLIENT, iss=1, config=Config(max_retries=2))
+    c.connect(SERVER, 0)
+    while c.state is not S.CLOSED:
+        c.handle_timer(c.next_deadline())
+    c.connect(SERVER, 100 * SEC)
+    assert c.rto_at == 101 * SEC
+    res = c.handle_timer(101 * SEC)
+    assert c.state is S.SYN_SENT and len(res.retransmissions) == 1

@@ -1,0 +1,286 @@
+"""`rawfin live` against real loopback connections, with the kernel's tracepoint as the referee.
+
+Each test opens Python sockets on 127.0.0.1 (ephemeral ports), sniffs them
+with :class:`rawfin.live.Live` and compares rawfin's wire-inferred transitions
+with the kernel's own (sock:inet_sock_set_state). Every test is bounded to a
+few seconds. Skipped only where the capability is missing, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from rawfin.kernel import tracefs_missing_reason
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _why_no_capture() -> str | None:
+    try:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
+        s.close()
+    except PermissionError:
+        return "no AF_PACKET socket: needs root or CAP_NET_RAW"
+    except (OSError, AttributeError) as e:
+        return f"no AF_PACKET socket here: {e}"
+    return None
+
+
+NO_CAPTURE = _why_no_capture()
+NO_TRACE = NO_CAPTURE or tracefs_missing_reason()
+needs_capture = pytest.mark.skipif(NO_CAPTURE is not None, reason=str(NO_CAPTURE))
+needs_trace = pytest.mark.skipif(NO_TRACE is not None, reason=f"kernel truth unavailable: {NO_TRACE}")
+
+
+def listener() -> socket.socket:
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    return ls
+
+
+def run_live(port: int, action, *, kernel_truth: bool = True, write: str | None = None, settle: float = 0.3):
+    """Sniff ``port`` on lo while ``action()`` runs; return (records, stats, live)."""
+    from rawfin.live import Live
+
+    records: list[dict] = []
+    live = Live(interface="lo", bpf=f"tcp and port {port}", kernel_truth=kernel_truth, write=write,
+                emit=records.append)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(live.run(duration=10)), daemon=True)
+    t.start()
+    try:
+        action()
+        time.sleep(settle)
+    finally:
+        live.stop()
+        t.join(timeout=10)
+    assert not t.is_alive(), "live session did not stop"
+    return records, result, live
+
+
+def client_first(ls: socket.socket) -> None:
+    c = socket.create_connection(ls.getsockname())
+    a, _ = ls.accept()
+    c.sendall(b"hello")
+    assert a.recv(5) == b"hello"
+    c.close()
+    assert a.recv(10) == b""
+    time.sleep(0.05)
+    a.close()
+
+
+def server_first(ls: socket.socket) -> None:
+    c = socket.create_connection(ls.getsockname())
+    a, _ = ls.accept()
+    a.sendall(b"bye")
+    a.close()
+    assert c.recv(10) == b"bye"
+    assert c.recv(10) == b""
+    time.sleep(0.05)
+    c.close()
+
+
+def reset(ls: socket.socket) -> None:
+    c = socket.create_connection(ls.getsockname())
+    a, _ = ls.accept()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    time.sleep(0.05)
+    with pytest.raises(ConnectionResetError):
+        a.recv(10)
+    a.close()
+
+
+def half_close(ls: socket.socket) -> None:
+    c = socket.create_connection(ls.getsockname())
+    a, _ = ls.accept()
+    c.shutdown(socket.SHUT_WR)             # client: FIN_WAIT_1 -> FIN_WAIT_2, still reading
+    assert a.recv(10) == b""
+    a.sendall(b"still talking")            # data after the client's FIN
+    assert c.recv(20) == b"still talking"
+    a.close()
+    assert c.recv(10) == b""
+    time.sleep(0.05)
+    c.close()
+
+
+def transitions(records, endpoint=None, source="transition"):
+    return [(r["endpoint"], r["from"], r["to"]) for r in records
+            if r["type"] == source and (endpoint is None or r["endpoint"] == endpoint)]
+
+
+def assert_agree(records):
+    wire = [r for r in records if r["type"] == "transition"]
+    kern = [r for r in records if r["type"] == "kernel"]
+    assert wire and kern
+    bad = [r for r in kern if r["agree"] is False]
+    assert not bad, "kernel transitions the wire does not show: " + "; ".join(
+        f"{r['endpoint']} {r['from']}->{r['to']} ({r['kernel']})" for r in bad)
+    # every close-related wire transition has its kernel counterpart
+    kt = {(r["endpoint"], r["to"]) for r in kern}
+    missing = [(r["endpoint"], r["from"], r["to"]) for r in wire
+               if r["to"] not in ("CLOSED",) or r["from"] != "TIME_WAIT"
+               if (r["endpoint"], r["to"]) not in kt]
+    assert not missing, f"wire transitions the kernel never reported: {missing}"
+
+
+@needs_trace
+def test_client_first_close_matches_kernel():
+    ls = listener()
+    port = ls.getsockname()[1]
+    recs, stats, live = run_live(port, lambda: client_first(ls))
+    ls.close()
+    server = f"127.0.0.1:{port}"
+    conn = [r for r in recs if r["type"] == "connection"]
+    assert len(conn) == 1 and conn[0]["close"] == "four_way" and conn[0]["active_closer"] != server
+    client = conn[0]["client"]
+    assert transitions(recs, client)[-3:] == [(client, "ESTABLISHED", "FIN_WAIT_1"),
+                                              (client, "FIN_WAIT_1", "FIN_WAIT_2"),
+                                              (client, "FIN_WAIT_2", "TIME_WAIT")]
+    assert transitions(recs, server)[-2:] == [(server, "CLOSE_WAIT", "LAST_ACK"), (server, "LAST_ACK", "CLOSED")]
+    assert_agree(recs)
+    # the kernel's own words: the TIME_WAIT hand-off was counted as TIME_WAIT
+    kt = [r for r in recs if r["type"] == "kernel" and r["endpoint"] == client]
+    assert kt[-1]["to"] == "TIME_WAIT"
+    assert stats["segments"] >= 7
+
+
+@needs_trace
+def test_server_first_close_matches_kernel():
+    ls = listener()
+    port = ls.getsockname()[1]
+    recs, stats, live = run_live(port, lambda: server_first(ls))
+    ls.close()
+    server = f"127.0.0.1:{port}"
+    conn = [r for r in recs if r["type"] == "connection"][0]
+    assert conn["active_closer"] == server and conn["server_active_close"]
+    kt = [(r["from"], r["to"]) for r in recs if r["type"] == "kernel" and r["endpoint"] == server]
+    assert kt[-1][1] == "TIME_WAIT"
+    assert ("ESTABLISHED", "FIN_WAIT_1") in kt
+    assert_agree(recs)
+
+
+@needs_trace
+def test_reset_close_matches_kernel():
+    ls = listener()
+    port = ls.getsockname()[1]
+    recs, stats, live = run_live(port, lambda: reset(ls))
+    ls.close()
+    server = f"127.0.0.1:{port}"
+    conn = [r for r in recs if r["type"] == "connection"][0]
+    assert conn["close"] == "reset"
+    client = conn["client"]
+    assert (client, "ESTABLISHED", "CLOSED") in transitions(recs, client)
+    assert (server, "ESTABLISHED", "CLOSED") in transitions(recs, server)
+    ks = [r for r in recs if r["type"] == "kernel" and r["endpoint"] == server]
+    assert ks[-1]["to"] == "CLOSED" and "reset" in ks[-1]["note"]
+    assert_agree(recs)
+
+
+@needs_trace
+def test_half_close_matches_kernel():
+    ls = listener()
+    port = ls.getsockname()[1]
+    recs, stats, live = run_live(port, lambda: half_close(ls))
+    ls.close()
+    conn = [r for r in recs if r["type"] == "connection"][0]
+    assert conn["close"] == "half_close"
+    client = conn["client"]
+    kt = [r for r in recs if r["type"] == "kernel" and r["endpoint"] == client]
+    # shutdown() keeps the socket: the hand-off happens when the FIN arrives, a real TIME_WAIT
+    assert kt[-1]["kernel"] == "FIN_WAIT2 → CLOSE" and kt[-1]["to"] == "TIME_WAIT"
+    assert_agree(recs)
+
+
+@needs_capture
+def test_live_without_kernel_truth_writes_complete_capture(tmp_path):
+    from rawfin.pcapio import iter_frames
+
+    ls = listener()
+    port = ls.getsockname()[1]
+    out = tmp_path / "live.pcap"
+    recs, stats, live = run_live(port, lambda: client_first(ls), kernel_truth=False, write=str(out))
+    ls.close()
+    assert not [r for r in recs if r["type"] == "kernel"]
+    frames = list(iter_frames(out))
+    assert len(frames) == stats["segments"] >= 7
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
+
+
+@needs_capture
+def test_count_stops_the_capture():
+    from rawfin.live import Live
+
+    ls = listener()
+    port = ls.getsockname()[1]
+    live = Live(interface="lo", bpf=f"tcp and port {port}")
+    t = threading.Thread(target=lambda: client_first(ls), daemon=True)
+    t.start()
+    stats = live.run(count=3, duration=5)
+    t.join(5)
+    ls.close()
+    assert stats["segments"] == 3
+
+
+def _cli(*args, user=None, timeout=20, **kw):
+    cmd = [sys.executable, "-m", "rawfin", *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all", *cmd]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd="/", **kw)
+
+
+@needs_capture
+def test_cli_jsonl_streams_and_summarises(tmp_path):
+    ls = listener()
+    port = ls.getsockname()[1]
+    out = tmp_path / "cli.pcap"
+    cmd = [sys.executable, "-m", "rawfin", "live", "-i", "lo", "-f", f"tcp and port {port}", "--duration", "3",
+           "--format", "jsonl", "--write", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    # wait for the capture to start (the message on stderr), then make the connection
+    line = p.stderr.readline()
+    assert "capturing on lo" in line
+    client_first(ls)
+    # the first transition arrives while the capture still runs (flushed line by line)
+    first = p.stdout.readline()
+    assert p.poll() is None and '"type":"transition"' in first
+    p.send_signal(2)   # Ctrl-C
+    rest, err = p.communicate(timeout=10)
+    ls.close()
+    assert p.returncode == 0, err
+    assert '"type":"connection"' in rest
+    assert "stopped by Ctrl-C" in err and "Traceback" not in err
+    assert out.exists() and out.stat().st_size > 24
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"),
+                    reason="needs root to drop to an unprivileged user (setpriv)")
+def test_without_privilege_says_what_is_missing():
+    r = _cli("live", "--duration", "1", user=65534)
+    assert r.returncode == 77, r.stderr
+    assert "CAP_NET_RAW" in r.stderr and "root" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_simple_filter_language():
+    from rawfin.live import SimpleFilter, UsageError
+    from rawfin.segment import Segment
+
+    f = SimpleFilter.parse("tcp and host 127.0.0.1 and dst port 80")
+    seg = Segment(src="127.0.0.2", dst="127.0.0.1", sport=5000, dport=80)
+    assert f(seg)
+    assert not f(seg.with_(dport=81))
+    assert not SimpleFilter.parse("src port 80")(seg)
+    with pytest.raises(UsageError):
+        SimpleFilter.parse("tcp or udp")

@@ -116,7 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--drop", action="append", default=[], metavar="RULE",
                    help="drop segments: 'N' (the Nth segment), 'client:FIN', 'server:FIN#2', 'final-ack', "
                         "'p=0.1' (with --seed)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--delay", action="append", default=[], metavar="RULE@SECONDS",
+                   help="delay matching segments: 'server:FIN@0.5'")
+    e.add_argument("--duplicate", action="append", default=[], metavar="RULE",
+                   help="deliver matching segments twice: 'client:data#2'")
+    e.add_argument("--reorder", action="append", default=[], metavar="RULE",
+                   help="hold matching segments back until the next one in their direction has passed")
+    e.add_argument("--seed", type=int, default=0, help="seed for 'p=' rules (default: %(default)s)")
     e.add_argument("--ipv6", action="store_true", help="use 2001:db8:: addresses")
 
     # live

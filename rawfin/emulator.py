@@ -682,17 +682,33 @@ class Pair:
         return out
 
     def connections(self) -> dict[int, int]:
-        """Endpoint number -> connection number (0, 1, ... in order of first appearance)."""
-        first: dict[int, int] = {}
+        """Endpoint number -> connection number.
+
+        Connections (a client endpoint and the server endpoint that accepted its
+        SYN) are numbered 0, 1, ... in the order their first segment was sent,
+        as ``rawfin analyze`` numbers what it reads. An endpoint that never sent
+        or received a segment (a listener that accepted nothing) is counted
+        with the connection most recently started before it appeared.
+        """
+        real: dict[int, int] = {}
+        for s in self.sent:
+            real.setdefault(self._root(s.ep), len(real))
+        out: dict[int, int] = {}
+        latest = 0
+        started: set[int] = set()
         for e in self.log:
+            if isinstance(e, Sent):
+                started.add(real[self._root(e.ep)])
+                latest = max(started)
             ep = getattr(e, "ep", None)
-            if ep is None or isinstance(e, (Sent, Arrival)):
-                continue
-            root = self._root(ep)
-            first.setdefault(root, len(first))
-        for e in self.sent:
-            first.setdefault(self._root(e.ep), len(first))
-        return {n: first.get(self._root(n), 0) for n in range(len(self._group))}
+            if ep is not None and ep not in out:
+                root = self._root(ep)
+                out[ep] = real[root] if root in real else latest
+        for n in range(len(self._group)):
+            if n not in out:
+                root = self._root(n)
+                out[n] = real.get(root, latest)
+        return out
 
     def records(self, capture_at: str = "sender") -> list[dict]:
         """Transition and anomaly records, as ``rawfin analyze --format jsonl`` writes them.

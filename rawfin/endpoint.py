@@ -223,7 +223,12 @@ class Endpoint:
         self._close(out, now, data)
         return out.result()
 
-    shutdown = close
+    def shutdown(self, now: int) -> Result:
+        """shutdown(SHUT_WR): our FIN goes out; we keep receiving (half-close)."""
+        self._app("shutdown", Input.CLOSE)
+        out = _Out()
+        self._close(out, now)
+        return out.result()
 
     def _close(self, out: _Out, now: int, data: bytes = b"", frame: int | None = None) -> None:
         if self.state in (State.LISTEN, State.SYN_SENT):
@@ -467,8 +472,7 @@ class Endpoint:
             ok = True   # beyond the window we model: the capture missed what opened it
         # RST, as RFC 5961 section 3 has it
         if seg.rst:
-            if seg.seq == self.rcv_nxt or (cfg.observer and ok and seg.data_len == 0
-                                           and sq.sub(seg.seq, self.rcv_nxt) == 0):
+            if seg.seq == self.rcv_nxt:
                 inp = Input.RCV_RST_PASSIVE if (st is State.SYN_RECEIVED and self.passive) else Input.RCV_RST
                 self._move(out, inp, f"rcv RST seq={seg.seq}", now, frame)
             elif ok:

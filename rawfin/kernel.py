@@ -270,14 +270,14 @@ class Interpreter:
                                 kernel=said, note=note)
 
     def orphan_reached_time_wait(self, local: tuple[str, int], remote: tuple[str, int],
-                                 time_ns: int, netns_pid: int | None = None) -> KernelTransition | None:
+                                 time_ns: int, read=None) -> KernelTransition | None:
         """After the peer's FIN reached an orphan handed off in FIN_WAIT2: ask
         /proc/net/tcp whether its timewait socket is now in TIME_WAIT."""
         key = (local, remote)
         if key not in self.orphans:
             return None
         del self.orphans[key]
-        sub = timewait_sockets(netns_pid).get(key)
+        sub = timewait_sockets(read).get(key)
         if sub is None:
             return None
         st = kernel_state(sub)
@@ -303,18 +303,23 @@ def _proc_addr(hexaddr: str) -> tuple[str, int]:
     return ip, int(p, 16)
 
 
-def proc_tcp(netns_pid: int | None = None) -> list[tuple[tuple[str, int], tuple[str, int], str, bool]]:
+def _read_proc_net(name: str) -> str:
+    with open(f"/proc/thread-self/net/{name}") as fh:
+        return fh.read()
+
+
+def proc_tcp(read=None) -> list[tuple[tuple[str, int], tuple[str, int], str, bool]]:
     """Every TCP socket in /proc/net/tcp{,6}: (local, remote, kernel state name, is_timewait).
 
     For a timewait socket the state column holds its substate (FIN_WAIT2 or TIME_WAIT).
-    ``netns_pid`` reads another network namespace through /proc/PID/net.
+    ``read(name)`` returns the text of /proc/net/NAME (another namespace's, say);
+    by default the calling thread's namespace is read.
     """
-    base = f"/proc/{netns_pid}/net" if netns_pid else "/proc/net"
+    read = read or _read_proc_net
     out = []
     for name in ("tcp", "tcp6"):
         try:
-            with open(f"{base}/{name}") as fh:
-                lines = fh.read().splitlines()[1:]
+            lines = read(name).splitlines()[1:]
         except OSError:
             continue
         for ln in lines:
@@ -332,9 +337,9 @@ def proc_tcp(netns_pid: int | None = None) -> list[tuple[tuple[str, int], tuple[
     return out
 
 
-def timewait_sockets(netns_pid: int | None = None) -> dict[tuple, str]:
+def timewait_sockets(read=None) -> dict[tuple, str]:
     """(local, remote) -> substate for every socket in TIME_WAIT or an orphan's FIN_WAIT2."""
-    return {(l, r): st for l, r, st, tw in proc_tcp(netns_pid) if st == "TIME_WAIT" or tw}
+    return {(l, r): st for l, r, st, tw in proc_tcp(read) if st == "TIME_WAIT" or tw}
 
 
 # -- tracefs ------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def _seg_label(s: Sent) -> str:
     text = f"{s.number}. {s.seg.describe()}"
     tags = []
     if s.retransmission:
-        tags.append("retransmission")
+        tags.append("retransmitted: RTO")
     if s.delay_ns:
         tags.append(f"delayed +{s.delay_ns / SEC:g} s")
     if s.duplicated:
@@ -64,16 +64,42 @@ def _rel(pair: Pair, t: int) -> float:
 
 
 def _events(pair: Pair):
-    """The log entries the diagrams draw, each with the connection it belongs to."""
+    """The log entries the diagrams draw, each with the connection it belongs to.
+
+    An anomaly that comes with a transition of the same endpoint for the same
+    segment (TIME_WAIT re-ACKing a retransmitted FIN) is left out: the state
+    row says it.
+    """
     conn = pair.connections()
+    explained = {(e.side, e.ref) for e in pair.log if isinstance(e, Moved) and e.ref is not None}
     for e in pair.log:
         if isinstance(e, Arrival):
             continue
         if isinstance(e, Called) and e.error is None:
             continue
-        if isinstance(e, Noted) and e.anomaly.kind in _QUIET:
+        if isinstance(e, Noted) and (e.anomaly.kind in _QUIET or (e.side, e.ref) in explained):
             continue
         yield e, conn.get(e.ep, 0)
+
+
+def _roles(pair: Pair) -> dict[str, str]:
+    """"active close" / "passive close" for each side, from who sent the first FIN."""
+    first: dict[str, int] = {}
+    fin_in: dict[str, int] = {}
+    for i, e in enumerate(pair.log):
+        if isinstance(e, Moved):
+            t = e.transition
+            if t.input is Input.CLOSE and t.from_.name in ("ESTABLISHED", "SYN_RECEIVED"):
+                first.setdefault(e.side, i)
+            if t.input is Input.RCV_FIN:
+                fin_in.setdefault(e.side, i)
+    roles = {}
+    for side in ("client", "server"):
+        if side in first and first[side] < fin_in.get(side, len(pair.log)):
+            roles[side] = "active close"
+        elif side in fin_in:
+            roles[side] = "passive close"
+    return roles
 
 
 class _Text:
@@ -113,13 +139,12 @@ class _Text:
             label = label[:GAP - 3] + "…"
         self.row(s.time_ns, f"{label:^{GAP}}")
         if s.dropped:
-            why = "lost" + (f" ({s.rules[0]})" if s.rules else "")
-            shaft = GAP * 3 // 5
+            why = "lost" + (f": {s.rules[0]}" if s.rules else "")
+            shaft = GAP // 2
             if s.sender == "client":
                 mid = " " + "─" * (shaft - 1) + "X " + why
             else:
-                head = f"{why} X"
-                mid = (" " * (GAP - shaft - len(head) - 1) + head + "─" * shaft).rjust(GAP - 1) + " "
+                mid = (why + " X" + "─" * (shaft - 1)).rjust(GAP - 1) + " "
             self.row(None, mid)
         elif s.sender == "client":
             self.row(None, " " + "─" * (GAP - 2) + "▶")
@@ -139,8 +164,9 @@ def ladder(pair: Pair, title: str = "", description: str = "") -> str:
         head.append("")
     c, s = pair.client, pair.server
     from .segment import fmt_endpoint
-    cname = f"client {fmt_endpoint(c.ip, c.port)}"
-    sname = f"server {fmt_endpoint(s.ip, s.port)}"
+    roles = _roles(pair)
+    cname = f"client {fmt_endpoint(c.ip, c.port)}" + (f" ({roles['client']})" if "client" in roles else "")
+    sname = f"server {fmt_endpoint(s.ip, s.port)}" + (f" ({roles['server']})" if "server" in roles else "")
     head.append(f"{'time (s)':>{TIME_W}} {cname:<{GAP + 1}}{sname}")
     out.lines = head
     out.row(None, "")
@@ -149,7 +175,7 @@ def ladder(pair: Pair, title: str = "", description: str = "") -> str:
         t = e.time_ns if isinstance(e, (Sent, Called)) else (
             e.transition.time_ns if isinstance(e, Moved) else e.anomaly.time_ns)
         out.pause(t)
-        if conn != cur_conn and not isinstance(e, Called):
+        if conn > cur_conn:
             cur_conn = conn
             out.row(None, f"{' connection ' + str(conn) + ' ':─^{GAP}}")
         if isinstance(e, Sent):
@@ -157,7 +183,7 @@ def ladder(pair: Pair, title: str = "", description: str = "") -> str:
         elif isinstance(e, Moved):
             out.side_note(t, e.side, _state_text(e))
         elif isinstance(e, Noted):
-            out.side_note(t, e.side, f"[{e.anomaly.kind}]")
+            out.side_note(t, e.side, f"({e.anomaly.kind}: {e.anomaly.detail})")
         elif isinstance(e, Called):
             out.side_note(t, e.side, f"{e.call} refused: {e.error}")
     out.row(None, "")
@@ -195,7 +221,7 @@ def mermaid(pair: Pair, title: str = "") -> str:
         else:
             stamp = ""
         last = t
-        if conn != cur_conn and not isinstance(e, Called):
+        if conn > cur_conn:
             cur_conn = conn
             lines.append(f"    Note over C,S: connection {conn}")
         who = "C" if getattr(e, "side", getattr(e, "sender", "client")) == "client" else "S"
@@ -209,7 +235,7 @@ def mermaid(pair: Pair, title: str = "") -> str:
         elif isinstance(e, Moved):
             lines.append(f"    Note {where}: {_mm(stamp + _state_text(e))}")
         elif isinstance(e, Noted):
-            lines.append(f"    Note {where}: {_mm(stamp + e.anomaly.kind)}")
+            lines.append(f"    Note {where}: {_mm(stamp + e.anomaly.kind + ': ' + e.anomaly.detail)}")
         elif isinstance(e, Called):
             lines.append(f"    Note {where}: {_mm(stamp + e.call + ' refused: ' + str(e.error))}")
     return "\n".join(lines) + "\n"

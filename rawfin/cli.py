@@ -127,22 +127,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     # live
     lv = add("live", "sniff an interface and print transitions as they happen")
-    lv.add_argument("-i", "--interface", default="lo", metavar="IFACE")
-    lv.add_argument("-f", "--bpf", default="tcp", metavar="BPF")
-    lv.add_argument("--count", type=int, default=None, metavar="N")
-    lv.add_argument("--duration", type=float, default=None, metavar="SECONDS")
-    lv.add_argument("--write", metavar="FILE.pcap", default=None)
+    lv.add_argument("-i", "--interface", default="lo", metavar="IFACE",
+                    help="interface to sniff (default: %(default)s); needs root or CAP_NET_RAW")
+    lv.add_argument("-f", "--bpf", default="tcp", metavar="BPF",
+                    help="capture filter (default: %(default)s): libpcap's BPF syntax when libpcap is installed, "
+                         "else rawfin's own: 'tcp', '[src|dst] host ADDR', '[src|dst] port N', joined by 'and'")
+    lv.add_argument("--count", type=int, default=None, metavar="N", help="stop after N TCP segments")
+    lv.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after SECONDS")
+    lv.add_argument("--write", metavar="FILE.pcap", default=None,
+                    help="write the segments seen as a capture (complete also after Ctrl-C)")
     lv.add_argument("--kernel-truth", action="store_true",
-                    help="record the kernel's own state changes (tracepoint sock:inet_sock_set_state)")
+                    help="record the kernel's own state changes (tracepoint sock:inet_sock_set_state, "
+                         "needs root) and print them beside rawfin's, with a column saying where they agree")
     _add_format(lv, ("table", "jsonl"))
     lv.add_argument("--msl", type=float, default=30.0, metavar="SECONDS")
 
     # peer
-    pe = add("peer", "play one side of a connection against the real Linux stack over TUN")
-    pe.add_argument("--scenario", default=None, metavar="NAME")
-    pe.add_argument("--file", default=None, metavar="FILE.toml")
-    pe.add_argument("--list", action="store_true")
-    pe.add_argument("--write", metavar="FILE.pcap", default=None)
+    pe = add("peer", "play one side of a connection against the real Linux stack over TUN "
+                     "(in a network namespace of rawfin's own; needs root / CAP_NET_ADMIN)")
+    pe.add_argument("--scenario", default=None, metavar="NAME",
+                    help="lost-final-ack, simultaneous-close, timewait-refin, fin-with-data, seq-wraparound, "
+                         "rst-in-fin-wait-2, server-active-close (--list describes them)")
+    pe.add_argument("--file", default=None, metavar="FILE.toml", help="(not supported yet)")
+    pe.add_argument("--list", action="store_true", help="list the scenarios")
+    pe.add_argument("--write", metavar="FILE.pcap", default=None,
+                    help="write the segments that crossed the TUN device as a capture")
     _add_format(pe, ("table", "jsonl"))
 
     # demo

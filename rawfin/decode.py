@@ -313,7 +313,13 @@ def _ethertype(et: int, data: bytes, off: int, n: int, orig_len: int, frame, tim
     if et == 0x8864:  # PPPoE session: ver/type, code, session, length, then the PPP protocol
         if n < off + 8:
             return _mal("PPPoE header cut short")
-        ppp = _U16(data, off + 6)[0]
+        plen, ppp = struct.unpack_from("!HH", data, off + 4)
+        # the PPPoE length bounds the IP packet (the rest is Ethernet padding), as in Wireshark
+        lim = off + 6 + plen
+        if n > lim:
+            n = lim
+        if orig_len > lim:
+            orig_len = lim
         if ppp == 0x0021:
             return _ipv4(data, off + 8, n, orig_len, frame, time_ns, vlan)
         if ppp == 0x0057:

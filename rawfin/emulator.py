@@ -68,6 +68,7 @@ DEFAULT_DUP_GAP_NS = 100 * US           # a duplicate's copy arrives this much a
 DEFAULT_REORDER_HOLD_NS = 50 * MS       # a held-back segment waits at most this long for a successor
 DEFAULT_RUN_LIMIT_NS = 3600 * SEC       # run() stops after an hour of virtual time at the latest
 ACTIONS = ("drop", "delay", "duplicate", "reorder")
+_OPENING = (State.CLOSED, State.LISTEN, State.SYN_SENT, State.SYN_RECEIVED)
 KINDS = ("pure-ack", "data", "final-ack")
 
 
@@ -389,6 +390,7 @@ class Host:
         self.listeners: dict[int, Endpoint] = {}
         self.current: Endpoint | None = None
         self._eof_waiters: list[tuple[int, Callable[[], object]]] = []
+        self._ready_waiters: list[Callable[[], object]] = []
 
     def on_eof(self, fn: Callable[[], object], delay_ns: int = 0) -> None:
         """Run ``fn()`` ``delay_ns`` after this host next reads end-of-file (the peer's FIN arrives).
@@ -408,6 +410,21 @@ class Host:
     @property
     def addr(self) -> tuple[str, int]:
         return (self.ip, self.port)
+
+    @property
+    def ready(self) -> bool:
+        """True once the current connection is synchronized (the handshake is over)."""
+        return self.current is not None and self.current.state not in _OPENING
+
+    def when_ready(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` as soon as the current connection is established (now, if it is).
+
+        A blocking socket behaves so: ``send()`` on a connection still opening waits.
+        """
+        if self.ready:
+            self.pair._push(self.pair.now, ("call", fn))
+        else:
+            self._ready_waiters.append(fn)
 
     # -- application calls ---------------------------------------------------------
     def listen(self, port: int | None = None, *, iss: int | None = None, reuse_addr: bool = False) -> Endpoint:
@@ -462,12 +479,11 @@ class Host:
         self.pair._log_call(self, ep, f"close() with {len(payload)} bytes" if payload else "close()")
         self.pair._absorb(self, ep, ep.close(self.pair.now, payload), None)
 
-    def shutdown(self, data: bytes | int = b"") -> None:
-        """shutdown(SHUT_WR): the same FIN as close(); the socket still reads."""
+    def shutdown(self) -> None:
+        """shutdown(SHUT_WR): our FIN, as close() sends it; the socket still reads."""
         ep = self._conn("shutdown")
-        payload = _payload(data)
         self.pair._log_call(self, ep, "shutdown(SHUT_WR)")
-        self.pair._absorb(self, ep, ep.shutdown(self.pair.now, payload), None)
+        self.pair._absorb(self, ep, ep.shutdown(self.pair.now), None)
 
     def abort(self) -> None:
         """close() with SO_LINGER 0: an RST instead of a FIN."""
@@ -500,7 +516,9 @@ class Host:
                 what += f" until t={(until - self.pair.start_ns) / SEC:.3f} s"
             msg = f"{call} refused: EADDRINUSE, {what}"
             pair = self.pair
-            pair._log_call(self, ep, call, error="EADDRINUSE")
+            pair._log_call(self, ep, call, error="EADDRINUSE" + (
+                f" (TIME_WAIT until {(until - pair.start_ns) / SEC:.3f} s)" if until is not None else
+                f" ({ep.state.name} on this port)"))
             pair._note(self, ep, Anomaly(endpoint=fmt_endpoint(self.ip, port), kind="address_in_use",
                                          detail=msg, time_ns=pair.now), None)
             raise AddressInUse(msg, ep, until)
@@ -820,6 +838,10 @@ class Pair:
             self.log.append(Moved(side=host.side, transition=t, ref=cause, ep=n))
         for a in res.anomalies:
             self.log.append(Noted(side=host.side, anomaly=a, ref=ref, ep=n))
+        if host._ready_waiters and host.ready:
+            waiters, host._ready_waiters = host._ready_waiters, []
+            for fn in waiters:
+                self._push(self.now, ("call", fn))
         if host._eof_waiters and any(t.input is Input.RCV_FIN and t.from_ is not State.TIME_WAIT
                                      for t in res.transitions):
             waiters, host._eof_waiters = host._eof_waiters, []

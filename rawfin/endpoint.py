@@ -374,8 +374,9 @@ class Endpoint:
         return base.with_(seq=0, ack=seg.seq_end, flags=Flags.RST | Flags.ACK)
 
     def _rcv_closed(self, out: _Out, seg: Segment, now: int) -> None:
-        self._anomaly(out, "segment_after_close", f"{seg.describe()} arrived for a closed connection",
-                      now, seg.frame)
+        if not (seg.syn and not seg.has_ack):    # a SYN to a closed port is a refusal, not an anomaly
+            self._anomaly(out, "segment_after_close", f"{seg.describe()} arrived for a closed connection",
+                          now, seg.frame)
         if not seg.rst and not self.config.observer:
             out.segments.append(self._reset_reply(seg))
 

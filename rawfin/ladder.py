@@ -47,7 +47,7 @@ def _seg_label(s: Sent) -> str:
     text = f"{s.number}. {s.seg.describe()}"
     tags = []
     if s.retransmission:
-        tags.append("retransmitted: RTO")
+        tags.append("retransmission: RTO")
     if s.delay_ns:
         tags.append(f"delayed +{s.delay_ns / SEC:g} s")
     if s.duplicated:
@@ -135,9 +135,14 @@ class _Text:
 
     def arrow(self, s: Sent) -> None:
         label = _seg_label(s)
-        if len(label) > GAP - 2:
-            label = label[:GAP - 3] + "…"
-        self.row(s.time_ns, f"{label:^{GAP}}")
+        rows = [label]
+        if len(label) > GAP - 2 and " (" in label:
+            head, _, tail = label.partition(" (")
+            rows = [head, "(" + tail]
+        for i, text in enumerate(rows):
+            if len(text) > GAP - 2:
+                text = text[:GAP - 3] + "…"
+            self.row(s.time_ns if i == 0 else None, f"{text:^{GAP}}")
         if s.dropped:
             why = "lost" + (f": {s.rules[0]}" if s.rules else "")
             shaft = GAP // 2
@@ -165,9 +170,13 @@ def ladder(pair: Pair, title: str = "", description: str = "") -> str:
     c, s = pair.client, pair.server
     from .segment import fmt_endpoint
     roles = _roles(pair)
-    cname = f"client {fmt_endpoint(c.ip, c.port)}" + (f" ({roles['client']})" if "client" in roles else "")
-    sname = f"server {fmt_endpoint(s.ip, s.port)}" + (f" ({roles['server']})" if "server" in roles else "")
+    cname = f"client {fmt_endpoint(c.ip, c.port)}"
+    sname = f"server {fmt_endpoint(s.ip, s.port)}"
     head.append(f"{'time (s)':>{TIME_W}} {cname:<{GAP + 1}}{sname}")
+    if roles:
+        crole = f"({roles['client']})" if "client" in roles else ""
+        srole = f"({roles['server']})" if "server" in roles else ""
+        head.append(f"{'':>{TIME_W}} {crole:<{GAP + 1}}{srole}".rstrip())
     out.lines = head
     out.row(None, "")
     cur_conn = 0

@@ -322,6 +322,7 @@ class Live:
         self.interface = interface
         self.emit = emit or (lambda rec: None)
         self.stop_event = threading.Event()
+        self.interrupted = False
         self.obs = Observer(msl_ns=msl_ns)
         self.frames = 0
         self.segments = 0
@@ -437,9 +438,15 @@ class Live:
         """Capture until ``count`` segments, ``duration`` seconds, :meth:`stop`, Ctrl-C or SIGTERM."""
         deadline = None if duration is None else time.monotonic() + duration
         interrupted = False
-        old_term = None
+        # Ctrl-C and SIGTERM only ask the loop to stop, so no frame is cut in half in the capture
+        saved = {}
         if threading.current_thread() is threading.main_thread():
-            old_term = signal.signal(signal.SIGTERM, lambda *a: self.stop())
+            def on_signal(signum, frame):
+                self.interrupted = self.interrupted or signum == signal.SIGINT
+                self.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    saved[sig] = signal.signal(sig, on_signal)
         try:
             fds = [self.sniffer.fileno()] + ([self.tracer.fileno()] if self.tracer else [])
             while not self.stop_event.is_set():
@@ -467,9 +474,9 @@ class Live:
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            if old_term is not None:
-                signal.signal(signal.SIGTERM, old_term)
-        return self.finish(interrupted=interrupted)
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+        return self.finish(interrupted=interrupted or self.interrupted)
 
     def finish(self, interrupted: bool = False) -> dict:
         try:

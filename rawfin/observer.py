@@ -131,17 +131,26 @@ class Connection:
         if seg.rst:
             self.rst_seen = True
         # TCP delivers in order: a FIN held for the receiver arrives before this segment
-        if dst in self.pending:
+        held = self.pending.get(dst)
+        if held is not None and not (held[0].syn and seg.syn and seg.seq == held[0].seq):
             self._flush(dst, seg, out)
-        # does the sender show it had received the FIN held for it?
+        # does the sender show it had received the FIN (or SYN) held for it?
         held = self.pending.get(src)
         if held is not None:
-            if seg.has_ack and sq.ge(seg.ack, held[0].seq_end):
+            if held[0].syn and seg.rst:
+                # a SYN answered by RST: nobody was listening; the server was never in LISTEN
+                del self.pending[src]
+                sender.state = State.CLOSED
+            elif seg.has_ack and sq.ge(seg.ack, held[0].seq_end):
                 self._flush(src, seg, out)
             else:
                 held[1] = True       # sent before the FIN reached it: the two crossed
         self._collect(sender.observe_send(seg, now), out)
-        if seg.fin and not seg.syn:
+        if seg.syn and not seg.has_ack and receiver.state is State.LISTEN:
+            # the server's move waits for its answer: SYN,ACK (it was listening) or RST (it was not)
+            if dst not in self.pending:
+                self.pending[dst] = [seg, False]
+        elif seg.fin and not seg.syn:
             # the data and the ACK now; the FIN once the receiver shows it has it (or at the end)
             self._collect(receiver.receive(seg.with_(flags=seg.flags & ~Flags.FIN), now), out)
             self.pending[dst] = [seg, False]
@@ -159,6 +168,9 @@ class Connection:
         if receiver.state is State.CLOSED:
             return                       # it aborted before the FIN reached it
         when = now_seg if (crossed and now_seg is not None) else seg
+        if seg.syn:
+            self._collect(receiver.receive(seg, seg.time_ns or 0), out)
+            return
         fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=Flags.FIN | (seg.flags & Flags.ACK),
                         frame=when.frame, time_ns=when.time_ns)
         self._collect(receiver.receive(fin, when.time_ns or 0), out)
@@ -168,7 +180,7 @@ class Connection:
         receiver kept sending without acknowledging it never arrived (it is reported instead)."""
         for ep in list(self.pending):
             seg, crossed = self.pending[ep]
-            if crossed:
+            if crossed or seg.syn:       # a SYN never answered: the server stays where it was
                 del self.pending[ep]
                 continue
             self._flush(ep, None, out)
@@ -213,12 +225,19 @@ class Connection:
         return all(ep.state is State.CLOSED for ep in self.eps.values())
 
     def accepts_new_syn(self, seg: Segment) -> bool:
-        """A SYN on this pair that starts a new connection instance (Linux accepts it)."""
+        """A SYN on this pair that starts a new connection instance.
+
+        The same ISN from the same client is a retransmission (also after an RST: some
+        stacks retry a refused SYN); a different ISN is a new attempt when the pair is
+        closed, in TIME_WAIT (Linux accepts such a SYN), or still waiting in SYN_SENT.
+        """
+        client = self.eps[self.client]
+        if (seg.src, seg.sport) == self.client and seg.seq == client.iss and client.iss == client.snd_una:
+            return False
+        if (seg.src, seg.sport) == self.client and client.state is State.SYN_SENT:
+            return True
         states = [ep.state for ep in self.eps.values()]
-        if State.TIME_WAIT in states or all(s in _CLOSEDISH for s in states):
-            return not (self.client == (seg.src, seg.sport) and self.eps[self.client].iss == seg.seq
-                        and self.eps[self.client].state is State.SYN_SENT)
-        return False
+        return State.TIME_WAIT in states or all(s in _CLOSEDISH for s in states)
 
     # -- verdicts -----------------------------------------------------------------
     def close_kind(self) -> str:

@@ -172,7 +172,7 @@ def _call(side: str, i: int, c: dict, where: str) -> Call:
         if not isinstance(c["data"], str):
             raise ScenarioError(f"{w}: data must be a string")
         data = c["data"].encode("utf-8")
-    if data and name not in ("send", "close", "shutdown"):
+    if data and name not in ("send", "close"):
         raise ScenarioError(f"{w}: {name} carries no data")
     if name == "send" and not data:
         raise ScenarioError(f"{w}: send needs bytes = N or data = \"...\"")
@@ -323,6 +323,10 @@ def run(scn: Scenario, *, msl_ns: int | None = None, rto_ns: int | None = None, 
         host = pair.client if c.side == "client" else pair.server
 
         def go() -> None:
+            if c.call in ("send", "close", "shutdown", "abort") and not host.ready and (
+                    host.current is None or host.current.state is not State.CLOSED):
+                host.when_ready(go)     # as a blocking socket would: wait for the handshake
+                return
             try:
                 if c.call == "listen":
                     host.listen(c.port, iss=c.isn, reuse_addr=c.reuse_addr)
@@ -333,7 +337,7 @@ def run(scn: Scenario, *, msl_ns: int | None = None, rto_ns: int | None = None, 
                 elif c.call == "close":
                     host.close(c.data)
                 elif c.call == "shutdown":
-                    host.shutdown(c.data)
+                    host.shutdown()
                 elif c.call == "abort":
                     host.abort()
                 elif c.call == "close-listener":

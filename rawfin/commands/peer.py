@@ -1,0 +1,99 @@
+"""`rawfin peer --scenario NAME`: rawfin's state machine against the real Linux stack over TUN.
+
+Needs root (CAP_NET_ADMIN for the namespace and the TUN device; tracefs for the
+kernel's side of the story). Exit 0 when every check of the scenario holds, 1
+when one fails.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..render import ARROW
+
+
+def _t(ns: int, origin: int) -> str:
+    return f"{(ns - origin) / 1e9:.6f}"
+
+
+def render_table(out, o, tablefmt: str = "simple") -> None:
+    from tabulate import tabulate
+
+    from ..peer import KERNEL, RAWFIN_IP
+
+    t0 = o.start_ns
+    w = out.write
+    w(f"peer {o.scenario}: {o.description}\n")
+    w(f"  kernel {KERNEL[0]}:{KERNEL[1]} (Linux, in rawfin's own network namespace) "
+      f"<-> rawfin {RAWFIN_IP} (TUN device)\n\n")
+    w(f"kernel {KERNEL[0]}:{KERNEL[1]}, from the tracepoint ({o.kernel_truth}):\n")
+    if o.kernel:
+        rows = [[_t(k.time_ns, t0), f"{k.from_.value} {ARROW} {k.to.value}", k.kernel,
+                 k.note if k.source == "tracepoint" else f"{k.source}: {k.note}"] for k in o.kernel]
+        w(tabulate(rows, headers=["time", "transition", "kernel said", "note"], tablefmt=tablefmt,
+                   disable_numparse=True) + "\n")
+    else:
+        w("  (nothing recorded)\n")
+    ep = o.rawfin[0].endpoint if o.rawfin else RAWFIN_IP
+    w(f"\nrawfin {ep}, from its state machine:\n")
+    rows = [[_t(t.time_ns, t0), f"{t.from_.value} {ARROW} {t.to.value}", t.cause] for t in o.rawfin]
+    w(tabulate(rows, headers=["time", "transition", "cause"], tablefmt=tablefmt, disable_numparse=True) + "\n")
+    if o.anomalies:
+        w("  anomalies:\n")
+        for a in o.anomalies:
+            w(f"    {_t(a.time_ns, t0)}  {a.kind}: {a.detail}\n")
+    w("\nsegments at the TUN device:\n")
+    rows = [[_t(s.time_ns, t0), s.direction, s.seg.describe(), s.note] for s in o.segments]
+    w(tabulate(rows, headers=["time", "direction", "segment", "note"], tablefmt=tablefmt,
+               disable_numparse=True) + "\n")
+    if o.retransmissions:
+        w("\nthe kernel's retransmissions (its own timing):\n")
+        for ts, text in o.retransmissions:
+            w(f"  {_t(ts, t0)}  {text}\n")
+    w("\nchecks:\n")
+    for c in o.checks:
+        mark = {True: "ok  ", False: "FAIL", None: "n/a "}[c.ok]
+        w(f"  {mark}  {c.what}" + (f"  [{c.detail}]" if c.detail else "") + "\n")
+    out.flush()
+
+
+def render_jsonl(out, o) -> None:
+    from ..records import anomaly_record, transition_record
+
+    def put(rec):
+        out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    for t in o.rawfin:
+        put(transition_record(t, 0))
+    for a in o.anomalies:
+        put(anomaly_record(a, 0))
+    for k in o.kernel:
+        put(k.record(0))
+    for c in o.checks:
+        put({"type": "check", "scenario": o.scenario, "what": c.what, "ok": c.ok, "detail": c.detail})
+    out.flush()
+
+
+def run(args) -> int:
+    from ..peer import SCENARIOS, ScenarioUnknown, run_scenario
+
+    if args.list or not args.scenario:
+        if args.file:
+            print("rawfin peer: --file is not supported yet; use --scenario NAME", file=sys.stderr)
+            return 2
+        for name, (desc, _, _) in SCENARIOS.items():
+            print(f"{name:<22} {desc}")
+        return 0 if args.list else 2
+    if args.scenario not in SCENARIOS:
+        raise ScenarioUnknown(args.scenario)
+    o = run_scenario(args.scenario, write=args.write)
+    if args.format == "jsonl":
+        render_jsonl(sys.stdout, o)
+    else:
+        render_table(sys.stdout, o, args.tablefmt)
+    if o.kernel_truth.startswith("unavailable"):
+        print(f"rawfin peer: kernel truth {o.kernel_truth}", file=sys.stderr)
+    if args.write:
+        print(f"rawfin peer: capture written to {args.write}", file=sys.stderr)
+    return 0 if o.ok else 1

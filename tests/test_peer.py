@@ -1,0 +1,158 @@
+"""`rawfin peer`: rawfin's endpoint as the remote peer of a real Linux socket over TUN.
+
+Every scenario runs against the kernel in a network namespace of rawfin's own;
+each is bounded (the waits inside are bounded; the kernel's RTO is its own).
+Skipped only where the capability is missing (not root / no CAP_NET_ADMIN,
+no /dev/net/tun), with the reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rawfin.kernel import tracefs_missing_reason
+from rawfin.netns import missing_reason
+from rawfin.peer import SCENARIOS, PeerRun, ScenarioUnknown, run_scenario
+from rawfin.states import State
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NO_NETNS = missing_reason()
+NO_TRACE = NO_NETNS or tracefs_missing_reason()
+needs_netns = pytest.mark.skipif(NO_NETNS is not None, reason=f"no namespace with TUN: {NO_NETNS}")
+needs_trace = pytest.mark.skipif(NO_TRACE is not None, reason=f"kernel truth unavailable: {NO_TRACE}")
+
+
+def namespaces_held() -> set[str]:
+    """The network namespaces this process's threads and file descriptors refer to."""
+    out = set()
+    for p in glob.glob("/proc/self/task/*/ns/net") + glob.glob("/proc/self/fd/*"):
+        try:
+            link = os.readlink(p)
+        except OSError:
+            continue
+        if link.startswith("net:["):
+            out.add(link)
+    return out
+
+
+@pytest.fixture
+def no_leftovers():
+    before = namespaces_held()
+    yield
+    assert namespaces_held() == before, "a network namespace (and its TUN device) was left behind"
+
+
+@needs_trace
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario_against_the_kernel(name, tmp_path, no_leftovers):
+    from rawfin.pcapio import iter_frames
+
+    cap = tmp_path / f"{name}.pcap"
+    t0 = time.monotonic()
+    o = run_scenario(name, write=str(cap))
+    took = time.monotonic() - t0
+    failed = [f"{c.what} [{c.detail}]" for c in o.checks if c.ok is False]
+    assert not failed, f"{name}: " + "; ".join(failed)
+    assert o.checks and all(c.ok for c in o.checks)
+    assert took < 15
+    # the capture holds every segment that crossed the TUN device
+    frames = list(iter_frames(cap))
+    crossed = [s for s in o.segments if not s.note.startswith("DROPPED") or s.direction == "kernel → rawfin"]
+    crossed = [s for s in crossed if s.note != "released"]
+    assert len(frames) == len(crossed)
+
+
+@needs_trace
+def test_lost_final_ack_kernel_retransmits_with_its_own_rto(no_leftovers):
+    o = run_scenario("lost-final-ack")
+    fins = [s for s in o.segments if s.direction == "kernel → rawfin" and s.seg.fin]
+    assert len(fins) >= 2
+    gap = (fins[1].time_ns - fins[0].time_ns) / 1e9
+    # Linux's RTO floor is 200 ms (TCP_RTO_MIN); anything from there to a few seconds is the kernel's call
+    assert 0.15 < gap < 5, gap
+    assert [k.to.value for k in o.kernel][-2:] == ["LAST_ACK", "CLOSED"]
+
+
+@needs_trace
+def test_simultaneous_close_handoff_rule():
+    o = run_scenario("simultaneous-close")
+    last = o.kernel[-1]
+    assert last.kernel == "CLOSING → CLOSE" and last.to is State.TIME_WAIT and "timewait socket" in last.note
+
+
+@needs_netns
+def test_error_mid_scenario_cleans_up(tmp_path, no_leftovers):
+    cap = tmp_path / "err.pcap"
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with PeerRun(write=str(cap), kernel_truth=False) as r:
+            r.establish()
+            raise Boom()
+    assert cap.exists()                      # what happened before the error is kept
+    assert not glob.glob(str(tmp_path / ".*.part"))
+
+
+@needs_netns
+def test_ctrl_c_mid_scenario_cleans_up(no_leftovers):
+    with pytest.raises(KeyboardInterrupt):
+        with PeerRun(kernel_truth=False) as r:
+            r.establish()
+            raise KeyboardInterrupt
+
+
+@needs_netns
+def test_without_kernel_truth_checks_fall_back_to_proc(no_leftovers):
+    from rawfin.peer import rst_in_fin_wait_2
+    with PeerRun(kernel_truth=False) as r:
+        rst_in_fin_wait_2(r)
+    assert [c.ok for c in r.out.checks if "kernel went" in c.what] == [None]
+    assert all(c.ok is not False for c in r.out.checks)
+
+
+def test_unknown_scenario():
+    with pytest.raises(ScenarioUnknown):
+        run_scenario("no-such-thing")
+
+
+def _cli(*args, user=None):
+    cmd = [sys.executable, "-m", "rawfin", *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd="/",
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def test_cli_list():
+    r = _cli("peer", "--list")
+    assert r.returncode == 0
+    assert set(SCENARIOS) <= {ln.split()[0] for ln in r.stdout.splitlines()}
+
+
+@needs_trace
+def test_cli_table_and_jsonl(tmp_path):
+    r = _cli("peer", "--scenario", "seq-wraparound", "--write", str(tmp_path / "w.pcap"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "from the tracepoint" in r.stdout and "from its state machine" in r.stdout
+    assert "ack=0" in r.stdout
+    r = _cli("peer", "--scenario", "rst-in-fin-wait-2", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    import json
+    recs = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert {x["type"] for x in recs} == {"transition", "kernel", "check"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"),
+                    reason="needs root to drop to an unprivileged user (setpriv)")
+def test_without_privilege_says_what_is_missing():
+    r = _cli("peer", "--scenario", "lost-final-ack", user=65534)
+    assert r.returncode == 77, r.stdout + r.stderr
+    assert "CAP_NET_ADMIN" in r.stderr and "Traceback" not in r.stderr

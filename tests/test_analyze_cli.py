@@ -1,0 +1,173 @@
+"""`rawfin analyze` and `rawfin check` as a user runs them: formats, bad input, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rawfin import craft
+from rawfin.codec import to_bytes
+from rawfin.pcapio import LINKTYPE_RAW, PcapWriter
+
+SEC = 1_000_000_000
+
+
+def write(path, segs):
+    with PcapWriter(str(path), linktype=LINKTYPE_RAW) as w:
+        for s in segs:
+            w.write(to_bytes(s), time_ns=s.time_ns)
+    return str(path)
+
+
+def cli(*args, check=False):
+    p = subprocess.run([sys.executable, "-m", "rawfin", *args], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in p.stderr, p.stderr
+    return p
+
+
+@pytest.fixture
+def two_conns(tmp_path):
+    a = craft.connection(close="4way", closer="client")
+    b = craft.connection(("192.0.2.3", 40000), ("192.0.2.1", 443), close="4way", closer="server",
+                         start_ns=a[-1].time_ns + SEC)
+    return write(tmp_path / "two.pcap", a + b)
+
+
+def test_jsonl_contract(two_conns):
+    p = cli("analyze", two_conns, "--format", "jsonl")
+    assert p.returncode == 0
+    recs = [json.loads(line) for line in p.stdout.splitlines()]
+    assert {r["type"] for r in recs} == {"transition", "connection"}
+    t = next(r for r in recs if r["type"] == "transition")
+    assert list(t) == ["type", "conn", "frame", "time", "endpoint", "peer", "from", "to", "cause"]
+    assert t["frame"] == 1 and t["conn"] == 0
+    cs = [r for r in recs if r["type"] == "connection"]
+    assert [c["conn"] for c in cs] == [0, 1]
+    assert cs[1]["server_active_close"] is True and cs[1]["server"] == "192.0.2.1:443"
+    assert p.stderr.count("\n") == 1 and "2 connections" in p.stderr   # the one-line summary on stderr
+
+
+def test_table_and_summary(two_conns):
+    p = cli("analyze", two_conns)
+    assert "conn 0: client 192.0.2.2:50001 → server 192.0.2.1:80" in p.stdout
+    assert "ESTABLISHED → FIN_WAIT_1" in p.stdout
+    assert max(len(line) for line in p.stdout.splitlines()) <= 100
+    s = cli("analyze", two_conns, "--summary")
+    assert "four_way by SERVER" in s.stdout
+    assert "1 closed first by the server" in s.stdout
+
+
+def test_csv_filter_and_conn(two_conns):
+    p = cli("analyze", two_conns, "--format", "csv", "--filter", "port 443")
+    rows = p.stdout.splitlines()
+    assert rows[0].startswith("type,file,conn,frame")
+    assert all(",1," in r for r in rows[1:]) and len(rows) > 2
+    q = cli("analyze", two_conns, "--format", "jsonl", "--conn", "0")
+    assert {json.loads(x)["conn"] for x in q.stdout.splitlines()} == {0}
+    bad = cli("analyze", two_conns, "--filter", "net 10/8")
+    assert bad.returncode == 2 and "--filter" in bad.stderr
+
+
+def test_several_files_carry_file(two_conns, tmp_path):
+    other = write(tmp_path / "b.pcap", craft.connection(close="3way"))
+    p = cli("analyze", two_conns, other, "--format", "jsonl")
+    files = {json.loads(x)["file"] for x in p.stdout.splitlines()}
+    assert files == {two_conns, other}
+
+
+def test_truncated_file_reports_everything_before_the_damage(two_conns, tmp_path):
+    data = open(two_conns, "rb").read()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:-7])
+    p = cli("analyze", str(cut), "--format", "jsonl")
+    assert p.returncode == 65
+    recs = [json.loads(x) for x in p.stdout.splitlines()]
+    assert [r["conn"] for r in recs if r["type"] == "connection"] == [0, 1]
+    err = [line for line in p.stderr.splitlines() if line.startswith("rawfin")]
+    assert len(err) == 1 and str(cut) in err[0] and "frame" in err[0]
+
+
+def test_corrupt_record_in_the_middle(two_conns, tmp_path):
+    data = bytearray(open(two_conns, "rb").read())
+    # the 4th record's captured length: walk the records
+    off = 24
+    for _ in range(3):
+        off += 16 + int.from_bytes(data[off + 8:off + 12], "little")
+    data[off + 8:off + 12] = (0x7FFFFFF0).to_bytes(4, "little")
+    bad = tmp_path / "corrupt.pcap"
+    bad.write_bytes(bytes(data))
+    p = cli("analyze", str(bad), "--format", "jsonl")
+    assert p.returncode == 65
+    assert "frame 4" in p.stderr
+    assert [json.loads(x)["frame"] for x in p.stdout.splitlines() if '"transition"' in x][0] == 1
+
+
+@pytest.mark.parametrize("content,needle", [(b"hello, this is text\n" * 3, "not a pcap"),
+                                             (b"snoop\x00\x00\x00" + b"\x00" * 40, "not a pcap"),
+                                             (b"", "not a pcap")])
+def test_not_a_capture(tmp_path, content, needle):
+    f = tmp_path / "x.pcap"
+    f.write_bytes(content)
+    p = cli("analyze", str(f))
+    assert p.returncode == 65 and needle in p.stderr and str(f) in p.stderr
+    assert p.stdout == ""
+
+
+def test_missing_file():
+    p = cli("analyze", "/nonexistent/x.pcap")
+    assert p.returncode == 66 and "/nonexistent/x.pcap" in p.stderr
+
+
+def test_malformed_packet_inside_a_valid_file_is_an_anomaly(tmp_path):
+    segs = craft.connection(close="4way")
+    with PcapWriter(str(tmp_path / "m.pcap"), linktype=LINKTYPE_RAW) as w:
+        for i, s in enumerate(segs):
+            raw = to_bytes(s)
+            if i == 4:
+                raw = raw[:20] + b"\x00" * 4      # TCP header cut inside
+            w.write(raw, time_ns=s.time_ns)
+    p = cli("analyze", str(tmp_path / "m.pcap"), "--format", "jsonl")
+    assert p.returncode == 0
+    recs = [json.loads(x) for x in p.stdout.splitlines()]
+    mal = [r for r in recs if r["type"] == "anomaly" and r["kind"] == "malformed_packet"]
+    assert len(mal) == 1 and mal[0]["frame"] == 5
+
+
+def test_check_passes_and_fails(tmp_path):
+    good = write(tmp_path / "good.pcap", craft.connection(close="4way", closer="client"))
+    p = cli("check", good)
+    assert p.returncode == 0 and "PASS" in p.stdout
+    segs = craft.connection(close="4way")
+    fin, ack, fin2, last = segs[-4:]
+    off = write(tmp_path / "off.pcap", segs[:-4] + [fin, ack.with_(ack=fin.seq), fin2.with_(ack=fin.seq)])
+    q = cli("check", off)
+    assert q.returncode == 1 and "FAIL: 0 of 1" in q.stdout
+    j = cli("check", off, "--format", "jsonl")
+    (rec,) = [json.loads(x) for x in j.stdout.splitlines()]
+    assert rec["check"] == "fail"
+    first = rec["failures"][0]
+    assert first["problem"] == "the ACK does not cover the FIN" and first["frame"] == len(segs) - 2
+    assert f"expected {fin.seq + 1}" in first["detail"]
+    rst = write(tmp_path / "rst.pcap", craft.connection(close="rst"))
+    assert cli("check", rst).returncode == 1
+    assert cli("check", rst, "--allow-reset").returncode == 0
+    server = write(tmp_path / "srv.pcap", craft.connection(close="4way", closer="server"))
+    assert cli("check", server).returncode == 1
+    assert cli("check", server, "--allow-server-close").returncode == 0
+    inc = write(tmp_path / "inc.pcap", craft.connection(close="4way")[:-1])
+    assert cli("check", inc).returncode == 1
+    assert cli("check", inc, "--allow-incomplete").returncode == 0
+
+
+def test_states_prints_the_table_fast():
+    p = cli("states")
+    assert p.returncode == 0
+    assert "FIN_WAIT_2" in p.stdout and "TIME_WAIT" in p.stdout and "CLOSING" in p.stdout
+    assert max(len(line) for line in p.stdout.splitlines()) <= 100
+    # rawfin states does not pay for Scapy's import
+    code = "import sys; from rawfin.cli import main; main(['states']); print('scapy' in sys.modules)"
+    q = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert q.stdout.strip().endswith("False")

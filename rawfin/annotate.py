@@ -29,10 +29,11 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .errors import CaptureError, RawfinError
+from .errors import EXIT_USAGE, CaptureError, RawfinError
 
-__all__ = ["PREFIX", "AnnotateResult", "OutputError", "default_output", "notes_from_records",
-           "collect_notes", "annotate", "transition_comment", "fin_ack_verdict", "anomaly_comment"]
+__all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "notes_from_records",
+           "transition_comment", "fin_ack_verdict", "anomaly_comment", "frames_span",
+           "AnnotateResult", "Pass1", "OutputError", "SameFileError"]
 
 #: Every comment rawfin writes starts with this.
 PREFIX = "rawfin: "
@@ -50,6 +51,17 @@ class OutputError(RawfinError):
     """The output file cannot be created (sysexits EX_CANTCREAT), or would overwrite the input."""
 
     exit_code = 73
+
+
+class SameFileError(RawfinError):
+    """``-o`` names the input itself: annotating in place would replace the original capture."""
+
+    exit_code = EXIT_USAGE
+
+
+def frames_span(last: int) -> str:
+    """``frame 1`` / ``frames 1..17``: what a cut-short output holds."""
+    return "frame 1" if last == 1 else f"frames 1..{last}"
 
 
 # --------------------------------------------------------------------------- comment text
@@ -242,7 +254,7 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
     if stream is None:
         output = default_output(path) if output is None else output
         if _same_file(path, output):
-            raise OutputError(f"{output}: is the input itself; name another output with -o")
+            raise SameFileError(f"{output}: is the input itself; name another output with -o")
     else:
         output = "-"
     # Open the input once up front so a missing or non-capture file fails before any work.
@@ -258,7 +270,7 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
     shb = f"annotated by rawfin {__version__} from {os.path.basename(path)}"
     if err is not None:
         shb = (f"INCOMPLETE: {os.path.basename(path)} is damaged at frame {err.frame} ({err.message}); "
-               f"this file holds frames 1..{err.frame - 1} only; {shb}")
+               f"this file holds {frames_span(err.frame - 1)} only; {shb}")
     try:
         writer = PcapngWriter(stream if stream is not None else output, comment=shb)
     except OSError as e:
@@ -288,6 +300,10 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
             last = fr.frame
             if res.frames >= limit:
                 break   # stop where pass 1 stopped: before the damage, or before what a growing file added
+        if err is None:
+            while added < len(ifaces):      # interfaces described after the last packet
+                w.add_source_interface(ifaces[added])
+                added += 1
         if res.frames != limit:
             raise CaptureError(path, f"changed while being annotated: pass 1 read {limit} frames, "
                                      f"pass 2 only {res.frames}", frame=(last or 0) + 1)

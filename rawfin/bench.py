@@ -406,7 +406,7 @@ def generate(path: str | os.PathLike, *, packets: int, connections: int, seed: i
 
     heap: list = []
     push, replace, pop = heapq.heappush, heapq.heapreplace, heapq.heappop
-    si, n, max_open, written = 0, 0, 0, 0
+    si, max_open, written = 0, 0, 0
     last_us = START_US
     with PcapWriter(path, LINKTYPE_ETHERNET) as w:
         write = w.write
@@ -482,6 +482,7 @@ class Result:
     command: str
     packets: int                  # packets the run covered (before extrapolation)
     wall_s: float                 # for the whole file (extrapolated when ``extrapolated``)
+    cpu_s: float                  # user + system, likewise
     rss_mb: float
     ok: bool = True
     extrapolated: bool = False
@@ -489,6 +490,9 @@ class Result:
 
     def pps(self, total: int) -> float:
         return total / self.wall_s if self.wall_s > 0 else 0.0
+
+    def cpu_pps(self, total: int) -> float:
+        return total / self.cpu_s if self.cpu_s > 0 else 0.0
 
 
 def _child_env() -> dict[str, str]:
@@ -499,8 +503,11 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_child(cmd: list[str], stdout, env: dict[str, str] | None = None) -> tuple[float, float, int, str]:
-    """Run ``cmd``; (wall seconds, peak RSS in MB, exit code, stderr text)."""
+def run_child(cmd: list[str], stdout, env: dict[str, str] | None = None) -> tuple[float, float, float, int, str]:
+    """Run ``cmd``; (wall seconds, CPU seconds, peak RSS in MB, exit code, stderr text).
+
+    CPU is the child's user + system time: steadier than wall time on a busy machine.
+    """
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
     assert p.stderr is not None
@@ -510,14 +517,14 @@ def run_child(cmd: list[str], stdout, env: dict[str, str] | None = None) -> tupl
     wall = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)  # reaped here: keep Popen from waiting again
     rss_mb = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
-    return wall, rss_mb, p.returncode, err.decode("utf-8", "replace")
+    return wall, usage.ru_utime + usage.ru_stime, rss_mb, p.returncode, err.decode("utf-8", "replace")
 
 
 def measure_rawfin(cap: Capture, keep_dir: str | None) -> Result:
     cmd = [sys.executable, "-m", "rawfin", "analyze", cap.path, "--format", "jsonl"]
     out_path = os.path.join(keep_dir, "rawfin.jsonl") if keep_dir else os.devnull
     with open(out_path, "wb") as out:
-        wall, rss, rc, err = run_child(cmd, out, _child_env())
+        wall, cpu, rss, rc, err = run_child(cmd, out, _child_env())
     note = ""
     m = re.search(r"([\d,]+) frames; .*?([\d,]+) connections", err)
     frames = int(m.group(1).replace(",", "")) if m else 0
@@ -528,7 +535,7 @@ def measure_rawfin(cap: Capture, keep_dir: str | None) -> Result:
     if not ok:
         note = f"exit {rc}: {err.strip()[-300:]}"
     return Result(tool="rawfin", command=f"rawfin analyze FILE --format jsonl > {out_path}", packets=frames,
-                  wall_s=wall, rss_mb=rss, ok=ok, note=note)
+                  wall_s=wall, cpu_s=cpu, rss_mb=rss, ok=ok, note=note)
 
 
 _SCAPY_CHILD = r"""
@@ -540,6 +547,7 @@ import scapy.layers.inet6  # noqa: F401  IPv6 over Ethernet
 import scapy.layers.l2     # noqa: F401  Ether
 budget = float(sys.argv[2])
 t1 = time.perf_counter()
+c1 = time.process_time()
 n = tcp = 0
 partial = False
 with PcapReader(sys.argv[1]) as reader:
@@ -552,7 +560,9 @@ with PcapReader(sys.argv[1]) as reader:
             partial = True
             break
 t2 = time.perf_counter()
-print(json.dumps({"packets": n, "tcp": tcp, "startup_s": t1 - t0, "loop_s": t2 - t1, "partial": partial}))
+c2 = time.process_time()
+print(json.dumps({"packets": n, "tcp": tcp, "startup_s": t1 - t0, "loop_s": t2 - t1, "loop_cpu_s": c2 - c1,
+                  "partial": partial}))
 """
 
 
@@ -560,23 +570,25 @@ def measure_scapy(cap: Capture, budget_s: float) -> Result:
     import tempfile
     cmd = [sys.executable, "-c", _SCAPY_CHILD, cap.path, str(budget_s)]
     with tempfile.TemporaryFile() as out:
-        wall, rss, rc, err = run_child(cmd, out)
+        wall, cpu, rss, rc, err = run_child(cmd, out, _child_env())
         out.seek(0)
         text = out.read().decode()
     try:
         info = json.loads(text.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return Result(tool="scapy", command="PcapReader", packets=0, wall_s=wall, rss_mb=rss, ok=False,
+        return Result(tool="scapy", command="PcapReader", packets=0, wall_s=wall, cpu_s=cpu, rss_mb=rss, ok=False,
                       note=f"exit {rc}: {err.strip()[-300:]}")
     n = info["packets"]
     cmd_text = "scapy.utils.PcapReader: every packet, pkt[TCP].flags"
     if info["partial"]:
         # the process's own start-up plus the loop's rate over the whole file
-        wall_full = (wall - info["loop_s"]) + info["loop_s"] * cap.packets / n
-        return Result(tool="scapy", command=cmd_text, packets=n, wall_s=wall_full, rss_mb=rss,
+        scale = cap.packets / n
+        wall_full = (wall - info["loop_s"]) + info["loop_s"] * scale
+        cpu_full = (cpu - info["loop_cpu_s"]) + info["loop_cpu_s"] * scale
+        return Result(tool="scapy", command=cmd_text, packets=n, wall_s=wall_full, cpu_s=cpu_full, rss_mb=rss,
                       ok=rc == 0, extrapolated=True,
                       note=f"first {n:,} packets in {info['loop_s']:.0f} s, extrapolated to the whole file")
-    return Result(tool="scapy", command=cmd_text, packets=n, wall_s=wall, rss_mb=rss,
+    return Result(tool="scapy", command=cmd_text, packets=n, wall_s=wall, cpu_s=cpu, rss_mb=rss,
                   ok=rc == 0 and n == cap.packets, note=f"{info['tcp']:,} TCP packets")
 
 
@@ -588,7 +600,7 @@ def measure_tshark(cap: Capture, tshark: str, keep_dir: str | None) -> Result:
     else:
         out = tempfile.TemporaryFile()
     with out:
-        wall, rss, rc, err = run_child(cmd, out)
+        wall, cpu, rss, rc, err = run_child(cmd, out)
         out.seek(0)
         convs = count_conversations(out.read().decode("utf-8", "replace"))
     note = f"{convs:,} TCP conversations" + ("" if convs == cap.connections else f" (expected {cap.connections:,})")
@@ -596,7 +608,7 @@ def measure_tshark(cap: Capture, tshark: str, keep_dir: str | None) -> Result:
     if not ok:
         note = f"exit {rc}: {err.strip()[-300:]}"
     return Result(tool="tshark", command="tshark -r FILE -q -z conv,tcp", packets=cap.packets, wall_s=wall,
-                  rss_mb=rss, ok=ok, note=note)
+                  cpu_s=cpu, rss_mb=rss, ok=ok, note=note)
 
 
 def count_conversations(text: str) -> int:
@@ -608,14 +620,22 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT MET"
 
 
-def report(cap: Capture, results: list[Result]) -> str:
+def report(cap: Capture, results: list[Result], load: tuple[float, float] | None = None) -> str:
+    """The table, the ratios and the targets, as text.
+
+    ``load`` is the 1-minute load average before and after the runs: when it is
+    above the number of CPUs, other work shared the machine and the wall times are
+    pessimistic (CPU times are steadier).
+    """
     from tabulate import tabulate
 
     by = {r.tool: r for r in results}
+    n = cap.packets
     rows = []
     for r in results:
-        rows.append([r.tool + (" (extrapolated)" if r.extrapolated else ""), f"{r.pps(cap.packets):,.0f}",
-                     f"{r.wall_s:,.2f}", f"{r.rss_mb:,.1f}", ("" if r.ok else "FAILED: ") + r.note])
+        rows.append([r.tool + (" (extrapolated)" if r.extrapolated else ""), f"{r.pps(n):,.0f}", f"{r.wall_s:,.2f}",
+                     f"{r.cpu_pps(n):,.0f}", f"{r.cpu_s:,.2f}", f"{r.rss_mb:,.1f}",
+                     ("" if r.ok else "FAILED: ") + r.note])
     lines = [
         f"capture: {cap.path}",
         f"  {cap.packets:,} packets, {cap.connections:,} connections ({cap.ipv6_connections:,} IPv6), "
@@ -625,32 +645,48 @@ def report(cap: Capture, results: list[Result]) -> str:
         + f"; {cap.server_first:,} closed first by the server",
         f"  generated in {cap.generate_s:,.1f} s" + (" (cached from an earlier run)" if cap.cached else ""),
         "",
-        tabulate(rows, headers=["tool", "packets/s", "wall s", "peak RSS MB", "notes"],
-                 colalign=("left", "right", "right", "right", "left")),
+        tabulate(rows, headers=["tool", "packets/s", "wall s", "packets/CPU s", "CPU s", "peak RSS MB", "notes"],
+                 colalign=("left", "right", "right", "right", "right", "right", "left")),
         "",
     ]
+    cpus = os.cpu_count() or 1
+    if load is not None and max(load) > cpus:
+        lines += [f"note: load average {load[0]:.1f} before / {load[1]:.1f} after on {cpus} CPUs: the machine "
+                  "was busy, wall times are pessimistic; compare CPU times", ""]
     rf = by.get("rawfin")
     targets = []
     if rf is not None and rf.ok:
         for other in ("tshark", "scapy"):
             o = by.get(other)
             if o is not None and o.ok and o.wall_s > 0:
-                ratio = o.wall_s / rf.wall_s
-                lines.append(f"rawfin speed / {other} speed: {ratio:,.2f}x"
-                             + (" (scapy extrapolated)" if o.extrapolated else ""))
+                lines.append(f"rawfin speed / {other} speed: {o.wall_s / rf.wall_s:,.2f}x wall, "
+                             f"{o.cpu_s / rf.cpu_s:,.2f}x CPU" + (" (Scapy extrapolated)" if o.extrapolated else ""))
         ts = by.get("tshark")
+        what = f"rawfin >= {TARGET_TSHARK_RATIO:g}x tshark's packets/s (wall)"
         if ts is not None and ts.ok:
             ratio = ts.wall_s / rf.wall_s
-            targets.append([f"rawfin >= {TARGET_TSHARK_RATIO:g}x tshark's packets/s", f"{ratio:,.2f}x",
-                            _verdict(ratio >= TARGET_TSHARK_RATIO)])
+            targets.append([what, f"{ratio:,.2f}x", _verdict(ratio >= TARGET_TSHARK_RATIO)])
         else:
-            targets.append([f"rawfin >= {TARGET_TSHARK_RATIO:g}x tshark's packets/s", "tshark not run", "-"])
+            targets.append([what, "tshark not run", "-"])
         targets.append([f"rawfin peak RSS < {TARGET_RSS_MB:g} MB", f"{rf.rss_mb:,.1f} MB",
                         _verdict(rf.rss_mb < TARGET_RSS_MB)])
         lines += ["", tabulate(targets, headers=["target", "measured", ""])]
     else:
         lines.append("rawfin did not finish cleanly: no ratios")
     return "\n".join(lines)
+
+
+def _tree() -> str | None:
+    """The git commit rawfin runs from, with "+dirty" for uncommitted changes (None outside git)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "rawfin"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -696,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_dir = os.path.join(args.out, os.path.basename(cap.path)[:-5] + "-outputs")
         os.makedirs(keep_dir, exist_ok=True)
     results = []
+    load_before = os.getloadavg()[0]
     log("rawfin analyze ...")
     results.append(measure_rawfin(cap, keep_dir))
     if not args.no_scapy:
@@ -707,12 +744,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append(measure_tshark(cap, tshark, keep_dir))
     elif not args.no_tshark:
         log("tshark is not installed: no tshark row")
-    text = report(cap, results)
+    text = report(cap, results, (load_before, os.getloadavg()[0]))
     print(text)
     res_path = os.path.join(args.out, os.path.basename(cap.path)[:-5] + "-results.json")
     with open(res_path, "w", encoding="utf-8") as f:
-        json.dump({"capture": asdict(cap), "results": [dict(asdict(r), packets_per_s=r.pps(cap.packets))
-                                                       for r in results]}, f, indent=1)
+        json.dump({"capture": asdict(cap), "rawfin_tree": _tree(), "load": [load_before, os.getloadavg()[0]],
+                   "results": [dict(asdict(r), packets_per_s=r.pps(cap.packets), packets_per_cpu_s=r.cpu_pps(cap.packets))
+                               for r in results]}, f, indent=1)
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -64,7 +64,7 @@ def _non(reason: str) -> Skip:
 
 # --------------------------------------------------------------------------- fast Segment
 
-_FLAGS = tuple(Flags(i) for i in range(256))
+_FLAGS = tuple(range(256))   # Segment keeps its flags as a plain int
 
 
 def _build_fast_segment():

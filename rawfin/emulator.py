@@ -8,7 +8,8 @@ diagram and the capture are made. Nothing sleeps: time jumps from one event
 
 Driving a pair by hand, as a test would::
 
-    from rawfin.emulator import Pair, MS, SEC
+    from rawfin.emulator import Pair, MS
+    from rawfin.states import State
 
     pair = Pair(faults=["drop final-ack"])      # the seed's section 5
     pair.server.listen()
@@ -19,7 +20,8 @@ Driving a pair by hand, as a test would::
     pair.server.close()
     pair.run()                                   # until nothing is left to happen
     assert pair.server.state is State.CLOSED
-    assert [s.number for s in pair.sent if s.retransmission] == [7]
+    assert pair.retransmissions() == [8]        # the server's FIN, sent again after the RTO
+    assert pair.timeline()[-1][1:] == ("client", "TIME_WAIT", "CLOSED")
 
 Faults are rules the link applies to each segment it carries, written as text
 (``"drop final-ack"``, ``"drop server:FIN#1"``, ``"delay client:data@0.5"``,
@@ -35,12 +37,12 @@ from __future__ import annotations
 import errno
 import heapq
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from . import seq as sq
 from .endpoint import MS, SEC, Config, Endpoint
-from .errors import EXIT_USAGE, RawfinError, StateError
+from .errors import EXIT_USAGE, RawfinError
 from .events import Anomaly, Result, Transition
 from .records import anomaly_record, transition_record
 from .segment import Flags, Segment, fmt_endpoint, parse_flags

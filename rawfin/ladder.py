@@ -27,7 +27,7 @@ LONG_PAUSE_NS = SEC // 2
 _QUIET = {"address_in_use"}
 
 
-def _state_text(m: Moved) -> str:
+def _state_text(m: Moved, pair: Pair | None = None) -> str:
     t = m.transition
     if t.from_ is t.to:
         if t.input is Input.RCV_FIN:
@@ -35,7 +35,11 @@ def _state_text(m: Moved) -> str:
         return f"{t.to.name} (again)"
     text = f"{t.from_.name} → {t.to.name}"
     if t.input is Input.TIMEOUT_2MSL:
-        text += " (2MSL over)"
+        if pair is not None:
+            msl = getattr(pair, m.side).config.msl_ns
+            text += f" (2MSL = {2 * msl / SEC:g} s over)"
+        else:
+            text += " (2MSL over)"
     elif t.input is Input.RCV_NEW_SYN:
         text += " (new SYN: pair reused)"
     elif t.input is Input.TIMEOUT_GIVE_UP:
@@ -190,7 +194,7 @@ def ladder(pair: Pair, title: str = "", description: str = "") -> str:
         if isinstance(e, Sent):
             out.arrow(e)
         elif isinstance(e, Moved):
-            out.side_note(t, e.side, _state_text(e))
+            out.side_note(t, e.side, _state_text(e, pair))
         elif isinstance(e, Noted):
             out.side_note(t, e.side, f"({e.anomaly.kind}: {e.anomaly.detail})")
         elif isinstance(e, Called):
@@ -242,7 +246,7 @@ def mermaid(pair: Pair, title: str = "") -> str:
             else:
                 lines.append(f"    {a}->>{b}: {_mm(stamp + _seg_label(e))}")
         elif isinstance(e, Moved):
-            lines.append(f"    Note {where}: {_mm(stamp + _state_text(e))}")
+            lines.append(f"    Note {where}: {_mm(stamp + _state_text(e, pair))}")
         elif isinstance(e, Noted):
             lines.append(f"    Note {where}: {_mm(stamp + e.anomaly.kind + ': ' + e.anomaly.detail)}")
         elif isinstance(e, Called):

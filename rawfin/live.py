@@ -18,7 +18,6 @@ interpreted, so that the frames that caused them have been read first.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import select
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import PrivilegeError, RawfinError
-from .segment import Segment, fmt_endpoint, norm_ip
+from .segment import Segment, norm_ip
 
 ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35
@@ -347,6 +346,8 @@ class Live:
                 self.tracer.start()
                 self.interp = Interpreter(peer_fin_seen=self._peer_fin_seen)
             self.sniffer = Sniffer(interface, bpf)
+            self.filter_how = self.sniffer.filter_how
+            self.py_filter = self.sniffer.py_filter
             if write:
                 from .pcapio import PcapWriter
                 self.writer = PcapWriter(write, linktype=LINKTYPE_RAW, nanosecond=True)
@@ -354,9 +355,6 @@ class Live:
             self._cleanup(abort=True)
             raise
 
-    @property
-    def filter_how(self) -> str:
-        return self.sniffer.filter_how if self.sniffer else "none"
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -369,7 +367,7 @@ class Live:
     def _on_frame(self, data: bytes, orig_len: int, ts: int) -> None:
         self.frames += 1
         seg = self._decode(data, orig_len, self.frames, ts)
-        if seg is None or (self.sniffer.py_filter is not None and not self.sniffer.py_filter(seg)):
+        if seg is None or (self.py_filter is not None and not self.py_filter(seg)):
             self.skipped += 1
             return
         self.segments += 1

@@ -152,7 +152,7 @@ class Connection:
                 self.pending[dst] = [seg, False]
         elif seg.fin and not seg.syn:
             # the data and the ACK now; the FIN once the receiver shows it has it (or at the end)
-            self._collect(receiver.receive(seg.with_(flags=seg.flags & ~Flags.FIN), now), out)
+            self._collect(receiver.receive(seg.with_(flags=seg.flags & 0xFE), now), out)
             self.pending[dst] = [seg, False]
         else:
             self._collect(receiver.receive(seg, now), out)
@@ -171,7 +171,7 @@ class Connection:
         if seg.syn:
             self._collect(receiver.receive(seg, seg.time_ns or 0), out)
             return
-        fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=Flags.FIN | (seg.flags & Flags.ACK),
+        fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=1 | (seg.flags & 16),
                         frame=when.frame, time_ns=when.time_ns)
         self._collect(receiver.receive(fin, when.time_ns or 0), out)
 
@@ -388,6 +388,16 @@ class Observer:
         self.active[key] = other
         other.alt_keys.append(key)
         return other
+
+    def tick(self, now: int) -> list[dict]:
+        """Time passes with no segment (a live capture): fire what is due, e.g. 2MSL expiry."""
+        out: list = []
+        recs: list[dict] = []
+        if now > self.now:
+            self.now = now
+        self._expire(now, out, recs)
+        self._records(out, recs)
+        return recs
 
     def note_skip(self, kind: str, frame: int | None, time_ns: int | None, detail: str) -> list[dict]:
         """A frame that is not a TCP segment rawfin can use: counted; malformed ones reported."""

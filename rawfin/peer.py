@@ -20,6 +20,7 @@ what the scenario expects with a bound, never for a fixed time.
 from __future__ import annotations
 
 import errno
+import random
 import select
 import socket
 import time
@@ -30,11 +31,10 @@ from .endpoint import MS, SEC, Config, Endpoint
 from .errors import RawfinError
 from .events import Result
 from .segment import Segment, fmt_endpoint
-from .states import Input, State
+from .states import State
 
 KERNEL = ("192.0.2.1", 80)
 RAWFIN_IP = "192.0.2.2"
-RAWFIN_PORT = 50001
 
 
 class ScenarioError(RawfinError):
@@ -87,7 +87,8 @@ class Outcome:
     kernel: list = field(default_factory=list)        # KernelTransition
     segments: list = field(default_factory=list)      # SegLog
     checks: list = field(default_factory=list)        # Check
-    retransmissions: list = field(default_factory=list)   # (time_ns, text)
+    retransmissions: list = field(default_factory=list)   # (time_ns, text), seen at the TUN device
+    kernel_retransmits: list = field(default_factory=list)  # (time_ns, text), from the tracepoint
     start_ns: int = 0
     kernel_truth: str = ""
 
@@ -100,7 +101,11 @@ class PeerRun:
     """One scenario run: namespace, TUN device, kernel sockets, rawfin's endpoint, the tracer."""
 
     def __init__(self, *, iss: int = 1000, rto_ns: int = 300 * MS, msl_ns: int = 30 * SEC,
-                 port: int = RAWFIN_PORT, write: str | None = None, kernel_truth: bool = True) -> None:
+                 port: int | None = None, write: str | None = None, kernel_truth: bool = True) -> None:
+        if port is None:
+            # The tracepoint sees every namespace: a port of this run's own keeps another
+            # rawfin peer running at the same time (same addresses) out of this run's story.
+            port = random.randrange(49152, 65536)
         self.iss = iss
         self.local = (RAWFIN_IP, port)
         self.cfg = Config(rto_ns=rto_ns, msl_ns=msl_ns)
@@ -306,8 +311,8 @@ class PeerRun:
         if self.interp is None:
             return
         mine = [e for e in evs if e.local == KERNEL and e.remote == self.local]
-        self.out.retransmissions.extend(
-            (e.time_ns, f"tracepoint tcp_retransmit_skb in {e.new}") for e in mine if e.kind == "retransmit")
+        self.out.kernel_retransmits.extend(
+            (e.time_ns, f"tracepoint tcp:tcp_retransmit_skb in {e.new}") for e in mine if e.kind == "retransmit")
         for tr in self.interp.feed(mine):
             self.out.kernel.append(tr)
         # an orphan handed off in FIN_WAIT2 whose peer's FIN has gone out: ask /proc/net/tcp

@@ -12,7 +12,7 @@ RECORD_TYPES = ("transition", "anomaly", "connection")
 
 
 def seconds(time_ns: int | None) -> float | None:
-    return None if time_ns is None else round(time_ns / 1e9, 9)
+    return None if time_ns is None else round(time_ns / 1e9, 6)
 
 
 def transition_record(t: Transition, conn: int, file: str | None = None) -> dict:

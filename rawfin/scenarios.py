@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .endpoint import SEC, Config
 from .errors import EXIT_DATAERR, RawfinError

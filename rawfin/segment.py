@@ -77,7 +77,7 @@ class Segment:
     dport: int
     seq: int = 0
     ack: int = 0
-    flags: Flags = Flags(0)
+    flags: int = 0          # Flags bits, kept as a plain int
     window: int = 65535
     payload: bytes = b""
     data_len: int = -1
@@ -100,8 +100,11 @@ class Segment:
                 object.__setattr__(self, name, sq.wrap(v))
         if not 0 <= self.window <= 0xFFFF:
             raise ValueError(f"window must be 0..65535, got {self.window!r}")
-        if not isinstance(self.flags, Flags):
-            object.__setattr__(self, "flags", Flags(int(self.flags) & 0xFF))
+        if type(self.flags) is not int:
+            # a plain int inside: IntFlag arithmetic costs microseconds on the hot path
+            object.__setattr__(self, "flags", int(self.flags) & 0xFF)
+        elif not 0 <= self.flags <= 0xFF:
+            raise ValueError(f"flags must fit in 8 bits, got {self.flags!r}")
         if not isinstance(self.payload, (bytes, bytearray, memoryview)):
             raise ValueError("payload must be bytes")
         if not isinstance(self.payload, bytes):
@@ -117,19 +120,19 @@ class Segment:
     # -- derived values -------------------------------------------------
     @property
     def syn(self) -> bool:
-        return bool(self.flags & Flags.SYN)
+        return bool(self.flags & 2)
 
     @property
     def fin(self) -> bool:
-        return bool(self.flags & Flags.FIN)
+        return bool(self.flags & 1)
 
     @property
     def rst(self) -> bool:
-        return bool(self.flags & Flags.RST)
+        return bool(self.flags & 4)
 
     @property
     def has_ack(self) -> bool:
-        return bool(self.flags & Flags.ACK)
+        return bool(self.flags & 16)
 
     @property
     def ipv6(self) -> bool:
@@ -138,7 +141,8 @@ class Segment:
     @property
     def seg_len(self) -> int:
         """Sequence space the segment occupies: data plus one for SYN and one for FIN."""
-        return self.data_len + (1 if self.flags & Flags.SYN else 0) + (1 if self.flags & Flags.FIN else 0)
+        f = self.flags
+        return self.data_len + (f & 2 and 1) + (f & 1)
 
     @property
     def seq_end(self) -> int:
@@ -148,7 +152,7 @@ class Segment:
     @property
     def fin_seq(self) -> int:
         """Sequence number the FIN occupies (``seq + data_len``)."""
-        return sq.add(self.seq, self.data_len + (1 if self.flags & Flags.SYN else 0))
+        return sq.add(self.seq, self.data_len + (self.flags & 2 and 1))
 
     @property
     def src_ep(self) -> str:
@@ -161,7 +165,7 @@ class Segment:
     def describe(self) -> str:
         """Short text such as ``FIN,ACK seq=1006 ack=2001 len=0``."""
         parts = [flags_text(self.flags), f"seq={self.seq}"]
-        if self.flags & Flags.ACK:
+        if self.flags & 16:
             parts.append(f"ack={self.ack}")
         if self.data_len:
             parts.append(f"len={self.data_len}")

@@ -284,3 +284,19 @@ def test_simple_filter_language():
     assert not SimpleFilter.parse("src port 80")(seg)
     with pytest.raises(UsageError):
         SimpleFilter.parse("tcp or udp")
+
+
+@needs_capture
+def test_own_filter_language_when_libpcap_is_missing(monkeypatch):
+    import rawfin.live as live_mod
+
+    monkeypatch.setattr(live_mod, "compile_bpf", lambda expr: None)
+    ls = listener()
+    port = ls.getsockname()[1]
+    other = listener()
+    recs, stats, live = run_live(port, lambda: (client_first(other), client_first(ls)), kernel_truth=False)
+    ls.close()
+    other.close()
+    assert live.filter_how.startswith("rawfin's own")
+    conns = [r for r in recs if r["type"] == "connection"]
+    assert len(conns) == 1 and conns[0]["server"].endswith(f":{port}")

@@ -478,7 +478,7 @@ def test_corpus_copy_to_pcapng_keeps_every_packet(tmp_path, path):
 @needs_corpus
 def test_corpus_damaged_files_report_frame():
     cap = CORPUS / "captures"
-    got, err = [], None
+    got = []
     with pytest.raises(CaptureError) as ei:
         for fr in iter_frames(cap / "suricata-verify__10.7.29.101_49898-178.63.41.150_25.pcap"):
             got.append(fr)

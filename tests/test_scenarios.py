@@ -11,7 +11,6 @@ import pytest
 
 from rawfin import scenarios
 from rawfin.cli import main
-from rawfin.emulator import SEC
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "captures"

@@ -99,9 +99,12 @@ def test_ipv6_segment():
     assert fmt_endpoint("192.0.2.1", 80) == "192.0.2.1:80"
 
 
-def test_int_flags_become_Flags():
-    s = seg(flags=0x12)
-    assert isinstance(s.flags, Flags) and s.flags == Flags.SYN | Flags.ACK
+def test_flags_are_kept_as_plain_int_bits():
+    s = seg(flags=Flags.SYN | Flags.ACK)
+    assert type(s.flags) is int and s.flags == 0x12 == Flags.SYN | Flags.ACK
+    assert s.syn and s.has_ack and not s.fin and not s.rst
+    with pytest.raises(ValueError):
+        seg(flags=0x100)
 
 
 def test_frozen_keyword_only_slots():

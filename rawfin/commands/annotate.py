@@ -12,7 +12,7 @@ from ..errors import EXIT_DATAERR
 
 
 def run(args) -> int:
-    from ..annotate import annotate
+    from ..annotate import annotate, frames_span
 
     out = args.output
     stream = None
@@ -29,7 +29,7 @@ def run(args) -> int:
     where = "stdout" if stream is not None else res.output
     summary = f"{res.frames:,} frames, {res.comments:,} rawfin comments on {res.commented:,} frames"
     if res.error is not None:
-        print(f"rawfin annotate: {res.error}; wrote {where} with frames 1..{res.error.frame - 1} only "
+        print(f"rawfin annotate: {res.error}; wrote {where} with {frames_span(res.error.frame - 1)} only "
               f"({summary}; marked INCOMPLETE)", file=sys.stderr)
         return EXIT_DATAERR
     print(f"rawfin annotate: wrote {where} ({summary})", file=sys.stderr)

@@ -47,9 +47,9 @@ def render_table(out, o, tablefmt: str = "simple") -> None:
     rows = [[_t(s.time_ns, t0), s.direction, s.seg.describe(), s.note] for s in o.segments]
     w(tabulate(rows, headers=["time", "direction", "segment", "note"], tablefmt=tablefmt,
                disable_numparse=True) + "\n")
-    if o.retransmissions:
+    if o.retransmissions or o.kernel_retransmits:
         w("\nthe kernel's retransmissions (its own timing):\n")
-        for ts, text in o.retransmissions:
+        for ts, text in sorted(o.retransmissions + o.kernel_retransmits):
             w(f"  {_t(ts, t0)}  {text}\n")
     w("\nchecks:\n")
     for c in o.checks:

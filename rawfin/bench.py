@@ -749,8 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     res_path = os.path.join(args.out, os.path.basename(cap.path)[:-5] + "-results.json")
     with open(res_path, "w", encoding="utf-8") as f:
         json.dump({"capture": asdict(cap), "rawfin_tree": _tree(), "load": [load_before, os.getloadavg()[0]],
-                   "results": [dict(asdict(r), packets_per_s=r.pps(cap.packets), packets_per_cpu_s=r.cpu_pps(cap.packets))
-                               for r in results]}, f, indent=1)
+                   "results": [dict(asdict(r), packets_per_s=r.pps(cap.packets),
+                                    packets_per_cpu_s=r.cpu_pps(cap.packets)) for r in results]}, f, indent=1)
     return 0 if all(r.ok for r in results) else 1
 
 

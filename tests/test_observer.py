@@ -227,3 +227,43 @@ def test_filter_selects_connections():
         recs += obs.feed(s.with_(frame=i + 1))
     recs += obs.finish()
     assert {r["conn"] for r in recs} == {1}
+
+
+def _all_records(segs, fast):
+    obs = Observer(fast_path=fast)
+    recs = []
+    for s in segs:
+        recs += obs.feed(s)
+    return recs + obs.finish()
+
+
+@pytest.mark.parametrize("close", ["4way", "3way", "simultaneous", "rst", "fin_with_data"])
+def test_fast_path_changes_nothing(close):
+    big = ((b"q" * 3000, b"r" * 9000), (b"x" * 10, b""), (b"", b"y" * 4000))
+    segs = craft.connection(close=close, requests=big)
+    segs = [s.with_(frame=i + 1) for i, s in enumerate(segs)] + [s.with_(frame=len(segs) + i + 1)
+                                                                  for i, s in enumerate(segs[5:9])]
+    assert _all_records(segs, True) == _all_records(segs, False)
+
+
+def test_fast_path_changes_nothing_on_the_corpus():
+    import os
+    from pathlib import Path
+
+    from rawfin.decode import decode
+    from rawfin.pcapio import open_capture
+    from rawfin.errors import CaptureError
+    corpus = Path(os.environ.get("RAWFIN_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+    files = sorted((corpus / "captures").glob("*")) if (corpus / "captures").is_dir() else []
+    if not files:
+        pytest.skip(f"corpus not found at {corpus}")
+    for f in files:
+        segs = []
+        try:
+            for fr in open_capture(f):
+                r = decode(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
+                if r.__class__.__name__ == "Segment":
+                    segs.append(r)
+        except CaptureError:
+            pass
+        assert _all_records(segs, True) == _all_records(segs, False), f.name

@@ -25,6 +25,8 @@ _EST = State.ESTABLISHED
 _MASK = sq.MASK
 _HALF = sq.HALF
 _NOTHING: list[dict] = []
+#: how long (capture time) a final ACK waits for a retransmitted FIN that would show it lost
+FINAL_ACK_HOLD_NS = 10 * SEC
 _CLOSEDISH = (State.CLOSED, State.TIME_WAIT, State.LISTEN)
 
 
@@ -42,7 +44,7 @@ class Connection:
     __slots__ = ("id", "key", "eps", "client", "server", "server_guessed", "mid_stream", "first_frame",
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
-                 "refused", "rcv_known", "vlan", "cfg", "born", "pending", "senders", "alt_keys")
+                 "refused", "rcv_known", "vlan", "cfg", "born", "pending", "senders", "alt_keys", "held_ack")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config) -> None:
         self.id = cid
@@ -63,6 +65,7 @@ class Connection:
         self.born: list[Anomaly] = []
         self.pending: dict[tuple[str, int], list] = {}   # receiver -> [FIN segment held, crossed?]
         self.senders: set[tuple[str, int]] = set()
+        self.held_ack: dict[tuple[str, int], Segment] = {}
         self.alt_keys: list[tuple] = []
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
         a = Endpoint(local=src, remote=dst, config=cfg, vlan=seg.vlan)
@@ -178,8 +181,27 @@ class Connection:
                 self._flush(src, seg, out)
             else:
                 held[1] = True       # sent before the FIN reached it: the two crossed
+        # the final ACK held for the sender: its FIN sent again means the ACK never arrived
+        final = self.held_ack.get(src)
+        if final is not None:
+            if seg.fin and sender.fin_seq is not None and seg.fin_seq == sender.fin_seq:
+                del self.held_ack[src]
+                lost = Anomaly(endpoint=sender.name, kind="final_ack_lost",
+                               detail=(f"the ACK ack={final.ack} in frame {final.frame} never reached "
+                                       f"{sender.name}: it sent its FIN seq={sender.fin_seq} again"),
+                               time_ns=now, frame=seg.frame)
+                self._note(lost)
+                out.append(("a", self, lost))
+            else:
+                self._deliver_final_ack(src, out)
+        if self.held_ack.get(dst) is not None:
+            self._deliver_final_ack(dst, out)
         self._collect(sender.observe_send(seg, now), out)
-        if seg.syn and not seg.has_ack and receiver.state is State.LISTEN:
+        if (receiver.state is State.LAST_ACK and seg.flags & 0x17 == 0x10 and not seg.data_len
+                and receiver.fin_seq is not None and sq.ge(seg.ack, sq.add(receiver.fin_seq, 1))):
+            # the final ACK: LAST_ACK -> CLOSED once nothing shows it was lost (see fire_timers)
+            self.held_ack[dst] = seg
+        elif seg.syn and not seg.has_ack and receiver.state is State.LISTEN:
             # the server's move waits for its answer: SYN,ACK (it was listening) or RST (it was not)
             if dst not in self.pending:
                 self.pending[dst] = [seg, False]
@@ -208,9 +230,15 @@ class Connection:
                         frame=when.frame, time_ns=when.time_ns)
         self._collect(receiver.receive(fin, when.time_ns or 0), out)
 
+    def _deliver_final_ack(self, ep: tuple[str, int], out: list) -> None:
+        seg = self.held_ack.pop(ep)
+        self._collect(self.eps[ep].receive(seg, seg.time_ns or 0), out)
+
     def flush_all(self, out: list) -> None:
         """The end: a held FIN whose receiver stayed silent is taken as received; one whose
         receiver kept sending without acknowledging it never arrived (it is reported instead)."""
+        for ep in list(self.held_ack):
+            self._deliver_final_ack(ep, out)
         for ep in list(self.pending):
             seg, crossed = self.pending[ep]
             if crossed or seg.syn:       # a SYN never answered: the server stays where it was
@@ -241,6 +269,9 @@ class Connection:
             out.append(("a", self, a))
 
     def fire_timers(self, until: int, out: list) -> None:
+        for ep, seg in list(self.held_ack.items()):
+            if (seg.time_ns or 0) + FINAL_ACK_HOLD_NS <= until:
+                self._deliver_final_ack(ep, out)
         for ep in self.eps.values():
             d = ep.next_deadline()
             while d is not None and d <= until:
@@ -252,6 +283,7 @@ class Connection:
 
     def next_deadline(self) -> int | None:
         ds = [d for d in (ep.next_deadline() for ep in self.eps.values()) if d is not None]
+        ds += [(seg.time_ns or 0) + FINAL_ACK_HOLD_NS for seg in self.held_ack.values()]
         return min(ds) if ds else None
 
     def all_closed(self) -> bool:

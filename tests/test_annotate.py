@@ -441,6 +441,7 @@ def tshark_comments(path, display_filter: str | None = None) -> dict[int, list[s
     return out
 
 
+INCOMPLETE = PREFIX + "INCOMPLETE: "
 KEPT = ("frame.time_epoch", "frame.len", "frame.cap_len", "frame.protocols", "frame.encap_type", "bytes")
 
 
@@ -483,12 +484,12 @@ def check_with_tshark(src, out, *, msl_s: float = 30.0) -> None:
     for i, fr in enumerate(in_frames, 1):
         cs = got[i]["comments"]
         mine = own(cs)
-        if mine:
-            rawfin_frames.add(fr.frame)
         assert len(cs) - len(mine) == len([c for c in fr.comments if not c.startswith(PREFIX)])
+        if any(not c.startswith(INCOMPLETE) for c in mine):
+            rawfin_frames.add(fr.frame)
     expected = expected_comment_frames(src, msl_s)
     if damaged:
-        rawfin_frames.discard(number[n])           # it carries the INCOMPLETE note
+        assert got[n]["comments"][-1].startswith(INCOMPLETE)
         expected &= set(number.values())
     assert rawfin_frames == expected
 

@@ -296,9 +296,18 @@ class Endpoint:
         frame = seg.frame
         st = self.state
         if seg.rst:
-            if st not in (State.CLOSED, State.LISTEN, State.TIME_WAIT) and next_state(st, Input.ABORT):
+            # SYN_SENT's RST answers an unacceptable ACK (RFC 9293 3.10.7.3): no abort
+            if st not in (State.CLOSED, State.LISTEN, State.SYN_SENT) and next_state(st, Input.ABORT):
                 self._move(out, Input.ABORT, f"snd RST seq={seg.seq}", now, frame)
             return out.result()
+        if st is State.SYN_SENT and seg.has_ack:
+            # it ACKs a SYN,ACK the capture does not show
+            self.irs = sq.add(seg.ack, -1)
+            self.rcv_nxt = seg.ack
+            self._anomaly(out, "syn_ack_not_captured",
+                          f"snd ACK ack={seg.ack} implies a SYN,ACK seq={self.irs} not in the capture", now, frame)
+            self._move(out, Input.RCV_SYN_ACK, f"SYN,ACK not captured (snd ACK ack={seg.ack})", now, frame)
+            st = self.state
         if seg.syn:
             if st is State.CLOSED and not seg.has_ack:
                 self.remote = (seg.dst, seg.dport)
@@ -393,7 +402,8 @@ class Endpoint:
         self._peer_name = None
         self.vlan = seg.vlan
         self.irs = seg.seq
-        self.rcv_nxt = sq.add(seg.seq, 1)
+        # data on a SYN: Linux (no TFO) drops it; an observer is handed it only when the SYN,ACK took it
+        self.rcv_nxt = seg.seq_end if self.config.observer else sq.add(seg.seq, 1)
         self.snd_una = self.iss
         self.snd_nxt = sq.add(self.iss, 1)
         synack = self._seg(Flags.SYN, self.iss)

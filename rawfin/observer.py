@@ -44,7 +44,7 @@ class Connection:
     __slots__ = ("id", "key", "eps", "client", "server", "server_guessed", "mid_stream", "first_frame",
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
-                 "refused", "rcv_known", "vlan", "cfg", "born", "pending", "senders", "alt_keys", "held_ack")
+                 "refused", "rcv_known", "vlan", "cfg", "born", "pending", "senders", "alt_keys", "held_ack", "synack_unseen")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config) -> None:
         self.id = cid
@@ -66,6 +66,7 @@ class Connection:
         self.pending: dict[tuple[str, int], list] = {}   # receiver -> [FIN segment held, crossed?]
         self.senders: set[tuple[str, int]] = set()
         self.held_ack: dict[tuple[str, int], Segment] = {}
+        self.synack_unseen: tuple[str, int] | None = None
         self.alt_keys: list[tuple] = []
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
         a = Endpoint(local=src, remote=dst, config=cfg, vlan=seg.vlan)
@@ -89,7 +90,7 @@ class Connection:
             a.irs = sq.add(seg.ack, -1)
             a.rcv_nxt = seg.ack
             a.iss = a.snd_una = seg.seq
-            a.snd_nxt = seg.seq
+            a.snd_nxt = seg.seq_end
             self.rcv_known = {src: True, dst: True}
             born = Anomaly(endpoint=fmt_endpoint(*dst), kind="syn_not_captured",
                            detail=f"SYN,ACK ack={seg.ack} implies a SYN seq={b.iss} not in the capture",
@@ -173,10 +174,12 @@ class Connection:
         # does the sender show it had received the FIN (or SYN) held for it?
         held = self.pending.get(src)
         if held is not None:
-            if held[0].syn and seg.rst:
+            if held[0].syn and seg.rst and seg.has_ack and seg.ack == held[0].seq_end:
                 # a SYN answered by RST: nobody was listening; the server was never in LISTEN
                 del self.pending[src]
                 sender.state = State.CLOSED
+            elif held[0].syn and seg.rst:
+                pass                 # an RST that does not answer the SYN (an injected one)
             elif seg.has_ack and sq.ge(seg.ack, held[0].seq_end):
                 self._flush(src, seg, out)
             else:
@@ -210,6 +213,16 @@ class Connection:
             self._collect(receiver.receive(seg.with_(flags=seg.flags & 0xFE), now), out)
             self.pending[dst] = [seg, False]
         else:
+            if self.synack_unseen == dst and seg.has_ack and receiver.state is State.SYN_RECEIVED:
+                # the server's SYN,ACK is not in the capture: its ISN is what the client ACKs, minus one
+                self.synack_unseen = None
+                receiver.iss = receiver.snd_una = sq.add(seg.ack, -1)
+                receiver.snd_nxt = seg.ack
+                a = Anomaly(endpoint=receiver.name, kind="syn_ack_not_captured",
+                            detail=f"ACK ack={seg.ack} implies a SYN,ACK seq={receiver.iss} not in the capture",
+                            time_ns=now, frame=seg.frame)
+                self._note(a)
+                out.append(("a", self, a))
             self._collect(receiver.receive(seg, now), out)
         if seg.rst and receiver.state is State.CLOSED and self.client == dst and \
                 any(r[0] == "t" and r[2].input is Input.RCV_RST and r[2].from_ is State.SYN_SENT
@@ -224,7 +237,12 @@ class Connection:
             return                       # it aborted before the FIN reached it
         when = now_seg if (crossed and now_seg is not None) else seg
         if seg.syn:
+            answered = now_seg is not None and now_seg.syn and (now_seg.src, now_seg.sport) == ep
+            if seg.data_len and not (answered and now_seg.ack == seg.seq_end):
+                seg = seg.with_(payload=b"", data_len=0)     # data on the SYN, not accepted
             self._collect(receiver.receive(seg, seg.time_ns or 0), out)
+            if not answered:
+                self.synack_unseen = ep
             return
         fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=1 | (seg.flags & 16),
                         frame=when.frame, time_ns=when.time_ns)

@@ -445,7 +445,15 @@ INCOMPLETE = PREFIX + "INCOMPLETE: "
 KEPT = ("frame.time_epoch", "frame.len", "frame.cap_len", "frame.protocols", "frame.encap_type", "bytes")
 
 
-def check_with_tshark(src, out, *, msl_s: float = 30.0) -> None:
+def tshark_both(src, out) -> tuple[dict, dict | None]:
+    """tshark's reading of OUT, and of IN unless IN is damaged (tshark may read damage its own way)."""
+    p_out = _tshark_json_start(out)
+    p_in = None if is_damaged(src) else _tshark_json_start(src)   # both at once: half the wait
+    got = _tshark_json_finish(p_out)
+    return got, (None if p_in is None else _tshark_json_finish(p_in))
+
+
+def check_with_tshark(src, out, *, msl_s: float = 30.0, tshark: tuple[dict, dict | None] | None = None) -> None:
     """tshark reads OUT as IN, packet for packet; rawfin's comments sit on the reported frames."""
     n = len(frames(out))
     with open_capture(src) as cap:
@@ -454,11 +462,7 @@ def check_with_tshark(src, out, *, msl_s: float = 30.0) -> None:
         single_section = all(i.section == 0 for i in cap.interfaces)
     damaged = is_damaged(src)
     number = {i: f.frame for i, f in enumerate(in_frames, 1)}  # OUT frame -> IN frame (same packet)
-
-    p_out = _tshark_json_start(out)
-    p_in = None if damaged else _tshark_json_start(src)   # both tsharks at once: half the wait
-    got = _tshark_json_finish(p_out)
-    want = None if p_in is None else _tshark_json_finish(p_in)
+    got, want = tshark if tshark is not None else tshark_both(src, out)
 
     assert sorted(got) == list(range(1, n + 1))
     for i, fr in enumerate(in_frames, 1):          # against rawfin's reading of IN
@@ -565,22 +569,57 @@ CORPUS = corpus_dir()
 CORPUS_FILES = sorted(p.name for p in CORPUS.iterdir() if p.is_file()) if CORPUS else []
 
 
+@pytest.fixture(scope="module")
+def corpus_runs(tmp_path_factory):
+    """Annotate every corpus capture, then run the tsharks for all of them in parallel (each
+    tshark spends most of its second starting up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = tmp_path_factory.mktemp("corpus")
+    runs: dict[str, dict] = {}
+    for name in CORPUS_FILES:
+        d = base / name
+        d.mkdir()
+        run = runs[name] = {"dir": d, "out": d / "out.pcapng", "res": None, "error": None, "tshark": None}
+        try:
+            run["res"] = annotate(str(CORPUS / name), str(run["out"]))
+        except Exception as e:          # the test for this file reports it
+            run["error"] = e
+    if TSHARK is not None:
+        todo = [n for n, r in runs.items() if r["res"] is not None]
+        with ThreadPoolExecutor(max_workers=8) as ex:
+            done = ex.map(lambda n: _safe(tshark_both, CORPUS / n, runs[n]["out"]), todo)
+            for n, result in zip(todo, done):
+                runs[n]["tshark"] = result
+    return runs
+
+
+def _safe(fn, *args):
+    try:
+        return fn(*args)
+    except BaseException as e:          # re-raised by the test of that file
+        return e
+
+
 @pytest.mark.corpus
 @pytest.mark.parametrize("name", CORPUS_FILES or [pytest.param("-", marks=pytest.mark.skip(
     reason="no corpus: set RAWFIN_CORPUS to a directory of captures (or ../shared/corpus/captures)"))])
-def test_corpus_annotated_copies(tmp_path, name):
+def test_corpus_annotated_copies(corpus_runs, name):
     src = CORPUS / name
-    out = tmp_path / "out.pcapng"
-    try:
-        res = annotate(str(src), str(out))
-    except CaptureError as e:
-        assert not out.exists() and os.listdir(tmp_path) == []
-        assert e.frame in (None, 1)
+    run = corpus_runs[name]
+    out, err, res = run["out"], run["error"], run["res"]
+    if err is not None:
+        if not isinstance(err, CaptureError):
+            raise err
+        assert os.listdir(run["dir"]) == []        # nothing written, no temporary file left
+        assert err.frame in (None, 1)
         return
-    assert os.listdir(tmp_path) == ["out.pcapng"]
+    assert os.listdir(run["dir"]) == ["out.pcapng"]
     good = frames_or_none(src)
     assert res.frames == len(good) == len(frames(out))
     assert_same_packets(src, out, count=len(good))
     if TSHARK is None:
         pytest.skip("tshark is not installed: checked with rawfin's reader only")
-    check_with_tshark(src, out)
+    if isinstance(run["tshark"], BaseException):
+        raise run["tshark"]
+    check_with_tshark(src, out, tshark=run["tshark"])

@@ -356,10 +356,8 @@ TABLE = [
         anomalies={"ack_not_covering_fin": 6, "fin_retransmission": 4}),
     # client FIN (19); server FIN (20) acks neither the client's last data (18) nor its FIN; client ACKs the
     # server FIN (21); the server answers with RSTs (22-24): it aborted and is CLOSED, not in TIME_WAIT
-    row("suricata-verify__debug-s13.pcap", 0, "10.84.1.5:53576", "172.217.132.169:443", "reset", "client", (CL, CL),
-        xfail="rawfin leaves the server in TIME_WAIT although it sent RSTs in frames 22-24 (a RST sent from "
-              "TIME_WAIT or CLOSING does not move the sender's model); tshark: the server never ACKs the "
-              "client's data (18) or FIN (19), its FIN (20) has ack=3760005651, then RST seq=3557748538/539"),
+    row("suricata-verify__debug-s13.pcap", 0, "10.84.1.5:53576", "172.217.132.169:443", "reset", "client", (CL, CL)),
+
     # raw IP, TFO data on the SYN not accepted; client FIN with data (23), server FIN (26), RSTs (27-29)
     row("suricata-verify__tlpw-tcp-tfo-data-on-syn-nack.pcap", 0, "192.168.0.44:57282", "17.253.144.10:443",
         "reset", "client", (CL, CL)),
@@ -465,13 +463,8 @@ def test_refused_is_one_connection_per_syn_isn():
     assert (c["first_frame"], c["last_frame"], c["packets"]) == (3, 8, 6)
 
 
-# -- disagreements with the wire found while building the table (strict xfail until fixed) --------
+# -- disagreements with the wire found while building the table, fixed since; kept as regressions --
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SYN,ACK-first connections: rawfin sets the server's snd_nxt to the SYN,ACK's seq instead of seq+1, so the "
-    "client's correct ACK (frame 2: ack=2697137988 = 2697137987+1) is reported unacceptable ('expected "
-    "2697137987'), the server stays SYN_RECEIVED until frame 6, drops the client's 98-byte request (frame 3) and "
-    "reports 98 bytes missing at the FIN (frame 18). tshark: no expert warning on frames 1-21."))
 def test_synack_first_handshake_completes():
     c = connections("zeek__missing-syn.pcap")[0]
     assert c["anomalies"] == {"syn_not_captured": 1}
@@ -480,21 +473,10 @@ def test_synack_first_handshake_completes():
     assert moves[0] == (2, "SYN_RECEIVED", "ESTABLISHED")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data on the SYN: zeek__payload-syn frame 1 is a SYN seq=10 with 100 bytes, frame 2's SYN,ACK acks 111 "
-    "(tshark: 'TCP SYN-ACK accepting TFO data'), yet rawfin's server model keeps rcv_nxt=11 and reports "
-    "'previous_segment_not_captured ... 100 bytes missing' at the FIN (frame 4)"))
 def test_syn_data_acked_by_synack_is_received():
     assert connections("zeek__payload-syn.pcap")[0]["anomalies"] == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "zeek__rst-inject-rae: frame 2 is an injected RST,ACK (TTL 46 vs the server's 49, the client SYN's IP id "
-    "0x1555) with ack=1569339004 = the SYN's own seq, not seq+1, so it is not a valid refusal (the client "
-    "rightly ignores it: unacceptable_ack). rawfin nevertheless takes it as 'nobody listening' and closes the "
-    "server's model, though the server itself answers with SYN,ACK (3) and ACK (6); frames 4 and 5 are then "
-    "reported as segment_after_close. Expected: server LISTEN->SYN_RECEIVED->ESTABLISHED, closed by its own "
-    "RST (7); segment_after_close only for frames 8 and 9"))
 def test_invalid_rst_to_syn_is_not_a_refusal():
     recs = analyze("zeek__rst-inject-rae.pcap")[1]
     server = [(r["frame"], r["to"]) for r in recs if r["type"] == "transition" and r["endpoint"] == "1.2.0.3:6649"]
@@ -502,12 +484,6 @@ def test_invalid_rst_to_syn_is_not_a_refusal():
     assert [a["frame"] for a in anomalies_of("zeek__rst-inject-rae.pcap", "segment_after_close")] == [8, 9]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nDPI__http_asymmetric conn 0 (192.168.0.1:1044 -> 10.10.10.1:80, the NATed client side; the server's "
-    "packets are on the other interface with other addresses): the client ACKs a SYN,ACK that is not on this "
-    "4-tuple (3), sends data (4, 10, 16) and a FIN (22), yet rawfin leaves it in SYN_SENT and reports 10 "
-    "unacceptable_ack with 'expected 1' (an uninitialised snd_nxt); expected: client FIN_WAIT_1, the ACKs "
-    "reported as acked_unseen_segment"))
 def test_ack_of_uncaptured_synack_establishes_client():
     c = connections("nDPI__http_asymmetric.pcapng")[0]
     assert c["final"]["192.168.0.1:1044"] == "FIN_WAIT_1"

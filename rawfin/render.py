@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import textwrap
 import json
 import sys
 from typing import IO
@@ -131,7 +132,8 @@ class TableSink(Sink):
                 if n > ANOMALIES_PER_KIND:
                     continue
                 fr = f"frame {a['frame']}" if a["frame"] is not None else "end"
-                out.write(f"    {fr:>11}  {a['kind']}: {a['detail']}\n")
+                out.write(textwrap.fill(f"{a['kind']}: {a['detail']}", TABLE_WIDTH,
+                                        initial_indent=f"    {fr:>11}  ", subsequent_indent=" " * 19) + "\n")
             for kind, n in shown.items():
                 if n > ANOMALIES_PER_KIND:
                     out.write(f"    {'':>11}  ... and {n - ANOMALIES_PER_KIND} more {kind} "

@@ -23,22 +23,24 @@ no run ever leaves a half-written file under the output name.
 
 from __future__ import annotations
 
+import heapq
+import json
 import os
 import re
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from . import seq as sq
 from .errors import EXIT_USAGE, CaptureError, RawfinError
 
-__all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "notes_from_records",
+__all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "iter_notes", "notes_from_records", "NoteSpool",
            "transition_comment", "fin_ack_verdict", "anomaly_comment", "frames_span",
            "AnnotateResult", "Pass1", "OutputError", "SameFileError"]
 
 #: Every comment rawfin writes starts with this.
 PREFIX = "rawfin: "
 
-_MOD = 1 << 32
 # The numbers are read from the record's text: "ack=1007" or "ack 1007", "FIN seq=1006".
 _ACK = re.compile(r"\back[= ](\d+)")
 _FIN_SEQ = re.compile(r"\bFIN seq=(\d+)")
@@ -80,12 +82,11 @@ def fin_ack_verdict(ack: int, fin_seq: int) -> str:
     "Covers" is judged mod 2**32 the way TCP judges it: the FIN is covered when ack is
     FIN seq + 1 or beyond (within half the sequence space).
     """
-    want = (fin_seq + 1) % _MOD
-    wrap = " (mod 2**32)" if fin_seq == _MOD - 1 else ""
+    want = sq.add(fin_seq, 1)
+    wrap = " (mod 2**32)" if want < fin_seq else ""
     if ack == want:
         return f"{PREFIX}ack {ack} = FIN seq {fin_seq} + 1{wrap}: covers the FIN"
-    ahead = (ack - want) % _MOD
-    if ahead < _MOD // 2:
+    if sq.gt(ack, want):
         return f"{PREFIX}ack {ack} > FIN seq {fin_seq} + 1 = {want}{wrap}: covers the FIN"
     return (f"{PREFIX}ack {ack} ≠ FIN seq {fin_seq} + 1 = {want}{wrap}: does not cover the FIN "
             f"(expected ack {want})")
@@ -108,24 +109,16 @@ def anomaly_comment(rec: dict) -> str:
 # --------------------------------------------------------------------------- pass 1
 
 
-def notes_from_records(recs: Iterable[dict]) -> dict[int, list[str]]:
-    """``{frame: [comments]}`` from analysis records, in record order within a frame.
+def iter_notes(recs: Iterable[dict]) -> Iterator[tuple[int, str]]:
+    """``(frame, comment)`` for analysis records, as they come.
 
     Transitions and anomalies go on their frame. Those with no frame (a timer such as
     2MSL expiring, or an anomaly only the end of the connection shows) go on the
-    connection's last frame and say so. Anomalies with neither frame nor connection
-    are dropped (there is no packet to put them on).
+    connection's last frame and say so; they come out when the connection's record
+    does. Anomalies with neither frame nor connection are dropped (there is no packet
+    to put them on).
     """
-    notes: dict[int, list[str]] = {}
     pending: dict[int, list[dict]] = {}   # conn -> frameless records, until its connection record
-
-    def put(frame: int, text: str) -> None:
-        lst = notes.get(frame)
-        if lst is None:
-            notes[frame] = [text]
-        else:
-            lst.append(text)
-
     for rec in recs:
         kind = rec["type"]
         if kind == "connection":
@@ -133,7 +126,7 @@ def notes_from_records(recs: Iterable[dict]) -> dict[int, list[str]]:
             last = rec.get("last_frame")
             if held and last is not None:
                 for r in held:
-                    put(last, _frameless(r, rec))
+                    yield last, _frameless(r, rec)
             continue
         frame = rec.get("frame")
         if frame is None:
@@ -141,17 +134,24 @@ def notes_from_records(recs: Iterable[dict]) -> dict[int, list[str]]:
                 pending.setdefault(rec["conn"], []).append(rec)
             continue
         if kind == "transition":
-            put(frame, transition_comment(rec))
+            yield frame, transition_comment(rec)
             if (rec["from"], rec["to"]) in _FIN_ACKED and rec["cause"].startswith("rcv "):
                 nums = _fin_ack_numbers(rec["cause"])
                 if nums:
-                    put(frame, fin_ack_verdict(*nums))
+                    yield frame, fin_ack_verdict(*nums)
         elif kind == "anomaly":
-            put(frame, anomaly_comment(rec))
+            yield frame, anomaly_comment(rec)
             if rec["kind"] == "ack_not_covering_fin":
                 nums = _fin_ack_numbers(rec["detail"])
                 if nums:
-                    put(frame, fin_ack_verdict(*nums))
+                    yield frame, fin_ack_verdict(*nums)
+
+
+def notes_from_records(recs: Iterable[dict]) -> dict[int, list[str]]:
+    """``{frame: [comments]}`` (record order within a frame): :func:`iter_notes`, in memory."""
+    notes: dict[int, list[str]] = {}
+    for frame, text in iter_notes(recs):
+        notes.setdefault(frame, []).append(text)
     return notes
 
 
@@ -166,14 +166,76 @@ def _frameless(rec: dict, conn: dict) -> str:
             "shown on its last frame]")
 
 
+class NoteSpool:
+    """Comments keyed by frame, kept in frame order for pass 2 at bounded memory.
+
+    Comments mostly arrive in frame order, but not all (end-of-connection findings go
+    on earlier frames), so this is a small external sort: up to ``run_size`` comments
+    are held in memory; beyond that each sorted run goes to an anonymous temporary file,
+    and :meth:`by_frame` merges the runs.
+    """
+
+    def __init__(self, run_size: int = 100_000) -> None:
+        self.run_size = run_size
+        self._buf: list[tuple[int, int, str]] = []
+        self._runs: list = []
+        self._n = 0                  # arrival counter: keeps record order within a frame
+        self.count = 0
+
+    def add(self, frame: int, text: str) -> None:
+        self._buf.append((frame, self._n, text))
+        self._n += 1
+        self.count += 1
+        if len(self._buf) >= self.run_size:
+            self._spill()
+
+    def _spill(self) -> None:
+        import tempfile
+
+        self._buf.sort()
+        f = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")
+        f.writelines(f"{fr}\t{n}\t{json.dumps(t, ensure_ascii=False)}\n" for fr, n, t in self._buf)
+        f.seek(0)
+        self._runs.append(f)
+        self._buf = []
+
+    @staticmethod
+    def _read(f) -> Iterator[tuple[int, int, str]]:
+        for line in f:
+            fr, n, t = line.split("\t", 2)
+            yield int(fr), int(n), json.loads(t)
+
+    def by_frame(self) -> Iterator[tuple[int, list[str]]]:
+        """``(frame, [comments])`` in increasing frame order (once)."""
+        self._buf.sort()
+        merged = heapq.merge(self._buf, *(self._read(f) for f in self._runs))
+        cur, texts = None, []
+        for fr, _n, t in merged:
+            if fr != cur:
+                if texts:
+                    yield cur, texts
+                cur, texts = fr, []
+            texts.append(t)
+        if texts:
+            yield cur, texts
+        self.close()
+
+    def close(self) -> None:
+        for f in self._runs:
+            f.close()
+        self._runs = []
+        self._buf = []
+
+
 @dataclass
 class Pass1:
-    notes: dict[int, list[str]]
+    notes: NoteSpool
     frames: int                     # packet records read (good ones)
     error: CaptureError | None
 
 
-def collect_notes(path: str, *, msl_s: float = 30.0, progress: str = "never") -> Pass1:
+def collect_notes(path: str, *, msl_s: float = 30.0, progress: str = "never",
+                  run_size: int = 100_000) -> Pass1:
     """Pass 1: analyse ``path``; the comments, how many frames were good, and the damage if any."""
     from .analysis import CaptureStats, records
 
@@ -186,8 +248,14 @@ def collect_notes(path: str, *, msl_s: float = 30.0, progress: str = "never") ->
         except CaptureError as e:
             error.append(e)
 
-    notes = notes_from_records(recs())
-    return Pass1(notes, stats.frames, error[0] if error else None)
+    spool = NoteSpool(run_size)
+    try:
+        for frame, text in iter_notes(recs()):
+            spool.add(frame, text)
+    except BaseException:
+        spool.close()
+        raise
+    return Pass1(spool, stats.frames, error[0] if error else None)
 
 
 # --------------------------------------------------------------------------- pass 2
@@ -201,7 +269,6 @@ class AnnotateResult:
     commented: int = 0              # of which carry rawfin comments
     comments: int = 0               # rawfin comments written
     error: CaptureError | None = None   # the input's damage; the output holds frames before it
-    notes: dict[int, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def complete(self) -> bool:
@@ -240,16 +307,17 @@ def _strip_own(options: bytes, big_endian: bool) -> bytes:
 
 
 def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progress: str = "never",
-             stream=None) -> AnnotateResult:
+             stream=None, run_size: int = 100_000) -> AnnotateResult:
     """Write ``output`` (pcapng): every packet of ``path`` with rawfin's comments added.
 
     ``output`` None means :func:`default_output`; ``stream`` (a binary file object)
     writes there instead (for ``-o -``). Raises CaptureError when ``path`` is not a
     capture or not one frame of it is readable (nothing written); when it is damaged
     later, returns with ``error`` set and the output holding the good frames, marked
-    incomplete. Raises OutputError when the output cannot be created.
+    incomplete. Raises OutputError when the output cannot be created. ``run_size``: how
+    many comments pass 1 holds in memory before it sorts them out to a temporary file.
     """
-    from .pcapio import PcapngWriter, open_capture
+    from .pcapio import open_capture
 
     if stream is None:
         output = default_output(path) if output is None else output
@@ -260,13 +328,22 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
     # Open the input once up front so a missing or non-capture file fails before any work.
     open_capture(path).close()
 
-    p1 = collect_notes(path, msl_s=msl_s, progress=progress)
+    p1 = collect_notes(path, msl_s=msl_s, progress=progress, run_size=run_size)
+    try:
+        return _copy(path, output, stream, p1)
+    finally:
+        p1.notes.close()
+
+
+def _copy(path: str, output: str, stream, p1: Pass1) -> AnnotateResult:
+    """Pass 2: every packet record through the writer, with the comments for its frame."""
+    from . import __version__
+    from .pcapio import PcapngWriter, open_capture
+
     err = p1.error
     if err is not None and (p1.frames == 0 or err.frame is None):
         raise err
-    res = AnnotateResult(input=path, output=output, error=err, notes=p1.notes)
-
-    from . import __version__
+    res = AnnotateResult(input=path, output=output, error=err)
     shb = f"annotated by rawfin {__version__} from {os.path.basename(path)}"
     if err is not None:
         shb = (f"INCOMPLETE: {os.path.basename(path)} is damaged at frame {err.frame} ({err.message}); "
@@ -276,7 +353,8 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
     except OSError as e:
         raise OutputError(f"{output}: cannot create: {e.strerror or e}") from None
 
-    notes = p1.notes
+    notes = p1.notes.by_frame()          # (frame, comments) in frame order, like the packets
+    nxt = next(notes, None)
     limit = p1.frames
     with writer as w, open_capture(path) as cap:
         ifaces = cap.interfaces
@@ -286,7 +364,12 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
             while added < len(ifaces):      # every IDB in input order: interface ids stay the same
                 w.add_source_interface(ifaces[added])
                 added += 1
-            extra = notes.get(fr.frame, ())
+            while nxt is not None and nxt[0] < fr.frame:
+                nxt = next(notes, None)     # a frame that is not a packet (cannot happen; be safe)
+            extra: list[str] | tuple = ()
+            if nxt is not None and nxt[0] == fr.frame:
+                extra = nxt[1]
+                nxt = next(notes, None)
             if res.frames == limit - 1 and err is not None:
                 extra = [*extra, f"{PREFIX}INCOMPLETE: the input is damaged after this frame "
                                  f"(frame {err.frame}: {err.message}); nothing after it is in this file"]

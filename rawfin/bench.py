@@ -22,8 +22,9 @@ RSS is its own (``os.wait4``'s ``ru_maxrss``):
   dissection and its rate is extrapolated to the whole file (the table says so);
 * ``tshark -r FILE -q -z conv,tcp``, when tshark is installed.
 
-It prints packets/s, wall time and peak RSS for each, rawfin's speed as a multiple of
-the others', and whether rawfin meets its targets (at least 2x tshark's speed, peak
+It prints packets/s, wall time, CPU time (user + system: steadier than wall time when
+the machine is busy) and peak RSS for each, rawfin's speed as a multiple of the
+others', and whether rawfin meets its targets (at least 2x tshark's speed, peak
 RSS under 150 MB). Nothing here asserts a time: the numbers are reported, not judged
 by a test.
 

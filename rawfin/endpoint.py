@@ -98,8 +98,9 @@ class Endpoint:
         self.fin_wait_2_at: int | None = None
         self._rto_cur = self.config.rto_ns
         self._retries = 0
-        self._unacked: list[Segment] = []      # sent, not yet acknowledged (retransmission queue)
-        self._ooo: list[Segment] = []          # arrived ahead of rcv_nxt
+        # tuples, not lists: most endpoints (every observer's) never queue anything
+        self._unacked: tuple[Segment, ...] = ()   # sent, not yet acknowledged (retransmission queue)
+        self._ooo: tuple[Segment, ...] = ()       # arrived ahead of rcv_nxt
         self._name: str | None = None
         self._peer_name: str | None = None
 
@@ -140,13 +141,13 @@ class Endpoint:
         if state is State.TIME_WAIT:
             self.time_wait_at = now + 2 * cfg.msl_ns
             self.rto_at = None
-            self._unacked.clear()
+            self._unacked = ()
         elif state is State.FIN_WAIT_2 and cfg.fin_wait_2_timeout_ns is not None:
             self.fin_wait_2_at = now + cfg.fin_wait_2_timeout_ns
         if state in (State.CLOSED, State.LISTEN):
             self.rto_at = self.time_wait_at = self.fin_wait_2_at = None
-            self._unacked.clear()
-            self._ooo.clear()
+            self._unacked = ()
+            self._ooo = ()
             # a reused endpoint (connect/listen again) starts with a fresh retransmission budget
             self._retries = 0
             self._rto_cur = cfg.rto_ns
@@ -170,7 +171,7 @@ class Endpoint:
             return
         out.segments.append(seg)
         if track and seg.seg_len:
-            self._unacked.append(seg)
+            self._unacked += (seg,)
             if self.rto_at is None:
                 self.rto_at = now + self._rto_cur
 
@@ -355,8 +356,7 @@ class Endpoint:
             ready = [s for s in self._ooo if sq.le(s.seq, self.rcv_nxt)]
             if not ready:
                 break
-            for s in ready:
-                self._ooo.remove(s)
+            self._ooo = tuple(s for s in self._ooo if s not in ready)
             for s in sorted(ready, key=lambda s: sq.sub(s.seq, self.rcv_nxt)):
                 self._receive(out, s, now)
         return out.result()
@@ -431,7 +431,7 @@ class Endpoint:
         self.rcv_nxt = sq.add(seg.seq, 1)
         if ack_ok:
             self.snd_una = seg.ack
-            self._unacked.clear()
+            self._unacked = ()
             self.rto_at = None
             self._retries = 0
             self._rto_cur = self.config.rto_ns
@@ -536,7 +536,7 @@ class Endpoint:
             lead = sq.sub(self.rcv_nxt, seg.seq)    # bytes of this segment we already have
             if lead < 0:
                 if not cfg.observer:
-                    self._ooo.append(seg)
+                    self._ooo += (seg,)
                     self._ack_now(out)   # duplicate ACK asks for the gap
                     return
                 self._anomaly(out, "previous_segment_not_captured",
@@ -553,7 +553,7 @@ class Endpoint:
             if gap > 0:
                 if not cfg.observer:
                     if seg not in self._ooo:
-                        self._ooo.append(seg)
+                        self._ooo += (seg,)
                     self._ack_now(out)
                     return
                 self._anomaly(out, "previous_segment_not_captured",
@@ -577,7 +577,7 @@ class Endpoint:
         if st is State.SYN_RECEIVED:
             if sq.lt(self.snd_una, ack) and sq.le(ack, self.snd_nxt):
                 self.snd_una = ack
-                self._unacked.clear()
+                self._unacked = ()
                 self.rto_at = None
                 self._retries = 0              # as _rcv_syn_sent does: SYN,ACK retries are not data retries
                 self._rto_cur = self.config.rto_ns
@@ -600,7 +600,7 @@ class Endpoint:
             self.snd_nxt = ack
         if sq.lt(self.snd_una, ack):
             self.snd_una = ack
-            self._unacked = [s for s in self._unacked if sq.gt(s.seq_end, ack)]
+            self._unacked = tuple(s for s in self._unacked if sq.gt(s.seq_end, ack))
             self._retries = 0
             self._rto_cur = self.config.rto_ns
             self.rto_at = (now + self._rto_cur) if self._unacked else None

@@ -44,7 +44,8 @@ class Connection:
     __slots__ = ("id", "key", "eps", "client", "server", "server_guessed", "mid_stream", "first_frame",
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
-                 "refused", "rcv_known", "vlan", "cfg", "born", "pending", "senders", "alt_keys", "held_ack", "synack_unseen")
+                 "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
+                 "synack_unseen")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config) -> None:
         self.id = cid
@@ -54,32 +55,33 @@ class Connection:
         self.first_frame = self.last_frame = seg.frame
         self.first_ns = self.last_ns = seg.time_ns or 0
         self.packets = 0
-        self.anomalies: Counter = Counter()
+        self.anomalies: Counter | None = None     # containers stay None until needed: memory
         self.fins: list[tuple[tuple[str, int], int, int | None]] = []  # (sender, fin seq, frame)
         self.rst_seen = False
         self.data_after_first_fin = False
         self.closing_seen = False
-        self.fin_ack_candidates: list[Anomaly] = []
+        self.fin_ack_candidates: list[Anomaly] | None = None
         self.first_fin_acked_alone = False
         self.refused = False
-        self.born: list[Anomaly] = []
+        self.born: tuple[Anomaly, ...] = ()
         self.pending: dict[tuple[str, int], list] = {}   # receiver -> [FIN segment held, crossed?]
-        self.senders: set[tuple[str, int]] = set()
+        self.seen = 0            # bit 1: the first sender has sent, bit 2: the other side has
         self.held_ack: dict[tuple[str, int], Segment] = {}
         self.synack_unseen: tuple[str, int] | None = None
-        self.alt_keys: list[tuple] = []
+        self.alt_keys: tuple = ()
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
         a = Endpoint(local=src, remote=dst, config=cfg, vlan=seg.vlan)
         b = Endpoint(local=dst, remote=src, config=cfg, vlan=seg.vlan)
         self.eps = {src: a, dst: b}
-        self.rcv_known = {src: False, dst: False}
+        self.first = src
+        self.known = 0           # same bits: whose rcv_nxt is known
         self.server_guessed = False
         self.mid_stream = False
         if seg.syn and not seg.has_ack:
             self.client, self.server = src, dst
             b.state = State.LISTEN
             b.passive = True
-            self.rcv_known = {src: True, dst: True}
+            self.known = 3
         elif seg.syn:                           # SYN,ACK first: the SYN was not captured
             self.client, self.server = dst, src
             b.state = State.SYN_SENT
@@ -91,12 +93,12 @@ class Connection:
             a.rcv_nxt = seg.ack
             a.iss = a.snd_una = seg.seq
             a.snd_nxt = seg.seq_end
-            self.rcv_known = {src: True, dst: True}
+            self.known = 3
             born = Anomaly(endpoint=fmt_endpoint(*dst), kind="syn_not_captured",
                            detail=f"SYN,ACK ack={seg.ack} implies a SYN seq={b.iss} not in the capture",
                            time_ns=seg.time_ns or 0, frame=seg.frame)
             self._note(born)
-            self.born.append(born)
+            self.born = (born,)
         else:                                   # picked up mid-stream
             self.mid_stream = True
             self.server_guessed = True
@@ -106,9 +108,11 @@ class Connection:
                       remote=dst)
             b.pick_up(state=State.ESTABLISHED, snd_nxt=seg.ack if seg.has_ack else 0, rcv_nxt=seg.seq,
                       remote=src)
-            self.rcv_known = {src: seg.has_ack, dst: True}
+            self.known = (1 if seg.has_ack else 0) | 2
 
     def _note(self, a: Anomaly) -> None:
+        if self.anomalies is None:
+            self.anomalies = Counter()
         self.anomalies[a.kind] += 1
 
     def fast(self, seg: Segment, now: int) -> bool:
@@ -118,7 +122,7 @@ class Connection:
         if seg.flags & 0x17 != 0x10 or self.fins or self.pending:
             return False
         src = (seg.src, seg.sport)
-        if src not in self.senders:
+        if not self.seen & (1 if src == self.first else 2):
             return False
         eps = self.eps
         receiver = eps[(seg.dst, seg.dport)]
@@ -145,14 +149,16 @@ class Connection:
         self.last_frame = seg.frame
         self.last_ns = now
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
-        self.senders.add(src)
+        sbit = 1 if src == self.first else 2
+        dbit = 3 - sbit
+        self.seen |= sbit
         sender, receiver = self.eps[src], self.eps[dst]
-        if not self.rcv_known[dst]:
+        if not self.known & dbit:
             receiver.rcv_nxt = receiver.irs = seg.seq
-            self.rcv_known[dst] = True
-        if seg.has_ack and not self.rcv_known[src]:
+            self.known |= dbit
+        if seg.has_ack and not self.known & sbit:
             sender.rcv_nxt = sender.irs = seg.ack
-            self.rcv_known[src] = True
+            self.known |= sbit
         if seg.has_ack and not receiver.snd_nxt and receiver.state is State.ESTABLISHED and self.mid_stream:
             receiver.snd_una = receiver.snd_nxt = seg.ack
         # what the close looks like, before the models move
@@ -270,8 +276,10 @@ class Connection:
         if seg.ack == want:
             if not seg.fin:
                 self.first_fin_acked_alone = True
-            self.fin_ack_candidates.clear()
+            self.fin_ack_candidates = None
         elif seg.ack == fin_seq:
+            if self.fin_ack_candidates is None:
+                self.fin_ack_candidates = []
             self.fin_ack_candidates.append(Anomaly(
                 endpoint=fmt_endpoint(seg.src, seg.sport), kind="ack_not_covering_fin",
                 detail=f"ack {seg.ack} does not cover FIN seq={fin_seq}: expected {want} (FIN seq + 1)",
@@ -392,7 +400,7 @@ class Connection:
                "first_frame": self.first_frame, "last_frame": self.last_frame,
                "first_time": seconds(self.first_ns), "last_time": seconds(self.last_ns),
                "packets": self.packets, "mid_stream": self.mid_stream,
-               "server_active_close": server_active, "anomalies": dict(sorted(self.anomalies.items()))}
+               "server_active_close": server_active, "anomalies": dict(sorted(self.anomalies.items())) if self.anomalies else {}}
         if self.vlan:
             rec["vlan"] = list(self.vlan)
         if file is not None:
@@ -453,7 +461,8 @@ class Observer:
             conn = Connection(self.next_id, key, seg, self.cfg)
             self.next_id += 1
             self.active[key] = conn
-            self.by_tuple[key[1:]] = conn
+            if seg.vlan:
+                self.by_tuple[key[1:]] = conn
             out.extend(("a", conn, a) for a in conn.born)
         conn.process(seg, now, out)
         d = conn.next_deadline()
@@ -470,10 +479,10 @@ class Observer:
         other = self.by_tuple.get(key[1:])
         if other is None or self.active.get(other.key) is not other:
             return None
-        if (seg.src, seg.sport) in other.senders:
+        if other.seen & (1 if (seg.src, seg.sport) == other.first else 2):
             return None
         self.active[key] = other
-        other.alt_keys.append(key)
+        other.alt_keys += (key,)
         return other
 
     def tick(self, now: int) -> list[dict]:

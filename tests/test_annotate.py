@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rawfin import codec, craft
 from rawfin.analysis import records
@@ -177,6 +179,46 @@ def test_fin_ack_verdict_states_the_arithmetic(ack, fin, text):
     assert fin_ack_verdict(ack, fin) == text
 
 
+@settings(max_examples=300, deadline=None)
+@given(fin=st.integers(0, 2**32 - 1), off=st.integers(-2**31 + 1, 2**31 - 1))
+def test_fin_ack_verdict_across_the_wrap(fin, off):
+    want = (fin + 1) % 2**32
+    ack = (want + off) % 2**32
+    text = fin_ack_verdict(ack, fin)
+    assert text.startswith(f"rawfin: ack {ack} ")
+    assert f"FIN seq {fin} + 1" in text
+    if off == 0:
+        assert text.endswith(": covers the FIN") and f"ack {ack} = FIN seq" in text
+    elif off > 0:
+        assert text.endswith(": covers the FIN") and f"= {want}" in text
+    else:
+        assert text.endswith(f"does not cover the FIN (expected ack {want})")
+
+
+PCAP_HDR = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=400), cut=st.integers(0, 60))
+def test_any_bytes_annotate_or_capture_error(tmp_path, body, cut):
+    """h11's fuzz rule: a good capture with junk appended or cut anywhere either annotates or raises
+    CaptureError; never another exception, never a temporary file left behind."""
+    d = tmp_path / f"f{len(os.listdir(tmp_path))}"
+    d.mkdir()
+    good = (PCAP_HDR if cut % 2 else b"") + b"".join(
+        struct.pack("<IIII", 1_700_000_000, i, len(b), len(b)) + b
+        for i, b in enumerate(codec.to_bytes(s) for s in craft.close_4way(C, S)))
+    src = d / "in.pcap"
+    src.write_bytes((good + body)[:max(0, len(good) + len(body) - cut)])
+    try:
+        res = annotate(str(src), str(d / "out.pcapng"))
+    except CaptureError:
+        assert sorted(os.listdir(d)) == ["in.pcap"]
+        return
+    assert sorted(os.listdir(d)) == ["in.pcap", "out.pcapng"]
+    assert res.frames == len(frames(d / "out.pcapng"))
+
+
 def test_anomaly_comment():
     rec = {"type": "anomaly", "conn": 0, "frame": 9, "endpoint": "192.0.2.1:80", "kind": "fin_retransmission",
            "detail": "FIN seq=1006 sent again"}
@@ -286,6 +328,17 @@ def test_time_caused_transition_goes_on_the_connections_last_frame(tmp_path):
     assert out[10][-1].startswith("rawfin: 192.0.2.2:50001 TIME_WAIT → CLOSED (2MSL expired")
     assert "caused by time 0.999 s after this frame, not by a packet" in out[10][-1]
     assert expected_comment_frames(src, 0.5) == {f for f, c in out.items() if own(c)}
+
+
+def test_comments_spilled_to_disk_come_back_in_frame_order(tmp_path):
+    """Pass 1 keeps at most run_size comments in memory; sorted runs on disk give the same file."""
+    src = write_pcap(tmp_path / "two.pcap", two_connections() + bad_close())
+    small, big = tmp_path / "small.pcapng", tmp_path / "big.pcapng"
+    annotate(str(src), str(small), msl_s=0.5, run_size=3)
+    annotate(str(src), str(big), msl_s=0.5)
+    assert small.read_bytes() == big.read_bytes()
+    notes = notes_from_records(records(str(src), msl_s=0.5))
+    assert {f.frame: list(own(f.comments)) for f in frames(small) if f.comments} == notes
 
 
 def test_reannotating_replaces_rawfins_comments(tmp_path):

@@ -2,13 +2,14 @@
 
 Two streaming passes over the input, so a capture larger than memory is fine:
 
-1. :func:`collect_notes` runs :func:`rawfin.analysis.records` and turns the records into
-   ``{frame: [comment, ...]}`` with :func:`notes_from_records` (a pure function; only
-   frames with something to say are kept);
+1. :func:`collect_notes` runs :func:`rawfin.analysis.records`, turns the records into
+   ``(frame, comment)`` pairs with :func:`iter_notes` (pure; only frames with something
+   to say) and keeps them in a :class:`NoteSpool` (in memory up to a bound, then sorted
+   runs in temporary files);
 2. :func:`annotate` copies every packet record through
-   :class:`~rawfin.pcapio.PcapngWriter`: bytes, original length, timestamp at its
-   stored resolution, interface (same ids, same options) and the comments it already
-   had, with rawfin's comments appended.
+   :class:`~rawfin.pcapio.PcapngWriter` (bytes, original length, timestamp at its
+   stored resolution, interface with the same id and options, the comments it already
+   had), merging rawfin's comments back in frame order and appending them.
 
 Every comment rawfin adds starts with :data:`PREFIX` (``"rawfin: "``), so a user can
 filter them (``frame.comment contains "rawfin: "``) and a second run replaces them
@@ -34,8 +35,8 @@ from dataclasses import dataclass
 from . import seq as sq
 from .errors import EXIT_USAGE, CaptureError, RawfinError
 
-__all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "iter_notes", "notes_from_records", "NoteSpool",
-           "transition_comment", "fin_ack_verdict", "anomaly_comment", "frames_span",
+__all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "iter_notes", "notes_from_records",
+           "NoteSpool", "transition_comment", "fin_ack_verdict", "anomaly_comment", "frames_span",
            "AnnotateResult", "Pass1", "OutputError", "SameFileError"]
 
 #: Every comment rawfin writes starts with this.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from types import MappingProxyType
 from typing import Callable
 
 from . import seq as sq
@@ -25,6 +26,7 @@ _EST = State.ESTABLISHED
 _MASK = sq.MASK
 _HALF = sq.HALF
 _NOTHING: list[dict] = []
+_NO_DICT = MappingProxyType({})     # shared and read-only: most connections never hold anything
 #: how long (capture time) a final ACK waits for a retransmitted FIN that would show it lost
 FINAL_ACK_HOLD_NS = 10 * SEC
 _CLOSEDISH = (State.CLOSED, State.TIME_WAIT, State.LISTEN)
@@ -64,9 +66,9 @@ class Connection:
         self.first_fin_acked_alone = False
         self.refused = False
         self.born: tuple[Anomaly, ...] = ()
-        self.pending: dict[tuple[str, int], list] = {}   # receiver -> [FIN segment held, crossed?]
+        self.pending: dict[tuple[str, int], list] = _NO_DICT   # receiver -> [FIN (or SYN) held, crossed?]
         self.seen = 0            # bit 1: the first sender has sent, bit 2: the other side has
-        self.held_ack: dict[tuple[str, int], Segment] = {}
+        self.held_ack: dict[tuple[str, int], Segment] = _NO_DICT
         self.synack_unseen: tuple[str, int] | None = None
         self.alt_keys: tuple = ()
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
@@ -182,7 +184,7 @@ class Connection:
         if held is not None:
             if held[0].syn and seg.rst and seg.has_ack and seg.ack == held[0].seq_end:
                 # a SYN answered by RST: nobody was listening; the server was never in LISTEN
-                del self.pending[src]
+                self._unhold("pending", src)
                 sender.state = State.CLOSED
             elif held[0].syn and seg.rst:
                 pass                 # an RST that does not answer the SYN (an injected one)
@@ -194,7 +196,7 @@ class Connection:
         final = self.held_ack.get(src)
         if final is not None:
             if seg.fin and sender.fin_seq is not None and seg.fin_seq == sender.fin_seq:
-                del self.held_ack[src]
+                self._unhold("held_ack", src)
                 lost = Anomaly(endpoint=sender.name, kind="final_ack_lost",
                                detail=(f"the ACK ack={final.ack} in frame {final.frame} never reached "
                                        f"{sender.name}: it sent its FIN seq={sender.fin_seq} again"),
@@ -209,15 +211,15 @@ class Connection:
         if (receiver.state is State.LAST_ACK and seg.flags & 0x17 == 0x10 and not seg.data_len
                 and receiver.fin_seq is not None and sq.ge(seg.ack, sq.add(receiver.fin_seq, 1))):
             # the final ACK: LAST_ACK -> CLOSED once nothing shows it was lost (see fire_timers)
-            self.held_ack[dst] = seg
+            self._hold("held_ack", dst, seg)
         elif seg.syn and not seg.has_ack and receiver.state is State.LISTEN:
             # the server's move waits for its answer: SYN,ACK (it was listening) or RST (it was not)
             if dst not in self.pending:
-                self.pending[dst] = [seg, False]
+                self._hold("pending", dst, [seg, False])
         elif seg.fin and not seg.syn:
             # the data and the ACK now; the FIN once the receiver shows it has it (or at the end)
             self._collect(receiver.receive(seg.with_(flags=seg.flags & 0xFE), now), out)
-            self.pending[dst] = [seg, False]
+            self._hold("pending", dst, [seg, False])
         else:
             if self.synack_unseen == dst and seg.has_ack and receiver.state is State.SYN_RECEIVED:
                 # the server's SYN,ACK is not in the capture: its ISN is what the client ACKs, minus one
@@ -235,9 +237,23 @@ class Connection:
                     for r in out):
             self.refused = True
 
+    def _hold(self, which: str, ep: tuple[str, int], value) -> None:
+        held = getattr(self, which)
+        if held is _NO_DICT:
+            held = {}
+            setattr(self, which, held)
+        held[ep] = value
+
+    def _unhold(self, which: str, ep: tuple[str, int]):
+        held = getattr(self, which)
+        value = held.pop(ep)
+        if not held:
+            setattr(self, which, _NO_DICT)    # an emptied dict keeps its table: let it go
+        return value
+
     def _flush(self, ep: tuple[str, int], now_seg: Segment | None, out: list) -> None:
         """Deliver the FIN held for ``ep``: at its own frame, or at the evidence frame if it crossed."""
-        seg, crossed = self.pending.pop(ep)
+        seg, crossed = self._unhold("pending", ep)
         receiver = self.eps[ep]
         if receiver.state is State.CLOSED:
             return                       # it aborted before the FIN reached it
@@ -255,7 +271,7 @@ class Connection:
         self._collect(receiver.receive(fin, when.time_ns or 0), out)
 
     def _deliver_final_ack(self, ep: tuple[str, int], out: list) -> None:
-        seg = self.held_ack.pop(ep)
+        seg = self._unhold("held_ack", ep)
         self._collect(self.eps[ep].receive(seg, seg.time_ns or 0), out)
 
     def flush_all(self, out: list) -> None:
@@ -266,7 +282,7 @@ class Connection:
         for ep in list(self.pending):
             seg, crossed = self.pending[ep]
             if crossed or seg.syn:       # a SYN never answered: the server stays where it was
-                del self.pending[ep]
+                self._unhold("pending", ep)
                 continue
             self._flush(ep, None, out)
 

@@ -23,6 +23,14 @@ EXIT_CODES = f"""exit codes:
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """
 
+ANNOTATE_NOTES = f"""Every packet is copied unchanged; rawfin's comments start with "rawfin: ".
+Damaged input: the frames before the damage are written, marked INCOMPLETE (the
+file's section comment, a comment on its last frame, the message on stderr), and the
+exit code is {EXIT_DATAERR}; when not one frame is readable nothing is written. -o naming IN
+is refused (2); an output that cannot be created exits 73 (EX_CANTCREAT).
+
+"""
+
 FORMATS_RECORDS = ("table", "jsonl", "csv")
 
 
@@ -79,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # annotate
     n = add("annotate", "write a pcapng with rawfin's findings as packet comments (for Wireshark)")
+    n.epilog = ANNOTATE_NOTES + EXIT_CODES
     n.add_argument("capture", metavar="IN")
     n.add_argument("-o", "--output", metavar="OUT.pcapng", default=None,
-                   help="output file (default: IN with .rawfin.pcapng)")
+                   help="output file (default: IN's name with .rawfin.pcapng, next to IN; '-' for stdout)")
     n.add_argument("--msl", type=float, default=30.0, metavar="SECONDS")
 
     # craft

@@ -322,7 +322,7 @@ class Live:
         self.emit = emit or (lambda rec: None)
         self.stop_event = threading.Event()
         self.interrupted = False
-        self.obs = Observer(msl_ns=msl_ns)
+        self.obs = Observer(msl_ns=msl_ns, final_ack_hold_ns=0)   # each transition the moment it happens
         self.frames = 0
         self.segments = 0
         self.skipped = 0

@@ -47,10 +47,11 @@ class Connection:
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
-                 "synack_unseen")
+                 "synack_unseen", "hold_ns")
 
-    def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config) -> None:
+    def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0) -> None:
         self.id = cid
+        self.hold_ns = hold_ns
         self.key = key
         self.cfg = cfg
         self.vlan = seg.vlan
@@ -208,7 +209,7 @@ class Connection:
         if self.held_ack.get(dst) is not None:
             self._deliver_final_ack(dst, out)
         self._collect(sender.observe_send(seg, now), out)
-        if (receiver.state is State.LAST_ACK and seg.flags & 0x17 == 0x10 and not seg.data_len
+        if (self.hold_ns and receiver.state is State.LAST_ACK and seg.flags & 0x17 == 0x10 and not seg.data_len
                 and receiver.fin_seq is not None and sq.ge(seg.ack, sq.add(receiver.fin_seq, 1))):
             # the final ACK: LAST_ACK -> CLOSED once nothing shows it was lost (see fire_timers)
             self._hold("held_ack", dst, seg)
@@ -312,7 +313,7 @@ class Connection:
 
     def fire_timers(self, until: int, out: list) -> None:
         for ep, seg in list(self.held_ack.items()):
-            if (seg.time_ns or 0) + FINAL_ACK_HOLD_NS <= until:
+            if (seg.time_ns or 0) + self.hold_ns <= until:
                 self._deliver_final_ack(ep, out)
         for ep in self.eps.values():
             d = ep.next_deadline()
@@ -325,7 +326,7 @@ class Connection:
 
     def next_deadline(self) -> int | None:
         ds = [d for d in (ep.next_deadline() for ep in self.eps.values()) if d is not None]
-        ds += [(seg.time_ns or 0) + FINAL_ACK_HOLD_NS for seg in self.held_ack.values()]
+        ds += [(seg.time_ns or 0) + self.hold_ns for seg in self.held_ack.values()]
         return min(ds) if ds else None
 
     def all_closed(self) -> bool:
@@ -428,7 +429,12 @@ class Observer:
     """Tracks every connection in a stream of segments; returns records as they happen."""
 
     def __init__(self, *, msl_ns: int = 30 * SEC, file: str | None = None,
-                 select: Callable[[Connection], bool] | None = None, fast_path: bool = True) -> None:
+                 select: Callable[[Connection], bool] | None = None, fast_path: bool = True,
+                 final_ack_hold_ns: int = FINAL_ACK_HOLD_NS) -> None:
+        """``final_ack_hold_ns``: how long a final ACK waits before LAST_ACK -> CLOSED is
+        reported, in case a retransmitted FIN shows it was lost (0: report at once, as
+        ``rawfin live`` does, which must print each transition the moment it happens)."""
+        self.hold_ns = final_ack_hold_ns
         self.cfg = Config(msl_ns=msl_ns, observer=True)
         self.fast_path = fast_path
         self.file = file
@@ -474,7 +480,7 @@ class Observer:
             self._finish(conn, recs)
             conn = None
         if conn is None:
-            conn = Connection(self.next_id, key, seg, self.cfg)
+            conn = Connection(self.next_id, key, seg, self.cfg, self.hold_ns)
             self.next_id += 1
             self.active[key] = conn
             if seg.vlan:

@@ -416,6 +416,14 @@ def test_cli_unreadable_input_writes_nothing(tmp_path, capsys, content, what):
     assert os.listdir(tmp_path) == ["junk.pcap"]
 
 
+def test_help_says_what_happens_to_damaged_input(capsys):
+    with pytest.raises(SystemExit):
+        main(["annotate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "INCOMPLETE" in text and "exit code is 65" in text and "nothing is written" in text
+    assert ".rawfin.pcapng" in text and "exits 73" in text
+
+
 def test_cli_missing_input(tmp_path, capsys):
     assert main(["annotate", str(tmp_path / "nope.pcap")]) == 66
     assert "no such file" in capsys.readouterr().err

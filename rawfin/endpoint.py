@@ -595,8 +595,13 @@ class Endpoint:
                               f"ack={ack} beyond anything sent (snd_nxt={self.snd_nxt})", now, frame)
                 self._ack_now(out)
                 return False
-            self._anomaly(out, "acked_unseen_segment",
-                          f"ack={ack} beyond what the capture shows sent (snd_nxt={self.snd_nxt})", now, frame)
+            if self.fin_seq is not None and sq.gt(ack, sq.add(self.fin_seq, 1)):
+                self._anomaly(out, "ack_beyond_fin",
+                              f"ack={ack} is past FIN seq={self.fin_seq}: nothing follows a FIN, expected "
+                              f"at most {sq.add(self.fin_seq, 1)}", now, frame)
+            else:
+                self._anomaly(out, "acked_unseen_segment",
+                              f"ack={ack} beyond what the capture shows sent (snd_nxt={self.snd_nxt})", now, frame)
             self.snd_nxt = ack
         if sq.lt(self.snd_una, ack):
             self.snd_una = ack

@@ -171,3 +171,16 @@ def test_states_prints_the_table_fast():
     code = "import sys; from rawfin.cli import main; main(['states']); print('scapy' in sys.modules)"
     q = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert q.stdout.strip().endswith("False")
+
+
+def test_check_flags_an_ack_past_the_fin(tmp_path):
+    segs = craft.connection(close="4way")
+    fin, ack, fin2, last = segs[-4:]
+    bad = write(tmp_path / "past.pcap", segs[:-4] + [fin, ack.with_(ack=fin.seq + 2), fin2.with_(ack=fin.seq + 2),
+                                                      last])
+    p = cli("check", bad, "--format", "jsonl")
+    assert p.returncode == 1
+    (rec,) = [json.loads(x) for x in p.stdout.splitlines()]
+    f = rec["failures"][0]
+    assert f["problem"] == "an ACK past the FIN" and f"expected at most {fin.seq + 1}" in f["detail"]
+    assert f["frame"] == len(segs) - 2

@@ -7,6 +7,7 @@ connection and frame with expected and actual numbers), 65 for damaged input.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..analysis import CaptureStats, records
@@ -17,7 +18,7 @@ ARITHMETIC = {
     "ack_not_covering_fin": "the ACK does not cover the FIN",
     "duplicate_fin": "a second FIN at a different sequence number",
     "data_after_fin": "data sent after the sender's own FIN",
-    "acked_unseen_segment": "an ACK for data never sent",
+    "ack_beyond_fin": "an ACK past the FIN",
 }
 
 
@@ -73,7 +74,7 @@ def run(args) -> int:
                         out = dict(rec, check="fail" if fails else "pass", failures=fails)
                         sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
                     for f in fails:
-                        where = f"{path}#{rec['conn']}" if many else str(rec["conn"])
+                        where = f"{os.path.basename(path)}#{rec['conn']}" if many else str(rec["conn"])
                         rows.append([where, f["frame"], f"{rec['client']} → {rec['server']}", f["problem"],
                                      f["detail"]])
         except CaptureError as e:

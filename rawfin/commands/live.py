@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from typing import IO
 
 from ..render import ARROW, SUMMARY_HEADERS, summary_row
@@ -75,10 +76,18 @@ class LiveTable:
         out = self.out
         if side_by_side:
             out.write("\nwire (rawfin) beside the kernel (tracepoint sock:inet_sock_set_state):\n")
-            rows = [[f"{(r['time'] or 0) - self.origin:.6f}", r["endpoint"], r["wire"], r["kernel"], r["agree"],
-                     r["note"]] for r in side_by_side]
+            rows, notes = [], []
+            for r in side_by_side:
+                said, _, more = (r["note"] or "").partition("; ")
+                if more:                      # the long explanation goes under the table, numbered
+                    notes.append(more)
+                    said = f"{said} [{len(notes)}]"
+                rows.append([f"{(r['time'] or 0) - self.origin:.6f}", r["endpoint"], r["wire"], r["kernel"],
+                             r["agree"], said])
             out.write(tabulate(rows, headers=["time", "endpoint", "rawfin (wire)", "kernel", "agree", "kernel said"],
                                tablefmt=self.tablefmt, disable_numparse=True) + "\n")
+            for i, note in enumerate(notes, 1):
+                out.write(textwrap.fill(note, 100, initial_indent=f"[{i}] ", subsequent_indent="    ") + "\n")
         if self.connections:
             out.write("\nsummary:\n")
             out.write(tabulate([summary_row(c) for c in self.connections], headers=SUMMARY_HEADERS,

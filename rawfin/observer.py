@@ -176,8 +176,13 @@ class Connection:
             self.fins.append((src, seg.fin_seq, seg.frame))
         if seg.rst:
             self.rst_seen = True
-        # TCP delivers in order: a FIN held for the receiver arrives before this segment
         held = self.pending.get(dst)
+        if (held is not None and seg.fin and not seg.syn and not held[0].syn and not held[1]
+                and seg.fin_seq == held[0].fin_seq):
+            # the FIN again with no answer in between: the first copy is taken as lost, this one counts
+            self._unhold("pending", dst)
+            held = None
+        # TCP delivers in order: a FIN held for the receiver arrives before this segment
         if held is not None and not (held[0].syn and seg.syn and seg.seq == held[0].seq):
             self._flush(dst, seg, out)
         # does the sender show it had received the FIN (or SYN) held for it?

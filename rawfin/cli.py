@@ -163,6 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the segments that crossed the TUN device as a capture")
     _add_format(pe, ("table", "jsonl"))
 
+    # replay
+    rp = add("replay", "play one side of a captured connection against a live peer (the emulator, or the "
+                       "Linux kernel in a namespace of rawfin's own) and report where the live side diverges")
+    rp.add_argument("capture", metavar="CAPTURE")
+    rp.add_argument("--conn", type=int, default=0, metavar="N", help="the connection to replay (default: 0)")
+    rp.add_argument("--as", dest="as_side", choices=("client", "server"), default=None,
+                    help="the side rawfin plays from the recording; the other side is live")
+    rp.add_argument("--against", choices=("emulator", "kernel"), default="emulator",
+                    help="the live side: the emulator's endpoint (default) or a real kernel socket over TUN "
+                         "in a network namespace of rawfin's own (needs root / CAP_NET_ADMIN)")
+    rp.add_argument("--speed", type=float, default=1.0, metavar="X",
+                    help="scale the recorded gaps (2: twice as fast; 0: as fast as the live side allows)")
+    rp.add_argument("--mid-stream", action="store_true",
+                    help="replay a connection whose handshake is not in the capture, after a made-up one")
+    rp.add_argument("--export", nargs=2, metavar=("scenario", "FILE"), default=None,
+                    help="write the connection as a scenario file (docs/scenario-format.md); '-' for stdout")
+    rp.add_argument("--write", metavar="FILE.pcap", default=None,
+                    help="write the live run's segments as a capture (at the live side's interface)")
+    _add_format(rp, ("table", "jsonl"))
+
     # demo
     d = add("demo", "demonstrations on the real kernel over loopback")
     d.add_argument("which", choices=("timewait-bind",))
@@ -179,6 +199,7 @@ COMMANDS = {
     "live": "rawfin.commands.live",
     "peer": "rawfin.commands.peer",
     "demo": "rawfin.commands.demo",
+    "replay": "rawfin.commands.replay",
 }
 
 

@@ -101,12 +101,14 @@ class PeerRun:
     """One scenario run: namespace, TUN device, kernel sockets, rawfin's endpoint, the tracer."""
 
     def __init__(self, *, iss: int = 1000, rto_ns: int = 300 * MS, msl_ns: int = 30 * SEC,
-                 port: int | None = None, write: str | None = None, kernel_truth: bool = True) -> None:
+                 port: int | None = None, write: str | None = None, kernel_truth: bool = True,
+                 kernel: tuple[str, int] = KERNEL) -> None:
         if port is None:
             # The tracepoint sees every namespace: a port of this run's own keeps another
             # rawfin peer running at the same time (same addresses) out of this run's story.
             port = random.randrange(49152, 65536)
         self.iss = iss
+        self.kernel = kernel                 # the kernel socket's address (KERNEL, or a client's own)
         self.local = (RAWFIN_IP, port)
         self.cfg = Config(rto_ns=rto_ns, msl_ns=msl_ns)
         self.write_path = write
@@ -139,7 +141,7 @@ class PeerRun:
                 from .kernel import Interpreter, Tracer, tracefs_missing_reason
                 why = tracefs_missing_reason()
                 if why is None:
-                    self.tracer = Tracer(state_filter=f"sport == {KERNEL[1]} || dport == {KERNEL[1]}")
+                    self.tracer = Tracer(state_filter=f"sport == {self.kernel[1]} || dport == {self.kernel[1]}")
                     self.tracer.start()
                     self.interp = Interpreter(peer_fin_seen=self._peer_fin_seen)
                     self.out.kernel_truth = "tracepoint sock:inet_sock_set_state"
@@ -189,7 +191,7 @@ class PeerRun:
             ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if reuseaddr:
             ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(KERNEL)
+        ls.bind(self.kernel)
         ls.listen(4)
         ls.setblocking(False)
         self.listener = ls
@@ -230,7 +232,7 @@ class PeerRun:
         return {(l, r): st for l, r, st, tw in proc_tcp(self.ns.proc_net)}
 
     def kernel_state_now(self) -> str | None:
-        return self.kernel_states().get((KERNEL, self.local))
+        return self.kernel_states().get((self.kernel, self.local))
 
     # -- rawfin's side --------------------------------------------------------------
     def _peer_fin_seen(self, local, remote, time_ns: int) -> bool:
@@ -258,7 +260,7 @@ class PeerRun:
                 self._log("rawfin → kernel", seg, now, f"DROPPED ({rule.label})")
                 continue
             if seg.fin:
-                self.fin_at.setdefault((KERNEL, self.local), time.time_ns())
+                self.fin_at.setdefault((self.kernel, self.local), time.time_ns())
             raw = to_bytes(seg)
             self._capture(raw, now)
             self._log("rawfin → kernel", seg, now, note)
@@ -310,7 +312,7 @@ class PeerRun:
     def _kernel_events(self, evs) -> None:
         if self.interp is None:
             return
-        mine = [e for e in evs if e.local == KERNEL and e.remote == self.local]
+        mine = [e for e in evs if e.local == self.kernel and e.remote == self.local]
         self.out.kernel_retransmits.extend(
             (e.time_ns, f"tracepoint tcp:tcp_retransmit_skb in {e.new}") for e in mine if e.kind == "retransmit")
         for tr in self.interp.feed(mine):

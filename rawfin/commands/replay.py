@@ -1,0 +1,211 @@
+"""`rawfin replay CAPTURE --as client|server`: would a correct TCP, or today's Linux, do the same?
+
+rawfin plays the recorded side of connection N; the other side is live (the
+emulator's endpoint, or a real kernel socket in a namespace of rawfin's own).
+Exit 0 when the live side followed the capture's states and segments, 1 when
+it diverged, 65 for bad input (no such connection, no handshake without
+--mid-stream, not TCP).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import EXIT_USAGE
+from ..render import ARROW
+
+
+def _usage(msg: str) -> int:
+    print(f"rawfin replay: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _t(ns: int | None, origin: int | None) -> str:
+    if ns is None or origin is None:
+        return ""
+    return f"{(ns - origin) / 1e9:.6f}"
+
+
+def _arrow(sender: str) -> str:
+    return "C→S" if sender == "client" else "S→C"
+
+
+def rows(o) -> list[dict]:
+    """The recorded and the live run side by side, one row per capture frame or live-only segment."""
+    from ..replay import SIDES
+    from ..states import State
+    rec, rp = o.rec, o.rp
+    t_rec0 = rec.frames[0].time_ns if rec.frames else 0
+    wire = rp.wire
+    # each side's state in the live run after each wire entry (before the next one)
+    moves = sorted([(m.order, m.side, m.to) for m in o.live_moves] +
+                   [(m.order, m.side, m.to) for m in o.rawfin_moves], key=lambda x: x[0])
+    state = {"client": State.CLOSED, "server": State.LISTEN}     # the live run always opens with a handshake
+    after: dict[int, dict] = {}
+    mi = 0
+    for i, w in enumerate(wire):
+        nxt = wire[i + 1].order if i + 1 < len(wire) else None
+        while mi < len(moves) and (nxt is None or moves[mi][0] < nxt):
+            state[moves[mi][1]] = moves[mi][2]
+            mi += 1
+        after[i] = dict(state)
+    by_frame = {}
+    for i, w in enumerate(wire):
+        if w.frame is not None:
+            by_frame.setdefault(w.frame.index, i)
+    out = []
+    placed = set()
+
+    def live_cols(i: int) -> dict:
+        w = wire[i]
+        st = after[i]
+        return {"live_time": _t(w.time_ns, rp.start_ns), "live_dir": _arrow(w.sender),
+                "live_segment": w.describe(), **{f"live_{s}": st[s].value for s in SIDES}}
+
+    for f in rec.frames:
+        st = rec.states_after(f.frame) if f.frame is not None else {s: rec.initial(s) for s in SIDES}
+        row = {"frame": f.frame, "time": _t(f.time_ns, t_rec0), "dir": _arrow(f.sender),
+               "recorded": f.describe(), **{f"rec_{s}": st[s].value for s in SIDES}}
+        notes = []
+        if f.retransmission:
+            notes.append("retransmission")
+        if f.call and f.sender == rp.live:
+            notes.append(f"{rp.live} app: {f.call}()" + (f" {f.seg.data_len} bytes" if f.call == "send" else ""))
+        i = by_frame.get(f.index)
+        status = rp.status.get(f.index)
+        if f.lost:
+            notes.append("lost, as the capture implies" + (" (not delivered)" if f.sender == rp.me else
+                                                            " (rawfin ignores it)"))
+        if i is not None:
+            row.update(live_cols(i))
+            placed.add(i)
+        else:
+            row.update({"live_time": "", "live_dir": "", "live_segment": "—" if status == "missing" else "",
+                        "live_client": "", "live_server": ""})
+            if status == "missing":
+                notes.append("DIVERGES: not in the live run")
+        row["note"] = "; ".join(notes)
+        out.append(row)
+        # live-only segments that came after this frame's counterpart
+        if i is not None:
+            j = i + 1
+            while j < len(wire) and wire[j].frame is None:
+                r = {"frame": None, "time": "", "dir": "", "recorded": "", "rec_client": "", "rec_server": "",
+                     **live_cols(j), "note": "DIVERGES: live only" if wire[j].seg.seg_len or wire[j].seg.rst
+                     else "live only (an ACK)"}
+                out.append(r)
+                placed.add(j)
+                j += 1
+    for j, w in enumerate(wire):
+        if j not in placed:
+            out.append({"frame": None, "time": "", "dir": "", "recorded": "", "rec_client": "", "rec_server": "",
+                        **live_cols(j), "note": "live only"})
+    return out
+
+
+def render_table(out, o, tablefmt: str = "simple") -> None:
+    from tabulate import tabulate
+
+    from ..segment import fmt_endpoint
+    rec, rp = o.rec, o.rp
+    w = out.write
+    live_what = ("the Linux kernel in rawfin's own network namespace (TUN)" if o.against == "kernel"
+                 else "the emulator's endpoint (rawfin's core)")
+    w(f"replay {rec.path}, connection {rec.conn}: rawfin plays the recorded {rp.me} "
+      f"({rec.name(rp.me)}); the {rp.live} is live: {live_what}\n")
+    w(f"  live run: rawfin {fmt_endpoint(*o.rawfin_addr)} <-> {o.against} {fmt_endpoint(*o.live_addr)}; "
+      f"speed {rp.speed:g}; the live {rp.live}'s ISN {rp.isn[rp.live]} (recorded {rec.isn[rp.live]}), "
+      f"seq/ack relative to each side's ISN\n")
+    w(f"  the live {rp.live}'s states: {o.truth}; rawfin's: the observer on the live wire\n")
+    if rec.mid_stream:
+        w("  mid-stream: no handshake in the capture; rawfin made one up before the first frame\n")
+    w("\n")
+    rs = rows(o)
+    headers = ["frame", "time", "dir", "recorded", "client", "server", "live time", "live", "client", "server",
+               "note"]
+    table = [[r["frame"] if r["frame"] is not None else "", r["time"], r["dir"], r["recorded"], r["rec_client"],
+              r["rec_server"], r["live_time"], r["live_segment"], r["live_client"], r["live_server"], r["note"]]
+             for r in rs]
+    w(tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n")
+    w(f"\nthe live {rp.live} ({o.against}), its transitions:\n")
+    if o.live_moves:
+        for m in o.live_moves:
+            w(f"  {_t(m.order[0], rp.start_ns):>10}  {m.from_.value} {ARROW} {m.to.value}"
+              + (f"   [{m.cause}]" if m.cause else "") + "\n")
+    else:
+        w("  (none recorded)\n")
+    rec_moves = rec.path_of(rp.live)
+    w(f"the recorded {rp.live}, its transitions:\n")
+    for a, b, fr, cause in rec_moves:
+        w(f"  frame {fr if fr is not None else '-':>4}  {a.value} {ARROW} {b.value}   [{cause}]\n")
+    for t, text in o.notes:
+        w(f"note: {text}\n")
+    w("\ndivergences:\n")
+    if not o.divergences:
+        w(f"  none: the live {rp.live} followed the capture's states and segments\n")
+    for d in o.divergences:
+        tag = {"state": "STATE  ", "segment": "SEGMENT", "ack": "ack    "}[d.severity]
+        w(f"  {tag}  {d.text}\n")
+    verdict = "DIVERGED" if o.diverged else "followed the capture"
+    minor = sum(1 for d in o.divergences if d.severity == "ack")
+    w(f"\nverdict: the live {rp.live} {verdict}"
+      + (f" ({minor} ACK-only difference{'s' if minor != 1 else ''}: timing, not behaviour)" if minor else "")
+      + "\n")
+    out.flush()
+
+
+def render_jsonl(out, o) -> None:
+    def put(rec):
+        out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    conn = o.rec.conn
+    for r in rows(o):
+        put({"type": "replay", "conn": conn, **r})
+    for m in o.live_moves:
+        put({"type": "live_transition", "conn": conn, "side": m.side, "time": round(m.order[0] / 1e9, 6),
+             "from": m.from_.value, "to": m.to.value, "cause": m.cause, "source": m.source})
+    for d in o.divergences:
+        put(d.record(conn))
+    put({"type": "verdict", "conn": conn, "as": o.rp.me, "against": o.against, "diverged": o.diverged,
+         "divergences": len(o.divergences)})
+    out.flush()
+
+
+def run(args) -> int:
+    from ..replay import scenario_toml
+    from ..replayrun import load, run_emulator, run_kernel
+
+    if args.speed < 0:
+        return _usage("--speed cannot be negative (0: as fast as the live side allows)")
+    if args.export:
+        kind, target = args.export
+        if kind != "scenario":
+            return _usage(f"--export {kind}: the only export is 'scenario' (--export scenario FILE.toml)")
+        rec = load(args.capture, args.conn, mid_stream=args.mid_stream)
+        text = scenario_toml(rec)
+        if target == "-":
+            sys.stdout.write(text)
+        else:
+            with open(target, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            print(f"rawfin replay: wrote connection {rec.conn} as a scenario to {target}", file=sys.stderr)
+        if not args.as_side:
+            return 0
+    if not args.as_side:
+        return _usage("say which side rawfin plays: --as client or --as server")
+    rec = load(args.capture, args.conn, mid_stream=args.mid_stream)
+    if args.against == "kernel":
+        o = run_kernel(rec, args.as_side, speed=args.speed, write=args.write)
+    else:
+        o = run_emulator(rec, args.as_side, speed=args.speed, write=args.write)
+    if args.format == "jsonl":
+        render_jsonl(sys.stdout, o)
+    else:
+        render_table(sys.stdout, o, args.tablefmt)
+    if o.truth.startswith("unavailable"):
+        print(f"rawfin replay: kernel truth {o.truth}; the kernel's states are the observer's reading of "
+              f"the wire", file=sys.stderr)
+    if args.write:
+        print(f"rawfin replay: the live run written to {args.write}", file=sys.stderr)
+    return 1 if o.diverged else 0

@@ -1,0 +1,366 @@
+"""The drivers of ``rawfin replay``: read the capture, run the live side, collect what happened.
+
+The decisions are :mod:`rawfin.replay`'s (sans-IO); this module owns the
+clocks and the sockets:
+
+- :func:`load` reads a capture into a :class:`~rawfin.replay.Recording`;
+- :func:`run_emulator` puts the core's :class:`~rawfin.endpoint.Endpoint` on
+  the live side, on a virtual clock (nothing sleeps);
+- :func:`run_kernel` puts a real Linux socket there, in a network namespace
+  with a TUN device of rawfin's own (:class:`~rawfin.peer.PeerRun`, which
+  always removes them), its transitions from the tracepoint.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+from . import seq as sq
+from .endpoint import SEC, Config, Endpoint
+from .errors import RawfinError, StateError
+from .events import Result
+from .replay import (DEFAULT_WAIT_NS, Call, Recording, ReplayError, Replayer, Send, Wire, diverged, divergences,
+                     other, payload, recording)
+from .segment import Segment, fmt_endpoint
+from .states import State
+
+US = 1_000
+EPOCH_NS = 1_700_000_000 * SEC
+
+
+def load(path: str, conn: int = 0, *, mid_stream: bool = False) -> Recording:
+    """Connection ``conn`` of the capture at ``path`` (CaptureError / ReplayError: exit 65)."""
+    from .analysis import records
+    from .decode import decode
+    from .pcapio import open_capture
+
+    segs: list[Segment] = []
+    frames = 0
+    reader = open_capture(path)
+    try:
+        for fr in reader:
+            frames += 1
+            r = decode(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
+            if r.__class__ is Segment:
+                segs.append(r)
+    finally:
+        reader.close()
+    if not segs:
+        raise ReplayError(f"{path}: not TCP: none of its {frames} frames is a TCP segment")
+    recs = list(records(path, msl_s=30.0))
+    return recording(path, segs, recs, conn, mid_stream=mid_stream)
+
+
+@dataclass
+class Move:
+    """A transition of one side in the live run."""
+
+    order: tuple
+    side: str
+    from_: State
+    to: State
+    cause: str = ""
+    source: str = ""
+
+
+@dataclass
+class Outcome:
+    rec: Recording
+    rp: Replayer
+    against: str                            # "emulator" / "kernel"
+    live_moves: list = field(default_factory=list)     # Move, the live side's
+    rawfin_moves: list = field(default_factory=list)   # Move, rawfin's side (the observer on the live wire)
+    notes: list = field(default_factory=list)          # (time_ns, text): what the live application met
+    divergences: list = field(default_factory=list)
+    truth: str = ""
+    live_addr: tuple = ()
+    rawfin_addr: tuple = ()
+
+    @property
+    def diverged(self) -> bool:
+        return diverged(self.divergences)
+
+
+def _observe(rp: Replayer) -> list[Move]:
+    """rawfin's side's states in the live run: the both-endpoint observer on what crossed the wire."""
+    from .observer import Observer
+    obs = Observer(final_ack_hold_ns=0)
+    recs = []
+    for i, w in enumerate(rp.wire):
+        if w.lost and not w.live:
+            continue
+        recs += obs.feed(w.seg.with_(frame=i, time_ns=w.time_ns))
+    recs += obs.finish()
+    me = fmt_endpoint(*rp.addrs[rp.me])
+    live = fmt_endpoint(*rp.addrs[rp.live])
+    out = []
+    for r in recs:
+        if r["type"] != "transition" or r["endpoint"] not in (me, live):
+            continue
+        w = rp.wire[r["frame"]] if r["frame"] is not None else None
+        order = w.order if w is not None else (round(r["time"] * 1e9), 1 << 60)
+        out.append(Move(order=order, side=rp.me if r["endpoint"] == me else rp.live, from_=State(r["from"]),
+                        to=State(r["to"]), cause=r["cause"], source="observer"))
+    return out
+
+
+def _finish(o: Outcome) -> Outcome:
+    moves = _observe(o.rp)
+    o.rawfin_moves = [m for m in moves if m.side == o.rp.me]
+    if not o.live_moves and o.truth.startswith("unavailable"):
+        o.live_moves = [m for m in moves if m.side == o.rp.live]
+    o.live_moves.sort(key=lambda m: m.order)
+    o.divergences = divergences(o.rp, [(m.order[0], m.from_, m.to) for m in o.live_moves], o.against)
+    return o
+
+
+# -- the emulator ----------------------------------------------------------------------
+
+def run_emulator(rec: Recording, as_side: str, *, speed: float = 1.0, live_isn: int | None = None,
+                 delay_ns: int = 50 * US, tail_ns: int = 3 * SEC, wait_ns: int = DEFAULT_WAIT_NS,
+                 write: str | None = None, config: Config | None = None) -> Outcome:
+    """Replay ``as_side`` against the emulator's endpoint, on a virtual clock."""
+    L = other(as_side)
+    addrs = {"client": rec.client, "server": rec.server}
+    if live_isn is None:
+        live_isn = sq.add(rec.isn[L], 0x5EED0000)       # not the recorded ISN: the mapping must work
+    ep = Endpoint(local=addrs[L], iss=live_isn, config=config or Config())
+    rp = Replayer(rec, as_side, addrs, speed=speed, wait_ns=wait_ns, settle_ns=2 * delay_ns)
+    o = Outcome(rec=rec, rp=rp, against="emulator", truth="the emulator's endpoint (rawfin's core)",
+                live_addr=addrs[L], rawfin_addr=addrs[as_side])
+    queue: list = []
+    n = [0]
+
+    def push(t: int, kind: str, seg: Segment) -> None:
+        n[0] += 1
+        heapq.heappush(queue, (t, n[0], kind, seg))
+
+    def absorb(res: Result, now: int) -> None:
+        for t in res.transitions:
+            o.live_moves.append(Move(order=rp.next_order(now), side=L, from_=t.from_, to=t.to, cause=t.cause,
+                                     source="emulator"))
+        for seg in res.segments:
+            push(now + delay_ns, "to_rawfin", seg)
+
+    def act(actions, now: int) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                if not a.lost:
+                    push(now + delay_ns, "to_live", a.seg)
+                continue
+            try:
+                absorb(_emulator_call(ep, a, addrs[as_side], now), now)
+            except StateError as e:
+                o.notes.append((now, f"the live application's {a.call}() failed: {e}"))
+
+    now = EPOCH_NS
+    act(rp.start(now), now)
+    steps = 0
+    while True:
+        cands = [d for d in (rp.next_deadline(), ep.next_deadline(), queue[0][0] if queue else None)
+                 if d is not None]
+        if not cands:
+            break
+        t = min(cands)
+        if rp.finished and t > rp.finished_at + tail_ns:
+            break
+        now = max(now, t)
+        if queue and queue[0][0] <= now:
+            _, _, kind, seg = heapq.heappop(queue)
+            if kind == "to_live":
+                absorb(ep.receive(seg, now), now)
+            else:
+                act(rp.on_live(seg, now), now)
+        elif ep.next_deadline() is not None and ep.next_deadline() <= now:
+            absorb(ep.handle_timer(now), now)
+        else:
+            act(rp.poll(now), now)
+        steps += 1
+        if steps > 200_000:
+            raise RawfinError("the replay did not settle after 200000 events")
+    if write:
+        _write(write, [w for w in rp.wire if w.live or not w.lost])
+    return _finish(o)
+
+
+def _emulator_call(ep: Endpoint, a: Call, remote: tuple, now: int) -> Result:
+    if a.call == "listen":
+        return ep.listen(now)
+    if a.call == "connect":
+        return ep.connect(remote, now)
+    if a.call == "send":
+        return ep.send(payload(a.nbytes), now)
+    if a.call == "close" or a.call == "shutdown" and a.nbytes:
+        return ep.close(now, payload(a.nbytes))     # the emulator's close() is shutdown(SHUT_WR)'s FIN too
+    if a.call == "shutdown":
+        return ep.shutdown(now)
+    if a.call == "abort":
+        return ep.abort(now)
+    raise ValueError(a.call)
+
+
+def _write(path: str, wire: list[Wire]) -> None:
+    from .codec import to_bytes
+    from .pcapio import LINKTYPE_RAW, PcapWriter
+    w = PcapWriter(path, LINKTYPE_RAW, nanosecond=True)
+    try:
+        for x in wire:
+            w.write(to_bytes(x.seg), x.time_ns)
+    except BaseException:
+        w.abort()
+        raise
+    w.close()
+
+
+# -- the kernel --------------------------------------------------------------------------
+
+class _Rawfin:
+    """Stands where :class:`~rawfin.peer.PeerRun` keeps rawfin's endpoint: the replayer instead."""
+
+    def __init__(self, drv: "_KernelDriver") -> None:
+        self.drv = drv
+
+    @property
+    def state(self) -> State:
+        return State.ESTABLISHED if self.drv.rp.start_ns is not None else State.CLOSED
+
+    def next_deadline(self) -> int | None:
+        return self.drv.rp.next_deadline()
+
+    def handle_timer(self, now: int) -> Result:
+        return self.drv.result(self.drv.rp.poll(now), now)
+
+    def receive(self, seg: Segment, now: int) -> Result:
+        if seg.src != self.drv.kernel_addr[0] or seg.sport != self.drv.kernel_addr[1]:
+            return Result()
+        return self.drv.result(self.drv.rp.on_live(seg, now), now)
+
+
+class _KernelDriver:
+    def __init__(self, run, rp: Replayer, o: Outcome) -> None:
+        self.run = run
+        self.rp = rp
+        self.o = o
+        self.kernel_addr = run.kernel
+        self.pending: list[Call] = []
+
+    def result(self, actions, now: int) -> Result:
+        from .peer import Rule
+        segs = []
+        for a in actions:
+            if isinstance(a, Send):
+                if a.lost:
+                    target = a.seg
+                    label = f"lost in the capture, {a.frame.label}"
+                    self.run.rules.append(Rule("out", label, lambda s, run, t=target: s is t))
+                segs.append(a.seg)
+            else:
+                self.pending.append(a)
+        self.calls()
+        return Result(segments=tuple(segs))
+
+    def calls(self) -> None:
+        run = self.run
+        if run.ksock is None and run.listener is not None:
+            try:
+                s, _ = run.listener.accept()
+                s.setblocking(False)
+                run.ksock = s
+            except BlockingIOError:
+                pass
+        while self.pending:
+            a = self.pending[0]
+            if a.call not in ("listen", "connect") and run.ksock is None:
+                return          # the connection is not accepted yet: a blocking socket would wait too
+            self.pending.pop(0)
+            try:
+                self._call(a)
+            except OSError as e:
+                name = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else str(e)
+                self.o.notes.append((time.time_ns(), f"the live application's {a.call}() failed: {name}"))
+
+    def _call(self, a: Call) -> None:
+        run = self.run
+        if a.call == "listen":
+            run.kernel_listen(reuseaddr=True)
+            return
+        if a.call == "connect":
+            with run.ns.inside():
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(run.kernel)
+            s.setblocking(False)
+            rc = s.connect_ex(run.local)
+            if rc not in (0, errno.EINPROGRESS):
+                s.close()
+                raise OSError(rc, "connect")
+            run.ksock = s
+            return
+        s = run.ksock
+        if a.call == "send":
+            s.send(payload(a.nbytes))
+        elif a.call in ("close", "shutdown"):
+            run.kernel_read()
+            if a.nbytes:
+                # the data rides on the FIN, as recorded: corked, the FIN joins the queued bytes
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                s.send(payload(a.nbytes))
+            if a.call == "shutdown":
+                s.shutdown(socket.SHUT_WR)
+            else:
+                s.close()
+                run.ksock = None
+        elif a.call == "abort":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+            run.ksock = None
+
+
+def run_kernel(rec: Recording, as_side: str, *, speed: float = 1.0, tail_s: float = 1.0,
+               wait_ns: int = DEFAULT_WAIT_NS, write: str | None = None, bound_s: float = 120.0) -> Outcome:
+    """Replay ``as_side`` against a real Linux socket in a namespace of rawfin's own."""
+    import random
+
+    from .peer import KERNEL, RAWFIN_IP, PeerRun
+    L = other(as_side)
+    if L == "server":
+        kernel = KERNEL
+        mine = (RAWFIN_IP, random.randrange(49152, 65536))
+    else:
+        kernel = (KERNEL[0], random.randrange(49152, 65536))
+        mine = (RAWFIN_IP, 80)
+    addrs = {L: kernel, as_side: mine}
+    rp = Replayer(rec, as_side, addrs, speed=speed, wait_ns=wait_ns, settle_ns=1_000_000)
+    o = Outcome(rec=rec, rp=rp, against="kernel", live_addr=kernel, rawfin_addr=mine)
+    run = PeerRun(port=mine[1], write=write, kernel=kernel)
+    with run:
+        o.truth = run.out.kernel_truth
+        drv = _KernelDriver(run, rp, o)
+        run.ep = _Rawfin(drv)
+        now = time.time_ns()
+        run.apply(drv.result(rp.start(now), now), now)
+        end = time.monotonic() + bound_s
+        while True:
+            run.pump(0.02)
+            drv.calls()
+            run.kernel_read()
+            if rp.finished and time.time_ns() >= rp.finished_at + int(tail_s * SEC):
+                break
+            if time.monotonic() > end:
+                o.notes.append((time.time_ns(), f"stopped after {bound_s:g} s: the replay did not finish"))
+                break
+        run.settle(0.1)
+        kmoves = list(run.out.kernel)
+    for k in kmoves:
+        o.live_moves.append(Move(order=(k.time_ns, 0), side=L, from_=k.from_, to=k.to,
+                                 cause=k.kernel + (f" ({k.note})" if k.note else ""), source=k.source))
+    return _finish(o)
+
+
+__all__ = ["load", "run_emulator", "run_kernel", "Outcome", "Move"]
+

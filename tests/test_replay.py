@@ -1,0 +1,237 @@
+"""`rawfin replay`: one side of a captured connection from the recording, the other side live.
+
+Against the emulator (pure, virtual time) and against the kernel (root, TUN, tracefs; skipped with
+the reason elsewhere). Every capture in captures/ from each side: no divergence. An edited capture
+(a FIN retransmitted after it was ACKed) diverges and names the frame. Scenario files round-trip.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from rawfin import seq as sq
+from rawfin.cli import main
+from rawfin.pcapio import PcapWriter, iter_frames
+from rawfin.replay import Replayer, scenario_toml
+from rawfin.replayrun import load, run_emulator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAPTURES = sorted(glob.glob(os.path.join(ROOT, "captures", "*.pcap")))
+NAMES = [os.path.basename(c) for c in CAPTURES]
+
+
+def cap(name: str) -> str:
+    return os.path.join(ROOT, "captures", name)
+
+
+def edited(tmp_path, name="normal-close.pcap", copy=8, after_ns=200_000_000, drop=()) -> str:
+    """The capture with frame ``copy`` sent again ``after_ns`` after it, at the end; frames in ``drop`` cut."""
+    frames = list(iter_frames(cap(name)))
+    out = str(tmp_path / "edited.pcap")
+    w = PcapWriter(out, frames[0].linktype)
+    for f in frames:
+        if f.frame not in drop:
+            w.write(f.data, f.time_ns)
+    if copy:
+        f = frames[copy - 1]
+        w.write(f.data, f.time_ns + after_ns)
+    w.close()
+    return out
+
+
+# -- the recording ------------------------------------------------------------------------
+
+def test_losses_the_capture_implies():
+    rec = load(cap("lost-final-ack.pcap"))
+    assert [f.frame for f in rec.frames if f.lost] == [11]
+    rec = load(cap("lost-fin.pcap"))
+    assert [f.frame for f in rec.frames if f.lost] == [8]
+    assert [f.frame for f in rec.frames if f.retransmission] == [9]
+    assert not any(f.lost for f in load(cap("normal-close.pcap")).frames)
+
+
+def test_an_ack_proven_received_is_not_lost(tmp_path):
+    # the client sends its FIN again after the server ACKed it (frame 9) and the client
+    # acknowledged the server's FIN (frame 11, which carries ack=1102 too): frame 9 arrived
+    rec = load(edited(tmp_path))
+    assert not any(f.lost for f in rec.frames)
+    assert rec.frames[-1].retransmission and rec.frames[-1].frame == 12
+
+
+def test_application_calls():
+    calls = {(f.frame, f.sender): f.call for f in load(cap("half-close.pcap")).frames if f.call}
+    assert calls[(1, "client")] == "connect"
+    assert calls[(6, "client")] == "shutdown"        # the server sent data after the client's FIN
+    assert calls[(14, "server")] == "close"
+    assert calls[(8, "server")] == "send"
+    calls = {f.frame: f.call for f in load(cap("rst-abort.pcap")).frames if f.call}
+    assert calls[8] == "abort"
+    fin = next(f for f in load(cap("fin-with-data.pcap")).frames if f.seg.fin)
+    assert fin.call == "shutdown" and fin.seg.data_len == 100
+
+
+def test_sequence_numbers_are_mapped_across_the_wrap():
+    rec = load(cap("seq-wraparound.pcap"))
+    addrs = {"client": rec.client, "server": rec.server}
+    rp = Replayer(rec, "client", addrs)
+    rp.isn["server"] = 2**32 - 3                  # the live server's ISN, near the wrap too
+    # the recorded client's ack of the server's FIN (y + 1) lands on the live FIN + 1
+    last = rec.frames[-1]
+    assert rp.to_live("server", last.seg.ack) == sq.add(2**32 - 3, last.rel_ack)
+    assert rp.to_live("server", rec.isn["server"]) == 2**32 - 3
+    assert rp.to_live("client", last.seg.seq) == last.seg.seq    # rawfin keeps its recorded ISN
+
+
+@pytest.mark.parametrize("argv, code, text", [
+    (["--as", "server", "--conn", "5", "--against", "kernel"], 65, "no connection 5"),
+    (["--as", "client", "--conn", "5"], 65, "no connection 5"),
+])
+def test_bad_input(capsys, argv, code, text):
+    assert main(["replay", cap("normal-close.pcap"), *argv]) == code
+    err = capsys.readouterr().err
+    assert text in err and err.count("\n") == 1
+
+
+def test_no_handshake_needs_mid_stream(tmp_path, capsys):
+    p = edited(tmp_path, copy=0, drop=(1, 2, 3))
+    assert main(["replay", p, "--as", "client"]) == 65
+    err = capsys.readouterr().err
+    assert "no handshake" in err and "--mid-stream" in err and err.count("\n") == 1
+    assert main(["replay", p, "--as", "client", "--mid-stream"]) == 0
+    assert "made one up" in capsys.readouterr().out
+
+
+def test_not_tcp(tmp_path, capsys):
+    p = str(tmp_path / "udp.pcap")
+    from scapy.layers.inet import IP, UDP
+    w = PcapWriter(p, 101)
+    w.write(bytes(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=1, dport=2)), 0)
+    w.close()
+    assert main(["replay", p, "--as", "client"]) == 65
+    assert "not TCP" in capsys.readouterr().err
+
+
+def test_missing_file_and_usage(capsys):
+    assert main(["replay", "/nonexistent.pcap", "--as", "client"]) == 66
+    assert main(["replay", cap("normal-close.pcap")]) == 2      # which side?
+
+
+# -- against the emulator -------------------------------------------------------------------
+
+@pytest.mark.parametrize("speed", [1.0, 0.0])
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize("name", NAMES)
+def test_every_capture_against_the_emulator(name, side, speed):
+    o = run_emulator(load(cap(name)), side, speed=speed)
+    assert not o.diverged, [d.text for d in o.divergences]
+    assert not o.notes
+
+
+def test_edited_capture_diverges_against_the_emulator(tmp_path, capsys):
+    p = edited(tmp_path)
+    assert main(["replay", p, "--as", "server"]) == 1
+    out = capsys.readouterr().out
+    assert ("capture frame 12: the client retransmitted its FIN 200 ms after frame 8; the live emulator had "
+            "received the ACK in frame 9 and did not") in out
+
+
+def test_table_and_jsonl(capsys, tmp_path):
+    w = str(tmp_path / "live.pcap")
+    assert main(["replay", cap("lost-final-ack.pcap"), "--as", "client", "--write", w]) == 0
+    out = capsys.readouterr().out
+    assert "lost, as the capture implies" in out and "verdict: the live server followed the capture" in out
+    assert len(list(iter_frames(w))) == 12          # the lost ACK never reached the live side
+    assert main(["replay", cap("lost-final-ack.pcap"), "--as", "client", "--format", "jsonl"]) == 0
+    import json
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert recs[-1] == {"type": "verdict", "conn": 0, "as": "client", "against": "emulator", "diverged": False,
+                        "divergences": 0}
+    assert sum(r["type"] == "replay" for r in recs) == 13
+
+
+# -- scenario files ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scenario_round_trip(name, tmp_path):
+    from rawfin import scenarios
+    from rawfin.analysis import records
+
+    rec = load(cap(name))
+    f = tmp_path / "s.toml"
+    f.write_text(scenario_toml(rec))
+    pair = scenarios.run(scenarios.load(str(f)))
+    out = str(tmp_path / "s.pcap")
+    pair.write_pcap(out)
+    mine = {fr.frame for fr in rec.frames}
+
+    def path(p, keep=None):
+        return [(r["endpoint"], r["from"], r["to"], r["frame"]) for r in records(p)
+                if r["type"] == "transition" and r["conn"] == 0 and (keep is None or r["frame"] in keep)]
+    assert path(out) == path(cap(name), mine)
+
+
+def test_export_command(tmp_path, capsys):
+    f = str(tmp_path / "x.toml")
+    assert main(["replay", cap("lost-final-ack.pcap"), "--export", "scenario", f]) == 0
+    assert 'rule = "drop 11"' in open(f).read()
+    assert main(["scenario", "--file", f]) == 0
+    assert main(["replay", cap("lost-final-ack.pcap"), "--export", "ladder", f]) == 2
+
+
+# -- against the kernel -------------------------------------------------------------------
+
+from rawfin.kernel import tracefs_missing_reason  # noqa: E402
+from rawfin.netns import missing_reason  # noqa: E402
+
+NO_NETNS = missing_reason()
+NO_TRACE = NO_NETNS or tracefs_missing_reason()
+needs_trace = pytest.mark.skipif(NO_TRACE is not None, reason=f"kernel truth unavailable: {NO_TRACE}")
+
+
+def namespaces_held() -> set[str]:
+    out = set()
+    for p in glob.glob("/proc/self/task/*/ns/net") + glob.glob("/proc/self/fd/*"):
+        try:
+            link = os.readlink(p)
+        except OSError:
+            continue
+        if link.startswith("net:["):
+            out.add(link)
+    return out
+
+
+@pytest.fixture
+def no_leftovers():
+    before = namespaces_held()
+    yield
+    assert namespaces_held() == before, "a network namespace (and its TUN device) was left behind"
+
+
+@needs_trace
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize("name", NAMES)
+def test_every_capture_against_the_kernel(name, side, no_leftovers):
+    from rawfin.replayrun import run_kernel
+    o = run_kernel(load(cap(name)), side, speed=0)
+    assert not o.diverged, [d.text for d in o.divergences]
+    assert o.live_moves
+
+
+@needs_trace
+def test_lost_final_ack_against_the_kernel(capsys, no_leftovers):
+    assert main(["replay", cap("lost-final-ack.pcap"), "--as", "client", "--against", "kernel"]) == 0
+    out = capsys.readouterr().out
+    assert "LAST_ACK → CLOSED" in out and "retransmission" in out
+    assert "none: the live server followed the capture's states and segments" in out
+
+
+@needs_trace
+def test_edited_capture_diverges_against_the_kernel(tmp_path, capsys, no_leftovers):
+    p = edited(tmp_path)
+    assert main(["replay", p, "--as", "server", "--against", "kernel", "--speed", "0"]) == 1
+    out = capsys.readouterr().out
+    assert ("capture frame 12: the client retransmitted its FIN 200 ms after frame 8; the live kernel had "
+            "received the ACK in frame 9 and did not") in out

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .endpoint import SEC
-from .errors import CaptureError, RawfinError
+from .errors import CaptureError, UsageError
 from .observer import Connection, Observer
 from .segment import Segment, norm_ip
 
 
-class FilterError(RawfinError):
-    exit_code = 2
+class FilterError(UsageError):
+    """A --filter (or other selection) that cannot be read."""
 
 
 @dataclass
@@ -112,7 +112,9 @@ class CaptureStats:
     error: CaptureError | None = None
 
     def line(self) -> str:
-        parts = [f"{self.frames:,} frames", f"{self.tcp:,} TCP segments", f"{self.connections:,} connections"]
+        def n(k: int, what: str) -> str:
+            return f"{k:,} {what}{'' if k == 1 else 's'}"
+        parts = [n(self.frames, "frame"), n(self.tcp, "TCP segment"), n(self.connections, "connection")]
         skipped = ", ".join(f"{v:,} {k.replace('_', '-')}" for k, v in sorted(self.skipped.items()) if v)
         if skipped:
             parts.append(f"passed over: {skipped}")

@@ -27,13 +27,14 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import stat
 import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from . import seq as sq
-from .errors import EXIT_USAGE, CaptureError, RawfinError
+from .errors import CaptureError, OutputError, RawfinError, UsageError  # noqa: F401 (OutputError re-exported)
 
 __all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "iter_notes", "notes_from_records",
            "NoteSpool", "transition_comment", "fin_ack_verdict", "anomaly_comment", "frames_span",
@@ -50,16 +51,8 @@ _FIN_SEQ = re.compile(r"\bFIN seq=(\d+)")
 _FIN_ACKED = frozenset((("FIN_WAIT_1", "FIN_WAIT_2"), ("CLOSING", "TIME_WAIT"), ("LAST_ACK", "CLOSED")))
 
 
-class OutputError(RawfinError):
-    """The output file cannot be created (sysexits EX_CANTCREAT), or would overwrite the input."""
-
-    exit_code = 73
-
-
-class SameFileError(RawfinError):
+class SameFileError(UsageError):
     """``-o`` names the input itself: annotating in place would replace the original capture."""
-
-    exit_code = EXIT_USAGE
 
 
 def frames_span(last: int) -> str:
@@ -326,6 +319,10 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
             raise SameFileError(f"{output}: is the input itself; name another output with -o")
     else:
         output = "-"
+    # annotate reads its input twice: a pipe or a terminal cannot be read again
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise CaptureError(path, "not a regular file: annotate reads its input twice (analysis, then the copy); "
+                                 "save the capture to a file first")
     # Open the input once up front so a missing or non-capture file fails before any work.
     open_capture(path).close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from .errors import (EXIT_DATAERR, EXIT_INTERRUPTED, EXIT_NOINPUT, EXIT_NOPERM, EXIT_USAGE,
@@ -34,10 +35,62 @@ is refused (2); an output that cannot be created exits 73 (EX_CANTCREAT).
 FORMATS_RECORDS = ("table", "jsonl", "csv")
 
 
+def seconds(text: str) -> float:
+    """argparse type: a finite, positive number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds above 0")
+    return v
+
+
+def speed(text: str) -> float:
+    """argparse type: a finite factor >= 0 (0: as fast as the peer allows)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite factor of 0 or more")
+    return v
+
+
+def seqno(text: str) -> int:
+    """argparse type: a sequence number 0 .. 2**32-1."""
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r}: a sequence number is 0 .. 4294967295")
+    return v
+
+
+def count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more")
+    return v
+
+
+def tablefmt(text: str) -> str:
+    """argparse type: a tabulate table format."""
+    from tabulate import tabulate_formats
+    if text not in tabulate_formats:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tabulate format; try: {', '.join(tabulate_formats)}")
+    return text
+
+
 def _add_format(p: argparse.ArgumentParser, choices=FORMATS_RECORDS) -> None:
     p.add_argument("--format", default="table", choices=choices,
                    help="output: %(choices)s (default: %(default)s)")
-    p.add_argument("--tablefmt", default="simple", metavar="NAME",
+    p.add_argument("--tablefmt", default="simple", metavar="NAME", type=tablefmt,
                    help="any tabulate format for --format table (simple, github, grid, plain, ...)")
 
 
@@ -66,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--summary", action="store_true", help="one row per connection instead of transition tables")
     a.add_argument("--filter", metavar="EXPR", default=None,
                    help="only connections matching: 'host 192.0.2.1', 'port 80', 'host H and port P'")
-    a.add_argument("--conn", type=int, metavar="N", default=None, help="only connection N")
-    a.add_argument("--msl", type=float, default=30.0, metavar="SECONDS",
+    a.add_argument("--conn", type=count, metavar="N", default=None, help="only connection N")
+    a.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
     a.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr (auto: only on a terminal)")
@@ -83,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-open", action="store_true",
                    help="a connection that never starts closing is not a failure")
     _add_format(c)
-    c.add_argument("--msl", type=float, default=30.0, metavar="SECONDS")
+    c.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS")
 
     # annotate
     n = add("annotate", "write a pcapng with rawfin's findings as packet comments (for Wireshark)")
@@ -91,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("capture", metavar="IN")
     n.add_argument("-o", "--output", metavar="OUT.pcapng", default=None,
                    help="output file (default: IN's name with .rawfin.pcapng, next to IN; '-' for stdout)")
-    n.add_argument("--msl", type=float, default=30.0, metavar="SECONDS")
+    n.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS")
 
     # craft
     k = add("craft", "craft the seed's close (or a variant) as real segments and write a capture")
@@ -100,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to craft (default: %(default)s)")
     k.add_argument("--client", default="192.0.2.2:50001", metavar="IP:PORT")
     k.add_argument("--server", default="192.0.2.1:80", metavar="IP:PORT")
-    k.add_argument("-x", "--x", dest="x", type=int, default=1000, help="the active closer's FIN sequence number")
-    k.add_argument("-y", "--y", dest="y", type=int, default=2000, help="the passive closer's FIN sequence number")
+    k.add_argument("-x", dest="x", type=seqno, default=1000, help="the active closer's FIN sequence number")
+    k.add_argument("-y", dest="y", type=seqno, default=2000, help="the passive closer's FIN sequence number")
     k.add_argument("--closer", choices=("client", "server"), default="client")
     k.add_argument("--data", default="hello", help="payload for fin-with-data / connection")
     k.add_argument("--write", metavar="FILE.pcap", default=None, help="write the segments as a pcap")
@@ -118,10 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--write-dir", metavar="DIR", default=None, help="with --all: write NAME.pcap for each")
     e.add_argument("--capture-at", choices=("sender", "client", "server"), default="sender",
                    help="where the capture point sits (default: each sender's side of the link)")
-    e.add_argument("--msl", type=float, default=None, metavar="SECONDS")
-    e.add_argument("--rto", type=float, default=None, metavar="SECONDS")
-    e.add_argument("--isn-client", type=int, default=None, metavar="X")
-    e.add_argument("--isn-server", type=int, default=None, metavar="Y")
+    e.add_argument("--msl", type=seconds, default=None, metavar="SECONDS")
+    e.add_argument("--rto", type=seconds, default=None, metavar="SECONDS")
+    e.add_argument("--isn-client", type=seqno, default=None, metavar="X")
+    e.add_argument("--isn-server", type=seqno, default=None, metavar="Y")
     e.add_argument("--drop", action="append", default=[], metavar="RULE",
                    help="drop segments: 'N' (the Nth segment), 'client:FIN', 'server:FIN#2', 'final-ack', "
                         "'p=0.1' (with --seed)")
@@ -141,15 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("-f", "--bpf", default="tcp", metavar="BPF",
                     help="capture filter (default: %(default)s): libpcap's BPF syntax when libpcap is installed, "
                          "else rawfin's own: 'tcp', '[src|dst] host ADDR', '[src|dst] port N', joined by 'and'")
-    lv.add_argument("--count", type=int, default=None, metavar="N", help="stop after N TCP segments")
-    lv.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after SECONDS")
+    lv.add_argument("--count", type=count, default=None, metavar="N", help="stop after N TCP segments")
+    lv.add_argument("--duration", type=seconds, default=None, metavar="SECONDS", help="stop after SECONDS")
     lv.add_argument("--write", metavar="FILE.pcap", default=None,
                     help="write the segments seen as a capture (complete also after Ctrl-C)")
     lv.add_argument("--kernel-truth", action="store_true",
                     help="record the kernel's own state changes (tracepoint sock:inet_sock_set_state, "
                          "needs root) and print them beside rawfin's, with a column saying where they agree")
     _add_format(lv, ("table", "jsonl"))
-    lv.add_argument("--msl", type=float, default=30.0, metavar="SECONDS")
+    lv.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS")
 
     # peer
     pe = add("peer", "play one side of a connection against the real Linux stack over TUN "
@@ -157,7 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--scenario", default=None, metavar="NAME",
                     help="lost-final-ack, simultaneous-close, timewait-refin, fin-with-data, seq-wraparound, "
                          "rst-in-fin-wait-2, server-active-close (--list describes them)")
-    pe.add_argument("--file", default=None, metavar="FILE.toml", help="(not supported yet)")
+    pe.add_argument("--file", default=None, metavar="FILE.toml",
+                    help="run a scenario file (docs/scenario-format.md, rawfin/scenarios/*.toml): the kernel plays "
+                         "one side (--kernel), rawfin's endpoint the other, the file's faults act on the link")
+    pe.add_argument("--kernel", choices=("client", "server"), default="server",
+                    help="with --file: the side the kernel plays (default: %(default)s)")
     pe.add_argument("--list", action="store_true", help="list the scenarios")
     pe.add_argument("--write", metavar="FILE.pcap", default=None,
                     help="write the segments that crossed the TUN device as a capture")
@@ -167,13 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp = add("replay", "play one side of a captured connection against a live peer (the emulator, or the "
                        "Linux kernel in a namespace of rawfin's own) and report where the live side diverges")
     rp.add_argument("capture", metavar="CAPTURE")
-    rp.add_argument("--conn", type=int, default=0, metavar="N", help="the connection to replay (default: 0)")
+    rp.add_argument("--conn", type=count, default=0, metavar="N", help="the connection to replay (default: 0)")
     rp.add_argument("--as", dest="as_side", choices=("client", "server"), default=None,
                     help="the side rawfin plays from the recording; the other side is live")
     rp.add_argument("--against", choices=("emulator", "kernel"), default="emulator",
                     help="the live side: the emulator's endpoint (default) or a real kernel socket over TUN "
                          "in a network namespace of rawfin's own (needs root / CAP_NET_ADMIN)")
-    rp.add_argument("--speed", type=float, default=1.0, metavar="X",
+    rp.add_argument("--speed", type=speed, default=1.0, metavar="X",
                     help="scale the recorded gaps (2: twice as fast; 0: as fast as the live side allows)")
     rp.add_argument("--mid-stream", action="store_true",
                     help="replay a connection whose handshake is not in the capture, after a made-up one")
@@ -205,7 +262,10 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:          # --help, --version, or argparse's own usage error (2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

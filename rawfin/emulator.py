@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -176,9 +177,12 @@ class Fault:
         if "@" in body:
             body, _, secs = body.rpartition("@")
             try:
-                by_ns = round(float(secs) * SEC)
+                f = float(secs)
+                if not math.isfinite(f) or f < 0:
+                    raise ValueError
+                by_ns = round(f * SEC)
             except ValueError:
-                raise EmulatorError(f"rule {rule!r}: {secs!r} after @ is not a number of seconds") from None
+                raise EmulatorError(f"rule {rule!r}: {secs!r} after @ is not a number of seconds >= 0") from None
         if by_ns is None:
             by_ns = {"duplicate": DEFAULT_DUP_GAP_NS, "reorder": DEFAULT_REORDER_HOLD_NS}.get(action, 0)
         kw: dict = {}
@@ -193,6 +197,8 @@ class Fault:
             if low.startswith("p="):
                 try:
                     kw["probability"] = float(low[2:])
+                    if not 0 <= kw["probability"] <= 1:
+                        raise ValueError
                 except ValueError:
                     raise EmulatorError(f"rule {rule!r}: {part!r} is not p=PROBABILITY") from None
                 continue

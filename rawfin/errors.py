@@ -7,6 +7,7 @@ EXIT_CHECK_FAILED = 1   # `rawfin check` / `rawfin replay`: a verdict, not an er
 EXIT_USAGE = 2          # bad command line (argparse's own code)
 EXIT_DATAERR = 65       # sysexits EX_DATAERR: unreadable or damaged input
 EXIT_NOINPUT = 66       # sysexits EX_NOINPUT: input file missing or not readable
+EXIT_CANTCREAT = 73     # sysexits EX_CANTCREAT: an output file cannot be created
 EXIT_NOPERM = 77        # sysexits EX_NOPERM: needs root / CAP_NET_RAW / CAP_NET_ADMIN
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
@@ -55,3 +56,15 @@ class DecodeError(RawfinError):
 
 class PrivilegeError(RawfinError):
     exit_code = EXIT_NOPERM
+
+
+class UsageError(RawfinError):
+    """A command line that cannot be carried out as written (exit 2, like argparse's own)."""
+
+    exit_code = EXIT_USAGE
+
+
+class OutputError(RawfinError):
+    """An output file that cannot be created or renamed into place (sysexits EX_CANTCREAT)."""
+
+    exit_code = EXIT_CANTCREAT

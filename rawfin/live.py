@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import PrivilegeError, RawfinError
+from .errors import PrivilegeError, UsageError
 from .segment import Segment, norm_ip
 
 ETH_P_ALL = 0x0003
@@ -42,8 +42,6 @@ SNAPLEN = 262144
 HOLD_NS = 60_000_000     # kernel events wait this long for the frames that caused them
 
 
-class UsageError(RawfinError):
-    exit_code = 2
 
 
 # -- the capture filter ----------------------------------------------------------
@@ -466,6 +464,9 @@ class Live:
                     self._on_frame(data, orig_len, ts)
                     if count is not None and self.segments >= count:
                         break
+                # time passes with no segment too: TIME_WAIT's 2MSL ends on the clock the frames carry
+                for rec in self.obs.tick(time.time_ns()):
+                    self._record(rec)
                 if self.tracer is not None:
                     self._process_kernel()
                     self._orphans()

@@ -23,8 +23,7 @@ from .states import Input, State
 
 WELL_KNOWN = 1024
 _EST = State.ESTABLISHED
-_MASK = sq.MASK
-_HALF = sq.HALF
+_add, _gt, _between_incl = sq.add, sq.gt, sq.between_incl   # the fast path's helpers, bound once
 _NOTHING: list[dict] = []
 _NO_DICT = MappingProxyType({})     # shared and read-only: most connections never hold anything
 #: how long (capture time) a final ACK waits for a retransmitted FIN that would show it lost
@@ -133,15 +132,14 @@ class Connection:
         if sender.state is not _EST or receiver.state is not _EST or seg.seq != receiver.rcv_nxt:
             return False
         ack = seg.ack
-        una, nxt = receiver.snd_una, receiver.snd_nxt
-        if ack != nxt and ((ack - una) & _MASK) > ((nxt - una) & _MASK):
+        if ack != receiver.snd_nxt and not _between_incl(receiver.snd_una, ack, receiver.snd_nxt):
             return False                      # acks what was never seen sent, or an old ACK
         self.packets += 1
         self.last_frame = seg.frame
         self.last_ns = now
-        end = (seg.seq + seg.data_len) & _MASK
+        end = _add(seg.seq, seg.data_len)
         receiver.rcv_nxt = end
-        if ((end - sender.snd_nxt) & _MASK) < _HALF and end != sender.snd_nxt:
+        if _gt(end, sender.snd_nxt):
             sender.snd_nxt = end
         receiver.snd_una = ack
         receiver.snd_wnd = seg.window

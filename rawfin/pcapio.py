@@ -27,7 +27,7 @@ import struct
 import secrets
 from typing import BinaryIO, Iterator, NamedTuple
 
-from .errors import CaptureError
+from .errors import CaptureError, OutputError
 
 __all__ = [
     "RawFrame", "Interface", "CaptureReader", "open_capture", "iter_frames",
@@ -623,9 +623,14 @@ class _AtomicOutput:
             self._own = False
         else:
             final = os.fspath(target)
+            if os.path.isdir(final):
+                raise OutputError(f"{final}: is a directory; name the output file")
             d, base = os.path.split(os.path.abspath(final))
             tmp = os.path.join(d, f".{base}.{secrets.token_hex(4)}.part")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            except OSError as e:
+                raise OutputError(f"{final}: cannot create it ({e.strerror})") from None
             self._f = os.fdopen(fd, "wb", buffering=_CHUNK)
             self._own = True
             self._tmp, self._final = tmp, final
@@ -640,6 +645,9 @@ class _AtomicOutput:
             try:
                 self._f.close()
                 os.replace(self._tmp, self._final)  # type: ignore[arg-type]
+            except OSError as e:
+                self._discard()
+                raise OutputError(f"{self._final}: cannot write it ({e.strerror})") from None
             except BaseException:
                 self._discard()
                 raise

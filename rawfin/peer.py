@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .endpoint import MS, SEC, Config, Endpoint
-from .errors import RawfinError
+from .errors import RawfinError, UsageError
 from .events import Result
 from .segment import Segment, fmt_endpoint
 from .states import State
@@ -91,6 +91,9 @@ class Outcome:
     kernel_retransmits: list = field(default_factory=list)  # (time_ns, text), from the tracepoint
     start_ns: int = 0
     kernel_truth: str = ""
+    notes: list = field(default_factory=list)       # (time_ns, text): what the applications met
+    kernel_addr: tuple = KERNEL                     # the kernel socket's address
+    rawfin_addr: tuple | None = None                # rawfin's (None: RAWFIN_IP, port of the run's choice)
 
     @property
     def ok(self) -> bool:
@@ -312,7 +315,7 @@ class PeerRun:
     def _kernel_events(self, evs) -> None:
         if self.interp is None:
             return
-        mine = [e for e in evs if e.local == self.kernel and e.remote == self.local]
+        mine = [e for e in evs if self._is_mine(e)]
         self.out.kernel_retransmits.extend(
             (e.time_ns, f"tracepoint tcp:tcp_retransmit_skb in {e.new}") for e in mine if e.kind == "retransmit")
         for tr in self.interp.feed(mine):
@@ -324,6 +327,10 @@ class PeerRun:
                 tr = self.interp.orphan_reached_time_wait(key[0], key[1], fin, read=self.ns.proc_net)
                 if tr is not None:
                     self.out.kernel.append(tr)
+
+    def _is_mine(self, ev) -> bool:
+        """Whether a tracepoint event belongs to this run's connection."""
+        return ev.local == self.kernel and ev.remote == self.local
 
     # -- the loop ----------------------------------------------------------------------
     def pump(self, timeout: float = 0.05) -> None:
@@ -611,8 +618,7 @@ def run_scenario(name: str, *, write: str | None = None, kernel_truth: bool = Tr
     return run.out
 
 
-class ScenarioUnknown(RawfinError):
-    exit_code = 2
+class ScenarioUnknown(UsageError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no peer scenario {name!r}; scenarios: {', '.join(SCENARIOS)}")

@@ -38,11 +38,13 @@ scenario --file F.toml`` runs one of your own. The format is documented in
 from __future__ import annotations
 
 import importlib.resources
+import math
 import os
 from dataclasses import dataclass, field
 
 from .endpoint import SEC, Config
 from .errors import EXIT_DATAERR, RawfinError
+from .segment import norm_ip
 from .states import State
 
 CALLS = ("listen", "connect", "send", "close", "shutdown", "abort", "close-listener")
@@ -61,9 +63,27 @@ class ScenarioError(RawfinError):
 
 
 def _secs(v, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise ScenarioError(f"{where}: expected a number of seconds >= 0, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 10 ** 7:
+        raise ScenarioError(f"{where}: expected a number of seconds 0 .. 10000000, got {v!r}")
     return round(v * SEC)
+
+
+def _address(v, where: str, six: bool) -> str | None:
+    if v is None:
+        return None
+    try:
+        ip = norm_ip(v) if isinstance(v, str) else None
+    except ValueError:
+        ip = None
+    if ip is None or (":" in ip) != six:
+        raise ScenarioError(f"{where}: {v!r} is not an IPv{6 if six else 4} address")
+    return ip
+
+
+def _port(v, where: str) -> int | None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536):
+        raise ScenarioError(f"{where}: port must be 1..65535, got {v!r}")
+    return v
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,7 +228,9 @@ def parse(doc: dict, name: str, path: str | None = None) -> Scenario:
         isn = t.get("isn")
         if isn is not None and (isinstance(isn, bool) or not isinstance(isn, int) or not 0 <= isn < 2 ** 32):
             raise ScenarioError(f"{where}: {side}.isn must be 0..4294967295")
-        sides[side] = Side(address=t.get("address"), address6=t.get("address6"), port=t.get("port"), isn=isn,
+        sides[side] = Side(address=_address(t.get("address"), f"{where}: {side}.address", False),
+                           address6=_address(t.get("address6"), f"{where}: {side}.address6", True),
+                           port=_port(t.get("port"), f"{where}: {side}.port"), isn=isn,
                            config=_config(t, f"{where}: {side}"))
         raw = t.get("calls", [])
         if not isinstance(raw, list):

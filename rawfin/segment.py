@@ -56,6 +56,17 @@ def norm_ip(ip: str) -> str:
     return str(ipaddress.ip_address(ip))
 
 
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``192.0.2.1:80`` or ``[2001:db8::1]:80`` -> ``(ip, port)``; ValueError when it is neither."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 0xFFFF:
+        raise ValueError(f"{text!r} is not IP:PORT with a port 0..65535 (IPv6 as [ADDR]:PORT)")
+    return norm_ip(host), int(port)
+
+
 def fmt_endpoint(ip: str, port: int) -> str:
     """``192.0.2.1:80`` or ``[2001:db8::1]:80``."""
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

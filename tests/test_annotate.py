@@ -417,8 +417,7 @@ def test_cli_unreadable_input_writes_nothing(tmp_path, capsys, content, what):
 
 
 def test_help_says_what_happens_to_damaged_input(capsys):
-    with pytest.raises(SystemExit):
-        main(["annotate", "--help"])
+    assert main(["annotate", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "INCOMPLETE" in text and "exit code is 65" in text and "nothing is written" in text
     assert ".rawfin.pcapng" in text and "exits 73" in text

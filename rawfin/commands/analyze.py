@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..analysis import CaptureStats, ConnFilter, records
-from ..errors import EXIT_DATAERR, CaptureError
+from ..errors import EXIT_DATAERR, EXIT_USAGE, CaptureError
 from ..render import make_sink
 
 
@@ -33,8 +33,6 @@ def run(args) -> int:
                     sink.write(rec)
             except CaptureError as e:
                 failed.append(e)
-                if hasattr(sink, "close_pending"):
-                    sink.close_pending()
                 print(f"rawfin analyze: {e}", file=sys.stderr)
     finally:
         sink.close()
@@ -46,4 +44,11 @@ def run(args) -> int:
                   f"{server} closed first by the server (TIME_WAIT held on the server's port)")
     for s in all_stats:
         print(s.line(), file=sys.stderr)
-    return EXIT_DATAERR if failed else 0
+    if failed:
+        return EXIT_DATAERR
+    if args.conn is not None and all(args.conn >= s.connections for s in all_stats):
+        most = max(s.connections for s in all_stats)
+        print(f"rawfin analyze: no connection {args.conn} (connections are numbered 0..{most - 1})"
+              if most else f"rawfin analyze: no connection {args.conn}: no TCP connection at all", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

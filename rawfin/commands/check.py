@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..analysis import CaptureStats, records
-from ..errors import EXIT_CHECK_FAILED, EXIT_DATAERR, CaptureError
+from ..errors import EXIT_CHECK_FAILED, EXIT_DATAERR, EXIT_NOINPUT, CaptureError
 
 #: anomalies that mean the close's arithmetic or order is wrong, whatever the options
 ARITHMETIC = {
@@ -58,6 +58,7 @@ def run(args) -> int:
     failed_conns = 0
     total = 0
     damaged: list[CaptureError] = []
+    missing: list[str] = []
     for path in args.captures:
         pending: dict[int, list[dict]] = {}
         stats = CaptureStats(path=path)
@@ -80,14 +81,20 @@ def run(args) -> int:
         except CaptureError as e:
             damaged.append(e)
             print(f"rawfin check: {e}", file=sys.stderr)
+        except OSError as e:
+            missing.append(path)
+            print(f"rawfin check: {path}: {e.strerror or e}", file=sys.stderr)
     if args.format == "table":
         from tabulate import tabulate
         if rows:
             print(tabulate(rows, headers=["conn", "frame", "connection", "failure", "expected / actual"],
                            tablefmt=args.tablefmt, disable_numparse=True, maxcolwidths=[None, None, 34, 22, 44]))
-        verdict = "FAIL" if failed_conns else "PASS"
-        print(f"{verdict}: {total - failed_conns} of {total} connection{'s' if total != 1 else ''} "
-              f"closed cleanly", file=sys.stdout if not rows else sys.stdout)
+        if total:
+            verdict = "FAIL" if failed_conns else "PASS"
+            print(f"{verdict}: {total - failed_conns} of {total} connection{'s' if total != 1 else ''} "
+                  f"closed cleanly")
+        else:
+            print("FAIL: no TCP connection in the capture" + ("s" if len(args.captures) > 1 else ""))
     elif args.format == "csv":
         import csv
         w = csv.writer(sys.stdout)
@@ -95,4 +102,7 @@ def run(args) -> int:
         w.writerows(rows)
     if damaged:
         return EXIT_DATAERR
-    return EXIT_CHECK_FAILED if failed_conns else 0
+    if missing:
+        return EXIT_NOINPUT
+    # no connection at all proves nothing: a CI job pointed at the wrong file must not pass
+    return EXIT_CHECK_FAILED if failed_conns or not total else 0

@@ -5,20 +5,16 @@ from __future__ import annotations
 import json
 import sys
 
-from ..analysis import FilterError
-from ..segment import flags_text, fmt_endpoint, norm_ip
+from ..errors import UsageError
+from ..segment import flags_text, fmt_endpoint
+from ..segment import parse_endpoint as segment_parse_endpoint
 
 
 def parse_endpoint(text: str, what: str) -> tuple[str, int]:
-    """``192.0.2.1:80`` or ``[2001:db8::1]:80``."""
     try:
-        if text.startswith("["):
-            host, _, port = text[1:].partition("]:")
-        else:
-            host, _, port = text.rpartition(":")
-        return norm_ip(host), int(port)
-    except ValueError:
-        raise FilterError(f"--{what}: {text!r} is not IP:PORT (IPv6 as [ADDR]:PORT)") from None
+        return segment_parse_endpoint(text)
+    except ValueError as e:
+        raise UsageError(f"--{what}: {e}") from None
 
 
 def build(args):
@@ -27,7 +23,7 @@ def build(args):
     client = parse_endpoint(args.client, "client")
     server = parse_endpoint(args.server, "server")
     if (":" in client[0]) != (":" in server[0]):
-        raise FilterError("--client and --server must be the same IP version")
+        raise UsageError("--client and --server must be the same IP version")
     data = args.data.encode()
     kw = dict(closer=args.closer)
     if args.kind == "4way":

@@ -1,4 +1,5 @@
-"""`rawfin peer --scenario NAME`: rawfin's state machine against the real Linux stack over TUN.
+"""`rawfin peer --scenario NAME` / `--file F.toml [--kernel client|server]`: rawfin's state machine
+against the real Linux stack over TUN.
 
 Needs root (CAP_NET_ADMIN for the namespace and the TUN device; tracefs for the
 kernel's side of the story). Exit 0 when every check of the scenario holds, 1
@@ -20,14 +21,16 @@ def _t(ns: int, origin: int) -> str:
 def render_table(out, o, tablefmt: str = "simple") -> None:
     from tabulate import tabulate
 
-    from ..peer import KERNEL, RAWFIN_IP
+    from ..peer import RAWFIN_IP
+    from ..segment import fmt_endpoint
 
     t0 = o.start_ns
     w = out.write
+    kaddr = fmt_endpoint(*o.kernel_addr)
+    raddr = fmt_endpoint(*o.rawfin_addr) if o.rawfin_addr else RAWFIN_IP
     w(f"peer {o.scenario}: {o.description}\n")
-    w(f"  kernel {KERNEL[0]}:{KERNEL[1]} (Linux, in rawfin's own network namespace) "
-      f"<-> rawfin {RAWFIN_IP} (TUN device)\n\n")
-    w(f"kernel {KERNEL[0]}:{KERNEL[1]}, from the tracepoint ({o.kernel_truth}):\n")
+    w(f"  kernel {kaddr} (Linux, in rawfin's own network namespace) <-> rawfin {raddr} (TUN device)\n\n")
+    w(f"kernel {kaddr}, from the tracepoint ({o.kernel_truth}):\n")
     if o.kernel:
         rows = [[_t(k.time_ns, t0), f"{k.from_.value} {ARROW} {k.to.value}", k.kernel,
                  k.note if k.source == "tracepoint" else f"{k.source}: {k.note}"] for k in o.kernel]
@@ -51,6 +54,10 @@ def render_table(out, o, tablefmt: str = "simple") -> None:
         w("\nthe kernel's retransmissions (its own timing):\n")
         for ts, text in sorted(o.retransmissions + o.kernel_retransmits):
             w(f"  {_t(ts, t0)}  {text}\n")
+    if o.notes:
+        w("\nnotes:\n")
+        for ts, text in o.notes:
+            w(f"  {_t(ts, t0)}  {text}\n")
     w("\nchecks:\n")
     for c in o.checks:
         mark = {True: "ok  ", False: "FAIL", None: "n/a "}[c.ok]
@@ -70,24 +77,31 @@ def render_jsonl(out, o) -> None:
         put(anomaly_record(a, 0))
     for k in o.kernel:
         put(k.record(0))
+    for ts, text in o.notes:
+        put({"type": "note", "scenario": o.scenario, "time": round((ts - o.start_ns) / 1e9, 9), "text": text})
     for c in o.checks:
         put({"type": "check", "scenario": o.scenario, "what": c.what, "ok": c.ok, "detail": c.detail})
     out.flush()
 
 
 def run(args) -> int:
+    from ..errors import UsageError
     from ..peer import SCENARIOS, ScenarioUnknown, run_scenario
 
-    if args.list or not args.scenario:
-        if args.file:
-            print("rawfin peer: --file is not supported yet; use --scenario NAME", file=sys.stderr)
-            return 2
+    if args.file and (args.scenario or args.list):
+        raise UsageError("give --file FILE.toml or --scenario NAME (or --list), not both")
+    if args.file:
+        from ..peerfile import run_file
+        from ..scenarios import load
+        o = run_file(load(args.file), kernel_side=args.kernel, write=args.write)
+    elif args.list or not args.scenario:
         for name, (desc, _, _) in SCENARIOS.items():
             print(f"{name:<22} {desc}")
         return 0 if args.list else 2
-    if args.scenario not in SCENARIOS:
-        raise ScenarioUnknown(args.scenario)
-    o = run_scenario(args.scenario, write=args.write)
+    else:
+        if args.scenario not in SCENARIOS:
+            raise ScenarioUnknown(args.scenario)
+        o = run_scenario(args.scenario, write=args.write)
     if args.format == "jsonl":
         render_jsonl(sys.stdout, o)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import EXIT_USAGE
+from ..errors import EXIT_USAGE, OutputError
 
 
 def _usage(msg: str) -> int:
@@ -133,7 +133,10 @@ def run(args) -> int:
         todo = [scenarios.builtin(args.name)]
 
     if args.write_dir:
-        os.makedirs(args.write_dir, exist_ok=True)
+        try:
+            os.makedirs(args.write_dir, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{args.write_dir}: cannot make the directory ({e.strerror})") from None
     out = sys.stdout
     for i, scn in enumerate(todo):
         pair = scenarios.run(scn, **kw)

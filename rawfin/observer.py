@@ -81,8 +81,7 @@ class Connection:
         self.mid_stream = False
         if seg.syn and not seg.has_ack:
             self.client, self.server = src, dst
-            b.state = State.LISTEN
-            b.passive = True
+            b.passive = True     # CLOSED until its answer shows it was listening (see _flush)
             self.known = 3
         elif seg.syn:                           # SYN,ACK first: the SYN was not captured
             self.client, self.server = dst, src
@@ -187,9 +186,8 @@ class Connection:
         held = self.pending.get(src)
         if held is not None:
             if held[0].syn and seg.rst and seg.has_ack and seg.ack == held[0].seq_end:
-                # a SYN answered by RST: nobody was listening; the server was never in LISTEN
+                # a SYN answered by RST: nobody was listening; the server stays CLOSED
                 self._unhold("pending", src)
-                sender.state = State.CLOSED
             elif held[0].syn and seg.rst:
                 pass                 # an RST that does not answer the SYN (an injected one)
             elif seg.has_ack and sq.ge(seg.ack, held[0].seq_end):
@@ -216,7 +214,8 @@ class Connection:
                 and receiver.fin_seq is not None and sq.ge(seg.ack, sq.add(receiver.fin_seq, 1))):
             # the final ACK: LAST_ACK -> CLOSED once nothing shows it was lost (see fire_timers)
             self._hold("held_ack", dst, seg)
-        elif seg.syn and not seg.has_ack and receiver.state is State.LISTEN:
+        elif seg.syn and not seg.has_ack and receiver.passive and receiver.state is State.CLOSED \
+                and (seg.src, seg.sport) == self.client:
             # the server's move waits for its answer: SYN,ACK (it was listening) or RST (it was not)
             if dst not in self.pending:
                 self._hold("pending", dst, [seg, False])
@@ -259,10 +258,13 @@ class Connection:
         """Deliver the FIN held for ``ep``: at its own frame, or at the evidence frame if it crossed."""
         seg, crossed = self._unhold("pending", ep)
         receiver = self.eps[ep]
-        if receiver.state is State.CLOSED:
+        if receiver.state is State.CLOSED and not seg.syn:
             return                       # it aborted before the FIN reached it
         when = now_seg if (crossed and now_seg is not None) else seg
         if seg.syn:
+            # its answer (or the client going on) shows the server was listening: the observer's
+            # starting assumption for it, not a transition of the table
+            receiver.state = State.LISTEN
             answered = now_seg is not None and now_seg.syn and (now_seg.src, now_seg.sport) == ep
             if seg.data_len and not (answered and now_seg.ack == seg.seq_end):
                 seg = seg.with_(payload=b"", data_len=0)     # data on the SYN, not accepted

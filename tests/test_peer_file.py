@@ -91,7 +91,7 @@ def test_every_builtin_scenario_says_what_is_checked():
     assert set(WHAT) == set(names())
 
 
-def kernel_segs(o, **kw):
+def kernel_segs(o):
     return [s for s in o.segments if s.direction == "kernel → rawfin"]
 
 
@@ -230,7 +230,8 @@ def _reuse(o, kernel):
 
 
 EXTRA = {
-    "normal-close": _normal, "lost-final-ack": _lost_final_ack, "lost-fin": _lost_fin, "simultaneous-close": _simultaneous,
+    "normal-close": _normal, "lost-final-ack": _lost_final_ack, "lost-fin": _lost_fin,
+    "simultaneous-close": _simultaneous,
     "three-segment-close": _three, "half-close": _half, "fin-with-data": _fin_data, "rst-abort": _rst,
     "server-active-close": _sac, "time-wait-expiry": _twx, "seq-wraparound": _wrap, "port-reuse": _reuse,
 }
@@ -268,7 +269,8 @@ def test_delay_and_duplicate_rules_act_on_the_link(tmp_path):
 
     src = open(os.path.join(ROOT, "rawfin/scenarios/normal-close.toml")).read()
     f = tmp_path / "faults.toml"
-    f.write_text(src + '\n[[fault]]\nrule = "delay server:FIN@0.2"\n\n[[fault]]\nrule = "duplicate client:data"\n')
+    f.write_text(src + '\n[[fault]]\nrule = "delay server:FIN@0.2"\n'
+                       '\n[[fault]]\nrule = "duplicate client:data"\n')
     o = run_file(load(f), kernel_side="server")
     assert not [c for c in o.checks if c.ok is False]
     data = [s for s in rawfin_segs(o) if s.seg.data_len]

@@ -8,3 +8,5 @@ __version__ = "0.1.0"
 
 from .segment import Flags, Segment  # noqa: E402,F401
 from .states import Input, State, TRANSITIONS  # noqa: E402,F401
+
+__all__ = ["Flags", "Input", "Segment", "State", "TRANSITIONS", "__version__"]

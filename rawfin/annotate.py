@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from . import seq as sq
-from .errors import CaptureError, OutputError, RawfinError, UsageError  # noqa: F401 (OutputError re-exported)
+from .errors import CaptureError, OutputError, UsageError  # noqa: F401 (OutputError re-exported)
 
 __all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "iter_notes", "notes_from_records",
            "NoteSpool", "transition_comment", "fin_ack_verdict", "anomaly_comment", "frames_span",

@@ -24,7 +24,7 @@ import socket
 import struct
 from typing import NamedTuple
 
-from .segment import Flags, Segment
+from .segment import Segment
 
 __all__ = ["decode", "Skip", "SKIP_KINDS", "DECODABLE_LINKTYPES", "make_segment"]
 

@@ -776,9 +776,6 @@ class Pair:
         w.close()
         return len(packets)
 
-    def endpoint_side(self, n: int) -> str:
-        return self._eps[n][0].side
-
     # -- internals ----------------------------------------------------------------------
     def _other(self, host: Host) -> Host:
         return self.server if host is self.client else self.client

@@ -18,7 +18,7 @@ from . import seq as sq
 from .endpoint import SEC, Config, Endpoint
 from .events import Anomaly, Result
 from .records import anomaly_record, seconds, transition_record
-from .segment import Flags, Segment, fmt_endpoint
+from .segment import Segment, fmt_endpoint
 from .states import Input, State
 
 WELL_KNOWN = 1024

@@ -30,14 +30,14 @@ from typing import Callable
 from .endpoint import MS, SEC, Config, Endpoint
 from .errors import RawfinError, UsageError
 from .events import Result
-from .segment import Segment, fmt_endpoint
+from .segment import Segment
 from .states import State
 
 KERNEL = ("192.0.2.1", 80)
 RAWFIN_IP = "192.0.2.2"
 
 
-class ScenarioError(RawfinError):
+class PeerTimeout(RawfinError):
     """The kernel did not do what the scenario waits for, within its bound."""
 
     exit_code = 1
@@ -160,7 +160,7 @@ class PeerRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(ok=exc_type is None or issubclass(exc_type, ScenarioError))
+        self.close(ok=exc_type is None or issubclass(exc_type, PeerTimeout))
 
     def close(self, ok: bool = True) -> None:
         for s in (self.ksock, self.listener):
@@ -354,14 +354,14 @@ class PeerRun:
             self.apply(self.ep.handle_timer(now), now)
 
     def wait(self, pred: Callable[[], bool], timeout: float, what: str) -> float:
-        """Pump until ``pred()``; the seconds it took. Raises ScenarioError after ``timeout``."""
+        """Pump until ``pred()``; the seconds it took. Raises PeerTimeout after ``timeout``."""
         start = time.monotonic()
         end = start + timeout
         while True:
             if pred():
                 return time.monotonic() - start
             if time.monotonic() >= end:
-                raise ScenarioError(f"timed out after {timeout:g} s waiting for {what} "
+                raise PeerTimeout(f"timed out after {timeout:g} s waiting for {what} "
                                     f"(rawfin is in {self.ep.state.name}, the kernel socket in "
                                     f"{self.kernel_state_now() or 'no state'})")
             self.pump(min(0.05, max(0.0, end - time.monotonic())))
@@ -613,7 +613,7 @@ def run_scenario(name: str, *, write: str | None = None, kernel_truth: bool = Tr
         run.out.description = description
         try:
             fn(run)
-        except ScenarioError as e:
+        except PeerTimeout as e:
             run.check("the scenario ran to its end", False, str(e))
     return run.out
 
@@ -623,6 +623,3 @@ class ScenarioUnknown(UsageError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no peer scenario {name!r}; scenarios: {', '.join(SCENARIOS)}")
 
-
-def fmt_ep(ep: tuple[str, int]) -> str:
-    return fmt_endpoint(*ep)

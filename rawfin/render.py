@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import os
 import textwrap
 import json
@@ -208,10 +207,3 @@ def make_sink(fmt: str, *, out: IO[str] | None = None, tablefmt: str = "simple",
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def render_to_string(records: list[dict], fmt: str, **kw) -> str:
-    buf = io.StringIO()
-    sink = make_sink(fmt, out=buf, **kw)
-    for r in records:
-        sink.write(r)
-    sink.close()
-    return buf.getvalue()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from . import seq as sq
 from .endpoint import MS, SEC
 from .errors import EXIT_DATAERR, RawfinError
-from .segment import Flags, Segment, flags_text, fmt_endpoint
+from .segment import Flags, Segment, flags_text, fmt_endpoint, parse_endpoint
 from .states import State
 
 SIDES = ("client", "server")
@@ -125,16 +125,9 @@ class Recording:
                     out[side] = State(r["to"])
         return out
 
-    def frame_time(self, frame: int | None) -> int | None:
-        for f in self.frames:
-            if f.frame == frame:
-                return f.time_ns
-        return None
-
 
 def _endpoint(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return (host.strip("[]"), int(port))
+    return parse_endpoint(text)
 
 
 def recording(path: str, segments: list[Segment], records: list[dict], conn: int, *,

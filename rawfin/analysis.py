@@ -71,7 +71,7 @@ class Progress:
 
     def __init__(self, label: str, size: int | None, mode: str = "auto") -> None:
         self.on = mode == "always" or (mode == "auto" and sys.stderr.isatty())
-        self.label = label
+        self.label = label if len(label) <= 32 else label[:31] + "…"
         self.size = size
         self.last = 0.0
         self.start = time.monotonic()

@@ -269,16 +269,23 @@ class PeerRun:
             self._log("rawfin → kernel", seg, now, note)
             self.tun.write(raw)
 
-    def _from_kernel(self, raw: bytes, now: int) -> None:
+    def _own_segment(self, raw: bytes, now: int) -> Segment | None:
+        """A packet from the TUN device: the segment if it is for rawfin's socket (captured), else None."""
         from .codec import from_bytes
         from .errors import DecodeError
         try:
             seg = from_bytes(raw, time_ns=now)
         except DecodeError:
-            return
+            return None
         if seg.dst != self.local[0] or seg.dport != self.local[1]:
-            return
+            return None
         self._capture(raw, now)
+        return seg
+
+    def _from_kernel(self, raw: bytes, now: int) -> None:
+        seg = self._own_segment(raw, now)
+        if seg is None:
+            return
         key = (int(seg.flags), seg.seq, seg.ack, seg.data_len)
         sent = self._kernel_segs.setdefault(key, [])
         sent.append(now)

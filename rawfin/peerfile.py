@@ -325,15 +325,9 @@ class FileRun(PeerRun):
         self.tun.write(raw)
 
     def _from_kernel(self, raw: bytes, now: int) -> None:
-        from .codec import from_bytes
-        from .errors import DecodeError
-        try:
-            seg = from_bytes(raw, time_ns=now)
-        except DecodeError:
+        seg = self._own_segment(raw, now)
+        if seg is None:
             return
-        if seg.dst != self.local[0] or seg.dport != self.local[1]:
-            return
-        self._capture(raw, now)
         note = ""
         if seg.syn or seg.fin or seg.data_len:
             if seg.syn and not seg.has_ack:

@@ -16,36 +16,13 @@ import time
 
 import pytest
 
-from rawfin.kernel import tracefs_missing_reason
-from rawfin.netns import missing_reason
+from kernelcaps import needs_netns, needs_trace
 from rawfin.peer import SCENARIOS, PeerRun, ScenarioUnknown, run_scenario
 from rawfin.states import State
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NO_NETNS = missing_reason()
-NO_TRACE = NO_NETNS or tracefs_missing_reason()
-needs_netns = pytest.mark.skipif(NO_NETNS is not None, reason=f"no namespace with TUN: {NO_NETNS}")
-needs_trace = pytest.mark.skipif(NO_TRACE is not None, reason=f"kernel truth unavailable: {NO_TRACE}")
 
 
-def namespaces_held() -> set[str]:
-    """The network namespaces this process's threads and file descriptors refer to."""
-    out = set()
-    for p in glob.glob("/proc/self/task/*/ns/net") + glob.glob("/proc/self/fd/*"):
-        try:
-            link = os.readlink(p)
-        except OSError:
-            continue
-        if link.startswith("net:["):
-            out.add(link)
-    return out
-
-
-@pytest.fixture
-def no_leftovers():
-    before = namespaces_held()
-    yield
-    assert namespaces_held() == before, "a network namespace (and its TUN device) was left behind"
 
 
 @needs_trace

@@ -15,7 +15,6 @@ up to its entry; ``TIME_WAIT CLOSED`` by expiry is reported "not judged").
 
 from __future__ import annotations
 
-import glob
 import os
 import subprocess
 import sys
@@ -23,14 +22,10 @@ import time
 
 import pytest
 
-from rawfin.kernel import tracefs_missing_reason
-from rawfin.netns import missing_reason
+from kernelcaps import needs_trace
 from rawfin.scenarios import builtin, names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NO_NETNS = missing_reason()
-NO_TRACE = NO_NETNS or tracefs_missing_reason()
-needs_trace = pytest.mark.skipif(NO_TRACE is not None, reason=f"kernel truth unavailable: {NO_TRACE}")
 
 #: What each scenario checks against the kernel (besides its [expect] table, judged where meaningful).
 WHAT = {
@@ -67,24 +62,6 @@ WHAT = {
 }
 
 
-def namespaces_held() -> set[str]:
-    """The network namespaces this process's threads and file descriptors refer to."""
-    out = set()
-    for p in glob.glob("/proc/self/task/*/ns/net") + glob.glob("/proc/self/fd/*"):
-        try:
-            link = os.readlink(p)
-        except OSError:
-            continue
-        if link.startswith("net:["):
-            out.add(link)
-    return out
-
-
-@pytest.fixture
-def no_leftovers():
-    before = namespaces_held()
-    yield
-    assert namespaces_held() == before, "a network namespace (and its TUN device) was left behind"
 
 
 def test_every_builtin_scenario_says_what_is_checked():

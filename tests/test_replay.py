@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from kernelcaps import needs_trace
 from rawfin import seq as sq
 from rawfin.cli import main
 from rawfin.pcapio import PcapWriter, iter_frames
@@ -183,31 +184,9 @@ def test_export_command(tmp_path, capsys):
 
 # -- against the kernel -------------------------------------------------------------------
 
-from rawfin.kernel import tracefs_missing_reason  # noqa: E402
-from rawfin.netns import missing_reason  # noqa: E402
-
-NO_NETNS = missing_reason()
-NO_TRACE = NO_NETNS or tracefs_missing_reason()
-needs_trace = pytest.mark.skipif(NO_TRACE is not None, reason=f"kernel truth unavailable: {NO_TRACE}")
 
 
-def namespaces_held() -> set[str]:
-    out = set()
-    for p in glob.glob("/proc/self/task/*/ns/net") + glob.glob("/proc/self/fd/*"):
-        try:
-            link = os.readlink(p)
-        except OSError:
-            continue
-        if link.startswith("net:["):
-            out.add(link)
-    return out
 
-
-@pytest.fixture
-def no_leftovers():
-    before = namespaces_held()
-    yield
-    assert namespaces_held() == before, "a network namespace (and its TUN device) was left behind"
 
 
 @needs_trace

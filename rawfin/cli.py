@@ -11,7 +11,7 @@ import importlib
 import math
 import sys
 
-from .errors import (EXIT_DATAERR, EXIT_INTERRUPTED, EXIT_NOINPUT, EXIT_NOPERM, EXIT_USAGE,
+from .errors import (EXIT_CANTCREAT, EXIT_DATAERR, EXIT_INTERRUPTED, EXIT_NOINPUT, EXIT_NOPERM, EXIT_USAGE,
                      RawfinError)
 
 EXIT_CODES = f"""exit codes:
@@ -20,6 +20,7 @@ EXIT_CODES = f"""exit codes:
   2    usage error (bad option, an API call the state does not allow)
   {EXIT_DATAERR}   unreadable or damaged input (sysexits EX_DATAERR); what came before the damage is still printed
   {EXIT_NOINPUT}   an input file does not exist or cannot be opened (EX_NOINPUT)
+  {EXIT_CANTCREAT}   an output file cannot be created (EX_CANTCREAT)
   {EXIT_NOPERM}   missing privilege (root, CAP_NET_RAW or CAP_NET_ADMIN) (EX_NOPERM)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-open", action="store_true",
                    help="a connection that never starts closing is not a failure")
     _add_format(c)
-    c.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS")
+    c.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
+                   help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
 
     # annotate
     n = add("annotate", "write a pcapng with rawfin's findings as packet comments (for Wireshark)")
@@ -144,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("capture", metavar="IN")
     n.add_argument("-o", "--output", metavar="OUT.pcapng", default=None,
                    help="output file (default: IN's name with .rawfin.pcapng, next to IN; '-' for stdout)")
-    n.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS")
+    n.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
+                   help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
 
     # craft
     k = add("craft", "craft the seed's close (or a variant) as real segments and write a capture")
@@ -202,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="record the kernel's own state changes (tracepoint sock:inet_sock_set_state, "
                          "needs root) and print them beside rawfin's, with a column saying where they agree")
     _add_format(lv, ("table", "jsonl"))
-    lv.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS")
+    lv.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
+                   help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
 
     # peer
     pe = add("peer", "play one side of a connection against the real Linux stack over TUN "

@@ -165,7 +165,7 @@ class Connection:
         if self.fins:
             first_sender, first_fin, _ = self.fins[0]
             if src != first_sender:
-                if seg.data_len:
+                if seg.data_len and sender.fin_seq is None:     # data before its own FIN: a half-close
                     self.data_after_first_fin = True
                 if seg.has_ack:
                     self._check_fin_ack(seg, first_fin, sender)
@@ -296,7 +296,7 @@ class Connection:
         """An ACK from the passive side after the first FIN: does it cover the FIN (x + 1)?"""
         want = sq.add(fin_seq, 1)
         if seg.ack == want:
-            if not seg.fin:
+            if not seg.fin and acker.fin_seq is None:       # an ACK alone, before the passive FIN
                 self.first_fin_acked_alone = True
             self.fin_ack_candidates = None
         elif seg.ack == fin_seq:

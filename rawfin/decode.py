@@ -124,16 +124,24 @@ _Seg = _Twin if _Twin is not None else make_segment
 
 # --------------------------------------------------------------------------- addresses
 
-_pairs4: dict[bytes, tuple[str, str]] = {}
+# Address text is cached per address, not per pair: a server's address is then one string
+# shared by all its connections (the observer holds tens of thousands of them in TIME_WAIT).
+_addrs4: dict[bytes, str] = {}
 _pairs6: dict[bytes, tuple[str, str]] = {}
-_CACHE_MAX = 1 << 16
+_CACHE_MAX = 1 << 14
+
+
+def _addr4(raw: bytes) -> str:
+    text = _addrs4.get(raw)
+    if text is None:
+        if len(_addrs4) >= _CACHE_MAX:
+            _addrs4.clear()
+        text = _addrs4[raw] = socket.inet_ntoa(raw)
+    return text
 
 
 def _pair4(raw: bytes) -> tuple[str, str]:
-    if len(_pairs4) >= _CACHE_MAX:
-        _pairs4.clear()
-    p = _pairs4[raw] = (socket.inet_ntoa(raw[:4]), socket.inet_ntoa(raw[4:]))
-    return p
+    return _addr4(raw[:4]), _addr4(raw[4:])
 
 
 def _text6(raw: bytes) -> str:
@@ -197,7 +205,7 @@ def _ipv4(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
             thl = (doff >> 4) << 2
             data_len = tot - 20 - thl
             if thl >= 20 and data_len >= 0:
-                pair = _pairs4.get(addrs) or _pair4(addrs)
+                pair = _pair4(addrs)
                 return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window,
                             data[off + 20 + thl:off + tot], data_len, frame, time_ns, vlan)
     # general path (and every odd case)
@@ -231,7 +239,7 @@ def _ipv4(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
     if data_len < 0:
         return _mal(f"TCP header ({thl} bytes) longer than the IPv4 payload ({tot - ihl} bytes)")
     payload = data[t + thl:off + tot]  # slicing clamps at the captured length
-    pair = _pairs4.get(addrs) or _pair4(addrs)
+    pair = _pair4(addrs)
     return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window, payload, data_len,
                 frame, time_ns, vlan)
 
@@ -381,7 +389,7 @@ def decode(linktype: int, data: bytes, orig_len: int, frame: int | None = None, 
                 thl = (doff >> 4) << 2
                 data_len = tot - 20 - thl
                 if thl >= 20 and data_len >= 0:
-                    pair = _pairs4.get(addrs) or _pair4(addrs)
+                    pair = _pair4(addrs)
                     return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window,
                                 data[34 + thl:14 + tot], data_len, frame, time_ns, ())
         if n < 14:

@@ -10,6 +10,7 @@ memory follows the connections open at once, not the capture's length.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
 from types import MappingProxyType
 from typing import Callable
@@ -27,7 +28,7 @@ _add, _gt, _between_incl = sq.add, sq.gt, sq.between_incl   # the fast path's he
 _NOTHING: list[dict] = []
 _NO_DICT = MappingProxyType({})     # shared and read-only: most connections never hold anything
 #: how long (capture time) a final ACK waits for a retransmitted FIN that would show it lost
-FINAL_ACK_HOLD_NS = 10 * SEC
+FINAL_ACK_HOLD_NS = 3 * SEC
 _CLOSEDISH = (State.CLOSED, State.TIME_WAIT, State.LISTEN)
 
 
@@ -46,7 +47,7 @@ class Connection:
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
-                 "synack_unseen", "hold_ns")
+                 "synack_unseen", "hold_ns", "queued")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0) -> None:
         self.id = cid
@@ -69,6 +70,7 @@ class Connection:
         self.pending: dict[tuple[str, int], list] = _NO_DICT   # receiver -> [FIN (or SYN) held, crossed?]
         self.seen = 0            # bit 1: the first sender has sent, bit 2: the other side has
         self.held_ack: dict[tuple[str, int], Segment] = _NO_DICT
+        self.queued: int | None = None      # the deadline this connection has in the observer's heap
         self.synack_unseen: tuple[str, int] | None = None
         self.alt_keys: tuple = ()
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
@@ -337,6 +339,14 @@ class Connection:
     def all_closed(self) -> bool:
         return all(ep.state is State.CLOSED for ep in self.eps.values())
 
+    def settled(self) -> bool:
+        """Only TIME_WAIT is left: both FINs sent and ACKed, nothing held, every endpoint in
+        TIME_WAIT or CLOSED. What the record says can no longer change but for the final states."""
+        if self.pending or self.held_ack or self.synack_unseen is not None or not self._fins_complete():
+            return False
+        states = [ep.state for ep in self.eps.values()]
+        return State.TIME_WAIT in states and all(st in (State.TIME_WAIT, State.CLOSED) for st in states)
+
     def accepts_new_syn(self, seg: Segment) -> bool:
         """A SYN on this pair that starts a new connection instance.
 
@@ -430,16 +440,137 @@ class Connection:
         return rec
 
 
+class TimeWait:
+    """A settled connection, shrunk the way Linux hands a closed socket to a timewait minisock.
+
+    A busy capture's last 2MSL holds tens of thousands of these, so only what can still matter
+    stays: the endpoint(s) in TIME_WAIT (they re-ACK a retransmitted FIN, take a new SYN, expire),
+    the record's fixed parts as one tuple, and the counters. Its records equal the full
+    Connection's (a test runs every capture both ways).
+    """
+
+    __slots__ = ("id", "key", "alt_keys", "a", "b", "parts", "anomalies", "packets", "last_frame", "last_ns",
+                 "cfg", "client", "server", "client_iss", "first", "seen", "queued", "closed_fin")
+
+    def __init__(self, conn: Connection) -> None:
+        self.id, self.key, self.alt_keys, self.cfg = conn.id, conn.key, conn.alt_keys, conn.cfg
+        _, ka, kb = conn.key                      # one tuple object per address, shared by all below
+        canon = {ka: ka, kb: kb}
+        self.first, self.seen = canon[conn.first], conn.seen
+        self.client, self.server = canon[conn.client], canon[conn.server]
+        rec = conn.record(None)
+        keep = {ep: e for ep, e in conn.eps.items() if e.state is State.TIME_WAIT}
+        names = {}
+        for ep, e in keep.items():              # the TIME_WAIT endpoint's own name strings serve the record
+            e.local, e.remote = canon[e.local], canon[e.remote]
+            names[rec["client"] if ep == conn.client else rec["server"]] = e.name
+            names[rec["server"] if ep == conn.client else rec["client"]] = e.peer_name
+        self.parts = tuple(names.get(v, v) if isinstance(v, str) else v for v in (rec.get(k) for k in _TW_FIXED))
+        self.a, self.b = keep.get(ka), keep.get(kb)
+        # what a CLOSED side still needs to be itself: its FIN's number (a late copy of it is news)
+        self.closed_fin = next((e.fin_seq for ep, e in conn.eps.items() if ep not in keep), None)
+        self.anomalies = conn.anomalies
+        self.packets, self.last_frame, self.last_ns = conn.packets, conn.last_frame, conn.last_ns
+        self.client_iss = conn.eps[conn.client].iss
+        self.queued: int | None = None
+
+    @property
+    def eps(self) -> dict:
+        """As Connection.eps, with None for a side that is CLOSED (and no longer kept)."""
+        _, ka, kb = self.key
+        return {ka: self.a, kb: self.b}
+
+    def fast(self, seg: Segment, now: int) -> bool:
+        return False
+
+    def accepts_new_syn(self, seg: Segment) -> bool:
+        return not ((seg.src, seg.sport) == self.client and seg.seq == self.client_iss)
+
+    def _endpoint(self, ep: tuple[str, int]) -> Endpoint:
+        e = self.a if ep == self.key[1] else self.b
+        if e is None:      # a closed side, made again for the moment: it answers as CLOSED does
+            other = self.server if ep == self.client else self.client
+            e = Endpoint(local=ep, remote=other, config=self.cfg, vlan=self.key[0])
+            e.fin_seq = self.closed_fin
+        return e
+
+    def process(self, seg: Segment, now: int, out: list) -> None:
+        self.packets += 1
+        self.last_frame = seg.frame
+        self.last_ns = now
+        src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+        self.seen |= 1 if src == self.first else 2
+        self._collect(self._endpoint(src).observe_send(seg, now), out)
+        self._collect(self._endpoint(dst).receive(seg, now), out)
+
+    def _collect(self, res: Result, out: list) -> None:
+        for t in res.transitions:
+            out.append(("t", self, t))
+        for a in res.anomalies:
+            if self.anomalies is None:
+                self.anomalies = Counter()
+            self.anomalies[a.kind] += 1
+            out.append(("a", self, a))
+
+    def next_deadline(self) -> int | None:
+        ds = [d for d in (e.next_deadline() for e in (self.a, self.b) if e is not None) if d is not None]
+        return min(ds) if ds else None
+
+    def fire_timers(self, until: int, out: list) -> None:
+        for e in (self.a, self.b):
+            if e is not None:
+                d = e.next_deadline()
+                while d is not None and d <= until:
+                    self._collect(e.handle_timer(d), out)
+                    nd = e.next_deadline()
+                    if nd == d:
+                        break
+                    d = nd
+
+    def all_closed(self) -> bool:
+        return all(e is None or e.state is State.CLOSED for e in (self.a, self.b))
+
+    def flush_all(self, out: list) -> None:
+        pass
+
+    def end_anomalies(self, out: list) -> None:
+        pass
+
+    def record(self, file: str | None) -> dict:
+        fixed = dict(zip(_TW_FIXED, self.parts))
+        client, server = fixed["client"], fixed["server"]
+        states = {ep: (e.state.value if e is not None else State.CLOSED.value) for ep, e in self.eps.items()}
+        rec = {"type": "connection", "conn": self.id, "client": client, "server": server,
+               "server_guessed": fixed["server_guessed"], "active_closer": fixed["active_closer"],
+               "passive_closer": fixed["passive_closer"], "close": fixed["close"],
+               "final": {client: states[self.client], server: states[self.server]},
+               "first_frame": fixed["first_frame"], "last_frame": self.last_frame,
+               "first_time": fixed["first_time"], "last_time": seconds(self.last_ns),
+               "packets": self.packets, "mid_stream": fixed["mid_stream"],
+               "server_active_close": fixed["server_active_close"],
+               "anomalies": dict(sorted(self.anomalies.items())) if self.anomalies else {}}
+        if "vlan" in fixed and fixed["vlan"] is not None:
+            rec["vlan"] = fixed["vlan"]
+        if file is not None:
+            rec["file"] = file
+        return rec
+
+
+_TW_FIXED = ("client", "server", "server_guessed", "active_closer", "passive_closer", "close", "first_frame",
+             "first_time", "mid_stream", "server_active_close", "vlan")
+
+
 class Observer:
     """Tracks every connection in a stream of segments; returns records as they happen."""
 
     def __init__(self, *, msl_ns: int = 30 * SEC, file: str | None = None,
                  select: Callable[[Connection], bool] | None = None, fast_path: bool = True,
-                 final_ack_hold_ns: int = FINAL_ACK_HOLD_NS) -> None:
+                 final_ack_hold_ns: int = FINAL_ACK_HOLD_NS, compact_time_wait: bool = True) -> None:
         """``final_ack_hold_ns``: how long a final ACK waits before LAST_ACK -> CLOSED is
         reported, in case a retransmitted FIN shows it was lost (0: report at once, as
         ``rawfin live`` does, which must print each transition the moment it happens)."""
         self.hold_ns = final_ack_hold_ns
+        self.compact = compact_time_wait
         self.cfg = Config(msl_ns=msl_ns, observer=True)
         self.fast_path = fast_path
         self.file = file
@@ -448,7 +579,8 @@ class Observer:
         self.active: dict[tuple, Connection] = {}
         self.by_tuple: dict[tuple, Connection] = {}
         self.next_id = 0
-        self._timers: list[tuple[int, int, Connection]] = []
+        self._timers: list[tuple] = []     # (deadline, conn id, order, connection)
+        self._order = itertools.count()
         self.now = 0
         self.connections_done = 0
         self.stats: Counter = Counter()
@@ -472,12 +604,14 @@ class Observer:
             return _NOTHING
         out: list = []
         recs: list[dict] = []
-        self._expire(now, out, recs)
+        if timers and timers[0][0] <= now:
+            self._expire(now, out, recs)
+            conn = self.active.get(key)     # expiry may have finished it or shrunk it to TIME_WAIT form
         if conn is None and seg.vlan:
             conn = self._adopt(key, seg)
         if conn is not None and seg.syn and not seg.has_ack and conn.accepts_new_syn(seg):
             rx = conn.eps[(seg.dst, seg.dport)]
-            if rx.state is State.TIME_WAIT:       # the TIME_WAIT side takes the SYN as a new connection
+            if rx is not None and rx.state is State.TIME_WAIT:   # TIME_WAIT takes the SYN: a new connection
                 conn.packets += 1
                 conn._collect(rx.receive(seg, now), out)
             self._records(out, recs)
@@ -492,13 +626,32 @@ class Observer:
                 self.by_tuple[key[1:]] = conn
             out.extend(("a", conn, a) for a in conn.born)
         conn.process(seg, now, out)
+        if self.compact and conn.__class__ is Connection and conn.settled():
+            conn = self._to_time_wait(conn)
         d = conn.next_deadline()
         if d is not None:
-            heapq.heappush(self._timers, (d, conn.id, conn))
+            self._schedule(conn, d)
         elif conn.all_closed():
-            heapq.heappush(self._timers, (now + self.linger_ns, conn.id, conn))
+            self._schedule(conn, now + self.linger_ns)
         self._records(out, recs)
         return recs
+
+    def _schedule(self, conn, when: int) -> None:
+        """One heap entry a connection at a time: an earlier entry re-schedules when it fires."""
+        if conn.queued is not None and conn.queued <= when:
+            return
+        conn.queued = when
+        heapq.heappush(self._timers, (when, conn.id, next(self._order), conn))
+
+    def _to_time_wait(self, conn: Connection) -> TimeWait:
+        """Swap a settled connection for its small TIME_WAIT form everywhere it is held."""
+        tw = TimeWait(conn)
+        for k in (conn.key, *conn.alt_keys):
+            if self.active.get(k) is conn:
+                self.active[k] = tw
+        if self.by_tuple.get(conn.key[1:]) is conn:
+            self.by_tuple[conn.key[1:]] = tw
+        return tw
 
     def _adopt(self, key: tuple, seg: Segment) -> Connection | None:
         """One direction of a connection on one VLAN, the other direction on another (a router
@@ -534,14 +687,17 @@ class Observer:
     def _expire(self, now: int, out: list, recs: list[dict]) -> None:
         timers = self._timers
         while timers and timers[0][0] <= now:
-            d, cid, conn = heapq.heappop(timers)
-            if self.active.get(conn.key) is not conn:
-                continue
+            d, cid, _, conn = heapq.heappop(timers)
+            if self.active.get(conn.key) is not conn or conn.queued != d:
+                continue                     # gone, or superseded by an earlier entry
+            conn.queued = None
             conn.fire_timers(d, out)
+            converted = self.compact and conn.__class__ is Connection and conn.settled()
+            if converted:
+                conn = self._to_time_wait(conn)
             nd = conn.next_deadline()
             if nd is not None:
-                if nd > d:
-                    heapq.heappush(timers, (nd, cid, conn))
+                self._schedule(conn, max(nd, d + 1))
                 continue
             if conn.all_closed():
                 quiet_until = conn.last_ns + self.linger_ns
@@ -550,7 +706,7 @@ class Observer:
                     out.clear()
                     self._finish(conn, recs)
                 else:
-                    heapq.heappush(timers, (quiet_until, cid, conn))
+                    self._schedule(conn, quiet_until)
 
     def _records(self, out: list, recs: list[dict]) -> None:
         f = self.file

@@ -267,3 +267,58 @@ def test_fast_path_changes_nothing_on_the_corpus():
         except CaptureError:
             pass
         assert _all_records(segs, True) == _all_records(segs, False), f.name
+
+
+def _records_of_file(path, **kw):
+    from rawfin.decode import decode
+    from rawfin.errors import CaptureError
+    from rawfin.pcapio import open_capture
+    obs = Observer(**kw)
+    recs = []
+    try:
+        for fr in open_capture(path):
+            r = decode(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
+            recs += obs.feed(r) if r.__class__.__name__ == "Segment" else obs.note_skip(r.kind, fr.frame, fr.time_ns,
+                                                                                         r.reason)
+    except CaptureError:
+        pass
+    return recs + obs.finish()
+
+
+def test_time_wait_compaction_changes_nothing():
+    """The small TIME_WAIT form gives exactly the records the full connection gives: on every
+    shipped capture, every corpus capture, and crafted port reuse and TIME_WAIT expiry."""
+    import os
+    from pathlib import Path
+    here = Path(__file__).resolve().parents[1]
+    corpus = Path(os.environ.get("RAWFIN_CORPUS", here.parent / "shared" / "corpus")) / "captures"
+    files = sorted((here / "captures").glob("*.pcap")) + (sorted(corpus.glob("*")) if corpus.is_dir() else [])
+    for f in files:
+        assert _records_of_file(f) == _records_of_file(f, compact_time_wait=False), f.name
+    # crafted: TIME_WAIT taken by a new SYN, re-ACK of a late FIN, expiry in capture time
+    first = craft.connection(close="4way", closer="server")
+    fin2 = first[-2]
+    late = [fin2.with_(time_ns=first[-1].time_ns + 3 * SEC), first[-1].with_(time_ns=first[-1].time_ns + 3 * SEC + 1)]
+    second = craft.connection(isn_c=900_000, isn_s=5_000, close="4way", start_ns=first[-1].time_ns + 5 * SEC)
+    third = craft.connection(("192.0.2.9", 4000), S, start_ns=first[-1].time_ns + 200 * SEC)
+    segs = [s.with_(frame=i + 1) for i, s in enumerate(first + late + second + third)]
+    assert _all_records_kw(segs, {}) == _all_records_kw(segs, {"compact_time_wait": False})
+
+
+def _all_records_kw(segs, kw):
+    obs = Observer(**kw)
+    recs = []
+    for s in segs:
+        recs += obs.feed(s)
+    return recs + obs.finish()
+
+
+def test_time_wait_compaction_shrinks_what_is_held():
+    obs = Observer()
+    segs = craft.connection(close="4way")
+    for i, s in enumerate(segs):
+        obs.feed(s.with_(frame=i + 1))
+    obs.tick(segs[-1].time_ns + 11 * SEC)          # past the final-ACK hold
+    (held,) = set(obs.active.values())
+    assert type(held).__name__ == "TimeWait"
+    assert [e is None for e in held.eps.values()].count(True) == 1   # the CLOSED side is gone

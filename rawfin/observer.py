@@ -463,6 +463,12 @@ class TimeWait:
         names = {}
         for ep, e in keep.items():              # the TIME_WAIT endpoint's own name strings serve the record
             e.local, e.remote = canon[e.local], canon[e.remote]
+            # after a close several sequence fields hold the same number: one int object serves them
+            ints: dict[int, int] = {}
+            for attr in ("fin_seq", "snd_una", "snd_nxt", "peer_fin_seq", "rcv_nxt", "iss", "irs"):
+                v = getattr(e, attr)
+                if v is not None:
+                    setattr(e, attr, ints.setdefault(v, v))
             names[rec["client"] if ep == conn.client else rec["server"]] = e.name
             names[rec["server"] if ep == conn.client else rec["client"]] = e.peer_name
         self.parts = tuple(names.get(v, v) if isinstance(v, str) else v for v in (rec.get(k) for k in _TW_FIXED))
@@ -472,7 +478,9 @@ class TimeWait:
         self.anomalies = conn.anomalies
         self.packets, self.last_frame, self.last_ns = conn.packets, conn.last_frame, conn.last_ns
         self.client_iss = conn.eps[conn.client].iss
-        self.queued: int | None = None
+        if self.client in keep:
+            self.client_iss = keep[self.client].iss
+        self.queued = conn.queued          # the heap entry names the key: it now finds this object
 
     @property
     def eps(self) -> dict:
@@ -579,7 +587,7 @@ class Observer:
         self.active: dict[tuple, Connection] = {}
         self.by_tuple: dict[tuple, Connection] = {}
         self.next_id = 0
-        self._timers: list[tuple] = []     # (deadline, conn id, order, connection)
+        self._timers: list[tuple] = []     # (deadline, conn id, order, connection key)
         self._order = itertools.count()
         self.now = 0
         self.connections_done = 0
@@ -641,7 +649,7 @@ class Observer:
         if conn.queued is not None and conn.queued <= when:
             return
         conn.queued = when
-        heapq.heappush(self._timers, (when, conn.id, next(self._order), conn))
+        heapq.heappush(self._timers, (when, conn.id, next(self._order), conn.key))
 
     def _to_time_wait(self, conn: Connection) -> TimeWait:
         """Swap a settled connection for its small TIME_WAIT form everywhere it is held."""
@@ -687,8 +695,9 @@ class Observer:
     def _expire(self, now: int, out: list, recs: list[dict]) -> None:
         timers = self._timers
         while timers and timers[0][0] <= now:
-            d, cid, _, conn = heapq.heappop(timers)
-            if self.active.get(conn.key) is not conn or conn.queued != d:
+            d, cid, _, key = heapq.heappop(timers)
+            conn = self.active.get(key)
+            if conn is None or conn.id != cid or conn.queued != d:
                 continue                     # gone, or superseded by an earlier entry
             conn.queued = None
             conn.fire_timers(d, out)

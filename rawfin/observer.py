@@ -445,12 +445,13 @@ class TimeWait:
 
     A busy capture's last 2MSL holds tens of thousands of these, so only what can still matter
     stays: the endpoint(s) in TIME_WAIT (they re-ACK a retransmitted FIN, take a new SYN, expire),
-    the record's fixed parts as one tuple, and the counters. Its records equal the full
+    the record's fixed parts in a few slots, and the counters. Its records equal the full
     Connection's (a test runs every capture both ways).
     """
 
-    __slots__ = ("id", "key", "alt_keys", "a", "b", "parts", "anomalies", "packets", "last_frame", "last_ns",
-                 "cfg", "client", "server", "client_iss", "first", "seen", "queued", "closed_fin")
+    __slots__ = ("id", "key", "alt_keys", "a", "b", "client_name", "server_name", "bits", "close", "first_frame",
+                 "first_ns", "anomalies", "packets", "last_frame", "last_ns", "cfg", "client", "server",
+                 "client_iss", "first", "seen", "queued", "closed_fin")
 
     def __init__(self, conn: Connection) -> None:
         self.id, self.key, self.alt_keys, self.cfg = conn.id, conn.key, conn.alt_keys, conn.cfg
@@ -458,20 +459,19 @@ class TimeWait:
         canon = {ka: ka, kb: kb}
         self.first, self.seen = canon[conn.first], conn.seen
         self.client, self.server = canon[conn.client], canon[conn.server]
-        rec = conn.record(None)
         keep = {ep: e for ep, e in conn.eps.items() if e.state is State.TIME_WAIT}
-        names = {}
-        for ep, e in keep.items():              # the TIME_WAIT endpoint's own name strings serve the record
+        for e in keep.values():
             e.local, e.remote = canon[e.local], canon[e.remote]
-            # after a close several sequence fields hold the same number: one int object serves them
-            ints: dict[int, int] = {}
-            for attr in ("fin_seq", "snd_una", "snd_nxt", "peer_fin_seq", "rcv_nxt", "iss", "irs"):
-                v = getattr(e, attr)
-                if v is not None:
-                    setattr(e, attr, ints.setdefault(v, v))
-            names[rec["client"] if ep == conn.client else rec["server"]] = e.name
-            names[rec["server"] if ep == conn.client else rec["client"]] = e.peer_name
-        self.parts = tuple(names.get(v, v) if isinstance(v, str) else v for v in (rec.get(k) for k in _TW_FIXED))
+        # the record's fixed parts, small: names are the kept endpoint's own strings
+        kept = next(iter(keep.values()))
+        mine, theirs = kept.name, kept.peer_name
+        self.client_name, self.server_name = (mine, theirs) if kept.local == self.client else (theirs, mine)
+        closer = conn.active_closer()
+        self.close = conn.close_kind()
+        self.bits = ((1 if conn.server_guessed else 0) | (2 if conn.mid_stream else 0)
+                     | (4 if closer == self.server and self.close not in ("reset", "refused", "none") else 0)
+                     | (8 if closer == self.client else 16 if closer == self.server else 0))
+        self.first_frame, self.first_ns = conn.first_frame, conn.first_ns
         self.a, self.b = keep.get(ka), keep.get(kb)
         # what a CLOSED side still needs to be itself: its FIN's number (a late copy of it is news)
         self.closed_fin = next((e.fin_seq for ep, e in conn.eps.items() if ep not in keep), None)
@@ -545,27 +545,24 @@ class TimeWait:
         pass
 
     def record(self, file: str | None) -> dict:
-        fixed = dict(zip(_TW_FIXED, self.parts))
-        client, server = fixed["client"], fixed["server"]
+        """As Connection.record gives it."""
+        client, server, bits = self.client_name, self.server_name, self.bits
+        closer = client if bits & 8 else server if bits & 16 else None
+        passive = (server if bits & 8 else client) if closer else None
         states = {ep: (e.state.value if e is not None else State.CLOSED.value) for ep, e in self.eps.items()}
         rec = {"type": "connection", "conn": self.id, "client": client, "server": server,
-               "server_guessed": fixed["server_guessed"], "active_closer": fixed["active_closer"],
-               "passive_closer": fixed["passive_closer"], "close": fixed["close"],
-               "final": {client: states[self.client], server: states[self.server]},
-               "first_frame": fixed["first_frame"], "last_frame": self.last_frame,
-               "first_time": fixed["first_time"], "last_time": seconds(self.last_ns),
-               "packets": self.packets, "mid_stream": fixed["mid_stream"],
-               "server_active_close": fixed["server_active_close"],
+               "server_guessed": bool(bits & 1), "active_closer": closer, "passive_closer": passive,
+               "close": self.close, "final": {client: states[self.client], server: states[self.server]},
+               "first_frame": self.first_frame, "last_frame": self.last_frame,
+               "first_time": seconds(self.first_ns), "last_time": seconds(self.last_ns),
+               "packets": self.packets, "mid_stream": bool(bits & 2), "server_active_close": bool(bits & 4),
                "anomalies": dict(sorted(self.anomalies.items())) if self.anomalies else {}}
-        if "vlan" in fixed and fixed["vlan"] is not None:
-            rec["vlan"] = fixed["vlan"]
+        if self.key[0]:
+            rec["vlan"] = list(self.key[0])
         if file is not None:
             rec["file"] = file
         return rec
 
-
-_TW_FIXED = ("client", "server", "server_guessed", "active_closer", "passive_closer", "close", "first_frame",
-             "first_time", "mid_stream", "server_active_close", "vlan")
 
 
 class Observer:

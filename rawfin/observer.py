@@ -605,11 +605,12 @@ class Observer:
         timers = self._timers
         key = self.key_of(seg)
         conn = self.active.get(key)
-        if conn is not None and self.fast_path and conn.fast(seg, now) and not (timers and timers[0][0] <= now):
-            return _NOTHING
+        due = bool(timers) and timers[0][0] <= now
+        if conn is not None and self.fast_path and not due and conn.fast(seg, now):
+            return _NOTHING             # (fast() applies the segment: ask it only when nothing else is due)
         out: list = []
         recs: list[dict] = []
-        if timers and timers[0][0] <= now:
+        if due:
             self._expire(now, out, recs)
             conn = self.active.get(key)     # expiry may have finished it or shrunk it to TIME_WAIT form
         if conn is None and seg.vlan:
@@ -617,8 +618,7 @@ class Observer:
         if conn is not None and seg.syn and not seg.has_ack and conn.accepts_new_syn(seg):
             rx = conn.eps[(seg.dst, seg.dport)]
             if rx is not None and rx.state is State.TIME_WAIT:   # TIME_WAIT takes the SYN: a new connection
-                conn.packets += 1
-                conn._collect(rx.receive(seg, now), out)
+                conn._collect(rx.receive(seg, now), out)   # the SYN itself counts in the new connection
             self._records(out, recs)
             out.clear()
             self._finish(conn, recs)

@@ -347,6 +347,12 @@ class Connection:
         states = [ep.state for ep in self.eps.values()]
         return State.TIME_WAIT in states and all(st in (State.TIME_WAIT, State.CLOSED) for st in states)
 
+    def take_new_syn(self, seg: Segment, now: int, out: list) -> None:
+        """A SYN that starts a new connection: a TIME_WAIT side takes it (and closes), as Linux does."""
+        rx = self.eps[(seg.dst, seg.dport)]
+        if rx.state is State.TIME_WAIT:
+            self._collect(rx.receive(seg, now), out)
+
     def accepts_new_syn(self, seg: Segment) -> bool:
         """A SYN on this pair that starts a new connection instance.
 
@@ -444,14 +450,19 @@ class TimeWait:
     """A settled connection, shrunk the way Linux hands a closed socket to a timewait minisock.
 
     A busy capture's last 2MSL holds tens of thousands of these, so only what can still matter
-    stays: the endpoint(s) in TIME_WAIT (they re-ACK a retransmitted FIN, take a new SYN, expire),
-    the record's fixed parts in a few slots, and the counters. Its records equal the full
-    Connection's (a test runs every capture both ways).
+    stays, in a few slots: each TIME_WAIT side's sequence state as one tuple (made into an
+    Endpoint again for the moment a segment or a timer needs it: it re-ACKs a retransmitted FIN,
+    takes a new SYN, expires), the record's fixed parts, and the counters. Its records equal the
+    full Connection's (a test runs every capture both ways).
     """
 
-    __slots__ = ("id", "key", "alt_keys", "a", "b", "client_name", "server_name", "bits", "close", "first_frame",
-                 "first_ns", "anomalies", "packets", "last_frame", "last_ns", "cfg", "client", "server",
-                 "client_iss", "first", "seen", "queued", "closed_fin")
+    __slots__ = ("id", "key", "alt_keys", "a", "b", "bits", "close", "first_frame", "first_ns", "anomalies",
+                 "packets", "last_frame", "last_ns", "cfg", "client", "server", "client_iss", "first", "seen",
+                 "queued", "closed_fin")
+
+    # what an Endpoint in TIME_WAIT needs to be itself again
+    _FIELDS = ("iss", "irs", "snd_una", "snd_nxt", "rcv_nxt", "fin_seq", "peer_fin_seq", "passive",
+               "time_wait_at")
 
     def __init__(self, conn: Connection) -> None:
         self.id, self.key, self.alt_keys, self.cfg = conn.id, conn.key, conn.alt_keys, conn.cfg
@@ -459,34 +470,54 @@ class TimeWait:
         canon = {ka: ka, kb: kb}
         self.first, self.seen = canon[conn.first], conn.seen
         self.client, self.server = canon[conn.client], canon[conn.server]
-        keep = {ep: e for ep, e in conn.eps.items() if e.state is State.TIME_WAIT}
-        for e in keep.values():
-            e.local, e.remote = canon[e.local], canon[e.remote]
-        # the record's fixed parts, small: names are the kept endpoint's own strings
-        kept = next(iter(keep.values()))
-        mine, theirs = kept.name, kept.peer_name
-        self.client_name, self.server_name = (mine, theirs) if kept.local == self.client else (theirs, mine)
+        ea, eb = conn.eps[ka], conn.eps[kb]
+        self.a, self.b = self._pack(ea), self._pack(eb)
         closer = conn.active_closer()
         self.close = conn.close_kind()
         self.bits = ((1 if conn.server_guessed else 0) | (2 if conn.mid_stream else 0)
                      | (4 if closer == self.server and self.close not in ("reset", "refused", "none") else 0)
                      | (8 if closer == self.client else 16 if closer == self.server else 0))
         self.first_frame, self.first_ns = conn.first_frame, conn.first_ns
-        self.a, self.b = keep.get(ka), keep.get(kb)
         # what a CLOSED side still needs to be itself: its FIN's number (a late copy of it is news)
-        self.closed_fin = next((e.fin_seq for ep, e in conn.eps.items() if ep not in keep), None)
+        closed = ea if ea.state is State.CLOSED else eb if eb.state is State.CLOSED else None
+        self.closed_fin = closed.fin_seq if closed is not None else None
         self.anomalies = conn.anomalies
         self.packets, self.last_frame, self.last_ns = conn.packets, conn.last_frame, conn.last_ns
         self.client_iss = conn.eps[conn.client].iss
-        if self.client in keep:
-            self.client_iss = keep[self.client].iss
         self.queued = conn.queued          # the heap entry names the key: it now finds this object
+
+    @classmethod
+    def _pack(cls, e: Endpoint) -> tuple | None:
+        """A TIME_WAIT endpoint as a tuple of its fields; None for a CLOSED one."""
+        if e.state is not State.TIME_WAIT:
+            return None
+        return tuple(getattr(e, f) for f in cls._FIELDS)
+
+    def _endpoint(self, ep: tuple[str, int]) -> Endpoint:
+        """The endpoint at ``ep``, made again: from its fields in TIME_WAIT, else as CLOSED answers."""
+        _, ka, kb = self.key
+        packed = self.a if ep == ka else self.b
+        e = Endpoint(local=ep, remote=kb if ep == ka else ka, config=self.cfg, vlan=self.key[0],
+                     state=State.TIME_WAIT if packed is not None else State.CLOSED)
+        if packed is not None:
+            for f, v in zip(self._FIELDS, packed):
+                setattr(e, f, v)
+        else:
+            e.fin_seq = self.closed_fin
+        return e
+
+    def _store(self, ep: tuple[str, int], e: Endpoint) -> None:
+        packed = self._pack(e)
+        if ep == self.key[1]:
+            self.a = packed
+        else:
+            self.b = packed
 
     @property
     def eps(self) -> dict:
-        """As Connection.eps, with None for a side that is CLOSED (and no longer kept)."""
+        """The two endpoint addresses (what a --filter looks at)."""
         _, ka, kb = self.key
-        return {ka: self.a, kb: self.b}
+        return {ka: None, kb: None}
 
     def fast(self, seg: Segment, now: int) -> bool:
         return False
@@ -494,13 +525,12 @@ class TimeWait:
     def accepts_new_syn(self, seg: Segment) -> bool:
         return not ((seg.src, seg.sport) == self.client and seg.seq == self.client_iss)
 
-    def _endpoint(self, ep: tuple[str, int]) -> Endpoint:
-        e = self.a if ep == self.key[1] else self.b
-        if e is None:      # a closed side, made again for the moment: it answers as CLOSED does
-            other = self.server if ep == self.client else self.client
-            e = Endpoint(local=ep, remote=other, config=self.cfg, vlan=self.key[0])
-            e.fin_seq = self.closed_fin
-        return e
+    def take_new_syn(self, seg: Segment, now: int, out: list) -> None:
+        ep = (seg.dst, seg.dport)
+        if (self.a if ep == self.key[1] else self.b) is not None:   # TIME_WAIT takes the SYN
+            e = self._endpoint(ep)
+            self._collect(e.receive(seg, now), out)
+            self._store(ep, e)
 
     def process(self, seg: Segment, now: int, out: list) -> None:
         self.packets += 1
@@ -508,8 +538,11 @@ class TimeWait:
         self.last_ns = now
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
         self.seen |= 1 if src == self.first else 2
-        self._collect(self._endpoint(src).observe_send(seg, now), out)
-        self._collect(self._endpoint(dst).receive(seg, now), out)
+        sender, receiver = self._endpoint(src), self._endpoint(dst)
+        self._collect(sender.observe_send(seg, now), out)
+        self._collect(receiver.receive(seg, now), out)
+        self._store(src, sender)
+        self._store(dst, receiver)
 
     def _collect(self, res: Result, out: list) -> None:
         for t in res.transitions:
@@ -521,22 +554,18 @@ class TimeWait:
             out.append(("a", self, a))
 
     def next_deadline(self) -> int | None:
-        ds = [d for d in (e.next_deadline() for e in (self.a, self.b) if e is not None) if d is not None]
+        ds = [p[-1] for p in (self.a, self.b) if p is not None and p[-1] is not None]
         return min(ds) if ds else None
 
     def fire_timers(self, until: int, out: list) -> None:
-        for e in (self.a, self.b):
-            if e is not None:
-                d = e.next_deadline()
-                while d is not None and d <= until:
-                    self._collect(e.handle_timer(d), out)
-                    nd = e.next_deadline()
-                    if nd == d:
-                        break
-                    d = nd
+        for ep, packed in ((self.key[1], self.a), (self.key[2], self.b)):
+            if packed is not None and packed[-1] is not None and packed[-1] <= until:
+                e = self._endpoint(ep)
+                self._collect(e.handle_timer(packed[-1]), out)
+                self._store(ep, e)
 
     def all_closed(self) -> bool:
-        return all(e is None or e.state is State.CLOSED for e in (self.a, self.b))
+        return self.a is None and self.b is None
 
     def flush_all(self, out: list) -> None:
         pass
@@ -546,10 +575,12 @@ class TimeWait:
 
     def record(self, file: str | None) -> dict:
         """As Connection.record gives it."""
-        client, server, bits = self.client_name, self.server_name, self.bits
+        bits = self.bits
+        client, server = fmt_endpoint(*self.client), fmt_endpoint(*self.server)
         closer = client if bits & 8 else server if bits & 16 else None
         passive = (server if bits & 8 else client) if closer else None
-        states = {ep: (e.state.value if e is not None else State.CLOSED.value) for ep, e in self.eps.items()}
+        _, ka, kb = self.key
+        states = {ka: "CLOSED" if self.a is None else "TIME_WAIT", kb: "CLOSED" if self.b is None else "TIME_WAIT"}
         rec = {"type": "connection", "conn": self.id, "client": client, "server": server,
                "server_guessed": bool(bits & 1), "active_closer": closer, "passive_closer": passive,
                "close": self.close, "final": {client: states[self.client], server: states[self.server]},
@@ -562,7 +593,6 @@ class TimeWait:
         if file is not None:
             rec["file"] = file
         return rec
-
 
 
 class Observer:
@@ -616,9 +646,7 @@ class Observer:
         if conn is None and seg.vlan:
             conn = self._adopt(key, seg)
         if conn is not None and seg.syn and not seg.has_ack and conn.accepts_new_syn(seg):
-            rx = conn.eps[(seg.dst, seg.dport)]
-            if rx is not None and rx.state is State.TIME_WAIT:   # TIME_WAIT takes the SYN: a new connection
-                conn._collect(rx.receive(seg, now), out)   # the SYN itself counts in the new connection
+            conn.take_new_syn(seg, now, out)   # the SYN itself counts in the new connection
             self._records(out, recs)
             out.clear()
             self._finish(conn, recs)

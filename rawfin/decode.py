@@ -219,6 +219,8 @@ def _ipv4(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
         return _mal(f"IPv4 header length {ihl} < 20")
     if frag & 0x3FFF:
         return _S_FRAG4
+    if proto == 17:
+        return _udp(data, off + ihl, n, orig_len, frame, time_ns, vlan)
     if proto != 6:
         return _proto_name(proto)
     wire = (orig_len if orig_len > n else n) - off  # bytes the frame had on the wire after ``off``
@@ -271,6 +273,8 @@ def _ipv6(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
             p += hlen
             if p > end:
                 return _mal("IPv6 extension headers run past the payload length")
+        elif nh == 17:
+            return _udp(data, p, n, orig_len, frame, time_ns, vlan)
         else:
             return _proto_name(nh)
     if n < p + 20:
@@ -287,6 +291,41 @@ def _ipv6(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
     pair = _pairs6.get(addrs) or _pair6(addrs)
     return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window, payload, data_len,
                 frame, time_ns, vlan)
+
+
+GTP_U_PORT = 2152
+_S_UDP = _non("UDP")
+
+
+def _udp(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
+    """UDP: only GTP-U (port 2152, mobile networks' user-plane tunnel) carries TCP worth seeing."""
+    if n < off + 8:
+        return _S_UDP
+    sport, dport = _U16(data, off)[0], _U16(data, off + 2)[0]
+    if GTP_U_PORT not in (sport, dport):
+        return _S_UDP
+    g = off + 8                                    # GTPv1-U header (3GPP TS 29.281)
+    if n < g + 8:
+        return _mal("GTP-U header cut short")
+    flags, mtype = data[g], data[g + 1]
+    if flags >> 5 != 1 or not flags & 0x10:
+        return _non("GTP' or GTPv2 on port 2152")
+    if mtype != 0xFF:
+        return _non(f"GTP-U message type {mtype} (not user data)")
+    inner = g + 8
+    if flags & 0x07:                               # sequence number, N-PDU number or extension present
+        if n < g + 12:
+            return _mal("GTP-U optional fields cut short")
+        inner = g + 12
+        ext = data[g + 11] if flags & 0x04 else 0
+        while ext:                                 # extension headers: length in 4-byte units
+            if n < inner + 1 or not data[inner]:
+                return _mal("GTP-U extension header cut short")
+            inner += data[inner] * 4
+            if n < inner:
+                return _mal("GTP-U extension header cut short")
+            ext = data[inner - 1]
+    return _ip_any(data, inner, n, orig_len, frame, time_ns, vlan)
 
 
 def _ip_any(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):

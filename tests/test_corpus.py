@@ -157,9 +157,6 @@ COUNT_DIFFERENCES = {
         {}, "both frames' TCP header (data offset 28 bytes) is longer than the 20 bytes the IPv4 "
             "payload holds: tshark marks them [Malformed Packet] but still gives them a tcp.stream; "
             "rawfin passes them over as malformed_packet anomalies and has no connection"),
-    "arkime__gtp-iphone.pcap": (
-        {}, "the TCP is inside a GTP-U tunnel (UDP 2152, inner IPv6); tshark decodes the tunnel, "
-            "rawfin does not decode GTP and sees no TCP"),
     "suricata-verify__split-handshake-5whs.pcap": (
         {0: (0, 1)}, "split handshake: SYN 1.1.1.1:12345 seq=1000 (frame 1), bare ACK from :80 (2), "
                      "SYN from :80 seq=3000 (3), SYN,ACK seq=1000 ack=3001 from :12345 (4): tshark starts a "
@@ -195,7 +192,11 @@ def test_connections_match_tshark(name):
 def test_documented_differences_in_detail():
     recs = analyze("PcapPlusPlus__tcp-malformed.pcap")[1]
     assert [(r["kind"], r["frame"]) for r in recs] == [("malformed_packet", 1), ("malformed_packet", 2)]
-    assert analyze("arkime__gtp-iphone.pcap")[1] == ()
+    # GTP-U (UDP 2152) is decoded: the inner IPv6 SIP/TCP connections, the same 4-tuple closed with
+    # FINs and opened again three times, as tshark shows them
+    gtp = connections("arkime__gtp-iphone.pcap")
+    assert len(gtp) == 4 and {c["client"] for c in gtp.values()} == {"[fd00:183:1:1:1886:9040:8605:32b8]:5060"}
+    assert {c["close"] for c in gtp.values()} == {"three_way"}
     (c,) = connections("suricata-verify__split-handshake-5whs.pcap").values()
     assert (c["client"], c["server"], c["close"]) == ("1.1.1.1:12345", "2.2.2.2:80", "reset")
     moves = [(r["frame"], r["from"], r["to"]) for r in analyze("suricata-verify__split-handshake-5whs.pcap")[1]

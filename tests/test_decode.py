@@ -346,6 +346,7 @@ def frames_of(path):
 
 def scapy_dissect(fr):
     """Scapy's full dissection, or None where Scapy has no dissector for the link type."""
+    import scapy.contrib.gtp  # noqa: F401 - GTP-U on UDP 2152, which rawfin decodes too
     import scapy.layers.ipsec  # noqa: F401 - AH
     from scapy.config import conf
 
@@ -468,3 +469,23 @@ def test_corpus_agrees_with_tshark(name):
         if isinstance(r, Segment):
             got[fr.frame] = (r.sport, r.dport, r.seq, r.ack, r.window, r.data_len, int(r.flags))
     assert got == want
+
+
+def test_gtp_u_tunnel_is_decoded():
+    """TCP inside GTP-U (UDP 2152): the inner segment, with or without GTP's optional fields."""
+    from scapy.layers.inet import UDP
+    from scapy.layers.l2 import Ether
+
+    inner = bytes(IPv6(src="2001:db8::2", dst="2001:db8::1") / TCP(sport=5060, dport=5060, seq=7, ack=9,
+                                                                  flags="FA") / b"bye")
+    for gtp in (bytes([0x30, 0xFF]) + len(inner).to_bytes(2, "big") + b"\x00\x00\x00\x01",
+                bytes([0x32, 0xFF]) + (len(inner) + 4).to_bytes(2, "big") + b"\x00\x00\x00\x01" + b"\x00\x05\x00\x00"):
+        frame = bytes(Ether() / IP(src="192.0.2.10", dst="192.0.2.20") / UDP(sport=2152, dport=2152) / (gtp + inner))
+        seg = decode(1, frame, len(frame))
+        assert isinstance(seg, Segment), seg
+        assert (seg.src, seg.dst, seg.sport, seg.seq, seg.ack, seg.fin, seg.data_len) == \
+               ("2001:db8::2", "2001:db8::1", 5060, 7, 9, True, 3)
+    other = bytes(Ether() / IP() / UDP(sport=53, dport=53) / b"dns")
+    assert decode(1, other, len(other)).kind == "non_tcp"
+    cut = frame[:-len(inner) - 6]
+    assert decode(1, cut, len(cut)).kind in ("malformed", "non_tcp")

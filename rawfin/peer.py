@@ -23,6 +23,7 @@ import errno
 import random
 import select
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -35,6 +36,26 @@ from .states import State
 
 KERNEL = ("192.0.2.1", 80)
 RAWFIN_IP = "192.0.2.2"
+
+
+def end_kernel_socket(s: socket.socket, call: str, data: bytes = b"") -> bool:
+    """The kernel application's close(), shutdown(SHUT_WR) or abort() (SO_LINGER 0) on ``s``.
+
+    ``data`` rides on the FIN (corked, so the FIN joins the queued bytes). True when ``s``
+    is closed, so the caller forgets it.
+    """
+    if call == "abort":
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        return True
+    if data:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        s.send(data)
+    if call == "shutdown":
+        s.shutdown(socket.SHUT_WR)
+        return False
+    s.close()
+    return True
 
 
 class PeerTimeout(RawfinError):
@@ -269,6 +290,16 @@ class PeerRun:
             self._log("rawfin → kernel", seg, now, note)
             self.tun.write(raw)
 
+    def _read_tun_and_trace(self) -> None:
+        """Take every packet waiting at the TUN device, then what the tracepoint has written."""
+        while True:
+            raw = self.tun.read()
+            if raw is None:
+                break
+            self._from_kernel(raw, time.time_ns())
+        if self.tracer is not None:
+            self._kernel_events(self.tracer.read())
+
     def _own_segment(self, raw: bytes, now: int) -> Segment | None:
         """A packet from the TUN device: the segment if it is for rawfin's socket (captured), else None."""
         from .codec import from_bytes
@@ -348,13 +379,7 @@ class PeerRun:
             t = max(0.0, min(t, (d - now) / 1e9))
         fds = [self.tun.fileno()] + ([self.tracer.fileno()] if self.tracer else [])
         select.select(fds, [], [], t)
-        while True:
-            raw = self.tun.read()
-            if raw is None:
-                break
-            self._from_kernel(raw, time.time_ns())
-        if self.tracer is not None:
-            self._kernel_events(self.tracer.read())
+        self._read_tun_and_trace()
         now = time.time_ns()
         d = self.ep.next_deadline()
         if d is not None and d <= now:

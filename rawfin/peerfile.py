@@ -38,7 +38,6 @@ import itertools
 import random
 import select
 import socket
-import struct
 import time
 from dataclasses import dataclass
 
@@ -47,7 +46,7 @@ from .emulator import DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, 
 from .endpoint import MS, SEC, Config, Endpoint
 from .errors import StateError, UsageError
 from .events import Anomaly, Result
-from .peer import KERNEL, Outcome, PeerRun
+from .peer import KERNEL, Outcome, PeerRun, end_kernel_socket
 from .scenarios import Call, Scenario, ScenarioError
 from .segment import Flags, Segment, fmt_endpoint
 from .states import Input, State
@@ -460,21 +459,11 @@ class FileRun(PeerRun):
             n = s.send(c.data)
             if n != len(c.data):
                 raise OSError(errno.EAGAIN, f"sent {n} of {len(c.data)} bytes")
-        elif c.call in ("close", "shutdown"):
-            if c.data:
-                # the data rides on the FIN: corked, the FIN joins the queued bytes
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-                s.send(c.data)
-            if c.call == "shutdown":
-                s.shutdown(socket.SHUT_WR)
-            else:
+        elif c.call in ("close", "shutdown", "abort"):
+            if c.call == "close":
                 self._drain(s)
-                s.close()
+            if end_kernel_socket(s, c.call, c.data):
                 self.ksock = None
-        elif c.call == "abort":
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            s.close()
-            self.ksock = None
 
     def _drain(self, s: socket.socket) -> None:
         """Read what is queued: close() with unread data would send a RST instead of a FIN."""
@@ -601,13 +590,7 @@ class FileRun(PeerRun):
             fds = [self.tun.fileno()] + ([self.tracer.fileno()] if self.tracer else [])
             fds += [s.fileno() for s in (self.ksock, self.listener) if s is not None]
             select.select(fds, [], [], timeout)
-            while True:
-                raw = self.tun.read()
-                if raw is None:
-                    break
-                self._from_kernel(raw, time.time_ns())
-            if self.tracer is not None:
-                self._kernel_events(self.tracer.read())
+            self._read_tun_and_trace()
         self.ep = self.host.current
         if self.tracer is not None:
             self._kernel_events(self.tracer.drain(0.05))

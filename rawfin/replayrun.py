@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import heapq
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 
@@ -285,6 +284,8 @@ class _KernelDriver:
                 self.o.notes.append((time.time_ns(), f"the live application's {a.call}() failed: {name}"))
 
     def _call(self, a: Call) -> None:
+        from .peer import end_kernel_socket
+
         run = self.run
         if a.call == "listen":
             run.kernel_listen(reuseaddr=True)
@@ -304,21 +305,12 @@ class _KernelDriver:
         s = run.ksock
         if a.call == "send":
             s.send(payload(a.nbytes))
-        elif a.call in ("close", "shutdown"):
-            run.kernel_read()
-            if a.nbytes:
-                # the data rides on the FIN, as recorded: corked, the FIN joins the queued bytes
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-                s.send(payload(a.nbytes))
-            if a.call == "shutdown":
-                s.shutdown(socket.SHUT_WR)
-            else:
-                s.close()
+        elif a.call in ("close", "shutdown", "abort"):
+            if a.call != "abort":
+                run.kernel_read()
+            # the data rides on the FIN, as recorded
+            if end_kernel_socket(s, a.call, payload(a.nbytes) if a.nbytes and a.call != "abort" else b""):
                 run.ksock = None
-        elif a.call == "abort":
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            s.close()
-            run.ksock = None
 
 
 def run_kernel(rec: Recording, as_side: str, *, speed: float = 1.0, tail_s: float = 1.0,

@@ -724,23 +724,104 @@ class Observer:
             conn = self.active.get(key)
             if conn is None or conn.id != cid or conn.queued != d:
                 continue                     # gone, or superseded by an earlier entry
-            conn.queued = None
-            conn.fire_timers(d, out)
-            converted = self.compact and conn.__class__ is Connection and conn.settled()
-            if converted:
-                conn = self._to_time_wait(conn)
-            nd = conn.next_deadline()
-            if nd is not None:
-                self._schedule(conn, max(nd, d + 1))
-                continue
-            if conn.all_closed():
-                quiet_until = conn.last_ns + self.linger_ns
-                if quiet_until <= now:
-                    self._records(out, recs)
-                    out.clear()
-                    self._finish(conn, recs)
-                else:
-                    self._schedule(conn, quiet_until)
+            self._fire(conn, d, now, out, recs)
+
+    def _fire(self, conn, d: int, now: int, out: list, recs: list[dict]) -> None:
+        """A connection's heap entry for deadline ``d`` is due at ``now``."""
+        conn.queued = None
+        conn.fire_timers(d, out)
+        if self.compact and conn.__class__ is Connection and conn.settled():
+            conn = self._to_time_wait(conn)
+        nd = conn.next_deadline()
+        if nd is not None:
+            self._schedule(conn, max(nd, d + 1))
+            return
+        if conn.all_closed():
+            quiet_until = conn.last_ns + self.linger_ns
+            if quiet_until <= now:
+                self._records(out, recs)
+                out.clear()
+                self._finish(conn, recs)
+            else:
+                self._schedule(conn, quiet_until)
+
+    # -- the compiled lane's side of the observer (rawfin/_engine.c, rawfin/engine.py) ---------
+    def expire_one(self, now: int) -> list[dict]:
+        """Pop one heap entry due at ``now`` (the lane merges its own heap with this one)."""
+        out: list = []
+        recs: list[dict] = []
+        d, cid, _, key = heapq.heappop(self._timers)
+        conn = self.active.get(key)
+        if conn is not None and conn.id == cid and conn.queued == d:
+            self._fire(conn, d, now, out, recs)
+        self._records(out, recs)
+        return recs
+
+    def fire_entry(self, conn, d: int, now: int) -> list[dict]:
+        """A heap entry the lane popped for a connection it has just handed over."""
+        out: list = []
+        recs: list[dict] = []
+        self._fire(conn, d, now, out, recs)
+        self._records(out, recs)
+        return recs
+
+    def adopt(self, cid: int, events: list[tuple], first: tuple[str, int], other: tuple[str, int],
+              queued: int):
+        """Take over a connection the lane has followed so far: replay what it saw.
+
+        ``events`` are (kind, frame, time_ns, seq, ack, flags, window, data_len): kind 0 or 1 a
+        segment sent by ``first`` or ``other``, 2 a timer fired at time_ns, 3 the end's flush.
+        The records this replay makes were written by the lane already and are dropped;
+        what is left is the connection exactly as this observer would have it.
+        """
+        from .decode import make_segment
+        ends = (first, other)
+        out: list = []
+        conn = None
+        for kind, frame, t, seqno, ackno, flags, window, dlen in events:
+            if kind < 2:
+                (src, sport), (dst, dport) = ends[kind], ends[1 - kind]
+                seg = make_segment(src, dst, sport, dport, seqno, ackno, flags, window, b"", dlen,
+                                   frame if frame >= 0 else None, t, ())
+                if conn is None:
+                    conn = Connection(cid, self.key_of(seg), seg, self.cfg, self.hold_ns)
+                    out.extend(("a", conn, a) for a in conn.born)
+                if not conn.fast(seg, t):
+                    conn.process(seg, t, out)
+            elif kind == 2:
+                conn.fire_timers(t, out)
+            else:
+                conn.flush_all(out)
+            if self.compact and conn.__class__ is Connection and conn.settled():
+                conn = TimeWait(conn)
+            out.clear()
+        self.active[conn.key] = conn
+        conn.queued = None
+        if queued >= 0:
+            self._schedule(conn, queued)
+        return conn
+
+    def end_conns(self) -> list:
+        """The connections left at the end of the capture, by id."""
+        return sorted({c.id: c for c in self.active.values()}.values(), key=lambda c: c.id)
+
+    def end_prepare(self, conn, now: int) -> list[dict]:
+        """The end, first pass: deliver what is held, fire what capture time allows."""
+        out: list = []
+        recs: list[dict] = []
+        conn.flush_all(out)
+        conn.fire_timers(max(now, self.now), out)
+        self._records(out, recs)
+        return recs
+
+    def end_finish(self, conn) -> list[dict]:
+        """The end, second pass: the connection's last anomalies and its record."""
+        recs: list[dict] = []
+        self._finish(conn, recs)
+        return recs
+
+    def end_clear(self) -> None:
+        self._timers.clear()
 
     def _records(self, out: list, recs: list[dict]) -> None:
         f = self.file
@@ -772,14 +853,11 @@ class Observer:
 
     def finish(self) -> list[dict]:
         """The end of the capture: fire what capture time allows, then report every connection left."""
-        out: list = []
         recs: list[dict] = []
-        conns = sorted({c.id: c for c in self.active.values()}.values(), key=lambda c: c.id)
+        conns = self.end_conns()
         for conn in conns:
-            conn.flush_all(out)
-            conn.fire_timers(self.now, out)
-        self._records(out, recs)
+            recs += self.end_prepare(conn, self.now)
         for conn in conns:
-            self._finish(conn, recs)
-        self._timers.clear()
+            recs += self.end_finish(conn)
+        self.end_clear()
         return recs

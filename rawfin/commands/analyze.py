@@ -5,14 +5,32 @@ from __future__ import annotations
 import os
 import sys
 
-from ..analysis import CaptureStats, ConnFilter, records
-from ..errors import EXIT_DATAERR, EXIT_USAGE, CaptureError
+from ..analysis import CaptureStats, ConnFilter, Progress, records
+from ..errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
 from ..render import make_sink
+
+
+def _use_engine(args, select: ConnFilter) -> bool:
+    """The compiled lane writes JSON lines only, and knows nothing of --filter/--conn."""
+    from .. import engine
+
+    choice = getattr(args, "engine", "auto")
+    if choice == "python":
+        return False
+    fits = args.format == "jsonl" and not select.active
+    if choice == "c":
+        if not engine.available():
+            raise UsageError(f"--engine c: {engine.WHY_NOT}")
+        if not fits:
+            raise UsageError("--engine c writes --format jsonl only, without --filter or --conn")
+        return True
+    return fits and engine.available()
 
 
 def run(args) -> int:
     select = ConnFilter.parse(args.filter, args.conn)
     many = len(args.captures) > 1
+    use_engine = _use_engine(args, select)
     sink = make_sink(args.format, tablefmt=args.tablefmt, summary=args.summary)
     failed: list[CaptureError] = []
     all_stats: list[CaptureStats] = []
@@ -26,6 +44,8 @@ def run(args) -> int:
             if hasattr(sink, "origin"):
                 sink.origin = None
             try:
+                if use_engine and _run_engine(path, args, label, stats):
+                    continue
                 for rec in records(path, msl_s=args.msl, label=label, progress=args.progress,
                                    select=select if select.active else None, stats=stats):
                     if hasattr(sink, "set_origin") and stats.first_time is not None:
@@ -52,3 +72,19 @@ def run(args) -> int:
               if most else f"rawfin analyze: no connection {args.conn}: no TCP connection at all", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def _run_engine(path: str, args, label: str | None, stats: CaptureStats) -> bool:
+    """One capture through the compiled lane, its JSON lines straight to stdout's bytes;
+    False when the lane cannot take this capture (nothing is written then)."""
+    from .. import engine
+
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    bar = Progress(os.path.basename(path), engine.size_of(path), args.progress)
+    try:
+        return engine.run(path, out.write, msl_s=args.msl, label=label, progress=bar.update if bar.on else None,
+                   stats=stats)
+    finally:
+        bar.done()
+        out.flush()

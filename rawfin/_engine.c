@@ -1,0 +1,1710 @@
+/*
+ * rawfin._engine: the compiled lane of `rawfin analyze --format jsonl`.
+ *
+ * The Python observer (rawfin/observer.py with rawfin/endpoint.py) is the reference:
+ * this file is a transliteration of its common paths -- a connection that opens with a
+ * SYN, exchanges in-order data, closes by FINs or RST -- and nothing more.  The moment a
+ * connection does anything else (an anomaly, a retransmission, a gap, a new SYN on its
+ * pair...) the engine hands it to the Python observer: it replays the connection's
+ * events so far into a fresh Python connection (whose records were already written, so
+ * they are discarded) and lets Python take the event that did not fit, and every later
+ * one.  The output is byte for byte the reference's (tests/test_engine.py runs both on
+ * every capture it has).
+ *
+ * Next states come from rawfin.states.TRANSITIONS, handed over at start (set_table);
+ * this file only classifies, as the Python endpoint does.
+ *
+ * Time is a parameter here too: capture time, integer nanoseconds.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ states, inputs, table */
+
+enum { CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING,
+       LAST_ACK, TIME_WAIT, NST };
+static const char *ST_NAME[NST] = {"CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED",
+                                   "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK",
+                                   "TIME_WAIT"};
+enum { I_LISTEN, I_CONNECT, I_CLOSE, I_ABORT, I_RCV_SYN, I_RCV_SYN_ACK, I_RCV_ACK_OF_SYN, I_RCV_ACK_OF_FIN,
+       I_RCV_FIN, I_RCV_RST, I_RCV_RST_PASSIVE, I_RCV_NEW_SYN, I_TIMEOUT_2MSL, I_TIMEOUT_FIN_WAIT_2,
+       I_TIMEOUT_GIVE_UP, NIN };
+static const char *IN_NAME[NIN] = {"LISTEN", "CONNECT", "CLOSE", "ABORT", "RCV_SYN", "RCV_SYN_ACK",
+                                   "RCV_ACK_OF_SYN", "RCV_ACK_OF_FIN", "RCV_FIN", "RCV_RST", "RCV_RST_PASSIVE",
+                                   "RCV_NEW_SYN", "TIMEOUT_2MSL", "TIMEOUT_FIN_WAIT_2", "TIMEOUT_GIVE_UP"};
+static signed char TABLE[NST][NIN];
+static int table_set = 0;
+
+static int name_index(const char *name, const char **names, int n) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(name, names[i]) == 0) return i;
+    return -1;
+}
+
+/* ------------------------------------------------------------------ sequence space (rawfin/seq.py) */
+
+static inline int64_t ssub(uint32_t a, uint32_t b) {
+    uint32_t d = a - b;
+    return d > 0x80000000u ? (int64_t)d - 0x100000000LL : (int64_t)d;
+}
+#define SLT(a, b) (ssub((a), (b)) < 0)
+#define SLE(a, b) (ssub((a), (b)) <= 0)
+#define SGT(a, b) (ssub((a), (b)) > 0)
+#define SGE(a, b) (ssub((a), (b)) >= 0)
+static inline int between(uint32_t lo, uint32_t x, uint32_t hi) { return (uint32_t)(x - lo) < (uint32_t)(hi - lo); }
+static inline int between_incl(uint32_t lo, uint32_t x, uint32_t hi) {
+    return (uint32_t)(x - lo) <= (uint32_t)(hi - lo);
+}
+static int acceptable(uint32_t seq, uint32_t seg_len, uint32_t rcv_nxt, uint32_t wnd) {
+    if (seg_len == 0) {
+        if (wnd == 0) return seq == rcv_nxt;
+        return between(rcv_nxt, seq, rcv_nxt + wnd);
+    }
+    if (wnd == 0) return 0;
+    uint32_t end = seq + seg_len - 1, hi = rcv_nxt + wnd;
+    return between(rcv_nxt, seq, hi) || between(rcv_nxt, end, hi);
+}
+#define RCV_WND 65535u
+
+/* ------------------------------------------------------------------ segments and events */
+
+#define F_FIN 1
+#define F_SYN 2
+#define F_RST 4
+#define F_ACK 16
+
+typedef struct {
+    int64_t time_ns;
+    int64_t frame;          /* -1: none (a timer) */
+    uint32_t seq, ack, data_len;
+    uint16_t window;
+    uint8_t flags;
+    uint8_t kind;           /* events: 0/1 segment from side 0/1, 2 timer fire, 3 flush_all */
+} ev_t;
+
+static inline uint32_t seg_len(const ev_t *s) { return s->data_len + ((s->flags & F_SYN) ? 1 : 0) + (s->flags & F_FIN); }
+static inline uint32_t seq_end(const ev_t *s) { return s->seq + seg_len(s); }
+static inline uint32_t fin_seq_of(const ev_t *s) { return s->seq + s->data_len + ((s->flags & F_SYN) ? 1 : 0); }
+
+/* ------------------------------------------------------------------ connections */
+
+typedef struct {
+    uint32_t iss, irs, snd_una, snd_nxt, rcv_nxt, fin_seq, peer_fin_seq;
+    int64_t time_wait_at;   /* -1: not armed */
+    uint8_t state, has_fin, has_peer_fin, passive;
+} cep_t;
+
+typedef struct {
+    ev_t seg;
+    uint8_t present, crossed, order;
+} held_t;
+
+#define MAXCAND 4
+
+typedef struct conn {
+    struct conn *next;      /* hash chain */
+    uint8_t key[40];        /* family, then (addr, port) of both sides in canonical order */
+    uint32_t hash;
+    uint8_t python;         /* 1: a marker -- the Python observer owns this pair */
+    uint8_t dead;           /* finished or handed over; freed when no heap entry names it */
+    uint32_t heaprefs;
+    PyObject *pykey;        /* markers: the Python observer's key, to sweep finished ones */
+    int64_t id;
+    uint8_t fam;            /* 4 or 6 */
+    uint8_t addr[2][16];    /* side 0: the first sender (the client: C connections open with a SYN) */
+    uint16_t port[2];
+    char name[2][56];       /* "a.b.c.d:port" / "[v6]:port" */
+    cep_t ep[2];
+    int64_t first_frame, last_frame, first_ns, last_ns, packets;
+    uint8_t seen, tw, ka;   /* tw: settled, as the Python observer's TimeWait form; ka: side of key[1] */
+    uint8_t nfins, fin_side[2];
+    uint32_t fin_seqv[2];
+    int64_t fin_frame[2];
+    uint8_t rst_seen, data_after_first_fin, closing_seen, first_fin_acked_alone, refused;
+    uint8_t ncand;
+    held_t pending[2];      /* receiver side -> the FIN (or SYN) held for it */
+    held_t held_ack[2];     /* sender side -> its final ACK, held for a retransmitted FIN */
+    uint8_t hold_seq;       /* insertion order of the two dicts above */
+    int64_t queued;         /* the deadline of its heap entry, -1: none */
+    ev_t *log;
+    uint32_t nlog, caplog;
+} conn_t;
+
+typedef struct {
+    int64_t when, id;
+    uint64_t order;
+    conn_t *c;
+} hent_t;
+
+/* ------------------------------------------------------------------ the engine object */
+
+typedef struct {
+    PyObject_HEAD
+    /* configuration */
+    int64_t msl_ns, hold_ns, linger_ns;
+    PyObject *obs;          /* the Python Observer: fallback connections, records of theirs */
+    PyObject *decode;       /* rawfin.decode.decode */
+    PyObject *dumps;        /* record dict -> JSON text */
+    PyObject *write;        /* bytes -> None */
+    PyObject *fmt6;         /* 16 bytes -> IPv6 text as rawfin prints it */
+    PyObject *make_seg;     /* rawfin.decode.make_segment */
+    char file_suffix[1024]; /* ',"file":"..."' or empty */
+    char cause_2msl[64];
+    /* state */
+    conn_t **buckets;
+    uint32_t nbuckets, nconns;
+    hent_t *heap;
+    uint32_t nheap, capheap;
+    uint64_t order;
+    int64_t next_id, now, frames, tcp, first_time, done, py_calls;
+    int have_first;
+    int64_t by_close[8];
+    int64_t server_active;
+    /* output */
+    char *out;
+    size_t nout, capout;
+    /* the per-event scratch of transitions (to tell refused connections) */
+    int rst_from_syn_sent;
+    conn_t *free_list;
+} Engine;
+
+static const char *CLOSE_NAMES[8] = {"refused", "reset", "none", "incomplete", "simultaneous", "half_close",
+                                     "three_way", "four_way"};
+
+/* ------------------------------------------------------------------ output */
+
+static int out_reserve(Engine *e, size_t more) {
+    if (e->nout + more <= e->capout) return 0;
+    size_t cap = e->capout ? e->capout : (1 << 20);
+    while (cap < e->nout + more) cap *= 2;
+    char *p = realloc(e->out, cap);
+    if (!p) { PyErr_NoMemory(); return -1; }
+    e->out = p;
+    e->capout = cap;
+    return 0;
+}
+
+static int out_flush(Engine *e) {
+    if (!e->nout) return 0;
+    PyObject *b = PyBytes_FromStringAndSize(e->out, (Py_ssize_t)e->nout);
+    if (!b) return -1;
+    PyObject *r = PyObject_CallOneArg(e->write, b);
+    Py_DECREF(b);
+    if (!r) return -1;
+    Py_DECREF(r);
+    e->nout = 0;
+    return 0;
+}
+
+static inline void out_str(Engine *e, const char *s, size_t n) {
+    memcpy(e->out + e->nout, s, n);
+    e->nout += n;
+}
+#define OUT_LIT(e, s) out_str((e), (s), sizeof(s) - 1)
+
+static inline void out_i64(Engine *e, int64_t v) {
+    char tmp[24];
+    int n = 0;
+    uint64_t u;
+    if (v < 0) { e->out[e->nout++] = '-'; u = (uint64_t)(-(v + 1)) + 1; } else u = (uint64_t)v;
+    do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+    while (n) e->out[e->nout++] = tmp[--n];
+}
+
+/* seconds(time_ns) as json.dumps prints it: repr(round(time_ns / 1e9, 6)) */
+static int out_time(Engine *e, int64_t ns) {
+    double x = (double)ns / 1e9;
+    if (ns >= 0 && x >= 1e-4 && x < 4e9) {
+        int64_t rem = ns % 1000;
+        if (rem < 200 || rem > 800) {       /* far from a half microsecond: no double-rounding doubt */
+            int64_t us = ns / 1000 + (rem > 800 ? 1 : 0);
+            int64_t sec = us / 1000000, frac = us % 1000000;
+            out_i64(e, sec);
+            e->out[e->nout++] = '.';
+            if (!frac) { e->out[e->nout++] = '0'; return 0; }
+            char d[6];
+            int k = 6;
+            for (int i = 5; i >= 0; i--) { d[i] = (char)('0' + frac % 10); frac /= 10; }
+            while (k > 1 && d[k - 1] == '0') k--;
+            out_str(e, d, (size_t)k);
+            return 0;
+        }
+    }
+    /* the general case, through CPython's own float round and repr */
+    char *r6 = PyOS_double_to_string(x, 'f', 6, 0, NULL);
+    if (!r6) return -1;
+    double y = PyOS_string_to_double(r6, NULL, NULL);
+    PyMem_Free(r6);
+    if (y == -1.0 && PyErr_Occurred()) return -1;
+    char *s = PyOS_double_to_string(y, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (!s) return -1;
+    size_t n = strlen(s);
+    if (out_reserve(e, n + 8) < 0) { PyMem_Free(s); return -1; }
+    out_str(e, s, n);
+    PyMem_Free(s);
+    return 0;
+}
+
+static void out_cstr(Engine *e, const char *s) { out_str(e, s, strlen(s)); }
+
+static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int64_t frame, int64_t now,
+                          const char *cause) {
+    if (out_reserve(e, 512 + strlen(e->file_suffix)) < 0) return -1;
+    OUT_LIT(e, "{\"type\":\"transition\",\"conn\":");
+    out_i64(e, c->id);
+    OUT_LIT(e, ",\"frame\":");
+    if (frame < 0) OUT_LIT(e, "null"); else out_i64(e, frame);
+    OUT_LIT(e, ",\"time\":");
+    if (out_time(e, now) < 0) return -1;
+    OUT_LIT(e, ",\"endpoint\":\"");
+    out_cstr(e, c->name[side]);
+    OUT_LIT(e, "\",\"peer\":\"");
+    out_cstr(e, c->name[1 - side]);
+    OUT_LIT(e, "\",\"from\":\"");
+    out_cstr(e, ST_NAME[from]);
+    OUT_LIT(e, "\",\"to\":\"");
+    out_cstr(e, ST_NAME[to]);
+    OUT_LIT(e, "\",\"cause\":\"");
+    out_cstr(e, cause);
+    e->out[e->nout++] = '"';
+    out_cstr(e, e->file_suffix);
+    OUT_LIT(e, "}\n");
+    return 0;
+}
+
+/* Python's records: a list of dicts, written through the reference serializer */
+static int out_pyrecords(Engine *e, PyObject *recs) {
+    if (!recs) return -1;
+    if (!PyList_Check(recs)) { Py_DECREF(recs); PyErr_SetString(PyExc_TypeError, "records must be a list"); return -1; }
+    Py_ssize_t n = PyList_GET_SIZE(recs);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyObject_CallOneArg(e->dumps, PyList_GET_ITEM(recs, i));
+        if (!s) { Py_DECREF(recs); return -1; }
+        Py_ssize_t len;
+        const char *u = PyUnicode_AsUTF8AndSize(s, &len);
+        if (!u || out_reserve(e, (size_t)len + 1) < 0) { Py_DECREF(s); Py_DECREF(recs); return -1; }
+        out_str(e, u, (size_t)len);
+        e->out[e->nout++] = '\n';
+        Py_DECREF(s);
+    }
+    Py_DECREF(recs);
+    if (e->nout > (1 << 20)) return out_flush(e);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the connection table */
+
+static uint32_t hash_key(const uint8_t *k, int n) {
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < n; i++) { h ^= k[i]; h *= 16777619u; }
+    return h;
+}
+
+/* canonical key of (fam, a:pa, b:pb): the smaller (addr, port) first; returns 1 if swapped */
+static int make_key(uint8_t *key, int fam, const uint8_t *a, uint16_t pa, const uint8_t *b, uint16_t pb) {
+    int alen = fam == 4 ? 4 : 16;
+    int c = memcmp(a, b, (size_t)alen);
+    int swap = c > 0 || (c == 0 && pa > pb);
+    const uint8_t *x = swap ? b : a, *y = swap ? a : b;
+    uint16_t px = swap ? pb : pa, py = swap ? pa : pb;
+    memset(key, 0, 40);
+    key[0] = (uint8_t)fam;
+    memcpy(key + 1, x, (size_t)alen);
+    memcpy(key + 17, y, (size_t)alen);
+    key[33] = (uint8_t)(px >> 8); key[34] = (uint8_t)px;
+    key[35] = (uint8_t)(py >> 8); key[36] = (uint8_t)py;
+    return swap;
+}
+
+static conn_t *table_get(Engine *e, const uint8_t *key, uint32_t h) {
+    for (conn_t *c = e->buckets[h & (e->nbuckets - 1)]; c; c = c->next)
+        if (c->hash == h && memcmp(c->key, key, 37) == 0) return c;
+    return NULL;
+}
+
+static int table_grow(Engine *e) {
+    uint32_t nb = e->nbuckets * 2;
+    conn_t **b = calloc(nb, sizeof(conn_t *));
+    if (!b) { PyErr_NoMemory(); return -1; }
+    for (uint32_t i = 0; i < e->nbuckets; i++) {
+        conn_t *c = e->buckets[i];
+        while (c) {
+            conn_t *nx = c->next;
+            c->next = b[c->hash & (nb - 1)];
+            b[c->hash & (nb - 1)] = c;
+            c = nx;
+        }
+    }
+    free(e->buckets);
+    e->buckets = b;
+    e->nbuckets = nb;
+    return 0;
+}
+
+static int table_put(Engine *e, conn_t *c) {
+    if (e->nconns + 1 > e->nbuckets && table_grow(e) < 0) return -1;
+    uint32_t i = c->hash & (e->nbuckets - 1);
+    c->next = e->buckets[i];
+    e->buckets[i] = c;
+    e->nconns++;
+    return 0;
+}
+
+static void table_del(Engine *e, conn_t *c) {
+    conn_t **pp = &e->buckets[c->hash & (e->nbuckets - 1)];
+    while (*pp && *pp != c) pp = &(*pp)->next;
+    if (*pp) { *pp = c->next; e->nconns--; }
+    c->next = NULL;
+}
+
+static void conn_release(Engine *e, conn_t *c) {
+    /* memory goes back when no heap entry names it any more */
+    if (c->heaprefs) return;
+    free(c->log);
+    c->log = NULL;
+    Py_CLEAR(c->pykey);
+    c->next = e->free_list;
+    e->free_list = c;
+}
+
+static conn_t *conn_new(Engine *e) {
+    conn_t *c = e->free_list;
+    if (c) e->free_list = c->next; else c = malloc(sizeof(conn_t));
+    if (!c) { PyErr_NoMemory(); return NULL; }
+    memset(c, 0, sizeof(conn_t));
+    c->queued = -1;
+    return c;
+}
+
+static int log_add(conn_t *c, const ev_t *ev) {
+    if (c->nlog == c->caplog) {
+        uint32_t cap = c->caplog ? c->caplog * 2 : 8;
+        ev_t *p = realloc(c->log, cap * sizeof(ev_t));
+        if (!p) { PyErr_NoMemory(); return -1; }
+        c->log = p;
+        c->caplog = cap;
+    }
+    c->log[c->nlog++] = *ev;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the timer heap */
+
+static inline int hless(const hent_t *a, const hent_t *b) {
+    if (a->when != b->when) return a->when < b->when;
+    if (a->id != b->id) return a->id < b->id;
+    return a->order < b->order;
+}
+
+static int heap_push(Engine *e, int64_t when, conn_t *c) {
+    if (e->nheap == e->capheap) {
+        uint32_t cap = e->capheap ? e->capheap * 2 : 1024;
+        hent_t *p = realloc(e->heap, cap * sizeof(hent_t));
+        if (!p) { PyErr_NoMemory(); return -1; }
+        e->heap = p;
+        e->capheap = cap;
+    }
+    hent_t x = {when, c->id, e->order++, c};
+    uint32_t i = e->nheap++;
+    while (i) {
+        uint32_t p = (i - 1) / 2;
+        if (!hless(&x, &e->heap[p])) break;
+        e->heap[i] = e->heap[p];
+        i = p;
+    }
+    e->heap[i] = x;
+    c->heaprefs++;
+    return 0;
+}
+
+static hent_t heap_pop(Engine *e) {
+    hent_t top = e->heap[0];
+    hent_t x = e->heap[--e->nheap];
+    uint32_t i = 0, n = e->nheap;
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        const hent_t *best = &x;
+        if (l < n && hless(&e->heap[l], best)) { m = l; best = &e->heap[l]; }
+        if (r < n && hless(&e->heap[r], best)) { m = r; }
+        if (m == i) break;
+        e->heap[i] = e->heap[m];
+        i = m;
+    }
+    if (n) e->heap[i] = x;
+    return top;
+}
+
+/* Observer._schedule: one heap entry a connection at a time */
+static int schedule(Engine *e, conn_t *c, int64_t when) {
+    if (c->queued >= 0 && c->queued <= when) return 0;
+    c->queued = when;
+    return heap_push(e, when, c);
+}
+
+/* ------------------------------------------------------------------ the endpoint (rawfin/endpoint.py) */
+
+#define BAIL 1      /* the connection does something this lane does not model: Python takes it */
+#define ERR (-1)    /* a Python exception is set */
+
+static int move(Engine *e, conn_t *c, int side, int inp, const char *cause, int64_t now, int64_t frame) {
+    cep_t *p = &c->ep[side];
+    int to = TABLE[p->state][inp];
+    if (to < 0) return 0;
+    int from = p->state;
+    p->state = (uint8_t)to;
+    if (out_transition(e, c, side, from, to, frame, now, cause) < 0) return ERR;
+    if (to == CLOSING) c->closing_seen = 1;
+    if (inp == I_RCV_RST && from == SYN_SENT) e->rst_from_syn_sent = 1;
+    /* _enter */
+    if (to == TIME_WAIT) p->time_wait_at = now + 2 * e->msl_ns;
+    if (to == CLOSED || to == LISTEN) p->time_wait_at = -1;
+    return 0;
+}
+
+static int observe_send(Engine *e, conn_t *c, int side, const ev_t *s) {
+    cep_t *p = &c->ep[side];
+    char cause[96];
+    int st = p->state;
+    if (s->flags & F_RST) {
+        if (st != CLOSED && st != LISTEN && st != SYN_SENT && TABLE[st][I_ABORT] >= 0) {
+            snprintf(cause, sizeof cause, "snd RST seq=%u", s->seq);
+            return move(e, c, side, I_ABORT, cause, s->time_ns, s->frame);
+        }
+        return 0;
+    }
+    if (st == SYN_SENT && (s->flags & F_ACK)) return BAIL;      /* syn_ack_not_captured */
+    if (s->flags & F_SYN) {
+        if (st == CLOSED && !(s->flags & F_ACK)) {
+            p->iss = p->snd_una = s->seq;
+            p->snd_nxt = seq_end(s);
+            snprintf(cause, sizeof cause, "snd SYN seq=%u", s->seq);
+            return move(e, c, side, I_CONNECT, cause, s->time_ns, s->frame);
+        } else if ((st == SYN_SENT || st == SYN_RECEIVED) && s->seq == p->iss) {
+            if ((s->flags & F_ACK) && st == SYN_RECEIVED) { /* the SYN,ACK the table already sent */ }
+            else if (st == SYN_SENT) return BAIL;                 /* syn_retransmission */
+        } else if (st == SYN_RECEIVED) {
+            p->iss = p->snd_una = s->seq;
+            p->snd_nxt = seq_end(s);
+        }
+        return 0;
+    }
+    uint32_t end = seq_end(s);
+    if (s->data_len && p->has_fin && SGE(s->seq, p->fin_seq + 1)) return BAIL;   /* data_after_fin */
+    if (s->flags & F_FIN) {
+        uint32_t fseq = fin_seq_of(s);
+        if (!p->has_fin && (st == ESTABLISHED || st == CLOSE_WAIT || st == SYN_RECEIVED)) {
+            p->fin_seq = fseq;
+            p->has_fin = 1;
+            p->snd_nxt = fseq + 1;
+            snprintf(cause, sizeof cause, "snd FIN seq=%u", fseq);
+            return move(e, c, side, I_CLOSE, cause, s->time_ns, s->frame);
+        }
+        if (p->has_fin) return BAIL;        /* fin_retransmission or duplicate_fin */
+    }
+    if (SGT(end, p->snd_nxt)) p->snd_nxt = end;
+    return 0;
+}
+
+static int process_ack(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
+    cep_t *p = &c->ep[side];
+    char cause[96];
+    int st = p->state;
+    uint32_t ack = s->ack;
+    if (st == SYN_RECEIVED) {
+        if (SLT(p->snd_una, ack) && SLE(ack, p->snd_nxt)) {
+            p->snd_una = ack;
+            snprintf(cause, sizeof cause, "rcv ACK ack=%u", ack);
+            int r = move(e, c, side, I_RCV_ACK_OF_SYN, cause, now, s->frame);
+            if (r) return r;
+            st = p->state;
+        } else return BAIL;                    /* unacceptable_ack */
+    }
+    if (SGT(ack, p->snd_nxt)) return BAIL;     /* ack_beyond_fin / acked_unseen_segment */
+    if (SLT(p->snd_una, ack)) p->snd_una = ack;
+    if (p->has_fin && (st == FIN_WAIT_1 || st == CLOSING || st == LAST_ACK) && SGE(p->snd_una, p->fin_seq + 1)) {
+        snprintf(cause, sizeof cause, "rcv ACK ack=%u of FIN seq=%u", ack, p->fin_seq);
+        return move(e, c, side, I_RCV_ACK_OF_FIN, cause, now, s->frame);
+    }
+    return 0;
+}
+
+static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
+    cep_t *p = &c->ep[side];
+    char cause[96];
+    int st = p->state, r;
+    uint8_t f = s->flags;
+    if (st == CLOSED) {
+        if (!((f & F_SYN) && !(f & F_ACK))) return BAIL;      /* segment_after_close */
+        return 0;
+    }
+    if (st == LISTEN) {
+        if ((f & F_RST) || (f & F_ACK) || !(f & F_SYN)) return 0;
+        p->irs = s->seq;
+        p->rcv_nxt = seq_end(s);
+        p->snd_una = p->iss;
+        p->snd_nxt = p->iss + 1;
+        snprintf(cause, sizeof cause, "rcv SYN seq=%u", s->seq);
+        return move(e, c, side, I_RCV_SYN, cause, now, s->frame);
+    }
+    if (st == SYN_SENT) {
+        int ack_ok = 0;
+        if (f & F_ACK) {
+            if (SLE(s->ack, p->iss) || SGT(s->ack, p->snd_nxt)) return BAIL;   /* unacceptable_ack */
+            ack_ok = 1;
+        }
+        if (f & F_RST) {
+            if (ack_ok) {
+                snprintf(cause, sizeof cause, "rcv RST,ACK ack=%u", s->ack);
+                return move(e, c, side, I_RCV_RST, cause, now, s->frame);
+            }
+            return 0;
+        }
+        if (!(f & F_SYN)) return 0;
+        p->irs = s->seq;
+        p->rcv_nxt = s->seq + 1;
+        if (ack_ok) {
+            p->snd_una = s->ack;
+            snprintf(cause, sizeof cause, "rcv SYN,ACK seq=%u ack=%u", s->seq, s->ack);
+            return move(e, c, side, I_RCV_SYN_ACK, cause, now, s->frame);
+        }
+        snprintf(cause, sizeof cause, "rcv SYN seq=%u", s->seq);
+        return move(e, c, side, I_RCV_SYN, cause, now, s->frame);
+    }
+    if (st == TIME_WAIT) {
+        if ((f & F_SYN) && !(f & F_ACK) && !(f & F_RST) && SGT(s->seq, p->rcv_nxt)) {
+            snprintf(cause, sizeof cause, "rcv SYN seq=%u (above rcv_nxt=%u)", s->seq, p->rcv_nxt);
+            return move(e, c, side, I_RCV_NEW_SYN, cause, now, s->frame);
+        }
+        if (f & F_RST) {
+            if (s->seq != p->rcv_nxt) return BAIL;             /* rst_out_of_window */
+            snprintf(cause, sizeof cause, "rcv RST seq=%u", s->seq);
+            return move(e, c, side, I_RCV_RST, cause, now, s->frame);
+        }
+        if ((f & F_FIN) || s->data_len) return BAIL;          /* time_wait_reack, retransmission... */
+        return 0;
+    }
+    /* synchronized states */
+    if (st == SYN_RECEIVED && (f & F_SYN) && !(f & F_ACK) && s->seq == p->irs) return 0;
+    int ok = acceptable(s->seq, seg_len(s), p->rcv_nxt, RCV_WND);
+    if (!ok && SGT(s->seq, p->rcv_nxt)) ok = 1;
+    if (f & F_RST) {
+        if (s->seq != p->rcv_nxt) return BAIL;                /* rst_not_exact, rst_out_of_window */
+        int inp = (st == SYN_RECEIVED && p->passive) ? I_RCV_RST_PASSIVE : I_RCV_RST;
+        snprintf(cause, sizeof cause, "rcv RST seq=%u", s->seq);
+        return move(e, c, side, inp, cause, now, s->frame);
+    }
+    if (!ok) {
+        if ((f & F_FIN) && p->has_peer_fin && fin_seq_of(s) == p->peer_fin_seq) return 0;
+        if (seg_len(s)) return BAIL;                          /* retransmission, unacceptable_segment */
+        return 0;
+    }
+    if (f & F_SYN) return BAIL;                               /* syn_in_window */
+    if (!(f & F_ACK)) return BAIL;                            /* no_ack_flag */
+    r = process_ack(e, c, side, s, now);
+    if (r) return r;
+    if (p->state == CLOSED) return 0;
+    if (s->data_len) {
+        if (p->state != ESTABLISHED && p->state != FIN_WAIT_1 && p->state != FIN_WAIT_2) return BAIL;
+        int64_t lead = ssub(p->rcv_nxt, s->seq);
+        if (lead < 0) return BAIL;                            /* previous_segment_not_captured */
+        if (lead < (int64_t)s->data_len) p->rcv_nxt = s->seq + s->data_len;
+    }
+    if (f & F_FIN) {
+        uint32_t fseq = fin_seq_of(s);
+        int64_t gap = ssub(fseq, p->rcv_nxt);
+        if (gap > 0) return BAIL;
+        if (gap == 0) {
+            p->rcv_nxt = fseq + 1;
+            p->peer_fin_seq = fseq;
+            p->has_peer_fin = 1;
+            snprintf(cause, sizeof cause, "rcv FIN seq=%u", fseq);
+            return move(e, c, side, I_RCV_FIN, cause, now, s->frame);
+        }
+    }
+    return 0;
+}
+
+static int handle_timer(Engine *e, conn_t *c, int side, int64_t now) {
+    cep_t *p = &c->ep[side];
+    if (p->time_wait_at >= 0 && now >= p->time_wait_at)
+        return move(e, c, side, I_TIMEOUT_2MSL, e->cause_2msl, now, -1);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the connection (rawfin/observer.py) */
+
+static void hold(conn_t *c, held_t *h, const ev_t *s) {
+    h->seg = *s;
+    h->present = 1;
+    h->crossed = 0;
+    h->order = ++c->hold_seq;
+}
+
+static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg, int from_side) {
+    held_t h = c->pending[side];
+    c->pending[side].present = 0;
+    cep_t *rx = &c->ep[side];
+    if (rx->state == CLOSED && !(h.seg.flags & F_SYN)) return 0;
+    const ev_t *when = (h.crossed && now_seg) ? now_seg : &h.seg;
+    if (h.seg.flags & F_SYN) {
+        rx->state = LISTEN;
+        int answered = now_seg && (now_seg->flags & F_SYN) && from_side == side;
+        if (h.seg.data_len) return BAIL;
+        if (!answered) return BAIL;                           /* syn_ack_not_captured follows */
+        return receive(e, c, side, &h.seg, h.seg.time_ns);
+    }
+    ev_t fin = h.seg;
+    fin.seq = fin_seq_of(&h.seg);
+    fin.data_len = 0;
+    fin.flags = (uint8_t)(F_FIN | (h.seg.flags & F_ACK));
+    fin.frame = when->frame;
+    fin.time_ns = when->time_ns;
+    return receive(e, c, side, &fin, when->time_ns);
+}
+
+static int deliver_final_ack(Engine *e, conn_t *c, int side) {
+    ev_t s = c->held_ack[side].seg;
+    c->held_ack[side].present = 0;
+    return receive(e, c, side, &s, s.time_ns);
+}
+
+/* a settled connection's history will not grow much: give back the slack */
+static void settle(conn_t *c) {
+    c->tw = 1;
+    if (c->caplog > c->nlog + 2) {
+        ev_t *p = realloc(c->log, (c->nlog + 2) * sizeof(ev_t));
+        if (p) { c->log = p; c->caplog = c->nlog + 2; }
+    }
+}
+
+static int fins_complete(const conn_t *c) {
+    if (c->nfins < 2) return 0;
+    for (int i = 0; i < 2; i++) {
+        const cep_t *p = &c->ep[i];
+        if (!p->has_fin || SLT(p->snd_una, p->fin_seq + 1)) return 0;
+    }
+    return 1;
+}
+
+static int settled(const conn_t *c) {
+    if (c->pending[0].present || c->pending[1].present || c->held_ack[0].present || c->held_ack[1].present)
+        return 0;
+    if (!fins_complete(c)) return 0;
+    int s0 = c->ep[0].state, s1 = c->ep[1].state;
+    if (s0 != TIME_WAIT && s1 != TIME_WAIT) return 0;
+    return (s0 == TIME_WAIT || s0 == CLOSED) && (s1 == TIME_WAIT || s1 == CLOSED);
+}
+
+static int64_t next_deadline(const conn_t *c, const Engine *e) {
+    int64_t d = -1;
+    for (int i = 0; i < 2; i++) {
+        int64_t t = c->ep[i].time_wait_at;
+        if (t >= 0 && (d < 0 || t < d)) d = t;
+    }
+    for (int i = 0; i < 2; i++)
+        if (c->held_ack[i].present) {
+            int64_t t = c->held_ack[i].seg.time_ns + e->hold_ns;
+            if (d < 0 || t < d) d = t;
+        }
+    return d;
+}
+
+static int all_closed(const conn_t *c) { return c->ep[0].state == CLOSED && c->ep[1].state == CLOSED; }
+
+/* Connection.fast: in-order data or a plain ACK on an established connection */
+static int fast(conn_t *c, const ev_t *s, int dir) {
+    if ((s->flags & 0x17) != 0x10 || c->nfins || c->pending[0].present || c->pending[1].present || c->tw) return 0;
+    if (!(c->seen & (dir == 0 ? 1 : 2))) return 0;
+    cep_t *rx = &c->ep[1 - dir], *tx = &c->ep[dir];
+    if (tx->state != ESTABLISHED || rx->state != ESTABLISHED || s->seq != rx->rcv_nxt) return 0;
+    if (s->ack != rx->snd_nxt && !between_incl(rx->snd_una, s->ack, rx->snd_nxt)) return 0;
+    c->packets++;
+    c->last_frame = s->frame;
+    c->last_ns = s->time_ns;
+    uint32_t end = s->seq + s->data_len;
+    rx->rcv_nxt = end;
+    if (SGT(end, tx->snd_nxt)) tx->snd_nxt = end;
+    rx->snd_una = s->ack;
+    return 1;
+}
+
+/* Connection.process, for a connection that opened with a SYN (side 0 is the client) */
+static int process(Engine *e, conn_t *c, const ev_t *s, int dir) {
+    int r;
+    int64_t now = s->time_ns;
+    if (c->tw) return BAIL;                     /* TimeWait.process: Python's */
+    e->rst_from_syn_sent = 0;
+    c->packets++;
+    c->last_frame = s->frame;
+    c->last_ns = now;
+    int src = dir, dst = 1 - dir;
+    c->seen |= (uint8_t)(src == 0 ? 1 : 2);
+    cep_t *tx = &c->ep[src], *rx = &c->ep[dst];
+    uint8_t f = s->flags;
+    if (c->nfins) {
+        int first = c->fin_side[0];
+        uint32_t first_fin = c->fin_seqv[0];
+        if (src != first) {
+            if (s->data_len && !tx->has_fin) c->data_after_first_fin = 1;
+            if (f & F_ACK) {                    /* _check_fin_ack */
+                if (s->ack == first_fin + 1) {
+                    if (!(f & F_FIN) && !tx->has_fin) c->first_fin_acked_alone = 1;
+                    c->ncand = 0;
+                } else if (s->ack == first_fin) {
+                    if (c->ncand >= MAXCAND) return BAIL;
+                    c->ncand++;                 /* reported (by Python) only if it still matters at the end */
+                }
+            }
+        }
+    }
+    if ((f & F_FIN) && !(c->nfins && c->fin_side[0] == src) && !(c->nfins == 2 && c->fin_side[1] == src)) {
+        if (c->nfins >= 2) return BAIL;
+        c->fin_side[c->nfins] = (uint8_t)src;
+        c->fin_seqv[c->nfins] = fin_seq_of(s);
+        c->fin_frame[c->nfins] = s->frame;
+        c->nfins++;
+    }
+    if (f & F_RST) c->rst_seen = 1;
+    held_t *hd = c->pending[dst].present ? &c->pending[dst] : NULL;
+    if (hd && (f & F_FIN) && !(f & F_SYN) && !(hd->seg.flags & F_SYN) && !hd->crossed &&
+        fin_seq_of(s) == fin_seq_of(&hd->seg))
+        return BAIL;                            /* the FIN again: the first copy was lost */
+    if (hd && !((hd->seg.flags & F_SYN) && (f & F_SYN) && s->seq == hd->seg.seq)) {
+        if ((r = flush(e, c, dst, s, src))) return r;
+    }
+    hd = c->pending[src].present ? &c->pending[src] : NULL;
+    if (hd) {
+        if ((hd->seg.flags & F_SYN) && (f & F_RST) && (f & F_ACK) && s->ack == seq_end(&hd->seg)) {
+            hd->present = 0;                    /* refused: nobody was listening */
+        } else if ((hd->seg.flags & F_SYN) && (f & F_RST)) {
+            /* an RST that does not answer the SYN */
+        } else if ((f & F_ACK) && SGE(s->ack, seq_end(&hd->seg))) {
+            if ((r = flush(e, c, src, s, src))) return r;
+        } else {
+            hd->crossed = 1;
+        }
+    }
+    if (c->held_ack[src].present) {
+        if ((f & F_FIN) && tx->has_fin && fin_seq_of(s) == tx->fin_seq) return BAIL;   /* final_ack_lost */
+        if ((r = deliver_final_ack(e, c, src))) return r;
+    }
+    if (c->held_ack[dst].present && (r = deliver_final_ack(e, c, dst))) return r;
+    if ((r = observe_send(e, c, src, s))) return r;
+    if (e->hold_ns && rx->state == LAST_ACK && (f & 0x17) == 0x10 && !s->data_len && rx->has_fin &&
+        SGE(s->ack, rx->fin_seq + 1)) {
+        hold(c, &c->held_ack[dst], s);
+    } else if ((f & F_SYN) && !(f & F_ACK) && rx->passive && rx->state == CLOSED && src == 0) {
+        if (!c->pending[dst].present) hold(c, &c->pending[dst], s);
+    } else if ((f & F_FIN) && !(f & F_SYN)) {
+        ev_t nf = *s;
+        nf.flags &= (uint8_t)~F_FIN;
+        if ((r = receive(e, c, dst, &nf, now))) return r;
+        hold(c, &c->pending[dst], s);
+    } else {
+        if ((r = receive(e, c, dst, s, now))) return r;
+    }
+    if ((f & F_RST) && rx->state == CLOSED && dst == 0 && e->rst_from_syn_sent) c->refused = 1;
+    return 0;
+}
+
+static int fire_timers(Engine *e, conn_t *c, int64_t until) {
+    int r;
+    if (!c->tw) {
+        /* held final ACKs, in the order they were held */
+        int order[2] = {0, 1};
+        if (c->held_ack[0].present && c->held_ack[1].present && c->held_ack[1].order < c->held_ack[0].order) {
+            order[0] = 1; order[1] = 0;
+        }
+        for (int k = 0; k < 2; k++) {
+            int i = order[k];
+            if (c->held_ack[i].present && c->held_ack[i].seg.time_ns + e->hold_ns <= until)
+                if ((r = deliver_final_ack(e, c, i))) return r;
+        }
+        for (int i = 0; i < 2; i++) {
+            int64_t d = c->ep[i].time_wait_at;
+            if (d >= 0 && d <= until && (r = handle_timer(e, c, i, d))) return r;
+        }
+    } else {
+        for (int k = 0; k < 2; k++) {           /* TimeWait: in the order of the key */
+            int i = k == 0 ? c->ka : 1 - c->ka;
+            cep_t *p = &c->ep[i];
+            if (p->state == TIME_WAIT && p->time_wait_at >= 0 && p->time_wait_at <= until)
+                if ((r = handle_timer(e, c, i, p->time_wait_at))) return r;
+        }
+    }
+    return 0;
+}
+
+static int flush_all(Engine *e, conn_t *c) {
+    int r;
+    if (c->tw) return 0;
+    int order[2] = {0, 1};
+    if (c->held_ack[0].present && c->held_ack[1].present && c->held_ack[1].order < c->held_ack[0].order) {
+        order[0] = 1; order[1] = 0;
+    }
+    for (int k = 0; k < 2; k++)
+        if (c->held_ack[order[k]].present && (r = deliver_final_ack(e, c, order[k]))) return r;
+    order[0] = 0; order[1] = 1;
+    if (c->pending[0].present && c->pending[1].present && c->pending[1].order < c->pending[0].order) {
+        order[0] = 1; order[1] = 0;
+    }
+    for (int k = 0; k < 2; k++) {
+        int i = order[k];
+        if (!c->pending[i].present) continue;
+        if (c->pending[i].crossed || (c->pending[i].seg.flags & F_SYN)) { c->pending[i].present = 0; continue; }
+        if ((r = flush(e, c, i, NULL, -1))) return r;
+    }
+    return 0;
+}
+
+static int close_kind(const conn_t *c) {
+    if (c->refused) return 0;
+    int fc = fins_complete(c);
+    if (c->rst_seen && (c->ep[0].state == CLOSED || c->ep[1].state == CLOSED) && !fc) return 1;
+    if (!c->nfins) return 2;
+    if (!fc) return 3;
+    if (c->closing_seen) return 4;
+    if (c->data_after_first_fin) return 5;
+    if (c->nfins == 2 && !c->first_fin_acked_alone) return 6;
+    return 7;
+}
+
+/* can the lane write this connection's end (end_anomalies has nothing to say)? */
+static int end_is_plain(const conn_t *c) {
+    if (c->tw) return 1;
+    if (c->nfins) {
+        int st = c->ep[c->fin_side[0]].state;
+        if ((st == FIN_WAIT_1 || st == CLOSING) && c->ncand) return 0;
+    }
+    return c->ep[0].state != LAST_ACK && c->ep[1].state != LAST_ACK;
+}
+
+static int write_connection(Engine *e, conn_t *c) {
+    int kind = close_kind(c);
+    int closer = c->nfins ? c->fin_side[0] : -1;
+    int server_active = closer == 1 && kind > 2;
+    if (out_reserve(e, 1024 + strlen(e->file_suffix)) < 0) return -1;
+    OUT_LIT(e, "{\"type\":\"connection\",\"conn\":");
+    out_i64(e, c->id);
+    OUT_LIT(e, ",\"client\":\"");
+    out_cstr(e, c->name[0]);
+    OUT_LIT(e, "\",\"server\":\"");
+    out_cstr(e, c->name[1]);
+    OUT_LIT(e, "\",\"server_guessed\":false,\"active_closer\":");
+    if (closer < 0) OUT_LIT(e, "null,\"passive_closer\":null");
+    else {
+        e->out[e->nout++] = '"';
+        out_cstr(e, c->name[closer]);
+        OUT_LIT(e, "\",\"passive_closer\":\"");
+        out_cstr(e, c->name[1 - closer]);
+        e->out[e->nout++] = '"';
+    }
+    OUT_LIT(e, ",\"close\":\"");
+    out_cstr(e, CLOSE_NAMES[kind]);
+    OUT_LIT(e, "\",\"final\":{\"");
+    out_cstr(e, c->name[0]);
+    OUT_LIT(e, "\":\"");
+    out_cstr(e, ST_NAME[c->ep[0].state]);
+    OUT_LIT(e, "\",\"");
+    out_cstr(e, c->name[1]);
+    OUT_LIT(e, "\":\"");
+    out_cstr(e, ST_NAME[c->ep[1].state]);
+    OUT_LIT(e, "\"},\"first_frame\":");
+    out_i64(e, c->first_frame);
+    OUT_LIT(e, ",\"last_frame\":");
+    out_i64(e, c->last_frame);
+    OUT_LIT(e, ",\"first_time\":");
+    if (out_time(e, c->first_ns) < 0) return -1;
+    OUT_LIT(e, ",\"last_time\":");
+    if (out_time(e, c->last_ns) < 0) return -1;
+    OUT_LIT(e, ",\"packets\":");
+    out_i64(e, c->packets);
+    OUT_LIT(e, ",\"mid_stream\":false,\"server_active_close\":");
+    if (server_active) OUT_LIT(e, "true"); else OUT_LIT(e, "false");
+    OUT_LIT(e, ",\"anomalies\":{}");
+    out_cstr(e, e->file_suffix);
+    OUT_LIT(e, "}\n");
+    e->by_close[kind]++;
+    if (server_active) e->server_active++;
+    e->done++;
+    return 0;
+}
+
+/* Observer._finish for a lane connection whose end is plain */
+static int finish_conn(Engine *e, conn_t *c) {
+    if (flush_all(e, c)) return -2;     /* cannot happen after a plain end check; be safe */
+    if (write_connection(e, c) < 0) return -1;
+    table_del(e, c);
+    c->dead = 1;
+    conn_release(e, c);
+    return 0;
+}
+
+/* the address text of one side, as rawfin prints it (from its endpoint name) */
+static void ip_text(const conn_t *c, int side, char *out, size_t n) {
+    const char *name = c->name[side];
+    const char *colon = strrchr(name, ':');
+    size_t len = (size_t)(colon - name);
+    if (c->fam == 6) { name++; len -= 2; }     /* "[v6]:port" */
+    if (len >= n) len = n - 1;
+    memcpy(out, name, len);
+    out[len] = 0;
+}
+
+/* ------------------------------------------------------------------ handing a connection to Python */
+
+static PyObject *events_list(conn_t *c) {
+    PyObject *l = PyList_New(c->nlog);
+    if (!l) return NULL;
+    for (uint32_t i = 0; i < c->nlog; i++) {
+        ev_t *v = &c->log[i];
+        PyObject *t = Py_BuildValue("(iLLkkkIk)", (int)v->kind, (long long)v->frame, (long long)v->time_ns,
+                                    (unsigned long)v->seq, (unsigned long)v->ack, (unsigned long)v->flags,
+                                    (unsigned int)v->window, (unsigned long)v->data_len);
+        if (!t) { Py_DECREF(l); return NULL; }
+        PyList_SET_ITEM(l, i, t);
+    }
+    return l;
+}
+
+/* Replay the connection into the Python observer; returns its Python connection (new ref).
+   The lane's connection stays in the table as a marker: the pair is Python's from now on. */
+static PyObject *handoff(Engine *e, conn_t *c) {
+    char ip0[48], ip1[48];
+    ip_text(c, 0, ip0, sizeof ip0);
+    ip_text(c, 1, ip1, sizeof ip1);
+    PyObject *evs = events_list(c);
+    if (!evs) return NULL;
+    PyObject *pc = PyObject_CallMethod(e->obs, "adopt", "LN(si)(si)L", (long long)c->id, evs, ip0,
+                                       (int)c->port[0], ip1, (int)c->port[1], (long long)c->queued);
+    if (!pc) return NULL;
+    PyObject *key = PyObject_GetAttrString(pc, "key");
+    if (!key) { Py_DECREF(pc); return NULL; }
+    /* the lane's heap entry (if any) goes stale; the marker keeps the pair routed to Python */
+    conn_t *m = conn_new(e);
+    if (!m) { Py_DECREF(key); Py_DECREF(pc); return NULL; }
+    memcpy(m->key, c->key, 40);
+    m->hash = c->hash;
+    m->python = 1;
+    m->pykey = key;
+    table_del(e, c);
+    c->dead = 1;
+    conn_release(e, c);
+    if (table_put(e, m) < 0) { Py_DECREF(pc); return NULL; }
+    return pc;
+}
+
+/* ------------------------------------------------------------------ the observer's loop */
+
+static PyObject *py_segment(Engine *e, const ev_t *s, const char *src, int sport, const char *dst, int dport) {
+    return PyObject_CallFunction(e->make_seg, "ssiikkiiyLLL()", src, dst, sport, dport, (unsigned long)s->seq,
+                                 (unsigned long)s->ack, (int)s->flags, (int)s->window, "",
+                                 (long long)s->data_len, (long long)s->frame, (long long)s->time_ns);
+}
+
+static int sync_id_to_py(Engine *e) {
+    PyObject *v = PyLong_FromLongLong(e->next_id);
+    if (!v) return -1;
+    int r = PyObject_SetAttrString(e->obs, "next_id", v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int sync_id_from_py(Engine *e) {
+    PyObject *v = PyObject_GetAttrString(e->obs, "next_id");
+    if (!v) return -1;
+    long long n = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred()) return -1;
+    e->next_id = n;
+    return 0;
+}
+
+/* pyobs.feed(seg), with the shared connection numbering */
+static int py_feed(Engine *e, PyObject *seg) {
+    if (sync_id_to_py(e) < 0) return -1;
+    PyObject *recs = PyObject_CallMethod(e->obs, "feed", "O", seg);
+    if (!recs) return -1;
+    if (out_pyrecords(e, recs) < 0) return -1;
+    e->py_calls++;
+    return sync_id_from_py(e);
+}
+
+/* Observer._expire, the lane's heap and Python's merged in (deadline, connection id) order */
+static int expire(Engine *e, int64_t now) {
+    for (;;) {
+        int64_t pw = -1, pid = 0;
+        PyObject *timers = NULL;
+        timers = PyObject_GetAttrString(e->obs, "_timers");
+        if (!timers) return -1;
+        if (PyList_GET_SIZE(timers)) {
+            PyObject *t = PyList_GET_ITEM(timers, 0);
+            pw = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 0));
+            pid = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1));
+        }
+        Py_DECREF(timers);
+        int c_due = e->nheap && e->heap[0].when <= now;
+        int p_due = pw >= 0 && pw <= now;
+        if (!c_due && !p_due) return 0;
+        if (p_due && (!c_due || pw < e->heap[0].when || (pw == e->heap[0].when && pid < e->heap[0].id))) {
+            PyObject *recs = PyObject_CallMethod(e->obs, "expire_one", "L", (long long)now);
+            if (out_pyrecords(e, recs) < 0) return -1;
+            continue;
+        }
+        if (e->nout > (1 << 20) && out_flush(e) < 0) return -1;
+        hent_t h = heap_pop(e);
+        conn_t *c = h.c;
+        c->heaprefs--;
+        if (c->dead || c->id != h.id || c->queued != h.when) {
+            if (c->dead) conn_release(e, c);
+            continue;
+        }
+        c->queued = -1;
+        ev_t fire = {h.when, -1, 0, 0, 0, 0, 0, 2};
+        size_t mark = e->nout;
+        int r = fire_timers(e, c, h.when);
+        if (r == ERR) return -1;
+        if (r == 0) {
+            if (log_add(c, &fire) < 0) return -1;
+            if (!c->tw && settled(c)) settle(c);
+            int64_t nd = next_deadline(c, e);
+            if (nd >= 0) {
+                if (schedule(e, c, nd > h.when + 1 ? nd : h.when + 1) < 0) return -1;
+                continue;
+            }
+            if (all_closed(c)) {
+                int64_t quiet = c->last_ns + e->linger_ns;
+                if (quiet <= now) {
+                    if (!end_is_plain(c)) r = BAIL;
+                    else if (finish_conn(e, c) < 0) return -1;
+                    else continue;
+                } else {
+                    if (schedule(e, c, quiet) < 0) return -1;
+                    continue;
+                }
+            } else continue;
+        }
+        /* BAIL: Python takes the connection, then this timer */
+        e->nout = mark;
+        int64_t q = h.when;
+        PyObject *pc = handoff(e, c);
+        if (!pc) return -1;
+        PyObject *recs = PyObject_CallMethod(e->obs, "fire_entry", "OLL", pc, (long long)q, (long long)now);
+        Py_DECREF(pc);
+        if (out_pyrecords(e, recs) < 0) return -1;
+    }
+}
+
+static int fmt_names(Engine *e, conn_t *c) {
+    char ip[2][48];
+    for (int i = 0; i < 2; i++) {
+        if (c->fam == 4) {
+            const uint8_t *a = c->addr[i];
+            snprintf(ip[i], sizeof ip[i], "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+            snprintf(c->name[i], sizeof c->name[i], "%.15s:%u", ip[i], c->port[i]);
+        } else {
+            PyObject *s = PyObject_CallFunction(e->fmt6, "y#", (const char *)c->addr[i], (Py_ssize_t)16);
+            if (!s) return -1;
+            const char *u = PyUnicode_AsUTF8(s);
+            if (!u) { Py_DECREF(s); return -1; }
+            snprintf(ip[i], sizeof ip[i], "%s", u);
+            snprintf(c->name[i], sizeof c->name[i], "[%.45s]:%u", u, c->port[i]);
+            Py_DECREF(s);
+        }
+    }
+    /* the Python key's order: (ip text, port) tuples compared */
+    int cmp = strcmp(ip[0], ip[1]);
+    c->ka = (cmp < 0 || (cmp == 0 && c->port[0] <= c->port[1])) ? 0 : 1;
+    return 0;
+}
+
+/* One TCP segment of the capture (no VLAN tags), decoded by the lane or by Python.
+   ``pyseg``: the Python Segment when Python decoded it, else NULL (made only if needed). */
+static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
+                      ev_t *s, PyObject *pyseg) {
+    int64_t now = s->time_ns;
+    if (now > e->now) e->now = now;
+    if ((e->nheap && e->heap[0].when <= now) || 1) {
+        /* Python's heap is looked at too (it is usually empty) */
+        if (expire(e, now) < 0) return -1;
+    }
+    uint8_t key[40];
+    int swap = make_key(key, fam, src, sport, dst, dport);
+    (void)swap;
+    uint32_t h = hash_key(key, 37);
+    conn_t *c = table_get(e, key, h);
+    PyObject *owned = NULL;
+    if (c && c->python) goto to_python;
+    if (c == NULL) {
+        /* a new pair: the lane takes it when it opens with a plain SYN */
+        if ((s->flags & (F_SYN | F_ACK | F_RST | F_FIN)) != F_SYN || s->data_len) goto new_python;
+        c = conn_new(e);
+        if (!c) return -1;
+        memcpy(c->key, key, 40);
+        c->hash = h;
+        c->fam = (uint8_t)fam;
+        int alen = fam == 4 ? 4 : 16;
+        memcpy(c->addr[0], src, (size_t)alen);
+        memcpy(c->addr[1], dst, (size_t)alen);
+        c->port[0] = sport;
+        c->port[1] = dport;
+        if (fmt_names(e, c) < 0) { free(c); return -1; }
+        c->id = e->next_id++;
+        c->first_frame = c->last_frame = s->frame;
+        c->first_ns = c->last_ns = now;
+        for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
+        c->ep[1].passive = 1;
+        if (table_put(e, c) < 0) return -1;
+    }
+    int dir;
+    {
+        int alen = fam == 4 ? 4 : 16;
+        dir = (memcmp(c->addr[0], src, (size_t)alen) == 0 && c->port[0] == sport) ? 0 : 1;
+    }
+    s->kind = (uint8_t)dir;
+    if ((s->flags & F_SYN) && !(s->flags & F_ACK) && c->nlog) goto bail;   /* a new connection? Python decides */
+    if (fast(c, s, dir)) return log_add(c, s);
+    {
+        size_t mark = e->nout;
+        int r = process(e, c, s, dir);
+        if (r == ERR) return -1;
+        if (r == BAIL) { e->nout = mark; goto bail; }
+        if (log_add(c, s) < 0) return -1;
+        if (!c->tw && settled(c)) settle(c);
+        int64_t d = next_deadline(c, e);
+        if (d >= 0) { if (schedule(e, c, d) < 0) return -1; }
+        else if (all_closed(c)) { if (schedule(e, c, now + e->linger_ns) < 0) return -1; }
+        if (e->nout > (1 << 20)) return out_flush(e);
+        return 0;
+    }
+bail:
+    {
+        /* restore what process() changed: the log is the truth; Python replays it */
+        owned = handoff(e, c);
+        if (!owned) return -1;
+        Py_DECREF(owned);
+        goto to_python;
+    }
+new_python:
+    {
+        conn_t *m = conn_new(e);
+        if (!m) return -1;
+        memcpy(m->key, key, 40);
+        m->hash = h;
+        m->python = 1;
+        if (table_put(e, m) < 0) return -1;
+        c = m;
+    }
+to_python:
+    {
+        PyObject *seg = pyseg;
+        if (!seg) {
+            char sip[48], dip[48];
+            if (fam == 4) {
+                snprintf(sip, sizeof sip, "%u.%u.%u.%u", src[0], src[1], src[2], src[3]);
+                snprintf(dip, sizeof dip, "%u.%u.%u.%u", dst[0], dst[1], dst[2], dst[3]);
+            } else {
+                for (int k = 0; k < 2; k++) {
+                    PyObject *t = PyObject_CallFunction(e->fmt6, "y#", (const char *)(k ? dst : src), (Py_ssize_t)16);
+                    if (!t) return -1;
+                    const char *u = PyUnicode_AsUTF8(t);
+                    if (!u) { Py_DECREF(t); return -1; }
+                    snprintf(k ? dip : sip, 48, "%s", u);
+                    Py_DECREF(t);
+                }
+            }
+            seg = py_segment(e, s, sip, sport, dip, dport);
+            if (!seg) return -1;
+        } else Py_INCREF(seg);
+        int r = py_feed(e, seg);
+        if (r == 0 && c->python && !c->pykey) {
+            c->pykey = PyObject_CallMethod(e->obs, "key_of", "O", seg);
+            if (!c->pykey) r = -1;
+        }
+        Py_DECREF(seg);
+        return r;
+    }
+}
+
+/* markers of pairs whose Python connection has finished: let them go */
+static int sweep_markers(Engine *e) {
+    PyObject *active = PyObject_GetAttrString(e->obs, "active");
+    if (!active) return -1;
+    for (uint32_t i = 0; i < e->nbuckets; i++) {
+        conn_t **pp = &e->buckets[i];
+        while (*pp) {
+            conn_t *c = *pp;
+            if (c->python && c->pykey) {
+                int has = PyDict_Contains(active, c->pykey);
+                if (has < 0) { Py_DECREF(active); return -1; }
+                if (!has) {
+                    *pp = c->next;
+                    e->nconns--;
+                    c->dead = 1;
+                    conn_release(e, c);
+                    continue;
+                }
+            }
+            pp = &c->next;
+        }
+    }
+    Py_DECREF(active);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ decoding */
+
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+/* One captured frame. The lane decodes Ethernet + IPv4 (no options) + TCP and Ethernet + IPv6 + TCP
+   (no extension headers) exactly as rawfin.decode's first branches do; everything else goes to
+   rawfin.decode.decode itself. */
+static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int64_t orig_len, int64_t frame,
+                    int64_t time_ns) {
+    e->frames++;
+    if (!e->have_first) { e->first_time = time_ns; e->have_first = 1; }
+    if (linktype == 1 && n >= 54 && d[12] == 8 && d[13] == 0 && d[14] == 0x45) {
+        uint16_t tot = be16(d + 16), frag = be16(d + 20);
+        if (d[23] == 6 && !(frag & 0x3FFF) && tot >= 40 && (14 + tot <= orig_len || 14 + tot <= n)) {
+            int thl = (d[46] >> 4) << 2;
+            int64_t data_len = (int64_t)tot - 20 - thl;
+            if (thl >= 20 && data_len >= 0) {
+                ev_t s = {time_ns, frame, be32(d + 38), be32(d + 42), (uint32_t)data_len, be16(d + 48), d[47], 0};
+                e->tcp++;
+                return on_segment(e, 4, d + 26, be16(d + 34), d + 30, be16(d + 36), &s, NULL);
+            }
+        }
+    } else if (linktype == 1 && n >= 74 && d[12] == 0x86 && d[13] == 0xDD && (d[14] >> 4) == 6 && d[20] == 6) {
+        int64_t plen = be16(d + 18);
+        int64_t wire_end = orig_len > n ? orig_len : n;
+        int64_t p = 54, end = p + plen;
+        if (plen == 0 || end > wire_end) end = wire_end;
+        int thl = (d[p + 12] >> 4) << 2;
+        int64_t data_len = end - (p + thl);
+        if (thl >= 20 && data_len >= 0) {
+            const uint8_t *t = d + p;
+            ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13], 0};
+            e->tcp++;
+            return on_segment(e, 6, d + 22, be16(t), d + 38, be16(t + 2), &s, NULL);
+        }
+    }
+    /* the reference decoder */
+    PyObject *r = PyObject_CallFunction(e->decode, "iy#LLL", linktype, (const char *)d, n, (long long)orig_len,
+                                        (long long)frame, (long long)time_ns);
+    if (!r) return -1;
+    PyObject *vlan = PyObject_GetAttrString(r, "vlan");
+    if (!vlan) {
+        /* a Skip: counted (and reported when malformed) by the Python observer */
+        PyErr_Clear();
+        PyObject *kind = PyObject_GetAttrString(r, "kind");
+        PyObject *reason = kind ? PyObject_GetAttrString(r, "reason") : NULL;
+        if (!reason) { Py_XDECREF(kind); Py_DECREF(r); return -1; }
+        PyObject *recs = PyObject_CallMethod(e->obs, "note_skip", "OLLO", kind, (long long)frame, (long long)time_ns,
+                                             reason);
+        Py_DECREF(kind);
+        Py_DECREF(reason);
+        Py_DECREF(r);
+        return out_pyrecords(e, recs);
+    }
+    e->tcp++;
+    int tagged = PyObject_IsTrue(vlan);
+    Py_DECREF(vlan);
+    if (tagged) {       /* VLANs: Python's (its router-on-a-stick adoption is keyed by them) */
+        int64_t now = time_ns;
+        if (now > e->now) e->now = now;
+        int rr = expire(e, now);
+        if (rr == 0) rr = py_feed(e, r);
+        Py_DECREF(r);
+        return rr;
+    }
+    /* an untagged segment Python decoded: into the lane's table by its addresses */
+    PyObject *a_src = PyObject_GetAttrString(r, "src"), *a_dst = PyObject_GetAttrString(r, "dst");
+    PyObject *o_sp = PyObject_GetAttrString(r, "sport"), *o_dp = PyObject_GetAttrString(r, "dport");
+    PyObject *o_seq = PyObject_GetAttrString(r, "seq"), *o_ack = PyObject_GetAttrString(r, "ack");
+    PyObject *o_fl = PyObject_GetAttrString(r, "flags"), *o_win = PyObject_GetAttrString(r, "window");
+    PyObject *o_dl = PyObject_GetAttrString(r, "data_len");
+    int rc = -1;
+    if (a_src && a_dst && o_sp && o_dp && o_seq && o_ack && o_fl && o_win && o_dl) {
+        const char *ss = PyUnicode_AsUTF8(a_src), *ds = PyUnicode_AsUTF8(a_dst);
+        uint8_t sa[16] = {0}, da[16] = {0};
+        int fam = (ss && strchr(ss, ':')) ? 6 : 4;
+        PyObject *packed = NULL;
+        if (ss && ds) {
+            PyObject *mod = PyImport_ImportModule("socket");
+            if (mod) {
+                PyObject *af = PyObject_GetAttrString(mod, fam == 4 ? "AF_INET" : "AF_INET6");
+                PyObject *b1 = af ? PyObject_CallMethod(mod, "inet_pton", "Os", af, ss) : NULL;
+                PyObject *b2 = b1 ? PyObject_CallMethod(mod, "inet_pton", "Os", af, ds) : NULL;
+                if (b1 && b2) {
+                    memcpy(sa, PyBytes_AS_STRING(b1), fam == 4 ? 4 : 16);
+                    memcpy(da, PyBytes_AS_STRING(b2), fam == 4 ? 4 : 16);
+                    packed = Py_None;
+                }
+                Py_XDECREF(af); Py_XDECREF(b1); Py_XDECREF(b2);
+                Py_DECREF(mod);
+            }
+        }
+        if (packed) {
+            ev_t s = {time_ns, frame, (uint32_t)PyLong_AsUnsignedLong(o_seq), (uint32_t)PyLong_AsUnsignedLong(o_ack),
+                      (uint32_t)PyLong_AsLongLong(o_dl), (uint16_t)PyLong_AsLong(o_win),
+                      (uint8_t)PyLong_AsLong(o_fl), 0};
+            if (!PyErr_Occurred())
+                rc = on_segment(e, fam, sa, (uint16_t)PyLong_AsLong(o_sp), da, (uint16_t)PyLong_AsLong(o_dp), &s, r);
+        }
+    }
+    Py_XDECREF(a_src); Py_XDECREF(a_dst); Py_XDECREF(o_sp); Py_XDECREF(o_dp); Py_XDECREF(o_seq);
+    Py_XDECREF(o_ack); Py_XDECREF(o_fl); Py_XDECREF(o_win); Py_XDECREF(o_dl);
+    Py_DECREF(r);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ the end of the capture */
+
+
+/* Observer.finish over both kinds of connection, in connection-id order */
+typedef struct { int64_t id; conn_t *c; PyObject *p; } item_t;
+
+static int cmp_item(const void *a, const void *b) {
+    int64_t x = ((const item_t *)a)->id, y = ((const item_t *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static int finish_all(Engine *e) {
+    PyObject *pyconns = PyObject_CallMethod(e->obs, "end_conns", NULL);
+    if (!pyconns) return -1;
+    Py_ssize_t np = PyList_GET_SIZE(pyconns);
+    size_t n = 0, cap = (size_t)e->nconns + (size_t)np + 1;
+    item_t *it = calloc(cap, sizeof(item_t));
+    if (!it) { Py_DECREF(pyconns); PyErr_NoMemory(); return -1; }
+    for (uint32_t i = 0; i < e->nbuckets; i++)
+        for (conn_t *c = e->buckets[i]; c; c = c->next)
+            if (!c->python) { it[n].id = c->id; it[n].c = c; n++; }
+    for (Py_ssize_t j = 0; j < np; j++) {
+        PyObject *pc = PyList_GET_ITEM(pyconns, j);
+        PyObject *idv = PyObject_GetAttrString(pc, "id");
+        if (!idv) goto fail;
+        it[n].id = PyLong_AsLongLong(idv);
+        Py_DECREF(idv);
+        Py_INCREF(pc);
+        it[n].p = pc;
+        n++;
+    }
+    qsort(it, n, sizeof(item_t), cmp_item);
+    for (size_t k = 0; k < n; k++) {            /* pass 1: flush what is held, fire what is due */
+        if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+        if (it[k].c) {
+            conn_t *c = it[k].c;
+            size_t mark = e->nout;
+            ev_t fa = {e->now, -1, 0, 0, 0, 0, 0, 3};
+            ev_t fire = {e->now, -1, 0, 0, 0, 0, 0, 2};
+            int r = flush_all(e, c);
+            if (r == 0) r = fire_timers(e, c, e->now);
+            if (r == ERR) goto fail;
+            if (r == 0) {
+                /* a settled connection's end is always the lane's: no history needed for it */
+                if (!c->tw && (log_add(c, &fa) < 0 || log_add(c, &fire) < 0)) goto fail;
+                continue;
+            }
+            e->nout = mark;
+            PyObject *p = handoff(e, c);
+            if (!p) goto fail;
+            it[k].c = NULL;
+            it[k].p = p;
+        }
+        PyObject *recs = PyObject_CallMethod(e->obs, "end_prepare", "OL", it[k].p, (long long)e->now);
+        if (out_pyrecords(e, recs) < 0) goto fail;
+    }
+    for (size_t k = 0; k < n; k++) {            /* pass 2: the end of each connection */
+        if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+        if (it[k].c) {
+            conn_t *c = it[k].c;
+            if (end_is_plain(c)) {
+                if (finish_conn(e, c) < 0) goto fail;
+                continue;
+            }
+            /* its last words need Python (anomalies only the end can tell): replay, then Python's end.
+               The log holds pass 1's flush and fire, so the replayed connection is where this one is. */
+            PyObject *p = handoff(e, c);
+            if (!p) goto fail;
+            it[k].c = NULL;
+            it[k].p = p;
+        }
+        PyObject *recs = PyObject_CallMethod(e->obs, "end_finish", "O", it[k].p);
+        if (out_pyrecords(e, recs) < 0) goto fail;
+    }
+    for (size_t k = 0; k < n; k++) Py_XDECREF(it[k].p);
+    free(it);
+    Py_DECREF(pyconns);
+    PyObject *r = PyObject_CallMethod(e->obs, "end_clear", NULL);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return out_flush(e);
+fail:
+    for (size_t k = 0; k < n; k++) Py_XDECREF(it[k].p);
+    free(it);
+    Py_DECREF(pyconns);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ the Python type */
+
+static PyObject *SegmentType = NULL;
+
+static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"observer", "decode", "dumps", "write", "fmt6", "make_segment", "segment_type",
+                             "msl_ns", "hold_ns", "file_suffix", "cause_2msl", NULL};
+    PyObject *obs, *dec, *dumps, *wr, *f6, *mk, *st;
+    long long msl, hold;
+    const char *suffix, *c2;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOLLss", kwlist, &obs, &dec, &dumps, &wr, &f6, &mk, &st,
+                                     &msl, &hold, &suffix, &c2))
+        return -1;
+    if (!table_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() first"); return -1; }
+    if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->cause_2msl) {
+        PyErr_SetString(PyExc_ValueError, "file label too long for the compiled engine");
+        return -1;
+    }
+    Py_INCREF(obs); Py_XSETREF(e->obs, obs);
+    Py_INCREF(dec); Py_XSETREF(e->decode, dec);
+    Py_INCREF(dumps); Py_XSETREF(e->dumps, dumps);
+    Py_INCREF(wr); Py_XSETREF(e->write, wr);
+    Py_INCREF(f6); Py_XSETREF(e->fmt6, f6);
+    Py_INCREF(mk); Py_XSETREF(e->make_seg, mk);
+    Py_INCREF(st); Py_XSETREF(SegmentType, st);
+    e->msl_ns = msl;
+    e->hold_ns = hold;
+    e->linger_ns = 2 * msl;
+    strcpy(e->file_suffix, suffix);
+    strcpy(e->cause_2msl, c2);
+    e->nbuckets = 1 << 16;
+    free(e->buckets);
+    e->buckets = calloc(e->nbuckets, sizeof(conn_t *));
+    if (!e->buckets) { PyErr_NoMemory(); return -1; }
+    return 0;
+}
+
+static void Engine_dealloc(Engine *e) {
+    if (e->buckets) {
+        for (uint32_t i = 0; i < e->nbuckets; i++) {
+            conn_t *c = e->buckets[i];
+            while (c) { conn_t *nx = c->next; free(c->log); Py_XDECREF(c->pykey); free(c); c = nx; }
+        }
+        free(e->buckets);
+    }
+    /* connections named only by heap entries */
+    for (uint32_t i = 0; i < e->nheap; i++) {
+        conn_t *c = e->heap[i].c;
+        if (c && c->dead && --c->heaprefs == 0) { free(c->log); Py_XDECREF(c->pykey); free(c); }
+    }
+    free(e->heap);
+    while (e->free_list) { conn_t *nx = e->free_list->next; free(e->free_list); e->free_list = nx; }
+    free(e->out);
+    Py_XDECREF(e->obs); Py_XDECREF(e->decode); Py_XDECREF(e->dumps); Py_XDECREF(e->write);
+    Py_XDECREF(e->fmt6); Py_XDECREF(e->make_seg);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+/* feed_frame(linktype, data, orig_len, frame, time_ns): one frame from any reader */
+static PyObject *Engine_feed_frame(Engine *e, PyObject *args) {
+    int lt;
+    Py_buffer b;
+    long long orig, frame, t;
+    if (!PyArg_ParseTuple(args, "iy*LLL", &lt, &b, &orig, &frame, &t)) return NULL;
+    int r = on_frame(e, lt, b.buf, b.len, orig, frame, t);
+    PyBuffer_Release(&b);
+    if (r < 0) return NULL;
+    if (e->frames % 262144 == 0 && sweep_markers(e) < 0) return NULL;
+    if (e->nout > (1 << 20) && out_flush(e) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static inline uint32_t rd32(const uint8_t *p, int big) {
+    return big ? be32(p) : ((uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0]);
+}
+
+/* run_pcap(fileobj_fd, offset, big, nano, linktype, limit, progress) -> None or (message, frame)
+   A classic pcap read here, with the checks and messages of rawfin.pcapio's reader. */
+static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
+    int fd, big, nano, lt;
+    long long offset, limit;
+    PyObject *progress;
+    if (!PyArg_ParseTuple(args, "iLpiiLO", &fd, &offset, &big, &nano, &lt, &limit, &progress)) return NULL;
+    FILE *f = fdopen(dup(fd), "rb");
+    if (!f) return PyErr_SetFromErrno(PyExc_OSError);
+    if (fseeko(f, (off_t)offset, SEEK_SET) != 0) { fclose(f); return PyErr_SetFromErrno(PyExc_OSError); }
+    size_t cap = 1 << 22, have = 0, pos = 0;
+    uint8_t *buf = malloc(cap);
+    if (!buf) { fclose(f); return PyErr_NoMemory(); }
+    int64_t frame = 0, consumed = offset;
+    int64_t frac_mul = nano ? 1 : 1000;
+    PyObject *result = NULL;
+    for (;;) {
+        while (pos + 16 <= have) {
+            const uint8_t *h = buf + pos;
+            uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), caplen = rd32(h + 8, big), orig = rd32(h + 12, big);
+            if (pos + 16 + caplen > have) break;
+            if (caplen > limit) {
+                result = Py_BuildValue("(sL)", "", (long long)(frame + 1));
+                PyObject *msg = PyUnicode_FromFormat("packet record claims %u captured bytes (corrupt record)", caplen);
+                if (msg && result) PyTuple_SetItem(result, 0, msg);
+                goto done;
+            }
+            frame++;
+            int64_t t = (int64_t)sec * 1000000000LL + (int64_t)frac * frac_mul;
+            if (on_frame(e, lt, h + 16, caplen, orig, frame, t) < 0) goto fail;
+            pos += 16 + caplen;
+            if (!(frame & 0x3FFF)) {
+                if (PyErr_CheckSignals() < 0) goto fail;
+                if (progress != Py_None) {
+                    PyObject *r = PyObject_CallFunction(progress, "LL", (long long)(consumed + (int64_t)pos),
+                                                        (long long)frame);
+                    if (!r) goto fail;
+                    Py_DECREF(r);
+                }
+                if (!(frame & 0x3FFFF) && sweep_markers(e) < 0) goto fail;
+            }
+            if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+        }
+        size_t need = 16;
+        if (pos + 16 <= have) {
+            uint32_t caplen = rd32(buf + pos + 8, big);
+            if (caplen > limit) {
+                result = Py_BuildValue("(sL)", "", (long long)(frame + 1));
+                PyObject *msg = PyUnicode_FromFormat("packet record claims %u captured bytes (corrupt record)", caplen);
+                if (msg && result) PyTuple_SetItem(result, 0, msg);
+                goto done;
+            }
+            need = 16 + (size_t)caplen;
+        }
+        memmove(buf, buf + pos, have - pos);
+        consumed += (int64_t)pos;
+        have -= pos;
+        pos = 0;
+        if (need > cap) {
+            uint8_t *nb = realloc(buf, need);
+            if (!nb) { PyErr_NoMemory(); goto fail; }
+            buf = nb;
+            cap = need;
+        }
+        size_t got = fread(buf + have, 1, cap - have, f);
+        if (got == 0) {
+            if (ferror(f)) { PyErr_SetFromErrno(PyExc_OSError); goto fail; }
+            if (!have) { result = Py_None; Py_INCREF(result); goto done; }
+            PyObject *msg;
+            if (have < 16)
+                msg = PyUnicode_FromFormat("record header cut short (file truncated?): %zu of 16 bytes", have);
+            else
+                msg = PyUnicode_FromFormat("packet data cut short (file truncated?): record claims %zu bytes, "
+                                           "%zu present", need - 16, have - 16);
+            if (!msg) goto fail;
+            result = Py_BuildValue("(NL)", msg, (long long)(frame + 1));
+            goto done;
+        }
+        have += got;
+    }
+done:
+    free(buf);
+    fclose(f);
+    if (result && out_flush(e) < 0) { Py_DECREF(result); return NULL; }
+    return result;
+fail:
+    free(buf);
+    fclose(f);
+    return NULL;
+}
+
+static PyObject *Engine_finish(Engine *e, PyObject *unused) {
+    if (finish_all(e) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_stats(Engine *e, PyObject *unused) {
+    PyObject *bc = PyDict_New();
+    if (!bc) return NULL;
+    for (int i = 0; i < 8; i++) {
+        if (!e->by_close[i]) continue;
+        PyObject *v = PyLong_FromLongLong(e->by_close[i]);
+        if (!v || PyDict_SetItemString(bc, CLOSE_NAMES[i], v) < 0) { Py_XDECREF(v); Py_DECREF(bc); return NULL; }
+        Py_DECREF(v);
+    }
+    return Py_BuildValue("{s:L,s:L,s:O,s:L,s:L,s:N,s:L,s:L}", "frames", (long long)e->frames, "tcp",
+                         (long long)e->tcp, "first_time_ns", e->have_first ? PyLong_FromLongLong(e->first_time) : Py_None,
+                         "connections", (long long)e->done, "server_active_closes", (long long)e->server_active,
+                         "by_close", bc, "python_calls", (long long)e->py_calls, "now", (long long)e->now);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"feed_frame", (PyCFunction)Engine_feed_frame, METH_VARARGS, "One captured frame."},
+    {"run_pcap", (PyCFunction)Engine_run_pcap, METH_VARARGS, "Every frame of a classic pcap file."},
+    {"finish", (PyCFunction)Engine_finish, METH_NOARGS, "The end of the capture."},
+    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Counts, for the summary line."},
+    {NULL}};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rawfin._engine.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+    .tp_doc = "The compiled lane of rawfin analyze --format jsonl.",
+};
+
+/* set_table(rows): rows of (state name, input name, next state name) from rawfin.states */
+static PyObject *set_table(PyObject *self, PyObject *rows) {
+    signed char t[NST][NIN];
+    memset(t, -1, sizeof t);
+    PyObject *it = PyObject_GetIter(rows);
+    if (!it) return NULL;
+    PyObject *row;
+    while ((row = PyIter_Next(it))) {
+        const char *a, *b, *c;
+        if (!PyArg_ParseTuple(row, "sss", &a, &b, &c)) { Py_DECREF(row); Py_DECREF(it); return NULL; }
+        int x = name_index(a, ST_NAME, NST), y = name_index(b, IN_NAME, NIN), z = name_index(c, ST_NAME, NST);
+        if (x < 0 || y < 0 || z < 0) {
+            PyErr_Format(PyExc_ValueError, "the compiled engine does not know %s/%s/%s", a, b, c);
+            Py_DECREF(row); Py_DECREF(it);
+            return NULL;
+        }
+        t[x][y] = (signed char)z;
+        Py_DECREF(row);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return NULL;
+    memcpy(TABLE, t, sizeof t);
+    table_set = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *names(PyObject *self, PyObject *unused) {
+    PyObject *s = PyTuple_New(NST), *i = PyTuple_New(NIN);
+    if (!s || !i) { Py_XDECREF(s); Py_XDECREF(i); return NULL; }
+    for (int k = 0; k < NST; k++) PyTuple_SET_ITEM(s, k, PyUnicode_FromString(ST_NAME[k]));
+    for (int k = 0; k < NIN; k++) PyTuple_SET_ITEM(i, k, PyUnicode_FromString(IN_NAME[k]));
+    return Py_BuildValue("(NN)", s, i);
+}
+
+static PyMethodDef module_methods[] = {
+    {"set_table", set_table, METH_O, "The transition table, as (state, input, next state) names."},
+    {"names", names, METH_NOARGS, "The state and input names the engine knows."},
+    {NULL}};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "rawfin._engine",
+                                       "The compiled lane of rawfin analyze (see rawfin/engine.py).", -1,
+                                       module_methods};
+
+PyMODINIT_FUNC PyInit__engine(void) {
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) { Py_DECREF(m); return NULL; }
+    return m;
+}

@@ -1,0 +1,142 @@
+"""The driver of the compiled lane (``rawfin/_engine.c``) for ``rawfin analyze --format jsonl``.
+
+The lane reads a classic pcap itself (other formats come frame by frame from
+``rawfin.pcapio``), decodes the common Ethernet/IPv4/IPv6 + TCP frames itself
+(everything else through ``rawfin.decode``), and follows connections that open with a
+SYN and close by FINs or RST. Whatever else happens on a connection is handed, with the
+connection's history, to the Python observer, which is the reference: the output is the
+same byte for byte (``tests/test_engine.py`` runs both on every capture it has).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import os
+from typing import Callable
+
+from .endpoint import SEC
+from .errors import CaptureError
+from .observer import Observer
+
+try:  # the extension is optional: no compiler, no lane (rawfin then runs the reference)
+    from . import _engine
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _engine = None
+    WHY_NOT = f"rawfin._engine is not built ({exc}); reinstall rawfin with a C compiler to get it"
+else:
+    WHY_NOT = ""
+
+
+def available() -> bool:
+    return _engine is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _table_loaded() -> bool:
+    from .states import TRANSITIONS
+    _engine.set_table([(st.name, inp.name, rule.to.name) for (st, inp), rule in TRANSITIONS.items()])
+    return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _fmt6(raw: bytes) -> str:
+    return str(ipaddress.IPv6Address(raw))
+
+
+def _dumps(rec: dict) -> str:
+    # the jsonl sink's own serialization (rawfin.render.JsonlSink)
+    return json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+
+
+def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, label: str | None = None,
+        progress=None, stats=None) -> bool:
+    """Write every record of one capture as JSON lines through ``write`` (bytes).
+
+    As ``rawfin.analysis.records`` gives them, serialized by the jsonl sink; raises
+    CaptureError after the good part on damage. ``progress(pos, frames)`` is called now
+    and then; ``stats`` (a CaptureStats) is filled in. False (nothing written) when the
+    capture is one the lane cannot take: timestamps outside 0..2**62 ns (a pcapng can say
+    anything there); the caller then runs the reference.
+    """
+    from .decode import decode, make_segment
+    from .pcapio import MAX_CAPLEN, _CAPLEN_CEILING, open_capture
+    from .segment import Segment
+
+    _table_loaded()
+    msl_ns = int(msl_s * SEC)
+    obs = Observer(msl_ns=msl_ns, file=label)
+    suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
+    cause = f"2MSL expired ({2 * msl_ns / SEC:g} s in TIME_WAIT)"
+    eng = _engine.Engine(observer=obs, decode=decode, dumps=_dumps, write=write, fmt6=_fmt6,
+                         make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
+                         hold_ns=obs.hold_ns, file_suffix=suffix, cause_2msl=cause)
+    if not _fits(path):
+        return False
+    reader = open_capture(path)
+    error: CaptureError | None = None
+    try:
+        iface = reader.interfaces[0] if reader.interfaces else None
+        if reader.format == "pcap" and not reader.modified and iface is not None:
+            limit = max(MAX_CAPLEN, min(iface.snaplen, _CAPLEN_CEILING))
+            bad = eng.run_pcap(reader._f.fileno(), 24, reader.byte_order == "big", reader.nanosecond,
+                               iface.linktype, limit, progress)
+            if bad is not None:
+                error = CaptureError(path, bad[0], frame=bad[1])
+        else:
+            feed = eng.feed_frame
+            n = 0
+            try:
+                for fr in reader:
+                    feed(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
+                    n += 1
+                    if progress is not None and not n & 0x3FFF:
+                        progress(reader.tell(), n)
+            except CaptureError as e:
+                error = e
+    finally:
+        reader.close()
+    eng.finish()
+    if stats is not None:
+        st = eng.stats()
+        stats.frames = st["frames"]
+        stats.tcp = st["tcp"]
+        if st["first_time_ns"] is not None:
+            stats.first_time = st["first_time_ns"] / 1e9
+        stats.connections = st["connections"] + obs.connections_done
+        stats.by_close.update(st["by_close"])
+        stats.by_close.update(obs.by_close)
+        stats.server_active_closes = st["server_active_closes"] + obs.server_active_closes
+        for k, v in obs.stats.items():
+            stats.skipped[k] += v
+        stats.error = error
+    if error is not None:
+        raise error
+    return True
+
+
+_TIME_LIMIT = 1 << 62
+
+
+def _fits(path: str) -> bool:
+    """A classic pcap's times always fit (32-bit seconds); a pcapng's are read through first."""
+    from .pcapio import open_capture
+
+    with open_capture(path) as reader:
+        if reader.format == "pcap":
+            return True
+        try:
+            for fr in reader:
+                if not 0 <= fr.time_ns < _TIME_LIMIT:
+                    return False
+        except CaptureError:
+            pass            # the real pass meets it again, at the same frame
+    return True
+
+
+def size_of(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None

@@ -16,7 +16,11 @@ connection in ten); every connection has its own 4-tuple. Nothing is sent anywhe
 Then, in one run on that one file, each tool runs as a child process so its peak
 RSS is its own (``os.wait4``'s ``ru_maxrss``):
 
-* ``rawfin analyze FILE --format jsonl > /dev/null``;
+* ``rawfin analyze FILE --format jsonl``: what a user gets, the compiled lane when it is
+  built (``rawfin/_engine.c``);
+* ``rawfin analyze FILE --format jsonl --engine python``: the pure-Python reference, whose
+  output must be the lane's byte for byte (the two outputs' SHA-256 are compared; the run
+  fails if they differ). ``--no-reference`` skips it;
 * Scapy's full dissection: ``scapy.utils.PcapReader`` over every packet, touching
   ``pkt[TCP].flags``. Scapy is slow, so it stops after ``--scapy-seconds`` of
   dissection and its rate is extrapolated to the whole file (the table says so);
@@ -37,6 +41,7 @@ Scapy and tshark.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import heapq
 import json
 import os
@@ -46,6 +51,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -521,11 +527,20 @@ def run_child(cmd: list[str], stdout, env: dict[str, str] | None = None) -> tupl
     return wall, usage.ru_utime + usage.ru_stime, rss_mb, p.returncode, err.decode("utf-8", "replace")
 
 
-def measure_rawfin(cap: Capture, keep_dir: str | None) -> Result:
-    cmd = [sys.executable, "-m", "rawfin", "analyze", cap.path, "--format", "jsonl"]
-    out_path = os.path.join(keep_dir, "rawfin.jsonl") if keep_dir else os.devnull
+def measure_rawfin(cap: Capture, out_dir: str, engine: str = "auto") -> tuple[Result, str]:
+    """``rawfin analyze FILE --format jsonl``; (result, SHA-256 of what it printed).
+
+    ``engine`` "auto" is what a user gets (the compiled lane when it is built);
+    "python" is the reference implementation (the row that shows what the lane buys).
+    """
+    cmd = [sys.executable, "-m", "rawfin", "analyze", cap.path, "--format", "jsonl", "--engine", engine]
+    out_path = os.path.join(out_dir, f"rawfin-{engine}.jsonl")
     with open(out_path, "wb") as out:
         wall, cpu, rss, rc, err = run_child(cmd, out, _child_env())
+    digest = hashlib.sha256()
+    with open(out_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
     note = ""
     m = re.search(r"([\d,]+) frames; .*?([\d,]+) connections", err)
     frames = int(m.group(1).replace(",", "")) if m else 0
@@ -535,8 +550,17 @@ def measure_rawfin(cap: Capture, keep_dir: str | None) -> Result:
     ok = rc == 0 and frames == cap.packets
     if not ok:
         note = f"exit {rc}: {err.strip()[-300:]}"
-    return Result(tool="rawfin", command=f"rawfin analyze FILE --format jsonl > {out_path}", packets=frames,
-                  wall_s=wall, cpu_s=cpu, rss_mb=rss, ok=ok, note=note)
+    tool = "rawfin" if engine == "auto" else "rawfin --engine python"
+    return Result(tool=tool, command=f"rawfin analyze FILE --format jsonl --engine {engine} > {out_path}",
+                  packets=frames, wall_s=wall, cpu_s=cpu, rss_mb=rss, ok=ok, note=note), digest.hexdigest()
+
+
+def lane_note() -> str:
+    """Which implementation `rawfin analyze --format jsonl` runs here."""
+    from . import engine
+
+    return ("the compiled lane (rawfin/_engine.c)" if engine.available()
+            else f"the Python reference: {engine.WHY_NOT}")
 
 
 _SCAPY_CHILD = r"""
@@ -657,7 +681,7 @@ def report(cap: Capture, results: list[Result], load: tuple[float, float] | None
     rf = by.get("rawfin")
     targets = []
     if rf is not None and rf.ok:
-        for other in ("tshark", "scapy"):
+        for other in ("tshark", "scapy", "rawfin --engine python"):
             o = by.get(other)
             if o is not None and o.ok and o.wall_s > 0:
                 lines.append(f"rawfin speed / {other} speed: {o.wall_s / rf.wall_s:,.2f}x wall, "
@@ -711,6 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop Scapy after this much dissection and extrapolate (default: %(default)g)")
     p.add_argument("--no-scapy", action="store_true", help="skip Scapy")
     p.add_argument("--no-tshark", action="store_true", help="skip tshark")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the reference run (--engine python), which also checks the output is the same")
     return p
 
 
@@ -734,8 +760,21 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(keep_dir, exist_ok=True)
     results = []
     load_before = os.getloadavg()[0]
-    log("rawfin analyze ...")
-    results.append(measure_rawfin(cap, keep_dir))
+    log(f"rawfin analyze ({lane_note()}) ...")
+    outs = keep_dir or tempfile.mkdtemp(prefix="rawfin-bench-", dir=args.out)
+    rf, digest = measure_rawfin(cap, outs)
+    results.append(rf)
+    same = None
+    if not args.no_reference:
+        log("rawfin analyze --engine python (the reference) ...")
+        ref, ref_digest = measure_rawfin(cap, outs, "python")
+        results.append(ref)
+        same = digest == ref_digest
+        if not same:
+            rf.ok = False
+            rf.note = "output differs from the reference's (--engine python)"
+    if not keep_dir:
+        shutil.rmtree(outs, ignore_errors=True)
     if not args.no_scapy:
         log(f"scapy (at most {args.scapy_seconds:g} s, then extrapolated) ...")
         results.append(measure_scapy(cap, args.scapy_seconds))
@@ -747,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
         log("tshark is not installed: no tshark row")
     text = report(cap, results, (load_before, os.getloadavg()[0]))
     print(text)
+    print(f"\nrawfin ran {lane_note()}" + ("" if same is None else
+          f"; its output is {'byte for byte' if same else 'NOT'} the same as the reference's"))
     res_path = os.path.join(args.out, os.path.basename(cap.path)[:-5] + "-results.json")
     with open(res_path, "w", encoding="utf-8") as f:
         json.dump({"capture": asdict(cap), "rawfin_tree": _tree(), "load": [load_before, os.getloadavg()[0]],

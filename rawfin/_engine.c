@@ -153,6 +153,7 @@ typedef struct {
     PyObject *write;        /* bytes -> None */
     PyObject *fmt6;         /* 16 bytes -> IPv6 text as rawfin prints it */
     PyObject *make_seg;     /* rawfin.decode.make_segment */
+    PyObject *pytimers;     /* the Python observer's heap (a list it never rebinds) */
     char file_suffix[1024]; /* ',"file":"..."' or empty */
     char cause_2msl[64];
     /* state */
@@ -161,7 +162,7 @@ typedef struct {
     hent_t *heap;
     uint32_t nheap, capheap;
     uint64_t order;
-    int64_t next_id, now, frames, tcp, first_time, done, py_calls;
+    int64_t next_id, now, frames, tcp, first_time, done, py_calls, handoffs;
     int have_first;
     int64_t by_close[8];
     int64_t server_active;
@@ -976,6 +977,7 @@ static PyObject *events_list(conn_t *c) {
    The lane's connection stays in the table as a marker: the pair is Python's from now on. */
 static PyObject *handoff(Engine *e, conn_t *c) {
     char ip0[48], ip1[48];
+    e->handoffs++;
     ip_text(c, 0, ip0, sizeof ip0);
     ip_text(c, 1, ip1, sizeof ip1);
     PyObject *evs = events_list(c);
@@ -1039,15 +1041,12 @@ static int py_feed(Engine *e, PyObject *seg) {
 static int expire(Engine *e, int64_t now) {
     for (;;) {
         int64_t pw = -1, pid = 0;
-        PyObject *timers = NULL;
-        timers = PyObject_GetAttrString(e->obs, "_timers");
-        if (!timers) return -1;
+        PyObject *timers = e->pytimers;
         if (PyList_GET_SIZE(timers)) {
             PyObject *t = PyList_GET_ITEM(timers, 0);
             pw = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 0));
             pid = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1));
         }
-        Py_DECREF(timers);
         int c_due = e->nheap && e->heap[0].when <= now;
         int p_due = pw >= 0 && pw <= now;
         if (!c_due && !p_due) return 0;
@@ -1129,10 +1128,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
                       ev_t *s, PyObject *pyseg) {
     int64_t now = s->time_ns;
     if (now > e->now) e->now = now;
-    if ((e->nheap && e->heap[0].when <= now) || 1) {
-        /* Python's heap is looked at too (it is usually empty) */
-        if (expire(e, now) < 0) return -1;
-    }
+    if (expire(e, now) < 0) return -1;     /* both heaps: the lane's and the Python observer's */
     uint8_t key[40];
     int swap = make_key(key, fam, src, sport, dst, dport);
     (void)swap;
@@ -1477,6 +1473,10 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     Py_INCREF(f6); Py_XSETREF(e->fmt6, f6);
     Py_INCREF(mk); Py_XSETREF(e->make_seg, mk);
     Py_INCREF(st); Py_XSETREF(SegmentType, st);
+    PyObject *timers = PyObject_GetAttrString(obs, "_timers");
+    if (!timers) return -1;
+    if (!PyList_Check(timers)) { Py_DECREF(timers); PyErr_SetString(PyExc_TypeError, "observer._timers"); return -1; }
+    Py_XSETREF(e->pytimers, timers);
     e->msl_ns = msl;
     e->hold_ns = hold;
     e->linger_ns = 2 * msl;
@@ -1490,6 +1490,12 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
 }
 
 static void Engine_dealloc(Engine *e) {
+    /* first the finished connections only heap entries still name (the table holds live ones) */
+    for (uint32_t i = 0; i < e->nheap; i++) {
+        conn_t *c = e->heap[i].c;
+        if (c && c->dead && --c->heaprefs == 0) { free(c->log); Py_XDECREF(c->pykey); free(c); }
+    }
+    free(e->heap);
     if (e->buckets) {
         for (uint32_t i = 0; i < e->nbuckets; i++) {
             conn_t *c = e->buckets[i];
@@ -1497,16 +1503,10 @@ static void Engine_dealloc(Engine *e) {
         }
         free(e->buckets);
     }
-    /* connections named only by heap entries */
-    for (uint32_t i = 0; i < e->nheap; i++) {
-        conn_t *c = e->heap[i].c;
-        if (c && c->dead && --c->heaprefs == 0) { free(c->log); Py_XDECREF(c->pykey); free(c); }
-    }
-    free(e->heap);
     while (e->free_list) { conn_t *nx = e->free_list->next; free(e->free_list); e->free_list = nx; }
     free(e->out);
     Py_XDECREF(e->obs); Py_XDECREF(e->decode); Py_XDECREF(e->dumps); Py_XDECREF(e->write);
-    Py_XDECREF(e->fmt6); Py_XDECREF(e->make_seg);
+    Py_XDECREF(e->fmt6); Py_XDECREF(e->make_seg); Py_XDECREF(e->pytimers);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
@@ -1633,10 +1633,12 @@ static PyObject *Engine_stats(Engine *e, PyObject *unused) {
         if (!v || PyDict_SetItemString(bc, CLOSE_NAMES[i], v) < 0) { Py_XDECREF(v); Py_DECREF(bc); return NULL; }
         Py_DECREF(v);
     }
-    return Py_BuildValue("{s:L,s:L,s:O,s:L,s:L,s:N,s:L,s:L}", "frames", (long long)e->frames, "tcp",
-                         (long long)e->tcp, "first_time_ns", e->have_first ? PyLong_FromLongLong(e->first_time) : Py_None,
-                         "connections", (long long)e->done, "server_active_closes", (long long)e->server_active,
-                         "by_close", bc, "python_calls", (long long)e->py_calls, "now", (long long)e->now);
+    PyObject *first = e->have_first ? PyLong_FromLongLong(e->first_time) : Py_NewRef(Py_None);
+    if (!first) { Py_DECREF(bc); return NULL; }
+    return Py_BuildValue("{s:L,s:L,s:N,s:L,s:L,s:N,s:L,s:L,s:L}", "frames", (long long)e->frames, "tcp",
+                         (long long)e->tcp, "first_time_ns", first, "connections", (long long)e->done,
+                         "server_active_closes", (long long)e->server_active, "by_close", bc, "python_calls",
+                         (long long)e->py_calls, "handoffs", (long long)e->handoffs, "now", (long long)e->now);
 }
 
 static PyMethodDef Engine_methods[] = {

@@ -51,12 +51,13 @@ def _dumps(rec: dict) -> str:
 
 
 def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, label: str | None = None,
-        progress=None, stats=None) -> bool:
+        progress=None, stats=None, counters: dict | None = None) -> bool:
     """Write every record of one capture as JSON lines through ``write`` (bytes).
 
     As ``rawfin.analysis.records`` gives them, serialized by the jsonl sink; raises
     CaptureError after the good part on damage. ``progress(pos, frames)`` is called now
-    and then; ``stats`` (a CaptureStats) is filled in. False (nothing written) when the
+    and then; ``stats`` (a CaptureStats) is filled in, and ``counters`` with the lane's own
+    (``python_calls``: how many times a connection's event went to the Python observer). False (nothing written) when the
     capture is one the lane cannot take: timestamps outside 0..2**62 ns (a pcapng can say
     anything there); the caller then runs the reference.
     """
@@ -98,8 +99,10 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     finally:
         reader.close()
     eng.finish()
+    st = eng.stats()
+    if counters is not None:
+        counters.update(st)
     if stats is not None:
-        st = eng.stats()
         stats.frames = st["frames"]
         stats.tcp = st["tcp"]
         if st["first_time_ns"] is not None:

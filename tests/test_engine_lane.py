@@ -1,0 +1,113 @@
+"""The compiled lane itself: that it is really the one doing the work, how it is chosen, and
+what happens without it. (tests/test_engine.py proves its output equals the reference's.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rawfin import cli, engine
+from rawfin.analysis import CaptureStats, records
+from rawfin.bench import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURES = ROOT / "captures"
+
+needs_lane = pytest.mark.skipif(not engine.available(), reason=f"rawfin._engine is not built: {engine.WHY_NOT}")
+
+
+def _run_lane(path: Path, **kw) -> tuple[bytes, CaptureStats, dict]:
+    """The lane on one capture: (its output, the stats it filled in, its own counters)."""
+    buf = io.BytesIO()
+    stats = CaptureStats(path=str(path))
+    seen: dict = {}
+    assert engine.run(str(path), buf.write, stats=stats, counters=seen, **kw)
+    return buf.getvalue(), stats, seen
+
+
+@needs_lane
+@pytest.mark.parametrize("name", ["normal-close", "three-segment-close", "simultaneous-close", "rst-abort",
+                                  "server-active-close", "seq-wraparound", "half-close", "fin-with-data"])
+def test_clean_closes_never_leave_the_lane(name):
+    """A close the lane models is followed in C from the SYN to the record: Python is not called."""
+    out, stats, seen = _run_lane(CAPTURES / f"{name}.pcap")
+    assert seen["python_calls"] == seen["handoffs"] == 0, seen
+    assert seen["connections"] == stats.connections == 1
+    recs = [json.loads(line) for line in out.decode().splitlines()]
+    assert recs[-1]["type"] == "connection"
+    assert any(r["type"] == "transition" for r in recs)
+
+
+@needs_lane
+@pytest.mark.parametrize("name", ["lost-fin", "lost-final-ack", "port-reuse"])
+def test_anomalies_are_handed_to_the_python_observer(name):
+    """A retransmitted FIN, a lost final ACK, a new SYN on the pair: Python takes the connection
+    (and the output is still the reference's: tests/test_engine.py)."""
+    out, _stats, seen = _run_lane(CAPTURES / f"{name}.pcap")
+    assert seen["handoffs"] >= 1 and seen["python_calls"] > 0, seen
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
+                  for r in records(str(CAPTURES / f"{name}.pcap")))
+    assert out.decode() == ref
+
+
+@needs_lane
+def test_the_bench_mix_runs_entirely_in_the_lane(tmp_path):
+    """The benchmark's capture (handshakes, data, four-way, three-way, simultaneous closes, resets,
+    IPv4 and IPv6) needs no Python call at all: what makes `make bench` fast is the lane."""
+    cap = tmp_path / "b.pcap"
+    generate(cap, packets=20_000, connections=2_000, seed=7)
+    out, stats, seen = _run_lane(cap)
+    assert seen["python_calls"] == seen["handoffs"] == 0
+    assert stats.connections == 2_000 and stats.frames == 20_000
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(cap)))
+    assert out.decode() == ref
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rawfin", *argv], capture_output=True, text=True, cwd=ROOT)
+
+
+@needs_lane
+def test_engine_c_refuses_what_it_does_not_write():
+    p = _cli("analyze", "--engine", "c", "--format", "table", str(CAPTURES / "normal-close.pcap"))
+    assert p.returncode == 2 and "--engine c writes --format jsonl only" in p.stderr
+    p = _cli("analyze", "--engine", "c", "--format", "jsonl", "--conn", "0", str(CAPTURES / "normal-close.pcap"))
+    assert p.returncode == 2
+
+
+def test_without_the_extension_auto_runs_the_reference_and_c_is_a_usage_error(monkeypatch, capsys):
+    """A machine without a C compiler: same output through the reference; --engine c says why not."""
+    monkeypatch.setattr(engine, "_engine", None)
+    monkeypatch.setattr(engine, "WHY_NOT", "rawfin._engine is not built (test)")
+    cap = str(CAPTURES / "normal-close.pcap")
+    assert cli.main(["analyze", "--format", "jsonl", cap]) == 0
+    out = capsys.readouterr().out
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(cap))
+    assert out == ref
+    assert cli.main(["analyze", "--format", "jsonl", "--engine", "c", cap]) == 2
+    assert "rawfin._engine is not built (test)" in capsys.readouterr().err
+
+
+@needs_lane
+def test_a_pcapng_with_times_beyond_int64_goes_to_the_reference(tmp_path):
+    """pcapng can put a timestamp anywhere; the lane keeps integer nanoseconds in 64 bits, so such a
+    file is left to the reference, whole (the lane writes nothing of it)."""
+    from rawfin.pcapio import PcapngWriter, open_capture
+
+    src = CAPTURES / "normal-close.pcap"
+
+    path = tmp_path / "far.pcapng"
+    with open_capture(src) as r, PcapngWriter(path) as w:
+        iface = w.add_interface(r.interfaces[0].linktype)
+        for fr in r:
+            w.write_packet(iface, fr.data, time_ns=fr.time_ns + (1 << 63))
+    buf = io.BytesIO()
+    assert engine.run(str(path), buf.write) is False and buf.getvalue() == b""
+    p = _cli("analyze", "--format", "jsonl", str(path))
+    q = _cli("analyze", "--format", "jsonl", "--engine", "python", str(path))
+    assert p.returncode == q.returncode == 0 and p.stdout == q.stdout and p.stdout

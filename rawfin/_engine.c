@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------------------ states, inputs, table */
 
@@ -1528,15 +1527,18 @@ static inline uint32_t rd32(const uint8_t *p, int big) {
     return big ? be32(p) : ((uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0]);
 }
 
-/* run_pcap(fileobj_fd, offset, big, nano, linktype, limit, progress) -> None or (message, frame)
+/* run_pcap(path, offset, big, nano, linktype, limit, progress) -> None or (message, frame)
    A classic pcap read here, with the checks and messages of rawfin.pcapio's reader. */
 static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
-    int fd, big, nano, lt;
+    int big, nano, lt;
     long long offset, limit;
-    PyObject *progress;
-    if (!PyArg_ParseTuple(args, "iLpiiLO", &fd, &offset, &big, &nano, &lt, &limit, &progress)) return NULL;
-    FILE *f = fdopen(dup(fd), "rb");
-    if (!f) return PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *progress, *path;
+    if (!PyArg_ParseTuple(args, "O&LpiiLO", PyUnicode_FSConverter, &path, &offset, &big, &nano, &lt, &limit,
+                          &progress))
+        return NULL;
+    FILE *f = fopen(PyBytes_AS_STRING(path), "rb");
+    if (!f) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); Py_DECREF(path); return NULL; }
+    Py_DECREF(path);
     if (fseeko(f, (off_t)offset, SEEK_SET) != 0) { fclose(f); return PyErr_SetFromErrno(PyExc_OSError); }
     size_t cap = 1 << 22, have = 0, pos = 0;
     uint8_t *buf = malloc(cap);
@@ -1619,6 +1621,157 @@ fail:
     return NULL;
 }
 
+/* run_pcapng(path, dry, idb, max_block, progress) -> (status, frame)
+   The common pcapng: section headers, interface descriptions (their options read by
+   rawfin.pcapio.parse_idb through ``idb(body, big)`` -> (linktype, mul, div, offset, limit)),
+   enhanced packet blocks, and the blocks rawfin.pcapio skips or counts as frames.
+   status 0: done; 1 (dry run): a time outside 0..2**62 ns, the reference must take the file;
+   2: something only rawfin.pcapio handles (a damaged block, a simple or obsolete packet block,
+   a clock that does not fit 64 bits...): ``frame`` frames were fed, rawfin.pcapio takes the rest.
+   ``dry``: walk and check only, feed nothing. */
+typedef struct { int linktype; uint64_t mul, div; int64_t off; int64_t limit; } ifc_t;
+
+static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
+    int dry;
+    PyObject *idb, *progress, *path;
+    long long max_block;
+    if (!PyArg_ParseTuple(args, "O&pOLO", PyUnicode_FSConverter, &path, &dry, &idb, &max_block, &progress))
+        return NULL;
+    FILE *f = fopen(PyBytes_AS_STRING(path), "rb");
+    if (!f) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); Py_DECREF(path); return NULL; }
+    Py_DECREF(path);
+    size_t cap = 1 << 22, have = 0, pos = 0;
+    uint8_t *buf = malloc(cap);
+    ifc_t *ifs = NULL;
+    size_t nifs = 0, capifs = 0;
+    if (!buf) { fclose(f); return PyErr_NoMemory(); }
+    int64_t frame = 0, consumed = 0;
+    int big = 0, in_section = 0, status = 0;
+    for (;;) {
+        size_t need = 12;
+        if (pos + 12 <= have) {
+            const uint8_t *h = buf + pos;
+            if (rd32(h, big) == 0x0A0D0D0A || rd32(h, !big) == 0x0A0D0D0A) {
+                /* a section header: its byte-order magic says how to read it (and what follows) */
+                const uint8_t *bom = h + 8;
+                if (bom[0] == 0x4d && bom[1] == 0x3c && bom[2] == 0x2b && bom[3] == 0x1a) big = 0;
+                else if (bom[0] == 0x1a && bom[1] == 0x2b && bom[2] == 0x3c && bom[3] == 0x4d) big = 1;
+                else { status = 2; break; }
+            }
+            need = rd32(h + 4, big);
+            if (need < 12 || need % 4 || (long long)need > max_block) { status = 2; break; }
+        }
+        if (pos + need > have) {                /* more bytes: the whole block in the buffer */
+            memmove(buf, buf + pos, have - pos);
+            consumed += (int64_t)pos;
+            have -= pos;
+            pos = 0;
+            if (need > cap) {
+                uint8_t *nb = realloc(buf, need);
+                if (!nb) { PyErr_NoMemory(); goto fail; }
+                buf = nb;
+                cap = need;
+            }
+            size_t got = fread(buf + have, 1, cap - have, f);
+            if (got == 0) {
+                if (ferror(f)) { PyErr_SetFromErrno(PyExc_OSError); goto fail; }
+                if (have) status = 2;          /* cut short: rawfin.pcapio says how */
+                break;
+            }
+            have += got;
+            continue;
+        }
+        const uint8_t *b = buf + pos;
+        uint32_t bt = rd32(b, big);
+        uint32_t blen = (uint32_t)need;
+        if (rd32(b + blen - 4, big) != blen) {
+            status = 2;
+            break;
+        }
+        if (bt == 0x0A0D0D0A) {
+            if (blen < 28) { status = 2; break; }
+            uint16_t major = big ? be16(b + 12) : (uint16_t)(b[12] | b[13] << 8);
+            if (major != 1) { status = 2; break; }
+            in_section = 1;
+            nifs = 0;
+        } else if (!in_section) { status = 2; break; }
+        else if (bt == 6) {                    /* Enhanced Packet Block */
+            if (blen < 32) { status = 2; break; }
+            uint32_t lid = rd32(b + 8, big), caplen = rd32(b + 20, big), orig = rd32(b + 24, big);
+            if (lid >= nifs) { status = 2; break; }
+            ifc_t *ic = &ifs[lid];
+            if ((int64_t)caplen > ic->limit || 28 + (uint64_t)caplen + 4 > blen) { status = 2; break; }
+            uint64_t ts = (uint64_t)rd32(b + 12, big) << 32 | rd32(b + 16, big);
+            __int128 t = (__int128)ts * ic->mul / ic->div + ic->off;
+            if (t < 0 || t >= ((__int128)1 << 62)) {
+                if (dry) { status = 1; break; }
+                status = 2;
+                break;
+            }
+            frame++;
+            if (!dry && on_frame(e, ic->linktype, b + 28, caplen, orig, frame, (int64_t)t) < 0) goto fail;
+        } else if (bt == 1) {                  /* Interface Description Block */
+            if (blen < 20) { status = 2; break; }
+            PyObject *r = PyObject_CallFunction(idb, "y#O", (const char *)(b + 8), (Py_ssize_t)(blen - 12),
+                                                big ? Py_True : Py_False);
+            if (!r) goto fail;
+            if (r == Py_None) { Py_DECREF(r); status = 2; break; }    /* a clock the lane cannot keep */
+            int lt;
+            PyObject *mul, *div;
+            long long off, lim;
+            if (!PyArg_ParseTuple(r, "iOOLL", &lt, &mul, &div, &off, &lim)) { Py_DECREF(r); goto fail; }
+            unsigned long long m = PyLong_AsUnsignedLongLong(mul), d = PyLong_AsUnsignedLongLong(div);
+            Py_DECREF(r);
+            if (PyErr_Occurred()) {            /* a clock beyond 64 bits */
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError)) goto fail;
+                PyErr_Clear();
+                status = 2;
+                break;
+            }
+            if (nifs == capifs) {
+                size_t nc = capifs ? capifs * 2 : 8;
+                ifc_t *ni = realloc(ifs, nc * sizeof(ifc_t));
+                if (!ni) { PyErr_NoMemory(); goto fail; }
+                ifs = ni;
+                capifs = nc;
+            }
+            ifs[nifs].linktype = lt;
+            ifs[nifs].mul = m;
+            ifs[nifs].div = d ? d : 1;
+            ifs[nifs].off = off;
+            ifs[nifs].limit = lim;
+            nifs++;
+        } else if (bt == 3 || bt == 2) {       /* simple and obsolete packet blocks: rawfin.pcapio's */
+            status = 2;
+            break;
+        } else if (bt == 9 || bt == 0x00000BAD || bt == 0x40000BAD) {
+            frame++;                           /* shown as frames by Wireshark; not packets */
+        }
+        pos += blen;
+        if (!dry && !(frame & 0x3FFF) && (bt == 6)) {
+            if (PyErr_CheckSignals() < 0) goto fail;
+            if (progress != Py_None) {
+                PyObject *r = PyObject_CallFunction(progress, "LL", (long long)(consumed + (int64_t)pos),
+                                                    (long long)frame);
+                if (!r) goto fail;
+                Py_DECREF(r);
+            }
+            if (!(frame & 0x3FFFF) && sweep_markers(e) < 0) goto fail;
+        }
+        if (!dry && e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+    }
+    free(buf);
+    free(ifs);
+    fclose(f);
+    if (!dry && out_flush(e) < 0) return NULL;
+    return Py_BuildValue("(iL)", status, (long long)frame);
+fail:
+    free(buf);
+    free(ifs);
+    fclose(f);
+    return NULL;
+}
+
 static PyObject *Engine_finish(Engine *e, PyObject *unused) {
     if (finish_all(e) < 0) return NULL;
     Py_RETURN_NONE;
@@ -1644,6 +1797,7 @@ static PyObject *Engine_stats(Engine *e, PyObject *unused) {
 static PyMethodDef Engine_methods[] = {
     {"feed_frame", (PyCFunction)Engine_feed_frame, METH_VARARGS, "One captured frame."},
     {"run_pcap", (PyCFunction)Engine_run_pcap, METH_VARARGS, "Every frame of a classic pcap file."},
+    {"run_pcapng", (PyCFunction)Engine_run_pcapng, METH_VARARGS, "The frames of a common pcapng file."},
     {"finish", (PyCFunction)Engine_finish, METH_NOARGS, "The end of the capture."},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Counts, for the summary line."},
     {NULL}};

@@ -14,6 +14,7 @@ import functools
 import ipaddress
 import json
 import os
+import stat
 from typing import Callable
 
 from .endpoint import SEC
@@ -58,11 +59,12 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     CaptureError after the good part on damage. ``progress(pos, frames)`` is called now
     and then; ``stats`` (a CaptureStats) is filled in, and ``counters`` with the lane's own
     (``python_calls``: how many times a connection's event went to the Python observer). False (nothing written) when the
-    capture is one the lane cannot take: timestamps outside 0..2**62 ns (a pcapng can say
-    anything there); the caller then runs the reference.
+    capture is one the lane cannot take: not a regular file (a pipe is read once), or
+    timestamps outside 0..2**62 ns (a pcapng can say anything there); the caller then runs
+    the reference.
     """
     from .decode import decode, make_segment
-    from .pcapio import MAX_CAPLEN, _CAPLEN_CEILING, open_capture
+    from .pcapio import _CAPLEN_CEILING, _MAX_BLOCK, MAX_CAPLEN, open_capture
     from .segment import Segment
 
     _table_loaded()
@@ -73,27 +75,44 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     eng = _engine.Engine(observer=obs, decode=decode, dumps=_dumps, write=write, fmt6=_fmt6,
                          make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
                          hold_ns=obs.hold_ns, file_suffix=suffix, cause_2msl=cause)
-    if not _fits(path):
-        return False
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False        # a pipe or a device can be read once only: the reference's
+    except OSError:
+        pass                    # open_capture says what is wrong with it
     reader = open_capture(path)
     error: CaptureError | None = None
     try:
         iface = reader.interfaces[0] if reader.interfaces else None
+        k = 0                   # frames the lane has read itself, when rawfin.pcapio must go on
         if reader.format == "pcap" and not reader.modified and iface is not None:
             limit = max(MAX_CAPLEN, min(iface.snaplen, _CAPLEN_CEILING))
-            bad = eng.run_pcap(reader._f.fileno(), 24, reader.byte_order == "big", reader.nanosecond,
+            bad = eng.run_pcap(path, 24, reader.byte_order == "big", reader.nanosecond,
                                iface.linktype, limit, progress)
             if bad is not None:
                 error = CaptureError(path, bad[0], frame=bad[1])
+            status = 0
+        elif reader.format == "pcapng":
+            # a dry walk first: every time must fit in 64-bit nanoseconds before anything is written
+            status, _ = eng.run_pcapng(path, True, _idb, _MAX_BLOCK, None)
+            if status == 1:
+                return False
+            if status == 0:
+                status, k = eng.run_pcapng(path, False, _idb, _MAX_BLOCK, progress)
         else:
+            status = 2
+        if status == 2:
+            # what only rawfin.pcapio reads (damage, old block types, odd clocks): frame by frame
+            if k == 0 and not _fits(path):
+                return False
             feed = eng.feed_frame
-            n = 0
             try:
                 for fr in reader:
+                    if fr.frame <= k:
+                        continue
                     feed(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
-                    n += 1
-                    if progress is not None and not n & 0x3FFF:
-                        progress(reader.tell(), n)
+                    if progress is not None and not fr.frame & 0x3FFF:
+                        progress(reader.tell(), fr.frame)
             except CaptureError as e:
                 error = e
     finally:
@@ -120,6 +139,19 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
 
 
 _TIME_LIMIT = 1 << 62
+_I64 = 1 << 63
+
+
+def _idb(body: bytes, big: bool):
+    """A pcapng interface description, for the lane: (linktype, mul, div, offset ns, caplen limit)
+    as rawfin.pcapio reads it, or None when its clock does not fit the lane's 64 bits."""
+    from .pcapio import idb_clock, parse_idb
+
+    iface = parse_idb(body, ">" if big else "<")
+    mul, div, off, limit = idb_clock(iface)
+    if not (-_I64 <= off < _I64 and div < 2 * _I64 and mul < 2 * _I64):
+        return None
+    return iface.linktype, mul, div, off, limit
 
 
 def _fits(path: str) -> bool:

@@ -225,6 +225,40 @@ def _strip_endofopt(raw: bytes, e: str) -> bytes:
 # --------------------------------------------------------------------------- reader
 
 
+def parse_idb(body: bytes, e: str, index: int = 0, section: int = 0, local_index: int = 0) -> "Interface":
+    """An Interface Description Block's body (between the length fields), in byte order ``e``."""
+    linktype, _res, snaplen = struct.unpack_from(e + "HHI", body)
+    opts = _strip_endofopt(body[8:], e)
+    tsresol, tsoffset, name = 6, 0, None
+    pos, n = 0, len(opts)
+    while pos + 4 <= n:
+        code, length = struct.unpack_from(e + "HH", opts, pos)
+        v = opts[pos + 4:pos + 4 + length]
+        if code == 9 and length >= 1:
+            tsresol = v[0]
+        elif code == 14 and length == 8:
+            tsoffset = struct.unpack(e + "q", v)[0]
+        elif code == 2:
+            name = v.decode("utf-8", "replace")
+        pos += 4 + ((length + 3) & ~3)
+    if (tsresol & 0x80 and tsresol & 0x7F > 64) or (not tsresol & 0x80 and tsresol > 18):
+        tsresol = 6  # nonsense resolution: Wireshark falls back to microseconds too
+    return Interface(index, linktype, snaplen, tsresol, tsoffset, name, section, e == ">", opts, local_index)
+
+
+def idb_clock(iface: "Interface") -> tuple[int, int, int, int]:
+    """How a packet of this interface becomes a frame: (mul, div, offset ns, caplen limit), its time
+    in ns being ``raw * mul // div + offset``."""
+    res = iface.tsresol
+    if res & 0x80:
+        mul, div = _NS, 1 << (res & 0x7F)
+    elif res <= 9:
+        mul, div = 10 ** (9 - res), 1
+    else:
+        mul, div = 1, 10 ** (res - 9)
+    return mul, div, iface.tsoffset * _NS, max(MAX_CAPLEN, min(iface.snaplen, _CAPLEN_CEILING))
+
+
 class CaptureReader:
     """An open capture file. Iterate it (once) for :class:`RawFrame` records.
 
@@ -308,23 +342,7 @@ class CaptureReader:
             pos += blen
 
     def _parse_idb(self, body: bytes, e: str, index: int, section: int, local_index: int = 0) -> Interface:
-        linktype, _res, snaplen = struct.unpack_from(e + "HHI", body)
-        opts = _strip_endofopt(body[8:], e)
-        tsresol, tsoffset, name = 6, 0, None
-        pos, n = 0, len(opts)
-        while pos + 4 <= n:
-            code, length = struct.unpack_from(e + "HH", opts, pos)
-            v = opts[pos + 4:pos + 4 + length]
-            if code == 9 and length >= 1:
-                tsresol = v[0]
-            elif code == 14 and length == 8:
-                tsoffset = struct.unpack(e + "q", v)[0]
-            elif code == 2:
-                name = v.decode("utf-8", "replace")
-            pos += 4 + ((length + 3) & ~3)
-        if (tsresol & 0x80 and tsresol & 0x7F > 64) or (not tsresol & 0x80 and tsresol > 18):
-            tsresol = 6  # nonsense resolution: Wireshark falls back to microseconds too
-        return Interface(index, linktype, snaplen, tsresol, tsoffset, name, section, e == ">", opts, local_index)
+        return parse_idb(body, e, index, section, local_index)
 
     # -- public -----------------------------------------------------------
     @property
@@ -547,15 +565,8 @@ class CaptureReader:
                 self.interfaces.append(iface)
                 if iface.nanosecond:
                     self.nanosecond = True
-                res = iface.tsresol
-                if res & 0x80:
-                    mul, div = _NS, 1 << (res & 0x7F)
-                elif res <= 9:
-                    mul, div = 10 ** (9 - res), 1
-                else:
-                    mul, div = 1, 10 ** (res - 9)
-                limit = max(MAX_CAPLEN, min(iface.snaplen, _CAPLEN_CEILING))
-                local.append((iface.index, iface.linktype, mul, div, iface.tsoffset * _NS, limit))
+                mul, div, off, limit = idb_clock(iface)
+                local.append((iface.index, iface.linktype, mul, div, off, limit))
                 nlocal = len(local)
             elif btype == 3:  # Simple Packet Block
                 if blen < 16:

@@ -175,3 +175,32 @@ def size_of(path: str) -> int | None:
         return os.path.getsize(path)
     except OSError:
         return None
+
+
+class RecordFeed:
+    """A ``write`` for :func:`run` that hands each record, as a dict again, to ``take``
+    (for the table and csv sinks: the same dicts the reference gives them)."""
+
+    def __init__(self, take: Callable[[dict], object]) -> None:
+        self.take = take
+        self.rest = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        lines = (self.rest + chunk).split(b"\n")
+        self.rest = lines.pop()
+        loads, take = json.loads, self.take
+        for line in lines:
+            take(loads(line))
+
+
+def first_time(path: str) -> float | None:
+    """The capture's first frame time in seconds (what the table's relative times count from)."""
+    from .pcapio import open_capture
+
+    try:
+        with open_capture(path) as reader:
+            for fr in reader:
+                return fr.time_ns / 1e9
+    except CaptureError:
+        pass
+    return None

@@ -73,11 +73,29 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
 
 
 @needs_lane
-def test_engine_c_refuses_what_it_does_not_write():
-    p = _cli("analyze", "--engine", "c", "--format", "table", str(CAPTURES / "normal-close.pcap"))
-    assert p.returncode == 2 and "--engine c writes --format jsonl only" in p.stderr
-    p = _cli("analyze", "--engine", "c", "--format", "jsonl", "--conn", "0", str(CAPTURES / "normal-close.pcap"))
-    assert p.returncode == 2
+def test_engine_c_refuses_a_selection():
+    """--filter and --conn select connections, which only the reference does."""
+    cap = str(CAPTURES / "normal-close.pcap")
+    for sel in (["--conn", "0"], ["--filter", "port 80"]):
+        p = _cli("analyze", "--engine", "c", *sel, cap)
+        assert p.returncode == 2 and "--filter and --conn need --engine python" in p.stderr, p.stderr
+    p = _cli("analyze", "--conn", "0", cap)        # auto: the reference does it
+    assert p.returncode == 0 and "CLOSE_WAIT" in p.stdout
+
+
+@needs_lane
+@pytest.mark.parametrize("fmt", [["--format", "table"], ["--summary"], ["--format", "csv"],
+                                 ["--format", "table", "--tablefmt", "github"], ["--summary", "--msl", "1"]])
+def test_every_format_is_the_same_through_the_lane(fmt, tmp_path):
+    """Table, summary and csv read the lane's records back into the same sinks: the same text."""
+    cap = tmp_path / "b.pcap"
+    generate(cap, packets=3_000, connections=300, seed=11)
+    files = [str(cap), str(CAPTURES / "lost-final-ack.pcap"), str(CAPTURES / "port-reuse.pcap")]
+    for argv in ([files[0]], [files[1]], files):
+        p = _cli("analyze", *fmt, "--engine", "c", *argv)
+        q = _cli("analyze", *fmt, "--engine", "python", *argv)
+        assert (p.returncode, p.stdout, p.stderr) == (q.returncode, q.stdout, q.stderr)
+        assert p.stdout
 
 
 def test_without_the_extension_auto_runs_the_reference_and_c_is_a_usage_error(monkeypatch, capsys):

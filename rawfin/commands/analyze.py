@@ -11,20 +11,19 @@ from ..render import make_sink
 
 
 def _use_engine(args, select: ConnFilter) -> bool:
-    """The compiled lane writes JSON lines only, and knows nothing of --filter/--conn."""
+    """The compiled lane follows every connection, so it knows nothing of --filter/--conn."""
     from .. import engine
 
     choice = getattr(args, "engine", "auto")
     if choice == "python":
         return False
-    fits = args.format == "jsonl" and not select.active
     if choice == "c":
         if not engine.available():
             raise UsageError(f"--engine c: {engine.WHY_NOT}")
-        if not fits:
-            raise UsageError("--engine c writes --format jsonl only, without --filter or --conn")
+        if select.active:
+            raise UsageError("--engine c follows every connection: --filter and --conn need --engine python")
         return True
-    return fits and engine.available()
+    return not select.active and engine.available()
 
 
 def run(args) -> int:
@@ -44,7 +43,7 @@ def run(args) -> int:
             if hasattr(sink, "origin"):
                 sink.origin = None
             try:
-                if use_engine and _run_engine(path, args, label, stats):
+                if use_engine and _run_engine(path, args, label, stats, sink):
                     continue
                 for rec in records(path, msl_s=args.msl, label=label, progress=args.progress,
                                    select=select if select.active else None, stats=stats):
@@ -74,17 +73,27 @@ def run(args) -> int:
     return 0
 
 
-def _run_engine(path: str, args, label: str | None, stats: CaptureStats) -> bool:
-    """One capture through the compiled lane, its JSON lines straight to stdout's bytes;
-    False when the lane cannot take this capture (nothing is written then)."""
+def _run_engine(path: str, args, label: str | None, stats: CaptureStats, sink) -> bool:
+    """One capture through the compiled lane; False when the lane cannot take this capture
+    (nothing is written then). JSON lines go straight to stdout's bytes; for the other
+    formats the records are read back and handed to the sink as the reference's would be."""
     from .. import engine
 
-    sys.stdout.flush()
-    out = sys.stdout.buffer
     bar = Progress(os.path.basename(path), engine.size_of(path), args.progress)
+    progress = bar.update if bar.on else None
     try:
-        return engine.run(path, out.write, msl_s=args.msl, label=label, progress=bar.update if bar.on else None,
-                   stats=stats)
+        if args.format == "jsonl":
+            sys.stdout.flush()
+            out = sys.stdout.buffer
+            try:
+                return engine.run(path, out.write, msl_s=args.msl, label=label, progress=progress, stats=stats)
+            finally:
+                out.flush()
+        if hasattr(sink, "set_origin"):
+            first = engine.first_time(path)
+            if first is not None:
+                sink.set_origin(first)
+        return engine.run(path, engine.RecordFeed(sink.write), msl_s=args.msl, label=label, progress=progress,
+                          stats=stats)
     finally:
         bar.done()
-        out.flush()

@@ -104,6 +104,7 @@ typedef struct {
 } held_t;
 
 #define MAXCAND 4
+#define MAXANOM 6
 
 typedef struct conn {
     struct conn *next;      /* hash chain */
@@ -126,6 +127,9 @@ typedef struct conn {
     int64_t fin_frame[2];
     uint8_t rst_seen, data_after_first_fin, closing_seen, first_fin_acked_alone, refused;
     uint8_t ncand;
+    uint8_t nanom;          /* distinct anomaly kinds seen, and how many of each */
+    const char *anom_kind[MAXANOM];
+    uint32_t anom_n[MAXANOM];
     held_t pending[2];      /* receiver side -> the FIN (or SYN) held for it */
     held_t held_ack[2];     /* sender side -> its final ACK, held for a retransmitted FIN */
     uint8_t hold_seq;       /* insertion order of the two dicts above */
@@ -168,6 +172,9 @@ typedef struct {
     /* output */
     char *out;
     size_t nout, capout;
+    /* one endpoint call's anomalies: a Result lists its transitions first, then its anomalies */
+    char *aout;
+    size_t naout, capaout;
     /* the per-event scratch of transitions (to tell refused connections) */
     int rst_from_syn_sent;
     conn_t *free_list;
@@ -275,6 +282,62 @@ static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int6
     out_cstr(e, e->file_suffix);
     OUT_LIT(e, "}\n");
     return 0;
+}
+
+/* an anomaly record (rawfin.records.anomaly_record), and the connection's count of its kind;
+   BAIL when the connection has seen more kinds than the lane keeps */
+static int anomaly(Engine *e, conn_t *c, int side, const char *kind, const char *detail, int64_t now,
+                   int64_t frame) {
+    int k;
+    for (k = 0; k < c->nanom; k++)
+        if (strcmp(c->anom_kind[k], kind) == 0) break;
+    if (k == c->nanom) {
+        if (c->nanom == MAXANOM) return 1;
+        c->anom_kind[c->nanom] = kind;
+        c->anom_n[c->nanom++] = 0;
+    }
+    c->anom_n[k]++;
+    /* written in the main buffer's tail, then moved aside until the endpoint call ends */
+    size_t start = e->nout;
+    if (out_reserve(e, 512 + strlen(detail) + strlen(e->file_suffix)) < 0) return -1;
+    OUT_LIT(e, "{\"type\":\"anomaly\",\"conn\":");
+    out_i64(e, c->id);
+    OUT_LIT(e, ",\"frame\":");
+    if (frame < 0) OUT_LIT(e, "null"); else out_i64(e, frame);
+    OUT_LIT(e, ",\"time\":");
+    if (out_time(e, now) < 0) return -1;
+    OUT_LIT(e, ",\"endpoint\":\"");
+    out_cstr(e, c->name[side]);
+    OUT_LIT(e, "\",\"kind\":\"");
+    out_cstr(e, kind);
+    OUT_LIT(e, "\",\"detail\":\"");
+    out_cstr(e, detail);        /* digits, names and punctuation: nothing JSON must escape */
+    e->out[e->nout++] = '"';
+    out_cstr(e, e->file_suffix);
+    OUT_LIT(e, "}\n");
+    size_t len = e->nout - start;
+    if (e->naout + len > e->capaout) {
+        size_t cap = e->capaout ? e->capaout : 4096;
+        while (cap < e->naout + len) cap *= 2;
+        char *q = realloc(e->aout, cap);
+        if (!q) { PyErr_NoMemory(); return -1; }
+        e->aout = q;
+        e->capaout = cap;
+    }
+    memcpy(e->aout + e->naout, e->out + start, len);
+    e->naout += len;
+    e->nout = start;
+    return 0;
+}
+
+/* the end of one endpoint call: its anomalies follow its transitions (or vanish with a BAIL) */
+static int end_call(Engine *e, int r) {
+    if (r == 0 && e->naout) {
+        if (out_reserve(e, e->naout) < 0) return -1;
+        out_str(e, e->aout, e->naout);
+    }
+    e->naout = 0;
+    return r;
 }
 
 /* Python's records: a list of dicts, written through the reference serializer */
@@ -466,7 +529,26 @@ static int move(Engine *e, conn_t *c, int side, int inp, const char *cause, int6
     return 0;
 }
 
-static int observe_send(Engine *e, conn_t *c, int side, const ev_t *s) {
+/* Segment.describe(): "FIN,ACK seq=1006 ack=2001 len=5" */
+static void describe(const ev_t *s, char *out, size_t n) {
+    static const struct { uint8_t bit; const char *name; } order[8] = {
+        {F_SYN, "SYN"}, {F_FIN, "FIN"}, {F_RST, "RST"}, {8, "PSH"}, {F_ACK, "ACK"}, {32, "URG"}, {64, "ECE"},
+        {128, "CWR"}};
+    size_t k = 0;
+    int any = 0;
+    out[0] = 0;
+    for (int i = 0; i < 8; i++)
+        if (s->flags & order[i].bit) {
+            k += (size_t)snprintf(out + k, n - k, "%s%s", any ? "," : "", order[i].name);
+            any = 1;
+        }
+    if (!any) k += (size_t)snprintf(out + k, n - k, "none");
+    k += (size_t)snprintf(out + k, n - k, " seq=%u", s->seq);
+    if (s->flags & F_ACK) k += (size_t)snprintf(out + k, n - k, " ack=%u", s->ack);
+    if (s->data_len) snprintf(out + k, n - k, " len=%u", s->data_len);
+}
+
+static int observe_send_call(Engine *e, conn_t *c, int side, const ev_t *s) {
     cep_t *p = &c->ep[side];
     char cause[96];
     int st = p->state;
@@ -524,7 +606,20 @@ static int process_ack(Engine *e, conn_t *c, int side, const ev_t *s, int64_t no
             st = p->state;
         } else return BAIL;                    /* unacceptable_ack */
     }
-    if (SGT(ack, p->snd_nxt)) return BAIL;     /* ack_beyond_fin / acked_unseen_segment */
+    if (SGT(ack, p->snd_nxt)) {
+        char detail[160];
+        int r;
+        if (p->has_fin && SGT(ack, p->fin_seq + 1)) {
+            snprintf(detail, sizeof detail, "ack=%u is past FIN seq=%u: nothing follows a FIN, expected at most %u",
+                     ack, p->fin_seq, p->fin_seq + 1);
+            r = anomaly(e, c, side, "ack_beyond_fin", detail, now, s->frame);
+        } else {
+            snprintf(detail, sizeof detail, "ack=%u beyond what the capture shows sent (snd_nxt=%u)", ack, p->snd_nxt);
+            r = anomaly(e, c, side, "acked_unseen_segment", detail, now, s->frame);
+        }
+        if (r) return r;
+        p->snd_nxt = ack;
+    }
     if (SLT(p->snd_una, ack)) p->snd_una = ack;
     if (p->has_fin && (st == FIN_WAIT_1 || st == CLOSING || st == LAST_ACK) && SGE(p->snd_una, p->fin_seq + 1)) {
         snprintf(cause, sizeof cause, "rcv ACK ack=%u of FIN seq=%u", ack, p->fin_seq);
@@ -533,7 +628,7 @@ static int process_ack(Engine *e, conn_t *c, int side, const ev_t *s, int64_t no
     return 0;
 }
 
-static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
+static int receive_call(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
     cep_t *p = &c->ep[side];
     char cause[96];
     int st = p->state, r;
@@ -600,7 +695,16 @@ static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
     }
     if (!ok) {
         if ((f & F_FIN) && p->has_peer_fin && fin_seq_of(s) == p->peer_fin_seq) return 0;
-        if (seg_len(s)) return BAIL;                          /* retransmission, unacceptable_segment */
+        if (seg_len(s)) {
+            char d[96], detail[192];
+            describe(s, d, sizeof d);
+            if (SLE(seq_end(s), p->rcv_nxt)) {
+                snprintf(detail, sizeof detail, "%s already received (rcv_nxt=%u)", d, p->rcv_nxt);
+                return anomaly(e, c, side, "retransmission", detail, now, s->frame);
+            }
+            snprintf(detail, sizeof detail, "%s outside the receive window (rcv_nxt=%u)", d, p->rcv_nxt);
+            return anomaly(e, c, side, "unacceptable_segment", detail, now, s->frame);
+        }
         return 0;
     }
     if (f & F_SYN) return BAIL;                               /* syn_in_window */
@@ -611,13 +715,25 @@ static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
     if (s->data_len) {
         if (p->state != ESTABLISHED && p->state != FIN_WAIT_1 && p->state != FIN_WAIT_2) return BAIL;
         int64_t lead = ssub(p->rcv_nxt, s->seq);
-        if (lead < 0) return BAIL;                            /* previous_segment_not_captured */
+        if (lead < 0) {
+            char detail[128];
+            snprintf(detail, sizeof detail, "seq=%u but rcv_nxt=%u: %lld bytes missing", s->seq, p->rcv_nxt,
+                     (long long)-lead);
+            if ((r = anomaly(e, c, side, "previous_segment_not_captured", detail, now, s->frame))) return r;
+            lead = 0;
+        }
         if (lead < (int64_t)s->data_len) p->rcv_nxt = s->seq + s->data_len;
     }
     if (f & F_FIN) {
         uint32_t fseq = fin_seq_of(s);
         int64_t gap = ssub(fseq, p->rcv_nxt);
-        if (gap > 0) return BAIL;
+        if (gap > 0) {
+            char detail[128];
+            snprintf(detail, sizeof detail, "FIN seq=%u but rcv_nxt=%u: %lld bytes missing", fseq, p->rcv_nxt,
+                     (long long)gap);
+            if ((r = anomaly(e, c, side, "previous_segment_not_captured", detail, now, s->frame))) return r;
+            gap = 0;
+        }
         if (gap == 0) {
             p->rcv_nxt = fseq + 1;
             p->peer_fin_seq = fseq;
@@ -627,6 +743,15 @@ static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
         }
     }
     return 0;
+}
+
+/* Endpoint.receive and Endpoint.observe_send: one Result each */
+static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
+    return end_call(e, receive_call(e, c, side, s, now));
+}
+
+static int observe_send(Engine *e, conn_t *c, int side, const ev_t *s) {
+    return end_call(e, observe_send_call(e, c, side, s));
 }
 
 static int handle_timer(Engine *e, conn_t *c, int side, int64_t now) {
@@ -926,7 +1051,23 @@ static int write_connection(Engine *e, conn_t *c) {
     out_i64(e, c->packets);
     OUT_LIT(e, ",\"mid_stream\":false,\"server_active_close\":");
     if (server_active) OUT_LIT(e, "true"); else OUT_LIT(e, "false");
-    OUT_LIT(e, ",\"anomalies\":{}");
+    OUT_LIT(e, ",\"anomalies\":{");
+    {
+        int idx[MAXANOM];
+        for (int i = 0; i < c->nanom; i++) idx[i] = i;
+        for (int i = 1; i < c->nanom; i++)          /* sorted by kind, as dict(sorted(...)) */
+            for (int j = i; j > 0 && strcmp(c->anom_kind[idx[j - 1]], c->anom_kind[idx[j]]) > 0; j--) {
+                int t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t;
+            }
+        for (int i = 0; i < c->nanom; i++) {
+            if (i) e->out[e->nout++] = ',';
+            e->out[e->nout++] = '"';
+            out_cstr(e, c->anom_kind[idx[i]]);
+            OUT_LIT(e, "\":");
+            out_i64(e, c->anom_n[idx[i]]);
+        }
+    }
+    e->out[e->nout++] = '}';
     out_cstr(e, e->file_suffix);
     OUT_LIT(e, "}\n");
     e->by_close[kind]++;
@@ -1504,6 +1645,7 @@ static void Engine_dealloc(Engine *e) {
     }
     while (e->free_list) { conn_t *nx = e->free_list->next; free(e->free_list); e->free_list = nx; }
     free(e->out);
+    free(e->aout);
     Py_XDECREF(e->obs); Py_XDECREF(e->decode); Py_XDECREF(e->dumps); Py_XDECREF(e->write);
     Py_XDECREF(e->fmt6); Py_XDECREF(e->make_seg); Py_XDECREF(e->pytimers);
     Py_TYPE(e)->tp_free((PyObject *)e);

@@ -244,3 +244,32 @@ def test_a_pipe_is_left_to_the_reference(tmp_path):
     t.join(timeout=30)
     q = _cli("analyze", "--format", "jsonl", "--engine", "python", str(src))
     assert p.returncode == q.returncode == 0 and p.stdout == q.stdout and p.stdout
+
+
+@needs_lane
+def test_common_anomalies_stay_in_the_lane(tmp_path):
+    """A data segment seen twice (a retransmission), one missing (previous_segment_not_captured,
+    then an ACK of what the capture never showed): the lane reports them itself, as the reference
+    does, and keeps the connection."""
+    from rawfin.pcapio import PcapWriter, open_capture
+
+    src = tmp_path / "b.pcap"
+    generate(src, packets=2_000, connections=200, seed=4)
+    frames = list(open_capture(src))
+    data = [i for i, fr in enumerate(frames) if len(fr.data) > 200][:40]
+    dup, gone = set(data[0::4]), set(data[2::4])
+    path = tmp_path / "faults.pcap"
+    with PcapWriter(path, linktype=frames[0].linktype) as w:
+        for i, fr in enumerate(frames):
+            if i in gone:
+                continue
+            w.write(fr.data, fr.time_ns, fr.orig_len)
+            if i in dup:
+                w.write(fr.data, fr.time_ns + 1000, fr.orig_len)
+    out, _stats, seen = _run_lane(path)
+    assert seen["handoffs"] == 0 and seen["python_calls"] == 0, seen
+    text = out.decode()
+    for kind in ("retransmission", "previous_segment_not_captured", "acked_unseen_segment"):
+        assert f'"kind":"{kind}"' in text
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    assert text == ref

@@ -259,10 +259,12 @@ static int out_time(Engine *e, int64_t ns) {
 
 static void out_cstr(Engine *e, const char *s) { out_str(e, s, strlen(s)); }
 
-static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int64_t frame, int64_t now,
-                          const char *cause) {
-    if (out_reserve(e, 512 + strlen(e->file_suffix)) < 0) return -1;
-    OUT_LIT(e, "{\"type\":\"transition\",\"conn\":");
+/* what transition and anomaly records begin with: type, conn, frame, time, endpoint */
+static int out_head(Engine *e, const char *type, conn_t *c, int side, int64_t frame, int64_t now, size_t more) {
+    if (out_reserve(e, 512 + more + strlen(e->file_suffix)) < 0) return -1;
+    OUT_LIT(e, "{\"type\":\"");
+    out_cstr(e, type);
+    OUT_LIT(e, "\",\"conn\":");
     out_i64(e, c->id);
     OUT_LIT(e, ",\"frame\":");
     if (frame < 0) OUT_LIT(e, "null"); else out_i64(e, frame);
@@ -270,6 +272,12 @@ static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int6
     if (out_time(e, now) < 0) return -1;
     OUT_LIT(e, ",\"endpoint\":\"");
     out_cstr(e, c->name[side]);
+    return 0;
+}
+
+static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int64_t frame, int64_t now,
+                          const char *cause) {
+    if (out_head(e, "transition", c, side, frame, now, strlen(cause)) < 0) return -1;
     OUT_LIT(e, "\",\"peer\":\"");
     out_cstr(e, c->name[1 - side]);
     OUT_LIT(e, "\",\"from\":\"");
@@ -299,15 +307,7 @@ static int anomaly(Engine *e, conn_t *c, int side, const char *kind, const char 
     c->anom_n[k]++;
     /* written in the main buffer's tail, then moved aside until the endpoint call ends */
     size_t start = e->nout;
-    if (out_reserve(e, 512 + strlen(detail) + strlen(e->file_suffix)) < 0) return -1;
-    OUT_LIT(e, "{\"type\":\"anomaly\",\"conn\":");
-    out_i64(e, c->id);
-    OUT_LIT(e, ",\"frame\":");
-    if (frame < 0) OUT_LIT(e, "null"); else out_i64(e, frame);
-    OUT_LIT(e, ",\"time\":");
-    if (out_time(e, now) < 0) return -1;
-    OUT_LIT(e, ",\"endpoint\":\"");
-    out_cstr(e, c->name[side]);
+    if (out_head(e, "anomaly", c, side, frame, now, strlen(detail)) < 0) return -1;
     OUT_LIT(e, "\",\"kind\":\"");
     out_cstr(e, kind);
     OUT_LIT(e, "\",\"detail\":\"");
@@ -1669,6 +1669,44 @@ static inline uint32_t rd32(const uint8_t *p, int big) {
     return big ? be32(p) : ((uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0]);
 }
 
+/* A capture reader's buffer: keep the unread tail, make room for ``need`` bytes, read more.
+   Returns the bytes read (0 at the end of the file), -1 with an exception set. */
+static Py_ssize_t refill(FILE *f, uint8_t **buf, size_t *cap, size_t *have, size_t *pos, int64_t *consumed,
+                         size_t need) {
+    memmove(*buf, *buf + *pos, *have - *pos);
+    *consumed += (int64_t)*pos;
+    *have -= *pos;
+    *pos = 0;
+    if (need > *cap) {
+        uint8_t *nb = realloc(*buf, need);
+        if (!nb) { PyErr_NoMemory(); return -1; }
+        *buf = nb;
+        *cap = need;
+    }
+    size_t got = fread(*buf + *have, 1, *cap - *have, f);
+    if (got == 0 && ferror(f)) { PyErr_SetFromErrno(PyExc_OSError); return -1; }
+    *have += got;
+    return (Py_ssize_t)got;
+}
+
+/* Every 16,384 frames: Ctrl-C, the progress bar, and (less often) the markers' sweep */
+static int now_and_then(Engine *e, PyObject *progress, int64_t pos, int64_t frame) {
+    if (PyErr_CheckSignals() < 0) return -1;
+    if (progress != Py_None) {
+        PyObject *r = PyObject_CallFunction(progress, "LL", (long long)pos, (long long)frame);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    if (!(frame & 0x3FFFF) && sweep_markers(e) < 0) return -1;
+    return 0;
+}
+
+/* (message, frame) of a record whose length cannot be, in rawfin.pcapio's words */
+static PyObject *corrupt_record(uint32_t caplen, int64_t frame) {
+    return Py_BuildValue("(NL)", PyUnicode_FromFormat("packet record claims %u captured bytes (corrupt record)",
+                                                      caplen), (long long)frame);
+}
+
 /* run_pcap(path, offset, big, nano, linktype, limit, progress) -> None or (message, frame)
    A classic pcap read here, with the checks and messages of rawfin.pcapio's reader. */
 static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
@@ -1694,51 +1732,28 @@ static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
             uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), caplen = rd32(h + 8, big), orig = rd32(h + 12, big);
             if (pos + 16 + caplen > have) break;
             if (caplen > limit) {
-                result = Py_BuildValue("(sL)", "", (long long)(frame + 1));
-                PyObject *msg = PyUnicode_FromFormat("packet record claims %u captured bytes (corrupt record)", caplen);
-                if (msg && result) PyTuple_SetItem(result, 0, msg);
+                result = corrupt_record(caplen, frame + 1);
                 goto done;
             }
             frame++;
             int64_t t = (int64_t)sec * 1000000000LL + (int64_t)frac * frac_mul;
             if (on_frame(e, lt, h + 16, caplen, orig, frame, t) < 0) goto fail;
             pos += 16 + caplen;
-            if (!(frame & 0x3FFF)) {
-                if (PyErr_CheckSignals() < 0) goto fail;
-                if (progress != Py_None) {
-                    PyObject *r = PyObject_CallFunction(progress, "LL", (long long)(consumed + (int64_t)pos),
-                                                        (long long)frame);
-                    if (!r) goto fail;
-                    Py_DECREF(r);
-                }
-                if (!(frame & 0x3FFFF) && sweep_markers(e) < 0) goto fail;
-            }
+            if (!(frame & 0x3FFF) && now_and_then(e, progress, consumed + (int64_t)pos, frame) < 0) goto fail;
             if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
         }
         size_t need = 16;
         if (pos + 16 <= have) {
             uint32_t caplen = rd32(buf + pos + 8, big);
             if (caplen > limit) {
-                result = Py_BuildValue("(sL)", "", (long long)(frame + 1));
-                PyObject *msg = PyUnicode_FromFormat("packet record claims %u captured bytes (corrupt record)", caplen);
-                if (msg && result) PyTuple_SetItem(result, 0, msg);
+                result = corrupt_record(caplen, frame + 1);
                 goto done;
             }
             need = 16 + (size_t)caplen;
         }
-        memmove(buf, buf + pos, have - pos);
-        consumed += (int64_t)pos;
-        have -= pos;
-        pos = 0;
-        if (need > cap) {
-            uint8_t *nb = realloc(buf, need);
-            if (!nb) { PyErr_NoMemory(); goto fail; }
-            buf = nb;
-            cap = need;
-        }
-        size_t got = fread(buf + have, 1, cap - have, f);
+        Py_ssize_t got = refill(f, &buf, &cap, &have, &pos, &consumed, need);
+        if (got < 0) goto fail;
         if (got == 0) {
-            if (ferror(f)) { PyErr_SetFromErrno(PyExc_OSError); goto fail; }
             if (!have) { result = Py_None; Py_INCREF(result); goto done; }
             PyObject *msg;
             if (have < 16)
@@ -1750,7 +1765,6 @@ static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
             result = Py_BuildValue("(NL)", msg, (long long)(frame + 1));
             goto done;
         }
-        have += got;
     }
 done:
     free(buf);
@@ -1804,23 +1818,12 @@ static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
             if (need < 12 || need % 4 || (long long)need > max_block) { status = 2; break; }
         }
         if (pos + need > have) {                /* more bytes: the whole block in the buffer */
-            memmove(buf, buf + pos, have - pos);
-            consumed += (int64_t)pos;
-            have -= pos;
-            pos = 0;
-            if (need > cap) {
-                uint8_t *nb = realloc(buf, need);
-                if (!nb) { PyErr_NoMemory(); goto fail; }
-                buf = nb;
-                cap = need;
-            }
-            size_t got = fread(buf + have, 1, cap - have, f);
+            Py_ssize_t got = refill(f, &buf, &cap, &have, &pos, &consumed, need);
+            if (got < 0) goto fail;
             if (got == 0) {
-                if (ferror(f)) { PyErr_SetFromErrno(PyExc_OSError); goto fail; }
                 if (have) status = 2;          /* cut short: rawfin.pcapio says how */
                 break;
             }
-            have += got;
             continue;
         }
         const uint8_t *b = buf + pos;
@@ -1890,16 +1893,8 @@ static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
             frame++;                           /* shown as frames by Wireshark; not packets */
         }
         pos += blen;
-        if (!dry && !(frame & 0x3FFF) && (bt == 6)) {
-            if (PyErr_CheckSignals() < 0) goto fail;
-            if (progress != Py_None) {
-                PyObject *r = PyObject_CallFunction(progress, "LL", (long long)(consumed + (int64_t)pos),
-                                                    (long long)frame);
-                if (!r) goto fail;
-                Py_DECREF(r);
-            }
-            if (!(frame & 0x3FFFF) && sweep_markers(e) < 0) goto fail;
-        }
+        if (!dry && bt == 6 && !(frame & 0x3FFF) && now_and_then(e, progress, consumed + (int64_t)pos, frame) < 0)
+            goto fail;
         if (!dry && e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
     }
     free(buf);

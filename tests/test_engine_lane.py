@@ -68,6 +68,26 @@ def test_the_bench_mix_runs_entirely_in_the_lane(tmp_path):
     assert out.decode() == ref
 
 
+def _assert_lane_agrees(path: Path) -> None:
+    """The lane writes what the reference writes and fails with the same message, or neither fails
+    (or it declines the file, writing nothing, and the command then runs the reference)."""
+    from rawfin.errors import CaptureError
+
+    buf, lane_err, ref_err = io.BytesIO(), None, None
+    try:
+        if not engine.run(str(path), buf.write):
+            assert buf.getvalue() == b""
+            return
+    except CaptureError as e:
+        lane_err = str(e)
+    ref: list[str] = []
+    try:
+        ref.extend(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    except CaptureError as e:
+        ref_err = str(e)
+    assert (buf.getvalue().decode(), lane_err) == ("".join(ref), ref_err)
+
+
 def _cli(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rawfin", *argv], capture_output=True, text=True, cwd=ROOT)
 
@@ -139,8 +159,6 @@ def test_damaged_captures_agree_with_the_reference(seed, tmp_path):
     under AddressSanitizer and UBSan when the lane was written; here a few hundred, quickly.)"""
     import random
 
-    from rawfin.errors import CaptureError
-
     rng = random.Random(seed)
     small = tmp_path / "small.pcap"
     generate(small, packets=600, connections=60, seed=seed)
@@ -154,19 +172,7 @@ def test_damaged_captures_agree_with_the_reference(seed, tmp_path):
         if rng.random() < 0.1:
             d = d[:rng.randrange(24, len(d))]
         path.write_bytes(d)
-        buf, lane_err, ref_err = io.BytesIO(), None, None
-        try:
-            if not engine.run(str(path), buf.write):
-                assert buf.getvalue() == b""    # a time beyond 64 bits: the command runs the reference
-                continue
-        except CaptureError as e:
-            lane_err = str(e)
-        ref = []
-        try:
-            ref.extend(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
-        except CaptureError as e:
-            ref_err = str(e)
-        assert (buf.getvalue().decode(), lane_err) == ("".join(ref), ref_err)
+        _assert_lane_agrees(path)
 
 
 def _to_pcapng(src: Path, dst: Path) -> None:
@@ -199,8 +205,6 @@ def test_damaged_pcapng_agrees_with_the_reference(seed, tmp_path):
     lets it go on from that frame; the output and the error are the reference's."""
     import random
 
-    from rawfin.errors import CaptureError
-
     rng = random.Random(100 + seed)
     ng = tmp_path / "base.pcapng"
     _to_pcapng(CAPTURES / rng.choice(["normal-close.pcap", "lost-fin.pcap", "simultaneous-close.pcap"]), ng)
@@ -214,19 +218,7 @@ def test_damaged_pcapng_agrees_with_the_reference(seed, tmp_path):
         if rng.random() < 0.15:
             d = d[:rng.randrange(28, len(d))]
         path.write_bytes(d)
-        buf, lane_err, ref_err = io.BytesIO(), None, None
-        try:
-            if not engine.run(str(path), buf.write):
-                assert buf.getvalue() == b""    # a time beyond 64 bits: the command runs the reference
-                continue
-        except CaptureError as e:
-            lane_err = str(e)
-        ref = []
-        try:
-            ref.extend(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
-        except CaptureError as e:
-            ref_err = str(e)
-        assert (buf.getvalue().decode(), lane_err) == ("".join(ref), ref_err)
+        _assert_lane_agrees(path)
 
 
 @needs_lane

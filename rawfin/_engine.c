@@ -122,6 +122,8 @@ typedef struct conn {
     cep_t ep[2];
     int64_t first_frame, last_frame, first_ns, last_ns, packets;
     uint8_t seen, tw, ka;   /* tw: settled, as the Python observer's TimeWait form; ka: side of key[1] */
+    uint8_t client;         /* the client's side: 0 when a SYN opened it, else guessed by port */
+    uint8_t mid, known;     /* picked up mid-stream; whose rcv_nxt is known (bit 1: side 0, bit 2: side 1) */
     uint8_t nfins, fin_side[2];
     uint32_t fin_seqv[2];
     int64_t fin_frame[2];
@@ -868,9 +870,19 @@ static int process(Engine *e, conn_t *c, const ev_t *s, int dir) {
     c->last_frame = s->frame;
     c->last_ns = now;
     int src = dir, dst = 1 - dir;
-    c->seen |= (uint8_t)(src == 0 ? 1 : 2);
+    uint8_t sbit = (uint8_t)(src == 0 ? 1 : 2), dbit = (uint8_t)(3 - sbit);
+    c->seen |= sbit;
     cep_t *tx = &c->ep[src], *rx = &c->ep[dst];
     uint8_t f = s->flags;
+    if (!(c->known & dbit)) {                   /* picked up mid-stream: what each side expects */
+        rx->rcv_nxt = rx->irs = s->seq;
+        c->known |= dbit;
+    }
+    if ((f & F_ACK) && !(c->known & sbit)) {
+        tx->rcv_nxt = tx->irs = s->ack;
+        c->known |= sbit;
+    }
+    if ((f & F_ACK) && !rx->snd_nxt && rx->state == ESTABLISHED && c->mid) rx->snd_una = rx->snd_nxt = s->ack;
     if (c->nfins) {
         int first = c->fin_side[0];
         uint32_t first_fin = c->fin_seqv[0];
@@ -923,7 +935,7 @@ static int process(Engine *e, conn_t *c, const ev_t *s, int dir) {
     if (e->hold_ns && rx->state == LAST_ACK && (f & 0x17) == 0x10 && !s->data_len && rx->has_fin &&
         SGE(s->ack, rx->fin_seq + 1)) {
         hold(c, &c->held_ack[dst], s);
-    } else if ((f & F_SYN) && !(f & F_ACK) && rx->passive && rx->state == CLOSED && src == 0) {
+    } else if ((f & F_SYN) && !(f & F_ACK) && rx->passive && rx->state == CLOSED && src == c->client) {
         if (!c->pending[dst].present) hold(c, &c->pending[dst], s);
     } else if ((f & F_FIN) && !(f & F_SYN)) {
         ev_t nf = *s;
@@ -933,7 +945,7 @@ static int process(Engine *e, conn_t *c, const ev_t *s, int dir) {
     } else {
         if ((r = receive(e, c, dst, s, now))) return r;
     }
-    if ((f & F_RST) && rx->state == CLOSED && dst == 0 && e->rst_from_syn_sent) c->refused = 1;
+    if ((f & F_RST) && rx->state == CLOSED && dst == c->client && e->rst_from_syn_sent) c->refused = 1;
     return 0;
 }
 
@@ -1012,15 +1024,17 @@ static int end_is_plain(const conn_t *c) {
 static int write_connection(Engine *e, conn_t *c) {
     int kind = close_kind(c);
     int closer = c->nfins ? c->fin_side[0] : -1;
-    int server_active = closer == 1 && kind > 2;
+    int cl = c->client, sv = 1 - c->client;
+    int server_active = closer == sv && kind > 2;
     if (out_reserve(e, 1024 + strlen(e->file_suffix)) < 0) return -1;
     OUT_LIT(e, "{\"type\":\"connection\",\"conn\":");
     out_i64(e, c->id);
     OUT_LIT(e, ",\"client\":\"");
-    out_cstr(e, c->name[0]);
+    out_cstr(e, c->name[cl]);
     OUT_LIT(e, "\",\"server\":\"");
-    out_cstr(e, c->name[1]);
-    OUT_LIT(e, "\",\"server_guessed\":false,\"active_closer\":");
+    out_cstr(e, c->name[sv]);
+    if (c->mid) OUT_LIT(e, "\",\"server_guessed\":true,\"active_closer\":");
+    else OUT_LIT(e, "\",\"server_guessed\":false,\"active_closer\":");
     if (closer < 0) OUT_LIT(e, "null,\"passive_closer\":null");
     else {
         e->out[e->nout++] = '"';
@@ -1032,13 +1046,13 @@ static int write_connection(Engine *e, conn_t *c) {
     OUT_LIT(e, ",\"close\":\"");
     out_cstr(e, CLOSE_NAMES[kind]);
     OUT_LIT(e, "\",\"final\":{\"");
-    out_cstr(e, c->name[0]);
+    out_cstr(e, c->name[cl]);
     OUT_LIT(e, "\":\"");
-    out_cstr(e, ST_NAME[c->ep[0].state]);
+    out_cstr(e, ST_NAME[c->ep[cl].state]);
     OUT_LIT(e, "\",\"");
-    out_cstr(e, c->name[1]);
+    out_cstr(e, c->name[sv]);
     OUT_LIT(e, "\":\"");
-    out_cstr(e, ST_NAME[c->ep[1].state]);
+    out_cstr(e, ST_NAME[c->ep[sv].state]);
     OUT_LIT(e, "\"},\"first_frame\":");
     out_i64(e, c->first_frame);
     OUT_LIT(e, ",\"last_frame\":");
@@ -1049,7 +1063,8 @@ static int write_connection(Engine *e, conn_t *c) {
     if (out_time(e, c->last_ns) < 0) return -1;
     OUT_LIT(e, ",\"packets\":");
     out_i64(e, c->packets);
-    OUT_LIT(e, ",\"mid_stream\":false,\"server_active_close\":");
+    if (c->mid) OUT_LIT(e, ",\"mid_stream\":true,\"server_active_close\":");
+    else OUT_LIT(e, ",\"mid_stream\":false,\"server_active_close\":");
     if (server_active) OUT_LIT(e, "true"); else OUT_LIT(e, "false");
     OUT_LIT(e, ",\"anomalies\":{");
     {
@@ -1277,8 +1292,9 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
     PyObject *owned = NULL;
     if (c && c->python) goto to_python;
     if (c == NULL) {
-        /* a new pair: the lane takes it when it opens with a plain SYN */
-        if ((s->flags & (F_SYN | F_ACK | F_RST | F_FIN)) != F_SYN || s->data_len) goto new_python;
+        /* a new pair: the lane takes it when it opens with a plain SYN, or in mid-stream (no SYN) */
+        if ((s->flags & F_SYN) && ((s->flags & (F_SYN | F_ACK | F_RST | F_FIN)) != F_SYN || s->data_len))
+            goto new_python;
         c = conn_new(e);
         if (!c) return -1;
         memcpy(c->key, key, 40);
@@ -1294,7 +1310,24 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         c->first_frame = c->last_frame = s->frame;
         c->first_ns = c->last_ns = now;
         for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
-        c->ep[1].passive = 1;
+        if (s->flags & F_SYN) {
+            c->ep[1].passive = 1;   /* CLOSED until its answer shows it was listening */
+            c->known = 3;
+        } else {
+            /* Connection.__init__'s mid-stream pickup: both ESTABLISHED, the server guessed by port */
+            int well0 = sport < 1024, well1 = dport < 1024;
+            int server = well0 != well1 ? (well0 ? 0 : 1) : (sport <= dport ? 0 : 1);
+            int ack = (s->flags & F_ACK) != 0;
+            c->mid = 1;
+            c->client = (uint8_t)(1 - server);
+            cep_t *a = &c->ep[0], *b = &c->ep[1];
+            a->state = b->state = ESTABLISHED;
+            a->iss = a->snd_una = a->snd_nxt = s->seq;
+            if (ack) a->irs = a->rcv_nxt = s->ack;
+            b->iss = b->snd_una = b->snd_nxt = ack ? s->ack : 0;
+            b->irs = b->rcv_nxt = s->seq;
+            c->known = (uint8_t)((ack ? 1 : 0) | 2);
+        }
         if (table_put(e, c) < 0) return -1;
     }
     int dir;
@@ -1319,6 +1352,14 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         return 0;
     }
 bail:
+    if (!c->nlog) {
+        /* its very first segment: nothing to replay; Python makes the connection, with this id */
+        e->next_id = c->id;
+        table_del(e, c);
+        c->dead = 1;
+        conn_release(e, c);
+        goto new_python;
+    }
     {
         /* restore what process() changed: the log is the truth; Python replays it */
         owned = handoff(e, c);

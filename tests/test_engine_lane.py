@@ -265,3 +265,24 @@ def test_common_anomalies_stay_in_the_lane(tmp_path):
         assert f'"kind":"{kind}"' in text
     ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
     assert text == ref
+
+
+@needs_lane
+def test_connections_picked_up_mid_stream_stay_in_the_lane(tmp_path):
+    """A capture started while connections were open (no SYN seen: the server guessed by port, the
+    connection marked mid_stream): the lane follows them too, to the same records."""
+    from rawfin.pcapio import PcapWriter, open_capture
+
+    src = tmp_path / "b.pcap"
+    generate(src, packets=4_000, connections=400, seed=9)
+    frames = list(open_capture(src))
+    path = tmp_path / "late.pcap"
+    with PcapWriter(path, linktype=frames[0].linktype) as w:
+        for fr in frames[len(frames) // 3:]:          # a third of the way in: many connections under way
+            w.write(fr.data, fr.time_ns, fr.orig_len)
+    out, _stats, seen = _run_lane(path)
+    text = out.decode()
+    assert '"mid_stream":true' in text and '"server_guessed":true' in text
+    assert seen["handoffs"] == 0, seen
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    assert text == ref

@@ -104,11 +104,19 @@ typedef struct {
 } held_t;
 
 #define MAXCAND 4
+#define MAXVLAN 2
+#define KEY4 37             /* the 4-tuple part of a key */
+#define KEYLEN 48           /* ... then the VLAN count and ids */
 #define MAXANOM 6
 
 typedef struct conn {
     struct conn *next;      /* hash chain */
-    uint8_t key[40];        /* family, then (addr, port) of both sides in canonical order */
+    uint8_t key[KEYLEN];    /* family, (addr, port) of both sides in canonical order, then the VLAN ids */
+    struct conn *next4;     /* VLAN-tagged connections: the chain of the 4-tuple index */
+    uint32_t hash4;
+    uint8_t in4;            /* in that index (the 4-tuple's latest VLAN-tagged connection) */
+    uint8_t nvlan;
+    uint16_t vlan[MAXVLAN];
     uint32_t hash;
     uint8_t python;         /* 1: a marker -- the Python observer owns this pair */
     uint8_t dead;           /* finished or handed over; freed when no heap entry names it */
@@ -164,6 +172,7 @@ typedef struct {
     /* state */
     conn_t **buckets;
     uint32_t nbuckets, nconns;
+    conn_t **buckets4;      /* VLAN-tagged connections by 4-tuple: Observer.by_tuple */
     hent_t *heap;
     uint32_t nheap, capheap;
     uint64_t order;
@@ -370,25 +379,28 @@ static uint32_t hash_key(const uint8_t *k, int n) {
     return h;
 }
 
-/* canonical key of (fam, a:pa, b:pb): the smaller (addr, port) first; returns 1 if swapped */
-static int make_key(uint8_t *key, int fam, const uint8_t *a, uint16_t pa, const uint8_t *b, uint16_t pb) {
+/* canonical key of (fam, a:pa, b:pb, VLAN ids): the smaller (addr, port) first; returns 1 if swapped */
+static int make_key(uint8_t *key, int fam, const uint8_t *a, uint16_t pa, const uint8_t *b, uint16_t pb,
+                    int nvlan, const uint16_t *vlan) {
     int alen = fam == 4 ? 4 : 16;
     int c = memcmp(a, b, (size_t)alen);
     int swap = c > 0 || (c == 0 && pa > pb);
     const uint8_t *x = swap ? b : a, *y = swap ? a : b;
     uint16_t px = swap ? pb : pa, py = swap ? pa : pb;
-    memset(key, 0, 40);
+    memset(key, 0, KEYLEN);
     key[0] = (uint8_t)fam;
     memcpy(key + 1, x, (size_t)alen);
     memcpy(key + 17, y, (size_t)alen);
     key[33] = (uint8_t)(px >> 8); key[34] = (uint8_t)px;
     key[35] = (uint8_t)(py >> 8); key[36] = (uint8_t)py;
+    key[KEY4] = (uint8_t)nvlan;
+    for (int i = 0; i < nvlan; i++) { key[KEY4 + 1 + 2 * i] = (uint8_t)(vlan[i] >> 8); key[KEY4 + 2 + 2 * i] = (uint8_t)vlan[i]; }
     return swap;
 }
 
 static conn_t *table_get(Engine *e, const uint8_t *key, uint32_t h) {
     for (conn_t *c = e->buckets[h & (e->nbuckets - 1)]; c; c = c->next)
-        if (c->hash == h && memcmp(c->key, key, 37) == 0) return c;
+        if (c->hash == h && memcmp(c->key, key, KEYLEN) == 0) return c;
     return NULL;
 }
 
@@ -420,11 +432,40 @@ static int table_put(Engine *e, conn_t *c) {
     return 0;
 }
 
+#define NBUCKETS4 (1u << 16)
+
+static conn_t *index4_get(Engine *e, const uint8_t *key) {
+    uint32_t h = hash_key(key, KEY4);
+    for (conn_t *c = e->buckets4[h & (NBUCKETS4 - 1)]; c; c = c->next4)
+        if (c->hash4 == h && memcmp(c->key, key, KEY4) == 0) return c;
+    return NULL;
+}
+
+static void index4_del(Engine *e, conn_t *c) {
+    if (!c->in4) return;
+    conn_t **pp = &e->buckets4[c->hash4 & (NBUCKETS4 - 1)];
+    while (*pp && *pp != c) pp = &(*pp)->next4;
+    if (*pp) *pp = c->next4;
+    c->next4 = NULL;
+    c->in4 = 0;
+}
+
+/* the 4-tuple's latest VLAN-tagged connection (an earlier one leaves the index, as in by_tuple) */
+static void index4_put(Engine *e, conn_t *c) {
+    conn_t *old = index4_get(e, c->key);
+    if (old) index4_del(e, old);
+    c->hash4 = hash_key(c->key, KEY4);
+    c->next4 = e->buckets4[c->hash4 & (NBUCKETS4 - 1)];
+    e->buckets4[c->hash4 & (NBUCKETS4 - 1)] = c;
+    c->in4 = 1;
+}
+
 static void table_del(Engine *e, conn_t *c) {
     conn_t **pp = &e->buckets[c->hash & (e->nbuckets - 1)];
     while (*pp && *pp != c) pp = &(*pp)->next;
     if (*pp) { *pp = c->next; e->nconns--; }
     c->next = NULL;
+    index4_del(e, c);
 }
 
 static void conn_release(Engine *e, conn_t *c) {
@@ -1083,6 +1124,14 @@ static int write_connection(Engine *e, conn_t *c) {
         }
     }
     e->out[e->nout++] = '}';
+    if (c->nvlan) {
+        OUT_LIT(e, ",\"vlan\":[");
+        for (int i = 0; i < c->nvlan; i++) {
+            if (i) e->out[e->nout++] = ',';
+            out_i64(e, c->vlan[i]);
+        }
+        e->out[e->nout++] = ']';
+    }
     out_cstr(e, e->file_suffix);
     OUT_LIT(e, "}\n");
     e->by_close[kind]++;
@@ -1112,6 +1161,17 @@ static void ip_text(const conn_t *c, int side, char *out, size_t n) {
     out[len] = 0;
 }
 
+static PyObject *vlan_tuple(int nvlan, const uint16_t *vlan) {
+    PyObject *t = PyTuple_New(nvlan);
+    if (!t) return NULL;
+    for (int i = 0; i < nvlan; i++) {
+        PyObject *v = PyLong_FromLong(vlan[i]);
+        if (!v) { Py_DECREF(t); return NULL; }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
 /* ------------------------------------------------------------------ handing a connection to Python */
 
 static PyObject *events_list(conn_t *c) {
@@ -1137,15 +1197,17 @@ static PyObject *handoff(Engine *e, conn_t *c) {
     ip_text(c, 1, ip1, sizeof ip1);
     PyObject *evs = events_list(c);
     if (!evs) return NULL;
-    PyObject *pc = PyObject_CallMethod(e->obs, "adopt", "LN(si)(si)L", (long long)c->id, evs, ip0,
-                                       (int)c->port[0], ip1, (int)c->port[1], (long long)c->queued);
+    PyObject *vt = vlan_tuple(c->nvlan, c->vlan);
+    if (!vt) { Py_DECREF(evs); return NULL; }
+    PyObject *pc = PyObject_CallMethod(e->obs, "adopt", "LN(si)(si)LN", (long long)c->id, evs, ip0,
+                                       (int)c->port[0], ip1, (int)c->port[1], (long long)c->queued, vt);
     if (!pc) return NULL;
     PyObject *key = PyObject_GetAttrString(pc, "key");
     if (!key) { Py_DECREF(pc); return NULL; }
     /* the lane's heap entry (if any) goes stale; the marker keeps the pair routed to Python */
     conn_t *m = conn_new(e);
     if (!m) { Py_DECREF(key); Py_DECREF(pc); return NULL; }
-    memcpy(m->key, c->key, 40);
+    memcpy(m->key, c->key, KEYLEN);
     m->hash = c->hash;
     m->python = 1;
     m->pykey = key;
@@ -1158,10 +1220,13 @@ static PyObject *handoff(Engine *e, conn_t *c) {
 
 /* ------------------------------------------------------------------ the observer's loop */
 
-static PyObject *py_segment(Engine *e, const ev_t *s, const char *src, int sport, const char *dst, int dport) {
-    return PyObject_CallFunction(e->make_seg, "ssiikkiiyLLL()", src, dst, sport, dport, (unsigned long)s->seq,
+static PyObject *py_segment(Engine *e, const ev_t *s, const char *src, int sport, const char *dst, int dport,
+                            int nvlan, const uint16_t *vlan) {
+    PyObject *vt = vlan_tuple(nvlan, vlan);
+    if (!vt) return NULL;
+    return PyObject_CallFunction(e->make_seg, "ssiikkiiyLLLN", src, dst, sport, dport, (unsigned long)s->seq,
                                  (unsigned long)s->ack, (int)s->flags, (int)s->window, "",
-                                 (long long)s->data_len, (long long)s->frame, (long long)s->time_ns);
+                                 (long long)s->data_len, (long long)s->frame, (long long)s->time_ns, vt);
 }
 
 static int sync_id_to_py(Engine *e) {
@@ -1277,27 +1342,72 @@ static int fmt_names(Engine *e, conn_t *c) {
     return 0;
 }
 
-/* One TCP segment of the capture (no VLAN tags), decoded by the lane or by Python.
+/* the address text of a raw address, as rawfin prints it */
+static int addr_text(Engine *e, int fam, const uint8_t *a, char *out, size_t n) {
+    if (fam == 4) {
+        snprintf(out, n, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+        return 0;
+    }
+    PyObject *t = PyObject_CallFunction(e->fmt6, "y#", (const char *)a, (Py_ssize_t)16);
+    if (!t) return -1;
+    const char *u = PyUnicode_AsUTF8(t);
+    if (!u) { Py_DECREF(t); return -1; }
+    snprintf(out, n, "%s", u);
+    Py_DECREF(t);
+    return 0;
+}
+
+/* does the Python observer hold a VLAN-tagged connection of this 4-tuple (Observer.by_tuple)? */
+static int py_has_tuple(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport) {
+    char a[48], b[48];
+    if (addr_text(e, fam, src, a, sizeof a) < 0 || addr_text(e, fam, dst, b, sizeof b) < 0) return -1;
+    PyObject *x = Py_BuildValue("(si)", a, (int)sport), *y = Py_BuildValue("(si)", b, (int)dport);
+    if (!x || !y) { Py_XDECREF(x); Py_XDECREF(y); return -1; }
+    int le = PyObject_RichCompareBool(x, y, Py_LE);
+    PyObject *k = le < 0 ? NULL : (le ? PyTuple_Pack(2, x, y) : PyTuple_Pack(2, y, x));
+    Py_DECREF(x);
+    Py_DECREF(y);
+    if (!k) return -1;
+    PyObject *bt = PyObject_GetAttrString(e->obs, "by_tuple");
+    int has = bt ? PySequence_Contains(bt, k) : -1;
+    Py_XDECREF(bt);
+    Py_DECREF(k);
+    return has;
+}
+
+/* One TCP segment of the capture, decoded by the lane or by Python.
    ``pyseg``: the Python Segment when Python decoded it, else NULL (made only if needed). */
 static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
-                      ev_t *s, PyObject *pyseg) {
+                      int nvlan, const uint16_t *vlan, ev_t *s, PyObject *pyseg) {
     int64_t now = s->time_ns;
     if (now > e->now) e->now = now;
     if (expire(e, now) < 0) return -1;     /* both heaps: the lane's and the Python observer's */
-    uint8_t key[40];
-    int swap = make_key(key, fam, src, sport, dst, dport);
-    (void)swap;
-    uint32_t h = hash_key(key, 37);
+    uint8_t key[KEYLEN];
+    make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
+    uint32_t h = hash_key(key, KEYLEN);
     conn_t *c = table_get(e, key, h);
     PyObject *owned = NULL;
     if (c && c->python) goto to_python;
     if (c == NULL) {
+        if (nvlan) {
+            /* the same 4-tuple on another VLAN (a router on a stick): Observer._adopt decides, in Python */
+            conn_t *o = index4_get(e, key);
+            if (o) {
+                PyObject *p = handoff(e, o);
+                if (!p) return -1;
+                Py_DECREF(p);
+                goto new_python;
+            }
+            int has = py_has_tuple(e, fam, src, sport, dst, dport);
+            if (has < 0) return -1;
+            if (has) goto new_python;
+        }
         /* a new pair: the lane takes it when it opens with a plain SYN, or in mid-stream (no SYN) */
         if ((s->flags & F_SYN) && ((s->flags & (F_SYN | F_ACK | F_RST | F_FIN)) != F_SYN || s->data_len))
             goto new_python;
         c = conn_new(e);
         if (!c) return -1;
-        memcpy(c->key, key, 40);
+        memcpy(c->key, key, KEYLEN);
         c->hash = h;
         c->fam = (uint8_t)fam;
         int alen = fam == 4 ? 4 : 16;
@@ -1305,6 +1415,8 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         memcpy(c->addr[1], dst, (size_t)alen);
         c->port[0] = sport;
         c->port[1] = dport;
+        c->nvlan = (uint8_t)nvlan;
+        for (int i = 0; i < nvlan; i++) c->vlan[i] = vlan[i];
         if (fmt_names(e, c) < 0) { free(c); return -1; }
         c->id = e->next_id++;
         c->first_frame = c->last_frame = s->frame;
@@ -1329,6 +1441,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
             c->known = (uint8_t)((ack ? 1 : 0) | 2);
         }
         if (table_put(e, c) < 0) return -1;
+        if (nvlan) index4_put(e, c);
     }
     int dir;
     {
@@ -1371,7 +1484,7 @@ new_python:
     {
         conn_t *m = conn_new(e);
         if (!m) return -1;
-        memcpy(m->key, key, 40);
+        memcpy(m->key, key, KEYLEN);
         m->hash = h;
         m->python = 1;
         if (table_put(e, m) < 0) return -1;
@@ -1382,20 +1495,8 @@ to_python:
         PyObject *seg = pyseg;
         if (!seg) {
             char sip[48], dip[48];
-            if (fam == 4) {
-                snprintf(sip, sizeof sip, "%u.%u.%u.%u", src[0], src[1], src[2], src[3]);
-                snprintf(dip, sizeof dip, "%u.%u.%u.%u", dst[0], dst[1], dst[2], dst[3]);
-            } else {
-                for (int k = 0; k < 2; k++) {
-                    PyObject *t = PyObject_CallFunction(e->fmt6, "y#", (const char *)(k ? dst : src), (Py_ssize_t)16);
-                    if (!t) return -1;
-                    const char *u = PyUnicode_AsUTF8(t);
-                    if (!u) { Py_DECREF(t); return -1; }
-                    snprintf(k ? dip : sip, 48, "%s", u);
-                    Py_DECREF(t);
-                }
-            }
-            seg = py_segment(e, s, sip, sport, dip, dport);
+            if (addr_text(e, fam, src, sip, sizeof sip) < 0 || addr_text(e, fam, dst, dip, sizeof dip) < 0) return -1;
+            seg = py_segment(e, s, sip, sport, dip, dport, nvlan, vlan);
             if (!seg) return -1;
         } else Py_INCREF(seg);
         int r = py_feed(e, seg);
@@ -1439,36 +1540,55 @@ static int sweep_markers(Engine *e) {
 static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
-/* One captured frame. The lane decodes Ethernet + IPv4 (no options) + TCP and Ethernet + IPv6 + TCP
-   (no extension headers) exactly as rawfin.decode's first branches do; everything else goes to
-   rawfin.decode.decode itself. */
+static inline int vlan_tpid(int et) {
+    return et == 0x8100 || et == 0x88A8 || et == 0x9100 || et == 0x9200 || et == 0x9300;
+}
+
+/* One captured frame. The lane decodes Ethernet (with up to two VLAN tags) + IPv4 (no options) + TCP
+   and Ethernet + IPv6 + TCP (no extension headers) exactly as rawfin.decode's first branches do;
+   everything else goes to rawfin.decode.decode itself. */
 static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int64_t orig_len, int64_t frame,
                     int64_t time_ns) {
     e->frames++;
     if (!e->have_first) { e->first_time = time_ns; e->have_first = 1; }
-    if (linktype == 1 && n >= 54 && d[12] == 8 && d[13] == 0 && d[14] == 0x45) {
-        uint16_t tot = be16(d + 16), frag = be16(d + 20);
-        if (d[23] == 6 && !(frag & 0x3FFF) && tot >= 40 && (14 + tot <= orig_len || 14 + tot <= n)) {
-            int thl = (d[46] >> 4) << 2;
-            int64_t data_len = (int64_t)tot - 20 - thl;
-            if (thl >= 20 && data_len >= 0) {
-                ev_t s = {time_ns, frame, be32(d + 38), be32(d + 42), (uint32_t)data_len, be16(d + 48), d[47], 0};
-                e->tcp++;
-                return on_segment(e, 4, d + 26, be16(d + 34), d + 30, be16(d + 36), &s, NULL);
-            }
+    if (linktype == 1 && n >= 14) {
+        int64_t off = 14;
+        int et = be16(d + 12), nv = 0;
+        uint16_t vl[MAXVLAN];
+        while (vlan_tpid(et) && nv < MAXVLAN && n >= off + 4) {
+            vl[nv++] = be16(d + off) & 0x0FFF;
+            et = be16(d + off + 2);
+            off += 4;
         }
-    } else if (linktype == 1 && n >= 74 && d[12] == 0x86 && d[13] == 0xDD && (d[14] >> 4) == 6 && d[20] == 6) {
-        int64_t plen = be16(d + 18);
-        int64_t wire_end = orig_len > n ? orig_len : n;
-        int64_t p = 54, end = p + plen;
-        if (plen == 0 || end > wire_end) end = wire_end;
-        int thl = (d[p + 12] >> 4) << 2;
-        int64_t data_len = end - (p + thl);
-        if (thl >= 20 && data_len >= 0) {
+        if (vlan_tpid(et)) {
+            /* more tags than the lane keeps, or cut short: the reference decoder's */
+        } else if (et == 0x0800 && n >= off + 40 && d[off] == 0x45) {
+            const uint8_t *ip = d + off;
+            int64_t tot = be16(ip + 2), frag = be16(ip + 6);
+            if (ip[9] == 6 && !(frag & 0x3FFF) && tot >= 40 && (off + tot <= orig_len || off + tot <= n)) {
+                const uint8_t *t = ip + 20;
+                int thl = (t[12] >> 4) << 2;
+                int64_t data_len = tot - 20 - thl;
+                if (thl >= 20 && data_len >= 0) {
+                    ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13], 0};
+                    e->tcp++;
+                    return on_segment(e, 4, ip + 12, be16(t), ip + 16, be16(t + 2), nv, vl, &s, NULL);
+                }
+            }
+        } else if (et == 0x86DD && n >= off + 60 && (d[off] >> 4) == 6 && d[off + 6] == 6) {
+            const uint8_t *ip = d + off;
+            int64_t plen = be16(ip + 4);
+            int64_t wire_end = orig_len > n ? orig_len : n;
+            int64_t p = off + 40, end = p + plen;
+            if (plen == 0 || end > wire_end) end = wire_end;
             const uint8_t *t = d + p;
-            ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13], 0};
-            e->tcp++;
-            return on_segment(e, 6, d + 22, be16(t), d + 38, be16(t + 2), &s, NULL);
+            int thl = (t[12] >> 4) << 2;
+            int64_t data_len = end - (p + thl);
+            if (thl >= 20 && data_len >= 0) {
+                ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13], 0};
+                e->tcp++;
+                return on_segment(e, 6, ip + 8, be16(t), ip + 24, be16(t + 2), nv, vl, &s, NULL);
+            }
         }
     }
     /* the reference decoder */
@@ -1490,9 +1610,12 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
         return out_pyrecords(e, recs);
     }
     e->tcp++;
-    int tagged = PyObject_IsTrue(vlan);
+    Py_ssize_t nvt = PyTuple_Check(vlan) ? PyTuple_GET_SIZE(vlan) : -1;
+    uint16_t vl[MAXVLAN];
+    for (Py_ssize_t k = 0; k >= 0 && k < nvt && k < MAXVLAN; k++)
+        vl[k] = (uint16_t)PyLong_AsLong(PyTuple_GET_ITEM(vlan, k));
     Py_DECREF(vlan);
-    if (tagged) {       /* VLANs: Python's (its router-on-a-stick adoption is keyed by them) */
+    if (nvt < 0 || nvt > MAXVLAN) {     /* more VLAN tags than the lane keeps: Python's */
         int64_t now = time_ns;
         if (now > e->now) e->now = now;
         int rr = expire(e, now);
@@ -1500,7 +1623,7 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
         Py_DECREF(r);
         return rr;
     }
-    /* an untagged segment Python decoded: into the lane's table by its addresses */
+    /* a segment Python decoded: into the lane's table by its addresses */
     PyObject *a_src = PyObject_GetAttrString(r, "src"), *a_dst = PyObject_GetAttrString(r, "dst");
     PyObject *o_sp = PyObject_GetAttrString(r, "sport"), *o_dp = PyObject_GetAttrString(r, "dport");
     PyObject *o_seq = PyObject_GetAttrString(r, "seq"), *o_ack = PyObject_GetAttrString(r, "ack");
@@ -1532,7 +1655,8 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
                       (uint32_t)PyLong_AsLongLong(o_dl), (uint16_t)PyLong_AsLong(o_win),
                       (uint8_t)PyLong_AsLong(o_fl), 0};
             if (!PyErr_Occurred())
-                rc = on_segment(e, fam, sa, (uint16_t)PyLong_AsLong(o_sp), da, (uint16_t)PyLong_AsLong(o_dp), &s, r);
+                rc = on_segment(e, fam, sa, (uint16_t)PyLong_AsLong(o_sp), da, (uint16_t)PyLong_AsLong(o_dp),
+                                (int)nvt, vl, &s, r);
         }
     }
     Py_XDECREF(a_src); Py_XDECREF(a_dst); Py_XDECREF(o_sp); Py_XDECREF(o_dp); Py_XDECREF(o_seq);
@@ -1666,7 +1790,9 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     e->nbuckets = 1 << 16;
     free(e->buckets);
     e->buckets = calloc(e->nbuckets, sizeof(conn_t *));
-    if (!e->buckets) { PyErr_NoMemory(); return -1; }
+    free(e->buckets4);
+    e->buckets4 = calloc(NBUCKETS4, sizeof(conn_t *));
+    if (!e->buckets || !e->buckets4) { PyErr_NoMemory(); return -1; }
     return 0;
 }
 
@@ -1685,6 +1811,7 @@ static void Engine_dealloc(Engine *e) {
         free(e->buckets);
     }
     while (e->free_list) { conn_t *nx = e->free_list->next; free(e->free_list); e->free_list = nx; }
+    free(e->buckets4);
     free(e->out);
     free(e->aout);
     Py_XDECREF(e->obs); Py_XDECREF(e->decode); Py_XDECREF(e->dumps); Py_XDECREF(e->write);

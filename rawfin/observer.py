@@ -766,7 +766,7 @@ class Observer:
         return recs
 
     def adopt(self, cid: int, events: list[tuple], first: tuple[str, int], other: tuple[str, int],
-              queued: int):
+              queued: int, vlan: tuple[int, ...] = ()):
         """Take over a connection the lane has followed so far: replay what it saw.
 
         ``events`` are (kind, frame, time_ns, seq, ack, flags, window, data_len): kind 0 or 1 a
@@ -782,7 +782,7 @@ class Observer:
             if kind < 2:
                 (src, sport), (dst, dport) = ends[kind], ends[1 - kind]
                 seg = make_segment(src, dst, sport, dport, seqno, ackno, flags, window, b"", dlen,
-                                   frame if frame >= 0 else None, t, ())
+                                   frame if frame >= 0 else None, t, vlan)
                 if conn is None:
                     conn = Connection(cid, self.key_of(seg), seg, self.cfg, self.hold_ns)
                     out.extend(("a", conn, a) for a in conn.born)
@@ -796,6 +796,8 @@ class Observer:
                 conn = TimeWait(conn)
             out.clear()
         self.active[conn.key] = conn
+        if vlan:
+            self.by_tuple[conn.key[1:]] = conn
         conn.queued = None
         if queued >= 0:
             self._schedule(conn, queued)

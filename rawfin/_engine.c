@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 
 /* ------------------------------------------------------------------ states, inputs, table */
 
@@ -1551,10 +1552,18 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
                     int64_t time_ns) {
     e->frames++;
     if (!e->have_first) { e->first_time = time_ns; e->have_first = 1; }
-    if (linktype == 1 && n >= 14) {
-        int64_t off = 14;
-        int et = be16(d + 12), nv = 0;
-        uint16_t vl[MAXVLAN];
+    int64_t off = -1;
+    int et = 0, nv = 0;
+    uint16_t vl[MAXVLAN];
+    if (linktype == 1 && n >= 14) { et = be16(d + 12); off = 14; }                         /* Ethernet */
+    else if (linktype == 113 && n >= 16 && be16(d + 2) != 824) { et = be16(d + 14); off = 16; }  /* SLL */
+    else if (linktype == 276 && n >= 20 && be16(d + 8) != 824) { et = be16(d); off = 20; }       /* SLL2 */
+    else if ((linktype == 101 || linktype == 12 || linktype == 14) && n >= 1 && (d[0] >> 4 == 4 || d[0] >> 4 == 6)) {
+        et = d[0] >> 4 == 4 ? 0x0800 : 0x86DD;                                               /* raw IP */
+        off = 0;
+    } else if (linktype == 228) { et = 0x0800; off = 0; }
+    else if (linktype == 229) { et = 0x86DD; off = 0; }
+    if (off >= 0) {
         while (vlan_tpid(et) && nv < MAXVLAN && n >= off + 4) {
             vl[nv++] = be16(d + off) & 0x0FFF;
             et = be16(d + off + 2);
@@ -1611,7 +1620,6 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
     }
     e->tcp++;
     Py_ssize_t nvt = PyTuple_Check(vlan) ? PyTuple_GET_SIZE(vlan) : -1;
-    uint16_t vl[MAXVLAN];
     for (Py_ssize_t k = 0; k >= 0 && k < nvt && k < MAXVLAN; k++)
         vl[k] = (uint16_t)PyLong_AsLong(PyTuple_GET_ITEM(vlan, k));
     Py_DECREF(vlan);
@@ -1635,21 +1643,9 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
         uint8_t sa[16] = {0}, da[16] = {0};
         int fam = (ss && strchr(ss, ':')) ? 6 : 4;
         PyObject *packed = NULL;
-        if (ss && ds) {
-            PyObject *mod = PyImport_ImportModule("socket");
-            if (mod) {
-                PyObject *af = PyObject_GetAttrString(mod, fam == 4 ? "AF_INET" : "AF_INET6");
-                PyObject *b1 = af ? PyObject_CallMethod(mod, "inet_pton", "Os", af, ss) : NULL;
-                PyObject *b2 = b1 ? PyObject_CallMethod(mod, "inet_pton", "Os", af, ds) : NULL;
-                if (b1 && b2) {
-                    memcpy(sa, PyBytes_AS_STRING(b1), fam == 4 ? 4 : 16);
-                    memcpy(da, PyBytes_AS_STRING(b2), fam == 4 ? 4 : 16);
-                    packed = Py_None;
-                }
-                Py_XDECREF(af); Py_XDECREF(b1); Py_XDECREF(b2);
-                Py_DECREF(mod);
-            }
-        }
+        if (ss && ds && inet_pton(fam == 4 ? AF_INET : AF_INET6, ss, sa) == 1 &&
+            inet_pton(fam == 4 ? AF_INET : AF_INET6, ds, da) == 1)
+            packed = Py_None;
         if (packed) {
             ev_t s = {time_ns, frame, (uint32_t)PyLong_AsUnsignedLong(o_seq), (uint32_t)PyLong_AsUnsignedLong(o_ack),
                       (uint32_t)PyLong_AsLongLong(o_dl), (uint16_t)PyLong_AsLong(o_win),

@@ -331,3 +331,29 @@ def test_a_router_on_a_stick_is_handed_to_the_python_observer(tmp_path):
     assert stats.connections == 10 and seen["handoffs"] == 10, seen
     ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
     assert out.decode() == ref
+
+
+@needs_lane
+@pytest.mark.parametrize("linktype", [113, 276, 101, 228])
+def test_cooked_and_raw_link_types_are_decoded_by_the_lane(linktype, tmp_path):
+    """`tcpdump -i any` writes Linux cooked captures (SLL, SLL2); tunnels and some tools raw IP: the
+    lane decodes those headers itself too."""
+    import struct
+
+    from rawfin.pcapio import PcapWriter, open_capture
+
+    src = tmp_path / "b.pcap"
+    generate(src, packets=2_000, connections=200, seed=13)
+    path = tmp_path / f"lt{linktype}.pcap"
+    with open_capture(src) as r, PcapWriter(path, linktype=linktype) as w:
+        for fr in r:
+            d, et = fr.data, struct.unpack("!H", fr.data[12:14])[0]
+            head = {113: struct.pack("!HHH8sH", 0, 1, 6, d[6:12] + b"\0\0", et),
+                    276: struct.pack("!HHIHBB8s", et, 0, 2, 1, 0, 6, d[6:12] + b"\0\0")}.get(linktype, b"")
+            if linktype == 228 and et != 0x0800:
+                continue
+            w.write(head + d[14:], fr.time_ns, fr.orig_len - 14 + len(head))
+    out, _stats, seen = _run_lane(path)
+    assert seen["python_calls"] == seen["handoffs"] == 0, seen
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    assert out.decode() == ref and out

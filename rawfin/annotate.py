@@ -229,16 +229,27 @@ class Pass1:
 
 
 def collect_notes(path: str, *, msl_s: float = 30.0, progress: str = "never",
-                  run_size: int = 100_000) -> Pass1:
-    """Pass 1: analyse ``path``; the comments, how many frames were good, and the damage if any."""
-    from .analysis import CaptureStats, records
+                  run_size: int = 100_000, lane: bool = False) -> Pass1:
+    """Pass 1: analyse ``path``; the comments, how many frames were good, and the damage if any.
+    ``lane``: the records from the compiled lane (``rawfin.engine``), the same ones, faster."""
+    from .analysis import CaptureStats, Progress, records
 
     stats = CaptureStats(path=path)
     error: list[CaptureError] = []
 
     def recs() -> Iterator[dict]:
         try:
-            yield from records(path, msl_s=msl_s, progress=progress, stats=stats)
+            if lane:
+                from . import engine
+
+                bar = Progress(os.path.basename(path), engine.size_of(path), progress)
+                try:
+                    yield from engine.records(path, msl_s=msl_s, progress=bar.update if bar.on else None,
+                                              stats=stats)
+                finally:
+                    bar.done()
+            else:
+                yield from records(path, msl_s=msl_s, progress=progress, stats=stats)
         except CaptureError as e:
             error.append(e)
 
@@ -301,7 +312,7 @@ def _strip_own(options: bytes, big_endian: bool) -> bytes:
 
 
 def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progress: str = "never",
-             stream=None, run_size: int = 100_000) -> AnnotateResult:
+             stream=None, run_size: int = 100_000, lane: bool = False) -> AnnotateResult:
     """Write ``output`` (pcapng): every packet of ``path`` with rawfin's comments added.
 
     ``output`` None means :func:`default_output`; ``stream`` (a binary file object)
@@ -310,6 +321,7 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
     later, returns with ``error`` set and the output holding the good frames, marked
     incomplete. Raises OutputError when the output cannot be created. ``run_size``: how
     many comments pass 1 holds in memory before it sorts them out to a temporary file.
+    ``lane``: pass 1 through the compiled lane (the same records; see rawfin.engine).
     """
     from .pcapio import open_capture
 
@@ -326,7 +338,7 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
     # Open the input once up front so a missing or non-capture file fails before any work.
     open_capture(path).close()
 
-    p1 = collect_notes(path, msl_s=msl_s, progress=progress, run_size=run_size)
+    p1 = collect_notes(path, msl_s=msl_s, progress=progress, run_size=run_size, lane=lane)
     try:
         return _copy(path, output, stream, p1)
     finally:

@@ -95,6 +95,12 @@ def _add_format(p: argparse.ArgumentParser, choices=FORMATS_RECORDS) -> None:
                    help="any tabulate format for --format table (simple, github, grid, plain, ...)")
 
 
+def _add_engine(p: argparse.ArgumentParser, when: str = "") -> None:
+    p.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
+                   help="who follows the connections: c, the compiled lane (the same records, some 30x faster "
+                        f"on big captures); python, the reference; auto (default): c when it is built{when}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rawfin",
@@ -125,10 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
     a.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr (auto: only on a terminal)")
-    a.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
-                   help="who follows the connections: c, the compiled lane (the same output, some 30x faster "
-                        "on big captures); python, the reference; auto (default): c when it is built and "
-                        "no --filter/--conn is given")
+    _add_engine(a, " and no --filter/--conn is given")
 
     # check
     c = add("check", "exit 0 when every close in the captures is consistent and complete, 1 otherwise")
@@ -143,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(c)
     c.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
+    _add_engine(c)
 
     # annotate
     n = add("annotate", "write a pcapng with rawfin's findings as packet comments (for Wireshark)")
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (default: IN's name with .rawfin.pcapng, next to IN; '-' for stdout)")
     n.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
+    _add_engine(n)
 
     # craft
     k = add("craft", "craft the seed's close (or a variant) as real segments and write a capture")

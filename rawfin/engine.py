@@ -14,8 +14,10 @@ import functools
 import ipaddress
 import json
 import os
+import queue
 import stat
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
 from .endpoint import SEC
 from .errors import CaptureError
@@ -204,3 +206,57 @@ def first_time(path: str) -> float | None:
     except CaptureError:
         pass
     return None
+
+
+_DONE = object()
+
+
+def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progress=None,
+            stats=None) -> Iterator[dict]:
+    """``rawfin.analysis.records`` through the lane: the same dicts, in the same order, as a
+    generator (for ``check`` and ``annotate``, which pull their records).
+
+    The lane pushes; a worker thread runs it and hands its chunks over a short queue (the
+    lane holds the GIL while it works and lets go while the queue is full). When the lane
+    declines the capture, the reference gives the records.
+    """
+    chunks: queue.Queue = queue.Queue(maxsize=4)
+
+    def work() -> None:
+        try:
+            ok = run(path, chunks.put, msl_s=msl_s, label=label, progress=progress, stats=stats)
+            chunks.put((_DONE, ok, None))
+        except BaseException as exc:  # handed to the reader, raised there
+            chunks.put((_DONE, None, exc))
+
+    worker = threading.Thread(target=work, name="rawfin-lane", daemon=True)
+    worker.start()
+    rest = b""
+    loads = json.loads
+    while True:
+        item = chunks.get()
+        if item.__class__ is tuple and item[0] is _DONE:
+            break
+        lines = (rest + item).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield loads(line)
+    worker.join()
+    _, ok, exc = item
+    if exc is not None:
+        raise exc
+    if not ok:
+        from .analysis import records as reference
+
+        yield from reference(path, msl_s=msl_s, label=label, progress="never", stats=stats)
+
+
+def choose(choice: str) -> bool:
+    """``--engine``: True for the lane (auto: when it is built); a usage error for c without it."""
+    from .errors import UsageError
+
+    if choice == "python":
+        return False
+    if choice == "c" and not available():
+        raise UsageError(f"--engine c: {WHY_NOT}")
+    return available()

@@ -357,3 +357,38 @@ def test_cooked_and_raw_link_types_are_decoded_by_the_lane(linktype, tmp_path):
     assert seen["python_calls"] == seen["handoffs"] == 0, seen
     ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
     assert out.decode() == ref and out
+
+
+@needs_lane
+@pytest.mark.parametrize("argv", [["check", "--format", "jsonl"], ["check"], ["check", "--allow-reset", "--msl", "1"],
+                                  ["annotate"]], ids=["check-jsonl", "check-table", "check-allow", "annotate"])
+def test_check_and_annotate_pull_the_same_records_through_the_lane(argv, tmp_path):
+    """check and annotate read records as a generator: rawfin.engine.records gives the lane's, the same
+    ones, so their verdicts, comments and exit codes are the reference's (damaged input included)."""
+    cap = tmp_path / "b.pcap"
+    generate(cap, packets=3_000, connections=300, seed=14)
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(cap.read_bytes()[:-700])             # the last records damaged: exit 65 after the good part
+    for path in (cap, cut, CAPTURES / "lost-final-ack.pcap", CAPTURES / "port-reuse.pcap"):
+        runs = []
+        for eng in ("c", "python"):
+            extra = ["-o", str(tmp_path / f"out-{eng}.pcapng")] if argv[0] == "annotate" else []
+            p = _cli(*argv, "--engine", eng, str(path), *extra)
+            body = (tmp_path / f"out-{eng}.pcapng").read_bytes() if extra else p.stdout.encode()
+            runs.append((p.returncode, body, p.stderr.replace(f"out-{eng}", "out-X")))
+        assert runs[0] == runs[1], path
+        assert runs[0][1]
+
+
+@needs_lane
+def test_lane_records_generator_falls_back_when_the_lane_declines(tmp_path):
+    """engine.records on a capture the lane will not take (a pcapng with times beyond int64) gives the
+    reference's records."""
+    from rawfin.pcapio import PcapngWriter, open_capture
+
+    path = tmp_path / "far.pcapng"
+    with open_capture(CAPTURES / "normal-close.pcap") as r, PcapngWriter(path) as w:
+        iface = w.add_interface(r.interfaces[0].linktype)
+        for fr in r:
+            w.write_packet(iface, fr.data, time_ns=fr.time_ns + (1 << 63))
+    assert list(engine.records(str(path))) == list(records(str(path))) != []

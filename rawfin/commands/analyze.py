@@ -15,15 +15,13 @@ def _use_engine(args, select: ConnFilter) -> bool:
     from .. import engine
 
     choice = getattr(args, "engine", "auto")
-    if choice == "python":
+    if not engine.choose(choice):
         return False
-    if choice == "c":
-        if not engine.available():
-            raise UsageError(f"--engine c: {engine.WHY_NOT}")
-        if select.active:
+    if select.active:
+        if choice == "c":
             raise UsageError("--engine c follows every connection: --filter and --conn need --engine python")
-        return True
-    return not select.active and engine.available()
+        return False
+    return True
 
 
 def run(args) -> int:

@@ -12,8 +12,10 @@ from ..errors import EXIT_DATAERR
 
 
 def run(args) -> int:
+    from .. import engine
     from ..annotate import annotate, frames_span
 
+    lane = engine.choose(getattr(args, "engine", "auto"))
     out = args.output
     stream = None
     if out == "-":
@@ -23,7 +25,7 @@ def run(args) -> int:
             return 2
         stream = sys.stdout.buffer
     res = annotate(args.capture, None if stream is not None else out, msl_s=args.msl,
-                   progress=getattr(args, "progress", "auto"), stream=stream)
+                   progress=getattr(args, "progress", "auto"), stream=stream, lane=lane)
     if stream is not None:
         stream.flush()
     where = "stdout" if stream is not None else res.output

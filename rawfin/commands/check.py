@@ -53,6 +53,9 @@ def judge(conn: dict, anomalies: list[dict], args) -> list[dict]:
 
 
 def run(args) -> int:
+    from .. import engine
+
+    source = engine.records if engine.choose(getattr(args, "engine", "auto")) else records
     many = len(args.captures) > 1
     rows: list[list] = []
     failed_conns = 0
@@ -63,7 +66,7 @@ def run(args) -> int:
         pending: dict[int, list[dict]] = {}
         stats = CaptureStats(path=path)
         try:
-            for rec in records(path, msl_s=args.msl, label=path if many else None, stats=stats):
+            for rec in source(path, msl_s=args.msl, label=path if many else None, stats=stats):
                 if rec["type"] == "anomaly":
                     pending.setdefault(rec["conn"], []).append(rec)
                 elif rec["type"] == "connection":

@@ -1,20 +1,21 @@
 /*
- * rawfin._engine: the compiled lane of `rawfin analyze --format jsonl`.
+ * rawfin._engine: the compiled lane of `rawfin analyze` (and of check's and annotate's analysis).
  *
  * The Python observer (rawfin/observer.py with rawfin/endpoint.py) is the reference:
  * this file is a transliteration of its common paths -- a connection that opens with a
- * SYN, exchanges in-order data, closes by FINs or RST -- and nothing more.  The moment a
- * connection does anything else (an anomaly, a retransmission, a gap, a new SYN on its
- * pair...) the engine hands it to the Python observer: it replays the connection's
- * events so far into a fresh Python connection (whose records were already written, so
- * they are discarded) and lets Python take the event that did not fit, and every later
- * one.  The output is byte for byte the reference's (tests/test_engine.py runs both on
- * every capture it has).
+ * SYN or is picked up mid-stream, exchanges data (with the everyday retransmissions and
+ * gaps), closes by FINs or RST, on up to two VLAN tags -- and nothing more.  The moment a
+ * connection does anything else (a retransmitted FIN, a lost final ACK, a new SYN on its
+ * pair, its directions on two VLANs...) the engine hands it to the Python observer: it
+ * replays the connection's events so far into a fresh Python connection (whose records
+ * were already written, so they are discarded) and lets Python take the event that did
+ * not fit, and every later one.  The output is byte for byte the reference's
+ * (tests/test_engine.py runs both on every capture it has).
  *
  * Next states come from rawfin.states.TRANSITIONS, handed over at start (set_table);
  * this file only classifies, as the Python endpoint does.
  *
- * Time is a parameter here too: capture time, integer nanoseconds.
+ * Time is a parameter here too: capture time, integer nanoseconds; no clock is read.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1389,7 +1390,6 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
     make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
     uint32_t h = hash_key(key, KEYLEN);
     conn_t *c = table_get(e, key, h);
-    PyObject *owned = NULL;
     if (c && c->python) goto to_python;
     if (c == NULL) {
         if (nvlan) {
@@ -1478,7 +1478,7 @@ bail:
     }
     {
         /* restore what process() changed: the log is the truth; Python replays it */
-        owned = handoff(e, c);
+        PyObject *owned = handoff(e, c);
         if (!owned) return -1;
         Py_DECREF(owned);
         goto to_python;

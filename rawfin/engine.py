@@ -1,9 +1,11 @@
-"""The driver of the compiled lane (``rawfin/_engine.c``) for ``rawfin analyze --format jsonl``.
+"""The driver of the compiled lane (``rawfin/_engine.c``) behind ``rawfin analyze``, ``check``
+and ``annotate``.
 
-The lane reads a classic pcap itself (other formats come frame by frame from
-``rawfin.pcapio``), decodes the common Ethernet/IPv4/IPv6 + TCP frames itself
-(everything else through ``rawfin.decode``), and follows connections that open with a
-SYN and close by FINs or RST. Whatever else happens on a connection is handed, with the
+The lane reads classic pcap and pcapng itself (what only ``rawfin.pcapio`` reads, such
+as damage, is read there from the frame the lane reached), decodes Ethernet (with VLAN
+tags), Linux cooked and raw IP + TCP itself (everything else through ``rawfin.decode``),
+and follows connections that open with a SYN or are picked up mid-stream, exchange data
+and close by FINs or RST. Whatever else happens on a connection is handed, with the
 connection's history, to the Python observer, which is the reference: the output is the
 same byte for byte (``tests/test_engine.py`` runs both on every capture it has).
 """

@@ -233,16 +233,15 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progres
 
     worker = threading.Thread(target=work, name="rawfin-lane", daemon=True)
     worker.start()
-    rest = b""
-    loads = json.loads
+    got: list[dict] = []
+    feed = RecordFeed(got.append)
     while True:
         item = chunks.get()
         if item.__class__ is tuple and item[0] is _DONE:
             break
-        lines = (rest + item).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            yield loads(line)
+        feed(item)
+        yield from got
+        got.clear()
     worker.join()
     _, ok, exc = item
     if exc is not None:

@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 from .endpoint import SEC
 from .errors import CaptureError
 from .observer import Observer
+from .records import to_json
 
 try:  # the extension is optional: no compiler, no lane (rawfin then runs the reference)
     from . import _engine
@@ -50,11 +51,6 @@ def _fmt6(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
-def _dumps(rec: dict) -> str:
-    # the jsonl sink's own serialization (rawfin.render.JsonlSink)
-    return json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
-
-
 def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, label: str | None = None,
         progress=None, stats=None, counters: dict | None = None) -> bool:
     """Write every record of one capture as JSON lines through ``write`` (bytes).
@@ -68,31 +64,30 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     the reference.
     """
     from .decode import decode, make_segment
-    from .pcapio import _CAPLEN_CEILING, _MAX_BLOCK, MAX_CAPLEN, open_capture
+    from .pcapio import _MAX_BLOCK, caplen_limit, open_capture
     from .segment import Segment
 
-    _table_loaded()
-    msl_ns = int(msl_s * SEC)
-    obs = Observer(msl_ns=msl_ns, file=label)
-    suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
-    cause = f"2MSL expired ({2 * msl_ns / SEC:g} s in TIME_WAIT)"
-    eng = _engine.Engine(observer=obs, decode=decode, dumps=_dumps, write=write, fmt6=_fmt6,
-                         make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
-                         hold_ns=obs.hold_ns, file_suffix=suffix, cause_2msl=cause)
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False        # a pipe or a device can be read once only: the reference's
     except OSError:
         pass                    # open_capture says what is wrong with it
+    _table_loaded()
+    msl_ns = int(msl_s * SEC)
+    obs = Observer(msl_ns=msl_ns, file=label)
+    suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
+    cause = f"2MSL expired ({2 * msl_ns / SEC:g} s in TIME_WAIT)"
+    eng = _engine.Engine(observer=obs, decode=decode, dumps=to_json, write=write, fmt6=_fmt6,
+                         make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
+                         hold_ns=obs.hold_ns, file_suffix=suffix, cause_2msl=cause)
     reader = open_capture(path)
     error: CaptureError | None = None
     try:
         iface = reader.interfaces[0] if reader.interfaces else None
-        k = 0                   # frames the lane has read itself, when rawfin.pcapio must go on
+        lane_frames = 0         # frames the lane has read itself, when rawfin.pcapio must go on
         if reader.format == "pcap" and not reader.modified and iface is not None:
-            limit = max(MAX_CAPLEN, min(iface.snaplen, _CAPLEN_CEILING))
             bad = eng.run_pcap(path, 24, reader.byte_order == "big", reader.nanosecond,
-                               iface.linktype, limit, progress)
+                               iface.linktype, caplen_limit(iface.snaplen), progress)
             if bad is not None:
                 error = CaptureError(path, bad[0], frame=bad[1])
             status = 0
@@ -102,17 +97,17 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
             if status == 1:
                 return False
             if status == 0:
-                status, k = eng.run_pcapng(path, False, _idb, _MAX_BLOCK, progress)
+                status, lane_frames = eng.run_pcapng(path, False, _idb, _MAX_BLOCK, progress)
         else:
             status = 2
         if status == 2:
             # what only rawfin.pcapio reads (damage, old block types, odd clocks): frame by frame
-            if k == 0 and not _fits(path):
+            if lane_frames == 0 and not _fits(path):
                 return False
             feed = eng.feed_frame
             try:
                 for fr in reader:
-                    if fr.frame <= k:
+                    if fr.frame <= lane_frames:
                         continue
                     feed(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
                     if progress is not None and not fr.frame & 0x3FFF:

@@ -720,10 +720,13 @@ class Observer:
     def _expire(self, now: int, out: list, recs: list[dict]) -> None:
         timers = self._timers
         while timers and timers[0][0] <= now:
-            d, cid, _, key = heapq.heappop(timers)
-            conn = self.active.get(key)
-            if conn is None or conn.id != cid or conn.queued != d:
-                continue                     # gone, or superseded by an earlier entry
+            self._expire_entry(now, out, recs)
+
+    def _expire_entry(self, now: int, out: list, recs: list[dict]) -> None:
+        """Pop the first heap entry and fire it, unless its connection is gone or has an earlier one."""
+        d, cid, _, key = heapq.heappop(self._timers)
+        conn = self.active.get(key)
+        if conn is not None and conn.id == cid and conn.queued == d:
             self._fire(conn, d, now, out, recs)
 
     def _fire(self, conn, d: int, now: int, out: list, recs: list[dict]) -> None:
@@ -750,10 +753,7 @@ class Observer:
         """Pop one heap entry due at ``now`` (the lane merges its own heap with this one)."""
         out: list = []
         recs: list[dict] = []
-        d, cid, _, key = heapq.heappop(self._timers)
-        conn = self.active.get(key)
-        if conn is not None and conn.id == cid and conn.queued == d:
-            self._fire(conn, d, now, out, recs)
+        self._expire_entry(now, out, recs)
         self._records(out, recs)
         return recs
 

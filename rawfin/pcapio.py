@@ -246,6 +246,11 @@ def parse_idb(body: bytes, e: str, index: int = 0, section: int = 0, local_index
     return Interface(index, linktype, snaplen, tsresol, tsoffset, name, section, e == ">", opts, local_index)
 
 
+def caplen_limit(snaplen: int) -> int:
+    """The most captured bytes a record may claim before it is called corrupt."""
+    return max(MAX_CAPLEN, min(snaplen, _CAPLEN_CEILING))
+
+
 def idb_clock(iface: "Interface") -> tuple[int, int, int, int]:
     """How a packet of this interface becomes a frame: (mul, div, offset ns, caplen limit), its time
     in ns being ``raw * mul // div + offset``."""
@@ -256,7 +261,7 @@ def idb_clock(iface: "Interface") -> tuple[int, int, int, int]:
         mul, div = 10 ** (9 - res), 1
     else:
         mul, div = 1, 10 ** (res - 9)
-    return mul, div, iface.tsoffset * _NS, max(MAX_CAPLEN, min(iface.snaplen, _CAPLEN_CEILING))
+    return mul, div, iface.tsoffset * _NS, caplen_limit(iface.snaplen)
 
 
 class CaptureReader:
@@ -392,7 +397,7 @@ class CaptureReader:
         iface = self.interfaces[0]
         linktype = iface.linktype
         snaplen = iface.snaplen
-        limit = max(MAX_CAPLEN, min(snaplen, _CAPLEN_CEILING))
+        limit = caplen_limit(snaplen)
         hdr_len = 24 if self.modified else 16
         unpack = struct.Struct(e + "IIII").unpack_from
         frac_mul = 1 if self.nanosecond else 1000

@@ -6,9 +6,16 @@ Three record types, always the same keys in the same order:
 
 from __future__ import annotations
 
+import json
+
 from .events import Anomaly, Transition
 
 RECORD_TYPES = ("transition", "anomaly", "connection")
+
+
+def to_json(rec: dict) -> str:
+    """One record as its JSON line (without the newline): what every ``--format jsonl`` prints."""
+    return json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
 
 
 def seconds(time_ns: int | None) -> float | None:

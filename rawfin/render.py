@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import os
 import textwrap
-import json
 import sys
 from typing import IO
+
+from .records import to_json
 
 ARROW = "→"
 
@@ -33,7 +34,7 @@ class JsonlSink(Sink):
         self.flush_each = flush_each
 
     def write(self, rec: dict) -> None:
-        self.out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.out.write(to_json(rec) + "\n")
         if self.flush_each:
             self.out.flush()
 

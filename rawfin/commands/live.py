@@ -9,11 +9,11 @@ file is completed and the summary printed. Needs root or CAP_NET_RAW
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 from typing import IO
 
+from ..records import to_json
 from ..render import ARROW, SUMMARY_HEADERS, summary_row
 
 
@@ -100,7 +100,7 @@ class LiveJsonl:
         self.out = out
 
     def write(self, rec: dict) -> None:
-        self.out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.out.write(to_json(rec) + "\n")
         self.out.flush()
 
     def close(self, stats: dict, side_by_side: list[dict] | None) -> None:

@@ -8,9 +8,9 @@ when one fails.
 
 from __future__ import annotations
 
-import json
 import sys
 
+from ..records import to_json
 from ..render import ARROW
 
 
@@ -69,7 +69,7 @@ def render_jsonl(out, o) -> None:
     from ..records import anomaly_record, transition_record
 
     def put(rec):
-        out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+        out.write(to_json(rec) + "\n")
 
     for t in o.rawfin:
         put(transition_record(t, 0))

@@ -9,10 +9,10 @@ it diverged, 65 for bad input (no such connection, no handshake without
 
 from __future__ import annotations
 
-import json
 import sys
 
 from ..errors import EXIT_USAGE
+from ..records import to_json
 from ..render import ARROW
 
 
@@ -157,7 +157,7 @@ def render_table(out, o, tablefmt: str = "simple") -> None:
 
 def render_jsonl(out, o) -> None:
     def put(rec):
-        out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+        out.write(to_json(rec) + "\n")
 
     conn = o.rec.conn
     for r in rows(o):

@@ -9,7 +9,7 @@ RUN_CAPTURE ?= captures/lost-final-ack.pcap
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py rawfin/_engine.c
+$(STAMP): pyproject.toml setup.py rawfin/capture/_engine.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m rawfin.bench
+	$(BIN)/python tools/bench.py
 
 captures: $(STAMP)
 	$(BIN)/rawfin scenario --all --write-dir captures

@@ -1,9 +1,9 @@
-"""The compiled lane of `rawfin analyze` (rawfin/_engine.c); everything else is in pyproject.toml.
+"""The compiled lane of `rawfin analyze` (rawfin/capture/_engine.c); everything else is in pyproject.toml.
 
 The extension is optional: where it cannot be built, rawfin runs its pure-Python reference
 implementation, which gives the same output (tests/test_engine.py compares the two).
 """
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("rawfin._engine", ["rawfin/_engine.c"], optional=True,
+setup(ext_modules=[Extension("rawfin.capture._engine", ["rawfin/capture/_engine.c"], optional=True,
                              extra_compile_args=["-O2", "-std=gnu99", "-Wall", "-Wno-unused-function"])])

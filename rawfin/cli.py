@@ -11,7 +11,7 @@ import importlib
 import math
 import sys
 
-from .errors import (EXIT_CANTCREAT, EXIT_DATAERR, EXIT_INTERRUPTED, EXIT_NOINPUT, EXIT_NOPERM, EXIT_USAGE,
+from rawfin.core.errors import (EXIT_CANTCREAT, EXIT_DATAERR, EXIT_INTERRUPTED, EXIT_NOINPUT, EXIT_NOPERM, EXIT_USAGE,
                      RawfinError)
 
 EXIT_CODES = f"""exit codes:
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rawfin",
         description="TCP connection teardown, visible and testable at the level of real packets.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from . import __version__
+    from rawfin import __version__
     p.add_argument("--version", action="version", version=f"rawfin {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lost-final-ack, simultaneous-close, timewait-refin, fin-with-data, seq-wraparound, "
                          "rst-in-fin-wait-2, server-active-close (--list describes them)")
     pe.add_argument("--file", default=None, metavar="FILE.toml",
-                    help="run a scenario file (docs/scenario-format.md, rawfin/scenarios/*.toml): the kernel plays "
+                    help="run a scenario file (docs/scenario-format.md, rawfin/sim/scenarios/*.toml): the kernel plays "
                          "one side (--kernel), rawfin's endpoint the other, the file's faults act on the link")
     pe.add_argument("--kernel", choices=("client", "server"), default="server",
                     help="with --file: the side the kernel plays (default: %(default)s)")

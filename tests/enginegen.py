@@ -1,7 +1,7 @@
 """Captures for the differential engine test (tests/test_engine.py): many, varied, made fast.
 
-Two families, both built only with rawfin's own tools (the emulator, ``rawfin.craft``,
-``rawfin.codec``, ``rawfin.pcapio``):
+Two families, both built only with rawfin's own tools (the emulator, ``rawfin.sim.craft``,
+``rawfin.wire.codec``, ``rawfin.wire.pcapio``):
 
 * :func:`generated_cases` -- about 200 captures from the emulator: every built-in scenario
   over IPv4 and IPv6, with random drop/duplicate/reorder/delay rules (by probability with
@@ -30,18 +30,18 @@ import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from rawfin import craft
-from rawfin import seq as sq
-from rawfin.bench import checksum
-from rawfin.pcapio import (LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL,
+from rawfin.sim import craft
+from rawfin.core import seq as sq
+from bench import checksum
+from rawfin.wire.pcapio import (LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NFLOG, LINKTYPE_NULL, LINKTYPE_RAW,
                            PcapngWriter, PcapWriter)
-from rawfin.segment import Flags, parse_flags
+from rawfin.core.segment import Flags, parse_flags
 
 SEC = 1_000_000_000
 MS = 1_000_000
 US = 1_000
-START_NS = 1_700_000_000 * SEC          # what rawfin.craft and the emulator start at
+START_NS = 1_700_000_000 * SEC          # what rawfin.sim.craft and the emulator start at
 C = ("192.0.2.2", 50001)
 S = ("192.0.2.1", 80)
 C6 = ("2001:db8::2", 50001)
@@ -57,7 +57,7 @@ class Pkt(NamedTuple):
 
 
 def _to_bytes(seg) -> bytes:
-    from rawfin.codec import to_bytes      # Scapy: imported when the first capture is built
+    from rawfin.wire.codec import to_bytes      # Scapy: imported when the first capture is built
     return to_bytes(seg)
 
 
@@ -319,7 +319,7 @@ def _random_run(rng: random.Random, scenario: str, **kw) -> Run:
 
 def generated_cases(count: int = 200, seed: int = 9293) -> list[GenCase]:
     """The generated cases: deterministic for a seed, made without running anything."""
-    from rawfin import scenarios
+    from rawfin.sim import scenarios
     names = scenarios.names()
     rng = random.Random(seed)
     cases: list[GenCase] = []
@@ -372,8 +372,8 @@ def _play(run: Run):
     """Run one scenario; rules that make the scenario fail (a call its state refuses) are dropped
     from the end until it runs, then the overrides if it still fails. Returns the pair, the
     rules that were kept and whether the overrides were."""
-    from rawfin import scenarios
-    from rawfin.emulator import EmulatorError
+    from rawfin.sim import scenarios
+    from rawfin.sim.emulator import EmulatorError
     scn = scenarios.builtin(run.scenario)
     if run.client_ip or run.client_port:
         side = dataclasses.replace(scn.client, port=run.client_port or scn.client.port)

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from rawfin.kernel import tracefs_missing_reason
-from rawfin.netns import missing_reason
+from rawfin.linux.kernel import tracefs_missing_reason
+from rawfin.linux.netns import missing_reason
 
 NO_NETNS = missing_reason()
 NO_TRACE = NO_NETNS or tracefs_missing_reason()

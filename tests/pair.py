@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from rawfin.endpoint import Config, Endpoint
-from rawfin.events import Anomaly, Result, Transition
-from rawfin.segment import Flags, Segment, fmt_endpoint
-from rawfin.states import State
+from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.events import Anomaly, Result, Transition
+from rawfin.core.segment import Flags, Segment, fmt_endpoint
+from rawfin.core.states import State
 
 CLIENT = ("192.0.2.2", 50001)
 SERVER = ("192.0.2.1", 80)

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from rawfin import craft
-from rawfin.codec import to_bytes
-from rawfin.pcapio import LINKTYPE_RAW, PcapWriter
+from rawfin.sim import craft
+from rawfin.wire.codec import to_bytes
+from rawfin.wire.pcapio import LINKTYPE_RAW, PcapWriter
 
 SEC = 1_000_000_000
 

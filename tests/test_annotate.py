@@ -25,15 +25,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rawfin import codec, craft
-from rawfin.analysis import records
-from rawfin.annotate import (PREFIX, annotate, anomaly_comment, default_output, fin_ack_verdict,
+from rawfin.wire import codec
+from rawfin.sim import craft
+from rawfin.capture.analysis import records
+from rawfin.render.annotate import (PREFIX, annotate, anomaly_comment, default_output, fin_ack_verdict,
                              notes_from_records, transition_comment)
 from rawfin.cli import main
-from rawfin.errors import CaptureError
-from rawfin.pcapio import (LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapngWriter, PcapWriter, iter_frames,
+from rawfin.core.errors import CaptureError
+from rawfin.wire.pcapio import (LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapngWriter, PcapWriter, iter_frames,
                            open_capture)
-from rawfin.segment import Flags
+from rawfin.core.segment import Flags
 
 TSHARK = shutil.which("tshark")
 needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (apt-get install tshark)")
@@ -353,7 +354,7 @@ def test_reannotating_replaces_rawfins_comments(tmp_path):
 
 def test_pass_two_stops_where_pass_one_did(tmp_path, monkeypatch):
     """A capture still being written grows between the passes: the output ends where pass 1 did."""
-    import rawfin.annotate as mod
+    import rawfin.render.annotate as mod
 
     src = write_pcap(tmp_path / "c.pcap", craft.connection(C, S))
     real = mod.collect_notes

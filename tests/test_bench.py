@@ -1,6 +1,6 @@
 """The benchmark's capture generator makes a valid capture that says what it claims.
 
-No timing here: ``python -m rawfin.bench`` reports speeds; tests only check that the
+No timing here: ``python tools/bench.py`` reports speeds; tests only check that the
 capture it measures is right (packet count, connections, close kinds, checksums).
 """
 
@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
-from rawfin import bench
-from rawfin.analysis import CaptureStats, records
-from rawfin.pcapio import LINKTYPE_ETHERNET, open_capture
+import bench
+from rawfin.capture.analysis import CaptureStats, records
+from rawfin.wire.pcapio import LINKTYPE_ETHERNET, open_capture
 
 PACKETS, CONNECTIONS = 2_000, 200
 TSHARK = shutil.which("tshark")

@@ -1,4 +1,4 @@
-"""rawfin.codec: Segment <-> Scapy <-> bytes, checksums, and decode errors."""
+"""rawfin.wire.codec: Segment <-> Scapy <-> bytes, checksums, and decode errors."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rawfin import codec
-from rawfin import seq as sq
-from rawfin.errors import DecodeError
-from rawfin.segment import Flags, Segment
+from rawfin.wire import codec
+from rawfin.core import seq as sq
+from rawfin.core.errors import DecodeError
+from rawfin.core.segment import Flags, Segment
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
@@ -252,14 +252,14 @@ def test_mangled_packets_decode_or_raise_decode_error(seg, flips, cut):
 # -- import hygiene ----------------------------------------------------------------
 
 def test_codec_does_not_import_scapy_all():
-    code = "import sys, rawfin.codec; print('scapy.all' in sys.modules)"
+    code = "import sys, rawfin.wire.codec; print('scapy.all' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT)
     assert out.stdout.strip() == "False"
 
 
 def test_craft_does_not_import_scapy():
-    code = "import sys, rawfin.craft; print(sorted(m for m in sys.modules if m.startswith('scapy')))"
+    code = "import sys, rawfin.sim.craft; print(sorted(m for m in sys.modules if m.startswith('scapy')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT)
     assert out.stdout.strip() == "[]"

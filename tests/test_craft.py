@@ -1,4 +1,4 @@
-"""rawfin.craft: the seed's close written out literally, and every variant around the wrap."""
+"""rawfin.sim.craft: the seed's close written out literally, and every variant around the wrap."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawfin import craft
-from rawfin import seq as sq
-from rawfin.segment import Flags, Segment
+from rawfin.sim import craft
+from rawfin.core import seq as sq
+from rawfin.core.segment import Flags, Segment
 
 F, S, R, P, A = Flags.FIN, Flags.SYN, Flags.RST, Flags.PSH, Flags.ACK
 C = ("192.0.2.2", 50001)

@@ -1,4 +1,4 @@
-"""Tests for rawfin.decode: link layers, IP versions, odd packets, and agreement with Scapy."""
+"""Tests for rawfin.wire.decode: link layers, IP versions, odd packets, and agreement with Scapy."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
 from scapy.layers.ppp import PPP, PPPoE
 
-from rawfin.decode import DECODABLE_LINKTYPES, Skip, decode, make_segment
-from rawfin.errors import CaptureError
-from rawfin.pcapio import iter_frames
-from rawfin.segment import Flags, Segment
+from rawfin.wire.decode import DECODABLE_LINKTYPES, Skip, decode, make_segment
+from rawfin.core.errors import CaptureError
+from rawfin.wire.pcapio import iter_frames
+from rawfin.core.segment import Flags, Segment
 
 A, B = "192.0.2.1", "198.51.100.7"
 A6, B6 = "2001:db8::1", "2001:db8:0:1::2"

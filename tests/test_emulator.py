@@ -1,4 +1,4 @@
-"""rawfin.emulator: the link's faults, the virtual clock, hosts and the pair."""
+"""rawfin.sim.emulator: the link's faults, the virtual clock, hosts and the pair."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import errno
 
 import pytest
 
-from rawfin import seq as sq
-from rawfin.emulator import (EPOCH_NS, MS, SEC, AddressInUse, EmulatorError, Fault, Pair)
-from rawfin.errors import StateError
-from rawfin.segment import Flags
-from rawfin.states import Input, State
+from rawfin.core import seq as sq
+from rawfin.sim.emulator import (EPOCH_NS, MS, SEC, AddressInUse, EmulatorError, Fault, Pair)
+from rawfin.core.errors import StateError
+from rawfin.core.segment import Flags
+from rawfin.core.states import Input, State
 
 
 def four_way(pair: Pair, *, server_first: bool = False, data: bool = True) -> Pair:
@@ -97,7 +97,7 @@ def test_final_ack_is_the_fourth_segment_of_the_close():
 
 def scripted(*faults, seed=0):
     """normal-close through the scenario runner, whose calls wait for the handshake as sockets do."""
-    from rawfin import scenarios
+    from rawfin.sim import scenarios
     return scenarios.run(scenarios.builtin("normal-close"), faults=faults, seed=seed)
 
 
@@ -306,8 +306,8 @@ def test_capture_points_differ_only_in_what_they_saw():
 
 
 def test_record_frames_point_at_the_segment_in_the_written_capture(tmp_path):
-    from rawfin.codec import from_bytes
-    from rawfin.pcapio import iter_frames
+    from rawfin.wire.codec import from_bytes
+    from rawfin.wire.pcapio import iter_frames
 
     pair = four_way(Pair(faults=["drop final-ack"]))
     for where in ("sender", "client", "server"):
@@ -326,7 +326,7 @@ def test_record_frames_point_at_the_segment_in_the_written_capture(tmp_path):
 
 
 def test_pcap_is_reproducible_and_timed_by_the_virtual_clock(tmp_path):
-    from rawfin.pcapio import iter_frames
+    from rawfin.wire.pcapio import iter_frames
     a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
     four_way(Pair()).write_pcap(a)
     four_way(Pair()).write_pcap(b)

@@ -1,4 +1,4 @@
-"""rawfin.endpoint: two sans-IO endpoints over tests/pair.py, a virtual clock, no sleeping.
+"""rawfin.core.endpoint: two sans-IO endpoints over tests/pair.py, a virtual clock, no sleeping.
 
 Behaviours a-l (the closing note cites these names):
   a  the seed's four-segment close and both state sequences
@@ -22,10 +22,11 @@ import time
 import pytest
 
 from pair import CLIENT, SERVER, Pair, drop_first, in_state, is_pure_ack
-from rawfin.endpoint import MS, SEC, Config, Endpoint
-from rawfin.errors import StateError
-from rawfin.segment import Flags, Segment
-from rawfin.states import Input, State
+from rawfin.core.units import MS, SEC
+from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.errors import StateError
+from rawfin.core.segment import Flags, Segment
+from rawfin.core.states import Input, State
 
 S, I = State, Input
 A, F, P, R, SY = Flags.ACK, Flags.FIN, Flags.PSH, Flags.RST, Flags.SYN

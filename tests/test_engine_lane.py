@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from rawfin import cli, engine
-from rawfin.analysis import CaptureStats, records
-from rawfin.bench import generate
+from rawfin import cli
+from rawfin.capture import engine
+from rawfin.capture.analysis import CaptureStats, records
+from bench import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "captures"
 
-needs_lane = pytest.mark.skipif(not engine.available(), reason=f"rawfin._engine is not built: {engine.WHY_NOT}")
+needs_lane = pytest.mark.skipif(not engine.available(), reason=f"rawfin.capture._engine is not built: {engine.WHY_NOT}")
 
 
 def _run_lane(path: Path, **kw) -> tuple[bytes, CaptureStats, dict]:
@@ -71,7 +72,7 @@ def test_the_bench_mix_runs_entirely_in_the_lane(tmp_path):
 def _assert_lane_agrees(path: Path) -> None:
     """The lane writes what the reference writes and fails with the same message, or neither fails
     (or it declines the file, writing nothing, and the command then runs the reference)."""
-    from rawfin.errors import CaptureError
+    from rawfin.core.errors import CaptureError
 
     buf, lane_err, ref_err = io.BytesIO(), None, None
     try:
@@ -121,21 +122,21 @@ def test_every_format_is_the_same_through_the_lane(fmt, tmp_path):
 def test_without_the_extension_auto_runs_the_reference_and_c_is_a_usage_error(monkeypatch, capsys):
     """A machine without a C compiler: same output through the reference; --engine c says why not."""
     monkeypatch.setattr(engine, "_engine", None)
-    monkeypatch.setattr(engine, "WHY_NOT", "rawfin._engine is not built (test)")
+    monkeypatch.setattr(engine, "WHY_NOT", "rawfin.capture._engine is not built (test)")
     cap = str(CAPTURES / "normal-close.pcap")
     assert cli.main(["analyze", "--format", "jsonl", cap]) == 0
     out = capsys.readouterr().out
     ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(cap))
     assert out == ref
     assert cli.main(["analyze", "--format", "jsonl", "--engine", "c", cap]) == 2
-    assert "rawfin._engine is not built (test)" in capsys.readouterr().err
+    assert "rawfin.capture._engine is not built (test)" in capsys.readouterr().err
 
 
 @needs_lane
 def test_a_pcapng_with_times_beyond_int64_goes_to_the_reference(tmp_path):
     """pcapng can put a timestamp anywhere; the lane keeps integer nanoseconds in 64 bits, so such a
     file is left to the reference, whole (the lane writes nothing of it)."""
-    from rawfin.pcapio import PcapngWriter, open_capture
+    from rawfin.wire.pcapio import PcapngWriter, open_capture
 
     src = CAPTURES / "normal-close.pcap"
 
@@ -176,7 +177,7 @@ def test_damaged_captures_agree_with_the_reference(seed, tmp_path):
 
 
 def _to_pcapng(src: Path, dst: Path) -> None:
-    from rawfin.pcapio import PcapngWriter, open_capture
+    from rawfin.wire.pcapio import PcapngWriter, open_capture
 
     with open_capture(src) as r, PcapngWriter(dst) as w:
         iface = w.add_interface(r.interfaces[0].linktype)
@@ -187,7 +188,7 @@ def _to_pcapng(src: Path, dst: Path) -> None:
 @needs_lane
 def test_pcapng_is_read_by_the_lane_too(tmp_path):
     """Wireshark saves pcapng: the lane walks its blocks itself (interface options through
-    rawfin.pcapio.parse_idb), as fast as a classic pcap, and with the same output."""
+    rawfin.wire.pcapio.parse_idb), as fast as a classic pcap, and with the same output."""
     cap = tmp_path / "b.pcap"
     generate(cap, packets=5_000, connections=500, seed=3)
     ng = tmp_path / "b.pcapng"
@@ -201,7 +202,7 @@ def test_pcapng_is_read_by_the_lane_too(tmp_path):
 @needs_lane
 @pytest.mark.parametrize("seed", range(3))
 def test_damaged_pcapng_agrees_with_the_reference(seed, tmp_path):
-    """Damaged pcapng: the lane stops where its walk meets something only rawfin.pcapio reads and
+    """Damaged pcapng: the lane stops where its walk meets something only rawfin.wire.pcapio reads and
     lets it go on from that frame; the output and the error are the reference's."""
     import random
 
@@ -243,7 +244,7 @@ def test_common_anomalies_stay_in_the_lane(tmp_path):
     """A data segment seen twice (a retransmission), one missing (previous_segment_not_captured,
     then an ACK of what the capture never showed): the lane reports them itself, as the reference
     does, and keeps the connection."""
-    from rawfin.pcapio import PcapWriter, open_capture
+    from rawfin.wire.pcapio import PcapWriter, open_capture
 
     src = tmp_path / "b.pcap"
     generate(src, packets=2_000, connections=200, seed=4)
@@ -271,7 +272,7 @@ def test_common_anomalies_stay_in_the_lane(tmp_path):
 def test_connections_picked_up_mid_stream_stay_in_the_lane(tmp_path):
     """A capture started while connections were open (no SYN seen: the server guessed by port, the
     connection marked mid_stream): the lane follows them too, to the same records."""
-    from rawfin.pcapio import PcapWriter, open_capture
+    from rawfin.wire.pcapio import PcapWriter, open_capture
 
     src = tmp_path / "b.pcap"
     generate(src, packets=4_000, connections=400, seed=9)
@@ -292,7 +293,7 @@ def _tagged(src: Path, dst: Path, tags_of) -> None:
     """The capture again with 802.1Q tags (``tags_of(index, frame)`` -> VLAN ids, outermost first)."""
     import struct
 
-    from rawfin.pcapio import PcapWriter, open_capture
+    from rawfin.wire.pcapio import PcapWriter, open_capture
 
     frames = list(open_capture(src))
     with PcapWriter(dst, linktype=frames[0].linktype) as w:
@@ -321,7 +322,7 @@ def test_vlan_tagged_traffic_stays_in_the_lane(tags, tmp_path):
 def test_a_router_on_a_stick_is_handed_to_the_python_observer(tmp_path):
     """One direction on VLAN 10, the other on VLAN 20: one connection (Observer._adopt), which the
     lane leaves to Python; the records are the reference's."""
-    from rawfin.decode import decode
+    from rawfin.wire.decode import decode
 
     src = tmp_path / "b.pcap"
     generate(src, packets=100, connections=10, seed=1)
@@ -340,7 +341,7 @@ def test_cooked_and_raw_link_types_are_decoded_by_the_lane(linktype, tmp_path):
     lane decodes those headers itself too."""
     import struct
 
-    from rawfin.pcapio import PcapWriter, open_capture
+    from rawfin.wire.pcapio import PcapWriter, open_capture
 
     src = tmp_path / "b.pcap"
     generate(src, packets=2_000, connections=200, seed=13)
@@ -384,7 +385,7 @@ def test_check_and_annotate_pull_the_same_records_through_the_lane(argv, tmp_pat
 def test_lane_records_generator_falls_back_when_the_lane_declines(tmp_path):
     """engine.records on a capture the lane will not take (a pcapng with times beyond int64) gives the
     reference's records."""
-    from rawfin.pcapio import PcapngWriter, open_capture
+    from rawfin.wire.pcapio import PcapngWriter, open_capture
 
     path = tmp_path / "far.pcapng"
     with open_capture(CAPTURES / "normal-close.pcap") as r, PcapngWriter(path) as w:

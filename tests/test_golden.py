@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rawfin import scenarios
+from rawfin.sim import scenarios
 from rawfin.commands.scenario import render
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -1,4 +1,4 @@
-"""rawfin.kernel: tracepoint lines, state names, the TIME_WAIT hand-off rule, the trace instance."""
+"""rawfin.linux.kernel: tracepoint lines, state names, the TIME_WAIT hand-off rule, the trace instance."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from rawfin.kernel import (Binder, Interpreter, KernelEvent, Tracer, find_tracefs, kernel_state, parse_line,
+from rawfin.linux.kernel import (Binder, Interpreter, KernelEvent, Tracer, find_tracefs, kernel_state, parse_line,
                            proc_tcp, timewait_sockets, tracefs_missing_reason)
-from rawfin.states import State
+from rawfin.core.states import State
 
 LINE = ("          python-11412   [001] ..s2. 1795666860.749962: inet_sock_set_state: family=AF_INET "
         "protocol=IPPROTO_TCP sport=46296 dport=54967 saddr=127.0.0.1 daddr=127.0.0.1 "

@@ -1,7 +1,7 @@
 """`rawfin live` against real loopback connections, with the kernel's tracepoint as the referee.
 
 Each test opens Python sockets on 127.0.0.1 (ephemeral ports), sniffs them
-with :class:`rawfin.live.Live` and compares rawfin's wire-inferred transitions
+with :class:`rawfin.linux.live.Live` and compares rawfin's wire-inferred transitions
 with the kernel's own (sock:inet_sock_set_state). Every test is bounded to a
 few seconds. Skipped only where the capability is missing, with the reason.
 """
@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from rawfin.kernel import tracefs_missing_reason
+from rawfin.linux.kernel import tracefs_missing_reason
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,7 +49,7 @@ def listener() -> socket.socket:
 
 def run_live(port: int, action, *, kernel_truth: bool = True, write: str | None = None, settle: float = 0.3):
     """Sniff ``port`` on lo while ``action()`` runs; return (records, stats, live)."""
-    from rawfin.live import Live
+    from rawfin.linux.live import Live
 
     records: list[dict] = []
     live = Live(interface="lo", bpf=f"tcp and port {port}", kernel_truth=kernel_truth, write=write,
@@ -203,7 +203,7 @@ def test_half_close_matches_kernel():
 
 @needs_capture
 def test_live_without_kernel_truth_writes_complete_capture(tmp_path):
-    from rawfin.pcapio import iter_frames
+    from rawfin.wire.pcapio import iter_frames
 
     ls = listener()
     port = ls.getsockname()[1]
@@ -218,7 +218,7 @@ def test_live_without_kernel_truth_writes_complete_capture(tmp_path):
 
 @needs_capture
 def test_count_stops_the_capture():
-    from rawfin.live import Live
+    from rawfin.linux.live import Live
 
     ls = listener()
     port = ls.getsockname()[1]
@@ -274,8 +274,8 @@ def test_without_privilege_says_what_is_missing():
 
 
 def test_simple_filter_language():
-    from rawfin.live import SimpleFilter, UsageError
-    from rawfin.segment import Segment
+    from rawfin.linux.live import SimpleFilter, UsageError
+    from rawfin.core.segment import Segment
 
     f = SimpleFilter.parse("tcp and host 127.0.0.1 and dst port 80")
     seg = Segment(src="127.0.0.2", dst="127.0.0.1", sport=5000, dport=80)
@@ -288,7 +288,7 @@ def test_simple_filter_language():
 
 @needs_capture
 def test_own_filter_language_when_libpcap_is_missing(monkeypatch):
-    import rawfin.live as live_mod
+    import rawfin.linux.live as live_mod
 
     monkeypatch.setattr(live_mod, "compile_bpf", lambda expr: None)
     ls = listener()
@@ -310,7 +310,7 @@ def test_analyze_of_a_live_capture_finds_the_kernels_transitions(tmp_path):
     the tracepoint went quiet."""
     from collections import Counter
 
-    from rawfin.analysis import records
+    from rawfin.capture.analysis import records
 
     ls = listener()
     port = ls.getsockname()[1]

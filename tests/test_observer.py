@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rawfin import craft
-from rawfin import seq as sq
-from rawfin.observer import Observer
-from rawfin.segment import Flags
+from rawfin.sim import craft
+from rawfin.core import seq as sq
+from rawfin.core.observer import Observer
+from rawfin.core.segment import Flags
 
 C, S = ("192.0.2.2", 50001), ("192.0.2.1", 80)
 C6, S6 = ("2001:db8::2", 50001), ("2001:db8::1", 80)
@@ -250,9 +250,9 @@ def test_fast_path_changes_nothing_on_the_corpus():
     import os
     from pathlib import Path
 
-    from rawfin.decode import decode
-    from rawfin.pcapio import open_capture
-    from rawfin.errors import CaptureError
+    from rawfin.wire.decode import decode
+    from rawfin.wire.pcapio import open_capture
+    from rawfin.core.errors import CaptureError
     corpus = Path(os.environ.get("RAWFIN_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
     files = sorted((corpus / "captures").glob("*")) if (corpus / "captures").is_dir() else []
     if not files:
@@ -270,9 +270,9 @@ def test_fast_path_changes_nothing_on_the_corpus():
 
 
 def _records_of_file(path, **kw):
-    from rawfin.decode import decode
-    from rawfin.errors import CaptureError
-    from rawfin.pcapio import open_capture
+    from rawfin.wire.decode import decode
+    from rawfin.core.errors import CaptureError
+    from rawfin.wire.pcapio import open_capture
     obs = Observer(**kw)
     recs = []
     try:

@@ -1,4 +1,4 @@
-"""Tests for rawfin.pcapio: pcap/pcapng reading, damage reporting, writers."""
+"""Tests for rawfin.wire.pcapio: pcap/pcapng reading, damage reporting, writers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rawfin.errors import CaptureError
-from rawfin.pcapio import (
+from rawfin.core.errors import CaptureError
+from rawfin.wire.pcapio import (
     CaptureReader, Interface, PcapngWriter, PcapWriter, RawFrame, iter_frames, open_capture,
 )
 

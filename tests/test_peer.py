@@ -17,8 +17,8 @@ import time
 import pytest
 
 from kernelcaps import needs_netns, needs_trace
-from rawfin.peer import SCENARIOS, PeerRun, ScenarioUnknown, run_scenario
-from rawfin.states import State
+from rawfin.linux.peer import SCENARIOS, PeerRun, ScenarioUnknown, run_scenario
+from rawfin.core.states import State
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @needs_trace
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario_against_the_kernel(name, tmp_path, no_leftovers):
-    from rawfin.pcapio import iter_frames
+    from rawfin.wire.pcapio import iter_frames
 
     cap = tmp_path / f"{name}.pcap"
     t0 = time.monotonic()
@@ -88,7 +88,7 @@ def test_ctrl_c_mid_scenario_cleans_up(no_leftovers):
 
 @needs_netns
 def test_without_kernel_truth_checks_fall_back_to_proc(no_leftovers):
-    from rawfin.peer import rst_in_fin_wait_2
+    from rawfin.linux.peer import rst_in_fin_wait_2
     with PeerRun(kernel_truth=False) as r:
         rst_in_fin_wait_2(r)
     assert [c.ok for c in r.out.checks if "kernel went" in c.what] == [None]

@@ -23,7 +23,7 @@ import time
 import pytest
 
 from kernelcaps import needs_trace
-from rawfin.scenarios import builtin, names
+from rawfin.sim.scenarios import builtin, names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,8 +80,8 @@ def rawfin_segs(o):
 @pytest.mark.parametrize("kernel", ["server", "client"])
 @pytest.mark.parametrize("name", names())
 def test_builtin_file_against_the_kernel(name, kernel, tmp_path, no_leftovers):
-    from rawfin.pcapio import iter_frames
-    from rawfin.peerfile import run_file
+    from rawfin.wire.pcapio import iter_frames
+    from rawfin.linux.peerfile import run_file
 
     cap = tmp_path / "run.pcap"
     t0 = time.monotonic()
@@ -221,7 +221,7 @@ def _cli(*args, timeout=60):
 
 @needs_trace
 def test_cli_prints_both_tables_and_the_segments():
-    p = _cli("peer", "--file", "rawfin/scenarios/normal-close.toml", "--kernel", "client")
+    p = _cli("peer", "--file", "rawfin/sim/scenarios/normal-close.toml", "--kernel", "client")
     assert p.returncode == 0, p.stderr
     assert "peer normal-close (kernel as client)" in p.stdout
     assert "from the tracepoint" in p.stdout and "from its state machine" in p.stdout
@@ -231,7 +231,7 @@ def test_cli_prints_both_tables_and_the_segments():
 
 @needs_trace
 def test_a_failed_expectation_exits_1(tmp_path):
-    src = open(os.path.join(ROOT, "rawfin/scenarios/normal-close.toml")).read()
+    src = open(os.path.join(ROOT, "rawfin/sim/scenarios/normal-close.toml")).read()
     f = tmp_path / "wrong.toml"
     f.write_text(src.replace('states = ["client FIN_WAIT_2 TIME_WAIT"', 'states = ["client CLOSING TIME_WAIT"'))
     p = _cli("peer", "--file", str(f), "--format", "jsonl")
@@ -241,10 +241,10 @@ def test_a_failed_expectation_exits_1(tmp_path):
 
 @needs_trace
 def test_delay_and_duplicate_rules_act_on_the_link(tmp_path):
-    from rawfin.peerfile import run_file
-    from rawfin.scenarios import load
+    from rawfin.linux.peerfile import run_file
+    from rawfin.sim.scenarios import load
 
-    src = open(os.path.join(ROOT, "rawfin/scenarios/normal-close.toml")).read()
+    src = open(os.path.join(ROOT, "rawfin/sim/scenarios/normal-close.toml")).read()
     f = tmp_path / "faults.toml"
     f.write_text(src + '\n[[fault]]\nrule = "delay server:FIN@0.2"\n'
                        '\n[[fault]]\nrule = "duplicate client:data"\n')

@@ -13,11 +13,11 @@ import os
 import pytest
 
 from kernelcaps import needs_trace
-from rawfin import seq as sq
+from rawfin.core import seq as sq
 from rawfin.cli import main
-from rawfin.pcapio import PcapWriter, iter_frames
-from rawfin.replay import Replayer, scenario_toml
-from rawfin.replayrun import load, run_emulator
+from rawfin.wire.pcapio import PcapWriter, iter_frames
+from rawfin.sim.replay import Replayer, scenario_toml
+from rawfin.linux.replayrun import load, run_emulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTURES = sorted(glob.glob(os.path.join(ROOT, "captures", "*.pcap")))
@@ -157,8 +157,8 @@ def test_table_and_jsonl(capsys, tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_scenario_round_trip(name, tmp_path):
-    from rawfin import scenarios
-    from rawfin.analysis import records
+    from rawfin.sim import scenarios
+    from rawfin.capture.analysis import records
 
     rec = load(cap(name))
     f = tmp_path / "s.toml"
@@ -193,7 +193,7 @@ def test_export_command(tmp_path, capsys):
 @pytest.mark.parametrize("side", ["client", "server"])
 @pytest.mark.parametrize("name", NAMES)
 def test_every_capture_against_the_kernel(name, side, no_leftovers):
-    from rawfin.replayrun import run_kernel
+    from rawfin.linux.replayrun import run_kernel
     o = run_kernel(load(cap(name)), side, speed=0)
     assert not o.diverged, [d.text for d in o.divergences]
     assert o.live_moves

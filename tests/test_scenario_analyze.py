@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from rawfin import scenarios
-from rawfin.codec import from_bytes
-from rawfin.observer import Observer
-from rawfin.pcapio import iter_frames
+from rawfin.sim import scenarios
+from rawfin.wire.codec import from_bytes
+from rawfin.core.observer import Observer
+from rawfin.wire.pcapio import iter_frames
 
 
 def capture_point(pair) -> str | None:
@@ -101,7 +101,7 @@ def test_analyze_on_the_shipped_capture_agrees_with_the_scenario(name):
     observer must still find the scenario's transitions, frame for frame."""
     from pathlib import Path
 
-    from rawfin.analysis import records
+    from rawfin.capture.analysis import records
 
     path = Path(__file__).resolve().parents[1] / "captures" / f"{name}.pcap"
     pair = scenarios.run(scenarios.builtin(name))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rawfin import scenarios
+from rawfin.sim import scenarios
 from rawfin.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_jsonl_is_the_record_contract(capsys):
 
 
 def test_ladder_fits_100_columns_and_shows_the_loss():
-    from rawfin.ladder import ladder
+    from rawfin.render.ladder import ladder
     for name in NAMES:
         scn = scenarios.builtin(name)
         text = ladder(scenarios.run(scn), f"{scn.name}: {scn.summary}", scn.description)

@@ -1,4 +1,4 @@
-"""rawfin.segment: the Segment value type and the flag text helpers."""
+"""rawfin.core.segment: the Segment value type and the flag text helpers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rawfin.segment import Flags, Segment, flags_text, fmt_endpoint, parse_flags
+from rawfin.core.segment import Flags, Segment, flags_text, fmt_endpoint, parse_flags
 
 TOP = 2**32 - 1
 V4 = dict(src="192.0.2.2", dst="192.0.2.1", sport=50001, dport=80)

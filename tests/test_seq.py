@@ -1,11 +1,11 @@
-"""rawfin.seq: sequence arithmetic modulo 2**32, at and across the wrap (RFC 9293 section 3.4)."""
+"""rawfin.core.seq: sequence arithmetic modulo 2**32, at and across the wrap (RFC 9293 section 3.4)."""
 
 from __future__ import annotations
 
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from rawfin import seq as sq
+from rawfin.core import seq as sq
 
 MOD = 2**32
 TOP = MOD - 1
@@ -142,7 +142,7 @@ def test_empty_range(lo, x):
 
 # -- RFC 9293 section 3.10.7.4: the four-case acceptability table ---------------------------------
 def rfc9293_acceptable(seg_seq: int, seg_len: int, rcv_nxt: int, rcv_wnd: int) -> bool:
-    """The table, written out from the RFC with plain integers (no rawfin.seq)."""
+    """The table, written out from the RFC with plain integers (no rawfin.core.seq)."""
 
     def in_window(n: int) -> bool:          # RCV.NXT =< n < RCV.NXT+RCV.WND, mod 2**32
         return (n - rcv_nxt) % MOD < rcv_wnd

@@ -1,4 +1,4 @@
-"""rawfin.states: the one transition table, checked against RFC 9293 written out by hand,
+"""rawfin.core.states: the one transition table, checked against RFC 9293 written out by hand,
 and swept pair by pair against a real Endpoint driven into each state."""
 
 from __future__ import annotations
@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from pair import in_state
-from rawfin.endpoint import SEC, Config, Endpoint
-from rawfin.errors import StateError
-from rawfin.segment import Flags, Segment
-from rawfin.states import APP_INPUTS, TRANSITIONS, Input, Rule, State, next_state
+from rawfin.core.units import SEC
+from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.errors import StateError
+from rawfin.core.segment import Flags, Segment
+from rawfin.core.states import APP_INPUTS, TRANSITIONS, Input, Rule, State, next_state
 
 S, I = State, Input
 

@@ -1,6 +1,6 @@
 """tshark, a real dissector, reads crafted connections: checksums good, no TCP analysis warnings.
 
-Captures are written with Scapy's own PcapWriter (rawfin.pcapio is a separate
+Captures are written with Scapy's own PcapWriter (rawfin.wire.pcapio is a separate
 piece of work), nanosecond pcap, link type chosen by Scapy from the first
 packet (LINKTYPE_IPV4 228 / LINKTYPE_IPV6 229; one IP version per file).
 """
@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from rawfin import craft
+from rawfin.sim import craft
 
 TSHARK = shutil.which("tshark")
 pytestmark = [
@@ -46,7 +46,7 @@ FIELDS = ["frame.number", "frame.time_epoch", "ip.checksum.status", "tcp.checksu
 def write_pcap(path, segs):
     from scapy.utils import EDecimal, PcapWriter
 
-    from rawfin import codec
+    from rawfin.wire import codec
 
     with PcapWriter(str(path), nano=True, sync=True) as w:
         for s in segs:

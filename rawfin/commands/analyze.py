@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
-from ..analysis import CaptureStats, ConnFilter, Progress, records
-from ..errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
-from ..render import make_sink
+from rawfin.capture.analysis import CaptureStats, ConnFilter, Progress, records
+from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
+from rawfin.render.sinks import make_sink
 
 
 def _use_engine(args, select: ConnFilter) -> bool:
     """The compiled lane follows every connection, so it knows nothing of --filter/--conn."""
-    from .. import engine
+    from rawfin.capture import engine
 
     choice = getattr(args, "engine", "auto")
     if not engine.choose(choice):
@@ -75,7 +75,7 @@ def _run_engine(path: str, args, label: str | None, stats: CaptureStats, sink) -
     """One capture through the compiled lane; False when the lane cannot take this capture
     (nothing is written then). JSON lines go straight to stdout's bytes; for the other
     formats the records are read back and handed to the sink as the reference's would be."""
-    from .. import engine
+    from rawfin.capture import engine
 
     bar = Progress(os.path.basename(path), engine.size_of(path), args.progress)
     progress = bar.update if bar.on else None

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import EXIT_DATAERR
+from rawfin.core.errors import EXIT_DATAERR
 
 
 def run(args) -> int:
-    from .. import engine
-    from ..annotate import annotate, frames_span
+    from rawfin.capture import engine
+    from rawfin.render.annotate import annotate, frames_span
 
     lane = engine.choose(getattr(args, "engine", "auto"))
     out = args.output

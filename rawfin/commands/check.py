@@ -10,8 +10,8 @@ import json
 import os
 import sys
 
-from ..analysis import CaptureStats, records
-from ..errors import EXIT_CHECK_FAILED, EXIT_DATAERR, EXIT_NOINPUT, CaptureError
+from rawfin.capture.analysis import CaptureStats, records
+from rawfin.core.errors import EXIT_CHECK_FAILED, EXIT_DATAERR, EXIT_NOINPUT, CaptureError
 
 #: anomalies that mean the close's arithmetic or order is wrong, whatever the options
 ARITHMETIC = {
@@ -53,7 +53,7 @@ def judge(conn: dict, anomalies: list[dict], args) -> list[dict]:
 
 
 def run(args) -> int:
-    from .. import engine
+    from rawfin.capture import engine
 
     source = engine.records if engine.choose(getattr(args, "engine", "auto")) else records
     many = len(args.captures) > 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from ..errors import UsageError
-from ..segment import flags_text, fmt_endpoint
-from ..segment import parse_endpoint as segment_parse_endpoint
+from rawfin.core.errors import UsageError
+from rawfin.core.segment import flags_text, fmt_endpoint
+from rawfin.core.segment import parse_endpoint as segment_parse_endpoint
 
 
 def parse_endpoint(text: str, what: str) -> tuple[str, int]:
@@ -18,7 +18,7 @@ def parse_endpoint(text: str, what: str) -> tuple[str, int]:
 
 
 def build(args):
-    from .. import craft
+    from rawfin.sim import craft
 
     client = parse_endpoint(args.client, "client")
     server = parse_endpoint(args.server, "server")
@@ -45,8 +45,8 @@ def build(args):
 def run(args) -> int:
     segs = build(args)
     if args.write:
-        from ..codec import to_bytes
-        from ..pcapio import LINKTYPE_RAW, PcapWriter
+        from rawfin.wire.codec import to_bytes
+        from rawfin.wire.pcapio import LINKTYPE_RAW, PcapWriter
 
         with PcapWriter(args.write, linktype=LINKTYPE_RAW) as w:
             for s in segs:

@@ -31,7 +31,7 @@ def ss_time_wait(port: int) -> tuple[str, list[str], int]:
             return shown, lines, max(0, len(lines) - 1)
         except (OSError, subprocess.SubprocessError):
             pass
-    from ..kernel import proc_tcp
+    from rawfin.linux.kernel import proc_tcp
     rows = [(l, r, st) for l, r, st, tw in proc_tcp() if l[1] == port and st == "TIME_WAIT"]
     lines = ["State      Local Address:Port   Peer Address:Port"] + \
         [f"TIME-WAIT  {l[0]}:{l[1]}   {r[0]}:{r[1]}" for l, r, _ in rows]

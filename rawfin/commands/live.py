@@ -13,8 +13,8 @@ import sys
 import textwrap
 from typing import IO
 
-from ..records import to_json
-from ..render import ARROW, SUMMARY_HEADERS, summary_row
+from rawfin.render.records import to_json
+from rawfin.render.sinks import ARROW, SUMMARY_HEADERS, summary_row
 
 
 class LiveTable:
@@ -108,7 +108,7 @@ class LiveJsonl:
 
 
 def run(args) -> int:
-    from ..live import Live
+    from rawfin.linux.live import Live
 
     sink = None
     buffered: list[dict] = []

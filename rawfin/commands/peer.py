@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from ..records import to_json
-from ..render import ARROW
+from rawfin.render.records import to_json
+from rawfin.render.sinks import ARROW
 
 
 def _t(ns: int, origin: int) -> str:
@@ -21,8 +21,8 @@ def _t(ns: int, origin: int) -> str:
 def render_table(out, o, tablefmt: str = "simple") -> None:
     from tabulate import tabulate
 
-    from ..peer import RAWFIN_IP
-    from ..segment import fmt_endpoint
+    from rawfin.linux.peer import RAWFIN_IP
+    from rawfin.core.segment import fmt_endpoint
 
     t0 = o.start_ns
     w = out.write
@@ -66,7 +66,7 @@ def render_table(out, o, tablefmt: str = "simple") -> None:
 
 
 def render_jsonl(out, o) -> None:
-    from ..records import anomaly_record, transition_record
+    from rawfin.render.records import anomaly_record, transition_record
 
     def put(rec):
         out.write(to_json(rec) + "\n")
@@ -85,14 +85,14 @@ def render_jsonl(out, o) -> None:
 
 
 def run(args) -> int:
-    from ..errors import UsageError
-    from ..peer import SCENARIOS, ScenarioUnknown, run_scenario
+    from rawfin.core.errors import UsageError
+    from rawfin.linux.peer import SCENARIOS, ScenarioUnknown, run_scenario
 
     if args.file and (args.scenario or args.list):
         raise UsageError("give --file FILE.toml or --scenario NAME (or --list), not both")
     if args.file:
-        from ..peerfile import run_file
-        from ..scenarios import load
+        from rawfin.linux.peerfile import run_file
+        from rawfin.sim.scenarios import load
         o = run_file(load(args.file), kernel_side=args.kernel, write=args.write)
     elif args.list or not args.scenario:
         for name, (desc, _, _) in SCENARIOS.items():

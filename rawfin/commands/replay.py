@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import EXIT_USAGE
-from ..records import to_json
-from ..render import ARROW
+from rawfin.core.errors import EXIT_USAGE
+from rawfin.render.records import to_json
+from rawfin.render.sinks import ARROW
 
 
 def _usage(msg: str) -> int:
@@ -33,8 +33,8 @@ def _arrow(sender: str) -> str:
 
 def rows(o) -> list[dict]:
     """The recorded and the live run side by side, one row per capture frame or live-only segment."""
-    from ..replay import SIDES
-    from ..states import State
+    from rawfin.sim.replay import SIDES
+    from rawfin.core.states import State
     rec, rp = o.rec, o.rp
     t_rec0 = rec.frames[0].time_ns if rec.frames else 0
     wire = rp.wire
@@ -107,7 +107,7 @@ def rows(o) -> list[dict]:
 def render_table(out, o, tablefmt: str = "simple") -> None:
     from tabulate import tabulate
 
-    from ..segment import fmt_endpoint
+    from rawfin.core.segment import fmt_endpoint
     rec, rp = o.rec, o.rp
     w = out.write
     live_what = ("the Linux kernel in rawfin's own network namespace (TUN)" if o.against == "kernel"
@@ -173,8 +173,8 @@ def render_jsonl(out, o) -> None:
 
 
 def run(args) -> int:
-    from ..replay import scenario_toml
-    from ..replayrun import load, run_emulator, run_kernel
+    from rawfin.sim.replay import scenario_toml
+    from rawfin.linux.replayrun import load, run_emulator, run_kernel
 
     if args.speed < 0:
         return _usage("--speed cannot be negative (0: as fast as the live side allows)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import EXIT_USAGE, OutputError
+from rawfin.core.errors import EXIT_USAGE, OutputError
 
 
 def _usage(msg: str) -> int:
@@ -14,7 +14,7 @@ def _usage(msg: str) -> int:
 
 
 def _faults(args) -> tuple[str, ...]:
-    from ..emulator import EmulatorError, Fault
+    from rawfin.sim.emulator import EmulatorError, Fault
     rules = [("drop", r) for r in args.drop]
     rules += [("delay", r) for r in getattr(args, "delay", None) or []]
     rules += [("duplicate", r) for r in getattr(args, "duplicate", None) or []]
@@ -30,7 +30,7 @@ def _faults(args) -> tuple[str, ...]:
 
 
 def _overrides(args) -> dict:
-    from ..endpoint import SEC
+    from rawfin.core.units import SEC
     kw = {}
     if args.msl is not None:
         if args.msl <= 0:
@@ -54,7 +54,7 @@ def _overrides(args) -> dict:
 
 
 def list_scenarios(out=None) -> None:
-    from .. import scenarios
+    from rawfin.sim import scenarios
     out = out or sys.stdout
     names = scenarios.names()
     width = max(len(n) for n in names)
@@ -66,21 +66,21 @@ def render(scn, pair, fmt: str, out, *, capture_at: str = "sender", tablefmt: st
            file: str | None = None) -> None:
     """Write one run in ``fmt`` to ``out``."""
     if fmt == "ladder":
-        from ..ladder import ladder
+        from rawfin.render.ladder import ladder
         out.write(ladder(pair, f"{scn.name}: {scn.summary}" if scn.summary else scn.name, scn.description))
         return
     if fmt == "mermaid":
-        from ..ladder import mermaid
+        from rawfin.render.ladder import mermaid
         out.write(mermaid(pair, f"{scn.name}: {scn.summary}" if scn.summary else scn.name))
         return
-    from ..render import make_sink
+    from rawfin.render.sinks import make_sink
     records = pair.records(capture_at)
     if file is not None:
         for r in records:
             r["file"] = file
     if fmt == "table":
-        from ..records import seconds
-        from ..render import TableSink
+        from rawfin.render.records import seconds
+        from rawfin.render.sinks import TableSink
         sink = TableSink(out, tablefmt=tablefmt, time_origin=seconds(pair.start_ns))
         out.write(f"scenario {scn.name}: {scn.summary}\n" if scn.summary else f"scenario {scn.name}\n")
         conns = sorted({r["conn"] for r in records})
@@ -98,7 +98,7 @@ def render(scn, pair, fmt: str, out, *, capture_at: str = "sender", tablefmt: st
 
 def _connection_heading(pair, conn: int, file: str | None) -> dict:
     """The little a TableSink heading needs (not a full `connection` record: that is analyze's)."""
-    from ..segment import fmt_endpoint
+    from rawfin.core.segment import fmt_endpoint
     rec = {"type": "connection", "conn": conn, "client": fmt_endpoint(*pair.client.addr),
            "server": fmt_endpoint(*pair.server.addr)}
     if file is not None:
@@ -107,8 +107,8 @@ def _connection_heading(pair, conn: int, file: str | None) -> dict:
 
 
 def run(args) -> int:
-    from .. import scenarios
-    from ..emulator import EmulatorError
+    from rawfin.sim import scenarios
+    from rawfin.sim.emulator import EmulatorError
 
     if args.list:
         list_scenarios()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..states import INPUT_ORDER, STATE_ORDER, TRANSITIONS, Input
+from rawfin.core.states import INPUT_ORDER, STATE_ORDER, TRANSITIONS, Input
 
 CLOSE_STATES = {"ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"}
 

@@ -26,7 +26,7 @@ import os
 import socket
 import struct
 
-from .errors import PrivilegeError, RawfinError
+from rawfin.core.errors import PrivilegeError, RawfinError
 
 CLONE_NEWNET = 0x40000000
 TUNSETIFF = 0x400454CA

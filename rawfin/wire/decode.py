@@ -1,4 +1,4 @@
-"""Fast decoding of captured frames into :class:`~rawfin.segment.Segment` values, without Scapy.
+"""Fast decoding of captured frames into :class:`~rawfin.core.segment.Segment` values, without Scapy.
 
 ``decode(linktype, data, orig_len, frame, time_ns)`` returns a ``Segment`` for a TCP
 segment and a :class:`Skip` saying why not otherwise. It never raises on any bytes.
@@ -24,7 +24,7 @@ import socket
 import struct
 from typing import NamedTuple
 
-from .segment import Segment
+from rawfin.core.segment import Segment
 
 __all__ = ["decode", "Skip", "SKIP_KINDS", "DECODABLE_LINKTYPES", "make_segment"]
 

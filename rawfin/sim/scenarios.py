@@ -1,6 +1,6 @@
 """Scenarios: a TOML description of two applications, their settings and the link's faults.
 
-The built-in scenarios are the files in ``rawfin/scenarios/*.toml``; ``rawfin
+The built-in scenarios are the files in ``rawfin/sim/scenarios/*.toml``; ``rawfin
 scenario --file F.toml`` runs one of your own. The format is documented in
 ``docs/scenario-format.md``; in short::
 
@@ -32,7 +32,7 @@ scenario --file F.toml`` runs one of your own. The format is documented in
     rule = "drop final-ack"
 
 :func:`load` reads a file into a :class:`Scenario`; :func:`run` plays it on an
-:class:`~rawfin.emulator.Pair` and returns the pair.
+:class:`~rawfin.sim.emulator.Pair` and returns the pair.
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from .endpoint import SEC, Config
-from .errors import EXIT_DATAERR, RawfinError
-from .segment import norm_ip
-from .states import State
+from rawfin.core.units import SEC
+from rawfin.core.endpoint import Config
+from rawfin.core.errors import EXIT_DATAERR, RawfinError
+from rawfin.core.segment import norm_ip
+from rawfin.core.states import State
 
 CALLS = ("listen", "connect", "send", "close", "shutdown", "abort", "close-listener")
 _CALL_KEYS = {"at", "on", "after", "call", "bytes", "data", "port", "isn", "reuse_addr"}
@@ -186,7 +187,7 @@ def _call(side: str, i: int, c: dict, where: str) -> Call:
         n = c["bytes"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ScenarioError(f"{w}: bytes must be a whole number >= 0")
-        from .emulator import _payload
+        from rawfin.sim.emulator import _payload
         data = _payload(n)
     elif "data" in c:
         if not isinstance(c["data"], str):
@@ -242,7 +243,7 @@ def parse(doc: dict, name: str, path: str | None = None) -> Scenario:
         if not isinstance(f, dict) or not isinstance(f.get("rule"), str):
             raise ScenarioError(f"{where}: fault[{i}] needs rule = \"...\" (e.g. \"drop final-ack\")")
         faults.append(f["rule"])
-    from .emulator import EmulatorError, Fault
+    from rawfin.sim.emulator import EmulatorError, Fault
     for r in faults:
         try:
             Fault.parse(r)
@@ -273,7 +274,7 @@ def load(path: str | os.PathLike) -> Scenario:
 
 
 def _builtin_dir():
-    return importlib.resources.files("rawfin").joinpath("scenarios")
+    return importlib.resources.files("rawfin.sim").joinpath("scenarios")
 
 
 def names() -> list[str]:
@@ -300,14 +301,14 @@ def builtin(name: str) -> Scenario:
 def run(scn: Scenario, *, msl_ns: int | None = None, rto_ns: int | None = None, isn_client: int | None = None,
         isn_server: int | None = None, faults: tuple[str, ...] = (), seed: int | None = None,
         ipv6: bool | None = None, delay_ns: int | None = None):
-    """Play ``scn`` to the end and return the :class:`~rawfin.emulator.Pair`.
+    """Play ``scn`` to the end and return the :class:`~rawfin.sim.emulator.Pair`.
 
     The keyword arguments are the command line's overrides; ``faults`` are
     added to the scenario's own.
     """
-    from .emulator import (CLIENT, CLIENT6, DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, SERVER,
+    from rawfin.sim.emulator import (CLIENT, CLIENT6, DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, SERVER,
                            SERVER6, AddressInUse, EmulatorError, Pair)
-    from .errors import StateError
+    from rawfin.core.errors import StateError
 
     v6 = scn.ipv6 if ipv6 is None else ipv6
 

@@ -8,7 +8,7 @@ import textwrap
 import sys
 from typing import IO
 
-from .records import to_json
+from rawfin.render.records import to_json
 
 ARROW = "→"
 

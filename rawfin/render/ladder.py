@@ -1,6 +1,6 @@
 """Ladder diagrams of an emulated run: plain text (as the seed draws them) and Mermaid.
 
-Both are drawn from a :class:`~rawfin.emulator.Pair`'s log, so every arrow is a
+Both are drawn from a :class:`~rawfin.sim.emulator.Pair`'s log, so every arrow is a
 segment that was really sent, with its real flags and numbers, and every state
 is written where and when the endpoint took it. A segment the link lost ends
 in an ``X``, as in the seed's section 5. The text form stays within 100
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import textwrap
 
-from .emulator import Arrival, Called, Moved, Noted, Pair, Sent
-from .endpoint import SEC
-from .states import Input
+from rawfin.sim.emulator import Arrival, Called, Moved, Noted, Pair, Sent
+from rawfin.core.units import SEC
+from rawfin.core.states import Input
 
 TIME_W = 9          # "   61.041"
 GAP = 56            # columns between the two lifelines
@@ -172,7 +172,7 @@ def ladder(pair: Pair, title: str = "", description: str = "") -> str:
     if head:
         head.append("")
     c, s = pair.client, pair.server
-    from .segment import fmt_endpoint
+    from rawfin.core.segment import fmt_endpoint
     roles = _roles(pair)
     cname = f"client {fmt_endpoint(c.ip, c.port)}"
     sname = f"server {fmt_endpoint(s.ip, s.port)}"
@@ -215,7 +215,7 @@ def _mm(text: str) -> str:
 
 def mermaid(pair: Pair, title: str = "") -> str:
     """The same run as a Mermaid ``sequenceDiagram``."""
-    from .segment import fmt_endpoint
+    from rawfin.core.segment import fmt_endpoint
     c, s = pair.client, pair.server
     lines = ["sequenceDiagram"]
     if title:

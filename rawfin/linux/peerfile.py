@@ -4,11 +4,11 @@ The kernel plays one side of the scenario (``--kernel server``, the default, or
 ``client``): its application calls (listen/accept, connect, send, close,
 shutdown, abort with SO_LINGER 0) are made on a real socket in rawfin's own
 network namespace, at the scenario's times, on the wall clock. rawfin's
-:class:`~rawfin.endpoint.Endpoint` plays the other side, its calls from the
+:class:`~rawfin.core.endpoint.Endpoint` plays the other side, its calls from the
 same file, through its state machine. Between them sits the scenario's link:
 its one-way delay (each direction) and its fault rules, matched by the
-emulator's own code (:class:`~rawfin.emulator.Link`, :class:`~rawfin.emulator.Fault`).
-The driver is :class:`~rawfin.peer.PeerRun`, which owns the namespace, the
+emulator's own code (:class:`~rawfin.sim.emulator.Link`, :class:`~rawfin.sim.emulator.Fault`).
+The driver is :class:`~rawfin.linux.peer.PeerRun`, which owns the namespace, the
 TUN device and the trace instance and always removes them.
 
 What a real kernel cannot be told, and so is not reproduced:
@@ -41,15 +41,17 @@ import socket
 import time
 from dataclasses import dataclass
 
-from . import seq as sq
-from .emulator import DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, ISN_STEP, US, Link
-from .endpoint import MS, SEC, Config, Endpoint
-from .errors import StateError, UsageError
-from .events import Anomaly, Result
-from .peer import KERNEL, Outcome, PeerRun, end_kernel_socket
-from .scenarios import Call, Scenario, ScenarioError
-from .segment import Flags, Segment, fmt_endpoint
-from .states import Input, State
+from rawfin.core import seq as sq
+from rawfin.core.units import US
+from rawfin.sim.emulator import DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, ISN_STEP, Link
+from rawfin.core.units import MS, SEC
+from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.errors import StateError, UsageError
+from rawfin.core.events import Anomaly, Result
+from rawfin.linux.peer import KERNEL, Outcome, PeerRun, end_kernel_socket
+from rawfin.sim.scenarios import Call, Scenario, ScenarioError
+from rawfin.core.segment import Flags, Segment, fmt_endpoint
+from rawfin.core.states import Input, State
 
 HORIZON_S = 10.0      # calls later than this are not made (the kernel's TIME_WAIT lasts 60 s)
 BOUND_S = 10.0        # after the last call, the run settles within this or is stopped
@@ -312,7 +314,7 @@ class FileRun(PeerRun):
         if direction == "in":
             self.host.deliver(seg, now)
             return
-        from .codec import to_bytes
+        from rawfin.wire.codec import to_bytes
         if seg.syn and not seg.has_ack:
             self.k_fin_sent = False
         if seg.fin:
@@ -608,7 +610,7 @@ class FileRun(PeerRun):
 
     # -- [expect] -----------------------------------------------------------------------------
     def kernel_final(self) -> str | None:
-        from .kernel import kernel_state
+        from rawfin.linux.kernel import kernel_state
         st = self.kernel_state_now()
         if st is None:
             return "CLOSED" if self.had_kernel_conn else None

@@ -1,6 +1,6 @@
 """Two endpoints over a faulty link, on a virtual clock: rawfin's emulator.
 
-The endpoints are the core's sans-IO :class:`~rawfin.endpoint.Endpoint`; this
+The endpoints are the core's sans-IO :class:`~rawfin.core.endpoint.Endpoint`; this
 module is their driver. It owns the clock, the link and the two hosts, and it
 keeps a log of everything that happened, from which the records, the ladder
 diagram and the capture are made. Nothing sleeps: time jumps from one event
@@ -8,8 +8,8 @@ diagram and the capture are made. Nothing sleeps: time jumps from one event
 
 Driving a pair by hand, as a test would::
 
-    from rawfin.emulator import Pair, MS
-    from rawfin.states import State
+    from rawfin.sim.emulator import Pair, MS
+    from rawfin.core.states import State
 
     pair = Pair(faults=["drop final-ack"])      # the seed's section 5
     pair.server.listen()
@@ -41,13 +41,14 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from . import seq as sq
-from .endpoint import MS, SEC, Config, Endpoint
-from .errors import EXIT_USAGE, RawfinError
-from .events import Anomaly, Result, Transition
-from .records import anomaly_record, transition_record
-from .segment import Flags, Segment, fmt_endpoint, parse_flags
-from .states import Input, State
+from rawfin.core import seq as sq
+from rawfin.core.units import MS, SEC, US
+from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.errors import EXIT_USAGE, RawfinError
+from rawfin.core.events import Anomaly, Result, Transition
+from rawfin.render.records import anomaly_record, transition_record
+from rawfin.core.segment import Flags, Segment, fmt_endpoint, parse_flags
+from rawfin.core.states import Input, State
 
 __all__ = [
     "Pair", "Host", "Link", "Fault", "Sent", "Arrival", "Moved", "Noted", "Called",
@@ -55,7 +56,6 @@ __all__ = [
     "CLIENT", "SERVER", "CLIENT6", "SERVER6", "CAPTURE_POINTS",
 ]
 
-US = 1_000
 EPOCH_NS = 1_700_000_000 * SEC          # 2023-11-14T22:13:20Z
 CLIENT = ("192.0.2.2", 50001)
 SERVER = ("192.0.2.1", 80)
@@ -568,7 +568,7 @@ class Pair:
 
     ``faults`` are :class:`Fault` values or rule text (see :meth:`Fault.parse`);
     ``seed`` seeds the link's generator for probabilistic rules. ``config`` is
-    both sides' :class:`~rawfin.endpoint.Config`; ``client_config`` and
+    both sides' :class:`~rawfin.core.endpoint.Config`; ``client_config`` and
     ``server_config`` override it per side.
     """
 
@@ -759,12 +759,12 @@ class Pair:
 
     def pcap_packets(self, capture_at: str = "sender") -> list[tuple[int, bytes]]:
         """``(time_ns, raw IP bytes)`` of every frame (imports the Scapy codec)."""
-        from .codec import to_bytes
+        from rawfin.wire.codec import to_bytes
         return [(t, to_bytes(seg)) for t, seg, _ in self.capture(capture_at)]
 
     def write_pcap(self, target, capture_at: str = "sender") -> int:
         """Write the capture (classic pcap, raw IP link type 101); returns the frame count."""
-        from .pcapio import LINKTYPE_RAW, PcapWriter
+        from rawfin.wire.pcapio import LINKTYPE_RAW, PcapWriter
         packets = self.pcap_packets(capture_at)
         w = PcapWriter(target, LINKTYPE_RAW)
         try:

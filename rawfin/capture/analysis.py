@@ -1,7 +1,7 @@
 """The capture driver: frames from a file, decoded, through the observer, as records.
 
-Thin on purpose: the reading is ``rawfin.pcapio``, the decoding ``rawfin.decode``,
-the reasoning ``rawfin.observer``. This module only wires them together, counts,
+Thin on purpose: the reading is ``rawfin.wire.pcapio``, the decoding ``rawfin.wire.decode``,
+the reasoning ``rawfin.core.observer``. This module only wires them together, counts,
 and reports progress.
 """
 
@@ -15,10 +15,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .endpoint import SEC
-from .errors import CaptureError, UsageError
-from .observer import Connection, Observer
-from .segment import Segment, norm_ip
+from rawfin.core.units import SEC
+from rawfin.core.errors import CaptureError, UsageError
+from rawfin.core.observer import Connection, Observer
+from rawfin.core.segment import Segment, norm_ip
 
 
 class FilterError(UsageError):
@@ -127,8 +127,8 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
             select: Callable[[Connection], bool] | None = None, progress: str = "never",
             stats: CaptureStats | None = None) -> Iterator[dict]:
     """Every record of one capture, in order; raises CaptureError (after the good part) on damage."""
-    from .decode import decode
-    from .pcapio import open_capture
+    from rawfin.wire.decode import decode
+    from rawfin.wire.pcapio import open_capture
 
     stats = stats if stats is not None else CaptureStats(path=path)
     obs = Observer(msl_ns=int(msl_s * SEC), file=label, select=select)

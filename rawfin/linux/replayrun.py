@@ -1,13 +1,13 @@
 """The drivers of ``rawfin replay``: read the capture, run the live side, collect what happened.
 
-The decisions are :mod:`rawfin.replay`'s (sans-IO); this module owns the
+The decisions are :mod:`rawfin.sim.replay`'s (sans-IO); this module owns the
 clocks and the sockets:
 
-- :func:`load` reads a capture into a :class:`~rawfin.replay.Recording`;
-- :func:`run_emulator` puts the core's :class:`~rawfin.endpoint.Endpoint` on
+- :func:`load` reads a capture into a :class:`~rawfin.sim.replay.Recording`;
+- :func:`run_emulator` puts the core's :class:`~rawfin.core.endpoint.Endpoint` on
   the live side, on a virtual clock (nothing sleeps);
 - :func:`run_kernel` puts a real Linux socket there, in a network namespace
-  with a TUN device of rawfin's own (:class:`~rawfin.peer.PeerRun`, which
+  with a TUN device of rawfin's own (:class:`~rawfin.linux.peer.PeerRun`, which
   always removes them), its transitions from the tracepoint.
 """
 
@@ -19,24 +19,24 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from . import seq as sq
-from .endpoint import SEC, Config, Endpoint
-from .errors import RawfinError, StateError
-from .events import Result
-from .replay import (DEFAULT_WAIT_NS, Call, Recording, ReplayError, Replayer, Send, Wire, diverged, divergences,
+from rawfin.core import seq as sq
+from rawfin.core.units import SEC, US
+from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.errors import RawfinError, StateError
+from rawfin.core.events import Result
+from rawfin.sim.replay import (DEFAULT_WAIT_NS, Call, Recording, ReplayError, Replayer, Send, Wire, diverged, divergences,
                      other, payload, recording)
-from .segment import Segment, fmt_endpoint
-from .states import State
+from rawfin.core.segment import Segment, fmt_endpoint
+from rawfin.core.states import State
 
-US = 1_000
 EPOCH_NS = 1_700_000_000 * SEC
 
 
 def load(path: str, conn: int = 0, *, mid_stream: bool = False) -> Recording:
     """Connection ``conn`` of the capture at ``path`` (CaptureError / ReplayError: exit 65)."""
-    from .analysis import records
-    from .decode import decode
-    from .pcapio import open_capture
+    from rawfin.capture.analysis import records
+    from rawfin.wire.decode import decode
+    from rawfin.wire.pcapio import open_capture
 
     segs: list[Segment] = []
     frames = 0
@@ -87,7 +87,7 @@ class Outcome:
 
 def _observe(rp: Replayer) -> list[Move]:
     """rawfin's side's states in the live run: the both-endpoint observer on what crossed the wire."""
-    from .observer import Observer
+    from rawfin.core.observer import Observer
     obs = Observer(final_ack_hold_ns=0)
     recs = []
     for i, w in enumerate(rp.wire):
@@ -204,8 +204,8 @@ def _emulator_call(ep: Endpoint, a: Call, remote: tuple, now: int) -> Result:
 
 
 def _write(path: str, wire: list[Wire]) -> None:
-    from .codec import to_bytes
-    from .pcapio import LINKTYPE_RAW, PcapWriter
+    from rawfin.wire.codec import to_bytes
+    from rawfin.wire.pcapio import LINKTYPE_RAW, PcapWriter
     w = PcapWriter(path, LINKTYPE_RAW, nanosecond=True)
     try:
         for x in wire:
@@ -219,7 +219,7 @@ def _write(path: str, wire: list[Wire]) -> None:
 # -- the kernel --------------------------------------------------------------------------
 
 class _Rawfin:
-    """Stands where :class:`~rawfin.peer.PeerRun` keeps rawfin's endpoint: the replayer instead."""
+    """Stands where :class:`~rawfin.linux.peer.PeerRun` keeps rawfin's endpoint: the replayer instead."""
 
     def __init__(self, drv: "_KernelDriver") -> None:
         self.drv = drv
@@ -249,7 +249,7 @@ class _KernelDriver:
         self.pending: list[Call] = []
 
     def result(self, actions, now: int) -> Result:
-        from .peer import Rule
+        from rawfin.linux.peer import Rule
         segs = []
         for a in actions:
             if isinstance(a, Send):
@@ -284,7 +284,7 @@ class _KernelDriver:
                 self.o.notes.append((time.time_ns(), f"the live application's {a.call}() failed: {name}"))
 
     def _call(self, a: Call) -> None:
-        from .peer import end_kernel_socket
+        from rawfin.linux.peer import end_kernel_socket
 
         run = self.run
         if a.call == "listen":
@@ -318,7 +318,7 @@ def run_kernel(rec: Recording, as_side: str, *, speed: float = 1.0, tail_s: floa
     """Replay ``as_side`` against a real Linux socket in a namespace of rawfin's own."""
     import random
 
-    from .peer import KERNEL, RAWFIN_IP, PeerRun
+    from rawfin.linux.peer import KERNEL, RAWFIN_IP, PeerRun
     L = other(as_side)
     if L == "server":
         kernel = KERNEL

@@ -8,7 +8,7 @@ Reading::
             ...                              # cap.tell() / cap.size for a progress bar
 
 ``iter_frames(path)`` is the one-line form. Iteration yields every good record and
-*then* raises :class:`~rawfin.errors.CaptureError` (with ``frame=N``, the record where
+*then* raises :class:`~rawfin.core.errors.CaptureError` (with ``frame=N``, the record where
 the damage starts) when the file is cut short or a record is corrupt.
 
 Writing: :class:`PcapWriter` (classic pcap, for crafted segments) and
@@ -27,7 +27,7 @@ import struct
 import secrets
 from typing import BinaryIO, Iterator, NamedTuple
 
-from .errors import CaptureError, OutputError
+from rawfin.core.errors import CaptureError, OutputError
 
 __all__ = [
     "RawFrame", "Interface", "CaptureReader", "open_capture", "iter_frames",

@@ -1,9 +1,9 @@
-"""The driver of the compiled lane (``rawfin/_engine.c``) behind ``rawfin analyze``, ``check``
+"""The driver of the compiled lane (``rawfin/capture/_engine.c``) behind ``rawfin analyze``, ``check``
 and ``annotate``.
 
-The lane reads classic pcap and pcapng itself (what only ``rawfin.pcapio`` reads, such
+The lane reads classic pcap and pcapng itself (what only ``rawfin.wire.pcapio`` reads, such
 as damage, is read there from the frame the lane reached), decodes Ethernet (with VLAN
-tags), Linux cooked and raw IP + TCP itself (everything else through ``rawfin.decode``),
+tags), Linux cooked and raw IP + TCP itself (everything else through ``rawfin.wire.decode``),
 and follows connections that open with a SYN or are picked up mid-stream, exchange data
 and close by FINs or RST. Whatever else happens on a connection is handed, with the
 connection's history, to the Python observer, which is the reference: the output is the
@@ -21,16 +21,16 @@ import stat
 import threading
 from typing import Callable, Iterator
 
-from .endpoint import SEC
-from .errors import CaptureError
-from .observer import Observer
-from .records import to_json
+from rawfin.core.units import SEC
+from rawfin.core.errors import CaptureError
+from rawfin.core.observer import Observer
+from rawfin.render.records import to_json
 
 try:  # the extension is optional: no compiler, no lane (rawfin then runs the reference)
-    from . import _engine
+    from rawfin.capture import _engine
 except ImportError as exc:  # pragma: no cover - depends on the build
     _engine = None
-    WHY_NOT = f"rawfin._engine is not built ({exc}); reinstall rawfin with a C compiler to get it"
+    WHY_NOT = f"rawfin.capture._engine is not built ({exc}); reinstall rawfin with a C compiler to get it"
 else:
     WHY_NOT = ""
 
@@ -41,7 +41,7 @@ def available() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _table_loaded() -> bool:
-    from .states import TRANSITIONS
+    from rawfin.core.states import TRANSITIONS
     _engine.set_table([(st.name, inp.name, rule.to.name) for (st, inp), rule in TRANSITIONS.items()])
     return True
 
@@ -63,9 +63,9 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     timestamps outside 0..2**62 ns (a pcapng can say anything there); the caller then runs
     the reference.
     """
-    from .decode import decode, make_segment
-    from .pcapio import _MAX_BLOCK, caplen_limit, open_capture
-    from .segment import Segment
+    from rawfin.wire.decode import decode, make_segment
+    from rawfin.wire.pcapio import _MAX_BLOCK, caplen_limit, open_capture
+    from rawfin.core.segment import Segment
 
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
@@ -84,7 +84,7 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     error: CaptureError | None = None
     try:
         iface = reader.interfaces[0] if reader.interfaces else None
-        lane_frames = 0         # frames the lane has read itself, when rawfin.pcapio must go on
+        lane_frames = 0         # frames the lane has read itself, when rawfin.wire.pcapio must go on
         if reader.format == "pcap" and not reader.modified and iface is not None:
             bad = eng.run_pcap(path, 24, reader.byte_order == "big", reader.nanosecond,
                                iface.linktype, caplen_limit(iface.snaplen), progress)
@@ -101,7 +101,7 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
         else:
             status = 2
         if status == 2:
-            # what only rawfin.pcapio reads (damage, old block types, odd clocks): frame by frame
+            # what only rawfin.wire.pcapio reads (damage, old block types, odd clocks): frame by frame
             if lane_frames == 0 and not _fits(path):
                 return False
             feed = eng.feed_frame
@@ -143,8 +143,8 @@ _I64 = 1 << 63
 
 def _idb(body: bytes, big: bool):
     """A pcapng interface description, for the lane: (linktype, mul, div, offset ns, caplen limit)
-    as rawfin.pcapio reads it, or None when its clock does not fit the lane's 64 bits."""
-    from .pcapio import idb_clock, parse_idb
+    as rawfin.wire.pcapio reads it, or None when its clock does not fit the lane's 64 bits."""
+    from rawfin.wire.pcapio import idb_clock, parse_idb
 
     iface = parse_idb(body, ">" if big else "<")
     mul, div, off, limit = idb_clock(iface)
@@ -155,7 +155,7 @@ def _idb(body: bytes, big: bool):
 
 def _fits(path: str) -> bool:
     """A classic pcap's times always fit (32-bit seconds); a pcapng's are read through first."""
-    from .pcapio import open_capture
+    from rawfin.wire.pcapio import open_capture
 
     with open_capture(path) as reader:
         if reader.format == "pcap":
@@ -194,7 +194,7 @@ class RecordFeed:
 
 def first_time(path: str) -> float | None:
     """The capture's first frame time in seconds (what the table's relative times count from)."""
-    from .pcapio import open_capture
+    from rawfin.wire.pcapio import open_capture
 
     try:
         with open_capture(path) as reader:
@@ -242,14 +242,14 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progres
     if exc is not None:
         raise exc
     if not ok:
-        from .analysis import records as reference
+        from rawfin.capture.analysis import records as reference
 
         yield from reference(path, msl_s=msl_s, label=label, progress="never", stats=stats)
 
 
 def choose(choice: str) -> bool:
     """``--engine``: True for the lane (auto: when it is built); a usage error for c without it."""
-    from .errors import UsageError
+    from rawfin.core.errors import UsageError
 
     if choice == "python":
         return False

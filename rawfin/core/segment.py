@@ -6,7 +6,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field, replace
 
-from . import seq as sq
+from rawfin.core import seq as sq
 
 
 class Flags(enum.IntFlag):

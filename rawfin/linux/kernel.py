@@ -31,9 +31,9 @@ import select
 import time
 from dataclasses import dataclass
 
-from .errors import PrivilegeError, RawfinError
-from .segment import fmt_endpoint
-from .states import State
+from rawfin.core.errors import PrivilegeError, RawfinError
+from rawfin.core.segment import fmt_endpoint
+from rawfin.core.states import State
 
 # -- state names ----------------------------------------------------------------
 

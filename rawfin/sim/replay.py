@@ -18,18 +18,18 @@ module decides, with no clock and no socket of its own:
   words naming the capture frame;
 - the connection as a scenario file (:func:`scenario_toml`).
 
-The drivers (emulator, kernel over TUN) are in :mod:`rawfin.replayrun`.
+The drivers (emulator, kernel over TUN) are in :mod:`rawfin.linux.replayrun`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import seq as sq
-from .endpoint import MS, SEC
-from .errors import EXIT_DATAERR, RawfinError
-from .segment import Flags, Segment, flags_text, fmt_endpoint, parse_endpoint
-from .states import State
+from rawfin.core import seq as sq
+from rawfin.core.units import MS, SEC
+from rawfin.core.errors import EXIT_DATAERR, RawfinError
+from rawfin.core.segment import Flags, Segment, flags_text, fmt_endpoint, parse_endpoint
+from rawfin.core.states import State
 
 SIDES = ("client", "server")
 _SIGNIFICANT = int(Flags.SYN | Flags.FIN | Flags.RST | Flags.ACK)

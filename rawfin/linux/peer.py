@@ -2,12 +2,12 @@
 
 rawfin makes a network namespace of its own with a TUN device in it; the
 kernel's socket lives in that namespace at 192.0.2.1:80 (a documentation
-address), and rawfin's :class:`~rawfin.endpoint.Endpoint` plays 192.0.2.2 on
+address), and rawfin's :class:`~rawfin.core.endpoint.Endpoint` plays 192.0.2.2 on
 the far side of the device: every packet the kernel sends is read from the
 TUN device and handed to the endpoint; every segment the endpoint returns is
 written back (through the scenario's drop rules). Nothing leaves the
 namespace. The kernel's own state changes come from the tracepoint
-(:mod:`rawfin.kernel`), rawfin's from its state machine.
+(:mod:`rawfin.linux.kernel`), rawfin's from its state machine.
 
 The capture (``--write``) is taken at the TUN device, the kernel's side of the
 link: a segment of rawfin's that a drop rule loses never appears in it; a
@@ -28,11 +28,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .endpoint import MS, SEC, Config, Endpoint
-from .errors import RawfinError, UsageError
-from .events import Result
-from .segment import Segment
-from .states import State
+from rawfin.core.units import MS, SEC
+from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.errors import RawfinError, UsageError
+from rawfin.core.events import Result
+from rawfin.core.segment import Segment
+from rawfin.core.states import State
 
 KERNEL = ("192.0.2.1", 80)
 RAWFIN_IP = "192.0.2.2"
@@ -153,8 +154,8 @@ class PeerRun:
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> "PeerRun":
-        from . import codec  # noqa: F401  (Scapy's import takes a while: not in the middle of a handshake)
-        from .netns import NetNamespace, Tun
+        from rawfin.wire import codec
+        from rawfin.linux.netns import NetNamespace, Tun
         try:
             self.ns = NetNamespace()
             self.ns.open()
@@ -162,7 +163,7 @@ class PeerRun:
                 self.tun = Tun("rftun0").open()
                 self.ns.configure(self.tun.name, KERNEL[0], 24)
             if self.want_trace:
-                from .kernel import Interpreter, Tracer, tracefs_missing_reason
+                from rawfin.linux.kernel import Interpreter, Tracer, tracefs_missing_reason
                 why = tracefs_missing_reason()
                 if why is None:
                     self.tracer = Tracer(state_filter=f"sport == {self.kernel[1]} || dport == {self.kernel[1]}")
@@ -172,7 +173,7 @@ class PeerRun:
                 else:
                     self.out.kernel_truth = f"unavailable: {why}"
             if self.write_path:
-                from .pcapio import LINKTYPE_RAW, PcapWriter
+                from rawfin.wire.pcapio import LINKTYPE_RAW, PcapWriter
                 self.writer = PcapWriter(self.write_path, linktype=LINKTYPE_RAW, nanosecond=True)
             self.out.start_ns = time.time_ns()
         except BaseException:
@@ -252,7 +253,7 @@ class PeerRun:
 
     def kernel_states(self) -> dict[tuple, str]:
         """The namespace's sockets as /proc/net/tcp shows them: (local, remote) -> state."""
-        from .kernel import proc_tcp
+        from rawfin.linux.kernel import proc_tcp
         return {(l, r): st for l, r, st, tw in proc_tcp(self.ns.proc_net)}
 
     def kernel_state_now(self) -> str | None:
@@ -272,7 +273,7 @@ class PeerRun:
 
     def apply(self, res: Result, now: int | None = None) -> None:
         """Record what rawfin's endpoint did and send its segments (through the drop rules)."""
-        from .codec import to_bytes
+        from rawfin.wire.codec import to_bytes
         now = now or time.time_ns()
         self.out.rawfin.extend(res.transitions)
         self.out.anomalies.extend(res.anomalies)
@@ -302,8 +303,8 @@ class PeerRun:
 
     def _own_segment(self, raw: bytes, now: int) -> Segment | None:
         """A packet from the TUN device: the segment if it is for rawfin's socket (captured), else None."""
-        from .codec import from_bytes
-        from .errors import DecodeError
+        from rawfin.wire.codec import from_bytes
+        from rawfin.core.errors import DecodeError
         try:
             seg = from_bytes(raw, time_ns=now)
         except DecodeError:

@@ -1,25 +1,23 @@
 """The sans-IO TCP endpoint: one side of a connection as RFC 9293 describes it.
 
 It reads no clock and opens no socket. Each call takes ``now`` (integer
-nanoseconds) and returns a :class:`~rawfin.events.Result`: the segments to
+nanoseconds) and returns a :class:`~rawfin.core.events.Result`: the segments to
 send, the transitions taken, the anomalies seen. Sequence-number judgement
 happens in :meth:`Endpoint.receive`'s classification; the next state always
-comes from :data:`rawfin.states.TRANSITIONS`.
+comes from :data:`rawfin.core.states.TRANSITIONS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import seq as sq
-from .errors import StateError
-from .events import Anomaly, Result, Transition
-from .segment import Flags, Segment, fmt_endpoint
-from .states import Input, State, next_state
+from rawfin.core import seq as sq
+from rawfin.core.errors import StateError
+from rawfin.core.events import Anomaly, Result, Transition
+from rawfin.core.segment import Flags, Segment, fmt_endpoint
+from rawfin.core.states import Input, State, next_state
+from rawfin.core.units import SEC
 
-NS = 1
-MS = 1_000_000
-SEC = 1_000_000_000
 
 _ACK = Flags.ACK
 _SYNCHRONIZED_DATA = (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2)

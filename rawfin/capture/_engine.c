@@ -1,7 +1,7 @@
 /*
  * rawfin._engine: the compiled lane of `rawfin analyze` (and of check's and annotate's analysis).
  *
- * The Python observer (rawfin/observer.py with rawfin/endpoint.py) is the reference:
+ * The Python observer (rawfin/core/observer.py with rawfin/core/endpoint.py) is the reference:
  * this file is a transliteration of its common paths -- a connection that opens with a
  * SYN or is picked up mid-stream, exchanges data (with the everyday retransmissions and
  * gaps), closes by FINs or RST, on up to two VLAN tags -- and nothing more.  The moment a
@@ -47,7 +47,7 @@ static int name_index(const char *name, const char **names, int n) {
     return -1;
 }
 
-/* ------------------------------------------------------------------ sequence space (rawfin/seq.py) */
+/* ------------------------------------------------------------------ sequence space (rawfin/core/seq.py) */
 
 static inline int64_t ssub(uint32_t a, uint32_t b) {
     uint32_t d = a - b;
@@ -554,7 +554,7 @@ static int schedule(Engine *e, conn_t *c, int64_t when) {
     return heap_push(e, when, c);
 }
 
-/* ------------------------------------------------------------------ the endpoint (rawfin/endpoint.py) */
+/* ------------------------------------------------------------------ the endpoint (rawfin/core/endpoint.py) */
 
 #define BAIL 1      /* the connection does something this lane does not model: Python takes it */
 #define ERR (-1)    /* a Python exception is set */
@@ -806,7 +806,7 @@ static int handle_timer(Engine *e, conn_t *c, int side, int64_t now) {
     return 0;
 }
 
-/* ------------------------------------------------------------------ the connection (rawfin/observer.py) */
+/* ------------------------------------------------------------------ the connection (rawfin/core/observer.py) */
 
 static void hold(conn_t *c, held_t *h, const ev_t *s) {
     h->seg = *s;
@@ -2156,7 +2156,7 @@ static PyMethodDef module_methods[] = {
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "rawfin._engine",
-                                       "The compiled lane of rawfin analyze (see rawfin/engine.py).", -1,
+                                       "The compiled lane of rawfin analyze (see rawfin/capture/engine.py).", -1,
                                        module_methods};
 
 PyMODINIT_FUNC PyInit__engine(void) {

@@ -9,7 +9,7 @@ installed; otherwise rawfin applies a small filter language of its own:
 ``tcp``, ``host A``, ``port N``, ``src|dst host A``, ``src|dst port N``,
 joined by ``and``.
 
-With ``kernel_truth`` a :class:`rawfin.kernel.Tracer` records the kernel's
+With ``kernel_truth`` a :class:`rawfin.linux.kernel.Tracer` records the kernel's
 own state changes; they are matched to the wire-inferred transitions of the
 same endpoint (same target state, in order) and reported with an agreement
 verdict. Kernel events are held for :data:`HOLD_NS` before they are
@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import PrivilegeError, UsageError
-from .segment import Segment, norm_ip
+from rawfin.core.errors import PrivilegeError, UsageError
+from rawfin.core.segment import Segment, norm_ip
 
 ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35
@@ -214,15 +214,15 @@ class Sniffer:
 def _decoder():
     """The fast decoder when it is there, else the Scapy codec."""
     try:
-        from .decode import decode as fast
+        from rawfin.wire.decode import decode as fast
 
         def dec(data: bytes, orig_len: int, frame: int, time_ns: int):
             r = fast(LINKTYPE_RAW, data, orig_len, frame, time_ns)
             return r if isinstance(r, Segment) else None
         return dec
     except ImportError:
-        from .codec import from_bytes
-        from .errors import DecodeError
+        from rawfin.wire.codec import from_bytes
+        from rawfin.core.errors import DecodeError
 
         def dec(data: bytes, orig_len: int, frame: int, time_ns: int):
             try:
@@ -314,7 +314,7 @@ class Live:
     def __init__(self, *, interface: str = "lo", bpf: str | None = "tcp", msl_ns: int = 30 * 10**9,
                  kernel_truth: bool = False, write: str | None = None,
                  emit: Callable[[dict], None] | None = None) -> None:
-        from .observer import Observer
+        from rawfin.core.observer import Observer
 
         self.interface = interface
         self.emit = emit or (lambda rec: None)
@@ -338,7 +338,7 @@ class Live:
         self._decode = _decoder()
         try:
             if kernel_truth:
-                from .kernel import Binder, Interpreter, Tracer
+                from rawfin.linux.kernel import Binder, Interpreter, Tracer
                 self.binder = Binder()
                 self.tracer = Tracer()
                 self.tracer.start()
@@ -347,7 +347,7 @@ class Live:
             self.filter_how = self.sniffer.filter_how
             self.py_filter = self.sniffer.py_filter
             if write:
-                from .pcapio import PcapWriter
+                from rawfin.wire.pcapio import PcapWriter
                 self.writer = PcapWriter(write, linktype=LINKTYPE_RAW, nanosecond=True)
         except BaseException:
             self._cleanup(abort=True)

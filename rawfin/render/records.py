@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .events import Anomaly, Transition
+from rawfin.core.events import Anomaly, Transition
 
 RECORD_TYPES = ("transition", "anomaly", "connection")
 

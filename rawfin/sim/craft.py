@@ -1,8 +1,8 @@
 """Build the segments of TCP openings and closings for your own tests.
 
-Everything here returns :class:`~rawfin.segment.Segment` values (no Scapy; turn
-them into packets with :mod:`rawfin.codec`, or into a capture with the pcap
-writer). All sequence arithmetic goes through :mod:`rawfin.seq`, so every
+Everything here returns :class:`~rawfin.core.segment.Segment` values (no Scapy; turn
+them into packets with :mod:`rawfin.wire.codec`, or into a capture with the pcap
+writer). All sequence arithmetic goes through :mod:`rawfin.core.seq`, so every
 builder is correct across the 2**32 wrap.
 
 Endpoints are ``(ip, port)`` tuples, IPv4 or IPv6; both ends of a connection
@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from . import seq as sq
-from .segment import Flags, Segment, norm_ip
+from rawfin.core import seq as sq
+from rawfin.core.segment import Flags, Segment, norm_ip
 
 Endpoint = tuple[str, int]
 Closer = Literal["client", "server"]
@@ -77,7 +77,7 @@ def handshake(client: Endpoint = CLIENT, server: Endpoint = SERVER, isn_c: int =
               isn_s: int = 2000) -> list[Segment]:
     """SYN seq=isn_c; SYN,ACK seq=isn_s ack=isn_c+1; ACK seq=isn_c+1 ack=isn_s+1.
 
-    The SYNs carry no options here; :func:`rawfin.codec.to_scapy` adds the
+    The SYNs carry no options here; :func:`rawfin.wire.codec.to_scapy` adds the
     customary MSS option when it builds them.
     """
     _same_family(client, server)

@@ -1,8 +1,8 @@
 """Throughput benchmark: one big synthetic capture, read by rawfin, Scapy and tshark.
 
-    python -m rawfin.bench                 # 1,000,000 packets, 100,000 connections
-    python -m rawfin.bench --quick         # 100,000 packets, 10,000 connections
-    python -m rawfin.bench --packets 300000 --connections 30000 --out /tmp/b
+    python tools/bench.py                 # 1,000,000 packets, 100,000 connections
+    python tools/bench.py --quick         # 100,000 packets, 10,000 connections
+    python tools/bench.py --packets 300000 --connections 30000 --out /tmp/b
 
 The capture (classic pcap, Ethernet, microsecond timestamps) is generated from a
 fixed seed and cached in ``--out`` under a name made of every parameter, so a second
@@ -17,7 +17,7 @@ Then, in one run on that one file, each tool runs as a child process so its peak
 RSS is its own (``os.wait4``'s ``ru_maxrss``):
 
 * ``rawfin analyze FILE --format jsonl``: what a user gets, the compiled lane when it is
-  built (``rawfin/_engine.c``);
+  built (``rawfin/capture/_engine.c``);
 * ``rawfin analyze FILE --format jsonl --engine python``: the pure-Python reference, whose
   output must be the lane's byte for byte (the two outputs' SHA-256 are compared; the run
   fails if they differ). ``--no-reference`` skips it;
@@ -55,8 +55,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import seq as sq
-from .pcapio import LINKTYPE_ETHERNET, PcapWriter
+from rawfin.core import seq as sq
+from rawfin.wire.pcapio import LINKTYPE_ETHERNET, PcapWriter
 
 __all__ = ["Capture", "generate", "cached_capture", "main"]
 
@@ -96,7 +96,7 @@ CLIENT_HOSTS = 4096            # client addresses; ports are handed out per host
 SERVERS = 8
 SERVER_PORT = 443
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999
-START_US = 1_700_000_000 * 1_000_000   # 2023-11-14T22:13:20Z, as rawfin.craft uses
+START_US = 1_700_000_000 * 1_000_000   # 2023-11-14T22:13:20Z, as rawfin.sim.craft uses
 THINK_MEAN_US = 1_000_000      # idle time between a response and the next request
 CLOSE_IDLE_MEAN_US = 2_000_000  # idle time before the close (keep-alive)
 MSS4, MSS6 = 1460, 1440
@@ -557,9 +557,9 @@ def measure_rawfin(cap: Capture, out_dir: str, engine: str = "auto") -> tuple[Re
 
 def lane_note() -> str:
     """Which implementation `rawfin analyze --format jsonl` runs here."""
-    from . import engine
+    from rawfin.capture import engine
 
-    return ("the compiled lane (rawfin/_engine.c)" if engine.available()
+    return ("the compiled lane (rawfin/capture/_engine.c)" if engine.available()
             else f"the Python reference: {engine.WHY_NOT}")
 
 
@@ -715,7 +715,7 @@ def _tree() -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rawfin.bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="tools/bench.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--packets", type=int, default=None, metavar="N",
                    help=f"packets in the capture (default: {DEFAULT_PACKETS:,})")
@@ -752,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         cap = cached_capture(args.out, packets=packets, connections=connections, seed=args.seed,
                              rate=args.rate, log=log)
     except ValueError as e:
-        print(f"rawfin.bench: {e}", file=sys.stderr)
+        print(f"bench: {e}", file=sys.stderr)
         return 2
     keep_dir = None
     if args.keep:

@@ -2,7 +2,7 @@
 
 Sans-IO like the core: it reads no file and no clock. A driver (``rawfin
 analyze``, ``rawfin live``) feeds it segments in capture order, each with its
-capture time; it returns records (``rawfin.records`` contract) as they happen,
+capture time; it returns records (``rawfin.render.records`` contract) as they happen,
 and a ``connection`` record when a connection is finished and dropped, so
 memory follows the connections open at once, not the capture's length.
 """
@@ -15,12 +15,13 @@ from collections import Counter
 from types import MappingProxyType
 from typing import Callable
 
-from . import seq as sq
-from .endpoint import SEC, Config, Endpoint
-from .events import Anomaly, Result
-from .records import anomaly_record, seconds, transition_record
-from .segment import Segment, fmt_endpoint
-from .states import Input, State
+from rawfin.core import seq as sq
+from rawfin.core.units import SEC
+from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.events import Anomaly, Result
+from rawfin.render.records import anomaly_record, seconds, transition_record
+from rawfin.core.segment import Segment, fmt_endpoint
+from rawfin.core.states import Input, State
 
 WELL_KNOWN = 1024
 _EST = State.ESTABLISHED
@@ -748,7 +749,7 @@ class Observer:
             else:
                 self._schedule(conn, quiet_until)
 
-    # -- the compiled lane's side of the observer (rawfin/_engine.c, rawfin/engine.py) ---------
+    # -- the compiled lane's side of the observer (rawfin/capture/_engine.c, rawfin/capture/engine.py) ---------
     def expire_one(self, now: int) -> list[dict]:
         """Pop one heap entry due at ``now`` (the lane merges its own heap with this one)."""
         out: list = []
@@ -774,7 +775,7 @@ class Observer:
         The records this replay makes were written by the lane already and are dropped;
         what is left is the connection exactly as this observer would have it.
         """
-        from .decode import make_segment
+        from rawfin.wire.decode import make_segment
         ends = (first, other)
         out: list = []
         conn = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .segment import Segment
-from .states import Input, State
+from rawfin.core.segment import Segment
+from rawfin.core.states import Input, State
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

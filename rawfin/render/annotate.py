@@ -7,7 +7,7 @@ Two streaming passes over the input, so a capture larger than memory is fine:
    to say) and keeps them in a :class:`NoteSpool` (in memory up to a bound, then sorted
    runs in temporary files);
 2. :func:`annotate` copies every packet record through
-   :class:`~rawfin.pcapio.PcapngWriter` (bytes, original length, timestamp at its
+   :class:`~rawfin.wire.pcapio.PcapngWriter` (bytes, original length, timestamp at its
    stored resolution, interface with the same id and options, the comments it already
    had), merging rawfin's comments back in frame order and appending them.
 
@@ -15,7 +15,7 @@ Every comment rawfin adds starts with :data:`PREFIX` (``"rawfin: "``), so a user
 filter them (``frame.comment contains "rawfin: "``) and a second run replaces them
 instead of piling up copies.
 
-Damaged input (:class:`~rawfin.errors.CaptureError` after some good frames): the good
+Damaged input (:class:`~rawfin.core.errors.CaptureError` after some good frames): the good
 part is written, the section header comment and a comment on the last frame say the
 file holds frames 1..N-1 only, and the caller exits 65. When not one frame is readable
 nothing is written. The writer works under a temporary name and renames on success, so
@@ -33,8 +33,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from . import seq as sq
-from .errors import CaptureError, OutputError, UsageError  # noqa: F401 (OutputError re-exported)
+from rawfin.core import seq as sq
+from rawfin.core.errors import CaptureError, OutputError, UsageError  # noqa: F401 (OutputError re-exported)
 
 __all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "iter_notes", "notes_from_records",
            "NoteSpool", "transition_comment", "fin_ack_verdict", "anomaly_comment", "frames_span",
@@ -231,8 +231,8 @@ class Pass1:
 def collect_notes(path: str, *, msl_s: float = 30.0, progress: str = "never",
                   run_size: int = 100_000, lane: bool = False) -> Pass1:
     """Pass 1: analyse ``path``; the comments, how many frames were good, and the damage if any.
-    ``lane``: the records from the compiled lane (``rawfin.engine``), the same ones, faster."""
-    from .analysis import CaptureStats, Progress, records
+    ``lane``: the records from the compiled lane (``rawfin.capture.engine``), the same ones, faster."""
+    from rawfin.capture.analysis import CaptureStats, Progress, records
 
     stats = CaptureStats(path=path)
     error: list[CaptureError] = []
@@ -240,7 +240,7 @@ def collect_notes(path: str, *, msl_s: float = 30.0, progress: str = "never",
     def recs() -> Iterator[dict]:
         try:
             if lane:
-                from . import engine
+                from rawfin.capture import engine
 
                 bar = Progress(os.path.basename(path), engine.size_of(path), progress)
                 try:
@@ -321,9 +321,9 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
     later, returns with ``error`` set and the output holding the good frames, marked
     incomplete. Raises OutputError when the output cannot be created. ``run_size``: how
     many comments pass 1 holds in memory before it sorts them out to a temporary file.
-    ``lane``: pass 1 through the compiled lane (the same records; see rawfin.engine).
+    ``lane``: pass 1 through the compiled lane (the same records; see rawfin.capture.engine).
     """
-    from .pcapio import open_capture
+    from rawfin.wire.pcapio import open_capture
 
     if stream is None:
         output = default_output(path) if output is None else output
@@ -347,8 +347,8 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
 
 def _copy(path: str, output: str, stream, p1: Pass1) -> AnnotateResult:
     """Pass 2: every packet record through the writer, with the comments for its frame."""
-    from . import __version__
-    from .pcapio import PcapngWriter, open_capture
+    from rawfin import __version__
+    from rawfin.wire.pcapio import PcapngWriter, open_capture
 
     err = p1.error
     if err is not None and (p1.frames == 0 or err.frame is None):

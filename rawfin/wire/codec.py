@@ -10,8 +10,8 @@ lengths and checksums Scapy fills in when it is turned into bytes;
 holds it).
 
 Parsing: :func:`from_scapy` and :func:`from_bytes` turn a packet back into a
-:class:`~rawfin.segment.Segment`. Any input either parses or raises
-:class:`~rawfin.errors.DecodeError`; nothing else escapes. Checksums are not
+:class:`~rawfin.core.segment.Segment`. Any input either parses or raises
+:class:`~rawfin.core.errors.DecodeError`; nothing else escapes. Checksums are not
 verified when parsing (a capture taken on the sending host often has offloaded,
 "wrong" checksums, and the segment is still what was sent).
 """
@@ -23,8 +23,8 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Dot1Q
 from scapy.packet import NoPayload, Packet
 
-from .errors import DecodeError
-from .segment import Flags, Segment
+from rawfin.core.errors import DecodeError
+from rawfin.core.segment import Flags, Segment
 
 TTL = 64
 MSS_IPV4 = 1460  # 1500 - 20 (IPv4) - 20 (TCP)

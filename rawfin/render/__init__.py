@@ -1,0 +1,1 @@
+"""Output: the record format, tables, JSON lines and CSV, ladder diagrams, annotated captures."""

@@ -1,0 +1,128 @@
+/* rawfin._engine, part conntable (included by rawfin/capture/_engine.c; one translation unit) */
+/* ------------------------------------------------------------------ the connection table */
+
+static uint32_t hash_key(const uint8_t *k, int n) {
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < n; i++) { h ^= k[i]; h *= 16777619u; }
+    return h;
+}
+
+/* canonical key of (fam, a:pa, b:pb, VLAN ids): the smaller (addr, port) first; returns 1 if swapped */
+static int make_key(uint8_t *key, int fam, const uint8_t *a, uint16_t pa, const uint8_t *b, uint16_t pb,
+                    int nvlan, const uint16_t *vlan) {
+    int alen = fam == 4 ? 4 : 16;
+    int c = memcmp(a, b, (size_t)alen);
+    int swap = c > 0 || (c == 0 && pa > pb);
+    const uint8_t *x = swap ? b : a, *y = swap ? a : b;
+    uint16_t px = swap ? pb : pa, py = swap ? pa : pb;
+    memset(key, 0, KEYLEN);
+    key[0] = (uint8_t)fam;
+    memcpy(key + 1, x, (size_t)alen);
+    memcpy(key + 17, y, (size_t)alen);
+    key[33] = (uint8_t)(px >> 8); key[34] = (uint8_t)px;
+    key[35] = (uint8_t)(py >> 8); key[36] = (uint8_t)py;
+    key[KEY4] = (uint8_t)nvlan;
+    for (int i = 0; i < nvlan; i++) { key[KEY4 + 1 + 2 * i] = (uint8_t)(vlan[i] >> 8); key[KEY4 + 2 + 2 * i] = (uint8_t)vlan[i]; }
+    return swap;
+}
+
+static conn_t *table_get(Engine *e, const uint8_t *key, uint32_t h) {
+    for (conn_t *c = e->buckets[h & (e->nbuckets - 1)]; c; c = c->next)
+        if (c->hash == h && memcmp(c->key, key, KEYLEN) == 0) return c;
+    return NULL;
+}
+
+static int table_grow(Engine *e) {
+    uint32_t nb = e->nbuckets * 2;
+    conn_t **b = calloc(nb, sizeof(conn_t *));
+    if (!b) { PyErr_NoMemory(); return -1; }
+    for (uint32_t i = 0; i < e->nbuckets; i++) {
+        conn_t *c = e->buckets[i];
+        while (c) {
+            conn_t *nx = c->next;
+            c->next = b[c->hash & (nb - 1)];
+            b[c->hash & (nb - 1)] = c;
+            c = nx;
+        }
+    }
+    free(e->buckets);
+    e->buckets = b;
+    e->nbuckets = nb;
+    return 0;
+}
+
+static int table_put(Engine *e, conn_t *c) {
+    if (e->nconns + 1 > e->nbuckets && table_grow(e) < 0) return -1;
+    uint32_t i = c->hash & (e->nbuckets - 1);
+    c->next = e->buckets[i];
+    e->buckets[i] = c;
+    e->nconns++;
+    return 0;
+}
+
+#define NBUCKETS4 (1u << 16)
+
+static conn_t *index4_get(Engine *e, const uint8_t *key) {
+    uint32_t h = hash_key(key, KEY4);
+    for (conn_t *c = e->buckets4[h & (NBUCKETS4 - 1)]; c; c = c->next4)
+        if (c->hash4 == h && memcmp(c->key, key, KEY4) == 0) return c;
+    return NULL;
+}
+
+static void index4_del(Engine *e, conn_t *c) {
+    if (!c->in4) return;
+    conn_t **pp = &e->buckets4[c->hash4 & (NBUCKETS4 - 1)];
+    while (*pp && *pp != c) pp = &(*pp)->next4;
+    if (*pp) *pp = c->next4;
+    c->next4 = NULL;
+    c->in4 = 0;
+}
+
+/* the 4-tuple's latest VLAN-tagged connection (an earlier one leaves the index, as in by_tuple) */
+static void index4_put(Engine *e, conn_t *c) {
+    conn_t *old = index4_get(e, c->key);
+    if (old) index4_del(e, old);
+    c->hash4 = hash_key(c->key, KEY4);
+    c->next4 = e->buckets4[c->hash4 & (NBUCKETS4 - 1)];
+    e->buckets4[c->hash4 & (NBUCKETS4 - 1)] = c;
+    c->in4 = 1;
+}
+
+static void table_del(Engine *e, conn_t *c) {
+    conn_t **pp = &e->buckets[c->hash & (e->nbuckets - 1)];
+    while (*pp && *pp != c) pp = &(*pp)->next;
+    if (*pp) { *pp = c->next; e->nconns--; }
+    c->next = NULL;
+    index4_del(e, c);
+}
+
+static void conn_release(Engine *e, conn_t *c) {
+    /* memory goes back when no heap entry names it any more */
+    if (c->heaprefs) return;
+    free(c->log);
+    c->log = NULL;
+    Py_CLEAR(c->pykey);
+    c->next = e->free_list;
+    e->free_list = c;
+}
+
+static conn_t *conn_new(Engine *e) {
+    conn_t *c = e->free_list;
+    if (c) e->free_list = c->next; else c = malloc(sizeof(conn_t));
+    if (!c) { PyErr_NoMemory(); return NULL; }
+    memset(c, 0, sizeof(conn_t));
+    c->queued = -1;
+    return c;
+}
+
+static int log_add(conn_t *c, const ev_t *ev) {
+    if (c->nlog == c->caplog) {
+        uint32_t cap = c->caplog ? c->caplog * 2 : 8;
+        ev_t *p = realloc(c->log, cap * sizeof(ev_t));
+        if (!p) { PyErr_NoMemory(); return -1; }
+        c->log = p;
+        c->caplog = cap;
+    }
+    c->log[c->nlog++] = *ev;
+    return 0;
+}

@@ -1,0 +1,125 @@
+/* rawfin._engine, part decode (included by rawfin/capture/_engine.c; one translation unit) */
+/* ------------------------------------------------------------------ decoding */
+
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+static inline int vlan_tpid(int et) {
+    return et == 0x8100 || et == 0x88A8 || et == 0x9100 || et == 0x9200 || et == 0x9300;
+}
+
+/* One captured frame. The lane decodes Ethernet (with up to two VLAN tags) + IPv4 (no options) + TCP
+   and Ethernet + IPv6 + TCP (no extension headers) exactly as rawfin.decode's first branches do;
+   everything else goes to rawfin.decode.decode itself. */
+static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int64_t orig_len, int64_t frame,
+                    int64_t time_ns) {
+    e->frames++;
+    if (!e->have_first) { e->first_time = time_ns; e->have_first = 1; }
+    int64_t off = -1;
+    int et = 0, nv = 0;
+    uint16_t vl[MAXVLAN];
+    if (linktype == 1 && n >= 14) { et = be16(d + 12); off = 14; }                         /* Ethernet */
+    else if (linktype == 113 && n >= 16 && be16(d + 2) != 824) { et = be16(d + 14); off = 16; }  /* SLL */
+    else if (linktype == 276 && n >= 20 && be16(d + 8) != 824) { et = be16(d); off = 20; }       /* SLL2 */
+    else if ((linktype == 101 || linktype == 12 || linktype == 14) && n >= 1 && (d[0] >> 4 == 4 || d[0] >> 4 == 6)) {
+        et = d[0] >> 4 == 4 ? 0x0800 : 0x86DD;                                               /* raw IP */
+        off = 0;
+    } else if (linktype == 228) { et = 0x0800; off = 0; }
+    else if (linktype == 229) { et = 0x86DD; off = 0; }
+    if (off >= 0) {
+        while (vlan_tpid(et) && nv < MAXVLAN && n >= off + 4) {
+            vl[nv++] = be16(d + off) & 0x0FFF;
+            et = be16(d + off + 2);
+            off += 4;
+        }
+        if (vlan_tpid(et)) {
+            /* more tags than the lane keeps, or cut short: the reference decoder's */
+        } else if (et == 0x0800 && n >= off + 40 && d[off] == 0x45) {
+            const uint8_t *ip = d + off;
+            int64_t tot = be16(ip + 2), frag = be16(ip + 6);
+            if (ip[9] == 6 && !(frag & 0x3FFF) && tot >= 40 && (off + tot <= orig_len || off + tot <= n)) {
+                const uint8_t *t = ip + 20;
+                int thl = (t[12] >> 4) << 2;
+                int64_t data_len = tot - 20 - thl;
+                if (thl >= 20 && data_len >= 0) {
+                    ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13], 0};
+                    e->tcp++;
+                    return on_segment(e, 4, ip + 12, be16(t), ip + 16, be16(t + 2), nv, vl, &s, NULL);
+                }
+            }
+        } else if (et == 0x86DD && n >= off + 60 && (d[off] >> 4) == 6 && d[off + 6] == 6) {
+            const uint8_t *ip = d + off;
+            int64_t plen = be16(ip + 4);
+            int64_t wire_end = orig_len > n ? orig_len : n;
+            int64_t p = off + 40, end = p + plen;
+            if (plen == 0 || end > wire_end) end = wire_end;
+            const uint8_t *t = d + p;
+            int thl = (t[12] >> 4) << 2;
+            int64_t data_len = end - (p + thl);
+            if (thl >= 20 && data_len >= 0) {
+                ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13], 0};
+                e->tcp++;
+                return on_segment(e, 6, ip + 8, be16(t), ip + 24, be16(t + 2), nv, vl, &s, NULL);
+            }
+        }
+    }
+    /* the reference decoder */
+    PyObject *r = PyObject_CallFunction(e->decode, "iy#LLL", linktype, (const char *)d, n, (long long)orig_len,
+                                        (long long)frame, (long long)time_ns);
+    if (!r) return -1;
+    PyObject *vlan = PyObject_GetAttrString(r, "vlan");
+    if (!vlan) {
+        /* a Skip: counted (and reported when malformed) by the Python observer */
+        PyErr_Clear();
+        PyObject *kind = PyObject_GetAttrString(r, "kind");
+        PyObject *reason = kind ? PyObject_GetAttrString(r, "reason") : NULL;
+        if (!reason) { Py_XDECREF(kind); Py_DECREF(r); return -1; }
+        PyObject *recs = PyObject_CallMethod(e->obs, "note_skip", "OLLO", kind, (long long)frame, (long long)time_ns,
+                                             reason);
+        Py_DECREF(kind);
+        Py_DECREF(reason);
+        Py_DECREF(r);
+        return out_pyrecords(e, recs);
+    }
+    e->tcp++;
+    Py_ssize_t nvt = PyTuple_Check(vlan) ? PyTuple_GET_SIZE(vlan) : -1;
+    for (Py_ssize_t k = 0; k >= 0 && k < nvt && k < MAXVLAN; k++)
+        vl[k] = (uint16_t)PyLong_AsLong(PyTuple_GET_ITEM(vlan, k));
+    Py_DECREF(vlan);
+    if (nvt < 0 || nvt > MAXVLAN) {     /* more VLAN tags than the lane keeps: Python's */
+        int64_t now = time_ns;
+        if (now > e->now) e->now = now;
+        int rr = expire(e, now);
+        if (rr == 0) rr = py_feed(e, r);
+        Py_DECREF(r);
+        return rr;
+    }
+    /* a segment Python decoded: into the lane's table by its addresses */
+    PyObject *a_src = PyObject_GetAttrString(r, "src"), *a_dst = PyObject_GetAttrString(r, "dst");
+    PyObject *o_sp = PyObject_GetAttrString(r, "sport"), *o_dp = PyObject_GetAttrString(r, "dport");
+    PyObject *o_seq = PyObject_GetAttrString(r, "seq"), *o_ack = PyObject_GetAttrString(r, "ack");
+    PyObject *o_fl = PyObject_GetAttrString(r, "flags"), *o_win = PyObject_GetAttrString(r, "window");
+    PyObject *o_dl = PyObject_GetAttrString(r, "data_len");
+    int rc = -1;
+    if (a_src && a_dst && o_sp && o_dp && o_seq && o_ack && o_fl && o_win && o_dl) {
+        const char *ss = PyUnicode_AsUTF8(a_src), *ds = PyUnicode_AsUTF8(a_dst);
+        uint8_t sa[16] = {0}, da[16] = {0};
+        int fam = (ss && strchr(ss, ':')) ? 6 : 4;
+        PyObject *packed = NULL;
+        if (ss && ds && inet_pton(fam == 4 ? AF_INET : AF_INET6, ss, sa) == 1 &&
+            inet_pton(fam == 4 ? AF_INET : AF_INET6, ds, da) == 1)
+            packed = Py_None;
+        if (packed) {
+            ev_t s = {time_ns, frame, (uint32_t)PyLong_AsUnsignedLong(o_seq), (uint32_t)PyLong_AsUnsignedLong(o_ack),
+                      (uint32_t)PyLong_AsLongLong(o_dl), (uint16_t)PyLong_AsLong(o_win),
+                      (uint8_t)PyLong_AsLong(o_fl), 0};
+            if (!PyErr_Occurred())
+                rc = on_segment(e, fam, sa, (uint16_t)PyLong_AsLong(o_sp), da, (uint16_t)PyLong_AsLong(o_dp),
+                                (int)nvt, vl, &s, r);
+        }
+    }
+    Py_XDECREF(a_src); Py_XDECREF(a_dst); Py_XDECREF(o_sp); Py_XDECREF(o_dp); Py_XDECREF(o_seq);
+    Py_XDECREF(o_ack); Py_XDECREF(o_fl); Py_XDECREF(o_win); Py_XDECREF(o_dl);
+    Py_DECREF(r);
+    return rc;
+}

@@ -1,0 +1,40 @@
+/* rawfin._engine, part engine (included by rawfin/capture/_engine.c; one translation unit) */
+/* ------------------------------------------------------------------ the engine object */
+
+typedef struct {
+    PyObject_HEAD
+    /* configuration */
+    int64_t msl_ns, hold_ns, linger_ns;
+    PyObject *obs;          /* the Python Observer: fallback connections, records of theirs */
+    PyObject *decode;       /* rawfin.decode.decode */
+    PyObject *dumps;        /* record dict -> JSON text */
+    PyObject *write;        /* bytes -> None */
+    PyObject *fmt6;         /* 16 bytes -> IPv6 text as rawfin prints it */
+    PyObject *make_seg;     /* rawfin.decode.make_segment */
+    PyObject *pytimers;     /* the Python observer's heap (a list it never rebinds) */
+    char file_suffix[1024]; /* ',"file":"..."' or empty */
+    char cause_2msl[64];
+    /* state */
+    conn_t **buckets;
+    uint32_t nbuckets, nconns;
+    conn_t **buckets4;      /* VLAN-tagged connections by 4-tuple: Observer.by_tuple */
+    hent_t *heap;
+    uint32_t nheap, capheap;
+    uint64_t order;
+    int64_t next_id, now, frames, tcp, first_time, done, py_calls, handoffs;
+    int have_first;
+    int64_t by_close[8];
+    int64_t server_active;
+    /* output */
+    char *out;
+    size_t nout, capout;
+    /* one endpoint call's anomalies: a Result lists its transitions first, then its anomalies */
+    char *aout;
+    size_t naout, capaout;
+    /* the per-event scratch of transitions (to tell refused connections) */
+    int rst_from_syn_sent;
+    conn_t *free_list;
+} Engine;
+
+static const char *CLOSE_NAMES[8] = {"refused", "reset", "none", "incomplete", "simultaneous", "half_close",
+                                     "three_way", "four_way"};

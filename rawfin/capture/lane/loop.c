@@ -1,0 +1,316 @@
+/* rawfin._engine, part loop (included by rawfin/capture/_engine.c; one translation unit) */
+/* ------------------------------------------------------------------ the observer's loop */
+
+static PyObject *py_segment(Engine *e, const ev_t *s, const char *src, int sport, const char *dst, int dport,
+                            int nvlan, const uint16_t *vlan) {
+    PyObject *vt = vlan_tuple(nvlan, vlan);
+    if (!vt) return NULL;
+    return PyObject_CallFunction(e->make_seg, "ssiikkiiyLLLN", src, dst, sport, dport, (unsigned long)s->seq,
+                                 (unsigned long)s->ack, (int)s->flags, (int)s->window, "",
+                                 (long long)s->data_len, (long long)s->frame, (long long)s->time_ns, vt);
+}
+
+static int sync_id_to_py(Engine *e) {
+    PyObject *v = PyLong_FromLongLong(e->next_id);
+    if (!v) return -1;
+    int r = PyObject_SetAttrString(e->obs, "next_id", v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int sync_id_from_py(Engine *e) {
+    PyObject *v = PyObject_GetAttrString(e->obs, "next_id");
+    if (!v) return -1;
+    long long n = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred()) return -1;
+    e->next_id = n;
+    return 0;
+}
+
+/* pyobs.feed(seg), with the shared connection numbering */
+static int py_feed(Engine *e, PyObject *seg) {
+    if (sync_id_to_py(e) < 0) return -1;
+    PyObject *recs = PyObject_CallMethod(e->obs, "feed", "O", seg);
+    if (!recs) return -1;
+    if (out_pyrecords(e, recs) < 0) return -1;
+    e->py_calls++;
+    return sync_id_from_py(e);
+}
+
+/* Observer._expire, the lane's heap and Python's merged in (deadline, connection id) order */
+static int expire(Engine *e, int64_t now) {
+    for (;;) {
+        int64_t pw = -1, pid = 0;
+        PyObject *timers = e->pytimers;
+        if (PyList_GET_SIZE(timers)) {
+            PyObject *t = PyList_GET_ITEM(timers, 0);
+            pw = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 0));
+            pid = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1));
+        }
+        int c_due = e->nheap && e->heap[0].when <= now;
+        int p_due = pw >= 0 && pw <= now;
+        if (!c_due && !p_due) return 0;
+        if (p_due && (!c_due || pw < e->heap[0].when || (pw == e->heap[0].when && pid < e->heap[0].id))) {
+            PyObject *recs = PyObject_CallMethod(e->obs, "expire_one", "L", (long long)now);
+            if (out_pyrecords(e, recs) < 0) return -1;
+            continue;
+        }
+        if (e->nout > (1 << 20) && out_flush(e) < 0) return -1;
+        hent_t h = heap_pop(e);
+        conn_t *c = h.c;
+        c->heaprefs--;
+        if (c->dead || c->id != h.id || c->queued != h.when) {
+            if (c->dead) conn_release(e, c);
+            continue;
+        }
+        c->queued = -1;
+        ev_t fire = {h.when, -1, 0, 0, 0, 0, 0, 2};
+        size_t mark = e->nout;
+        int r = fire_timers(e, c, h.when);
+        if (r == ERR) return -1;
+        if (r == 0) {
+            if (log_add(c, &fire) < 0) return -1;
+            if (!c->tw && settled(c)) settle(c);
+            int64_t nd = next_deadline(c, e);
+            if (nd >= 0) {
+                if (schedule(e, c, nd > h.when + 1 ? nd : h.when + 1) < 0) return -1;
+                continue;
+            }
+            if (all_closed(c)) {
+                int64_t quiet = c->last_ns + e->linger_ns;
+                if (quiet <= now) {
+                    if (!end_is_plain(c)) r = BAIL;
+                    else if (finish_conn(e, c) < 0) return -1;
+                    else continue;
+                } else {
+                    if (schedule(e, c, quiet) < 0) return -1;
+                    continue;
+                }
+            } else continue;
+        }
+        /* BAIL: Python takes the connection, then this timer */
+        e->nout = mark;
+        int64_t q = h.when;
+        PyObject *pc = handoff(e, c);
+        if (!pc) return -1;
+        PyObject *recs = PyObject_CallMethod(e->obs, "fire_entry", "OLL", pc, (long long)q, (long long)now);
+        Py_DECREF(pc);
+        if (out_pyrecords(e, recs) < 0) return -1;
+    }
+}
+
+static int fmt_names(Engine *e, conn_t *c) {
+    char ip[2][48];
+    for (int i = 0; i < 2; i++) {
+        if (c->fam == 4) {
+            const uint8_t *a = c->addr[i];
+            snprintf(ip[i], sizeof ip[i], "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+            snprintf(c->name[i], sizeof c->name[i], "%.15s:%u", ip[i], c->port[i]);
+        } else {
+            PyObject *s = PyObject_CallFunction(e->fmt6, "y#", (const char *)c->addr[i], (Py_ssize_t)16);
+            if (!s) return -1;
+            const char *u = PyUnicode_AsUTF8(s);
+            if (!u) { Py_DECREF(s); return -1; }
+            snprintf(ip[i], sizeof ip[i], "%s", u);
+            snprintf(c->name[i], sizeof c->name[i], "[%.45s]:%u", u, c->port[i]);
+            Py_DECREF(s);
+        }
+    }
+    /* the Python key's order: (ip text, port) tuples compared */
+    int cmp = strcmp(ip[0], ip[1]);
+    c->ka = (cmp < 0 || (cmp == 0 && c->port[0] <= c->port[1])) ? 0 : 1;
+    return 0;
+}
+
+/* the address text of a raw address, as rawfin prints it */
+static int addr_text(Engine *e, int fam, const uint8_t *a, char *out, size_t n) {
+    if (fam == 4) {
+        snprintf(out, n, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+        return 0;
+    }
+    PyObject *t = PyObject_CallFunction(e->fmt6, "y#", (const char *)a, (Py_ssize_t)16);
+    if (!t) return -1;
+    const char *u = PyUnicode_AsUTF8(t);
+    if (!u) { Py_DECREF(t); return -1; }
+    snprintf(out, n, "%s", u);
+    Py_DECREF(t);
+    return 0;
+}
+
+/* does the Python observer hold a VLAN-tagged connection of this 4-tuple (Observer.by_tuple)? */
+static int py_has_tuple(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport) {
+    char a[48], b[48];
+    if (addr_text(e, fam, src, a, sizeof a) < 0 || addr_text(e, fam, dst, b, sizeof b) < 0) return -1;
+    PyObject *x = Py_BuildValue("(si)", a, (int)sport), *y = Py_BuildValue("(si)", b, (int)dport);
+    if (!x || !y) { Py_XDECREF(x); Py_XDECREF(y); return -1; }
+    int le = PyObject_RichCompareBool(x, y, Py_LE);
+    PyObject *k = le < 0 ? NULL : (le ? PyTuple_Pack(2, x, y) : PyTuple_Pack(2, y, x));
+    Py_DECREF(x);
+    Py_DECREF(y);
+    if (!k) return -1;
+    PyObject *bt = PyObject_GetAttrString(e->obs, "by_tuple");
+    int has = bt ? PySequence_Contains(bt, k) : -1;
+    Py_XDECREF(bt);
+    Py_DECREF(k);
+    return has;
+}
+
+/* One TCP segment of the capture, decoded by the lane or by Python.
+   ``pyseg``: the Python Segment when Python decoded it, else NULL (made only if needed). */
+static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
+                      int nvlan, const uint16_t *vlan, ev_t *s, PyObject *pyseg) {
+    int64_t now = s->time_ns;
+    if (now > e->now) e->now = now;
+    if (expire(e, now) < 0) return -1;     /* both heaps: the lane's and the Python observer's */
+    uint8_t key[KEYLEN];
+    make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
+    uint32_t h = hash_key(key, KEYLEN);
+    conn_t *c = table_get(e, key, h);
+    if (c && c->python) goto to_python;
+    if (c == NULL) {
+        if (nvlan) {
+            /* the same 4-tuple on another VLAN (a router on a stick): Observer._adopt decides, in Python */
+            conn_t *o = index4_get(e, key);
+            if (o) {
+                PyObject *p = handoff(e, o);
+                if (!p) return -1;
+                Py_DECREF(p);
+                goto new_python;
+            }
+            int has = py_has_tuple(e, fam, src, sport, dst, dport);
+            if (has < 0) return -1;
+            if (has) goto new_python;
+        }
+        /* a new pair: the lane takes it when it opens with a plain SYN, or in mid-stream (no SYN) */
+        if ((s->flags & F_SYN) && ((s->flags & (F_SYN | F_ACK | F_RST | F_FIN)) != F_SYN || s->data_len))
+            goto new_python;
+        c = conn_new(e);
+        if (!c) return -1;
+        memcpy(c->key, key, KEYLEN);
+        c->hash = h;
+        c->fam = (uint8_t)fam;
+        int alen = fam == 4 ? 4 : 16;
+        memcpy(c->addr[0], src, (size_t)alen);
+        memcpy(c->addr[1], dst, (size_t)alen);
+        c->port[0] = sport;
+        c->port[1] = dport;
+        c->nvlan = (uint8_t)nvlan;
+        for (int i = 0; i < nvlan; i++) c->vlan[i] = vlan[i];
+        if (fmt_names(e, c) < 0) { free(c); return -1; }
+        c->id = e->next_id++;
+        c->first_frame = c->last_frame = s->frame;
+        c->first_ns = c->last_ns = now;
+        for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
+        if (s->flags & F_SYN) {
+            c->ep[1].passive = 1;   /* CLOSED until its answer shows it was listening */
+            c->known = 3;
+        } else {
+            /* Connection.__init__'s mid-stream pickup: both ESTABLISHED, the server guessed by port */
+            int well0 = sport < 1024, well1 = dport < 1024;
+            int server = well0 != well1 ? (well0 ? 0 : 1) : (sport <= dport ? 0 : 1);
+            int ack = (s->flags & F_ACK) != 0;
+            c->mid = 1;
+            c->client = (uint8_t)(1 - server);
+            cep_t *a = &c->ep[0], *b = &c->ep[1];
+            a->state = b->state = ESTABLISHED;
+            a->iss = a->snd_una = a->snd_nxt = s->seq;
+            if (ack) a->irs = a->rcv_nxt = s->ack;
+            b->iss = b->snd_una = b->snd_nxt = ack ? s->ack : 0;
+            b->irs = b->rcv_nxt = s->seq;
+            c->known = (uint8_t)((ack ? 1 : 0) | 2);
+        }
+        if (table_put(e, c) < 0) return -1;
+        if (nvlan) index4_put(e, c);
+    }
+    int dir;
+    {
+        int alen = fam == 4 ? 4 : 16;
+        dir = (memcmp(c->addr[0], src, (size_t)alen) == 0 && c->port[0] == sport) ? 0 : 1;
+    }
+    s->kind = (uint8_t)dir;
+    if ((s->flags & F_SYN) && !(s->flags & F_ACK) && c->nlog) goto bail;   /* a new connection? Python decides */
+    if (fast(c, s, dir)) return log_add(c, s);
+    {
+        size_t mark = e->nout;
+        int r = process(e, c, s, dir);
+        if (r == ERR) return -1;
+        if (r == BAIL) { e->nout = mark; goto bail; }
+        if (log_add(c, s) < 0) return -1;
+        if (!c->tw && settled(c)) settle(c);
+        int64_t d = next_deadline(c, e);
+        if (d >= 0) { if (schedule(e, c, d) < 0) return -1; }
+        else if (all_closed(c)) { if (schedule(e, c, now + e->linger_ns) < 0) return -1; }
+        if (e->nout > (1 << 20)) return out_flush(e);
+        return 0;
+    }
+bail:
+    if (!c->nlog) {
+        /* its very first segment: nothing to replay; Python makes the connection, with this id */
+        e->next_id = c->id;
+        table_del(e, c);
+        c->dead = 1;
+        conn_release(e, c);
+        goto new_python;
+    }
+    {
+        /* restore what process() changed: the log is the truth; Python replays it */
+        PyObject *owned = handoff(e, c);
+        if (!owned) return -1;
+        Py_DECREF(owned);
+        goto to_python;
+    }
+new_python:
+    {
+        conn_t *m = conn_new(e);
+        if (!m) return -1;
+        memcpy(m->key, key, KEYLEN);
+        m->hash = h;
+        m->python = 1;
+        if (table_put(e, m) < 0) return -1;
+        c = m;
+    }
+to_python:
+    {
+        PyObject *seg = pyseg;
+        if (!seg) {
+            char sip[48], dip[48];
+            if (addr_text(e, fam, src, sip, sizeof sip) < 0 || addr_text(e, fam, dst, dip, sizeof dip) < 0) return -1;
+            seg = py_segment(e, s, sip, sport, dip, dport, nvlan, vlan);
+            if (!seg) return -1;
+        } else Py_INCREF(seg);
+        int r = py_feed(e, seg);
+        if (r == 0 && c->python && !c->pykey) {
+            c->pykey = PyObject_CallMethod(e->obs, "key_of", "O", seg);
+            if (!c->pykey) r = -1;
+        }
+        Py_DECREF(seg);
+        return r;
+    }
+}
+
+/* markers of pairs whose Python connection has finished: let them go */
+static int sweep_markers(Engine *e) {
+    PyObject *active = PyObject_GetAttrString(e->obs, "active");
+    if (!active) return -1;
+    for (uint32_t i = 0; i < e->nbuckets; i++) {
+        conn_t **pp = &e->buckets[i];
+        while (*pp) {
+            conn_t *c = *pp;
+            if (c->python && c->pykey) {
+                int has = PyDict_Contains(active, c->pykey);
+                if (has < 0) { Py_DECREF(active); return -1; }
+                if (!has) {
+                    *pp = c->next;
+                    e->nconns--;
+                    c->dead = 1;
+                    conn_release(e, c);
+                    continue;
+                }
+            }
+            pp = &c->next;
+        }
+    }
+    Py_DECREF(active);
+    return 0;
+}

@@ -1,0 +1,417 @@
+/* rawfin._engine, part module (included by rawfin/capture/_engine.c; one translation unit) */
+/* ------------------------------------------------------------------ the Python type */
+
+static PyObject *SegmentType = NULL;
+
+static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"observer", "decode", "dumps", "write", "fmt6", "make_segment", "segment_type",
+                             "msl_ns", "hold_ns", "file_suffix", "cause_2msl", NULL};
+    PyObject *obs, *dec, *dumps, *wr, *f6, *mk, *st;
+    long long msl, hold;
+    const char *suffix, *c2;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOLLss", kwlist, &obs, &dec, &dumps, &wr, &f6, &mk, &st,
+                                     &msl, &hold, &suffix, &c2))
+        return -1;
+    if (!table_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() first"); return -1; }
+    if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->cause_2msl) {
+        PyErr_SetString(PyExc_ValueError, "file label too long for the compiled engine");
+        return -1;
+    }
+    Py_INCREF(obs); Py_XSETREF(e->obs, obs);
+    Py_INCREF(dec); Py_XSETREF(e->decode, dec);
+    Py_INCREF(dumps); Py_XSETREF(e->dumps, dumps);
+    Py_INCREF(wr); Py_XSETREF(e->write, wr);
+    Py_INCREF(f6); Py_XSETREF(e->fmt6, f6);
+    Py_INCREF(mk); Py_XSETREF(e->make_seg, mk);
+    Py_INCREF(st); Py_XSETREF(SegmentType, st);
+    PyObject *timers = PyObject_GetAttrString(obs, "_timers");
+    if (!timers) return -1;
+    if (!PyList_Check(timers)) { Py_DECREF(timers); PyErr_SetString(PyExc_TypeError, "observer._timers"); return -1; }
+    Py_XSETREF(e->pytimers, timers);
+    e->msl_ns = msl;
+    e->hold_ns = hold;
+    e->linger_ns = 2 * msl;
+    strcpy(e->file_suffix, suffix);
+    strcpy(e->cause_2msl, c2);
+    e->nbuckets = 1 << 16;
+    free(e->buckets);
+    e->buckets = calloc(e->nbuckets, sizeof(conn_t *));
+    free(e->buckets4);
+    e->buckets4 = calloc(NBUCKETS4, sizeof(conn_t *));
+    if (!e->buckets || !e->buckets4) { PyErr_NoMemory(); return -1; }
+    return 0;
+}
+
+static void Engine_dealloc(Engine *e) {
+    /* first the finished connections only heap entries still name (the table holds live ones) */
+    for (uint32_t i = 0; i < e->nheap; i++) {
+        conn_t *c = e->heap[i].c;
+        if (c && c->dead && --c->heaprefs == 0) { free(c->log); Py_XDECREF(c->pykey); free(c); }
+    }
+    free(e->heap);
+    if (e->buckets) {
+        for (uint32_t i = 0; i < e->nbuckets; i++) {
+            conn_t *c = e->buckets[i];
+            while (c) { conn_t *nx = c->next; free(c->log); Py_XDECREF(c->pykey); free(c); c = nx; }
+        }
+        free(e->buckets);
+    }
+    while (e->free_list) { conn_t *nx = e->free_list->next; free(e->free_list); e->free_list = nx; }
+    free(e->buckets4);
+    free(e->out);
+    free(e->aout);
+    Py_XDECREF(e->obs); Py_XDECREF(e->decode); Py_XDECREF(e->dumps); Py_XDECREF(e->write);
+    Py_XDECREF(e->fmt6); Py_XDECREF(e->make_seg); Py_XDECREF(e->pytimers);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+/* feed_frame(linktype, data, orig_len, frame, time_ns): one frame from any reader */
+static PyObject *Engine_feed_frame(Engine *e, PyObject *args) {
+    int lt;
+    Py_buffer b;
+    long long orig, frame, t;
+    if (!PyArg_ParseTuple(args, "iy*LLL", &lt, &b, &orig, &frame, &t)) return NULL;
+    int r = on_frame(e, lt, b.buf, b.len, orig, frame, t);
+    PyBuffer_Release(&b);
+    if (r < 0) return NULL;
+    if (e->frames % 262144 == 0 && sweep_markers(e) < 0) return NULL;
+    if (e->nout > (1 << 20) && out_flush(e) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static inline uint32_t rd32(const uint8_t *p, int big) {
+    return big ? be32(p) : ((uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0]);
+}
+
+/* A capture reader's buffer: keep the unread tail, make room for ``need`` bytes, read more.
+   Returns the bytes read (0 at the end of the file), -1 with an exception set. */
+static Py_ssize_t refill(FILE *f, uint8_t **buf, size_t *cap, size_t *have, size_t *pos, int64_t *consumed,
+                         size_t need) {
+    memmove(*buf, *buf + *pos, *have - *pos);
+    *consumed += (int64_t)*pos;
+    *have -= *pos;
+    *pos = 0;
+    if (need > *cap) {
+        uint8_t *nb = realloc(*buf, need);
+        if (!nb) { PyErr_NoMemory(); return -1; }
+        *buf = nb;
+        *cap = need;
+    }
+    size_t got = fread(*buf + *have, 1, *cap - *have, f);
+    if (got == 0 && ferror(f)) { PyErr_SetFromErrno(PyExc_OSError); return -1; }
+    *have += got;
+    return (Py_ssize_t)got;
+}
+
+/* Every 16,384 frames: Ctrl-C, the progress bar, and (less often) the markers' sweep */
+static int now_and_then(Engine *e, PyObject *progress, int64_t pos, int64_t frame) {
+    if (PyErr_CheckSignals() < 0) return -1;
+    if (progress != Py_None) {
+        PyObject *r = PyObject_CallFunction(progress, "LL", (long long)pos, (long long)frame);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    if (!(frame & 0x3FFFF) && sweep_markers(e) < 0) return -1;
+    return 0;
+}
+
+/* (message, frame) of a record whose length cannot be, in rawfin.pcapio's words */
+static PyObject *corrupt_record(uint32_t caplen, int64_t frame) {
+    return Py_BuildValue("(NL)", PyUnicode_FromFormat("packet record claims %u captured bytes (corrupt record)",
+                                                      caplen), (long long)frame);
+}
+
+/* run_pcap(path, offset, big, nano, linktype, limit, progress) -> None or (message, frame)
+   A classic pcap read here, with the checks and messages of rawfin.pcapio's reader. */
+static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
+    int big, nano, lt;
+    long long offset, limit;
+    PyObject *progress, *path;
+    if (!PyArg_ParseTuple(args, "O&LpiiLO", PyUnicode_FSConverter, &path, &offset, &big, &nano, &lt, &limit,
+                          &progress))
+        return NULL;
+    FILE *f = fopen(PyBytes_AS_STRING(path), "rb");
+    if (!f) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); Py_DECREF(path); return NULL; }
+    Py_DECREF(path);
+    if (fseeko(f, (off_t)offset, SEEK_SET) != 0) { fclose(f); return PyErr_SetFromErrno(PyExc_OSError); }
+    size_t cap = 1 << 22, have = 0, pos = 0;
+    uint8_t *buf = malloc(cap);
+    if (!buf) { fclose(f); return PyErr_NoMemory(); }
+    int64_t frame = 0, consumed = offset;
+    int64_t frac_mul = nano ? 1 : 1000;
+    PyObject *result = NULL;
+    for (;;) {
+        while (pos + 16 <= have) {
+            const uint8_t *h = buf + pos;
+            uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), caplen = rd32(h + 8, big), orig = rd32(h + 12, big);
+            if (pos + 16 + caplen > have) break;
+            if (caplen > limit) {
+                result = corrupt_record(caplen, frame + 1);
+                goto done;
+            }
+            frame++;
+            int64_t t = (int64_t)sec * 1000000000LL + (int64_t)frac * frac_mul;
+            if (on_frame(e, lt, h + 16, caplen, orig, frame, t) < 0) goto fail;
+            pos += 16 + caplen;
+            if (!(frame & 0x3FFF) && now_and_then(e, progress, consumed + (int64_t)pos, frame) < 0) goto fail;
+            if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+        }
+        size_t need = 16;
+        if (pos + 16 <= have) {
+            uint32_t caplen = rd32(buf + pos + 8, big);
+            if (caplen > limit) {
+                result = corrupt_record(caplen, frame + 1);
+                goto done;
+            }
+            need = 16 + (size_t)caplen;
+        }
+        Py_ssize_t got = refill(f, &buf, &cap, &have, &pos, &consumed, need);
+        if (got < 0) goto fail;
+        if (got == 0) {
+            if (!have) { result = Py_None; Py_INCREF(result); goto done; }
+            PyObject *msg;
+            if (have < 16)
+                msg = PyUnicode_FromFormat("record header cut short (file truncated?): %zu of 16 bytes", have);
+            else
+                msg = PyUnicode_FromFormat("packet data cut short (file truncated?): record claims %zu bytes, "
+                                           "%zu present", need - 16, have - 16);
+            if (!msg) goto fail;
+            result = Py_BuildValue("(NL)", msg, (long long)(frame + 1));
+            goto done;
+        }
+    }
+done:
+    free(buf);
+    fclose(f);
+    if (result && out_flush(e) < 0) { Py_DECREF(result); return NULL; }
+    return result;
+fail:
+    free(buf);
+    fclose(f);
+    return NULL;
+}
+
+/* run_pcapng(path, dry, idb, max_block, progress) -> (status, frame)
+   The common pcapng: section headers, interface descriptions (their options read by
+   rawfin.pcapio.parse_idb through ``idb(body, big)`` -> (linktype, mul, div, offset, limit)),
+   enhanced packet blocks, and the blocks rawfin.pcapio skips or counts as frames.
+   status 0: done; 1 (dry run): a time outside 0..2**62 ns, the reference must take the file;
+   2: something only rawfin.pcapio handles (a damaged block, a simple or obsolete packet block,
+   a clock that does not fit 64 bits...): ``frame`` frames were fed, rawfin.pcapio takes the rest.
+   ``dry``: walk and check only, feed nothing. */
+typedef struct { int linktype; uint64_t mul, div; int64_t off; int64_t limit; } ifc_t;
+
+static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
+    int dry;
+    PyObject *idb, *progress, *path;
+    long long max_block;
+    if (!PyArg_ParseTuple(args, "O&pOLO", PyUnicode_FSConverter, &path, &dry, &idb, &max_block, &progress))
+        return NULL;
+    FILE *f = fopen(PyBytes_AS_STRING(path), "rb");
+    if (!f) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); Py_DECREF(path); return NULL; }
+    Py_DECREF(path);
+    size_t cap = 1 << 22, have = 0, pos = 0;
+    uint8_t *buf = malloc(cap);
+    ifc_t *ifs = NULL;
+    size_t nifs = 0, capifs = 0;
+    if (!buf) { fclose(f); return PyErr_NoMemory(); }
+    int64_t frame = 0, consumed = 0;
+    int big = 0, in_section = 0, status = 0;
+    for (;;) {
+        size_t need = 12;
+        if (pos + 12 <= have) {
+            const uint8_t *h = buf + pos;
+            if (rd32(h, big) == 0x0A0D0D0A || rd32(h, !big) == 0x0A0D0D0A) {
+                /* a section header: its byte-order magic says how to read it (and what follows) */
+                const uint8_t *bom = h + 8;
+                if (bom[0] == 0x4d && bom[1] == 0x3c && bom[2] == 0x2b && bom[3] == 0x1a) big = 0;
+                else if (bom[0] == 0x1a && bom[1] == 0x2b && bom[2] == 0x3c && bom[3] == 0x4d) big = 1;
+                else { status = 2; break; }
+            }
+            need = rd32(h + 4, big);
+            if (need < 12 || need % 4 || (long long)need > max_block) { status = 2; break; }
+        }
+        if (pos + need > have) {                /* more bytes: the whole block in the buffer */
+            Py_ssize_t got = refill(f, &buf, &cap, &have, &pos, &consumed, need);
+            if (got < 0) goto fail;
+            if (got == 0) {
+                if (have) status = 2;          /* cut short: rawfin.pcapio says how */
+                break;
+            }
+            continue;
+        }
+        const uint8_t *b = buf + pos;
+        uint32_t bt = rd32(b, big);
+        uint32_t blen = (uint32_t)need;
+        if (rd32(b + blen - 4, big) != blen) {
+            status = 2;
+            break;
+        }
+        if (bt == 0x0A0D0D0A) {
+            if (blen < 28) { status = 2; break; }
+            uint16_t major = big ? be16(b + 12) : (uint16_t)(b[12] | b[13] << 8);
+            if (major != 1) { status = 2; break; }
+            in_section = 1;
+            nifs = 0;
+        } else if (!in_section) { status = 2; break; }
+        else if (bt == 6) {                    /* Enhanced Packet Block */
+            if (blen < 32) { status = 2; break; }
+            uint32_t lid = rd32(b + 8, big), caplen = rd32(b + 20, big), orig = rd32(b + 24, big);
+            if (lid >= nifs) { status = 2; break; }
+            ifc_t *ic = &ifs[lid];
+            if ((int64_t)caplen > ic->limit || 28 + (uint64_t)caplen + 4 > blen) { status = 2; break; }
+            uint64_t ts = (uint64_t)rd32(b + 12, big) << 32 | rd32(b + 16, big);
+            __int128 t = (__int128)ts * ic->mul / ic->div + ic->off;
+            if (t < 0 || t >= ((__int128)1 << 62)) {
+                if (dry) { status = 1; break; }
+                status = 2;
+                break;
+            }
+            frame++;
+            if (!dry && on_frame(e, ic->linktype, b + 28, caplen, orig, frame, (int64_t)t) < 0) goto fail;
+        } else if (bt == 1) {                  /* Interface Description Block */
+            if (blen < 20) { status = 2; break; }
+            PyObject *r = PyObject_CallFunction(idb, "y#O", (const char *)(b + 8), (Py_ssize_t)(blen - 12),
+                                                big ? Py_True : Py_False);
+            if (!r) goto fail;
+            if (r == Py_None) { Py_DECREF(r); status = 2; break; }    /* a clock the lane cannot keep */
+            int lt;
+            PyObject *mul, *div;
+            long long off, lim;
+            if (!PyArg_ParseTuple(r, "iOOLL", &lt, &mul, &div, &off, &lim)) { Py_DECREF(r); goto fail; }
+            unsigned long long m = PyLong_AsUnsignedLongLong(mul), d = PyLong_AsUnsignedLongLong(div);
+            Py_DECREF(r);
+            if (PyErr_Occurred()) {            /* a clock beyond 64 bits */
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError)) goto fail;
+                PyErr_Clear();
+                status = 2;
+                break;
+            }
+            if (nifs == capifs) {
+                size_t nc = capifs ? capifs * 2 : 8;
+                ifc_t *ni = realloc(ifs, nc * sizeof(ifc_t));
+                if (!ni) { PyErr_NoMemory(); goto fail; }
+                ifs = ni;
+                capifs = nc;
+            }
+            ifs[nifs].linktype = lt;
+            ifs[nifs].mul = m;
+            ifs[nifs].div = d ? d : 1;
+            ifs[nifs].off = off;
+            ifs[nifs].limit = lim;
+            nifs++;
+        } else if (bt == 3 || bt == 2) {       /* simple and obsolete packet blocks: rawfin.pcapio's */
+            status = 2;
+            break;
+        } else if (bt == 9 || bt == 0x00000BAD || bt == 0x40000BAD) {
+            frame++;                           /* shown as frames by Wireshark; not packets */
+        }
+        pos += blen;
+        if (!dry && bt == 6 && !(frame & 0x3FFF) && now_and_then(e, progress, consumed + (int64_t)pos, frame) < 0)
+            goto fail;
+        if (!dry && e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+    }
+    free(buf);
+    free(ifs);
+    fclose(f);
+    if (!dry && out_flush(e) < 0) return NULL;
+    return Py_BuildValue("(iL)", status, (long long)frame);
+fail:
+    free(buf);
+    free(ifs);
+    fclose(f);
+    return NULL;
+}
+
+static PyObject *Engine_finish(Engine *e, PyObject *unused) {
+    if (finish_all(e) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_stats(Engine *e, PyObject *unused) {
+    PyObject *bc = PyDict_New();
+    if (!bc) return NULL;
+    for (int i = 0; i < 8; i++) {
+        if (!e->by_close[i]) continue;
+        PyObject *v = PyLong_FromLongLong(e->by_close[i]);
+        if (!v || PyDict_SetItemString(bc, CLOSE_NAMES[i], v) < 0) { Py_XDECREF(v); Py_DECREF(bc); return NULL; }
+        Py_DECREF(v);
+    }
+    PyObject *first = e->have_first ? PyLong_FromLongLong(e->first_time) : Py_NewRef(Py_None);
+    if (!first) { Py_DECREF(bc); return NULL; }
+    return Py_BuildValue("{s:L,s:L,s:N,s:L,s:L,s:N,s:L,s:L,s:L}", "frames", (long long)e->frames, "tcp",
+                         (long long)e->tcp, "first_time_ns", first, "connections", (long long)e->done,
+                         "server_active_closes", (long long)e->server_active, "by_close", bc, "python_calls",
+                         (long long)e->py_calls, "handoffs", (long long)e->handoffs, "now", (long long)e->now);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"feed_frame", (PyCFunction)Engine_feed_frame, METH_VARARGS, "One captured frame."},
+    {"run_pcap", (PyCFunction)Engine_run_pcap, METH_VARARGS, "Every frame of a classic pcap file."},
+    {"run_pcapng", (PyCFunction)Engine_run_pcapng, METH_VARARGS, "The frames of a common pcapng file."},
+    {"finish", (PyCFunction)Engine_finish, METH_NOARGS, "The end of the capture."},
+    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Counts, for the summary line."},
+    {NULL}};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rawfin._engine.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+    .tp_doc = "The compiled lane of rawfin analyze --format jsonl.",
+};
+
+/* set_table(rows): rows of (state name, input name, next state name) from rawfin.states */
+static PyObject *set_table(PyObject *self, PyObject *rows) {
+    signed char t[NST][NIN];
+    memset(t, -1, sizeof t);
+    PyObject *it = PyObject_GetIter(rows);
+    if (!it) return NULL;
+    PyObject *row;
+    while ((row = PyIter_Next(it))) {
+        const char *a, *b, *c;
+        if (!PyArg_ParseTuple(row, "sss", &a, &b, &c)) { Py_DECREF(row); Py_DECREF(it); return NULL; }
+        int x = name_index(a, ST_NAME, NST), y = name_index(b, IN_NAME, NIN), z = name_index(c, ST_NAME, NST);
+        if (x < 0 || y < 0 || z < 0) {
+            PyErr_Format(PyExc_ValueError, "the compiled engine does not know %s/%s/%s", a, b, c);
+            Py_DECREF(row); Py_DECREF(it);
+            return NULL;
+        }
+        t[x][y] = (signed char)z;
+        Py_DECREF(row);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return NULL;
+    memcpy(TABLE, t, sizeof t);
+    table_set = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *names(PyObject *self, PyObject *unused) {
+    PyObject *s = PyTuple_New(NST), *i = PyTuple_New(NIN);
+    if (!s || !i) { Py_XDECREF(s); Py_XDECREF(i); return NULL; }
+    for (int k = 0; k < NST; k++) PyTuple_SET_ITEM(s, k, PyUnicode_FromString(ST_NAME[k]));
+    for (int k = 0; k < NIN; k++) PyTuple_SET_ITEM(i, k, PyUnicode_FromString(IN_NAME[k]));
+    return Py_BuildValue("(NN)", s, i);
+}
+
+static PyMethodDef module_methods[] = {
+    {"set_table", set_table, METH_O, "The transition table, as (state, input, next state) names."},
+    {"names", names, METH_NOARGS, "The state and input names the engine knows."},
+    {NULL}};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "rawfin._engine",
+                                       "The compiled lane of rawfin analyze (see rawfin/capture/engine.py).", -1,
+                                       module_methods};
+
+PyMODINIT_FUNC PyInit__engine(void) {
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) { Py_DECREF(m); return NULL; }
+    return m;
+}

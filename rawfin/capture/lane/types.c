@@ -1,0 +1,84 @@
+/* rawfin._engine, part types (included by rawfin/capture/_engine.c; one translation unit) */
+/* ------------------------------------------------------------------ segments and events */
+
+#define F_FIN 1
+#define F_SYN 2
+#define F_RST 4
+#define F_ACK 16
+
+typedef struct {
+    int64_t time_ns;
+    int64_t frame;          /* -1: none (a timer) */
+    uint32_t seq, ack, data_len;
+    uint16_t window;
+    uint8_t flags;
+    uint8_t kind;           /* events: 0/1 segment from side 0/1, 2 timer fire, 3 flush_all */
+} ev_t;
+
+static inline uint32_t seg_len(const ev_t *s) { return s->data_len + ((s->flags & F_SYN) ? 1 : 0) + (s->flags & F_FIN); }
+static inline uint32_t seq_end(const ev_t *s) { return s->seq + seg_len(s); }
+static inline uint32_t fin_seq_of(const ev_t *s) { return s->seq + s->data_len + ((s->flags & F_SYN) ? 1 : 0); }
+
+/* ------------------------------------------------------------------ connections */
+
+typedef struct {
+    uint32_t iss, irs, snd_una, snd_nxt, rcv_nxt, fin_seq, peer_fin_seq;
+    int64_t time_wait_at;   /* -1: not armed */
+    uint8_t state, has_fin, has_peer_fin, passive;
+} cep_t;
+
+typedef struct {
+    ev_t seg;
+    uint8_t present, crossed, order;
+} held_t;
+
+#define MAXCAND 4
+#define MAXVLAN 2
+#define KEY4 37             /* the 4-tuple part of a key */
+#define KEYLEN 48           /* ... then the VLAN count and ids */
+#define MAXANOM 6
+
+typedef struct conn {
+    struct conn *next;      /* hash chain */
+    uint8_t key[KEYLEN];    /* family, (addr, port) of both sides in canonical order, then the VLAN ids */
+    struct conn *next4;     /* VLAN-tagged connections: the chain of the 4-tuple index */
+    uint32_t hash4;
+    uint8_t in4;            /* in that index (the 4-tuple's latest VLAN-tagged connection) */
+    uint8_t nvlan;
+    uint16_t vlan[MAXVLAN];
+    uint32_t hash;
+    uint8_t python;         /* 1: a marker -- the Python observer owns this pair */
+    uint8_t dead;           /* finished or handed over; freed when no heap entry names it */
+    uint32_t heaprefs;
+    PyObject *pykey;        /* markers: the Python observer's key, to sweep finished ones */
+    int64_t id;
+    uint8_t fam;            /* 4 or 6 */
+    uint8_t addr[2][16];    /* side 0: the first sender (the client: C connections open with a SYN) */
+    uint16_t port[2];
+    char name[2][56];       /* "a.b.c.d:port" / "[v6]:port" */
+    cep_t ep[2];
+    int64_t first_frame, last_frame, first_ns, last_ns, packets;
+    uint8_t seen, tw, ka;   /* tw: settled, as the Python observer's TimeWait form; ka: side of key[1] */
+    uint8_t client;         /* the client's side: 0 when a SYN opened it, else guessed by port */
+    uint8_t mid, known;     /* picked up mid-stream; whose rcv_nxt is known (bit 1: side 0, bit 2: side 1) */
+    uint8_t nfins, fin_side[2];
+    uint32_t fin_seqv[2];
+    int64_t fin_frame[2];
+    uint8_t rst_seen, data_after_first_fin, closing_seen, first_fin_acked_alone, refused;
+    uint8_t ncand;
+    uint8_t nanom;          /* distinct anomaly kinds seen, and how many of each */
+    const char *anom_kind[MAXANOM];
+    uint32_t anom_n[MAXANOM];
+    held_t pending[2];      /* receiver side -> the FIN (or SYN) held for it */
+    held_t held_ack[2];     /* sender side -> its final ACK, held for a retransmitted FIN */
+    uint8_t hold_seq;       /* insertion order of the two dicts above */
+    int64_t queued;         /* the deadline of its heap entry, -1: none */
+    ev_t *log;
+    uint32_t nlog, caplog;
+} conn_t;
+
+typedef struct {
+    int64_t when, id;
+    uint64_t order;
+    conn_t *c;
+} hent_t;

@@ -30,6 +30,7 @@ from rawfin.core.units import MS, SEC
 from rawfin.core.errors import EXIT_DATAERR, RawfinError
 from rawfin.core.segment import Flags, Segment, flags_text, fmt_endpoint, parse_endpoint
 from rawfin.core.states import State
+from rawfin.sim.tomlio import basic_string as toml_string
 
 SIDES = ("client", "server")
 _SIGNIFICANT = int(Flags.SYN | Flags.FIN | Flags.RST | Flags.ACK)
@@ -683,11 +684,10 @@ def scenario_toml(rec: Recording) -> str:
     both sides send what the capture shows.
     """
     t0 = rec.frames[0].time_ns if rec.frames else 0
-    lines = [f'summary = "replayed from {_toml_str(rec.path)}, connection {rec.conn}"',
-             'description = """',
-             f"Made by rawfin replay --export scenario from {rec.path} (connection {rec.conn}, client "
-             f"{rec.name('client')}, server {rec.name('server')}).",
-             '"""', ""]
+    lines = [f"summary = {toml_string(f'replayed from {rec.path}, connection {rec.conn}')}",
+             "description = " + toml_string(
+                 f"Made by rawfin replay --export scenario from {rec.path} (connection {rec.conn}, client "
+                 f"{rec.name('client')}, server {rec.name('server')})."), ""]
     rto = _implied_rto(rec)
     lines += ["[config]", "msl = 30.0", f"rto = {rto}", "", "[link]"]
     delay = _implied_delay(rec)
@@ -698,7 +698,7 @@ def scenario_toml(rec: Recording) -> str:
         lines.append(f"[{sd}]")
         if on_fin[sd] is not None:
             lines.append("close_on_fin = true   # its FIN carried the ACK of the peer's: a three-segment close")
-        lines.append(f'address6 = "{ip}"' if ":" in ip else f'address = "{ip}"')
+        lines.append(f"address6 = {toml_string(ip)}" if ":" in ip else f"address = {toml_string(ip)}")
         lines.append(f"port = {port}")
         lines.append(f"isn = {rec.isn[sd]}")
         calls = []
@@ -735,10 +735,6 @@ def _closes_on_fin(rec: Recording, side: str) -> Frame | None:
                 and sq.ge(f.seg.ack, peer_fin.seg.seq_end):
             return f if (f.seg.fin and f.call == "close" and not f.seg.data_len) else None
     return None
-
-
-def _toml_str(s: str) -> str:
-    return s.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _implied_delay(rec: Recording) -> float:

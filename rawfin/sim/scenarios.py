@@ -47,6 +47,7 @@ from rawfin.core.endpoint import Config
 from rawfin.core.errors import EXIT_DATAERR, RawfinError
 from rawfin.core.segment import norm_ip
 from rawfin.core.states import State
+from rawfin.sim import tomlio
 
 CALLS = ("listen", "connect", "send", "close", "shutdown", "abort", "close-listener")
 _CALL_KEYS = {"at", "on", "after", "call", "bytes", "data", "port", "isn", "reuse_addr"}
@@ -133,18 +134,6 @@ class Scenario:
 
 
 # -- reading ---------------------------------------------------------------------------
-
-def _toml():
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ScenarioError("reading scenario files needs Python 3.11 (tomllib) or the tomli package") \
-                from None
-    return tomllib
-
 
 def _config(table: dict, where: str) -> dict:
     out = {}
@@ -264,10 +253,9 @@ def load(path: str | os.PathLike) -> Scenario:
     path = os.fspath(path)
     with open(path, "rb") as f:
         raw = f.read()
-    tomllib = _toml()
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        doc = tomlio.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomlio.TOMLDecodeError) as e:
         raise ScenarioError(f"{path}: not a valid TOML file: {e}") from None
     name = os.path.splitext(os.path.basename(path))[0]
     return parse(doc, name, path)
@@ -292,8 +280,7 @@ def builtin(name: str) -> Scenario:
     res = _builtin_dir().joinpath(f"{name}.toml")
     if not res.is_file():
         raise ScenarioError(f"no built-in scenario {name!r} (rawfin scenario --list names them)")
-    tomllib = _toml()
-    return parse(tomllib.loads(res.read_text("utf-8")), name, None)
+    return parse(tomlio.loads(res.read_text("utf-8")), name, None)
 
 
 # -- running ---------------------------------------------------------------------------

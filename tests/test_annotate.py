@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shared_corpus
 from rawfin.wire import codec
 from rawfin.sim import craft
 from rawfin.capture.analysis import records
@@ -618,16 +619,8 @@ def test_tshark_reads_annotated_captures(tmp_path, kind):
 # --------------------------------------------------------------------------- corpus
 
 
-def corpus_dir() -> Path | None:
-    env = os.environ.get("RAWFIN_CORPUS")
-    base = Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
-    if (base / "captures").is_dir():
-        base = base / "captures"
-    return base if base.is_dir() else None
-
-
-CORPUS = corpus_dir()
-CORPUS_FILES = sorted(p.name for p in CORPUS.iterdir() if p.is_file()) if CORPUS else []
+CORPUS = shared_corpus.CAPTURES
+CORPUS_FILES = [p.name for p in shared_corpus.FILES]
 
 
 @pytest.fixture(scope="module")
@@ -664,7 +657,7 @@ def _safe(fn, *args):
 
 @pytest.mark.corpus
 @pytest.mark.parametrize("name", CORPUS_FILES or [pytest.param("-", marks=pytest.mark.skip(
-    reason="no corpus: set RAWFIN_CORPUS to a directory of captures (or ../shared/corpus/captures)"))])
+    reason=shared_corpus.WHY_MISSING))])
 def test_corpus_annotated_copies(corpus_runs, name):
     src = CORPUS / name
     run = corpus_runs[name]

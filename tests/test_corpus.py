@@ -23,7 +23,6 @@ clones the repository next to a copy of shared/). The module is skipped when it 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -37,35 +36,27 @@ from pathlib import Path
 
 import pytest
 
+import shared_corpus
+
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ["RAWFIN_CORPUS"]) if os.environ.get("RAWFIN_CORPUS") else \
-    Path(__file__).resolve().parents[2] / "shared" / "corpus"
-CAPTURES = CORPUS / "captures"
+CORPUS = shared_corpus.ROOT
+CAPTURES = shared_corpus.CAPTURES
 TSHARK = shutil.which("tshark")
 
-if not CAPTURES.is_dir():
-    pytest.skip(f"no capture corpus at {CORPUS} (set RAWFIN_CORPUS, or put shared/corpus beside the repository)",
-                allow_module_level=True)
+if not shared_corpus.PRESENT:
+    pytest.skip(shared_corpus.WHY_MISSING, allow_module_level=True)
 
 pytestmark = pytest.mark.corpus
 needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (apt-get install tshark)")
 
-ALL = sorted(p.name for p in CAPTURES.iterdir() if p.is_file())
+ALL = [p.name for p in shared_corpus.FILES]
 RECORD_TYPES = {"transition", "anomaly", "connection"}
 
 
-def _manifest() -> dict[str, str]:
-    """file name -> what_it_contains. Several source files share one name (suricata-verify's
-    many input.pcap): only one of them is on disk, so the description of that name is loose;
-    the wire is the truth."""
-    path = CORPUS / "MANIFEST.tsv"
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
-        return {Path(row["file"]).name: row["what_it_contains"] for row in csv.DictReader(f, delimiter="\t")}
-
-
-MANIFEST = _manifest()
+# file name -> what_it_contains. Several source files share one name (suricata-verify's many
+# input.pcap): only one of them is on disk, so the description of that name is loose; the wire
+# is the truth.
+MANIFEST = shared_corpus.manifest()
 # The manifest calls these damaged: tshark and capinfos stop on them with an error.
 DAMAGED = {name for name, what in MANIFEST.items()
            if "stop with an error" in what or "damaged" in what or "cut short" in what}

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import shutil
 import struct
 import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +18,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
 from scapy.layers.ppp import PPP, PPPoE
 
+import shared_corpus
 from rawfin.wire.decode import DECODABLE_LINKTYPES, Skip, decode, make_segment
 from rawfin.core.errors import CaptureError
 from rawfin.wire.pcapio import iter_frames
@@ -322,16 +321,8 @@ def test_mutated_headers_never_raise(lt, flips, cut, extra):
 # --------------------------------------------------------------------------- corpus
 
 
-def corpus_dir() -> Path | None:
-    env = os.environ.get("RAWFIN_CORPUS")
-    d = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpus"
-    return d if (d / "captures").is_dir() else None
-
-
-CORPUS = corpus_dir()
-corpus_files = sorted((CORPUS / "captures").iterdir()) if CORPUS else []
-needs_corpus = pytest.mark.skipif(CORPUS is None, reason="corpus not found: set RAWFIN_CORPUS or put it at "
-                                  "../shared/corpus relative to the repository")
+corpus_files = shared_corpus.FILES
+needs_corpus = shared_corpus.needs_corpus
 
 
 def frames_of(path):
@@ -452,7 +443,7 @@ def test_corpus_reads_and_decodes_without_surprises(path):
                                   "PcapPlusPlus__pcapng-example.pcapng", "zeek__gap-data-missing.pcapng"])
 def test_corpus_agrees_with_tshark(name):
     """tshark as a second oracle, notably for link types Scapy cannot dissect (NFLOG)."""
-    path = CORPUS / "captures" / name
+    path = shared_corpus.capture(name)
     out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-E", "occurrence=l", "-e", "frame.number",
                           "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.seq_raw", "-e", "tcp.ack_raw",
                           "-e", "tcp.window_size_value", "-e", "tcp.len", "-e", "tcp.flags"],

@@ -53,9 +53,10 @@ from pathlib import Path
 import pytest
 
 import enginegen
+import shared_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = shared_corpus.ROOT
 SHIPPED = sorted(p.name for p in (REPO / "captures").glob("*.pcap"))
 CORPUS_FILES = sorted(str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file()) if CORPUS.is_dir() \
     else []
@@ -442,7 +443,7 @@ def test_shipped_capture(differ, request, capture, msl):
     check_group(differ, request, lambda p: [*msl_args(p["msl"]), str(REPO / "captures" / p["capture"])])
 
 
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no capture corpus at {CORPUS}")
+needs_corpus = shared_corpus.needs_corpus
 
 
 @pytest.mark.corpus

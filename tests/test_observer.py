@@ -247,16 +247,13 @@ def test_fast_path_changes_nothing(close):
 
 
 def test_fast_path_changes_nothing_on_the_corpus():
-    import os
-    from pathlib import Path
-
     from rawfin.wire.decode import decode
     from rawfin.wire.pcapio import open_capture
     from rawfin.core.errors import CaptureError
-    corpus = Path(os.environ.get("RAWFIN_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
-    files = sorted((corpus / "captures").glob("*")) if (corpus / "captures").is_dir() else []
+    import shared_corpus
+    files = shared_corpus.FILES
     if not files:
-        pytest.skip(f"corpus not found at {corpus}")
+        pytest.skip(shared_corpus.WHY_MISSING)
     for f in files:
         segs = []
         try:
@@ -288,11 +285,10 @@ def _records_of_file(path, **kw):
 def test_time_wait_compaction_changes_nothing():
     """The small TIME_WAIT form gives exactly the records the full connection gives: on every
     shipped capture, every corpus capture, and crafted port reuse and TIME_WAIT expiry."""
-    import os
     from pathlib import Path
     here = Path(__file__).resolve().parents[1]
-    corpus = Path(os.environ.get("RAWFIN_CORPUS", here.parent / "shared" / "corpus")) / "captures"
-    files = sorted((here / "captures").glob("*.pcap")) + (sorted(corpus.glob("*")) if corpus.is_dir() else [])
+    import shared_corpus
+    files = sorted((here / "captures").glob("*.pcap")) + shared_corpus.FILES
     for f in files:
         assert _records_of_file(f) == _records_of_file(f, compact_time_wait=False), f.name
     # crafted: TIME_WAIT taken by a new SYN, re-ACK of a late FIN, expiry in capture time

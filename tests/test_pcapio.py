@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
@@ -10,18 +9,13 @@ from pathlib import Path
 
 import pytest
 
+import shared_corpus
 from rawfin.core.errors import CaptureError
 from rawfin.wire.pcapio import (
     CaptureReader, Interface, PcapngWriter, PcapWriter, RawFrame, iter_frames, open_capture,
 )
 
 T0 = 1_700_000_000_123_456_789  # a timestamp with nanoseconds
-
-
-def corpus_dir() -> Path | None:
-    env = os.environ.get("RAWFIN_CORPUS")
-    d = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpus"
-    return d if (d / "captures").is_dir() else None
 
 
 # --------------------------------------------------------------------------- builders
@@ -447,10 +441,8 @@ def test_tshark_reads_what_we_write(tmp_path):
 
 # --------------------------------------------------------------------------- corpus
 
-CORPUS = corpus_dir()
-corpus_files = sorted((CORPUS / "captures").iterdir()) if CORPUS else []
-needs_corpus = pytest.mark.skipif(CORPUS is None, reason="corpus not found: set RAWFIN_CORPUS or put it at "
-                                  "../shared/corpus relative to the repository")
+corpus_files = shared_corpus.FILES
+needs_corpus = shared_corpus.needs_corpus
 
 
 @needs_corpus
@@ -477,7 +469,7 @@ def test_corpus_copy_to_pcapng_keeps_every_packet(tmp_path, path):
 
 @needs_corpus
 def test_corpus_damaged_files_report_frame():
-    cap = CORPUS / "captures"
+    cap = shared_corpus.CAPTURES
     got = []
     with pytest.raises(CaptureError) as ei:
         for fr in iter_frames(cap / "suricata-verify__10.7.29.101_49898-178.63.41.150_25.pcap"):

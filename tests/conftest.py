@@ -7,3 +7,4 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 
 from kernelcaps import no_leftovers  # noqa: E402,F401  (a fixture: pytest finds it here)
+from unprivileged import as_nobody  # noqa: E402,F401  (a fixture too)

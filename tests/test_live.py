@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from unprivileged import needs_setpriv
 from rawfin.linux.kernel import tracefs_missing_reason
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,10 +232,8 @@ def test_count_stops_the_capture():
     assert stats["segments"] == 3
 
 
-def _cli(*args, user=None, timeout=20, **kw):
+def _cli(*args, timeout=20, **kw):
     cmd = [sys.executable, "-m", "rawfin", *args]
-    if user is not None:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all", *cmd]
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd="/", **kw)
 
@@ -264,10 +263,9 @@ def test_cli_jsonl_streams_and_summarises(tmp_path):
     assert out.exists() and out.stat().st_size > 24
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"),
-                    reason="needs root to drop to an unprivileged user (setpriv)")
-def test_without_privilege_says_what_is_missing():
-    r = _cli("live", "--duration", "1", user=65534)
+@needs_setpriv
+def test_without_privilege_says_what_is_missing(as_nobody):
+    r = as_nobody("live", "--duration", "1")
     assert r.returncode == 77, r.stderr
     assert "CAP_NET_RAW" in r.stderr and "root" in r.stderr
     assert "Traceback" not in r.stderr

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from kernelcaps import needs_netns, needs_trace
+from unprivileged import needs_setpriv
 from rawfin.linux.peer import SCENARIOS, PeerRun, ScenarioUnknown, run_scenario
 from rawfin.core.states import State
 
@@ -100,10 +101,8 @@ def test_unknown_scenario():
         run_scenario("no-such-thing")
 
 
-def _cli(*args, user=None):
+def _cli(*args):
     cmd = [sys.executable, "-m", "rawfin", *args]
-    if user is not None:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd="/",
                           env=dict(os.environ, PYTHONPATH=ROOT))
 
@@ -127,9 +126,8 @@ def test_cli_table_and_jsonl(tmp_path):
     assert {x["type"] for x in recs} == {"transition", "kernel", "check"}
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"),
-                    reason="needs root to drop to an unprivileged user (setpriv)")
-def test_without_privilege_says_what_is_missing():
-    r = _cli("peer", "--scenario", "lost-final-ack", user=65534)
+@needs_setpriv
+def test_without_privilege_says_what_is_missing(as_nobody):
+    r = as_nobody("peer", "--scenario", "lost-final-ack")
     assert r.returncode == 77, r.stdout + r.stderr
     assert "CAP_NET_ADMIN" in r.stderr and "Traceback" not in r.stderr

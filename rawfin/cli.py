@@ -95,6 +95,39 @@ def _add_format(p: argparse.ArgumentParser, choices=FORMATS_RECORDS) -> None:
                    help="any tabulate format for --format table (simple, github, grid, plain, ...)")
 
 
+FILTER_HELP = ("tcpdump's filter language (libpcap): 'tcp port 80', 'host 192.0.2.1 and not port 22', "
+               "'src host H', 'tcp[tcpflags] & tcp-rst != 0'. Only the frames it matches are analysed, as if "
+               "the capture had been written with `tcpdump -w FILE EXPR`; frame numbers stay those of the file. "
+               "Filter on hosts or ports to keep whole connections (default: every frame)")
+
+
+def _add_inputs(p: argparse.ArgumentParser, what: str = "analysed") -> None:
+    """Captures as tcpdump/tshark users name them: positional, -r (repeatable), '-', .gz, directories."""
+    p.add_argument("captures", nargs="*", metavar="CAPTURE",
+                   help="pcap or pcapng files (gzip-compressed too), '-' for standard input, or a directory "
+                        f"(its captures in name order); {what} in the order given, the -r files after")
+    p.add_argument("-r", "--read", action="append", default=[], metavar="FILE",
+                   help="a capture to read, as tcpdump -r and tshark -r (repeatable)")
+    p.add_argument("--filter", metavar="EXPR", default=None, help=FILTER_HELP)
+
+
+def _add_one_input(p: argparse.ArgumentParser, metavar: str, help: str) -> None:
+    """One capture, positional or as -r FILE (tcpdump's and tshark's spelling)."""
+    p.add_argument("capture", nargs="?", metavar=metavar, help=help)
+    p.add_argument("-r", "--read", dest="read_one", metavar="FILE", default=None,
+                   help=f"the same as {metavar}, as tcpdump -r and tshark -r spell it")
+
+
+def _one_input(parser: argparse.ArgumentParser, args) -> None:
+    if not hasattr(args, "read_one"):
+        return
+    if args.capture and args.read_one and args.capture != args.read_one:
+        parser.error(f"{args.command}: one capture: either {args.capture!r} or -r {args.read_one!r}")
+    args.capture = args.capture or args.read_one
+    if not args.capture:
+        parser.error(f"{args.command}: name the capture (or -r FILE)")
+
+
 def _add_engine(p: argparse.ArgumentParser, when: str = "") -> None:
     p.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
                    help="who follows the connections: c, the compiled lane (the same records, some 30x faster "
@@ -121,21 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     # analyze
     a = add("analyze", "replay pcap/pcapng captures through a both-endpoint observer")
-    a.add_argument("captures", nargs="+", metavar="CAPTURE")
+    _add_inputs(a)
     _add_format(a)
     a.add_argument("--summary", action="store_true", help="one row per connection instead of transition tables")
-    a.add_argument("--filter", metavar="EXPR", default=None,
-                   help="only connections matching: 'host 192.0.2.1', 'port 80', 'host H and port P'")
-    a.add_argument("--conn", type=count, metavar="N", default=None, help="only connection N")
+    a.add_argument("--conn", type=count, metavar="N", default=None,
+                   help="only connection N (numbered from 0 in each capture, as the output names them)")
+    a.add_argument("-q", "--quiet", action="store_true",
+                   help="no per-capture statistics on stderr (frames, segments, connections)")
     a.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
     a.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr (auto: only on a terminal)")
-    _add_engine(a, " and no --filter/--conn is given")
+    _add_engine(a)
 
     # check
     c = add("check", "exit 0 when every close in the captures is consistent and complete, 1 otherwise")
-    c.add_argument("captures", nargs="+", metavar="CAPTURE")
+    _add_inputs(c, "checked")
     c.add_argument("--allow-reset", action="store_true", help="a connection ended by RST is not a failure")
     c.add_argument("--allow-incomplete", action="store_true",
                    help="a close still under way at the end of the capture is not a failure")
@@ -151,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     # annotate
     n = add("annotate", "write a pcapng with rawfin's findings as packet comments (for Wireshark)")
     n.epilog = ANNOTATE_NOTES + EXIT_CODES
-    n.add_argument("capture", metavar="IN")
+    _add_one_input(n, "IN", "the capture to annotate (pcap or pcapng)")
     n.add_argument("-o", "--output", metavar="OUT.pcapng", default=None,
                    help="output file (default: IN's name with .rawfin.pcapng, next to IN; '-' for stdout)")
     n.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
@@ -169,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("-y", dest="y", type=seqno, default=2000, help="the passive closer's FIN sequence number")
     k.add_argument("--closer", choices=("client", "server"), default="client")
     k.add_argument("--data", default="hello", help="payload for fin-with-data / connection")
-    k.add_argument("--write", metavar="FILE.pcap", default=None, help="write the segments as a pcap")
+    k.add_argument("-w", "--write", metavar="FILE.pcap", default=None, help="write the segments as a pcap")
     _add_format(k, ("table", "jsonl"))
 
     # scenario
@@ -179,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--all", action="store_true", help="run every built-in scenario")
     e.add_argument("--file", metavar="FILE.toml", default=None, help="run a scenario file")
     _add_format(e, ("table", "jsonl", "csv", "ladder", "mermaid"))
-    e.add_argument("--write", metavar="FILE.pcap", default=None, help="write the run as a capture")
+    e.add_argument("-w", "--write", metavar="FILE.pcap", default=None, help="write the run as a capture")
     e.add_argument("--write-dir", metavar="DIR", default=None, help="with --all: write NAME.pcap for each")
     e.add_argument("--capture-at", choices=("sender", "client", "server"), default="sender",
                    help="where the capture point sits (default: each sender's side of the link)")
@@ -203,12 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     lv = add("live", "sniff an interface and print transitions as they happen")
     lv.add_argument("-i", "--interface", default="lo", metavar="IFACE",
                     help="interface to sniff (default: %(default)s); needs root or CAP_NET_RAW")
-    lv.add_argument("-f", "--bpf", default="tcp", metavar="BPF",
-                    help="capture filter (default: %(default)s): libpcap's BPF syntax when libpcap is installed, "
-                         "else rawfin's own: 'tcp', '[src|dst] host ADDR', '[src|dst] port N', joined by 'and'")
+    lv.add_argument("-f", "--filter", "--bpf", dest="bpf", default="tcp", metavar="EXPR",
+                    help="capture filter in tcpdump's language (libpcap; run in the kernel): 'tcp port 8080', "
+                         "'host 127.0.0.1 and not port 22' (default: %(default)s)")
     lv.add_argument("--count", type=count, default=None, metavar="N", help="stop after N TCP segments")
     lv.add_argument("--duration", type=seconds, default=None, metavar="SECONDS", help="stop after SECONDS")
-    lv.add_argument("--write", metavar="FILE.pcap", default=None,
+    lv.add_argument("-w", "--write", metavar="FILE.pcap", default=None,
                     help="write the segments seen as a capture (complete also after Ctrl-C)")
     lv.add_argument("--kernel-truth", action="store_true",
                     help="record the kernel's own state changes (tracepoint sock:inet_sock_set_state, "
@@ -229,14 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--kernel", choices=("client", "server"), default="server",
                     help="with --file: the side the kernel plays (default: %(default)s)")
     pe.add_argument("--list", action="store_true", help="list the scenarios")
-    pe.add_argument("--write", metavar="FILE.pcap", default=None,
+    pe.add_argument("-w", "--write", metavar="FILE.pcap", default=None,
                     help="write the segments that crossed the TUN device as a capture")
     _add_format(pe, ("table", "jsonl"))
 
     # replay
     rp = add("replay", "play one side of a captured connection against a live peer (the emulator, or the "
                        "Linux kernel in a namespace of rawfin's own) and report where the live side diverges")
-    rp.add_argument("capture", metavar="CAPTURE")
+    _add_one_input(rp, "CAPTURE", "the capture holding the connection")
     rp.add_argument("--conn", type=count, default=0, metavar="N", help="the connection to replay (default: 0)")
     rp.add_argument("--as", dest="as_side", choices=("client", "server"), default=None,
                     help="the side rawfin plays from the recording; the other side is live")
@@ -249,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replay a connection whose handshake is not in the capture, after a made-up one")
     rp.add_argument("--export", nargs=2, metavar=("scenario", "FILE"), default=None,
                     help="write the connection as a scenario file (docs/scenario-format.md); '-' for stdout")
-    rp.add_argument("--write", metavar="FILE.pcap", default=None,
+    rp.add_argument("-w", "--write", metavar="FILE.pcap", default=None,
                     help="write the live run's segments as a capture (at the live side's interface)")
     _add_format(rp, ("table", "jsonl"))
 
@@ -282,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    try:
+        _one_input(parser, args)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         mod = importlib.import_module(COMMANDS[args.command])
         return int(mod.run(args) or 0)

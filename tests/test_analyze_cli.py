@@ -61,14 +61,17 @@ def test_table_and_summary(two_conns):
 
 
 def test_csv_filter_and_conn(two_conns):
-    p = cli("analyze", two_conns, "--format", "csv", "--filter", "port 443")
-    rows = p.stdout.splitlines()
-    assert rows[0].startswith("type,file,conn,frame")
-    assert all(",1," in r for r in rows[1:]) and len(rows) > 2
+    """--filter is tcpdump's language on frames: only the port-443 connection's frames are
+    analysed (it is then the only connection, numbered 0; frame numbers stay the file's)."""
+    p = cli("analyze", two_conns, "--format", "jsonl", "--filter", "port 443")
+    recs = [json.loads(x) for x in p.stdout.splitlines()]
+    conns = [r for r in recs if r["type"] == "connection"]
+    assert [(c["conn"], c["server"], c["first_frame"]) for c in conns] == [(0, "192.0.2.1:443", 11)]
+    assert "(10 matched the filter)" in p.stderr
     q = cli("analyze", two_conns, "--format", "jsonl", "--conn", "0")
     assert {json.loads(x)["conn"] for x in q.stdout.splitlines()} == {0}
-    bad = cli("analyze", two_conns, "--filter", "net 10/8")
-    assert bad.returncode == 2 and "--filter" in bad.stderr
+    bad = cli("analyze", two_conns, "--filter", "tcp prot 80")
+    assert bad.returncode == 2 and "bad filter 'tcp prot 80'" in bad.stderr
 
 
 def test_several_files_carry_file(two_conns, tmp_path):

@@ -271,33 +271,28 @@ def test_without_privilege_says_what_is_missing(as_nobody):
     assert "Traceback" not in r.stderr
 
 
-def test_simple_filter_language():
-    from rawfin.linux.live import SimpleFilter, UsageError
-    from rawfin.core.segment import Segment
+def test_without_libpcap_only_the_default_filter_runs(monkeypatch):
+    """No libpcap: the default 'tcp' needs no program (only TCP is decoded); any other expression
+    is a usage error that names libpcap, never a filter language of rawfin's own."""
+    import rawfin.wire.bpf as bpf_mod
+    from rawfin.core.errors import UsageError
+    from rawfin.linux.live import compile_filter
 
-    f = SimpleFilter.parse("tcp and host 127.0.0.1 and dst port 80")
-    seg = Segment(src="127.0.0.2", dst="127.0.0.1", sport=5000, dport=80)
-    assert f(seg)
-    assert not f(seg.with_(dport=81))
-    assert not SimpleFilter.parse("src port 80")(seg)
-    with pytest.raises(UsageError):
-        SimpleFilter.parse("tcp or udp")
+    monkeypatch.setattr(bpf_mod, "_load", lambda: None)
+    assert compile_filter("tcp") is None
+    with pytest.raises(UsageError, match="libpcap"):
+        compile_filter("tcp and port 80")
 
 
-@needs_capture
-def test_own_filter_language_when_libpcap_is_missing(monkeypatch):
-    import rawfin.linux.live as live_mod
+@pytest.mark.skipif(not __import__("rawfin.wire.bpf").wire.bpf.available(), reason="libpcap is not installed")
+def test_live_filter_is_tcpdumps_language():
+    from rawfin.core.errors import UsageError
+    from rawfin.linux.live import compile_filter
 
-    monkeypatch.setattr(live_mod, "compile_bpf", lambda expr: None)
-    ls = listener()
-    port = ls.getsockname()[1]
-    other = listener()
-    recs, stats, live = run_live(port, lambda: (client_first(other), client_first(ls)), kernel_truth=False)
-    ls.close()
-    other.close()
-    assert live.filter_how.startswith("rawfin's own")
-    conns = [r for r in recs if r["type"] == "connection"]
-    assert len(conns) == 1 and conns[0]["server"].endswith(f":{port}")
+    insns = compile_filter("tcp and (port 80 or port 443) and not src host 10.0.0.1")
+    assert insns and len(insns) % 8 == 0
+    with pytest.raises(UsageError, match="bad filter"):
+        compile_filter("tcp and prot 80")
 
 
 @needs_trace

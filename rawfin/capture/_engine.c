@@ -29,6 +29,7 @@
 #include "lane/table.c"
 #include "lane/seq.c"
 #include "lane/types.c"
+#include "lane/bpf.c"
 #include "lane/engine.c"
 #include "lane/out.c"
 #include "lane/conntable.c"

@@ -8,62 +8,16 @@ and reports progress.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from rawfin.core.units import SEC
-from rawfin.core.errors import CaptureError, UsageError
+from rawfin.core.errors import CaptureError
 from rawfin.core.observer import Connection, Observer
-from rawfin.core.segment import Segment, norm_ip
-
-
-class FilterError(UsageError):
-    """A --filter (or other selection) that cannot be read."""
-
-
-@dataclass
-class ConnFilter:
-    """``--filter``: 'host H', 'port P', joined with 'and' (every term must hold)."""
-
-    hosts: list[str] = field(default_factory=list)
-    ports: list[int] = field(default_factory=list)
-    conn: int | None = None
-
-    @classmethod
-    def parse(cls, expr: str | None, conn: int | None = None) -> "ConnFilter":
-        f = cls(conn=conn)
-        if not expr:
-            return f
-        for term in re.split(r"\s+and\s+", expr.strip()):
-            parts = term.split()
-            if len(parts) != 2 or parts[0] not in ("host", "port"):
-                raise FilterError(f"--filter: cannot read {term!r}; use 'host ADDR', 'port N', joined by 'and'")
-            if parts[0] == "host":
-                try:
-                    f.hosts.append(norm_ip(parts[1]))
-                except ValueError:
-                    raise FilterError(f"--filter: {parts[1]!r} is not an IP address") from None
-            else:
-                if not parts[1].isdigit() or int(parts[1]) > 65535:
-                    raise FilterError(f"--filter: {parts[1]!r} is not a port number")
-                f.ports.append(int(parts[1]))
-        return f
-
-    @property
-    def active(self) -> bool:
-        return bool(self.hosts or self.ports or self.conn is not None)
-
-    def __call__(self, conn: Connection) -> bool:
-        if self.conn is not None and conn.id != self.conn:
-            return False
-        eps = list(conn.eps)
-        ips = {e[0] for e in eps}
-        ports = {e[1] for e in eps}
-        return all(h in ips for h in self.hosts) and all(p in ports for p in self.ports)
+from rawfin.core.segment import Segment
 
 
 class Progress:
@@ -103,6 +57,7 @@ class Progress:
 class CaptureStats:
     path: str
     frames: int = 0
+    filtered: int = 0       # frames --filter passed over
     tcp: int = 0
     skipped: Counter = field(default_factory=Counter)
     first_time: float | None = None
@@ -114,7 +69,10 @@ class CaptureStats:
     def line(self) -> str:
         def n(k: int, what: str) -> str:
             return f"{k:,} {what}{'' if k == 1 else 's'}"
-        parts = [n(self.frames, "frame"), n(self.tcp, "TCP segment"), n(self.connections, "connection")]
+        parts = [n(self.frames, "frame")]
+        if self.filtered:
+            parts[0] += f" ({self.frames - self.filtered:,} matched the filter)"
+        parts += [n(self.tcp, "TCP segment"), n(self.connections, "connection")]
         skipped = ", ".join(f"{v:,} {k.replace('_', '-')}" for k, v in sorted(self.skipped.items()) if v)
         if skipped:
             parts.append(f"passed over: {skipped}")
@@ -125,14 +83,20 @@ class CaptureStats:
 
 def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
             select: Callable[[Connection], bool] | None = None, progress: str = "never",
-            stats: CaptureStats | None = None) -> Iterator[dict]:
-    """Every record of one capture, in order; raises CaptureError (after the good part) on damage."""
+            stats: CaptureStats | None = None, fileobj: BinaryIO | None = None, bpf=None) -> Iterator[dict]:
+    """Every record of one capture, in order; raises CaptureError (after the good part) on damage.
+
+    ``fileobj``: read the capture from this stream (``path`` then only names it); ``bpf``: a
+    :class:`rawfin.wire.bpf.Filter`: only the frames it passes are analysed (the others are
+    counted in ``stats.filtered`` and keep their frame numbers)."""
     from rawfin.wire.decode import decode
     from rawfin.wire.pcapio import open_capture
 
     stats = stats if stats is not None else CaptureStats(path=path)
     obs = Observer(msl_ns=int(msl_s * SEC), file=label, select=select)
-    reader = open_capture(path)
+    reader = open_capture(path, fileobj)
+    match = bpf.for_byte_order(reader.byte_order == "big").match if bpf is not None else None
+    filtered = 0
     bar = Progress(os.path.basename(path), reader.size, progress)
     feed = obs.feed
     note_skip = obs.note_skip
@@ -143,6 +107,11 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
                 n += 1
                 if stats.first_time is None:
                     stats.first_time = fr.time_ns / 1e9
+                if not n & 0x3FFF:
+                    bar.update(reader.tell(), n)
+                if match is not None and not match(fr.linktype, fr.data, fr.orig_len):
+                    filtered += 1
+                    continue
                 r = decode(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
                 if r.__class__ is Segment:
                     stats.tcp += 1
@@ -151,14 +120,13 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
                     out = note_skip(r.kind, fr.frame, fr.time_ns, r.reason)
                 if out:
                     yield from out
-                if not n & 0x3FFF:
-                    bar.update(reader.tell(), n)
         except CaptureError as e:
             stats.error = e
         finally:
             reader.close()
             bar.done()
         stats.frames = n
+        stats.filtered = filtered
         yield from obs.finish()
     finally:
         stats.connections = obs.connections_done

@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import stat
+import struct
 import threading
 from typing import Callable, Iterator
 
@@ -52,7 +53,8 @@ def _fmt6(raw: bytes) -> str:
 
 
 def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, label: str | None = None,
-        progress=None, stats=None, counters: dict | None = None) -> bool:
+        progress=None, stats=None, counters: dict | None = None, fileobj=None, bpf=None,
+        on_first: Callable[[int], object] | None = None) -> bool:
     """Write every record of one capture as JSON lines through ``write`` (bytes).
 
     As ``rawfin.analysis.records`` gives them, serialized by the jsonl sink; raises
@@ -62,16 +64,22 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     capture is one the lane cannot take: not a regular file (a pipe is read once), or
     timestamps outside 0..2**62 ns (a pcapng can say anything there); the caller then runs
     the reference.
+
+    ``fileobj``: the capture is a stream (standard input, a gzip-compressed file): rawfin.wire.pcapio
+    reads it and the lane takes each frame (``feed_frame``), once; ``on_first(time_ns)`` is called
+    with its first frame's time before anything of it is written. ``bpf``: a
+    :class:`rawfin.wire.bpf.Filter` the lane runs on every frame (libpcap's ``bpf_filter``).
     """
     from rawfin.wire.decode import decode, make_segment
     from rawfin.wire.pcapio import _MAX_BLOCK, caplen_limit, open_capture
     from rawfin.core.segment import Segment
 
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False        # a pipe or a device can be read once only: the reference's
-    except OSError:
-        pass                    # open_capture says what is wrong with it
+    if fileobj is None:
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return False        # a pipe or a device can be read once only: the reference's
+        except OSError:
+            pass                    # open_capture says what is wrong with it
     _table_loaded()
     msl_ns = int(msl_s * SEC)
     obs = Observer(msl_ns=msl_ns, file=label)
@@ -80,12 +88,27 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     eng = _engine.Engine(observer=obs, decode=decode, dumps=to_json, write=write, fmt6=_fmt6,
                          make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
                          hold_ns=obs.hold_ns, file_suffix=suffix, cause_2msl=cause)
-    reader = open_capture(path)
+    reader = open_capture(path, fileobj)
+    if bpf is not None:
+        eng.set_filter(*bpf.for_byte_order(reader.byte_order == "big").lane_args())
     error: CaptureError | None = None
     try:
         iface = reader.interfaces[0] if reader.interfaces else None
         lane_frames = 0         # frames the lane has read itself, when rawfin.wire.pcapio must go on
-        if reader.format == "pcap" and not reader.modified and iface is not None:
+        if fileobj is not None and reader.format == "pcap" and not reader.modified and iface is not None:
+            # a classic pcap stream (`tcpdump -w -`, a .pcap.gz): the lane reads its records from the stream
+            stream = _StreamReader(fileobj, on_first)
+            big = reader.byte_order == "big"
+            head = stream.first(reader.detach(), big, reader.nanosecond)
+            bad = eng.run_pcap("", 0, big, reader.nanosecond, iface.linktype, caplen_limit(iface.snaplen), progress,
+                               stream, head)
+            error = stream.error or (CaptureError(path, bad[0], frame=bad[1]) if bad is not None else None)
+            if stream.error is not None and bad is not None:
+                error = CaptureError(path, stream.error.message, frame=bad[1])
+            status = 0
+        elif fileobj is not None:
+            status = 2
+        elif reader.format == "pcap" and not reader.modified and iface is not None:
             bad = eng.run_pcap(path, 24, reader.byte_order == "big", reader.nanosecond,
                                iface.linktype, caplen_limit(iface.snaplen), progress)
             if bad is not None:
@@ -102,13 +125,19 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
             status = 2
         if status == 2:
             # what only rawfin.wire.pcapio reads (damage, old block types, odd clocks): frame by frame
-            if lane_frames == 0 and not _fits(path):
+            if fileobj is None and lane_frames == 0 and not _fits(path):
                 return False
             feed = eng.feed_frame
             try:
                 for fr in reader:
                     if fr.frame <= lane_frames:
                         continue
+                    if fileobj is not None and not 0 <= fr.time_ns < _TIME_LIMIT:
+                        raise CaptureError(path, "a time stamp beyond what the compiled lane keeps (before 1970 or "
+                                                 "after 2116): read it with --engine python", frame=fr.frame)
+                    if on_first is not None:
+                        on_first(fr.time_ns)
+                        on_first = None
                     feed(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
                     if progress is not None and not fr.frame & 0x3FFF:
                         progress(reader.tell(), fr.frame)
@@ -122,6 +151,7 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
         counters.update(st)
     if stats is not None:
         stats.frames = st["frames"]
+        stats.filtered = st["filtered"]
         stats.tcp = st["tcp"]
         if st["first_time_ns"] is not None:
             stats.first_time = st["first_time_ns"] / 1e9
@@ -135,6 +165,37 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     if error is not None:
         raise error
     return True
+
+
+class _StreamReader:
+    """``read(n)`` for the lane reading a stream: a damaged stream (a gzip error) ends it, its
+    error kept for the caller."""
+
+    def __init__(self, fileobj, on_first) -> None:
+        self.f = fileobj
+        self.on_first = on_first
+        self.error: CaptureError | None = None
+
+    def first(self, head: bytes, big: bool, nano: bool) -> bytes:
+        """``head`` (what was read past the file header), read on until the first record's time
+        is there, which goes to ``on_first``."""
+        if self.on_first is not None:
+            while len(head) < 16:
+                more = self(65536)
+                if not more:
+                    break
+                head += more
+            if len(head) >= 16:
+                sec, frac = struct.unpack_from(">II" if big else "<II", head)
+                self.on_first(sec * SEC + frac * (1 if nano else 1000))
+        return head
+
+    def __call__(self, n: int) -> bytes:
+        try:
+            return self.f.read(n)
+        except CaptureError as e:
+            self.error = e
+            return b""
 
 
 _TIME_LIMIT = 1 << 62
@@ -209,7 +270,7 @@ _DONE = object()
 
 
 def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progress=None,
-            stats=None) -> Iterator[dict]:
+            stats=None, fileobj=None, bpf=None) -> Iterator[dict]:
     """``rawfin.analysis.records`` through the lane: the same dicts, in the same order, as a
     generator (for ``check`` and ``annotate``, which pull their records).
 
@@ -221,7 +282,8 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progres
 
     def work() -> None:
         try:
-            ok = run(path, chunks.put, msl_s=msl_s, label=label, progress=progress, stats=stats)
+            ok = run(path, chunks.put, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj,
+                     bpf=bpf)
             chunks.put((_DONE, ok, None))
         except BaseException as exc:  # handed to the reader, raised there
             chunks.put((_DONE, None, exc))
@@ -244,7 +306,7 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progres
     if not ok:
         from rawfin.capture.analysis import records as reference
 
-        yield from reference(path, msl_s=msl_s, label=label, progress="never", stats=stats)
+        yield from reference(path, msl_s=msl_s, label=label, progress="never", stats=stats, bpf=bpf)
 
 
 def choose(choice: str) -> bool:

@@ -3,51 +3,46 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
-from rawfin.capture.analysis import CaptureStats, ConnFilter, Progress, records
-from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
+from rawfin.capture.analysis import CaptureStats, Progress, records
+from rawfin.capture.sources import Source, from_args, opened
+from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError
 from rawfin.render.sinks import make_sink
 
 
-def _use_engine(args, select: ConnFilter) -> bool:
-    """The compiled lane follows every connection, so it knows nothing of --filter/--conn."""
-    from rawfin.capture import engine
-
-    choice = getattr(args, "engine", "auto")
-    if not engine.choose(choice):
-        return False
-    if select.active:
-        if choice == "c":
-            raise UsageError("--engine c follows every connection: --filter and --conn need --engine python")
-        return False
-    return True
-
-
 def run(args) -> int:
-    select = ConnFilter.parse(args.filter, args.conn)
-    many = len(args.captures) > 1
-    use_engine = _use_engine(args, select)
+    from rawfin.capture import engine
+    from rawfin.wire import bpf
+
+    inputs = from_args(args)
+    select = bpf.parse(args.filter)
+    use_engine = engine.choose(getattr(args, "engine", "auto"))
+    many = len(inputs.sources) > 1
     sink = make_sink(args.format, tablefmt=args.tablefmt, summary=args.summary)
+    only = _only_conn(args.conn)
     failed: list[CaptureError] = []
     all_stats: list[CaptureStats] = []
+    for p in inputs.skipped:
+        if not args.quiet:
+            print(f"rawfin analyze: {p}: not a capture, passed over", file=sys.stderr)
     try:
-        for path in args.captures:
-            if not os.path.exists(path):
-                raise FileNotFoundError(2, "no such file", path)
-            stats = CaptureStats(path=path)
+        for src in inputs.sources:
+            stats = CaptureStats(path=src.name)
             all_stats.append(stats)
-            label = path if many else None
+            label = src.name if many else None
             if hasattr(sink, "origin"):
                 sink.origin = None
             try:
-                if use_engine and _run_engine(path, args, label, stats, sink):
-                    continue
-                for rec in records(path, msl_s=args.msl, label=label, progress=args.progress,
-                                   select=select if select.active else None, stats=stats):
-                    if hasattr(sink, "set_origin") and stats.first_time is not None:
-                        sink.set_origin(stats.first_time)
-                    sink.write(rec)
+                with opened(src) as (name, fileobj):
+                    if use_engine and _run_engine(src, fileobj, args, label, stats, sink, select, only):
+                        continue
+                    for rec in records(name, msl_s=args.msl, label=label, progress=args.progress,
+                                       select=only, stats=stats, fileobj=fileobj, bpf=select):
+                        if hasattr(sink, "set_origin") and stats.first_time is not None:
+                            sink.set_origin(stats.first_time)
+                        sink.write(rec)
             except CaptureError as e:
                 failed.append(e)
                 print(f"rawfin analyze: {e}", file=sys.stderr)
@@ -59,8 +54,9 @@ def run(args) -> int:
         if total:
             print(f"\n{total} connection{'s' if total != 1 else ''}; "
                   f"{server} closed first by the server (TIME_WAIT held on the server's port)")
-    for s in all_stats:
-        print(s.line(), file=sys.stderr)
+    if not args.quiet:
+        for s in all_stats:
+            print(s.line(), file=sys.stderr)
     if failed:
         return EXIT_DATAERR
     if args.conn is not None and all(args.conn >= s.connections for s in all_stats):
@@ -71,27 +67,61 @@ def run(args) -> int:
     return 0
 
 
-def _run_engine(path: str, args, label: str | None, stats: CaptureStats, sink) -> bool:
+class _OnlyConn:
+    """``--conn N``: the records of connection N (and those of no connection, a malformed frame),
+    for the reference (a select on the observer) and the lane (its JSON lines, by their head)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.head = re.compile(rb'^\{"type":"[a-z_]+","conn":(?:%d|null)[,}]' % n)
+        self.rest = b""
+
+    def __call__(self, conn) -> bool:
+        return conn.id == self.n
+
+    def lines(self, write):
+        """A ``write`` for the lane that passes on only the lines of connection N."""
+        head = self.head.match
+
+        def take(chunk: bytes) -> None:
+            lines = (self.rest + chunk).split(b"\n")
+            self.rest = lines.pop()
+            keep = [ln for ln in lines if head(ln)]
+            if keep:
+                write(b"\n".join(keep) + b"\n")
+        return take
+
+
+def _only_conn(n: int | None) -> _OnlyConn | None:
+    return None if n is None else _OnlyConn(n)
+
+
+def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureStats, sink, select, only) -> bool:
     """One capture through the compiled lane; False when the lane cannot take this capture
     (nothing is written then). JSON lines go straight to stdout's bytes; for the other
     formats the records are read back and handed to the sink as the reference's would be."""
     from rawfin.capture import engine
 
-    bar = Progress(os.path.basename(path), engine.size_of(path), args.progress)
-    progress = bar.update if bar.on else None
+    bar = Progress(os.path.basename(src.name), src.size(), args.progress)
+    kw = dict(msl_s=args.msl, label=label, progress=bar.update if bar.on else None, stats=stats, fileobj=fileobj,
+              bpf=select)
     try:
         if args.format == "jsonl":
             sys.stdout.flush()
             out = sys.stdout.buffer
+            write = out.write if only is None else only.lines(out.write)
             try:
-                return engine.run(path, out.write, msl_s=args.msl, label=label, progress=progress, stats=stats)
+                return engine.run(src.name, write, **kw)
             finally:
                 out.flush()
         if hasattr(sink, "set_origin"):
-            first = engine.first_time(path)
-            if first is not None:
-                sink.set_origin(first)
-        return engine.run(path, engine.RecordFeed(sink.write), msl_s=args.msl, label=label, progress=progress,
-                          stats=stats)
+            if fileobj is None:
+                first = engine.first_time(src.name)
+                if first is not None:
+                    sink.set_origin(first)
+            else:
+                kw["on_first"] = lambda t: sink.set_origin(t / 1e9)
+        write = engine.RecordFeed(sink.write)
+        return engine.run(src.name, write if only is None else only.lines(write), **kw)
     finally:
         bar.done()

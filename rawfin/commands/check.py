@@ -54,33 +54,41 @@ def judge(conn: dict, anomalies: list[dict], args) -> list[dict]:
 
 def run(args) -> int:
     from rawfin.capture import engine
+    from rawfin.capture.sources import from_args, opened
+    from rawfin.wire import bpf
 
+    inputs = from_args(args)
+    select = bpf.parse(args.filter)
     source = engine.records if engine.choose(getattr(args, "engine", "auto")) else records
-    many = len(args.captures) > 1
+    many = len(inputs.sources) > 1
     rows: list[list] = []
     failed_conns = 0
     total = 0
     damaged: list[CaptureError] = []
     missing: list[str] = []
-    for path in args.captures:
+    for src in inputs.sources:
+        path = src.name
         pending: dict[int, list[dict]] = {}
         stats = CaptureStats(path=path)
         try:
-            for rec in source(path, msl_s=args.msl, label=path if many else None, stats=stats):
-                if rec["type"] == "anomaly":
-                    pending.setdefault(rec["conn"], []).append(rec)
-                elif rec["type"] == "connection":
-                    total += 1
-                    fails = judge(rec, pending.pop(rec["conn"], []), args)
-                    if fails:
-                        failed_conns += 1
-                    if args.format == "jsonl":
-                        out = dict(rec, check="fail" if fails else "pass", failures=fails)
-                        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
-                    for f in fails:
-                        where = f"{os.path.basename(path)}#{rec['conn']}" if many else str(rec["conn"])
-                        rows.append([where, f["frame"], f"{rec['client']} → {rec['server']}", f["problem"],
-                                     f["detail"]])
+            with opened(src) as (name, fileobj):
+                recs = source(name, msl_s=args.msl, label=path if many else None, stats=stats, fileobj=fileobj,
+                              bpf=select)
+                for rec in recs:
+                    if rec["type"] == "anomaly":
+                        pending.setdefault(rec["conn"], []).append(rec)
+                    elif rec["type"] == "connection":
+                        total += 1
+                        fails = judge(rec, pending.pop(rec["conn"], []), args)
+                        if fails:
+                            failed_conns += 1
+                        if args.format == "jsonl":
+                            out = dict(rec, check="fail" if fails else "pass", failures=fails)
+                            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+                        for f in fails:
+                            where = f"{os.path.basename(path)}#{rec['conn']}" if many else str(rec["conn"])
+                            rows.append([where, f["frame"], f"{rec['client']} → {rec['server']}", f["problem"],
+                                         f["detail"]])
         except CaptureError as e:
             damaged.append(e)
             print(f"rawfin check: {e}", file=sys.stderr)
@@ -97,7 +105,7 @@ def run(args) -> int:
             print(f"{verdict}: {total - failed_conns} of {total} connection{'s' if total != 1 else ''} "
                   f"closed cleanly")
         else:
-            print("FAIL: no TCP connection in the capture" + ("s" if len(args.captures) > 1 else ""))
+            print("FAIL: no TCP connection in the capture" + ("s" if many else ""))
     elif args.format == "csv":
         import csv
         w = csv.writer(sys.stdout)

@@ -4,10 +4,8 @@ The sniffer is an ``AF_PACKET``/``SOCK_DGRAM`` socket (frames arrive as raw
 IP packets, whatever the link), stamped by the kernel (``SO_TIMESTAMPNS``,
 CLOCK_REALTIME). On a loopback device each packet is seen twice (going out
 and coming in); the outgoing copy is dropped, as libpcap does. The capture
-filter is compiled to BPF by libpcap (through Scapy) when libpcap is
-installed; otherwise rawfin applies a small filter language of its own:
-``tcp``, ``host A``, ``port N``, ``src|dst host A``, ``src|dst port N``,
-joined by ``and``.
+filter is tcpdump's language, compiled to BPF by libpcap (rawfin.wire.bpf) and
+run in the kernel on the socket; without libpcap only the default ``tcp`` works.
 
 With ``kernel_truth`` a :class:`rawfin.linux.kernel.Tracer` records the kernel's
 own state changes; they are matched to the wire-inferred transitions of the
@@ -19,18 +17,17 @@ interpreted, so that the frames that caused them have been read first.
 from __future__ import annotations
 
 import os
-import re
 import select
 import signal
 import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from rawfin.core.errors import PrivilegeError, UsageError
-from rawfin.core.segment import Segment, norm_ip
+from rawfin.core.segment import Segment
 
 ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35
@@ -46,75 +43,17 @@ HOLD_NS = 60_000_000     # kernel events wait this long for the frames that caus
 
 # -- the capture filter ----------------------------------------------------------
 
-_TERM = re.compile(r"^(?:(src|dst)\s+)?(host|port)\s+(\S+)$")
+def compile_filter(expr: str) -> bytes | None:
+    """The kernel-format BPF program for ``expr`` on raw IP frames (what an AF_PACKET/SOCK_DGRAM
+    socket sees), compiled by libpcap (rawfin.wire.bpf); None when ``expr`` is plain ``tcp`` and
+    libpcap is missing (only TCP segments are decoded anyway). Any other expression without
+    libpcap, or one libpcap rejects, is a UsageError saying which."""
+    from rawfin.wire import bpf
 
-
-@dataclass
-class SimpleFilter:
-    """rawfin's own filter language, used when libpcap cannot compile BPF."""
-
-    terms: list = field(default_factory=list)   # (direction or None, "host"/"port", value)
-    expr: str = ""
-
-    @classmethod
-    def parse(cls, expr: str) -> "SimpleFilter":
-        f = cls(expr=expr)
-        text = (expr or "").strip()
-        if not text:
-            return f
-        for term in re.split(r"\s+and\s+", text):
-            term = term.strip().strip("()").strip()
-            if term in ("tcp", "ip", "ip6"):
-                continue
-            m = _TERM.match(term)
-            if not m:
-                raise UsageError(f"cannot read filter term {term!r}: without libpcap rawfin understands "
-                                 "'tcp', '[src|dst] host ADDR', '[src|dst] port N', joined by 'and'")
-            d, what, val = m.groups()
-            if what == "host":
-                try:
-                    val = norm_ip(val)
-                except ValueError:
-                    raise UsageError(f"filter: {val!r} is not an IP address") from None
-            else:
-                if not val.isdigit() or int(val) > 65535:
-                    raise UsageError(f"filter: {val!r} is not a port number")
-                val = int(val)
-            f.terms.append((d, what, val))
-        return f
-
-    def __call__(self, seg: Segment) -> bool:
-        for d, what, val in self.terms:
-            if what == "host":
-                src, dst = seg.src == val, seg.dst == val
-            else:
-                src, dst = seg.sport == val, seg.dport == val
-            ok = src if d == "src" else dst if d == "dst" else (src or dst)
-            if not ok:
-                return False
-        return True
-
-
-def compile_bpf(expr: str) -> bytes | None:
-    """A ``struct sock_fprog``-ready program for ``expr`` (raw IP link type), or None
-    when libpcap is not available. Raises UsageError when libpcap rejects ``expr``."""
-    try:
-        from scapy.arch.common import compile_filter
-        from scapy.error import Scapy_Exception
-    except Exception:
+    if not bpf.available() and expr.strip() == "tcp":
         return None
-    try:
-        prog = compile_filter(expr, linktype=LINKTYPE_RAW)
-    except ImportError:
-        return None
-    except (Scapy_Exception, OSError) as e:
-        if "libpcap is not available" in str(e):
-            return None
-        raise UsageError(f"bad capture filter {expr!r}: {e}") from None
-    import ctypes
-    n = int(prog.bf_len)
-    insns = ctypes.string_at(ctypes.addressof(prog.bf_insns.contents), n * 8)
-    return insns
+    bpf.require("-f/--filter")
+    return bpf.compile_insns(expr, LINKTYPE_RAW)
 
 
 class _Fprog:
@@ -151,17 +90,15 @@ class Sniffer:
                                  "run with sudo or `setcap cap_net_raw+ep` on the Python interpreter") from None
         self.sock = s
         self.filter_how = "none"
-        self.py_filter: SimpleFilter | None = None
         try:
             if bpf:
-                insns = compile_bpf(bpf)
+                insns = compile_filter(bpf)
                 if insns is not None:
                     fp = _Fprog(insns)
                     s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fp.packed)
-                    self.filter_how = "bpf (libpcap)"
+                    self.filter_how = "bpf (libpcap), in the kernel"
                 else:
-                    self.py_filter = SimpleFilter.parse(bpf)
-                    self.filter_how = "rawfin's own filter (no libpcap)"
+                    self.filter_how = "none: libpcap is not installed; TCP segments only"
             s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             try:
@@ -345,7 +282,6 @@ class Live:
                 self.interp = Interpreter(peer_fin_seen=self._peer_fin_seen)
             self.sniffer = Sniffer(interface, bpf)
             self.filter_how = self.sniffer.filter_how
-            self.py_filter = self.sniffer.py_filter
             if write:
                 from rawfin.wire.pcapio import PcapWriter
                 self.writer = PcapWriter(write, linktype=LINKTYPE_RAW, nanosecond=True)
@@ -365,7 +301,7 @@ class Live:
     def _on_frame(self, data: bytes, orig_len: int, ts: int) -> None:
         self.frames += 1
         seg = self._decode(data, orig_len, self.frames, ts)
-        if seg is None or (self.py_filter is not None and not self.py_filter(seg)):
+        if seg is None:
             self.skipped += 1
             return
         self.segments += 1

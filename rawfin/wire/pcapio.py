@@ -388,6 +388,16 @@ class CaptureReader:
             return self._iter_pcap()
         return self._iter_pcapng()
 
+    def detach(self) -> bytes:
+        """Hand the rest of the capture to another reader (the compiled lane reading a stream):
+        returns the bytes already read past the file header (a classic pcap's records from the
+        first on); the file object reads on from there. The reader cannot be iterated after."""
+        if self._iterated or self.format != "pcap":
+            raise RuntimeError("detach() is for a classic pcap not yet iterated")
+        self._iterated = True
+        head, self._head = self._head, b""
+        return head
+
     def _error(self, message: str, frame: int | None) -> CaptureError:
         return CaptureError(self.path, message, frame=frame)
 

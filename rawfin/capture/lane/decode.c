@@ -15,6 +15,11 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
                     int64_t time_ns) {
     e->frames++;
     if (!e->have_first) { e->first_time = time_ns; e->have_first = 1; }
+    if (e->filter.run) {
+        int pass = filter_pass(&e->filter, linktype, d, n, orig_len);
+        if (pass < 0) return -1;
+        if (!pass) { e->filtered++; return 0; }
+    }
     int64_t off = -1;
     int et = 0, nv = 0;
     uint16_t vl[MAXVLAN];

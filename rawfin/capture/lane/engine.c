@@ -34,6 +34,9 @@ typedef struct {
     /* the per-event scratch of transitions (to tell refused connections) */
     int rst_from_syn_sent;
     conn_t *free_list;
+    /* --filter */
+    filter_t filter;
+    int64_t filtered;
 } Engine;
 
 static const char *CLOSE_NAMES[8] = {"refused", "reset", "none", "incomplete", "simultaneous", "half_close",

@@ -62,6 +62,7 @@ static void Engine_dealloc(Engine *e) {
     free(e->aout);
     Py_XDECREF(e->obs); Py_XDECREF(e->decode); Py_XDECREF(e->dumps); Py_XDECREF(e->write);
     Py_XDECREF(e->fmt6); Py_XDECREF(e->make_seg); Py_XDECREF(e->pytimers);
+    filter_clear(&e->filter);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
@@ -85,8 +86,8 @@ static inline uint32_t rd32(const uint8_t *p, int big) {
 
 /* A capture reader's buffer: keep the unread tail, make room for ``need`` bytes, read more.
    Returns the bytes read (0 at the end of the file), -1 with an exception set. */
-static Py_ssize_t refill(FILE *f, uint8_t **buf, size_t *cap, size_t *have, size_t *pos, int64_t *consumed,
-                         size_t need) {
+static Py_ssize_t refill(FILE *f, PyObject *reader, uint8_t **buf, size_t *cap, size_t *have, size_t *pos,
+                         int64_t *consumed, size_t need) {
     memmove(*buf, *buf + *pos, *have - *pos);
     *consumed += (int64_t)*pos;
     *have -= *pos;
@@ -97,8 +98,21 @@ static Py_ssize_t refill(FILE *f, uint8_t **buf, size_t *cap, size_t *have, size
         *buf = nb;
         *cap = need;
     }
-    size_t got = fread(*buf + *have, 1, *cap - *have, f);
-    if (got == 0 && ferror(f)) { PyErr_SetFromErrno(PyExc_OSError); return -1; }
+    size_t got;
+    if (reader) {               /* a stream: reader(n) -> at most n bytes, b"" at its end */
+        PyObject *b = PyObject_CallFunction(reader, "n", (Py_ssize_t)(*cap - *have));
+        if (!b) return -1;
+        char *raw;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(b, &raw, &len) < 0) { Py_DECREF(b); return -1; }
+        if ((size_t)len > *cap - *have) len = (Py_ssize_t)(*cap - *have);
+        memcpy(*buf + *have, raw, (size_t)len);
+        Py_DECREF(b);
+        got = (size_t)len;
+    } else {
+        got = fread(*buf + *have, 1, *cap - *have, f);
+        if (got == 0 && ferror(f)) { PyErr_SetFromErrno(PyExc_OSError); return -1; }
+    }
     *have += got;
     return (Py_ssize_t)got;
 }
@@ -121,22 +135,44 @@ static PyObject *corrupt_record(uint32_t caplen, int64_t frame) {
                                                       caplen), (long long)frame);
 }
 
-/* run_pcap(path, offset, big, nano, linktype, limit, progress) -> None or (message, frame)
-   A classic pcap read here, with the checks and messages of rawfin.pcapio's reader. */
+static void close_src(FILE *f) { if (f) fclose(f); }
+
+/* run_pcap(path, offset, big, nano, linktype, limit, progress[, reader, head]) -> None or (message, frame)
+   A classic pcap read here, with the checks and messages of rawfin.pcapio's reader.
+   With ``reader`` (a callable n -> bytes) the records come from a stream instead of ``path``:
+   ``head`` is what was already read of it after the file header. */
 static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
     int big, nano, lt;
     long long offset, limit;
-    PyObject *progress, *path;
-    if (!PyArg_ParseTuple(args, "O&LpiiLO", PyUnicode_FSConverter, &path, &offset, &big, &nano, &lt, &limit,
-                          &progress))
+    PyObject *progress, *path, *reader = Py_None;
+    Py_buffer head = {0};
+    if (!PyArg_ParseTuple(args, "O&LpiiLO|Oy*", PyUnicode_FSConverter, &path, &offset, &big, &nano, &lt, &limit,
+                          &progress, &reader, &head))
         return NULL;
-    FILE *f = fopen(PyBytes_AS_STRING(path), "rb");
-    if (!f) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); Py_DECREF(path); return NULL; }
+    FILE *f = NULL;
+    if (reader == Py_None) {
+        reader = NULL;
+        f = fopen(PyBytes_AS_STRING(path), "rb");
+        if (!f) {
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+            Py_DECREF(path);
+            PyBuffer_Release(&head);
+            return NULL;
+        }
+        if (fseeko(f, (off_t)offset, SEEK_SET) != 0) {
+            fclose(f);
+            Py_DECREF(path);
+            PyBuffer_Release(&head);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+    }
     Py_DECREF(path);
-    if (fseeko(f, (off_t)offset, SEEK_SET) != 0) { fclose(f); return PyErr_SetFromErrno(PyExc_OSError); }
     size_t cap = 1 << 22, have = 0, pos = 0;
+    if ((size_t)head.len > cap) cap = (size_t)head.len;
     uint8_t *buf = malloc(cap);
-    if (!buf) { fclose(f); return PyErr_NoMemory(); }
+    if (!buf) { close_src(f); PyBuffer_Release(&head); return PyErr_NoMemory(); }
+    if (head.len) { memcpy(buf, head.buf, (size_t)head.len); have = (size_t)head.len; }
+    PyBuffer_Release(&head);
     int64_t frame = 0, consumed = offset;
     int64_t frac_mul = nano ? 1 : 1000;
     PyObject *result = NULL;
@@ -165,7 +201,7 @@ static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
             }
             need = 16 + (size_t)caplen;
         }
-        Py_ssize_t got = refill(f, &buf, &cap, &have, &pos, &consumed, need);
+        Py_ssize_t got = refill(f, reader, &buf, &cap, &have, &pos, &consumed, need);
         if (got < 0) goto fail;
         if (got == 0) {
             if (!have) { result = Py_None; Py_INCREF(result); goto done; }
@@ -182,12 +218,12 @@ static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
     }
 done:
     free(buf);
-    fclose(f);
+    close_src(f);
     if (result && out_flush(e) < 0) { Py_DECREF(result); return NULL; }
     return result;
 fail:
     free(buf);
-    fclose(f);
+    close_src(f);
     return NULL;
 }
 
@@ -232,7 +268,7 @@ static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
             if (need < 12 || need % 4 || (long long)need > max_block) { status = 2; break; }
         }
         if (pos + need > have) {                /* more bytes: the whole block in the buffer */
-            Py_ssize_t got = refill(f, &buf, &cap, &have, &pos, &consumed, need);
+            Py_ssize_t got = refill(f, NULL, &buf, &cap, &have, &pos, &consumed, need);
             if (got < 0) goto fail;
             if (got == 0) {
                 if (have) status = 2;          /* cut short: rawfin.pcapio says how */
@@ -323,6 +359,19 @@ fail:
     return NULL;
 }
 
+/* set_filter(address of libpcap's bpf_filter, compile(linktype) -> program bytes): --filter */
+static PyObject *Engine_set_filter(Engine *e, PyObject *args) {
+    unsigned long long addr;
+    PyObject *compile;
+    if (!PyArg_ParseTuple(args, "KO", &addr, &compile)) return NULL;
+    if (!addr || !PyCallable_Check(compile)) { PyErr_SetString(PyExc_ValueError, "set_filter(address, compile)"); return NULL; }
+    filter_clear(&e->filter);
+    Py_INCREF(compile);
+    e->filter.compile = compile;
+    e->filter.run = (bpf_fn)(uintptr_t)addr;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_finish(Engine *e, PyObject *unused) {
     if (finish_all(e) < 0) return NULL;
     Py_RETURN_NONE;
@@ -339,7 +388,8 @@ static PyObject *Engine_stats(Engine *e, PyObject *unused) {
     }
     PyObject *first = e->have_first ? PyLong_FromLongLong(e->first_time) : Py_NewRef(Py_None);
     if (!first) { Py_DECREF(bc); return NULL; }
-    return Py_BuildValue("{s:L,s:L,s:N,s:L,s:L,s:N,s:L,s:L,s:L}", "frames", (long long)e->frames, "tcp",
+    return Py_BuildValue("{s:L,s:L,s:L,s:N,s:L,s:L,s:N,s:L,s:L,s:L}", "frames", (long long)e->frames,
+                         "filtered", (long long)e->filtered, "tcp",
                          (long long)e->tcp, "first_time_ns", first, "connections", (long long)e->done,
                          "server_active_closes", (long long)e->server_active, "by_close", bc, "python_calls",
                          (long long)e->py_calls, "handoffs", (long long)e->handoffs, "now", (long long)e->now);
@@ -349,6 +399,7 @@ static PyMethodDef Engine_methods[] = {
     {"feed_frame", (PyCFunction)Engine_feed_frame, METH_VARARGS, "One captured frame."},
     {"run_pcap", (PyCFunction)Engine_run_pcap, METH_VARARGS, "Every frame of a classic pcap file."},
     {"run_pcapng", (PyCFunction)Engine_run_pcapng, METH_VARARGS, "The frames of a common pcapng file."},
+    {"set_filter", (PyCFunction)Engine_set_filter, METH_VARARGS, "--filter: libpcap's bpf_filter and the programs."},
     {"finish", (PyCFunction)Engine_finish, METH_NOARGS, "The end of the capture."},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Counts, for the summary line."},
     {NULL}};

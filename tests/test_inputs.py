@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import shared_corpus
 from rawfin import cli
 from rawfin.capture import engine
 from rawfin.capture.analysis import CaptureStats, records
@@ -25,8 +25,7 @@ from rawfin.wire import bpf
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = ROOT / "captures"
-CORPUS = (Path(os.environ["RAWFIN_CORPUS"]) if os.environ.get("RAWFIN_CORPUS") else
-          ROOT.parent / "shared" / "corpus") / "captures"
+CORPUS = shared_corpus.CAPTURES
 
 needs_libpcap = pytest.mark.skipif(not bpf.available(), reason="libpcap is not installed (Debian: libpcap0.8)")
 needs_tcpdump = pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")

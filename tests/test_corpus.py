@@ -517,9 +517,12 @@ def test_filter_port_narrows_output():
     conns = [r for r in recs if r["type"] == "connection"]
     assert {(r["file"], r["conn"]) for r in conns} == {(paths[1], 0), (paths[1], 1), (paths[1], 2)}
     assert {r["file"] for r in recs} == {paths[1]}
+    # only that connection's frames are analysed: it is the one connection, numbered 0
     one = run_rawfin(paths[2], "--format", "jsonl", "--filter", "host 129.187.139.43 and port 9991")
     recs = [json.loads(line) for line in one.stdout.splitlines()]
-    assert recs and {r["conn"] for r in recs} == {1}
+    assert recs and {r["conn"] for r in recs} == {0}
+    whole = [r for r in analyze("nDPI__z3950.pcapng")[1] if r["conn"] == 1]
+    assert [dict(r, conn=1) for r in recs] == whole
 
 
 def test_conn_narrows_output():

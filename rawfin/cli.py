@@ -69,6 +69,24 @@ def seqno(text: str) -> int:
     return v
 
 
+def duration(text: str) -> float:
+    """argparse type: a time span above 0: '1s', '500ms', '2m', '1h', or plain seconds."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+    t = text.strip().lower()
+    num, unit = t, "s"
+    for u in sorted(units, key=len, reverse=True):
+        if t.endswith(u):
+            num, unit = t[: -len(u)], u
+            break
+    try:
+        v = float(num) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time span (try 1s, 500ms, 5m)") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a span above 0")
+    return v
+
+
 def count(text: str) -> int:
     """argparse type: an integer >= 0."""
     try:
@@ -161,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only connection N (numbered from 0 in each capture, as the output names them)")
     a.add_argument("-q", "--quiet", action="store_true",
                    help="no per-capture statistics on stderr (frames, segments, connections)")
+    a.add_argument("--by", choices=("server", "client", "host"), default=None,
+                   help="the pile-up view: one row per server address:port (client: per client address; host: "
+                        "per address, any role): connections, closes, who closed first, sockets in TIME_WAIT and "
+                        "CLOSE_WAIT at the end and at the worst moment, the longest CLOSE_WAIT (default: off)")
+    a.add_argument("--interval", type=duration, default=None, metavar="SPAN",
+                   help="with --by: also a time series, one sample per group and SPAN of capture time "
+                        "('1s', '500ms', '1m'; default: none)")
+    a.add_argument("--plot", metavar="FILE.svg", default=None,
+                   help="with --by: draw TIME_WAIT and CLOSE_WAIT over time per group as an SVG (default: none)")
     a.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
     a.add_argument("--progress", choices=("auto", "always", "never"), default="auto",

@@ -8,7 +8,7 @@ import sys
 
 from rawfin.capture.analysis import CaptureStats, Progress, records
 from rawfin.capture.sources import Source, from_args, opened
-from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError
+from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
 from rawfin.render.sinks import make_sink
 
 
@@ -20,7 +20,7 @@ def run(args) -> int:
     select = bpf.parse(args.filter)
     use_engine = engine.choose(getattr(args, "engine", "auto"))
     many = len(inputs.sources) > 1
-    sink = make_sink(args.format, tablefmt=args.tablefmt, summary=args.summary)
+    sink = _sink(args)
     only = _only_conn(args.conn)
     failed: list[CaptureError] = []
     all_stats: list[CaptureStats] = []
@@ -67,6 +67,20 @@ def run(args) -> int:
     return 0
 
 
+def _sink(args):
+    by = getattr(args, "by", None)
+    if by is None:
+        for opt in ("interval", "plot"):
+            if getattr(args, opt, None) is not None:
+                raise UsageError(f"--{opt} goes with --by server|client|host")
+        return make_sink(args.format, tablefmt=args.tablefmt, summary=args.summary)
+    if args.summary:
+        raise UsageError("--summary and --by are two views: choose one")
+    from rawfin.render.pileup import PileupSink
+
+    return PileupSink(args.format, by=by, interval_s=args.interval, tablefmt=args.tablefmt, plot=args.plot)
+
+
 class _OnlyConn:
     """``--conn N``: the records of connection N (and those of no connection, a malformed frame),
     for the reference (a select on the observer) and the lane (its JSON lines, by their head)."""
@@ -106,7 +120,7 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
     kw = dict(msl_s=args.msl, label=label, progress=bar.update if bar.on else None, stats=stats, fileobj=fileobj,
               bpf=select)
     try:
-        if args.format == "jsonl":
+        if args.format == "jsonl" and getattr(args, "by", None) is None:
             sys.stdout.flush()
             out = sys.stdout.buffer
             write = out.write if only is None else only.lines(out.write)

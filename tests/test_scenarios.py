@@ -32,6 +32,18 @@ def test_scenario_meets_its_expectations(name):
     assert scenarios.check(scn, pair) == []
 
 
+def test_expectations_can_fail():
+    import dataclasses
+    scn = scenarios.builtin("lost-final-ack")
+    pair = scenarios.run(scn)
+    wrong = dataclasses.replace(scn, expect={"final": {"server": "TIME_WAIT"}, "retransmissions": 0, "dropped": 2,
+                                             "refused": 1, "segments": 1, "states": ["client SYN_SENT CLOSED"]})
+    checks = scenarios.judge(wrong, scenarios.Facts(pair))
+    assert [c.ok for c in checks] == [False] * 6
+    assert checks[0].detail == "got CLOSED" and checks[-1].detail.startswith("client: SYN_SENT → ESTABLISHED")
+    assert len(scenarios.check(wrong, pair)) == 6
+
+
 def test_list(capsys):
     assert main(["scenario", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -146,6 +146,11 @@ class Segment:
         return bool(self.flags & 16)
 
     @property
+    def pure_ack(self) -> bool:
+        """An ACK alone: the ACK flag without SYN, FIN or RST, and no data."""
+        return self.flags & 0x17 == 0x10 and not self.data_len
+
+    @property
     def ipv6(self) -> bool:
         return ":" in self.src
 

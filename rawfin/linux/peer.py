@@ -23,7 +23,6 @@ import errno
 import random
 import select
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,29 +33,10 @@ from rawfin.core.errors import RawfinError, UsageError
 from rawfin.core.events import Result
 from rawfin.core.segment import Segment
 from rawfin.core.states import State
+from rawfin.sim.scenarios import Check
 
 KERNEL = ("192.0.2.1", 80)
 RAWFIN_IP = "192.0.2.2"
-
-
-def end_kernel_socket(s: socket.socket, call: str, data: bytes = b"") -> bool:
-    """The kernel application's close(), shutdown(SHUT_WR) or abort() (SO_LINGER 0) on ``s``.
-
-    ``data`` rides on the FIN (corked, so the FIN joins the queued bytes). True when ``s``
-    is closed, so the caller forgets it.
-    """
-    if call == "abort":
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        s.close()
-        return True
-    if data:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        s.send(data)
-    if call == "shutdown":
-        s.shutdown(socket.SHUT_WR)
-        return False
-    s.close()
-    return True
 
 
 class PeerTimeout(RawfinError):
@@ -83,13 +63,6 @@ class Rule:
             self.hits += 1
             return True
         return False
-
-
-@dataclass
-class Check:
-    what: str
-    ok: bool | None      # None: could not be judged (no kernel truth)
-    detail: str = ""
 
 
 @dataclass
@@ -452,15 +425,11 @@ def scenario(name: str, description: str, **opts):
     return deco
 
 
-def _pure_ack(seg: Segment) -> bool:
-    return seg.has_ack and not (seg.fin or seg.syn or seg.rst or seg.data_len)
-
-
 @scenario("lost-final-ack",
           "rawfin closes first and loses its final ACK: the kernel in LAST_ACK retransmits its FIN after its "
           "RTO, rawfin in TIME_WAIT ACKs it again, the kernel reaches CLOSED")
 def lost_final_ack(r: PeerRun) -> None:
-    r.rules.append(Rule("out", "rawfin's final ACK", lambda s, run: _pure_ack(s) and run.ep.state is State.TIME_WAIT))
+    r.rules.append(Rule("out", "rawfin's final ACK", lambda s, run: s.pure_ack and run.ep.state is State.TIME_WAIT))
     r.establish()
     r.apply(r.ep.close(time.time_ns()))
     r.wait(r.kernel_read, BOUND, "the kernel to read EOF")
@@ -509,7 +478,7 @@ def simultaneous_close(r: PeerRun) -> None:
           "the kernel in TIME_WAIT ACKs it again")
 def timewait_refin(r: PeerRun) -> None:
     r.rules.append(Rule("in", "the kernel's final ACK",
-                        lambda s, run: _pure_ack(s) and run.ep.state is State.LAST_ACK))
+                        lambda s, run: s.pure_ack and run.ep.state is State.LAST_ACK))
     r.establish()
     r.ksock.close()
     r.ksock = None
@@ -523,7 +492,7 @@ def timewait_refin(r: PeerRun) -> None:
     refin = [s for s in r.out.segments if s.direction == "rawfin → kernel" and s.seg.fin
              and s.note == "retransmission"]
     r.check("rawfin retransmitted its FIN", bool(refin))
-    acks = [s for s in r.out.segments if s.direction == "kernel → rawfin" and _pure_ack(s.seg)
+    acks = [s for s in r.out.segments if s.direction == "kernel → rawfin" and s.seg.pure_ack
             and s.seg.ack == r.ep.snd_nxt]
     r.check("the kernel (TIME_WAIT) ACKed the FIN again", len(acks) >= 2, f"{len(acks)} ACKs of rawfin's FIN")
     r.check("rawfin went LAST_ACK → CLOSED", r.out.rawfin[-1].to is State.CLOSED)
@@ -567,7 +536,7 @@ def seq_wraparound(r: PeerRun) -> None:
     r.settle()
     r.check("rawfin's FIN is at 2**32-1", fin.seq == 2**32 - 1, fin.describe())
     acks = [s.seg.ack for s in r.out.segments if s.direction == "kernel → rawfin" and s.seg.has_ack
-            and (s.seg.fin or _pure_ack(s.seg))]
+            and (s.seg.fin or s.seg.pure_ack)]
     r.check("the kernel acknowledged it with ack=0", 0 in acks, f"kernel acks {sorted(set(acks))}")
     r.kernel_check("the kernel went CLOSE_WAIT → LAST_ACK → CLOSED",
                    lambda p: p[-3:] == ["CLOSE_WAIT", "LAST_ACK", "CLOSED"])

@@ -37,20 +37,21 @@ import heapq
 import itertools
 import random
 import select
-import socket
 import time
 from dataclasses import dataclass
 
 from rawfin.core import seq as sq
 from rawfin.core.units import US
-from rawfin.sim.emulator import DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, ISN_STEP, Link
+from rawfin.sim.emulator import DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, Link
+from rawfin.sim.host import AddressInUse, Host, HostError, Step, is_final_ack, perform
 from rawfin.core.units import MS, SEC
-from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.endpoint import Config
 from rawfin.core.errors import StateError, UsageError
-from rawfin.core.events import Anomaly, Result
-from rawfin.linux.peer import KERNEL, Outcome, PeerRun, end_kernel_socket
-from rawfin.sim.scenarios import Call, Scenario, ScenarioError
-from rawfin.core.segment import Flags, Segment, fmt_endpoint
+from rawfin.core.events import Anomaly
+from rawfin.linux.kernelapp import KernelApp
+from rawfin.linux.peer import KERNEL, Outcome, PeerRun
+from rawfin.sim.scenarios import Call, Facts, Scenario, ScenarioError, judge
+from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import Input, State
 
 HORIZON_S = 10.0      # calls later than this are not made (the kernel's TIME_WAIT lasts 60 s)
@@ -62,113 +63,6 @@ _BUSY_KERNEL = ("SYN_SENT", "SYN_RECV", "FIN_WAIT1", "CLOSING", "LAST_ACK")   # 
 
 def other(side: str) -> str:
     return "client" if side == "server" else "server"
-
-
-def _pure_ack(seg: Segment) -> bool:
-    return seg.has_ack and not (seg.data_len or seg.flags & (Flags.SYN | Flags.FIN | Flags.RST))
-
-
-# -- rawfin's side: a small host over Endpoints, as the emulator's Host does it ------------
-
-class RawfinHost:
-    """rawfin's connections and listener on its side of the TUN device (one address, one port)."""
-
-    def __init__(self, run: "FileRun", side: str, addr: tuple[str, int], config: Config, isn: int) -> None:
-        self.run = run
-        self.side = side
-        self.addr = addr
-        self.config = config
-        self.next_isn = sq.wrap(isn)
-        self.endpoints: list[Endpoint] = []
-        self.table: dict[tuple, Endpoint] = {}
-        self.listener: Endpoint | None = None
-        self.current: Endpoint | None = None
-        self.refused = 0
-
-    @property
-    def ready(self) -> bool:
-        return self.current is not None and self.current.state not in _OPENING
-
-    def _new(self, iss: int | None) -> Endpoint:
-        if iss is not None:
-            self.next_isn = sq.wrap(iss)
-        ep = Endpoint(local=self.addr, iss=self.next_isn, config=self.config)
-        self.next_isn = sq.add(self.next_isn, ISN_STEP)
-        self.endpoints.append(ep)
-        return ep
-
-    def _bind_ok(self, call: str, reuse_addr: bool, now: int) -> bool:
-        for ep in self.endpoints:
-            if ep.state is State.CLOSED or (reuse_addr and ep.state is not State.LISTEN):
-                continue
-            self.refused += 1
-            msg = f"{call} refused: EADDRINUSE, {ep.name} ↔ {ep.peer_name} is in {ep.state.name}"
-            self.run.out.anomalies.append(Anomaly(endpoint=fmt_endpoint(*self.addr), kind="address_in_use",
-                                                  detail=msg, time_ns=now))
-            return False
-        return True
-
-    def listen(self, c: Call, now: int) -> None:
-        if not self._bind_ok("listen()", c.reuse_addr, now):
-            return
-        ep = self._new(c.isn)
-        self.listener = ep
-        self.run.absorb(ep, ep.listen(now), now)
-
-    def close_listener(self, now: int) -> None:
-        if self.listener is None:
-            raise StateError("close-listener", State.CLOSED, "there is no listener")
-        ep, self.listener = self.listener, None
-        self.run.absorb(ep, ep.close(now), now)
-
-    def connect(self, c: Call, remote: tuple[str, int], now: int) -> None:
-        if not self._bind_ok(f"connect({fmt_endpoint(*remote)})", False, now):
-            return
-        ep = self._new(c.isn)
-        self.table[remote] = ep
-        self.current = ep
-        self.run.fin_at.pop((self.run.kernel, self.run.local), None)
-        self.run.absorb(ep, ep.connect(remote, now), now)
-
-    def deliver(self, seg: Segment, now: int) -> None:
-        key = (seg.src, seg.sport)
-        ep = self.table.get(key)
-        if ep is not None and ep.state is not State.CLOSED:
-            res = ep.receive(seg, now)
-            self.run.absorb(ep, res, now)
-            if not any(t.input is Input.RCV_NEW_SYN for t in res.transitions):
-                return
-        lst = self.listener
-        if lst is not None and seg.syn and not seg.has_ack and not seg.rst:
-            self.table[key] = lst
-            self.current = lst
-            fresh = self._new(None)          # a fresh listening socket takes its place, silently
-            fresh.listen(now)
-            self.listener = fresh
-            self.run.fin_at.pop((self.run.kernel, self.run.local), None)
-            self.run.absorb(lst, lst.receive(seg, now), now)
-            return
-        ghost = Endpoint(local=self.addr, config=self.config)     # a closed port: RST
-        self.run.absorb(ghost, ghost.receive(seg, now), now)
-
-    def call(self, c: Call, now: int) -> None:
-        ep = self.current
-        if c.call == "listen":
-            self.listen(c, now)
-        elif c.call == "close-listener":
-            self.close_listener(now)
-        elif c.call == "connect":
-            self.connect(c, self.run.kernel, now)
-        elif ep is None:
-            raise StateError(c.call, State.CLOSED, "there is no connection")
-        elif c.call == "send":
-            self.run.absorb(ep, ep.send(c.data, now), now)
-        elif c.call == "close":
-            self.run.absorb(ep, ep.close(now, c.data), now)
-        elif c.call == "shutdown":
-            self.run.absorb(ep, ep.shutdown(now), now)
-        elif c.call == "abort":
-            self.run.absorb(ep, ep.abort(now), now)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -212,7 +106,8 @@ class FileRun(PeerRun):
         side = getattr(scn, self.rside)
         isn = side.isn if side.isn is not None else (DEFAULT_ISN_CLIENT if self.rside == "client"
                                                      else DEFAULT_ISN_SERVER)
-        self.host = RawfinHost(self, self.rside, self.local, self.rcfg, isn)
+        self.host = Host(self.rside, self.local, self.rcfg, isn)
+        self.r_refused = 0
         self.link = Link(delay_ns=scn.delay_ns if scn.delay_ns is not None else DEFAULT_DELAY_NS,
                          faults=scn.faults, seed=scn.seed)
         self.sent: list[_Sent] = []
@@ -227,10 +122,7 @@ class FileRun(PeerRun):
         self.k_copies: dict[tuple, int] = {}
         self.kernel_retrans_wire = 0
         self.k_refused = 0
-        self.k_socks: list[socket.socket] = []     # every kernel socket made, closed at the end
-        self.k_connecting = False
-        self.k_eof = False
-        self.had_kernel_conn = False
+        self.app: KernelApp | None = None         # the kernel side's application (made in play())
         self.last_wire = 0
         self.t0 = 0
         self.ep = None
@@ -249,8 +141,24 @@ class FileRun(PeerRun):
     def _t(self, now: int) -> str:
         return f"t={(now - self.t0) / SEC:.3f} s"
 
-    # -- rawfin's endpoint output -------------------------------------------------------
-    def absorb(self, ep: Endpoint, res: Result, now: int) -> None:
+    # -- rawfin's side ---------------------------------------------------------------------
+    def rawfin_call(self, c: Call, now: int) -> None:
+        """One of the file's calls on rawfin's host (raises HostError or StateError when it is refused)."""
+        try:
+            step = perform(self.host, c.call, now, remote=self.kernel, data=c.data, port=c.port, iss=c.isn,
+                           reuse_addr=c.reuse_addr)
+        except AddressInUse as e:
+            self.r_refused += 1
+            step = e.step
+        if c.call == "connect" and step.error is None:
+            self.fin_at.pop((self.kernel, self.local), None)
+        self.take(step, now)
+
+    def take(self, step: Step, now: int) -> None:
+        """What one step of rawfin's host did: record it, and put its segments on the link."""
+        if step.accepted:
+            self.fin_at.pop((self.kernel, self.local), None)
+        ep, res = step.endpoint, step.result
         self.out.rawfin.extend(res.transitions)
         self.out.anomalies.extend(res.anomalies)
         if any(t.input is Input.RCV_FIN and t.from_ is not State.TIME_WAIT for t in res.transitions):
@@ -259,9 +167,7 @@ class FileRun(PeerRun):
         for seg in res.segments:
             if id(seg) in retrans:
                 self.rawfin_retrans += 1
-            final_ack = (_pure_ack(seg) and ep.fin_seq is not None and ep.peer_fin_seq is not None
-                         and seg.ack == sq.add(ep.peer_fin_seq, 1))
-            self.transmit("out", seg, None, now, final_ack, "retransmission" if id(seg) in retrans else "")
+            self.transmit("out", seg, None, now, is_final_ack(ep, seg), "retransmission" if id(seg) in retrans else "")
 
     # -- the link ---------------------------------------------------------------------------
     def transmit(self, direction: str, seg: Segment, raw: bytes | None, now: int, final_ack: bool,
@@ -312,7 +218,8 @@ class FileRun(PeerRun):
                 self.held[direction].remove(entry)
                 break
         if direction == "in":
-            self.host.deliver(seg, now)
+            for step in self.host.deliver(seg, now):
+                self.take(step, now)
             return
         from rawfin.wire.codec import to_bytes
         if seg.syn and not seg.has_ack:
@@ -342,8 +249,8 @@ class FileRun(PeerRun):
                 self.out.retransmissions.append((now, f"kernel sent {seg.describe()} again (copy #{n})"))
         if seg.syn and not seg.has_ack:
             self.k_fin_sent = False
-        ep = self.host.table.get((seg.src, seg.sport))
-        final_ack = (_pure_ack(seg) and self.k_fin_sent and ep is not None and ep.fin_seq is not None
+        ep = self.host.table.get((seg.dport, seg.src, seg.sport))
+        final_ack = (seg.pure_ack and self.k_fin_sent and ep is not None and ep.fin_seq is not None
                      and seg.ack == sq.add(ep.fin_seq, 1))
         if seg.fin:
             self.k_fin_sent = True
@@ -354,71 +261,23 @@ class FileRun(PeerRun):
         return ev.local == self.kernel and (ev.remote == self.local or ev.remote[1] == 0)
 
     # -- the kernel's application ---------------------------------------------------------
-    def _ksocket(self) -> socket.socket:
-        with self.ns.inside():
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.k_socks.append(s)
-        return s
-
-    def _set_current(self, s: socket.socket | None) -> None:
-        self.ksock = s
-        self.k_eof = False
-        self.kernel_data = b""
-        self.kernel_error = None
-        if s is not None:
-            self.had_kernel_conn = True
-            self.fin_at.pop((self.kernel, self.local), None)
-
-    @property
-    def kernel_ready(self) -> bool:
-        if self.ksock is None:
-            return False
-        if self.k_connecting:
-            try:
-                self.ksock.getpeername()
-            except OSError:
-                return False
-            self.k_connecting = False
-        return True
-
     def kernel_poll(self, now: int) -> None:
         """The kernel application's side of the loop: accept, read (EOF arms its ``on = "eof"`` calls)."""
-        if self.listener is not None:
-            try:
-                s, _ = self.listener.accept()
-            except BlockingIOError:
-                pass
-            except OSError:
-                pass
-            else:
-                s.setblocking(False)
-                self.k_socks.append(s)
-                self._set_current(s)
-        s = self.ksock
-        if s is None or self.k_eof or self.k_connecting and not self.kernel_ready:
-            return
-        while True:
-            try:
-                b = s.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                self.kernel_error = errno.errorcode.get(e.errno, str(e.errno))
-                self.k_eof = True
-                self.note(f"the kernel application's recv() failed: {self.kernel_error}", now)
-                return
-            if not b:
-                self.k_eof = True
-                self.arm_eof(self.kside, now)
-                if self.kcfg.get("close_on_fin"):
-                    self.note("close_on_fin: the kernel application closes the moment it reads EOF", now)
-                    self._kernel_call(Call(side=self.kside, call="close"), now)
-                return
-            self.kernel_data += b
+        app = self.app
+        app.accept()
+        got = app.read()
+        if got == "error":
+            self.note(f"the kernel application's recv() failed: {app.error}", now)
+        elif got == "eof":
+            self.arm_eof(self.kside, now)
+            if self.kcfg.get("close_on_fin"):
+                self.note("close_on_fin: the kernel application closes the moment it reads EOF", now)
+                self._kernel_call(Call(side=self.kside, call="close"), now)
 
     def _kernel_call(self, c: Call, now: int) -> None:
         try:
-            self._kernel_call1(c)
+            perform(self.app, c.call, now, remote=self.local, data=c.data, port=c.port, iss=c.isn,
+                    reuse_addr=c.reuse_addr)
         except OSError as e:
             name = errno.errorcode.get(e.errno, str(e)) if e.errno else str(e)
             if c.call in ("listen", "connect") and e.errno == errno.EADDRINUSE:
@@ -427,56 +286,6 @@ class FileRun(PeerRun):
                                                   detail=f"the kernel's {c.call}() refused: EADDRINUSE",
                                                   time_ns=now))
             self.note(f"the kernel application's {c.call}() at {self._t(now)} failed: {name}", now)
-
-    def _kernel_call1(self, c: Call) -> None:
-        if c.call == "listen":
-            ls = self._ksocket()
-            if c.reuse_addr:
-                ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            ls.bind(self.kernel)
-            ls.listen(4)
-            ls.setblocking(False)
-            self.listener = ls
-            return
-        if c.call == "close-listener":
-            if self.listener is None:
-                raise OSError(errno.EBADF, "no listening socket")
-            self.listener.close()
-            self.listener = None
-            return
-        if c.call == "connect":
-            s = self._ksocket()
-            s.bind(self.kernel)
-            s.setblocking(False)
-            rc = s.connect_ex(self.local)
-            if rc not in (0, errno.EINPROGRESS):
-                raise OSError(rc, "connect")
-            self._set_current(s)
-            self.k_connecting = True
-            return
-        s = self.ksock
-        if s is None:
-            raise OSError(errno.ENOTCONN, "no connection")
-        if c.call == "send":
-            n = s.send(c.data)
-            if n != len(c.data):
-                raise OSError(errno.EAGAIN, f"sent {n} of {len(c.data)} bytes")
-        elif c.call in ("close", "shutdown", "abort"):
-            if c.call == "close":
-                self._drain(s)
-            if end_kernel_socket(s, c.call, c.data):
-                self.ksock = None
-
-    def _drain(self, s: socket.socket) -> None:
-        """Read what is queued: close() with unread data would send a RST instead of a FIN."""
-        while True:
-            try:
-                b = s.recv(65536)
-            except OSError:
-                return
-            if not b:
-                return
-            self.kernel_data += b
 
     # -- the calls ------------------------------------------------------------------------------
     def arm_eof(self, side: str, now: int) -> None:
@@ -488,8 +297,9 @@ class FileRun(PeerRun):
     def do_call(self, c: Call, now: int) -> None:
         if c.call in ("send", "close", "shutdown", "abort"):
             if c.side == self.kside:
-                if not self.kernel_ready and (self.ksock is not None or self.k_connecting or
-                                              self.listener is not None and not self.had_kernel_conn):
+                app = self.app
+                if not app.ready and (app.sock is not None or app.connecting or
+                                      app.listener is not None and not app.had_connection):
                     self.pending[c.side].append(c)      # a blocking socket waits for the handshake
                     return
             elif not self.host.ready and (self.host.current is None
@@ -500,8 +310,8 @@ class FileRun(PeerRun):
             self._kernel_call(c, now)
             return
         try:
-            self.host.call(c, now)
-        except StateError as e:
+            self.rawfin_call(c, now)
+        except (StateError, HostError) as e:
             ep = self.host.current
             reset = ep is not None and any(t.input in (Input.RCV_RST, Input.RCV_RST_PASSIVE)
                                            for t in self.out.rawfin[-3:] if t.to is State.CLOSED)
@@ -516,17 +326,13 @@ class FileRun(PeerRun):
         for side in ("server", "client"):
             if not self.pending[side]:
                 continue
-            ready = self.kernel_ready if side == self.kside else self.host.ready
+            ready = self.app.ready if side == self.kside else self.host.ready
             if ready:
                 calls, self.pending[side] = self.pending[side], []
                 for c in calls:
                     self.do_call(c, now)
 
     # -- the loop -------------------------------------------------------------------------------
-    def _next_rawfin_deadline(self) -> int | None:
-        ds = [d for d in (ep.next_deadline() for ep in self.host.endpoints) if d is not None]
-        return min(ds) if ds else None
-
     def _settled(self, now: int) -> bool:
         if any(e[2] in ("call", "arrive") for e in self.agenda):
             return False
@@ -543,9 +349,12 @@ class FileRun(PeerRun):
         return now - self.last_wire >= QUIET_S * SEC
 
     def play(self) -> None:
+        self.app = KernelApp(self.ns, self.kernel,
+                             on_connection=lambda s: self.fin_at.pop((self.kernel, self.local), None))
         self.out.scenario = f"{self.scn.name} (kernel as {self.kside})"
         self.out.description = self.scn.summary
         self.t0 = time.time_ns() + 20 * MS
+        self.host.origin_ns = self.t0
         self.out.start_ns = self.t0
         timed = sorted((c for c in self.scn.calls if c.at_ns is not None),
                        key=lambda c: (c.at_ns, 0 if c.side == "server" else 1))
@@ -568,10 +377,8 @@ class FileRun(PeerRun):
                 elif kind == "arrive":
                     self.arrive(item, now)
                 self.kernel_poll(now)
-            for ep in list(self.host.endpoints):
-                d = ep.next_deadline()
-                if d is not None and d <= now:
-                    self.absorb(ep, ep.handle_timer(now), now)
+            for step in self.host.due(now):
+                self.take(step, now)
             self.kernel_poll(now)
             self._retry_pending(now)
             if now >= self.t0 + last and self._settled(now):
@@ -585,12 +392,12 @@ class FileRun(PeerRun):
             wake = [now + 50 * MS]
             if self.agenda:
                 wake.append(self.agenda[0][0])
-            d = self._next_rawfin_deadline()
+            d = self.host.next_deadline()
             if d is not None:
                 wake.append(d)
             timeout = max(0.0, (min(wake) - now) / SEC)
             fds = [self.tun.fileno()] + ([self.tracer.fileno()] if self.tracer else [])
-            fds += [s.fileno() for s in (self.ksock, self.listener) if s is not None]
+            fds += self.app.fds()
             select.select(fds, [], [], timeout)
             self._read_tun_and_trace()
         self.ep = self.host.current
@@ -600,12 +407,8 @@ class FileRun(PeerRun):
     def close(self, ok: bool = True) -> None:
         # what the trace says after the run is rawfin's cleanup closing the sockets: not the story
         self.interp = None
-        for s in self.k_socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        self.k_socks = []
+        if self.app is not None:
+            self.app.close_all()
         super().close(ok)
 
     # -- [expect] -----------------------------------------------------------------------------
@@ -613,86 +416,82 @@ class FileRun(PeerRun):
         from rawfin.linux.kernel import kernel_state
         st = self.kernel_state_now()
         if st is None:
-            return "CLOSED" if self.had_kernel_conn else None
+            return "CLOSED" if self.app is not None and self.app.had_connection else None
         try:
             return kernel_state(st).name
         except ValueError:
             return st
 
     def expect_checks(self) -> None:
-        exp = self.scn.expect
-        R = self.rside
-        have_truth = self.interp is not None
-        kmoves = {(k.from_.name, k.to.name) for k in self.out.kernel}
-        rmoves = {(t.from_.name, t.to.name) for t in self.out.rawfin}
-        for side, want in exp.get("final", {}).items():
-            if side == R:
-                got = self.host.current.state.name if self.host.current is not None else None
-                who, msl = "rawfin", f"2*msl = {2 * self.rcfg.msl_ns / SEC:g} s"
-            else:
-                got = self.kernel_final()
-                who, msl = "the kernel", "Linux's 60 s"
-            what = f"[expect] final: {side} ({who}) ends in {want}"
-            if got == want:
-                self.check(what, True, f"{got}")
-            elif want == "CLOSED" and got == "TIME_WAIT":
-                self.check(what, True, f"TIME_WAIT at the end; its expiry ({msl}) is not waited for")
-            else:
-                self.check(what, False, f"got {got}")
-        if "retransmissions" in exp:
-            # tcp_retransmit_skb, or (without the tracepoint) copies of a segment seen at the TUN device
-            kn = max(len(self.out.kernel_retransmits), self.kernel_retrans_wire)
-            n = self.rawfin_retrans + kn
-            self.check(f"[expect] retransmissions = {exp['retransmissions']}", n == exp["retransmissions"],
-                       f"rawfin {self.rawfin_retrans}, the kernel {kn} (its own timers)")
-        if "dropped" in exp:
-            n = sum(1 for s in self.sent if s.dropped)
-            self.check(f"[expect] dropped = {exp['dropped']}", n == exp["dropped"], f"{n} dropped by the link")
-        if "refused" in exp:
-            n = self.host.refused + self.k_refused
-            skipped = [c for c in self.skipped if c.call in ("listen", "connect")]
-            self.check(f"[expect] refused = {exp['refused']}", n == exp["refused"],
-                       f"rawfin {self.host.refused}, the kernel {self.k_refused}"
-                       + (f"; {len(skipped)} listen/connect after the horizon not made" if skipped else ""))
-        if "segments" in exp:
-            self.check(f"[expect] segments = {exp['segments']}", None,
-                       f"{len(self.sent)} here; not judged: the kernel's ACKs are its own")
-        for want in exp.get("states", []):
-            side, frm, to = want.split()
-            what = f"[expect] states: {want} ({'rawfin' if side == R else 'the kernel'})"
-            if side == R:
-                if (frm, to) in rmoves:
-                    self.check(what, True)
-                elif (frm, to) == ("TIME_WAIT", "CLOSED"):
-                    self.check(what, None, f"TIME_WAIT expiry (2*msl = {2 * self.rcfg.msl_ns / SEC:g} s) "
-                                           f"is not waited for")
-                else:
-                    self.check(what, False, "rawfin: " + " → ".join(t.to.value for t in self.out.rawfin))
-                continue
-            if not have_truth:
-                self.check(what, None, "no kernel truth: " + self.out.kernel_truth)
-                continue
-            path = " → ".join(k.to.value for k in self.out.kernel)
-            if (frm, to) in kmoves and frm != to:
-                self.check(what, True, "kernel: " + path)
-            elif (frm, to) == ("TIME_WAIT", "TIME_WAIT"):
-                # the timewait socket's re-ACK is not traced: the wire shows it
-                fin = next((ep.fin_seq for ep in reversed(self.host.endpoints) if ep.fin_seq is not None), None)
-                acks = [s for s in self.out.segments if s.direction == "kernel → rawfin" and fin is not None
-                        and _pure_ack(s.seg) and s.seg.ack == sq.add(fin, 1)]
-                self.check(what, len(acks) >= 2, f"on the wire: the kernel ACKed rawfin's FIN {len(acks)} times "
-                                                 "(a timewait socket's re-ACK is not traced)")
-            elif (frm, to) == ("TIME_WAIT", "CLOSED"):
-                tw = [i for i, k in enumerate(self.out.kernel) if k.to is State.TIME_WAIT]
-                again = tw and any(k.to is State.SYN_RECEIVED or k.to is State.SYN_SENT
-                                   for k in self.out.kernel[tw[0] + 1:])
-                if again:
-                    self.check(what, True, "inferred: a new connection on the same pair after the kernel's "
-                                           "TIME_WAIT (the timewait socket's end is not traced); kernel: " + path)
-                else:
-                    self.check(what, None, "TIME_WAIT expiry (Linux's 60 s) is not waited for; kernel: " + path)
-            else:
-                self.check(what, False, "kernel: " + path)
+        """The file's ``[expect]`` table, judged by :func:`rawfin.sim.scenarios.judge` on what this run can show."""
+        for c in judge(self.scn, _KernelFacts(self)):
+            self.out.checks.append(c)
+
+
+class _KernelFacts(Facts):
+    """What a run against the kernel can show: rawfin's side from its host, the kernel's from the
+    tracepoint and the wire; TIME_WAIT's end is not waited for, the kernel's ACKs are its own."""
+
+    def __init__(self, run: FileRun) -> None:
+        self.run = run
+
+    def who(self, side: str) -> str:
+        return "rawfin" if side == self.run.rside else "the kernel"
+
+    def final(self, side: str) -> tuple[str | None, str]:
+        r = self.run
+        if side == r.rside:
+            st = r.host.state
+            return (st.name if st is not None else None), \
+                f"its expiry (2*msl = {2 * r.rcfg.msl_ns / SEC:g} s) is not waited for"
+        return r.kernel_final(), "its expiry (Linux's 60 s) is not waited for"
+
+    def moved(self, side: str, frm: str, to: str) -> tuple[bool | None, str]:
+        r = self.run
+        if side == r.rside:
+            if (frm, to) in {(t.from_.name, t.to.name) for t in r.out.rawfin}:
+                return True, ""
+            if (frm, to) == ("TIME_WAIT", "CLOSED"):
+                return None, f"TIME_WAIT expiry (2*msl = {2 * r.rcfg.msl_ns / SEC:g} s) is not waited for"
+            return False, "rawfin: " + " → ".join(t.to.value for t in r.out.rawfin)
+        if r.interp is None:
+            return None, "no kernel truth: " + r.out.kernel_truth
+        path = " → ".join(k.to.value for k in r.out.kernel)
+        if (frm, to) in {(k.from_.name, k.to.name) for k in r.out.kernel} and frm != to:
+            return True, "kernel: " + path
+        if (frm, to) == ("TIME_WAIT", "TIME_WAIT"):
+            # the timewait socket's re-ACK is not traced: the wire shows it
+            fin = next((ep.fin_seq for ep in reversed(r.host.endpoints) if ep.fin_seq is not None), None)
+            acks = [s for s in r.out.segments if s.direction == "kernel → rawfin" and fin is not None
+                    and s.seg.pure_ack and s.seg.ack == sq.add(fin, 1)]
+            return len(acks) >= 2, (f"on the wire: the kernel ACKed rawfin's FIN {len(acks)} times "
+                                    "(a timewait socket's re-ACK is not traced)")
+        if (frm, to) == ("TIME_WAIT", "CLOSED"):
+            tw = [i for i, k in enumerate(r.out.kernel) if k.to is State.TIME_WAIT]
+            if tw and any(k.to in (State.SYN_RECEIVED, State.SYN_SENT) for k in r.out.kernel[tw[0] + 1:]):
+                return True, ("inferred: a new connection on the same pair after the kernel's TIME_WAIT (the "
+                              "timewait socket's end is not traced); kernel: " + path)
+            return None, "TIME_WAIT expiry (Linux's 60 s) is not waited for; kernel: " + path
+        return False, "kernel: " + path
+
+    def retransmissions(self) -> tuple[int, str]:
+        # tcp_retransmit_skb, or (without the tracepoint) copies of a segment seen at the TUN device
+        r = self.run
+        kn = max(len(r.out.kernel_retransmits), r.kernel_retrans_wire)
+        return r.rawfin_retrans + kn, f"rawfin {r.rawfin_retrans}, the kernel {kn} (its own timers)"
+
+    def dropped(self) -> int:
+        return sum(1 for s in self.run.sent if s.dropped)
+
+    def refused(self) -> tuple[int, str]:
+        r = self.run
+        skipped = [c for c in r.skipped if c.call in ("listen", "connect")]
+        return r.r_refused + r.k_refused, (f"rawfin {r.r_refused}, the kernel {r.k_refused}"
+                                           + (f"; {len(skipped)} listen/connect after the horizon not made"
+                                              if skipped else ""))
+
+    def segments(self) -> tuple[int, str | None]:
+        return len(self.run.sent), "the kernel's ACKs are its own"
 
 
 def _join(a: str, b: str) -> str:
@@ -710,4 +509,4 @@ def run_file(scn: Scenario, *, kernel_side: str = "server", write: str | None = 
     return run.out
 
 
-__all__ = ["FileRun", "RawfinHost", "run_file", "HORIZON_S", "BOUND_S"]
+__all__ = ["FileRun", "run_file", "HORIZON_S", "BOUND_S"]

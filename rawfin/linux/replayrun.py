@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import errno
 import heapq
-import socket
 import time
 from dataclasses import dataclass, field
 
 from rawfin.core import seq as sq
 from rawfin.core.units import SEC, US
-from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.endpoint import Config
 from rawfin.core.errors import RawfinError, StateError
 from rawfin.core.events import Result
+from rawfin.linux.kernelapp import KernelApp
+from rawfin.sim.host import Host, HostError, payload, perform
 from rawfin.sim.replay import (DEFAULT_WAIT_NS, Call, Recording, ReplayError, Replayer, Send, Wire, diverged, divergences,
-                     other, payload, recording)
+                     other, recording)
 from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import State
 
@@ -128,7 +129,7 @@ def run_emulator(rec: Recording, as_side: str, *, speed: float = 1.0, live_isn: 
     addrs = {"client": rec.client, "server": rec.server}
     if live_isn is None:
         live_isn = sq.add(rec.isn[L], 0x5EED0000)       # not the recorded ISN: the mapping must work
-    ep = Endpoint(local=addrs[L], iss=live_isn, config=config or Config())
+    host = Host(L, addrs[L], config or Config(), live_isn)
     rp = Replayer(rec, as_side, addrs, speed=speed, wait_ns=wait_ns, settle_ns=2 * delay_ns)
     o = Outcome(rec=rec, rp=rp, against="emulator", truth="the emulator's endpoint (rawfin's core)",
                 live_addr=addrs[L], rawfin_addr=addrs[as_side])
@@ -139,11 +140,11 @@ def run_emulator(rec: Recording, as_side: str, *, speed: float = 1.0, live_isn: 
         n[0] += 1
         heapq.heappush(queue, (t, n[0], kind, seg))
 
-    def absorb(res: Result, now: int) -> None:
-        for t in res.transitions:
+    def absorb(steps, now: int) -> None:
+        for t in (t for st in steps for t in st.result.transitions):
             o.live_moves.append(Move(order=rp.next_order(now), side=L, from_=t.from_, to=t.to, cause=t.cause,
                                      source="emulator"))
-        for seg in res.segments:
+        for seg in (seg for st in steps for seg in st.result.segments):
             push(now + delay_ns, "to_rawfin", seg)
 
     def act(actions, now: int) -> None:
@@ -153,15 +154,15 @@ def run_emulator(rec: Recording, as_side: str, *, speed: float = 1.0, live_isn: 
                     push(now + delay_ns, "to_live", a.seg)
                 continue
             try:
-                absorb(_emulator_call(ep, a, addrs[as_side], now), now)
-            except StateError as e:
+                absorb([perform(host, a.call, now, remote=addrs[as_side], data=payload(a.nbytes))], now)
+            except (StateError, HostError) as e:
                 o.notes.append((now, f"the live application's {a.call}() failed: {e}"))
 
     now = EPOCH_NS
     act(rp.start(now), now)
     steps = 0
     while True:
-        cands = [d for d in (rp.next_deadline(), ep.next_deadline(), queue[0][0] if queue else None)
+        cands = [d for d in (rp.next_deadline(), host.next_deadline(), queue[0][0] if queue else None)
                  if d is not None]
         if not cands:
             break
@@ -172,11 +173,11 @@ def run_emulator(rec: Recording, as_side: str, *, speed: float = 1.0, live_isn: 
         if queue and queue[0][0] <= now:
             _, _, kind, seg = heapq.heappop(queue)
             if kind == "to_live":
-                absorb(ep.receive(seg, now), now)
+                absorb(host.deliver(seg, now), now)
             else:
                 act(rp.on_live(seg, now), now)
-        elif ep.next_deadline() is not None and ep.next_deadline() <= now:
-            absorb(ep.handle_timer(now), now)
+        elif host.next_deadline() is not None and host.next_deadline() <= now:
+            absorb(host.due(now), now)
         else:
             act(rp.poll(now), now)
         steps += 1
@@ -185,22 +186,6 @@ def run_emulator(rec: Recording, as_side: str, *, speed: float = 1.0, live_isn: 
     if write:
         _write(write, [w for w in rp.wire if w.live or not w.lost])
     return _finish(o)
-
-
-def _emulator_call(ep: Endpoint, a: Call, remote: tuple, now: int) -> Result:
-    if a.call == "listen":
-        return ep.listen(now)
-    if a.call == "connect":
-        return ep.connect(remote, now)
-    if a.call == "send":
-        return ep.send(payload(a.nbytes), now)
-    if a.call == "close" or a.call == "shutdown" and a.nbytes:
-        return ep.close(now, payload(a.nbytes))     # the emulator's close() is shutdown(SHUT_WR)'s FIN too
-    if a.call == "shutdown":
-        return ep.shutdown(now)
-    if a.call == "abort":
-        return ep.abort(now)
-    raise ValueError(a.call)
 
 
 def _write(path: str, wire: list[Wire]) -> None:
@@ -246,6 +231,7 @@ class _KernelDriver:
         self.rp = rp
         self.o = o
         self.kernel_addr = run.kernel
+        self.app = KernelApp(run.ns, run.kernel, connect_reuse_addr=True)
         self.pending: list[Call] = []
 
     def result(self, actions, now: int) -> Result:
@@ -264,53 +250,22 @@ class _KernelDriver:
         return Result(segments=tuple(segs))
 
     def calls(self) -> None:
-        run = self.run
-        if run.ksock is None and run.listener is not None:
-            try:
-                s, _ = run.listener.accept()
-                s.setblocking(False)
-                run.ksock = s
-            except BlockingIOError:
-                pass
+        app = self.app
+        if app.sock is None:
+            app.accept()
         while self.pending:
             a = self.pending[0]
-            if a.call not in ("listen", "connect") and run.ksock is None:
+            if a.call not in ("listen", "connect") and app.sock is None:
                 return          # the connection is not accepted yet: a blocking socket would wait too
             self.pending.pop(0)
+            now = time.time_ns()
             try:
-                self._call(a)
+                # the data rides on the FIN, as recorded
+                perform(app, a.call, now, remote=self.run.local, reuse_addr=True,
+                        data=payload(a.nbytes) if a.nbytes and a.call != "abort" else b"")
             except OSError as e:
                 name = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else str(e)
-                self.o.notes.append((time.time_ns(), f"the live application's {a.call}() failed: {name}"))
-
-    def _call(self, a: Call) -> None:
-        from rawfin.linux.peer import end_kernel_socket
-
-        run = self.run
-        if a.call == "listen":
-            run.kernel_listen(reuseaddr=True)
-            return
-        if a.call == "connect":
-            with run.ns.inside():
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(run.kernel)
-            s.setblocking(False)
-            rc = s.connect_ex(run.local)
-            if rc not in (0, errno.EINPROGRESS):
-                s.close()
-                raise OSError(rc, "connect")
-            run.ksock = s
-            return
-        s = run.ksock
-        if a.call == "send":
-            s.send(payload(a.nbytes))
-        elif a.call in ("close", "shutdown", "abort"):
-            if a.call != "abort":
-                run.kernel_read()
-            # the data rides on the FIN, as recorded
-            if end_kernel_socket(s, a.call, payload(a.nbytes) if a.nbytes and a.call != "abort" else b""):
-                run.ksock = None
+                self.o.notes.append((now, f"the live application's {a.call}() failed: {name}"))
 
 
 def run_kernel(rec: Recording, as_side: str, *, speed: float = 1.0, tail_s: float = 1.0,
@@ -333,21 +288,24 @@ def run_kernel(rec: Recording, as_side: str, *, speed: float = 1.0, tail_s: floa
     with run:
         o.truth = run.out.kernel_truth
         drv = _KernelDriver(run, rp, o)
-        run.ep = _Rawfin(drv)
-        now = time.time_ns()
-        run.apply(drv.result(rp.start(now), now), now)
-        end = time.monotonic() + bound_s
-        while True:
-            run.pump(0.02)
-            drv.calls()
-            run.kernel_read()
-            if rp.finished and time.time_ns() >= rp.finished_at + int(tail_s * SEC):
-                break
-            if time.monotonic() > end:
-                o.notes.append((time.time_ns(), f"stopped after {bound_s:g} s: the replay did not finish"))
-                break
-        run.settle(0.1)
-        kmoves = list(run.out.kernel)
+        try:
+            run.ep = _Rawfin(drv)
+            now = time.time_ns()
+            run.apply(drv.result(rp.start(now), now), now)
+            end = time.monotonic() + bound_s
+            while True:
+                run.pump(0.02)
+                drv.calls()
+                drv.app.read()
+                if rp.finished and time.time_ns() >= rp.finished_at + int(tail_s * SEC):
+                    break
+                if time.monotonic() > end:
+                    o.notes.append((time.time_ns(), f"stopped after {bound_s:g} s: the replay did not finish"))
+                    break
+            run.settle(0.1)
+            kmoves = list(run.out.kernel)
+        finally:
+            drv.app.close_all()
     for k in kmoves:
         o.live_moves.append(Move(order=(k.time_ns, 0), side=L, from_=k.from_, to=k.to,
                                  cause=k.kernel + (f" ({k.note})" if k.note else ""), source=k.source))

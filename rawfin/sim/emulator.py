@@ -1,7 +1,8 @@
 """Two endpoints over a faulty link, on a virtual clock: rawfin's emulator.
 
-The endpoints are the core's sans-IO :class:`~rawfin.core.endpoint.Endpoint`; this
-module is their driver. It owns the clock, the link and the two hosts, and it
+The endpoints are the core's sans-IO :class:`~rawfin.core.endpoint.Endpoint`, held by
+two sans-IO hosts (:class:`rawfin.sim.host.Host`, here on the pair's clock as
+:class:`PairHost`); this module is their driver. It owns the clock, the link and the hosts, and it
 keeps a log of everything that happened, from which the records, the ladder
 diagram and the capture are made. Nothing sleeps: time jumps from one event
 (an application call, a segment arriving, a timer falling due) to the next.
@@ -34,24 +35,23 @@ byte-for-byte reproducible. ``pair.now - pair.start_ns`` is the elapsed time.
 
 from __future__ import annotations
 
-import errno
 import heapq
 import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from rawfin.core import seq as sq
 from rawfin.core.units import MS, SEC, US
 from rawfin.core.endpoint import Config, Endpoint
-from rawfin.core.errors import EXIT_USAGE, RawfinError
+from rawfin.core.errors import EXIT_USAGE
 from rawfin.core.events import Anomaly, Result, Transition
 from rawfin.render.records import anomaly_record, transition_record
 from rawfin.core.segment import Flags, Segment, fmt_endpoint, parse_flags
 from rawfin.core.states import Input, State
+from rawfin.sim.host import AddressInUse, Host, HostError, Step, is_final_ack, payload, perform
 
 __all__ = [
-    "Pair", "Host", "Link", "Fault", "Sent", "Arrival", "Moved", "Noted", "Called",
+    "Pair", "PairHost", "Host", "Link", "Fault", "Sent", "Arrival", "Moved", "Noted", "Called",
     "AddressInUse", "EmulatorError", "EPOCH_NS", "MS", "SEC", "US",
     "CLIENT", "SERVER", "CLIENT6", "SERVER6", "CAPTURE_POINTS",
 ]
@@ -66,34 +66,17 @@ CAPTURE_POINTS = ("sender", "client", "server")
 DEFAULT_DELAY_NS = 1 * MS               # one way
 DEFAULT_ISN_CLIENT = 1000
 DEFAULT_ISN_SERVER = 2000
-ISN_STEP = 100_000                      # how far each new connection's ISN moves on
 DEFAULT_DUP_GAP_NS = 100 * US           # a duplicate's copy arrives this much after the original
 DEFAULT_REORDER_HOLD_NS = 50 * MS       # a held-back segment waits at most this long for a successor
 DEFAULT_RUN_LIMIT_NS = 3600 * SEC       # run() stops after an hour of virtual time at the latest
 ACTIONS = ("drop", "delay", "duplicate", "reorder")
-_OPENING = (State.CLOSED, State.LISTEN, State.SYN_SENT, State.SYN_RECEIVED)
 KINDS = ("pure-ack", "data", "final-ack")
 
 
-class EmulatorError(RawfinError):
+class EmulatorError(HostError):
     """A call the emulator cannot carry out (no connection to act on, a bad rule)."""
 
     exit_code = EXIT_USAGE
-
-
-class AddressInUse(EmulatorError):
-    """``listen()``/``connect()`` refused: the address and port are taken (EADDRINUSE).
-
-    ``holder`` is the endpoint in the way (usually one in TIME_WAIT) and
-    ``until_ns`` when its TIME_WAIT ends, if it is in TIME_WAIT.
-    """
-
-    errno = errno.EADDRINUSE
-
-    def __init__(self, message: str, holder: Endpoint, until_ns: int | None) -> None:
-        super().__init__(message)
-        self.holder = holder
-        self.until_ns = until_ns
 
 
 # -- faults ----------------------------------------------------------------------------
@@ -253,8 +236,7 @@ class Fault:
             return False
         if self.kind == "data" and not seg.data_len:
             return False
-        if self.kind == "pure-ack" and (not seg.has_ack or seg.data_len
-                                        or seg.flags & (Flags.SYN | Flags.FIN | Flags.RST)):
+        if self.kind == "pure-ack" and not seg.pure_ack:
             return False
         if self.kind == "final-ack" and not final_ack:
             return False
@@ -372,33 +354,38 @@ class Link:
 # -- hosts -------------------------------------------------------------------------
 
 def _payload(data: bytes | int) -> bytes:
-    if isinstance(data, int):
-        if data < 0:
-            raise EmulatorError("cannot send a negative number of bytes")
-        pattern = b"abcdefghijklmnopqrstuvwxyz"
-        return (pattern * (data // len(pattern) + 1))[:data]
-    return bytes(data)
+    return payload(data) if isinstance(data, int) else bytes(data)
 
 
-class Host:
-    """One emulated host: its connections, its listeners, and the application calls.
+class PairHost:
+    """One emulated host on the pair's clock: a :class:`~rawfin.sim.host.Host` whose calls act now.
 
-    Application calls act at the pair's current virtual time on the host's
-    current connection: the last one it connected or accepted.
+    The application calls act at the pair's current virtual time on the host's current
+    connection (the last one it connected or accepted); what they produce goes on the
+    link. ``host`` is the sans-IO host itself; its ``state``, ``current``, ``endpoints``
+    and ``listeners`` are readable here too.
     """
 
     def __init__(self, pair: "Pair", side: str, addr: tuple[str, int], config: Config, isn: int) -> None:
         self.pair = pair
+        self.host = Host(side, addr, config, isn, origin_ns=pair.start_ns)
         self.side = side
-        self.ip, self.port = addr
-        self.config = config
-        self.next_isn = sq.wrap(isn)
-        self.endpoints: list[Endpoint] = []                 # every endpoint ever, in creation order
-        self.table: dict[tuple[int, str, int], Endpoint] = {}
-        self.listeners: dict[int, Endpoint] = {}
-        self.current: Endpoint | None = None
         self._eof_waiters: list[tuple[int, Callable[[], object]]] = []
         self._ready_waiters: list[Callable[[], object]] = []
+
+    def __repr__(self) -> str:
+        return f"<PairHost {self.side} {fmt_endpoint(*self.addr)} {self.state}>"
+
+    # what the host is
+    ip = property(lambda self: self.host.ip)
+    port = property(lambda self: self.host.port)
+    addr = property(lambda self: self.host.addr)
+    config = property(lambda self: self.host.config)
+    current = property(lambda self: self.host.current)
+    endpoints = property(lambda self: self.host.endpoints)
+    listeners = property(lambda self: self.host.listeners)
+    state = property(lambda self: self.host.state, doc="The current connection's state (None before there is one).")
+    ready = property(lambda self: self.host.ready, doc="The current connection's handshake is over.")
 
     def on_eof(self, fn: Callable[[], object], delay_ns: int = 0) -> None:
         """Run ``fn()`` ``delay_ns`` after this host next reads end-of-file (the peer's FIN arrives).
@@ -406,23 +393,6 @@ class Host:
         This is how an application that closes when ``recv()`` returns 0 is written.
         """
         self._eof_waiters.append((delay_ns, fn))
-
-    def __repr__(self) -> str:
-        return f"<Host {self.side} {fmt_endpoint(self.ip, self.port)} {self.state}>"
-
-    @property
-    def state(self) -> State | None:
-        """The state of the current connection (None before there is one)."""
-        return self.current.state if self.current is not None else None
-
-    @property
-    def addr(self) -> tuple[str, int]:
-        return (self.ip, self.port)
-
-    @property
-    def ready(self) -> bool:
-        """True once the current connection is synchronized (the handshake is over)."""
-        return self.current is not None and self.current.state not in _OPENING
 
     def when_ready(self, fn: Callable[[], object]) -> None:
         """Run ``fn()`` as soon as the current connection is established (now, if it is).
@@ -437,128 +407,50 @@ class Host:
     # -- application calls ---------------------------------------------------------
     def listen(self, port: int | None = None, *, iss: int | None = None, reuse_addr: bool = False) -> Endpoint:
         """Open a listener (``bind()`` + ``listen()``). Raises :class:`AddressInUse`."""
-        port = self.port if port is None else port
-        call = f"listen({fmt_endpoint(self.ip, port)})"
-        self._check_bind(port, call, reuse_addr)
-        if iss is not None:
-            self.next_isn = sq.wrap(iss)
-        ep = self._new_endpoint((self.ip, port))
-        self.pair._log_call(self, ep, call)
-        self.pair._absorb(self, ep, ep.listen(self.pair.now), None)
-        self.listeners[port] = ep
-        return ep
+        return self._do(self.host.listen, port=port, iss=iss, reuse_addr=reuse_addr)
 
     def close_listener(self, port: int | None = None) -> None:
         """Close the listening socket (accepted connections are not touched)."""
-        port = self.port if port is None else port
-        ep = self.listeners.pop(port, None)
-        if ep is None:
-            raise EmulatorError(f"{self.side}: no listener on port {port}")
-        self.pair._log_call(self, ep, f"close() listener {fmt_endpoint(self.ip, port)}")
-        self.pair._absorb(self, ep, ep.close(self.pair.now), None)
+        self._do(self.host.close_listener, port=port)
 
     def connect(self, remote: tuple[str, int] | None = None, *, port: int | None = None,
                 iss: int | None = None) -> Endpoint:
-        """A new connection from ``port`` (default: the host's port) to ``remote``."""
-        remote = remote or self.pair._other(self).addr
-        port = self.port if port is None else port
-        call = f"connect({fmt_endpoint(*remote)})"
-        self._check_bind(port, call, False)
-        if iss is not None:
-            self.next_isn = sq.wrap(iss)
-        ep = self._new_endpoint((self.ip, port))
-        self.table[(port, remote[0], remote[1])] = ep
-        self.current = ep
-        self.pair._log_call(self, ep, call)
-        self.pair._absorb(self, ep, ep.connect(remote, self.pair.now), None)
-        return ep
+        """A new connection from ``port`` (default: the host's port) to ``remote`` (default: the other host)."""
+        return self._do(self.host.connect, remote or self.pair._other(self).addr, port=port, iss=iss)
 
     def send(self, data: bytes | int) -> None:
         """Send bytes (or N generated bytes) on the current connection."""
-        ep = self._conn("send")
-        payload = _payload(data)
-        self.pair._log_call(self, ep, f"send({len(payload)} bytes)")
-        self.pair._absorb(self, ep, ep.send(payload, self.pair.now), None)
+        self._do(self.host.send, _payload(data))
 
     def close(self, data: bytes | int = b"") -> None:
         """close(): our FIN, carrying ``data`` when given."""
-        ep = self._conn("close")
-        payload = _payload(data)
-        self.pair._log_call(self, ep, f"close() with {len(payload)} bytes" if payload else "close()")
-        self.pair._absorb(self, ep, ep.close(self.pair.now, payload), None)
+        self._do(self.host.close, _payload(data))
 
     def shutdown(self) -> None:
         """shutdown(SHUT_WR): our FIN, as close() sends it; the socket still reads."""
-        ep = self._conn("shutdown")
-        self.pair._log_call(self, ep, "shutdown(SHUT_WR)")
-        self.pair._absorb(self, ep, ep.shutdown(self.pair.now), None)
+        self._do(self.host.shutdown)
 
     def abort(self) -> None:
         """close() with SO_LINGER 0: an RST instead of a FIN."""
-        ep = self._conn("abort")
-        self.pair._log_call(self, ep, "abort()")
-        self.pair._absorb(self, ep, ep.abort(self.pair.now), None)
+        self._do(self.host.abort)
 
-    # -- internals -----------------------------------------------------------------------
-    def _conn(self, call: str) -> Endpoint:
-        if self.current is None:
-            raise EmulatorError(f"{self.side}: {call}() needs a connection, and there is none yet")
-        return self.current
+    def call(self, name: str, *, data: bytes = b"", port: int | None = None, iss: int | None = None,
+             reuse_addr: bool = False) -> Endpoint:
+        """The application call ``name`` as scenario files spell it (``"close-listener"``...), now."""
+        remote = self.pair._other(self).addr if name == "connect" else None
+        return self._do(lambda now: perform(self.host, name, now, remote=remote, data=data, port=port, iss=iss,
+                                            reuse_addr=reuse_addr))
 
-    def _new_endpoint(self, local: tuple[str, int]) -> Endpoint:
-        ep = Endpoint(local=local, iss=self.next_isn, config=self.config)
-        self.next_isn = sq.add(self.next_isn, ISN_STEP)
-        self.endpoints.append(ep)
-        self.pair._register(self, ep)
-        return ep
-
-    def _check_bind(self, port: int, call: str, reuse_addr: bool) -> None:
-        for ep in self.endpoints:
-            if ep.local[1] != port or ep.state is State.CLOSED:
-                continue
-            if ep.state is not State.LISTEN and reuse_addr:
-                continue        # SO_REUSEADDR: only another listener is in the way
-            until = ep.time_wait_at if ep.state is State.TIME_WAIT else None
-            what = f"{ep.name} ↔ {ep.peer_name} is in {ep.state.name}"
-            if until is not None:
-                what += f" until t={(until - self.pair.start_ns) / SEC:.3f} s"
-            msg = f"{call} refused: EADDRINUSE, {what}"
-            pair = self.pair
-            pair._log_call(self, ep, call, error="EADDRINUSE" + (
-                f" (TIME_WAIT until {(until - pair.start_ns) / SEC:.3f} s)" if until is not None else
-                f" ({ep.state.name} on this port)"))
-            pair._note(self, ep, Anomaly(endpoint=fmt_endpoint(self.ip, port), kind="address_in_use",
-                                         detail=msg, time_ns=pair.now), None)
-            raise AddressInUse(msg, ep, until)
-
-    def _deliver(self, seg: Segment, ref: Ref, sender_ep: int) -> None:
-        pair = self.pair
-        now = pair.now
-        key = (seg.dport, seg.src, seg.sport)
-        ep = self.table.get(key)
-        if ep is not None and ep.state is not State.CLOSED:
-            res = ep.receive(seg, now)
-            pair._absorb(self, ep, res, ref)
-            if not any(t.input is Input.RCV_NEW_SYN for t in res.transitions):
-                return
-            # TIME_WAIT gave way to a new SYN on the same pair: the listener takes it
-        lst = self.listeners.get(seg.dport)
-        if lst is not None and seg.syn and not seg.has_ack and not seg.rst:
-            pair._join(lst, sender_ep)
-            self.table[key] = lst
-            self.current = lst
-            del self.listeners[seg.dport]
-            # the listening socket stays: a fresh one takes its place, silently
-            fresh = self._new_endpoint(lst.local)
-            fresh.listen(now)
-            self.listeners[seg.dport] = fresh
-            pair._absorb(self, lst, lst.receive(seg, now), ref)
-            return
-        # nobody has this pair: answered as a closed port is (RST unless it is one)
-        ghost = Endpoint(local=(self.ip, seg.dport), config=self.config)
-        owner = ep if ep is not None else None
-        pair._absorb(self, ghost, ghost.receive(seg, now), ref,
-                     ep_id=pair._ids[id(owner)] if owner is not None else sender_ep)
+    def _do(self, method, *args, **kw) -> Endpoint:
+        try:
+            step = method(self.pair.now, *args, **kw)
+        except AddressInUse as e:
+            self.pair._take(self, e.step, None)
+            raise
+        except HostError as e:
+            raise EmulatorError(str(e)) from None
+        self.pair._take(self, step, None)
+        return step.endpoint
 
 
 # -- the pair ------------------------------------------------------------------------
@@ -588,11 +480,11 @@ class Pair:
         self._queue: list = []
         self._order = 0
         self._ids: dict[int, int] = {}          # id(endpoint) -> endpoint number
-        self._eps: list[tuple[Host, Endpoint]] = []
+        self._eps: list[tuple[PairHost, Endpoint]] = []
         self._group: list[int] = []             # endpoint number -> connection group (union-find parent)
         self._held: dict[str, list] = {"client": [], "server": []}   # reordered, waiting for a successor
-        self.client = Host(self, "client", client, client_config or base, isn_client)
-        self.server = Host(self, "server", server, server_config or base, isn_server)
+        self.client = PairHost(self, "client", client, client_config or base, isn_client)
+        self.server = PairHost(self, "server", server, server_config or base, isn_server)
 
     # -- faults and scheduling --------------------------------------------------------
     def add_fault(self, fault: Fault | str, action: str | None = None) -> Fault:
@@ -777,7 +669,7 @@ class Pair:
         return len(packets)
 
     # -- internals ----------------------------------------------------------------------
-    def _other(self, host: Host) -> Host:
+    def _other(self, host: PairHost) -> PairHost:
         return self.server if host is self.client else self.client
 
     def _push(self, t: int, item: tuple) -> list:
@@ -786,7 +678,7 @@ class Pair:
         heapq.heappush(self._queue, entry)
         return entry
 
-    def _register(self, host: Host, ep: Endpoint) -> int:
+    def _register(self, host: PairHost, ep: Endpoint) -> int:
         n = len(self._eps)
         self._ids[id(ep)] = n
         self._eps.append((host, ep))
@@ -804,31 +696,34 @@ class Pair:
             self._group[a] = b
 
     def _next_deadline(self) -> int | None:
-        ds = [d for _, ep in self._eps if (d := ep.next_deadline()) is not None]
+        ds = [d for h in (self.client, self.server) if (d := h.host.next_deadline()) is not None]
         return min(ds) if ds else None
 
     def _fire_timers(self) -> None:
+        # every endpoint due, in the order the endpoints were made (both hosts' together)
         now = self.now
         for host, ep in list(self._eps):
             d = ep.next_deadline()
             if d is not None and d <= now:
-                self._absorb(host, ep, ep.handle_timer(now), None, timer=True)
-                d2 = ep.next_deadline()
-                if d2 is not None and d2 <= now:
-                    raise EmulatorError(f"{ep!r}: a timer due at {d2} did not clear when fired at {now}")
+                self._take(host, host.host.fire(ep, now), None)
 
-    def _log_call(self, host: Host, ep: Endpoint, call: str, error: str | None = None) -> None:
-        self.log.append(Called(side=host.side, time_ns=self.now, call=call, ep=self._ids[id(ep)], error=error))
+    def _take(self, host: PairHost, step: Step, ref: Ref | None, sender_ep: int | None = None) -> None:
+        """Log what one host step did (its call, its endpoints, its result), then put its segments on the link."""
+        for ep in step.created:
+            self._register(host, ep)
+        ep = step.endpoint
+        if step.accepted and sender_ep is not None:
+            self._join(ep, sender_ep)
+        if step.call is not None:
+            self.log.append(Called(side=host.side, time_ns=self.now, call=step.call, ep=self._ids[id(ep)],
+                                   error=step.error))
+        if step.stand_in:
+            n = self._ids[id(step.owner)] if step.owner is not None else sender_ep
+        else:
+            n = self._ids.get(id(ep))
+        self._absorb(host, ep, step.result, ref, 0 if n is None else n)
 
-    def _note(self, host: Host, ep: Endpoint, a: Anomaly, ref: Ref | None) -> None:
-        self.log.append(Noted(side=host.side, anomaly=a, ref=ref, ep=self._ids[id(ep)]))
-
-    def _absorb(self, host: Host, ep: Endpoint, res: Result, ref: Ref | None, *, timer: bool = False,
-                ep_id: int | None = None) -> None:
-        """Log what one endpoint call produced, then put its segments on the link."""
-        n = self._ids[id(ep)] if ep_id is None and id(ep) in self._ids else ep_id
-        if n is None:
-            n = 0
+    def _absorb(self, host: PairHost, ep: Endpoint, res: Result, ref: Ref | None, n: int) -> None:
         base = len(self.sent)
         for t in res.transitions:
             cause = ref
@@ -856,12 +751,9 @@ class Pair:
             retrans = any(seg is r for r in res.retransmissions)
             self._transmit(host, ep, n, seg, retrans)
 
-    def _transmit(self, host: Host, ep: Endpoint, n: int, seg: Segment, retrans: bool) -> None:
+    def _transmit(self, host: PairHost, ep: Endpoint, n: int, seg: Segment, retrans: bool) -> None:
         number = len(self.sent) + 1
-        final_ack = (not seg.data_len and seg.has_ack and not seg.flags & (Flags.SYN | Flags.FIN | Flags.RST)
-                     and ep.fin_seq is not None and ep.peer_fin_seq is not None
-                     and seg.ack == sq.add(ep.peer_fin_seq, 1))
-        acting = self.link.decide(number, host.side, seg, final_ack)
+        acting = self.link.decide(number, host.side, seg, is_final_ack(ep, seg))
         dropped = any(f.action == "drop" for f in acting)
         extra = sum(f.by_ns for f in acting if f.action == "delay")
         dups = [f for f in acting if f.action == "duplicate"]
@@ -899,9 +791,11 @@ class Pair:
                 self._arrive(hrecv, hnum, 0, hseg, hn)
                 return
 
-    def _arrive(self, receiver: Host, number: int, copy: int, seg: Segment, sender_ep: int) -> None:
+    def _arrive(self, receiver: PairHost, number: int, copy: int, seg: Segment, sender_ep: int) -> None:
         self.log.append(Arrival(number=number, copy=copy, time_ns=self.now, receiver=receiver.side))
-        receiver._deliver(seg, ("arrive", number, copy), sender_ep)
+        ref = ("arrive", number, copy)
+        for step in receiver.host.deliver(seg, self.now):
+            self._take(receiver, step, ref, sender_ep)
 
 
 def _with_frame(t: Transition, frame: int | None) -> Transition:

@@ -30,6 +30,7 @@ from rawfin.core.units import MS, SEC
 from rawfin.core.errors import EXIT_DATAERR, RawfinError
 from rawfin.core.segment import Flags, Segment, flags_text, fmt_endpoint, parse_endpoint
 from rawfin.core.states import State
+from rawfin.sim.host import payload
 from rawfin.sim.tomlio import basic_string as toml_string
 
 SIDES = ("client", "server")
@@ -348,11 +349,6 @@ class Wire:
         if self.rel_seq is None:
             return self.seg.describe()
         return describe(self.seg.flags, self.rel_seq, self.rel_ack, self.seg.data_len)
-
-
-def payload(n: int) -> bytes:
-    pattern = b"abcdefghijklmnopqrstuvwxyz"
-    return (pattern * (n // len(pattern) + 1))[:n]
 
 
 class Replayer:

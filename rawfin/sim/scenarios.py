@@ -48,8 +48,8 @@ from rawfin.core.errors import EXIT_DATAERR, RawfinError
 from rawfin.core.segment import norm_ip
 from rawfin.core.states import State
 from rawfin.sim import tomlio
+from rawfin.sim.host import CALLS, payload
 
-CALLS = ("listen", "connect", "send", "close", "shutdown", "abort", "close-listener")
 _CALL_KEYS = {"at", "on", "after", "call", "bytes", "data", "port", "isn", "reuse_addr"}
 _SIDE_KEYS = {"address", "address6", "port", "isn", "msl", "rto", "close_on_fin", "fin_wait_2_timeout",
               "calls"}
@@ -176,8 +176,7 @@ def _call(side: str, i: int, c: dict, where: str) -> Call:
         n = c["bytes"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ScenarioError(f"{w}: bytes must be a whole number >= 0")
-        from rawfin.sim.emulator import _payload
-        data = _payload(n)
+        data = payload(n)
     elif "data" in c:
         if not isinstance(c["data"], str):
             raise ScenarioError(f"{w}: data must be a string")
@@ -338,20 +337,7 @@ def run(scn: Scenario, *, msl_ns: int | None = None, rto_ns: int | None = None, 
                 host.when_ready(go)     # as a blocking socket would: wait for the handshake
                 return
             try:
-                if c.call == "listen":
-                    host.listen(c.port, iss=c.isn, reuse_addr=c.reuse_addr)
-                elif c.call == "connect":
-                    host.connect(port=c.port, iss=c.isn)
-                elif c.call == "send":
-                    host.send(c.data)
-                elif c.call == "close":
-                    host.close(c.data)
-                elif c.call == "shutdown":
-                    host.shutdown()
-                elif c.call == "abort":
-                    host.abort()
-                elif c.call == "close-listener":
-                    host.close_listener(c.port)
+                host.call(c.call, data=c.data, port=c.port, iss=c.isn, reuse_addr=c.reuse_addr)
             except AddressInUse:
                 pass            # logged as an address_in_use anomaly: part of the story
             except (StateError, EmulatorError) as e:
@@ -372,36 +358,101 @@ def run(scn: Scenario, *, msl_ns: int | None = None, rto_ns: int | None = None, 
     return pair
 
 
-def check(scn: Scenario, pair) -> list[str]:
-    """What the run did not do that the scenario's ``[expect]`` table says it does."""
-    problems = []
-    exp = scn.expect
-    final = exp.get("final", {})
-    for side, want in final.items():
-        host = getattr(pair, side)
-        got = host.state.name if host.state is not None else None
-        if got != want:
-            problems.append(f"final state of {side}: expected {want}, got {got}")
-    if "retransmissions" in exp and len(pair.retransmissions()) != exp["retransmissions"]:
-        problems.append(f"expected {exp['retransmissions']} retransmissions, got {len(pair.retransmissions())}")
-    if "dropped" in exp:
-        n = sum(1 for s in pair.sent if s.dropped)
-        if n != exp["dropped"]:
-            problems.append(f"expected {exp['dropped']} dropped segments, got {n}")
-    if "refused" in exp:
-        n = sum(1 for a in pair.anomalies() if a.kind == "address_in_use")
-        if n != exp["refused"]:
-            problems.append(f"expected {exp['refused']} refused listen/connect, got {n}")
-    for want in exp.get("states", []):
-        # "side FROM TO" lines: this transition must appear
-        side, frm, to = want.split()
-        if (side, frm, to) not in {(s, f, t) for _, s, f, t in pair.timeline()}:
-            problems.append(f"expected a transition {want}")
-    if "segments" in exp and len(pair.sent) != exp["segments"]:
-        problems.append(f"expected {exp['segments']} segments, got {len(pair.sent)}")
-    return problems
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One judged expectation: what was expected, whether it held (None: it could not be judged), and why."""
 
+    what: str
+    ok: bool | None
+    detail: str = ""
+
+
+class Facts:
+    """What a run did, as :func:`judge` asks it; this base class reads an emulator :class:`~rawfin.sim.emulator.Pair`.
+
+    A driver whose run cannot show everything (``rawfin peer --file``: the kernel's
+    TIME_WAIT is not waited for, its ACKs are its own) answers the same questions with
+    its own reasons, and ``None`` for "cannot be judged".
+    """
+
+    def __init__(self, pair) -> None:
+        self.pair = pair
+
+    def who(self, side: str) -> str:
+        """Who plays ``side`` (``""``: the side's name says it)."""
+        return ""
+
+    def final(self, side: str) -> tuple[str | None, str]:
+        """The state ``side``'s current connection ends in, and (when a TIME_WAIT there stands for
+        CLOSED because its end was not waited for) why; else ``""``."""
+        st = getattr(self.pair, side).state
+        return (st.name if st is not None else None), ""
+
+    def moved(self, side: str, frm: str, to: str) -> tuple[bool | None, str]:
+        """Whether ``side`` went ``frm`` → ``to``, and what it did instead."""
+        if (side, frm, to) in {(s, f, t) for _, s, f, t in self.pair.timeline()}:
+            return True, ""
+        return False, f"{side}: " + " → ".join(t for _, s, _, t in self.pair.timeline() if s == side)
+
+    def retransmissions(self) -> tuple[int, str]:
+        return len(self.pair.retransmissions()), ""
+
+    def dropped(self) -> int:
+        return sum(1 for s in self.pair.sent if s.dropped)
+
+    def refused(self) -> tuple[int, str]:
+        return sum(1 for a in self.pair.anomalies() if a.kind == "address_in_use"), ""
+
+    def segments(self) -> tuple[int, str | None]:
+        """How many segments were sent, and (when that cannot be judged) why not."""
+        return len(self.pair.sent), None
+
+
+def judge(scn: Scenario, facts: Facts) -> list[Check]:
+    """Each expectation of ``scn``'s ``[expect]`` table, judged against what the run did."""
+    exp = scn.expect
+    out = []
+
+    def named(side: str) -> str:
+        who = facts.who(side)
+        return f"{side} ({who})" if who else side
+
+    for side, want in exp.get("final", {}).items():
+        got, stands_for_closed = facts.final(side)
+        what = f"[expect] final: {named(side)} ends in {want}"
+        if got == want:
+            out.append(Check(what, True, f"{got}"))
+        elif want == "CLOSED" and got == "TIME_WAIT" and stands_for_closed:
+            out.append(Check(what, True, f"TIME_WAIT at the end; {stands_for_closed}"))
+        else:
+            out.append(Check(what, False, f"got {got}"))
+    if "retransmissions" in exp:
+        n, detail = facts.retransmissions()
+        out.append(Check(f"[expect] retransmissions = {exp['retransmissions']}", n == exp["retransmissions"],
+                         detail or f"{n}"))
+    if "dropped" in exp:
+        n = facts.dropped()
+        out.append(Check(f"[expect] dropped = {exp['dropped']}", n == exp["dropped"], f"{n} dropped by the link"))
+    if "refused" in exp:
+        n, detail = facts.refused()
+        out.append(Check(f"[expect] refused = {exp['refused']}", n == exp["refused"], detail or f"{n}"))
+    if "segments" in exp:
+        n, why_not = facts.segments()
+        out.append(Check(f"[expect] segments = {exp['segments']}", None if why_not else n == exp["segments"],
+                         f"{n} here; not judged: {why_not}" if why_not else f"{n}"))
+    for want in exp.get("states", []):
+        side, frm, to = want.split()       # "side FROM TO": this transition must appear
+        ok, detail = facts.moved(side, frm, to)
+        who = facts.who(side)
+        out.append(Check(f"[expect] states: {want}" + (f" ({who})" if who else ""), ok, detail))
+    return out
+
+
+def check(scn: Scenario, pair) -> list[str]:
+    """What the emulator run did not do that the scenario's ``[expect]`` table says it does."""
+    return [f"{c.what}: {c.detail}" for c in judge(scn, Facts(pair)) if c.ok is False]
 
 
 __all__ = ["Scenario", "Call", "Side", "ScenarioError", "load", "parse", "builtin", "names", "run", "check",
+           "judge", "Check", "Facts",
            "CALLS", "ORDER"]

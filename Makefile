@@ -28,7 +28,7 @@ captures: $(STAMP)
 	$(BIN)/rawfin scenario --all --write-dir captures
 
 golden: $(STAMP)
-	RAWFIN_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_golden.py tests/test_pileup.py -k "golden"
+	RAWFIN_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_golden.py tests/test_pileup.py tests/test_capture_ladder.py -k "golden"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

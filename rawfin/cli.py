@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     # analyze
     a = add("analyze", "replay pcap/pcapng captures through a both-endpoint observer")
     _add_inputs(a)
-    _add_format(a)
+    _add_format(a, ("table", "jsonl", "csv", "ladder", "mermaid"))
     a.add_argument("--summary", action="store_true", help="one row per connection instead of transition tables")
     a.add_argument("--conn", type=count, metavar="N", default=None,
                    help="only connection N (numbered from 0 in each capture, as the output names them)")

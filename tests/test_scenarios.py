@@ -73,7 +73,7 @@ def test_jsonl_is_the_record_contract(capsys):
 
 
 def test_ladder_fits_100_columns_and_shows_the_loss():
-    from rawfin.render.ladder import ladder
+    from rawfin.commands.ladders import ladder
     for name in NAMES:
         scn = scenarios.builtin(name)
         text = ladder(scenarios.run(scn), f"{scn.name}: {scn.summary}", scn.description)

@@ -92,6 +92,12 @@ class _Stream:
     def fileno(self) -> int:
         return self.raw.fileno()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.raw is not sys.stdin.buffer:
             self.raw.close()
@@ -131,6 +137,12 @@ class _Gunzip:
 
     def fileno(self) -> int:
         return self.f.fileno()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         self.f.close()

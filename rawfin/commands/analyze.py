@@ -18,6 +18,8 @@ def run(args) -> int:
 
     inputs = from_args(args)
     select = bpf.parse(args.filter)
+    if args.format in ("ladder", "mermaid"):
+        return _draw(args, inputs, select)
     use_engine = engine.choose(getattr(args, "engine", "auto"))
     many = len(inputs.sources) > 1
     sink = _sink(args)
@@ -139,3 +141,87 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
         return engine.run(src.name, write if only is None else only.lines(write), **kw)
     finally:
         bar.done()
+
+
+def _draw(args, inputs, select) -> int:
+    """``--format ladder|mermaid``: one captured connection drawn as `rawfin scenario` draws a run."""
+    import shutil
+    import tempfile
+
+    from rawfin.capture import engine
+    from rawfin.render import ladder
+
+    if len(inputs.sources) != 1:
+        raise UsageError(f"--format {args.format} draws one connection of one capture; "
+                         f"{len(inputs.sources)} captures given")
+    if getattr(args, "by", None) or args.summary:
+        raise UsageError(f"--format {args.format} draws one connection: not with --by or --summary")
+    src = inputs.sources[0]
+    n = 0 if args.conn is None else args.conn
+    with tempfile.TemporaryDirectory(prefix="rawfin-") as tmp:
+        if src.kind in ("stdin", "stream"):       # read twice: the records, then the segments
+            path = os.path.join(tmp, "stdin.pcap")
+            with src.open() as f, open(path, "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 20)
+            src = Source(path)
+        stats = CaptureStats(path=src.name)
+        items: list[dict] = []
+        conn = None
+        with opened(src) as (name, fileobj):
+            pull = engine.records if engine.choose(getattr(args, "engine", "auto")) else records
+            try:
+                for rec in pull(name, msl_s=args.msl, stats=stats, fileobj=fileobj, bpf=select):
+                    if rec.get("conn") != n:
+                        continue
+                    if rec["type"] == "connection":
+                        conn = rec
+                    else:
+                        items.append(rec)
+            except CaptureError as e:
+                print(f"rawfin analyze: {e}", file=sys.stderr)
+                if conn is None:
+                    return EXIT_DATAERR
+        if conn is None:
+            total = stats.connections
+            print(f"rawfin analyze: no connection {n}" + (f" (connections are numbered 0..{total - 1})" if total
+                                                           else ": no TCP connection at all"), file=sys.stderr)
+            return EXIT_USAGE
+        segs = _segments(src, conn, select)
+    name = inputs.sources[0].name
+    d = ladder.from_capture(conn, items, segs, source="standard input" if name == "-" else os.path.basename(name),
+                            msl_s=args.msl)
+    sys.stdout.write(ladder.text(d) if args.format == "ladder" else ladder.mermaid(d))
+    if args.conn is None and stats.connections > 1 and not args.quiet:
+        print(f"rawfin analyze: drew connection 0 of {stats.connections}; --conn N draws another",
+              file=sys.stderr)
+    return 0
+
+
+def _segments(src: Source, conn: dict, select) -> list:
+    """The connection's segments as the capture holds them (its frames first_frame..last_frame
+    between its two endpoints, on its VLAN)."""
+    from rawfin.core.segment import Segment, fmt_endpoint
+    from rawfin.wire.decode import decode
+    from rawfin.wire.pcapio import open_capture
+
+    ends = {conn["client"], conn["server"]}
+    vlan = tuple(conn.get("vlan") or ())
+    out = []
+    with opened(src) as (name, fileobj), open_capture(name, fileobj) as reader:
+        match = select.for_byte_order(reader.byte_order == "big").match if select is not None else None
+        try:
+            for fr in reader:
+                if fr.frame < conn["first_frame"]:
+                    continue
+                if fr.frame > conn["last_frame"]:
+                    break
+                if match is not None and not match(fr.linktype, fr.data, fr.orig_len):
+                    continue
+                s = decode(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
+                if s.__class__ is not Segment or tuple(s.vlan or ()) != vlan:
+                    continue
+                if {fmt_endpoint(s.src, s.sport), fmt_endpoint(s.dst, s.dport)} == ends:
+                    out.append(s)
+        except CaptureError:
+            pass            # the records said what is wrong; draw what came before
+    return out

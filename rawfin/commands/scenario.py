@@ -66,11 +66,11 @@ def render(scn, pair, fmt: str, out, *, capture_at: str = "sender", tablefmt: st
            file: str | None = None) -> None:
     """Write one run in ``fmt`` to ``out``."""
     if fmt == "ladder":
-        from rawfin.render.ladder import ladder
+        from rawfin.commands.ladders import ladder
         out.write(ladder(pair, f"{scn.name}: {scn.summary}" if scn.summary else scn.name, scn.description))
         return
     if fmt == "mermaid":
-        from rawfin.render.ladder import mermaid
+        from rawfin.commands.ladders import mermaid
         out.write(mermaid(pair, f"{scn.name}: {scn.summary}" if scn.summary else scn.name))
         return
     from rawfin.render.sinks import make_sink

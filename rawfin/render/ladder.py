@@ -1,19 +1,21 @@
-"""Ladder diagrams of an emulated run: plain text (as the seed draws them) and Mermaid.
+"""Ladder diagrams: plain text (as the 4-way close is drawn on a whiteboard) and Mermaid.
 
-Both are drawn from a :class:`~rawfin.sim.emulator.Pair`'s log, so every arrow is a
-segment that was really sent, with its real flags and numbers, and every state
-is written where and when the endpoint took it. A segment the link lost ends
-in an ``X``, as in the seed's section 5. The text form stays within 100
-columns.
+What is drawn is a :class:`Diagram`: two lifelines (client left, server right) and a list of
+:class:`Step` s in time order: arrows (a segment that was sent, its real flags and numbers;
+one the link lost ends in an ``X``), the states each side takes, where and when it takes
+them, and notes. Two producers make diagrams: :func:`rawfin.sim.diagram.of_pair` from an
+emulated run, and :func:`from_capture` here from a captured connection (the records
+``rawfin analyze`` writes and the connection's segments), so ``rawfin scenario --format
+ladder`` and ``rawfin analyze --conn N --format ladder`` draw alike. The text form stays
+within 100 columns.
 """
 
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass, field
 
-from rawfin.sim.emulator import Arrival, Called, Moved, Noted, Pair, Sent
 from rawfin.core.units import SEC
-from rawfin.core.states import Input
 
 TIME_W = 9          # "   61.041"
 GAP = 56            # columns between the two lifelines
@@ -23,98 +25,43 @@ RIGHT = LEFT + GAP + 1
 RIGHT_TEXT = WIDTH - RIGHT - 2
 LONG_PAUSE_NS = SEC // 2
 
-# anomalies the ladder leaves out: the state rows already tell them
-_QUIET = {"address_in_use"}
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One thing a ladder draws. ``kind``: "arrow" (``side`` sent it; ``lost``: why it never
+    arrived), "state" (``side`` took a state: ``text``) or "note" (a remark at ``side``;
+    ``paren``: the text form puts it in parentheses)."""
+
+    kind: str
+    time_ns: int
+    side: str
+    text: str
+    lost: str | None = None
+    paren: bool = False
+    conn: int = 0
 
 
-def _state_text(m: Moved, pair: Pair | None = None) -> str:
-    t = m.transition
-    if t.from_ is t.to:
-        if t.input is Input.RCV_FIN:
-            return f"{t.to.name}: re-ACK the FIN, restart 2MSL"
-        return f"{t.to.name} (again)"
-    text = f"{t.from_.name} → {t.to.name}"
-    if t.input is Input.TIMEOUT_2MSL:
-        if pair is not None:
-            msl = getattr(pair, m.side).config.msl_ns
-            text += f" (2MSL = {2 * msl / SEC:g} s over)"
-        else:
-            text += " (2MSL over)"
-    elif t.input is Input.RCV_NEW_SYN:
-        text += " (new SYN: pair reused)"
-    elif t.input is Input.TIMEOUT_GIVE_UP:
-        text += " (gave up)"
-    return text
-
-
-def _seg_label(s: Sent) -> str:
-    text = f"{s.number}. {s.seg.describe()}"
-    tags = []
-    if s.retransmission:
-        tags.append("retransmission: RTO")
-    if s.delay_ns:
-        tags.append(f"delayed +{s.delay_ns / SEC:g} s")
-    if s.duplicated:
-        tags.append("duplicated")
-    if s.reordered:
-        tags.append("held back")
-    if tags:
-        text += " (" + ", ".join(tags) + ")"
-    return text
-
-
-def _rel(pair: Pair, t: int) -> float:
-    return (t - pair.start_ns) / SEC
-
-
-def _events(pair: Pair):
-    """The log entries the diagrams draw, each with the connection it belongs to.
-
-    An anomaly that comes with a transition of the same endpoint for the same
-    segment (TIME_WAIT re-ACKing a retransmitted FIN) is left out: the state
-    row says it.
-    """
-    conn = pair.connections()
-    explained = {(e.side, e.ref) for e in pair.log if isinstance(e, Moved) and e.ref is not None}
-    for e in pair.log:
-        if isinstance(e, Arrival):
-            continue
-        if isinstance(e, Called) and e.error is None:
-            continue
-        if isinstance(e, Noted) and (e.anomaly.kind in _QUIET or (e.side, e.ref) in explained):
-            continue
-        yield e, conn.get(e.ep, 0)
-
-
-def _roles(pair: Pair) -> dict[str, str]:
-    """"active close" / "passive close" for each side, from who sent the first FIN."""
-    first: dict[str, int] = {}
-    fin_in: dict[str, int] = {}
-    for i, e in enumerate(pair.log):
-        if isinstance(e, Moved):
-            t = e.transition
-            if t.input is Input.CLOSE and t.from_.name in ("ESTABLISHED", "SYN_RECEIVED"):
-                first.setdefault(e.side, i)
-            if t.input is Input.RCV_FIN:
-                fin_in.setdefault(e.side, i)
-    roles = {}
-    for side in ("client", "server"):
-        if side in first and first[side] < fin_in.get(side, len(pair.log)):
-            roles[side] = "active close"
-        elif side in fin_in:
-            roles[side] = "passive close"
-    return roles
+@dataclass(kw_only=True)
+class Diagram:
+    client: str                      # "client 192.0.2.2:50001"
+    server: str
+    start_ns: int
+    steps: list[Step] = field(default_factory=list)
+    roles: dict[str, str] = field(default_factory=dict)   # side -> "active close" / "passive close"
+    title: str = ""
+    description: str = ""
+    footer: str = ""
 
 
 class _Text:
-    def __init__(self, pair: Pair) -> None:
-        self.pair = pair
+    def __init__(self, start_ns: int) -> None:
+        self.start_ns = start_ns
         self.lines: list[str] = []
         self.last_t: int | None = None
 
     def row(self, t: int | None, middle: str, right: str = "", lifeline: str = "│") -> None:
         if t is not None and t != self.last_t:
-            tcol = f"{_rel(self.pair, t):{TIME_W}.3f}"
+            tcol = f"{(t - self.start_ns) / SEC:{TIME_W}.3f}"
             self.last_t = t
         else:
             tcol = " " * TIME_W
@@ -137,8 +84,8 @@ class _Text:
             for i, chunk in enumerate(textwrap.wrap(text, RIGHT_TEXT)):
                 self.row(t if i == 0 else None, "", chunk)
 
-    def arrow(self, s: Sent) -> None:
-        label = _seg_label(s)
+    def arrow(self, s: Step) -> None:
+        label = s.text
         rows = [label]
         if len(label) > GAP - 2 and " (" in label:
             head, _, tail = label.partition(" (")
@@ -147,64 +94,54 @@ class _Text:
             if len(text) > GAP - 2:
                 text = text[:GAP - 3] + "…"
             self.row(s.time_ns if i == 0 else None, f"{text:^{GAP}}")
-        if s.dropped:
-            why = "lost" + (f": {s.rules[0]}" if s.rules else "")
+        if s.lost is not None:
             shaft = GAP // 2
-            if s.sender == "client":
-                mid = " " + "─" * (shaft - 1) + "X " + why
+            if s.side == "client":
+                mid = " " + "─" * (shaft - 1) + "X " + s.lost
             else:
-                mid = (why + " X" + "─" * (shaft - 1)).rjust(GAP - 1) + " "
+                mid = (s.lost + " X" + "─" * (shaft - 1)).rjust(GAP - 1) + " "
             self.row(None, mid)
-        elif s.sender == "client":
+        elif s.side == "client":
             self.row(None, " " + "─" * (GAP - 2) + "▶")
         else:
             self.row(None, "◀" + "─" * (GAP - 2) + " ")
 
 
-def ladder(pair: Pair, title: str = "", description: str = "") -> str:
-    """The run as a text ladder diagram, client on the left, server on the right."""
-    out = _Text(pair)
+def text(d: Diagram) -> str:
+    """The diagram as text, client on the left, server on the right."""
+    out = _Text(d.start_ns)
     head = []
-    if title:
-        head += textwrap.wrap(title, WIDTH)
-    if description:
-        head += [""] + textwrap.wrap(" ".join(description.split()), WIDTH)
+    if d.title:
+        head += textwrap.wrap(d.title, WIDTH)
+    if d.description:
+        head += [""] + textwrap.wrap(" ".join(d.description.split()), WIDTH)
     if head:
         head.append("")
-    c, s = pair.client, pair.server
-    from rawfin.core.segment import fmt_endpoint
-    roles = _roles(pair)
-    cname = f"client {fmt_endpoint(c.ip, c.port)}"
-    sname = f"server {fmt_endpoint(s.ip, s.port)}"
-    head.append(f"{'time (s)':>{TIME_W}} {cname:<{GAP + 1}}{sname}")
-    if roles:
-        crole = f"({roles['client']})" if "client" in roles else ""
-        srole = f"({roles['server']})" if "server" in roles else ""
+    names = f"{'time (s)':>{TIME_W}} {d.client:<{GAP + 1}}{d.server}"
+    if len(names) <= WIDTH:
+        head.append(names)
+    else:                           # long (IPv6) names: the server's on a line of its own
+        head += [f"{'time (s)':>{TIME_W}} {d.client} (left)", f"{'':>{TIME_W}} {d.server} (right)"]
+    if d.roles:
+        crole = f"({d.roles['client']})" if "client" in d.roles else ""
+        srole = f"({d.roles['server']})" if "server" in d.roles else ""
         head.append(f"{'':>{TIME_W}} {crole:<{GAP + 1}}{srole}".rstrip())
     out.lines = head
     out.row(None, "")
     cur_conn = 0
-    for e, conn in _events(pair):
-        t = e.time_ns if isinstance(e, (Sent, Called)) else (
-            e.transition.time_ns if isinstance(e, Moved) else e.anomaly.time_ns)
-        out.pause(t)
-        if conn > cur_conn:
-            cur_conn = conn
-            out.row(None, f"{' connection ' + str(conn) + ' ':─^{GAP}}")
-        if isinstance(e, Sent):
-            out.arrow(e)
-        elif isinstance(e, Moved):
-            out.side_note(t, e.side, _state_text(e, pair))
-        elif isinstance(e, Noted):
-            out.side_note(t, e.side, f"({e.anomaly.kind}: {e.anomaly.detail})")
-        elif isinstance(e, Called):
-            out.side_note(t, e.side, f"{e.call} refused: {e.error}")
+    for s in d.steps:
+        out.pause(s.time_ns)
+        if s.conn > cur_conn:
+            cur_conn = s.conn
+            out.row(None, f"{' connection ' + str(s.conn) + ' ':─^{GAP}}")
+        if s.kind == "arrow":
+            out.arrow(s)
+        else:
+            out.side_note(s.time_ns, s.side, f"({s.text})" if s.paren else s.text)
     out.row(None, "")
-    out.lines.append("")
-    out.lines += textwrap.wrap(
-        "Numbers are segment numbers (the frame numbers of the --capture-at sender capture); "
-        f"times are seconds of virtual time since the start; the link delay is "
-        f"{pair.link.delay_ns / SEC * 1000:g} ms each way.", WIDTH)
+    if d.footer:
+        out.lines.append("")
+        out.lines += textwrap.wrap(d.footer, WIDTH)
     return "\n".join(out.lines) + "\n"
 
 
@@ -213,42 +150,153 @@ def _mm(text: str) -> str:
     return text.replace(";", ",").replace("#", "no. ").replace("\n", " ")
 
 
-def mermaid(pair: Pair, title: str = "") -> str:
-    """The same run as a Mermaid ``sequenceDiagram``."""
-    from rawfin.core.segment import fmt_endpoint
-    c, s = pair.client, pair.server
+def mermaid(d: Diagram) -> str:
+    """The same diagram as a Mermaid ``sequenceDiagram``."""
     lines = ["sequenceDiagram"]
-    if title:
-        lines.insert(0, f"%% {_mm(title)}")
-    lines.append(f"    participant C as client {fmt_endpoint(c.ip, c.port)}")
-    lines.append(f"    participant S as server {fmt_endpoint(s.ip, s.port)}")
+    if d.title:
+        lines.insert(0, f"%% {_mm(d.title)}")
+    lines.append(f"    participant C as {d.client}")
+    lines.append(f"    participant S as {d.server}")
     last: int | None = None
     cur_conn = 0
-    for e, conn in _events(pair):
-        t = e.time_ns if isinstance(e, (Sent, Called)) else (
-            e.transition.time_ns if isinstance(e, Moved) else e.anomaly.time_ns)
+    for s in d.steps:
+        t = s.time_ns
         if last is not None and t - last >= LONG_PAUSE_NS:
             lines.append(f"    Note over C,S: {(t - last) / SEC:.3f} s pass")
-        if last is None or t != last:
-            stamp = f"t={_rel(pair, t):.3f} "
-        else:
-            stamp = ""
+        stamp = f"t={(t - d.start_ns) / SEC:.3f} " if last is None or t != last else ""
         last = t
-        if conn > cur_conn:
-            cur_conn = conn
-            lines.append(f"    Note over C,S: connection {conn}")
-        who = "C" if getattr(e, "side", getattr(e, "sender", "client")) == "client" else "S"
-        where = "left of C" if who == "C" else "right of S"
-        if isinstance(e, Sent):
-            a, b = ("C", "S") if e.sender == "client" else ("S", "C")
-            if e.dropped:
-                lines.append(f"    {a}-x{b}: {_mm(stamp + _seg_label(e))} LOST")
+        if s.conn > cur_conn:
+            cur_conn = s.conn
+            lines.append(f"    Note over C,S: connection {s.conn}")
+        who = "C" if s.side == "client" else "S"
+        if s.kind == "arrow":
+            a, b = ("C", "S") if who == "C" else ("S", "C")
+            if s.lost is not None:
+                lines.append(f"    {a}-x{b}: {_mm(stamp + s.text)} LOST")
             else:
-                lines.append(f"    {a}->>{b}: {_mm(stamp + _seg_label(e))}")
-        elif isinstance(e, Moved):
-            lines.append(f"    Note {where}: {_mm(stamp + _state_text(e, pair))}")
-        elif isinstance(e, Noted):
-            lines.append(f"    Note {where}: {_mm(stamp + e.anomaly.kind + ': ' + e.anomaly.detail)}")
-        elif isinstance(e, Called):
-            lines.append(f"    Note {where}: {_mm(stamp + e.call + ' refused: ' + str(e.error))}")
+                lines.append(f"    {a}->>{b}: {_mm(stamp + s.text)}")
+        else:
+            where = "left of C" if who == "C" else "right of S"
+            lines.append(f"    Note {where}: {_mm(stamp + s.text)}")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- a captured connection
+
+
+def _state_words(rec: dict, msl_s: float | None) -> str:
+    frm, to = rec["from"], rec["to"]
+    if frm == to:
+        if frm == "TIME_WAIT" and "FIN" in rec.get("cause", ""):
+            return f"{to}: re-ACK the FIN, restart 2MSL"
+        return f"{to} (again)"
+    words = f"{frm} → {to}"
+    if rec["frame"] is None and frm == "TIME_WAIT":
+        words += f" (2MSL = {2 * msl_s:g} s over)" if msl_s else " (2MSL over)"
+    return words
+
+
+def from_capture(conn: dict, items: list[dict], segments: list, *, source: str = "",
+                 msl_s: float | None = None) -> Diagram:
+    """A captured connection as a :class:`Diagram`.
+
+    ``conn`` is its ``connection`` record, ``items`` its ``transition`` and ``anomaly`` records,
+    ``segments`` its :class:`~rawfin.core.segment.Segment` s (with frame numbers and times) as
+    the capture has them. Arrows are numbered by frame; an ACK that acknowledges a FIN says so
+    (``ack=x+1``); a retransmission is marked on its arrow; a segment the capture saw but that
+    never reached its receiver (the final ACK before a retransmitted FIN) ends in an ``X``;
+    anomalies are notes at the side they belong to; each side's states are drawn where the
+    wire shows them, the sender's before its segment, the receiver's after.
+    """
+    from rawfin.core import seq as sq
+    from rawfin.core.segment import fmt_endpoint
+
+    client, server = conn["client"], conn["server"]
+    side_of = {client: "client", server: "server"}
+    start = segments[0].time_ns if segments else int(round((conn.get("first_time") or 0) * SEC))
+    by_frame: dict[int, list[dict]] = {}
+    timed: list[dict] = []          # caused by time, or by a frame that is not one of these segments
+    drawn = {s.frame for s in segments}
+    for r in items:
+        (by_frame.setdefault(r["frame"], []) if r.get("frame") in drawn else timed).append(r)
+    retrans = {r["frame"] for r in items if r["type"] == "anomaly" and "retransmission" in r["kind"]}
+    # a final ACK the capture saw but its receiver never got: the last ACK of that FIN before
+    # the anomaly's frame (the receiver retransmitted its FIN)
+    lost: dict[int, str] = {}
+    fins: dict[str, int] = {}
+    for r in items:
+        if r["type"] == "anomaly" and r["kind"] == "final_ack_lost" and r.get("frame") is not None:
+            for s in reversed([s for s in segments if s.frame is not None and s.frame < r["frame"]]):
+                if s.fin and s.frame == r["frame"]:
+                    continue
+                if s.has_ack and not s.fin and not s.data_len and fmt_endpoint(s.dst, s.dport) == r["endpoint"]:
+                    lost[s.frame] = "lost after capture"
+                    break
+    steps: list[Step] = []
+    frame_time = {s.frame: s.time_ns for s in segments}
+    # what the drawing already says: a retransmission on its arrow, an anomaly of an endpoint
+    # whose state row for the same frame tells it (TIME_WAIT re-ACKing a retransmitted FIN)
+    moved = {(r["endpoint"], r["frame"]) for r in items if r["type"] == "transition"}
+
+    def said(r: dict) -> bool:
+        return r["frame"] in retrans and "retransmission" in r["kind"] or (r["endpoint"], r["frame"]) in moved
+
+    def notes(recs: list[dict], when: str, sender: str | None) -> None:
+        for r in recs:
+            side = side_of.get(r["endpoint"], "client")
+            t = frame_time.get(r["frame"]) if r.get("frame") is not None else None
+            if t is None:
+                t = int(round(r["time"] * SEC)) if r.get("time") is not None else start
+            if r["type"] == "transition":
+                is_sender = r["endpoint"] == sender
+                if (when == "before") != is_sender:
+                    continue
+                words = _state_words(r, msl_s)
+                if r.get("frame") is not None and r["frame"] not in drawn:
+                    words += f" (at frame {r['frame']})"
+                steps.append(Step(kind="state", time_ns=t, side=side, text=words))
+            elif when == "after" and not said(r):
+                steps.append(Step(kind="note", time_ns=t, side=side, text=f"{r['kind']}: {r['detail']}",
+                                  paren=True))
+
+    first_ack_of_fin: set[tuple[str, int]] = set()
+    pending_timed = sorted(timed, key=lambda r: r["time"] or 0)
+    for s in segments:
+        while pending_timed and int(round(pending_timed[0]["time"] * SEC)) <= s.time_ns:
+            notes([pending_timed.pop(0)], "after", None)
+        sender = fmt_endpoint(s.src, s.sport)
+        recs = by_frame.get(s.frame, [])
+        notes(recs, "before", sender)
+        label = f"{s.frame}. {s.describe()}"
+        if s.fin:
+            fins[sender] = sq.add(s.seq, s.data_len + (1 if s.syn else 0))
+        peer = fmt_endpoint(s.dst, s.dport)
+        tags = []
+        if s.has_ack and peer in fins and s.ack == sq.add(fins[peer], 1) and (sender, s.ack) not in first_ack_of_fin:
+            first_ack_of_fin.add((sender, s.ack))
+            tags.append(f"ack = FIN {fins[peer]} + 1")
+        if s.frame in retrans:
+            tags.append("retransmission")
+        if tags:
+            label += " (" + ", ".join(tags) + ")"
+        steps.append(Step(kind="arrow", time_ns=s.time_ns, side=side_of.get(sender, "client"), text=label,
+                          lost=lost.get(s.frame)))
+        notes(recs, "after", sender)
+    for r in pending_timed:
+        notes([r], "after", None)
+    roles = {}
+    closer = conn.get("active_closer")
+    if closer:
+        roles = {side_of[closer]: "active close",
+                 ("server" if side_of[closer] == "client" else "client"): "passive close"}
+    head = f"conn {conn['conn']}"
+    if conn.get("file"):
+        head += f" of {conn['file']}"
+    close = conn.get("close", "")
+    what = f"close: {close}" + (f", closed first by the {side_of[closer]}" if closer else "")
+    footer = ("Numbers are frame numbers" + (f" of {source}" if source else "") + "; times are seconds since "
+              "the connection's first frame. States are drawn where the wire shows them: the capture sits "
+              "somewhere between the two hosts, so a receiver's state changes when its answer shows it got "
+              "the segment.")
+    return Diagram(client=f"client {client}", server=f"server {server}", start_ns=start, steps=steps,
+                   roles=roles, title=f"{head}: {what}", footer=footer)

@@ -314,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the live run's segments as a capture (at the live side's interface)")
     _add_format(rp, ("table", "jsonl"))
 
+    # wireshark
+    w = add("wireshark", "the Wireshark plugin that turns rawfin's packet comments (rawfin annotate) into "
+                         "filterable fields: rawfin.state, rawfin.transition, rawfin.anomaly, rawfin.closer, ...")
+    w.add_argument("--install", action="store_true",
+                   help="copy the plugin into Wireshark's personal Lua plugins folder (default: only print its path)")
+    w.add_argument("--dir", metavar="DIR", default=None,
+                   help="with --install: this folder instead (default: what `tshark -G folders` names)")
+    w.add_argument("--path", action="store_true", help="print the plugin's path only (for tshark -X lua_script:PATH)")
+
     # demo
     d = add("demo", "demonstrations on the real kernel over loopback")
     d.add_argument("which", choices=("timewait-bind",))
@@ -331,6 +340,7 @@ COMMANDS = {
     "peer": "rawfin.commands.peer",
     "demo": "rawfin.commands.demo",
     "replay": "rawfin.commands.replay",
+    "wireshark": "rawfin.commands.wireshark",
 }
 
 

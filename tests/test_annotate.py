@@ -104,6 +104,7 @@ def expected_comment_frames(path, msl_s: float = 30.0) -> set[int]:
     try:
         for r in records(str(path), msl_s=msl_s):
             if r["type"] == "connection":
+                out.add(r["first_frame"])          # the connection comment
                 if r["conn"] in frameless:
                     out.add(r["last_frame"])
             elif r["frame"] is not None:

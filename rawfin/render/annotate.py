@@ -37,7 +37,7 @@ from rawfin.core import seq as sq
 from rawfin.core.errors import CaptureError, OutputError, UsageError  # noqa: F401 (OutputError re-exported)
 
 __all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "iter_notes", "notes_from_records",
-           "NoteSpool", "transition_comment", "fin_ack_verdict", "anomaly_comment", "frames_span",
+           "NoteSpool", "transition_comment", "connection_comment", "fin_ack_verdict", "anomaly_comment", "frames_span",
            "AnnotateResult", "Pass1", "OutputError", "SameFileError"]
 
 #: Every comment rawfin writes starts with this.
@@ -103,6 +103,24 @@ def anomaly_comment(rec: dict) -> str:
 # --------------------------------------------------------------------------- pass 1
 
 
+def connection_comment(rec: dict, after_first: dict[str, str]) -> str:
+    """``rawfin: conn 0: client A, server B; after this frame SYN_SENT/SYN_RECEIVED; close four_way;
+    closed first by the client``: on a connection's first frame, its last comment there (the
+    Wireshark post-dissector, rawfin/render/rawfin.lua, reads it: roles, the states after the
+    frame, and what the close was, for every packet of the connection)."""
+    client, server = rec["client"], rec["server"]
+    final = rec.get("final") or {}
+    states = [after_first.get(ep) or final.get(ep, "?") for ep in (client, server)]
+    text = (f"{PREFIX}conn {rec['conn']}: client {client}, server {server}; after this frame "
+            f"{states[0]}/{states[1]}; close {rec.get('close')}")
+    closer = rec.get("active_closer")
+    if closer:
+        text += f"; closed first by the {'client' if closer == client else 'server'}"
+    if rec.get("mid_stream"):
+        text += "; picked up mid-stream"
+    return text
+
+
 def iter_notes(recs: Iterable[dict]) -> Iterator[tuple[int, str]]:
     """``(frame, comment)`` for analysis records, as they come.
 
@@ -110,9 +128,14 @@ def iter_notes(recs: Iterable[dict]) -> Iterator[tuple[int, str]]:
     2MSL expiring, or an anomaly only the end of the connection shows) go on the
     connection's last frame and say so; they come out when the connection's record
     does. Anomalies with neither frame nor connection are dropped (there is no packet
-    to put them on).
+    to put them on). Every connection's first frame also gets :func:`connection_comment`,
+    when its record comes.
     """
     pending: dict[int, list[dict]] = {}   # conn -> frameless records, until its connection record
+    # conn -> {endpoint: [frame of its first transition, the state it came from, where it was after
+    # that frame]}: its state after the connection's first frame, when the connection's record says
+    # which frame that was
+    first: dict[int, dict[str, list]] = {}
     for rec in recs:
         kind = rec["type"]
         if kind == "connection":
@@ -121,6 +144,10 @@ def iter_notes(recs: Iterable[dict]) -> Iterator[tuple[int, str]]:
             if held and last is not None:
                 for r in held:
                     yield last, _frameless(r, rec)
+            eps = first.pop(rec["conn"], {})
+            if rec.get("first_frame") is not None and "client" in rec:
+                after = {ep: (v[2] if v[0] == rec["first_frame"] else v[1]) for ep, v in eps.items()}
+                yield rec["first_frame"], connection_comment(rec, after)
             continue
         frame = rec.get("frame")
         if frame is None:
@@ -128,6 +155,11 @@ def iter_notes(recs: Iterable[dict]) -> Iterator[tuple[int, str]]:
                 pending.setdefault(rec["conn"], []).append(rec)
             continue
         if kind == "transition":
+            c = rec.get("conn")
+            if c is not None:
+                v = first.setdefault(c, {}).setdefault(rec["endpoint"], [frame, rec["from"], rec["to"]])
+                if v[0] == frame:
+                    v[2] = rec["to"]
             yield frame, transition_comment(rec)
             if (rec["from"], rec["to"]) in _FIN_ACKED and rec["cause"].startswith("rcv "):
                 nums = _fin_ack_numbers(rec["cause"])

@@ -9,7 +9,7 @@ RUN_CAPTURE ?= captures/lost-final-ack.pcap
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py rawfin/capture/_engine.c $(wildcard rawfin/capture/lane/*.c)
+$(STAMP): pyproject.toml setup.py rawfin/capture/_engine.c $(wildcard rawfin/capture/lane/*.c) rawfin/render/_writer.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'

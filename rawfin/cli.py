@@ -110,7 +110,9 @@ def _add_format(p: argparse.ArgumentParser, choices=FORMATS_RECORDS) -> None:
     p.add_argument("--format", default="table", choices=choices,
                    help="output: %(choices)s (default: %(default)s)")
     p.add_argument("--tablefmt", default="simple", metavar="NAME", type=tablefmt,
-                   help="any tabulate format for --format table (simple, github, grid, plain, ...)")
+                   help="any tabulate format for --format table (default: simple, rawfin's own writer, fitted to "
+                        "the terminal's width: COLUMNS, else 100 when not a terminal); the others (github, grid, "
+                        "plain, ...) go through tabulate, which is slower")
 
 
 FILTER_HELP = ("tcpdump's filter language (libpcap): 'tcp port 80', 'host 192.0.2.1 and not port 22', "
@@ -174,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = add("analyze", "replay pcap/pcapng captures through a both-endpoint observer")
     _add_inputs(a)
     _add_format(a, ("table", "jsonl", "csv", "ladder", "mermaid"))
-    a.add_argument("--summary", action="store_true", help="one row per connection instead of transition tables")
+    a.add_argument("--summary", action="store_true",
+                   help="one record per connection in every format: a row per connection (table, csv), only "
+                        "the connection records (jsonl)")
     a.add_argument("--conn", type=count, metavar="N", default=None,
                    help="only connection N (numbered from 0 in each capture, as the output names them)")
     a.add_argument("-q", "--quiet", action="store_true",

@@ -22,8 +22,10 @@ def write(path, segs):
     return str(path)
 
 
-def cli(*args, check=False):
-    p = subprocess.run([sys.executable, "-m", "rawfin", *args], capture_output=True, text=True, timeout=120)
+def cli(*args, check=False, env=None):
+    import os
+    p = subprocess.run([sys.executable, "-m", "rawfin", *args], capture_output=True, text=True, timeout=120,
+                       env=None if env is None else {**os.environ, **env})
     assert "Traceback" not in p.stderr, p.stderr
     return p
 
@@ -58,6 +60,43 @@ def test_table_and_summary(two_conns):
     s = cli("analyze", two_conns, "--summary")
     assert "four_way by SERVER" in s.stdout
     assert "1 closed first by the server" in s.stdout
+
+
+@pytest.mark.parametrize("engine", ["auto", "python"])
+def test_summary_is_one_record_per_connection_in_every_format(two_conns, tmp_path, engine):
+    import csv
+    import io
+    from rawfin.render.sinks import CSV_SUMMARY_COLUMNS
+    three = write(tmp_path / "b.pcap", craft.connection(close="3way"))
+    j = cli("analyze", two_conns, three, "--summary", "--format", "jsonl", "--engine", engine)
+    recs = [json.loads(x) for x in j.stdout.splitlines()]
+    assert [(r["type"], r["conn"]) for r in recs] == [("connection", 0), ("connection", 1), ("connection", 0)]
+    assert [r["file"] for r in recs] == [two_conns, two_conns, three]
+    c = cli("analyze", two_conns, three, "--summary", "--format", "csv", "--engine", engine)
+    rows = list(csv.reader(io.StringIO(c.stdout)))
+    assert tuple(rows[0]) == CSV_SUMMARY_COLUMNS and len(rows) == 4
+    by = [dict(zip(rows[0], r)) for r in rows[1:]]
+    assert [(r["conn"], r["close"], r["packets"]) for r in by] == [("0", "four_way", "10"), ("1", "four_way", "10"),
+                                                                   ("0", "three_way", "9")]
+    assert by[1]["passive_closer"] == "192.0.2.3:40000" and by[0]["first_time"] and by[0]["vlan"] == ""
+    t = cli("analyze", two_conns, three, "--summary", "--engine", engine)
+    assert len([x for x in t.stdout.splitlines() if "#" in x]) == 3, t.stdout
+
+
+@pytest.mark.parametrize("columns", ["60", "80", "132"])
+def test_tables_fit_the_terminal_and_lose_nothing(tmp_path, columns):
+    """COLUMNS sets the width (100 when it is not set and stdout is not a terminal); long cells wrap."""
+    v6 = craft.connection(("2001:db8:4:5:6:7:8:9", 50001), ("2001:db8::1", 443), close="4way", closer="server")
+    cap = write(tmp_path / "v6.pcap", v6)
+    for argv in ([cap], [cap, "--summary"], [cap, cap]):
+        wide = cli("analyze", *argv, env={"COLUMNS": "1000"})
+        p = cli("analyze", *argv, env={"COLUMNS": columns})
+        assert p.returncode == 0 and max(len(x) for x in p.stdout.splitlines()) <= int(columns), p.stdout
+        # every character of the wide table is still there (the rules aside; a wrapped row's cells
+        # share its lines, so the order changes)
+        def text(out: str) -> list[str]:
+            return sorted("".join(w for w in out.split() if set(w) != {"-"}))
+        assert text(p.stdout) == text(wide.stdout)
 
 
 def test_csv_filter_and_conn(two_conns):

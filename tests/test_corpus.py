@@ -65,8 +65,10 @@ DAMAGED = {name for name, what in MANIFEST.items()
 # -- running rawfin and tshark (each once per file per session) ---------------------------------
 
 @lru_cache(maxsize=None)
-def run_rawfin(*args: str) -> subprocess.CompletedProcess:
+def run_rawfin(*args: str, columns: int | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if columns is not None:
+        env["COLUMNS"] = str(columns)
     return subprocess.run([sys.executable, "-m", "rawfin", "analyze", *args], capture_output=True, text=True,
                           timeout=300, cwd=REPO, env=env)
 
@@ -499,7 +501,7 @@ def test_several_files_carry_file():
 def test_summary_rows_and_server_first_count():
     # dns_tcp: closed first by the client; three_http_streams: all three closed first by the server
     names = ["tcpdump__dns_tcp.pcap", "PcapPlusPlus__three_http_streams.pcap"]
-    out = run_rawfin(*(str(CAPTURES / n) for n in names), "--summary")
+    out = run_rawfin(*(str(CAPTURES / n) for n in names), "--summary", columns=200)   # nothing wraps
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     rows = [ln for ln in out.stdout.splitlines() if re.match(r"\S+#\d+\s", ln)]
     assert len(rows) == 4, out.stdout

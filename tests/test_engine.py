@@ -11,7 +11,10 @@ with the same code. This module runs both on:
   connections, IPv4 and IPv6, sequence wrap, every kind of close);
 * about 200 captures from rawfin's emulator with random faults, merged connections and port
   reuse, and about 230 hand-made edge cases (``tests/enginegen.py``);
-* a few command lines with several files and odd ``--msl`` values.
+* a few command lines with several files and odd ``--msl`` values;
+* the other formats (table, ``--summary``, csv, ``--summary`` csv and JSON lines), which the C
+  writer writes on one side and the Python sinks on the other: on the shipped captures, the
+  corpus (table) and some of the command lines.
 
 On a mismatch the message names both command lines, the exit codes, and the first differing
 line of stdout and of stderr (with the column where they part), not the whole output.
@@ -575,6 +578,42 @@ def test_command_line(differ, request, edges, variant):
             dst.write_bytes(Path(copy_of).read_bytes())
         return str(dst)
     check_group(differ, request, lambda p: VARIANTS[p["variant"]](_CAPS, e))
+
+
+# --------------------------------------------------------------------------- the other formats
+
+#: every format but plain JSON lines goes through the C writer on one side and the Python sinks on
+#: the other (tests/test_writers.py compares the writers themselves on many more inputs)
+FORMATS = {"table": ["--format", "table"], "summary": ["--format", "table", "--summary"],
+           "csv": ["--format", "csv"], "summary-csv": ["--format", "csv", "--summary"],
+           "summary-jsonl": ["--format", "jsonl", "--summary"]}
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("capture", SHIPPED)
+def test_format_shipped(differ, request, capture, fmt):
+    check_group(differ, request, lambda p: [*FORMATS[p["fmt"]], str(REPO / "captures" / p["capture"])])
+
+
+@pytest.mark.corpus
+@needs_corpus
+@pytest.mark.parametrize("name", CORPUS_FILES or ["(no corpus)"])
+def test_format_corpus_table(differ, request, name):
+    check_group(differ, request, lambda p: ["--format", "table", "--msl", "1", str(CORPUS / p["name"])])
+
+
+@pytest.mark.parametrize("fmt", ["table", "summary", "summary-csv"])
+@pytest.mark.parametrize("variant", ["two-files", "three-files-one-cut-short", "files-pcapng-and-pcap",
+                                     "a-missing-file-among-others", "unicode-file-names", "msl-0.3"])
+def test_format_command_line(differ, request, edges, variant, fmt):
+    def e(name: str, copy_of: str | None = None) -> str:
+        if copy_of is None:
+            return str(edges.path(name))
+        dst = edges.dir / f"{name}.pcap"
+        if not dst.exists():
+            dst.write_bytes(Path(copy_of).read_bytes())
+        return str(dst)
+    check_group(differ, request, lambda p: [*FORMATS[p["fmt"]], *VARIANTS[p["variant"]](_CAPS, e)])
 
 
 # --------------------------------------------------------------------------- the harness itself

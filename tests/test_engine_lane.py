@@ -113,9 +113,10 @@ def test_selections_are_the_same_through_the_lane(sel, fmt):
 
 @needs_lane
 @pytest.mark.parametrize("fmt", [["--format", "table"], ["--summary"], ["--format", "csv"],
-                                 ["--format", "table", "--tablefmt", "github"], ["--summary", "--msl", "1"]])
+                                 ["--format", "table", "--tablefmt", "github"], ["--summary", "--msl", "1"],
+                                 ["--summary", "--format", "csv"], ["--summary", "--format", "jsonl"]])
 def test_every_format_is_the_same_through_the_lane(fmt, tmp_path):
-    """Table, summary and csv read the lane's records back into the same sinks: the same text."""
+    """Table, summary and csv through the lane and the C writer: the reference's text."""
     cap = tmp_path / "b.pcap"
     generate(cap, packets=3_000, connections=300, seed=11)
     files = [str(cap), str(CAPTURES / "lost-final-ack.pcap"), str(CAPTURES / "port-reuse.pcap")]

@@ -24,7 +24,10 @@ RSS is its own (``os.wait4``'s ``ru_maxrss``):
 * Scapy's full dissection: ``scapy.utils.PcapReader`` over every packet, touching
   ``pkt[TCP].flags``. Scapy is slow, so it stops after ``--scapy-seconds`` of
   dissection and its rate is extrapolated to the whole file (the table says so);
-* ``tshark -r FILE -q -z conv,tcp``, when tshark is installed.
+* ``tshark -r FILE -q -z conv,tcp``, when tshark is installed;
+* rawfin's other formats on the same file: the default table, ``--summary``, ``--format csv``
+  and ``--summary --format csv``, each as a ratio to ``--format jsonl``'s time, with peak RSS
+  (target: within 1.5x and under 150 MB). ``--repeat R`` keeps the best of R runs of each.
 
 It prints packets/s, wall time, CPU time (user + system: steadier than wall time when
 the machine is busy) and peak RSS for each, rawfin's speed as a multiple of the
@@ -527,16 +530,33 @@ def run_child(cmd: list[str], stdout, env: dict[str, str] | None = None) -> tupl
     return wall, usage.ru_utime + usage.ru_stime, rss_mb, p.returncode, err.decode("utf-8", "replace")
 
 
-def measure_rawfin(cap: Capture, out_dir: str, engine: str = "auto") -> tuple[Result, str]:
-    """``rawfin analyze FILE --format jsonl``; (result, SHA-256 of what it printed).
+#: the other outputs of ``rawfin analyze`` next to JSON lines: (name, flags, file suffix)
+FORMATS = (("table", ["--format", "table"], "txt"), ("--summary", ["--summary"], "txt"),
+           ("csv", ["--format", "csv"], "csv"), ("--summary csv", ["--summary", "--format", "csv"], "csv"))
+TARGET_FORMAT_RATIO = 1.5      # every format within 1.5x of --format jsonl's time
+
+
+def measure_rawfin(cap: Capture, out_dir: str, engine: str = "auto", flags: list[str] | None = None,
+                   name: str | None = None, suffix: str = "jsonl", repeat: int = 1) -> tuple[Result, str]:
+    """``rawfin analyze FILE --format jsonl`` (or ``flags``) into a file; (result, SHA-256 of
+    what it printed). With ``repeat``, the best wall time of that many runs (its CPU time and
+    the largest peak RSS).
 
     ``engine`` "auto" is what a user gets (the compiled lane when it is built);
     "python" is the reference implementation (the row that shows what the lane buys).
     """
-    cmd = [sys.executable, "-m", "rawfin", "analyze", cap.path, "--format", "jsonl", "--engine", engine]
-    out_path = os.path.join(out_dir, f"rawfin-{engine}.jsonl")
-    with open(out_path, "wb") as out:
-        wall, cpu, rss, rc, err = run_child(cmd, out, _child_env())
+    flags = ["--format", "jsonl"] if flags is None else flags
+    cmd = [sys.executable, "-m", "rawfin", "analyze", cap.path, *flags, "--engine", engine]
+    out_path = os.path.join(out_dir, f"rawfin-{engine}-{(name or 'jsonl').strip('-').replace(' ', '-')}.{suffix}")
+    best = None
+    for _ in range(max(1, repeat)):
+        with open(out_path, "wb") as out:
+            wall, cpu, rss, rc, err = run_child(cmd, out, _child_env())
+        if best is None or (rc == 0 and wall < best[0]) or best[3] != 0:
+            best = (wall, cpu, max(rss, best[2] if best else 0.0), rc, err)
+        else:
+            best = (best[0], best[1], max(rss, best[2]), best[3], best[4])
+    wall, cpu, rss, rc, err = best
     digest = hashlib.sha256()
     with open(out_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -550,9 +570,32 @@ def measure_rawfin(cap: Capture, out_dir: str, engine: str = "auto") -> tuple[Re
     ok = rc == 0 and frames == cap.packets
     if not ok:
         note = f"exit {rc}: {err.strip()[-300:]}"
-    tool = "rawfin" if engine == "auto" else "rawfin --engine python"
-    return Result(tool=tool, command=f"rawfin analyze FILE --format jsonl --engine {engine} > {out_path}",
+    tool = ("rawfin" if engine == "auto" else "rawfin --engine python") + (f" {name}" if name else "")
+    return Result(tool=tool, command=f"rawfin analyze FILE {' '.join(flags)} --engine {engine} > {out_path}",
                   packets=frames, wall_s=wall, cpu_s=cpu, rss_mb=rss, ok=ok, note=note), digest.hexdigest()
+
+
+def format_report(cap: Capture, jsonl: Result, others: list[Result]) -> str:
+    """Each format's time as a ratio to --format jsonl's, with peak RSS, and the targets."""
+    from tabulate import tabulate
+
+    rows = [["jsonl", f"{jsonl.wall_s:,.2f}", "1.00", f"{jsonl.cpu_s:,.2f}", "1.00", f"{jsonl.rss_mb:,.1f}", ""]]
+    worst = 0.0
+    for r in others:
+        wr = r.wall_s / jsonl.wall_s if jsonl.wall_s else 0.0
+        cr = r.cpu_s / jsonl.cpu_s if jsonl.cpu_s else 0.0
+        worst = max(worst, wr)
+        rows.append([r.tool.replace("rawfin ", "", 1), f"{r.wall_s:,.2f}", f"{wr:,.2f}", f"{r.cpu_s:,.2f}",
+                     f"{cr:,.2f}", f"{r.rss_mb:,.1f}", "" if r.ok else "FAILED: " + r.note])
+    most = max([jsonl.rss_mb] + [r.rss_mb for r in others])
+    targets = [[f"every format within {TARGET_FORMAT_RATIO:g}x of jsonl (wall)", f"{worst:,.2f}x",
+                _verdict(worst <= TARGET_FORMAT_RATIO)],
+               [f"every format's peak RSS < {TARGET_RSS_MB:g} MB", f"{most:,.1f} MB", _verdict(most < TARGET_RSS_MB)]]
+    return "\n".join([f"rawfin analyze's formats on the same capture (output to a file each):", "",
+                      tabulate(rows, disable_numparse=True, headers=["format", "wall s", "x jsonl", "CPU s", "x jsonl CPU", "peak RSS MB",
+                                              "notes"],
+                               colalign=("left", "right", "right", "right", "right", "right", "left")),
+                      "", tabulate(targets, headers=["target", "measured", ""])])
 
 
 def lane_note() -> str:
@@ -737,6 +780,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tshark", action="store_true", help="skip tshark")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the reference run (--engine python), which also checks the output is the same")
+    p.add_argument("--no-formats", action="store_true",
+                   help="skip the other formats (table, --summary, csv, --summary csv)")
+    p.add_argument("--repeat", type=int, default=1, metavar="R",
+                   help="run jsonl and each format R times and keep the best wall time (default: %(default)s)")
     return p
 
 
@@ -762,8 +809,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     log(f"rawfin analyze ({lane_note()}) ...")
     outs = keep_dir or tempfile.mkdtemp(prefix="rawfin-bench-", dir=args.out)
-    rf, digest = measure_rawfin(cap, outs)
+    rf, digest = measure_rawfin(cap, outs, repeat=args.repeat)
     results.append(rf)
+    formats = []
+    if not args.no_formats:
+        for name, flags, suffix in FORMATS:
+            log(f"rawfin analyze {' '.join(flags)} ...")
+            formats.append(measure_rawfin(cap, outs, flags=flags, name=name, suffix=suffix, repeat=args.repeat)[0])
     same = None
     if not args.no_reference:
         log("rawfin analyze --engine python (the reference) ...")
@@ -786,14 +838,19 @@ def main(argv: list[str] | None = None) -> int:
         log("tshark is not installed: no tshark row")
     text = report(cap, results, (load_before, os.getloadavg()[0]))
     print(text)
+    if formats:
+        print("\n" + format_report(cap, rf, formats))
     print(f"\nrawfin ran {lane_note()}" + ("" if same is None else
           f"; its output is {'byte for byte' if same else 'NOT'} the same as the reference's"))
     res_path = os.path.join(args.out, os.path.basename(cap.path)[:-5] + "-results.json")
     with open(res_path, "w", encoding="utf-8") as f:
         json.dump({"capture": asdict(cap), "rawfin_tree": _tree(), "load": [load_before, os.getloadavg()[0]],
                    "results": [dict(asdict(r), packets_per_s=r.pps(cap.packets),
-                                    packets_per_cpu_s=r.cpu_pps(cap.packets)) for r in results]}, f, indent=1)
-    return 0 if all(r.ok for r in results) else 1
+                                    packets_per_cpu_s=r.cpu_pps(cap.packets)) for r in results],
+                   "formats": [dict(asdict(r), ratio_to_jsonl=r.wall_s / rf.wall_s if rf.wall_s else None,
+                                    cpu_ratio_to_jsonl=r.cpu_s / rf.cpu_s if rf.cpu_s else None)
+                               for r in formats]}, f, indent=1)
+    return 0 if all(r.ok for r in results + formats) else 1
 
 
 if __name__ == "__main__":

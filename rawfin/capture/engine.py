@@ -269,40 +269,69 @@ def first_time(path: str) -> float | None:
 _DONE = object()
 
 
+def chunks(path: str, **kw) -> Iterator[bytes]:
+    """:func:`run` in a worker thread: its output chunks, here, as they come; returns (as a
+    generator does) what :func:`run` returned, and raises what it raised, after the chunks.
+
+    The lane holds the GIL while it works and lets go at each chunk (and while the short
+    queue is full), so a consumer that lets go of the GIL while it works (the C writer of
+    ``rawfin.render.sinks.FastSink``) runs beside it on another core.
+    """
+    q: queue.Queue = queue.Queue(maxsize=4)
+
+    def work() -> None:
+        try:
+            ok = run(path, q.put, **kw)
+            q.put((_DONE, ok, None))
+        except BaseException as exc:  # handed to the reader, raised there
+            q.put((_DONE, None, exc))
+
+    worker = threading.Thread(target=work, name="rawfin-lane", daemon=True)
+    worker.start()
+    while True:
+        item = q.get()
+        if item.__class__ is tuple and item[0] is _DONE:
+            break
+        yield item
+    worker.join()
+    _, ok, exc = item
+    if exc is not None:
+        raise exc
+    return ok
+
+
+def run_beside(path: str, consume: Callable[[bytes], object], **kw) -> bool:
+    """:func:`run`, with ``consume`` taking its output in this thread while the lane goes on
+    in another (see :func:`chunks`)."""
+    it = chunks(path, **kw)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration as stop:
+            return stop.value
+        consume(chunk)
+
+
 def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progress=None,
             stats=None, fileobj=None, bpf=None) -> Iterator[dict]:
     """``rawfin.analysis.records`` through the lane: the same dicts, in the same order, as a
     generator (for ``check`` and ``annotate``, which pull their records).
 
-    The lane pushes; a worker thread runs it and hands its chunks over a short queue (the
-    lane holds the GIL while it works and lets go while the queue is full). When the lane
-    declines the capture, the reference gives the records.
+    The lane runs in a worker thread (:func:`chunks`). When the lane declines the capture,
+    the reference gives the records.
     """
-    chunks: queue.Queue = queue.Queue(maxsize=4)
-
-    def work() -> None:
-        try:
-            ok = run(path, chunks.put, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj,
-                     bpf=bpf)
-            chunks.put((_DONE, ok, None))
-        except BaseException as exc:  # handed to the reader, raised there
-            chunks.put((_DONE, None, exc))
-
-    worker = threading.Thread(target=work, name="rawfin-lane", daemon=True)
-    worker.start()
     got: list[dict] = []
     feed = RecordFeed(got.append)
+    it = chunks(path, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj, bpf=bpf)
     while True:
-        item = chunks.get()
-        if item.__class__ is tuple and item[0] is _DONE:
+        try:
+            chunk = next(it)
+        except StopIteration as stop:
+            ok = stop.value
             break
-        feed(item)
+        feed(chunk)
         yield from got
         got.clear()
-    worker.join()
-    _, ok, exc = item
-    if exc is not None:
-        raise exc
     if not ok:
         from rawfin.capture.analysis import records as reference
 

@@ -9,7 +9,7 @@ import sys
 from rawfin.capture.analysis import CaptureStats, Progress, records
 from rawfin.capture.sources import Source, from_args, opened
 from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
-from rawfin.render.sinks import make_sink
+from rawfin.render.sinks import FastSink, make_sink
 
 
 def run(args) -> int:
@@ -34,8 +34,8 @@ def run(args) -> int:
             stats = CaptureStats(path=src.name)
             all_stats.append(stats)
             label = src.name if many else None
-            if hasattr(sink, "origin"):
-                sink.origin = None
+            if hasattr(sink, "start_file"):
+                sink.start_file()
             try:
                 with opened(src) as (name, fileobj):
                     if use_engine and _run_engine(src, fileobj, args, label, stats, sink, select, only):
@@ -48,14 +48,19 @@ def run(args) -> int:
             except CaptureError as e:
                 failed.append(e)
                 print(f"rawfin analyze: {e}", file=sys.stderr)
+            finally:
+                if hasattr(sink, "end_file"):
+                    sink.end_file()
     finally:
         sink.close()
     if args.format == "table" and args.summary:
         total = sum(s.connections for s in all_stats)
         server = sum(s.server_active_closes for s in all_stats)
         if total:
-            print(f"\n{total} connection{'s' if total != 1 else ''}; "
-                  f"{server} closed first by the server (TIME_WAIT held on the server's port)")
+            from rawfin.render.tables import terminal_width, wrap
+            line = (f"{total} connection{'s' if total != 1 else ''}; "
+                    f"{server} closed first by the server (TIME_WAIT held on the server's port)")
+            print("\n" + "\n".join(wrap(line, terminal_width())))
     if not args.quiet:
         for s in all_stats:
             print(s.line(), file=sys.stderr)
@@ -75,7 +80,8 @@ def _sink(args):
         for opt in ("interval", "plot"):
             if getattr(args, opt, None) is not None:
                 raise UsageError(f"--{opt} goes with --by server|client|host")
-        return make_sink(args.format, tablefmt=args.tablefmt, summary=args.summary)
+        return make_sink(args.format, tablefmt=args.tablefmt, summary=args.summary,
+                         fast=getattr(args, "engine", "auto") != "python")
     if args.summary:
         raise UsageError("--summary and --by are two views: choose one")
     from rawfin.render.pileup import PileupSink
@@ -114,15 +120,16 @@ def _only_conn(n: int | None) -> _OnlyConn | None:
 
 def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureStats, sink, select, only) -> bool:
     """One capture through the compiled lane; False when the lane cannot take this capture
-    (nothing is written then). JSON lines go straight to stdout's bytes; for the other
-    formats the records are read back and handed to the sink as the reference's would be."""
+    (nothing is written then). JSON lines go straight to stdout's bytes; the other formats go
+    to the C writer as JSON lines, beside the lane (or, for a tabulate format or --by, are read
+    back and handed to the sink as the reference's would be)."""
     from rawfin.capture import engine
 
     bar = Progress(os.path.basename(src.name), src.size(), args.progress)
     kw = dict(msl_s=args.msl, label=label, progress=bar.update if bar.on else None, stats=stats, fileobj=fileobj,
               bpf=select)
     try:
-        if args.format == "jsonl" and getattr(args, "by", None) is None:
+        if args.format == "jsonl" and not args.summary and getattr(args, "by", None) is None:
             sys.stdout.flush()
             out = sys.stdout.buffer
             write = out.write if only is None else only.lines(out.write)
@@ -137,6 +144,8 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
                     sink.set_origin(first)
             else:
                 kw["on_first"] = lambda t: sink.set_origin(t / 1e9)
+        if isinstance(sink, FastSink):      # the C writer works beside the lane, on another core
+            return engine.run_beside(src.name, sink.feed if only is None else only.lines(sink.feed), **kw)
         write = engine.RecordFeed(sink.write)
         return engine.run(src.name, write if only is None else only.lines(write), **kw)
     finally:

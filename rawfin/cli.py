@@ -326,6 +326,37 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--dir", metavar="DIR", default=None,
                    help="with --install: this folder instead (default: what `tshark -G folders` names)")
     w.add_argument("--path", action="store_true", help="print the plugin's path only (for tshark -X lua_script:PATH)")
+    # packetdrill
+    pd = add("packetdrill", "run packetdrill test scripts (.pkt) against the Linux kernel (in a network namespace "
+                            "of rawfin's own; needs root) or rawfin's endpoint, with both sides' states")
+    pd.add_argument("scripts", nargs="+", metavar="SCRIPT.pkt")
+    pd.add_argument("--against", choices=("kernel", "rawfin"), default="kernel",
+                    help="the system under test: a real Linux socket over a TUN device (default) or rawfin's "
+                         "endpoint on virtual time (no sleeping)")
+    pd.add_argument("--write", metavar="FILE.pcap", default=None,
+                    help="write the segments both ways as a capture (at the system under test's interface)")
+    _add_format(pd, ("table", "jsonl"))
+    pd.add_argument("--drop", action="append", default=[], metavar="RULE",
+                    help="drop segments on the link, as rawfin scenario takes them: 'N', 'client:FIN', "
+                         "'server:data#2', 'final-ack' (client: the side that sent the SYN)")
+    pd.add_argument("--delay", action="append", default=[], metavar="RULE@SECONDS",
+                    help="delay matching segments: 'server:FIN@0.5'")
+    pd.add_argument("--duplicate", action="append", default=[], metavar="RULE",
+                    help="deliver matching segments twice: 'client:data#2'")
+    pd.add_argument("--seed", type=int, default=0, help="seed for 'p=' rules, ISNs and ports (default: 0)")
+    pd.add_argument("--ip-version", "--ip_version", dest="ip_version", default=None,
+                    choices=("ipv4", "ipv6", "ipv4-mapped-ipv6"), help="packetdrill's --ip_version")
+    pd.add_argument("--local-ip", "--local_ip", dest="local_ip", default=None, metavar="ADDR",
+                    help="the system under test's address (default 192.168.0.1 / fd3d:fa7b:d17d::1)")
+    pd.add_argument("--remote-ip", "--remote_ip", dest="remote_ip", default=None, metavar="ADDR",
+                    help="the script's address (default 192.0.2.1 / 2001:db8::1)")
+    pd.add_argument("--tolerance-usecs", "--tolerance_usecs", dest="tolerance_usecs", type=int, default=None,
+                    metavar="US", help="timing tolerance (default: the script's, else 4000)")
+    pd.add_argument("--tcp-ts-tick-usecs", "--tcp_ts_tick_usecs", dest="tcp_ts_tick_usecs", type=int,
+                    default=None, metavar="US", help="check outbound TS val at this tick (default: the script's)")
+    pd.add_argument("--mtu", type=int, default=None, help="the device's MTU (default 1500)")
+    pd.add_argument("-D", "--define", action="append", default=[], metavar="NAME=VALUE",
+                    help="packetdrill's -D: a symbol the script uses")
 
     # demo
     d = add("demo", "demonstrations on the real kernel over loopback")
@@ -345,6 +376,7 @@ COMMANDS = {
     "demo": "rawfin.commands.demo",
     "replay": "rawfin.commands.replay",
     "wireshark": "rawfin.commands.wireshark",
+    "packetdrill": "rawfin.commands.packetdrill",
 }
 
 

@@ -1,0 +1,742 @@
+"""rawfin's endpoint as packetdrill's system under test: a socket layer on virtual time.
+
+:class:`Stack` gives the script's system calls (socket, bind, listen, accept,
+connect, read/write and friends, shutdown, close, setsockopt, getsockopt, fcntl,
+ioctl, poll) Linux's semantics over :class:`rawfin.core.endpoint.Endpoint`: file
+descriptors from 3, an accept queue, a receive buffer the application reads
+from, ``EPIPE`` after ``shutdown(SHUT_WR)``, ``ECONNRESET`` after a reset,
+``O_NONBLOCK``, blocking calls that return when the endpoint lets them.
+The endpoint decides every state; the socket layer only calls it.
+
+What the endpoint leaves to the host, the stack does as Linux does it
+(:class:`Personality`): the TCP options of SYN and SYN,ACK (MSS from the MTU,
+SACK permitted, timestamps, window scale from ``tcp_rmem``), timestamps on every
+segment once both sides offered them, the sending MSS from the peer's, PSH on
+the last segment of a write only, and the ``sysctl`` settings a script makes
+(``tcp_timestamps``, ``tcp_sack``, ``tcp_window_scaling``, ``tcp_rmem``,
+``tcp_fin_timeout``, ``tcp_syn_retries``...). Time is virtual: nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno as E
+import random
+
+from rawfin.core import seq as sq
+from rawfin.core.endpoint import Config, Endpoint
+from rawfin.core.errors import StateError
+from rawfin.core.events import Result
+from rawfin.core.segment import Flags, Segment
+from rawfin.core.states import State
+from rawfin.core.units import MS, SEC
+from rawfin.sim import pktrun
+from rawfin.sim.pktrun import Pending, ShellCommand, Target
+from rawfin.wire import tcpraw
+
+_US = 1000
+O_NONBLOCK = 0o4000
+POLLIN, POLLOUT, POLLERR, POLLHUP, POLLRDHUP = 0x1, 0x4, 0x8, 0x10, 0x2000
+_CONNECTED = (State.ESTABLISHED, State.CLOSE_WAIT)
+_CAN_FIN = (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECEIVED)
+
+#: Linux's defaults for the sysctls the model reads (a fresh network namespace's values)
+SYSCTL_DEFAULTS = {
+    "net.ipv4.tcp_timestamps": "1", "net.ipv4.tcp_sack": "1", "net.ipv4.tcp_window_scaling": "1",
+    "net.ipv4.tcp_rmem": "4096 131072 6291456", "net.core.rmem_max": "212992",
+    "net.ipv4.tcp_fin_timeout": "60", "net.ipv4.tcp_syn_retries": "6", "net.ipv4.tcp_synack_retries": "5",
+    "net.ipv4.tcp_retries2": "15",
+}
+#: sysctls that change nothing rawfin models (said so in the output, never silently)
+NO_EFFECT = "no effect on rawfin's model"
+
+
+class Personality:
+    """What Linux puts around the endpoint's segments: options, timestamps, segment sizes."""
+
+    def __init__(self, sysctl: dict[str, str], mtu: int, v6: bool) -> None:
+        self.sysctl = sysctl
+        self.mtu = mtu
+        self.v6 = v6
+
+    def _on(self, name: str) -> bool:
+        return self.sysctl.get(name, "0").strip() not in ("0", "")
+
+    @property
+    def adv_mss(self) -> int:
+        return self.mtu - (60 if self.v6 else 40)
+
+    @property
+    def wscale(self) -> int:
+        """tcp_select_initial_window: the shift that lets the largest receive buffer fit."""
+        try:
+            space = max(int(self.sysctl.get("net.ipv4.tcp_rmem", "0 0 0").split()[2]),
+                        int(self.sysctl.get("net.core.rmem_max", "0")))
+        except (ValueError, IndexError):
+            space = 6291456
+        ws = 0
+        while space > 0xFFFF and ws < 14:
+            space >>= 1
+            ws += 1
+        return ws
+
+    def syn_options(self, peer: "PeerOptions | None", ts_val: int) -> tuple:
+        """The options of our SYN (``peer`` None) or SYN,ACK, in tcp_options_write's order."""
+        ts = self._on("net.ipv4.tcp_timestamps") and (peer is None or peer.ts is not None)
+        sack = self._on("net.ipv4.tcp_sack") and (peer is None or peer.sack)
+        ws = self._on("net.ipv4.tcp_window_scaling") and (peer is None or peer.wscale is not None)
+        out: list = [("MSS", self.adv_mss)]
+        if ts:
+            ecr = 0 if peer is None else peer.ts
+            out += ([("SAckOK", b"")] if sack else [("NOP", None), ("NOP", None)])
+            out.append(("Timestamp", (ts_val, ecr)))
+        elif sack:
+            out += [("NOP", None), ("NOP", None), ("SAckOK", b"")]
+        if ws:
+            out += [("NOP", None), ("WScale", self.wscale)]
+        return tuple(out)
+
+
+@dataclasses.dataclass(slots=True)
+class PeerOptions:
+    mss: int = 536
+    wscale: int | None = None
+    sack: bool = False
+    ts: int | None = None
+
+    @classmethod
+    def of(cls, seg: Segment) -> "PeerOptions":
+        p = cls()
+        for name, v in seg.options:
+            if name == "MSS":
+                p.mss = v
+            elif name == "WScale":
+                p.wscale = v
+            elif name == "SAckOK":
+                p.sack = True
+            elif name == "Timestamp":
+                p.ts = v[0]
+        return p
+
+
+class Conn:
+    """One connection: the endpoint, the socket it belongs to (None once closed), the TCP options."""
+
+    def __init__(self, ep: Endpoint, ts_base: int) -> None:
+        self.ep = ep
+        self.sock: Sock | None = None
+        self.peer: PeerOptions | None = None
+        self.ts_on = False
+        self.ts_base = ts_base
+        self.ts_recent = 0
+        self.orphan = False
+        self.rcv_shutdown = False
+        self.listener: Sock | None = None     # the listening socket it came from, until accepted
+        self.linger2_s: int | None = None     # TCP_LINGER2 of the socket it belonged to
+
+
+class Sock:
+    """A file descriptor's socket."""
+
+    def __init__(self, fd: int, family: int, nonblock: bool) -> None:
+        self.fd = fd
+        self.family = family
+        self.nonblock = nonblock
+        self.bound: tuple[str, int] | None = None
+        self.listening = False
+        self.backlog = 0
+        self.queue: list[Conn] = []
+        self.conn: Conn | None = None
+        self.rcvbuf = bytearray()
+        self.eof = False
+        self.err = 0
+        self.shut_rd = False
+        self.shut_wr = False
+        self.opts: dict[str, object] = {}
+        self.linger: tuple[int, int] = (0, 0)
+
+
+class Stack:
+    """The socket layer over rawfin's endpoints (virtual time in ns, driven by :class:`RawfinTarget`)."""
+
+    def __init__(self, cfg: pktrun.RunConfig, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(seed)
+        self.sysctl = dict(SYSCTL_DEFAULTS)
+        self.pers = Personality(self.sysctl, cfg.mtu, cfg.wire_v6)
+        self.now = 0
+        self.socks: dict[int, Sock] = {}
+        self.conns: list[Conn] = []
+        self.out: list[tuple[int, Segment, str]] = []     # segments sent: time, segment, state after
+        self.last_state = ""
+        self.transitions: list[tuple] = []
+        self.notes: list[str] = []
+        self.pending: list[tuple[Pending, object]] = []
+        self._ports = iter(range(40000 + self.rng.randrange(0, 10000), 65536))
+
+    # -- segments out ----------------------------------------------------------------------
+    def _config(self) -> Config:
+        fin = int(self.sysctl.get("net.ipv4.tcp_fin_timeout", "60") or 60)
+        return Config(msl_ns=30 * SEC, rto_ns=1 * SEC, max_retries=int(self.sysctl.get("net.ipv4.tcp_retries2",
+                                                                                        "15") or 15),
+                      fin_wait_2_timeout_ns=None if fin <= 0 else None, mss=self.pers.adv_mss)
+
+    def _apply(self, conn: Conn | None, res: Result) -> None:
+        for t in res.transitions:
+            self.transitions.append((t.time_ns, t.endpoint, t.peer, t.from_.value, t.to.value, t.cause))
+        segs = list(res.segments)
+        # PSH on the last segment of a burst of data only, as Linux does for one write
+        data = [i for i, s in enumerate(segs) if s.data_len and s.flags & Flags.PSH and not s.fin]
+        for i in data[:-1]:
+            segs[i] = segs[i].with_(flags=segs[i].flags & ~Flags.PSH)
+        state = (conn.ep.state.value if conn is not None else "CLOSED")
+        for s in segs:
+            self.out.append((self.now, self._decorate(conn, s), state))
+        if res.data and conn is not None and conn.sock is not None:
+            conn.sock.rcvbuf += res.data
+
+    def _ts_val(self, conn: Conn) -> int:
+        return (conn.ts_base + self.now // MS) & 0xFFFFFFFF
+
+    def _decorate(self, conn: Conn | None, s: Segment) -> Segment:
+        if conn is None:
+            return s
+        if s.syn:
+            opts = self.pers.syn_options(conn.peer if s.has_ack else None, self._ts_val(conn))
+            return s.with_(options=opts)
+        if conn.ts_on and not (s.rst and not s.has_ack and s.window == 0):
+            return s.with_(options=(("NOP", None), ("NOP", None),
+                                    ("Timestamp", (self._ts_val(conn), conn.ts_recent))))
+        return s
+
+    def _negotiated(self, conn: Conn, peer_syn: Segment, we_sent_syn: bool) -> None:
+        conn.peer = PeerOptions.of(peer_syn)
+        conn.ts_on = conn.peer.ts is not None and self.pers._on("net.ipv4.tcp_timestamps")
+        mss = min(conn.peer.mss, self.pers.adv_mss) - (12 if conn.ts_on else 0)
+        conn.ep.config = dataclasses.replace(conn.ep.config, mss=max(mss, 64))
+
+    # -- segments in -------------------------------------------------------------------------
+    def _find(self, seg: Segment) -> Conn | None:
+        for c in reversed(self.conns):
+            ep = c.ep
+            if ep.remote == (seg.src, seg.sport) and ep.local == (seg.dst, seg.dport) \
+                    and ep.state not in (State.CLOSED, State.LISTEN):
+                return c
+        return None
+
+    def find_any(self, seg: Segment) -> Conn | None:
+        """The newest connection of this segment's 4-tuple, whatever its state."""
+        for c in reversed(self.conns):
+            if c.ep.remote == (seg.src, seg.sport) and c.ep.local == (seg.dst, seg.dport):
+                return c
+        return None
+
+    def _listener(self, seg: Segment) -> Sock | None:
+        for s in self.socks.values():
+            if s.listening and s.bound and s.bound[1] == seg.dport:
+                return s
+        return None
+
+    def receive(self, seg: Segment) -> None:
+        now = self.now
+        conn = self._find(seg)
+        if conn is None:
+            ls = self._listener(seg)
+            if ls is not None and seg.syn and not seg.has_ack and not seg.rst:
+                if len(ls.queue) > ls.backlog:
+                    self.notes.append(f"SYN dropped: the accept queue of fd {ls.fd} is full")
+                    return
+                ep = Endpoint(local=(seg.dst, seg.dport), iss=self.rng.randrange(2**32), config=self._config())
+                conn = Conn(ep, self.rng.randrange(2**32))
+                conn.listener = ls
+                self.conns.append(conn)
+                ep.listen(now)            # the child starts where its listener is (not a transition of its own)
+                self._negotiated(conn, seg, False)
+                if conn.peer.ts is not None:
+                    conn.ts_recent = conn.peer.ts
+                self._apply(conn, ep.receive(seg, now))
+                return
+            if ls is not None:
+                # a listening socket answers anything else as RFC 9293 says (RST for an ACK)
+                ep = Endpoint(local=(seg.dst, seg.dport), config=self._config())
+                ep.listen(now)
+                self._apply(None, ep.receive(seg, now))
+                return
+            self._apply(None, Endpoint(local=(seg.dst, seg.dport), config=self._config()).receive(seg, now))
+            return
+        ep = conn.ep
+        if conn.ts_on:
+            ts = next((v for n, v in seg.options if n == "Timestamp"), None)
+            if ts is not None and (not seg.has_ack or sq.le(seg.ack, ep.snd_nxt)) \
+                    and sq.le(seg.seq, ep.rcv_nxt):
+                conn.ts_recent = ts[0]
+        before = ep.state
+        if (conn.orphan or conn.rcv_shutdown) and before in (State.FIN_WAIT_1, State.FIN_WAIT_2) \
+                and seg.data_len and sq.gt(sq.add(seg.seq, seg.data_len), ep.rcv_nxt) and not seg.rst:
+            # Linux: data for a socket nobody will read (closed, or shut for reading) resets it
+            self.notes.append(f"data after close at seq={seg.seq}: the connection is reset (as Linux does)")
+            rst = ep._reset_reply(seg)
+            self._apply(None, self._abort_quietly(conn))
+            self.out.append((now, rst, conn.ep.state.value))
+            return
+        if before is State.SYN_SENT and seg.syn:
+            self._negotiated(conn, seg, True)
+            if conn.ts_on:
+                conn.ts_recent = conn.peer.ts or 0
+        res = ep.receive(seg, now)
+        self._apply(conn, res)
+        self._after(conn, before, res)
+
+    def _abort_quietly(self, conn: Conn) -> Result:
+        """The endpoint goes to CLOSED by abort(); its own RST is not sent (the caller sends Linux's)."""
+        res = conn.ep.abort(self.now)
+        return Result(transitions=res.transitions, anomalies=res.anomalies)
+
+    def _after(self, conn: Conn, before: State, res: Result) -> None:
+        ep = conn.ep
+        sock = conn.sock
+        if conn.listener is not None and ep.state in (State.ESTABLISHED, State.CLOSE_WAIT) \
+                and conn not in conn.listener.queue:
+            conn.listener.queue.append(conn)
+        for t in res.transitions:
+            if t.to is State.CLOSED and t.from_ is not State.LISTEN:
+                if sock is not None:
+                    if "RST" in t.cause or t.input.name in ("RCV_RST", "RCV_RST_PASSIVE"):
+                        sock.err = E.ECONNREFUSED if t.from_ is State.SYN_SENT else E.ECONNRESET
+                    elif t.input.name == "TIMEOUT_GIVE_UP":
+                        sock.err = E.ETIMEDOUT
+            if t.input.name == "RCV_FIN" and sock is not None:
+                sock.eof = True
+        if conn.orphan and ep.state is State.FIN_WAIT_2 and ep.fin_wait_2_at is None:
+            self._arm_fin_wait_2(conn)
+
+    def _arm_fin_wait_2(self, conn: Conn) -> None:
+        secs = conn.linger2_s
+        if secs is None:
+            secs = int(self.sysctl.get("net.ipv4.tcp_fin_timeout", "60") or 60)
+        if secs > 0:
+            conn.ep.fin_wait_2_at = self.now + secs * SEC
+
+    # -- time ------------------------------------------------------------------------------
+    def next_deadline(self) -> int | None:
+        ds = [c.ep.next_deadline() for c in self.conns]
+        ds = [d for d in ds if d is not None]
+        for p, info in self.pending:
+            if isinstance(info, int):
+                ds.append(info)
+        return min(ds) if ds else None
+
+    def advance(self, to: int) -> None:
+        while True:
+            d = self.next_deadline()
+            if d is None or d > to:
+                break
+            self.now = max(self.now, d)
+            for c in list(self.conns):
+                dd = c.ep.next_deadline()
+                if dd is not None and dd <= self.now:
+                    before = c.ep.state
+                    res = c.ep.handle_timer(self.now)
+                    self._apply(c, res)
+                    self._after(c, before, res)
+            self.retry()
+        self.now = max(self.now, to)
+        self.retry()
+
+    # -- system calls ------------------------------------------------------------------------
+    def _fd(self) -> int:
+        fd = 3
+        while fd in self.socks:
+            fd += 1
+        return fd
+
+    def call(self, p: Pending) -> bool:
+        """Run ``p``; True when it returned (else it waits in :attr:`pending`)."""
+        c = p.call
+        fn = getattr(self, "_sys_" + c.name)
+        sock = None
+        if c.fd is not None:
+            sock = self.socks.get(c.fd)
+            if sock is None:
+                return self._done(p, -1, E.EBADF)
+        r = fn(p, sock)
+        if r is None:                        # would block
+            if sock is not None and sock.nonblock and c.name not in ("poll",):
+                return self._done(p, -1, E.EAGAIN)
+            deadline = None
+            if c.name == "poll" and c.args.get("timeout", -1) >= 0:
+                deadline = self.now + c.args["timeout"] * MS
+            self.pending.append((p, deadline))
+            return False
+        return True
+
+    def retry(self) -> None:
+        for p, deadline in list(self.pending):
+            sock = self.socks.get(p.call.fd) if p.call.fd is not None else None
+            if p.call.fd is not None and sock is None:
+                self.pending.remove((p, deadline))
+                self._done(p, -1, E.EBADF)
+                continue
+            r = getattr(self, "_sys_" + p.call.name)(p, sock)
+            if r is None and deadline is not None and self.now >= deadline:
+                self._done(p, 0, 0, [0] * len(p.call.args["fds"]))
+                r = True
+            if r is not None:
+                self.pending.remove((p, deadline))
+
+    def _done(self, p: Pending, ret: int, err: int = 0, out: object = None) -> bool:
+        p.done, p.ret, p.errno, p.out, p.end_us = True, ret, err, out, self.now // _US
+        return True
+
+    def _sys_socket(self, p, _):
+        a = p.call.args
+        if a["type"] & 0xF != 1 or a["proto"] not in (0, 6):
+            self.notes.append("socket(): only SOCK_STREAM/IPPROTO_TCP sockets are modelled")
+            return self._done(p, -1, E.EPROTONOSUPPORT)
+        fd = self._fd()
+        self.socks[fd] = Sock(fd, a["domain"], bool(a["type"] & O_NONBLOCK))
+        return self._done(p, fd)
+
+    def _sys_bind(self, p, s: Sock):
+        ip, port = p.call.args["addr"]
+        for o in self.socks.values():
+            if o is not s and o.bound and o.bound[1] == port and not (s.opts.get("SO_REUSEADDR") and
+                                                                      not o.listening):
+                return self._done(p, -1, E.EADDRINUSE)
+        s.bound = (self._wire_ip(ip), port)
+        return self._done(p, 0)
+
+    def _wire_ip(self, ip: str) -> str:
+        return ip[7:] if ip.startswith("::ffff:") else ip
+
+    def _sys_listen(self, p, s: Sock):
+        if s.conn is not None:
+            return self._done(p, -1, E.EINVAL)
+        if s.bound is None:
+            s.bound = (self.cfg.local_ip, next(self._ports))
+        if not s.listening:
+            ep = Endpoint(local=s.bound, config=self._config())
+            self._apply(None, ep.listen(self.now))
+        s.listening = True
+        s.backlog = p.call.args["backlog"]
+        return self._done(p, 0)
+
+    def _sys_accept(self, p, s: Sock):
+        if not s.listening:
+            return self._done(p, -1, E.EINVAL)
+        if not s.queue:
+            return None
+        conn = s.queue.pop(0)
+        conn.listener = None
+        fd = self._fd()
+        ns = Sock(fd, s.family, False)
+        ns.bound = conn.ep.local
+        ns.conn = conn
+        conn.sock = ns
+        ns.opts = {k: v for k, v in s.opts.items() if k in ("TCP_USER_TIMEOUT", "TCP_LINGER2", "TCP_NODELAY")}
+        ns.rcvbuf = bytearray(getattr(conn, "early", b""))
+        if conn.ep.peer_fin_seq is not None:
+            ns.eof = True
+        self.socks[fd] = ns
+        return self._done(p, fd, 0, conn.ep.remote)
+
+    def _sys_connect(self, p, s: Sock):
+        conn = s.conn
+        if conn is None:
+            if s.listening:
+                return self._done(p, -1, E.EISCONN)
+            ip, port = p.call.args["addr"]
+            local = s.bound or (self.cfg.local_ip, next(self._ports))
+            ep = Endpoint(local=(local[0], local[1]), iss=self.rng.randrange(2**32), config=self._config())
+            conn = Conn(ep, self.rng.randrange(2**32))
+            conn.sock = s
+            s.conn = conn
+            s.bound = local
+            self.conns.append(conn)
+            self._apply(conn, ep.connect((self._wire_ip(ip), port), self.now))
+            p.call.args["_started"] = True
+            if s.nonblock:
+                return self._done(p, -1, E.EINPROGRESS)
+            return None
+        st = conn.ep.state
+        if s.err:
+            err, s.err = s.err, 0
+            return self._done(p, -1, err)
+        if st is State.SYN_SENT:
+            return None if not s.nonblock else self._done(p, -1, E.EALREADY)
+        if st in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.FIN_WAIT_2):
+            return self._done(p, 0) if p.call.args.get("_started") else self._done(p, -1, E.EISCONN)
+        return self._done(p, -1, E.ECONNREFUSED)
+
+    def _readable(self, s: Sock, count: int, peek: bool = False):
+        if s.rcvbuf:
+            n = min(count, len(s.rcvbuf))
+            if not peek:
+                del s.rcvbuf[:n]
+            return n, 0
+        if s.err:
+            err = s.err
+            s.err = 0
+            return -1, err
+        if s.eof or s.shut_rd:
+            return 0, 0
+        if s.conn is None or s.conn.ep.state in (State.CLOSED,):
+            return (-1, E.ENOTCONN) if s.conn is None else (0, 0)
+        return None
+
+    def _sys_read(self, p, s: Sock):
+        if s.listening:
+            return self._done(p, -1, E.ENOTCONN)
+        r = self._readable(s, p.call.args["count"], bool(p.call.args.get("flags", 0) & 2))
+        if r is None:
+            if p.call.args.get("flags", 0) & 0x40:       # MSG_DONTWAIT
+                return self._done(p, -1, E.EAGAIN)
+            return None
+        return self._done(p, *r)
+
+    _sys_recv = _sys_recvfrom = _sys_readv = _sys_recvmsg = _sys_read
+
+    def _sys_write(self, p, s: Sock):
+        n = p.call.args["count"]
+        conn = s.conn
+        if s.err:
+            err, s.err = s.err, 0
+            return self._done(p, -1, err)
+        if conn is None:
+            return self._done(p, -1, E.EPIPE if s.shut_wr else E.ENOTCONN)
+        st = conn.ep.state
+        if s.shut_wr or st not in _CONNECTED + (State.SYN_SENT, State.SYN_RECEIVED):
+            return self._done(p, -1, E.EPIPE)
+        if st in (State.SYN_SENT, State.SYN_RECEIVED):
+            return None
+        self._apply(conn, conn.ep.send(bytes(n), self.now))
+        return self._done(p, n)
+
+    _sys_send = _sys_sendto = _sys_writev = _sys_sendmsg = _sys_write
+
+    def _sys_shutdown(self, p, s: Sock):
+        how = p.call.args["how"]
+        if how not in (0, 1, 2):
+            return self._done(p, -1, E.EINVAL)
+        conn = s.conn
+        if conn is None or conn.ep.state in (State.CLOSED,):
+            if s.listening and how in (0, 2):
+                s.listening = False
+                return self._done(p, 0)
+            return self._done(p, -1, E.ENOTCONN)
+        if how in (0, 2):
+            s.shut_rd = True
+            conn.rcv_shutdown = True
+        if how in (1, 2) and not s.shut_wr:
+            s.shut_wr = True
+            ep = conn.ep
+            if ep.state in _CAN_FIN:
+                before = ep.state
+                res = ep.shutdown(self.now)
+                self._apply(conn, res)
+                self._after(conn, before, res)
+            elif ep.state is State.SYN_SENT:
+                self._apply(conn, ep.abort(self.now))
+        return self._done(p, 0)
+
+    def _sys_close(self, p, s: Sock):
+        del self.socks[s.fd]
+        self.pending = [(q, d) for q, d in self.pending if q.call.fd != s.fd]
+        if s.listening:
+            # children nobody accepted: a reset for the established, nothing for the half-open
+            for c in list(self.conns):
+                if c.listener is s:
+                    if c.ep.state in (State.ESTABLISHED, State.CLOSE_WAIT):
+                        self._apply(c, c.ep.abort(self.now))
+                    elif c.ep.state is State.SYN_RECEIVED:
+                        self._apply(c, self._abort_quietly(c))
+            return self._done(p, 0)
+        conn = s.conn
+        if conn is None:
+            return self._done(p, 0)
+        conn.sock = None
+        conn.orphan = True
+        if "TCP_LINGER2" in s.opts:
+            conn.linger2_s = s.opts["TCP_LINGER2"]
+        ep = conn.ep
+        before = ep.state
+        unread = len(s.rcvbuf)
+        if ep.state in (State.CLOSED, State.TIME_WAIT, State.LISTEN):
+            return self._done(p, 0)
+        if ep.state is State.SYN_SENT:
+            res = ep.close(self.now)
+        elif unread or (s.linger[0] and s.linger[1] == 0):
+            why = (f"{unread} bytes unread" if unread else "SO_LINGER 0")
+            self.notes.append(f"close() with {why}: RST (Linux tcp_close)")
+            res = ep.abort(self.now)
+        elif not s.shut_wr and ep.state in _CAN_FIN:
+            res = ep.close(self.now)
+        else:
+            res = Result()
+        self._apply(conn, res)
+        self._after(conn, before, res)
+        return self._done(p, 0)
+
+    def _sys_setsockopt(self, p, s: Sock):
+        a = p.call.args
+        name, value = a["opt"], a["value"]
+        if name == "SO_LINGER":
+            if not isinstance(value, tuple):
+                return self._done(p, -1, E.EINVAL)
+            s.linger = value
+        elif name == "TCP_LINGER2":
+            s.opts[name] = value
+        elif name in ("SO_REUSEADDR", "SO_REUSEPORT", "TCP_USER_TIMEOUT"):
+            s.opts[name] = value
+            if name == "TCP_USER_TIMEOUT":
+                self.notes.append("TCP_USER_TIMEOUT: not modelled by rawfin's endpoint (kept for getsockopt)")
+        else:
+            s.opts[name] = value
+            self.notes.append(f"setsockopt {name}: {NO_EFFECT}")
+        return self._done(p, 0)
+
+    def _sys_getsockopt(self, p, s: Sock):
+        name = p.call.args["opt"]
+        if name == "SO_ERROR":
+            err, s.err = s.err, 0
+            return self._done(p, 0, 0, err)
+        if name == "SO_LINGER":
+            return self._done(p, 0, 0, s.linger)
+        if name == "TCP_LINGER2":
+            v = s.opts.get(name)
+            return self._done(p, 0, 0, v if v is not None else int(self.sysctl["net.ipv4.tcp_fin_timeout"]))
+        if name == "SO_TYPE":
+            return self._done(p, 0, 0, 1)
+        return self._done(p, 0, 0, s.opts.get(name, 0))
+
+    def _sys_fcntl(self, p, s: Sock):
+        cmd, arg = p.call.args["cmd"], p.call.args["arg"]
+        if cmd == 3:          # F_GETFL
+            return self._done(p, 2 | (O_NONBLOCK if s.nonblock else 0))
+        if cmd == 4:          # F_SETFL
+            s.nonblock = bool(arg & O_NONBLOCK)
+            return self._done(p, 0)
+        if cmd in (1, 2):
+            return self._done(p, 0)
+        return self._done(p, -1, E.EINVAL)
+
+    def _sys_ioctl(self, p, s: Sock):
+        req = p.call.args["request"]
+        if req == 0x541B:
+            return self._done(p, 0, 0, len(s.rcvbuf))
+        ep = s.conn.ep if s.conn else None
+        return self._done(p, 0, 0, 0 if ep is None else sq.sub(ep.snd_nxt, ep.snd_una))
+
+    def _revents(self, s: Sock, events: int) -> int:
+        r = 0
+        if s.listening:
+            return POLLIN & events if s.queue else 0
+        conn = s.conn
+        if s.rcvbuf or s.eof or s.shut_rd:
+            r |= POLLIN
+        if conn is not None and conn.ep.state in _CONNECTED + (State.FIN_WAIT_1, State.FIN_WAIT_2) \
+                and not s.shut_wr:
+            r |= POLLOUT
+        if s.eof:
+            r |= POLLRDHUP
+        if s.err:
+            r |= POLLERR
+        if (s.shut_wr and (s.eof or s.shut_rd)) or (conn is not None and conn.ep.state is State.CLOSED):
+            r |= POLLHUP
+        return r & (events | POLLERR | POLLHUP)
+
+    def _sys_poll(self, p, _):
+        fds = p.call.args["fds"]
+        rev = [self._revents(self.socks[fd], ev) if fd in self.socks else 0x20 for fd, ev, _ in fds]
+        n = sum(1 for r in rev if r)
+        if n or p.call.args["timeout"] == 0:
+            return self._done(p, n, 0, rev)
+        return None
+
+    # -- sysctls ------------------------------------------------------------------------------
+    def shell(self, cmd: ShellCommand) -> str:
+        if cmd.kind == "sysctl":
+            used, unused = [], []
+            for k, v in cmd.sysctls:
+                if k in SYSCTL_DEFAULTS:
+                    self.sysctl[k] = v.strip().strip('"')
+                    used.append(f"{k}={v}")
+                else:
+                    unused.append(k)
+            return "; ".join(x for x in ("sysctl " + ", ".join(used) if used else "",
+                                         f"sysctl {', '.join(unused)}: {NO_EFFECT}" if unused else "") if x)
+        if cmd.kind == "tcp-metrics-flush":
+            return "ip tcp_metrics flush: rawfin keeps no metrics"
+        return f"tc {' '.join(cmd.args)}: {NO_EFFECT}"
+
+
+class RawfinTarget(Target):
+    """packetdrill's system under test played by rawfin's endpoint, on virtual time."""
+
+    name = "rawfin"
+    truth = "rawfin's endpoint (its own transitions)"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.stack: Stack | None = None
+        self._sent = 0
+
+    def open(self, cfg: pktrun.RunConfig) -> None:
+        self.stack = Stack(cfg, self.seed)
+
+    def now(self) -> int:
+        return self.stack.now // _US
+
+    def wait(self, until_us: int) -> None:
+        if until_us * _US > self.stack.now:
+            self.stack.advance(until_us * _US)
+
+    def inject(self, raw: bytes, pkt: tcpraw.Packet) -> str | None:
+        st = self.stack
+        st.receive(pkt.seg)
+        st.retry()
+        conn = st.find_any(pkt.seg)
+        return conn.ep.state.value if conn is not None else "CLOSED"
+
+    def sniff(self, until_us: int | None) -> tuple[int, bytes] | None:
+        st = self.stack
+        while True:
+            if self._sent < len(st.out):
+                t, seg, state = st.out[self._sent]
+                self._sent += 1
+                return t // _US, tcpraw.build(seg), state
+            d = st.next_deadline()
+            limit = None if until_us is None else until_us * _US
+            if d is None or (limit is not None and d > limit):
+                if limit is not None and limit > st.now:
+                    st.advance(limit)
+                    continue
+                return None
+            st.advance(d)
+
+    def start_call(self, p: Pending) -> None:
+        self.stack.call(p)
+
+    def wait_call(self, p: Pending, until_us: int) -> bool:
+        if p.done:
+            return True
+        st = self.stack
+        while not p.done:
+            d = st.next_deadline()
+            if d is None or d > until_us * _US:
+                return False
+            st.advance(d)
+        return True
+
+    def can_block_forever(self, p: Pending) -> bool:
+        return not p.done and self.stack.next_deadline() is None
+
+    def shell(self, cmd: ShellCommand) -> str:
+        return self.stack.shell(cmd)
+
+    def transitions(self) -> list:
+        return list(self.stack.transitions) if self.stack else []
+
+    def notes(self) -> list[str]:
+        return list(self.stack.notes) if self.stack else []
+

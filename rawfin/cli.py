@@ -21,6 +21,7 @@ EXIT_CODES = f"""exit codes:
   {EXIT_DATAERR}   unreadable or damaged input (sysexits EX_DATAERR); what came before the damage is still printed
   {EXIT_NOINPUT}   an input file does not exist or cannot be opened (EX_NOINPUT)
   {EXIT_CANTCREAT}   an output file cannot be created (EX_CANTCREAT)
+  69   packetdrill: a script needs a feature rawfin does not run (EX_UNAVAILABLE)
   {EXIT_NOPERM}   missing privilege (root, CAP_NET_RAW or CAP_NET_ADMIN) (EX_NOPERM)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """

@@ -377,13 +377,14 @@ class _Lexer:
     def __init__(self, path: str, text: str, defines: dict[str, str]) -> None:
         self.path, self.text, self.defines = path, text, defines
         self.pos, self.line = 0, 1
+        self.last_line = 1
 
     def next(self) -> Token:
         text, pos = self.text, self.pos
         while True:
             if pos >= len(text):
                 self.pos = pos
-                return Token("EOF", "", self.line)
+                return Token("EOF", "", self.last_line)   # an error at the end names the last line written
             best, best_len = None, 0
             for name, rx in _COMPILED:
                 m = rx.match(text, pos)
@@ -396,6 +397,7 @@ class _Lexer:
             if best in ("SPACE", "COMMENT", "CCOMMENT"):
                 continue
             self.pos = pos
+            self.last_line = line
             return self._token(best, s, line)
 
     def _token(self, kind: str, s: str, line: int) -> Token:
@@ -603,6 +605,7 @@ class Parser:
 
     # packets
     def _packet(self) -> PacketSpec:
+        first = self.tok.line
         direction = self._advance().text
         ecn = tos = ttl = None
         if self._is("KW") and self.tok.text in ("ipv4", "ipv6", "gre", "GREv0", "mpls"):
@@ -626,7 +629,7 @@ class Parser:
         length = self._int("TCP payload size", 0, 0xFFFF)
         self._expect(")", ")", "')' in START:END(LENGTH)")
         if end != (seq + length) & 0xFFFFFFFF and end != seq + length:
-            raise self._err("inconsistent TCP sequence numbers and payload size")
+            raise ScriptError(self.path, first, "inconsistent TCP sequence numbers and payload size")
         ack = window = None
         urg = 0
         if self._is("KW", "ack"):
@@ -642,18 +645,18 @@ class Parser:
         if self._is("<"):
             options = self._tcp_options()
         if window is None and direction == "<":
-            raise self._err("window must be specified for inbound packets")
+            raise ScriptError(self.path, first, "window must be specified for inbound packets")
         if options is None and direction == "<":
-            raise self._err("<...> for TCP options can only be used with outbound packets")
+            raise ScriptError(self.path, first, "<...> for TCP options can only be used with outbound packets")
         if ecn == "ect01" and direction == "<":
-            raise self._err("[ect01] can only be used with outbound packets")
+            raise ScriptError(self.path, first, "[ect01] can only be used with outbound packets")
         if options:
             n = sum(o.length for o in options)
             if n % 4:
-                raise self._err(f"TCP options are not padded correctly to ensure TCP header is a multiple "
-                                f"of 4 bytes: {n % 4} excess bytes")
+                raise ScriptError(self.path, first, f"TCP options are not padded correctly to ensure TCP header "
+                                                    f"is a multiple of 4 bytes: {n % 4} excess bytes")
             if n > 40:
-                raise self._err("TCP header too large")
+                raise ScriptError(self.path, first, "TCP header too large")
         return PacketSpec(direction=direction, flags=flags, seq=seq, end=end, length=length, ack=ack,
                           window=window, urg=urg, options=options, ports=ports, ecn=ecn, tos=tos, ttl=ttl)
 

@@ -15,13 +15,13 @@ from rawfin.core import seq as sq
 from rawfin.core.errors import StateError
 from rawfin.core.events import Anomaly, Result, Transition
 from rawfin.core.segment import Flags, Segment, fmt_endpoint
+from rawfin.core import machine as M
+from rawfin.core.machine import STOP, Ctx, run
 from rawfin.core.states import Input, State, next_state
 from rawfin.core.units import SEC
 
 
 _ACK = Flags.ACK
-_SYNCHRONIZED_DATA = (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2)
-_OUR_FIN_SENT = (State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSING, State.LAST_ACK, State.TIME_WAIT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,27 +257,21 @@ class Endpoint:
         return min(ds) if ds else None
 
     def handle_timer(self, now: int) -> Result:
-        """Fire every timer due at ``now``."""
+        """Fire every timer due at ``now``, in rawfin.core.rules.TIMERS' order."""
         out = _Out()
-        if self.time_wait_at is not None and now >= self.time_wait_at:
-            waited = 2 * self.config.msl_ns / SEC
-            self._move(out, Input.TIMEOUT_2MSL, f"2MSL expired ({waited:g} s in TIME_WAIT)", now)
-        if self.fin_wait_2_at is not None and now >= self.fin_wait_2_at:
-            self._move(out, Input.TIMEOUT_FIN_WAIT_2, "FIN_WAIT_2 timeout", now)
-        if self.rto_at is not None and now >= self.rto_at and self._unacked:
-            if self._retries >= self.config.max_retries:
-                self._move(out, Input.TIMEOUT_GIVE_UP, f"gave up after {self._retries} retransmissions", now)
-            else:
-                first = self._unacked[0]
-                again = first.with_(ack=self.rcv_nxt if first.has_ack else 0)
-                out.segments.append(again)
-                out.retrans.append(again)
-                self._retries += 1
-                self._rto_cur = min(self._rto_cur * 2, self.config.rto_max_ns)
-                self.rto_at = now + self._rto_cur
-        elif self.rto_at is not None and not self._unacked:
-            self.rto_at = None
+        c = Ctx()
+        c.ep, c.seg, c.now, c.out = self, None, now, out
+        run(PROGRAMS.timers, c)
         return out.result()
+
+    def _retransmit(self, out: _Out, now: int) -> None:
+        first = self._unacked[0]
+        again = first.with_(ack=self.rcv_nxt if first.has_ack else 0)
+        out.segments.append(again)
+        out.retrans.append(again)
+        self._retries += 1
+        self._rto_cur = min(self._rto_cur * 2, self.config.rto_max_ns)
+        self.rto_at = now + self._rto_cur
 
     # -- observer mode: what the wire shows this endpoint sending ------------------
     def pick_up(self, *, state: State, snd_nxt: int, rcv_nxt: int | None, remote: tuple[str, int]) -> None:
@@ -290,59 +284,12 @@ class Endpoint:
             self.irs = self.rcv_nxt = sq.wrap(rcv_nxt)
 
     def observe_send(self, seg: Segment, now: int) -> Result:
-        """The wire shows this endpoint sending ``seg``: infer the application call behind it."""
+        """The wire shows this endpoint sending ``seg``: infer the application call behind it
+        (rawfin.core.rules.OBSERVE_SEND)."""
         out = _Out()
-        frame = seg.frame
-        st = self.state
-        if seg.rst:
-            # SYN_SENT's RST answers an unacceptable ACK (RFC 9293 3.10.7.3): no abort
-            if st not in (State.CLOSED, State.LISTEN, State.SYN_SENT) and next_state(st, Input.ABORT):
-                self._move(out, Input.ABORT, f"snd RST seq={seg.seq}", now, frame)
-            return out.result()
-        if st is State.SYN_SENT and seg.has_ack:
-            # it ACKs a SYN,ACK the capture does not show
-            self.irs = sq.add(seg.ack, -1)
-            self.rcv_nxt = seg.ack
-            self._anomaly(out, "syn_ack_not_captured",
-                          f"snd ACK ack={seg.ack} implies a SYN,ACK seq={self.irs} not in the capture", now, frame)
-            self._move(out, Input.RCV_SYN_ACK, f"SYN,ACK not captured (snd ACK ack={seg.ack})", now, frame)
-            st = self.state
-        if seg.syn:
-            if st is State.CLOSED and not seg.has_ack:
-                self.remote = (seg.dst, seg.dport)
-                self._peer_name = None
-                self.iss = self.snd_una = seg.seq
-                self.snd_nxt = seg.seq_end
-                self._move(out, Input.CONNECT, f"snd SYN seq={seg.seq}", now, frame)
-            elif st in (State.SYN_SENT, State.SYN_RECEIVED) and seg.seq == self.iss:
-                if seg.has_ack and st is State.SYN_RECEIVED:
-                    pass  # a SYN,ACK (or its retransmission) as the table already sent
-                elif st is State.SYN_SENT:
-                    self._anomaly(out, "syn_retransmission", f"SYN seq={seg.seq} sent again", now, frame)
-            elif st is State.SYN_RECEIVED:
-                self.iss = self.snd_una = seg.seq
-                self.snd_nxt = seg.seq_end
-            return out.result()
-        end = seg.seq_end
-        if seg.data_len and self.fin_seq is not None and sq.ge(seg.seq, sq.add(self.fin_seq, 1)):
-            self._anomaly(out, "data_after_fin",
-                          f"{seg.data_len} bytes at seq={seg.seq} after this side's FIN seq={self.fin_seq}",
-                          now, frame)
-        if seg.fin:
-            fseq = seg.fin_seq
-            if self.fin_seq is None and st in (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECEIVED):
-                self.snd_nxt = fseq
-                self.fin_seq = fseq
-                self.snd_nxt = sq.add(fseq, 1)
-                self._move(out, Input.CLOSE, f"snd FIN seq={fseq}", now, frame)
-                return out.result()
-            if self.fin_seq is not None and fseq == self.fin_seq:
-                self._anomaly(out, "fin_retransmission", f"FIN seq={fseq} sent again", now, frame)
-            elif self.fin_seq is not None:
-                self._anomaly(out, "duplicate_fin",
-                              f"second FIN at seq={fseq}; this side's FIN was seq={self.fin_seq}", now, frame)
-        if sq.gt(end, self.snd_nxt):
-            self.snd_nxt = end
+        c = Ctx()
+        c.ep, c.seg, c.now, c.out = self, seg, now, out
+        run(PROGRAMS.observe_send[self.state], c)
         return out.result()
 
     # -- arriving segments ---------------------------------------------------------
@@ -360,18 +307,10 @@ class Endpoint:
         return out.result()
 
     def _receive(self, out: _Out, seg: Segment, now: int) -> None:
-        st = self.state
-        frame = seg.frame
-        if st is State.CLOSED:
-            self._rcv_closed(out, seg, now)
-        elif st is State.LISTEN:
-            self._rcv_listen(out, seg, now)
-        elif st is State.SYN_SENT:
-            self._rcv_syn_sent(out, seg, now)
-        elif st is State.TIME_WAIT:
-            self._rcv_time_wait(out, seg, now)
-        else:
-            self._rcv_synchronized(out, seg, now, frame)
+        """One segment, classified and acted on as rawfin.core.rules.RECEIVE has it for this state."""
+        c = Ctx()
+        c.ep, c.seg, c.now, c.out = self, seg, now, out
+        run(PROGRAMS.receive[self.state], c)
 
     def _reset_reply(self, seg: Segment) -> Segment:
         """RFC 9293's reply to a segment for no connection (what Linux sends too)."""
@@ -380,235 +319,127 @@ class Endpoint:
             return base.with_(seq=seg.ack, flags=Flags.RST)
         return base.with_(seq=0, ack=seg.seq_end, flags=Flags.RST | Flags.ACK)
 
-    def _rcv_closed(self, out: _Out, seg: Segment, now: int) -> None:
-        if not (seg.syn and not seg.has_ack):    # a SYN to a closed port is a refusal, not an anomaly
-            self._anomaly(out, "segment_after_close", f"{seg.describe()} arrived for a closed connection",
-                          now, seg.frame)
-        if not seg.rst and not self.config.observer:
-            out.segments.append(self._reset_reply(seg))
 
-    def _rcv_listen(self, out: _Out, seg: Segment, now: int) -> None:
-        if seg.rst:
-            return
-        if seg.has_ack:
-            if not self.config.observer:
-                out.segments.append(self._reset_reply(seg))
-            return
-        if not seg.syn:
-            return
-        self.remote = (seg.src, seg.sport)
-        self._peer_name = None
-        self.vlan = seg.vlan
-        self.irs = seg.seq
-        # data on a SYN: Linux (no TFO) drops it; an observer is handed it only when the SYN,ACK took it
-        self.rcv_nxt = seg.seq_end if self.config.observer else sq.add(seg.seq, 1)
-        self.snd_una = self.iss
-        self.snd_nxt = sq.add(self.iss, 1)
-        synack = self._seg(Flags.SYN, self.iss)
-        self._move(out, Input.RCV_SYN, f"rcv SYN seq={seg.seq}", now, seg.frame)
-        self._emit(out, synack, now)
+# -- the endpoint's primitives: what the actions of rawfin.core.rules do to an Endpoint -----------------------
 
-    def _rcv_syn_sent(self, out: _Out, seg: Segment, now: int) -> None:
-        frame = seg.frame
-        ack_ok = False
-        if seg.has_ack:
-            if sq.le(seg.ack, self.iss) or sq.gt(seg.ack, self.snd_nxt):
-                if not seg.rst and not self.config.observer:
-                    out.segments.append(self._reset_reply(seg))
-                self._anomaly(out, "unacceptable_ack", f"ack={seg.ack} does not cover our SYN seq={self.iss}",
-                              now, frame)
-                return
-            ack_ok = True
-        if seg.rst:
-            if ack_ok:
-                self._move(out, Input.RCV_RST, f"rcv RST,ACK ack={seg.ack}", now, frame)
-            return
-        if not seg.syn:
-            return
-        self.irs = seg.seq
-        self.rcv_nxt = sq.add(seg.seq, 1)
-        if ack_ok:
-            self.snd_una = seg.ack
-            self._unacked = ()
-            self.rto_at = None
-            self._retries = 0
-            self._rto_cur = self.config.rto_ns
-            self._move(out, Input.RCV_SYN_ACK, f"rcv SYN,ACK seq={seg.seq} ack={seg.ack}", now, frame)
-            self._ack_now(out)
-        else:
-            synack = self._seg(Flags.SYN, self.iss)
-            self._move(out, Input.RCV_SYN, f"rcv SYN seq={seg.seq}", now, frame)
-            self._emit(out, synack, now, track=False)
+def _frame(c: Ctx) -> int | None:
+    return c.seg.frame if c.seg is not None else None
 
-    def _rcv_time_wait(self, out: _Out, seg: Segment, now: int) -> None:
-        frame = seg.frame
-        if seg.syn and not seg.has_ack and not seg.rst and sq.gt(seg.seq, self.rcv_nxt):
-            self._move(out, Input.RCV_NEW_SYN, f"rcv SYN seq={seg.seq} (above rcv_nxt={self.rcv_nxt})",
-                       now, frame)
-            return
-        if seg.rst:
-            if seg.seq == self.rcv_nxt:
-                self._move(out, Input.RCV_RST, f"rcv RST seq={seg.seq}", now, frame)
-            else:
-                self._anomaly(out, "rst_out_of_window",
-                              f"RST seq={seg.seq} in TIME_WAIT, expected seq={self.rcv_nxt}", now, frame)
-            return
-        if seg.fin and self.peer_fin_seq is not None and seg.fin_seq == self.peer_fin_seq:
-            self._move(out, Input.RCV_FIN, f"rcv FIN seq={seg.fin_seq} again: re-ACK it", now, frame)
-            self._anomaly(out, "time_wait_reack",
-                          f"FIN seq={seg.fin_seq} retransmitted; TIME_WAIT ACKs it again (ack={self.rcv_nxt})",
-                          now, frame)
-            self._ack_now(out)
-            return
-        if seg.data_len or seg.fin:
-            if self.config.observer and sq.le(seg.seq_end, self.rcv_nxt):
-                self._anomaly(out, "retransmission",
-                              f"{seg.describe()} already received (rcv_nxt={self.rcv_nxt})", now, frame)
-            else:
-                self._anomaly(out, "segment_in_time_wait", f"{seg.describe()} arrived in TIME_WAIT", now, frame)
-            self._ack_now(out)
 
-    def _rcv_synchronized(self, out: _Out, seg: Segment, now: int, frame: int | None) -> None:
-        cfg = self.config
-        st = self.state
-        # a retransmitted SYN while we wait for the ACK of our SYN,ACK
-        if st is State.SYN_RECEIVED and seg.syn and not seg.has_ack and seg.seq == self.irs:
-            if not cfg.observer:
-                out.segments.append(self._seg(Flags.SYN, self.iss))
-            return
-        ok = sq.acceptable(seg.seq, seg.seg_len, self.rcv_nxt, self.rcv_wnd)
-        if cfg.observer and not ok and sq.gt(seg.seq, self.rcv_nxt):
-            ok = True   # beyond the window we model: the capture missed what opened it
-        # RST, as RFC 5961 section 3 has it
-        if seg.rst:
-            if seg.seq == self.rcv_nxt:
-                inp = Input.RCV_RST_PASSIVE if (st is State.SYN_RECEIVED and self.passive) else Input.RCV_RST
-                self._move(out, inp, f"rcv RST seq={seg.seq}", now, frame)
-            elif ok:
-                self._anomaly(out, "rst_not_exact",
-                              f"RST seq={seg.seq} in window but rcv_nxt={self.rcv_nxt}: challenge ACK",
-                              now, frame)
-                self._ack_now(out)
-            else:
-                self._anomaly(out, "rst_out_of_window",
-                              f"RST seq={seg.seq} outside the window starting at rcv_nxt={self.rcv_nxt}",
-                              now, frame)
-            return
-        if not ok:
-            if seg.fin and self.peer_fin_seq is not None and seg.fin_seq == self.peer_fin_seq:
-                if not cfg.observer:   # an observer hears of it from the sender's side
-                    self._anomaly(out, "fin_retransmission",
-                                  f"FIN seq={seg.fin_seq} retransmitted (our ACK {self.rcv_nxt} was lost or late)",
-                                  now, frame)
-            elif seg.seg_len:
-                if cfg.observer and sq.le(seg.seq_end, self.rcv_nxt):
-                    self._anomaly(out, "retransmission",
-                                  f"{seg.describe()} already received (rcv_nxt={self.rcv_nxt})", now, frame)
-                else:
-                    self._anomaly(out, "unacceptable_segment",
-                                  f"{seg.describe()} outside the receive window (rcv_nxt={self.rcv_nxt})",
-                                  now, frame)
-            self._ack_now(out)
-            return
-        if seg.syn:
-            self._anomaly(out, "syn_in_window", f"SYN seq={seg.seq} on a synchronized connection: challenge ACK",
-                          now, frame)
-            self._ack_now(out)
-            return
-        if not seg.has_ack:
-            self._anomaly(out, "no_ack_flag", f"{seg.describe()} without ACK is dropped", now, frame)
-            return
-        if not self._process_ack(out, seg, now, frame):
-            return
-        if self.state is State.CLOSED:
-            return
-        need_ack = False
-        # the data
-        if seg.data_len:
-            if self.state not in _SYNCHRONIZED_DATA:
-                self._anomaly(out, "data_after_fin",
-                              f"{seg.data_len} bytes at seq={seg.seq} after the peer's FIN seq={self.peer_fin_seq}",
-                              now, frame)
-                self._ack_now(out)
-                return
-            lead = sq.sub(self.rcv_nxt, seg.seq)    # bytes of this segment we already have
-            if lead < 0:
-                if not cfg.observer:
-                    self._ooo += (seg,)
-                    self._ack_now(out)   # duplicate ACK asks for the gap
-                    return
-                self._anomaly(out, "previous_segment_not_captured",
-                              f"seq={seg.seq} but rcv_nxt={self.rcv_nxt}: {-lead} bytes missing", now, frame)
-                lead = 0
-            if lead < seg.data_len:
-                out.data += seg.payload[lead:]
-                self.rcv_nxt = sq.add(seg.seq, seg.data_len)
-            need_ack = True
-        # the FIN
-        if seg.fin:
-            fseq = seg.fin_seq
-            gap = sq.sub(fseq, self.rcv_nxt)
-            if gap > 0:
-                if not cfg.observer:
-                    if seg not in self._ooo:
-                        self._ooo += (seg,)
-                    self._ack_now(out)
-                    return
-                self._anomaly(out, "previous_segment_not_captured",
-                              f"FIN seq={fseq} but rcv_nxt={self.rcv_nxt}: {gap} bytes missing", now, frame)
-                gap = 0
-            if gap == 0:
-                self.rcv_nxt = sq.add(fseq, 1)
-                self.peer_fin_seq = fseq
-                self._move(out, Input.RCV_FIN, f"rcv FIN seq={fseq}", now, frame)
-                need_ack = True
-                if cfg.close_on_fin and self.state is State.CLOSE_WAIT:
-                    self._close(out, now, frame=frame)   # our FIN carries the ACK: three-segment close
-                    need_ack = False
-        if need_ack:
-            self._ack_now(out)
+def _send(what: str):
+    if what == "ACK":
+        return lambda c: c.ep._ack_now(c.out)
 
-    def _process_ack(self, out: _Out, seg: Segment, now: int, frame: int | None) -> bool:
-        """RFC 9293's ACK check; False when the segment is to be dropped."""
-        st = self.state
-        ack = seg.ack
-        if st is State.SYN_RECEIVED:
-            if sq.lt(self.snd_una, ack) and sq.le(ack, self.snd_nxt):
-                self.snd_una = ack
-                self._unacked = ()
-                self.rto_at = None
-                self._retries = 0              # as _rcv_syn_sent does: SYN,ACK retries are not data retries
-                self._rto_cur = self.config.rto_ns
-                self._move(out, Input.RCV_ACK_OF_SYN, f"rcv ACK ack={ack}", now, frame)
-                st = self.state
-            else:
-                if not self.config.observer:
-                    out.segments.append(self._reset_reply(seg))
-                self._anomaly(out, "unacceptable_ack",
-                              f"ack={ack} does not acknowledge our SYN,ACK (expected {self.snd_nxt})", now, frame)
-                return False
-        if sq.gt(ack, self.snd_nxt):
-            if not self.config.observer:
-                self._anomaly(out, "ack_of_unsent_data",
-                              f"ack={ack} beyond anything sent (snd_nxt={self.snd_nxt})", now, frame)
-                self._ack_now(out)
-                return False
-            if self.fin_seq is not None and sq.gt(ack, sq.add(self.fin_seq, 1)):
-                self._anomaly(out, "ack_beyond_fin",
-                              f"ack={ack} is past FIN seq={self.fin_seq}: nothing follows a FIN, expected "
-                              f"at most {sq.add(self.fin_seq, 1)}", now, frame)
-            else:
-                self._anomaly(out, "acked_unseen_segment",
-                              f"ack={ack} beyond what the capture shows sent (snd_nxt={self.snd_nxt})", now, frame)
-            self.snd_nxt = ack
-        if sq.lt(self.snd_una, ack):
-            self.snd_una = ack
-            self._unacked = tuple(s for s in self._unacked if sq.gt(s.seq_end, ack))
-            self._retries = 0
-            self._rto_cur = self.config.rto_ns
-            self.rto_at = (now + self._rto_cur) if self._unacked else None
-        self.snd_wnd = seg.window
-        if (self.fin_seq is not None and st in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK)
-                and sq.ge(self.snd_una, sq.add(self.fin_seq, 1))):
-            self._move(out, Input.RCV_ACK_OF_FIN, f"rcv ACK ack={ack} of FIN seq={self.fin_seq}", now, frame)
-        return True
+    if what == "RST":
+        def rst(c):
+            if not c.ep.config.observer:
+                c.out.segments.append(c.ep._reset_reply(c.seg))
+        return rst
+    track = what == "SYN,ACK"
+
+    def synack(c):
+        c.ep._emit(c.out, c.ep._seg(Flags.SYN, c.ep.iss), c.now, track=track)
+    return synack
+
+
+def _remote(side: str):
+    if side == "src":
+        def f(c):
+            ep, seg = c.ep, c.seg
+            ep.remote = (seg.src, seg.sport)
+            ep._peer_name = None
+            ep.vlan = seg.vlan
+        return f
+
+    def g(c):
+        c.ep.remote = (c.seg.dst, c.seg.dport)
+        c.ep._peer_name = None
+    return g
+
+
+def _synchronized(c: Ctx) -> None:
+    ep = c.ep
+    ep._unacked = ()
+    ep.rto_at = None
+    ep._retries = 0                # SYN and SYN,ACK retries are not data retries
+    ep._rto_cur = ep.config.rto_ns
+
+
+def _acked(c: Ctx) -> None:
+    ep, ack = c.ep, c.seg.ack
+    ep.snd_una = ack
+    ep._unacked = tuple(s for s in ep._unacked if sq.gt(s.seq_end, ack))
+    ep._retries = 0
+    ep._rto_cur = ep.config.rto_ns
+    ep.rto_at = (c.now + ep._rto_cur) if ep._unacked else None
+
+
+def _take_data(c: Ctx) -> None:
+    ep, seg = c.ep, c.seg
+    lead = sq.sub(ep.rcv_nxt, seg.seq)      # bytes of this segment we already have
+    if lead < 0:
+        lead = 0
+    if lead < seg.data_len:
+        c.out.data += seg.payload[lead:]
+        ep.rcv_nxt = sq.add(seg.seq, seg.data_len)
+
+
+def _queue(c: Ctx) -> None:
+    if c.seg not in c.ep._ooo:
+        c.ep._ooo += (c.seg,)
+
+
+def _disarm_rto(c: Ctx) -> None:
+    c.ep.rto_at = None
+
+
+def endpoint_action(a: tuple):
+    """An action of the IR as a function of the context (returns STOP to end the program)."""
+    name, args = a
+    if name == "stop":
+        return lambda c: STOP
+    if name == "move":
+        inp, tpl = _INPUTS[args[0]], args[1]
+        return lambda c: c.ep._move(c.out, inp, M.format_template(tpl, c), c.now, _frame(c)) and None
+    if name == "anomaly":
+        kind, tpl = args[1], args[2]
+        return lambda c: c.ep._anomaly(c.out, kind, M.format_template(tpl, c), c.now, _frame(c))
+    if name == "set":
+        return M.setter(*args)
+    if name == "send":
+        return _send(args[0])
+    if name == "mark":
+        bit = M.mark_bit(args[0])
+
+        def mark(c):
+            c.marks |= bit
+        return mark
+    if name == "remote":
+        return _remote(args[0])
+    if name == "close":
+        return lambda c: c.ep._close(c.out, c.now, frame=_frame(c))
+    if name == "retransmit":
+        return lambda c: c.ep._retransmit(c.out, c.now)
+    simple = {"synchronized": _synchronized, "acked": _acked, "take_data": _take_data, "queue": _queue,
+              "disarm_rto": _disarm_rto}
+    if name in simple:
+        return simple[name]
+    raise M.RuleError(f"an endpoint cannot {name!r}")
+
+
+_INPUTS = list(Input)
+
+
+class _Programs:
+    """The endpoint's programs, built from the rules in force (rawfin.core.machine.install)."""
+
+    __slots__ = ("receive", "observe_send", "timers")
+
+    def load(self, compiled: M.Compiled) -> None:
+        self.receive = {st: M.build_program(p, endpoint_action) for st, p in zip(State, compiled.receive)}
+        self.observe_send = {st: M.build_program(p, endpoint_action) for st, p in zip(State, compiled.observe_send)}
+        self.timers = M.build_program(compiled.timers, endpoint_action)
+
+
+PROGRAMS = _Programs()
+M.on_install(PROGRAMS.load)

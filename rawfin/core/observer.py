@@ -21,40 +21,37 @@ from rawfin.core.endpoint import Config, Endpoint
 from rawfin.core.events import Anomaly, Result
 from rawfin.render.records import anomaly_record, seconds, transition_record
 from rawfin.core.segment import Segment, fmt_endpoint
-from rawfin.core.states import Input, State
+from rawfin.core.states import State
+from rawfin.core import machine as M
+from rawfin.core.machine import STOP, Ctx, holds, run
+from rawfin.core.rules import TIME_WAIT_CLOSES, WELL_KNOWN_PORT as WELL_KNOWN
 
-WELL_KNOWN = 1024
 _EST = State.ESTABLISHED
 _add, _gt, _between_incl = sq.add, sq.gt, sq.between_incl   # the fast path's helpers, bound once
 _NOTHING: list[dict] = []
 _NO_DICT = MappingProxyType({})     # shared and read-only: most connections never hold anything
-#: how long (capture time) a final ACK waits for a retransmitted FIN that would show it lost
-FINAL_ACK_HOLD_NS = 3 * SEC
 _CLOSEDISH = (State.CLOSED, State.TIME_WAIT, State.LISTEN)
 
 
-def guess_server(a: tuple[str, int], b: tuple[str, int]) -> tuple[str, int]:
-    """With no SYN to tell: a well-known port is the server's, else the lower port."""
-    pa, pb = a[1], b[1]
-    if (pa < WELL_KNOWN) != (pb < WELL_KNOWN):
-        return a if pa < WELL_KNOWN else b
-    return a if pa <= pb else b
-
-
 class Connection:
-    """One instance of a 4-tuple (and VLAN): two observer endpoints and what they did."""
+    """One instance of a 4-tuple (and VLAN): two observer endpoints and what they did.
+
+    What it infers is rawfin.core.rules' BIRTH, SEGMENT, FLUSH, FLUSH_AT_END, END and CLOSE_KINDS,
+    run by rawfin.core.machine; this class holds the state those rows read and write.
+    """
 
     __slots__ = ("id", "key", "eps", "client", "server", "server_guessed", "mid_stream", "first_frame",
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
-                 "synack_unseen", "hold_ns", "queued")
+                 "synack_unseen", "hold_ns", "queued", "rules")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0) -> None:
         self.id = cid
         self.hold_ns = hold_ns
         self.key = key
         self.cfg = cfg
+        self.rules = PROGRAMS
         self.vlan = seg.vlan
         self.first_frame = self.last_frame = seg.frame
         self.first_ns = self.last_ns = seg.time_ns or 0
@@ -67,7 +64,6 @@ class Connection:
         self.fin_ack_candidates: list[Anomaly] | None = None
         self.first_fin_acked_alone = False
         self.refused = False
-        self.born: tuple[Anomaly, ...] = ()
         self.pending: dict[tuple[str, int], list] = _NO_DICT   # receiver -> [FIN (or SYN) held, crossed?]
         self.seen = 0            # bit 1: the first sender has sent, bit 2: the other side has
         self.held_ack: dict[tuple[str, int], Segment] = _NO_DICT
@@ -79,40 +75,21 @@ class Connection:
         b = Endpoint(local=dst, remote=src, config=cfg, vlan=seg.vlan)
         self.eps = {src: a, dst: b}
         self.first = src
+        self.client, self.server = src, dst
         self.known = 0           # same bits: whose rcv_nxt is known
         self.server_guessed = False
         self.mid_stream = False
-        if seg.syn and not seg.has_ack:
-            self.client, self.server = src, dst
-            b.passive = True     # CLOSED until its answer shows it was listening (see _flush)
-            self.known = 3
-        elif seg.syn:                           # SYN,ACK first: the SYN was not captured
-            self.client, self.server = dst, src
-            b.state = State.SYN_SENT
-            b.iss = b.snd_una = sq.add(seg.ack, -1)
-            b.snd_nxt = seg.ack
-            a.state = State.SYN_RECEIVED
-            a.passive = True
-            a.irs = sq.add(seg.ack, -1)
-            a.rcv_nxt = seg.ack
-            a.iss = a.snd_una = seg.seq
-            a.snd_nxt = seg.seq_end
-            self.known = 3
-            born = Anomaly(endpoint=fmt_endpoint(*dst), kind="syn_not_captured",
-                           detail=f"SYN,ACK ack={seg.ack} implies a SYN seq={b.iss} not in the capture",
-                           time_ns=seg.time_ns or 0, frame=seg.frame)
-            self._note(born)
-            self.born = (born,)
-        else:                                   # picked up mid-stream
-            self.mid_stream = True
-            self.server_guessed = True
-            self.server = guess_server(src, dst)
-            self.client = dst if self.server == src else src
-            a.pick_up(state=State.ESTABLISHED, snd_nxt=seg.seq, rcv_nxt=seg.ack if seg.has_ack else None,
-                      remote=dst)
-            b.pick_up(state=State.ESTABLISHED, snd_nxt=seg.ack if seg.has_ack else 0, rcv_nxt=seg.seq,
-                      remote=src)
-            self.known = (1 if seg.has_ack else 0) | 2
+        born: list = []
+        run(PROGRAMS.birth, self._ctx(seg, seg.time_ns or 0, born))
+        self.born: tuple[Anomaly, ...] = tuple(ev for _, _, ev in born)
+
+    def _ctx(self, seg: Segment | None, now: int, out: list) -> Ctx:
+        c = Ctx()
+        c.conn, c.seg, c.now, c.out = self, seg, now, out
+        if seg is not None:
+            c.txk, c.rxk = (seg.src, seg.sport), (seg.dst, seg.dport)
+            c.tx, c.rx = self.eps[c.txk], self.eps[c.rxk]
+        return c
 
     def _note(self, a: Anomaly) -> None:
         if self.anomalies is None:
@@ -120,22 +97,20 @@ class Connection:
         self.anomalies[a.kind] += 1
 
     def fast(self, seg: Segment, now: int) -> bool:
-        """In-order data or a plain ACK on an established connection decides nothing: apply it
-        here without the endpoint machinery (the result is the same; the tests compare both).
+        """In-order data or a plain ACK on an established connection decides nothing (rules.FAST_PATH):
+        apply it here without the programs (the result is the same; the tests compare both).
         False when the segment needs the full treatment (it is then left untouched)."""
         if seg.flags & 0x17 != 0x10 or self.fins or self.pending:
-            return False
-        src = (seg.src, seg.sport)
-        if not self.seen & (1 if src == self.first else 2):
-            return False
+            return False              # (the first predicates of FAST_PATH, ahead of making a context)
+        c = Ctx()
+        c.conn, c.seg = self, seg
+        c.txk, c.rxk = (seg.src, seg.sport), (seg.dst, seg.dport)
         eps = self.eps
-        receiver = eps[(seg.dst, seg.dport)]
-        sender = eps[src]
-        if sender.state is not _EST or receiver.state is not _EST or seg.seq != receiver.rcv_nxt:
-            return False
-        ack = seg.ack
-        if ack != receiver.snd_nxt and not _between_incl(receiver.snd_una, ack, receiver.snd_nxt):
-            return False                      # acks what was never seen sent, or an old ACK
+        c.tx, c.rx = eps[c.txk], eps[c.rxk]
+        for p in PROGRAMS.fast_path:
+            if not p(c):
+                return False
+        sender, receiver = c.tx, c.rx
         self.packets += 1
         self.last_frame = seg.frame
         self.last_ns = now
@@ -143,7 +118,7 @@ class Connection:
         receiver.rcv_nxt = end
         if _gt(end, sender.snd_nxt):
             sender.snd_nxt = end
-        receiver.snd_una = ack
+        receiver.snd_una = seg.ack
         receiver.snd_wnd = seg.window
         return True
 
@@ -151,97 +126,8 @@ class Connection:
         self.packets += 1
         self.last_frame = seg.frame
         self.last_ns = now
-        src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
-        sbit = 1 if src == self.first else 2
-        dbit = 3 - sbit
-        self.seen |= sbit
-        sender, receiver = self.eps[src], self.eps[dst]
-        if not self.known & dbit:
-            receiver.rcv_nxt = receiver.irs = seg.seq
-            self.known |= dbit
-        if seg.has_ack and not self.known & sbit:
-            sender.rcv_nxt = sender.irs = seg.ack
-            self.known |= sbit
-        if seg.has_ack and not receiver.snd_nxt and receiver.state is State.ESTABLISHED and self.mid_stream:
-            receiver.snd_una = receiver.snd_nxt = seg.ack
-        # what the close looks like, before the models move
-        if self.fins:
-            first_sender, first_fin, _ = self.fins[0]
-            if src != first_sender:
-                if seg.data_len and sender.fin_seq is None:     # data before its own FIN: a half-close
-                    self.data_after_first_fin = True
-                if seg.has_ack:
-                    self._check_fin_ack(seg, first_fin, sender)
-        if seg.fin and not any(f[0] == src for f in self.fins):
-            self.fins.append((src, seg.fin_seq, seg.frame))
-        if seg.rst:
-            self.rst_seen = True
-        held = self.pending.get(dst)
-        if (held is not None and seg.fin and not seg.syn and not held[0].syn and not held[1]
-                and seg.fin_seq == held[0].fin_seq):
-            # the FIN again with no answer in between: the first copy is taken as lost, this one counts
-            self._unhold("pending", dst)
-            held = None
-        # TCP delivers in order: a FIN held for the receiver arrives before this segment
-        if held is not None and not (held[0].syn and seg.syn and seg.seq == held[0].seq):
-            self._flush(dst, seg, out)
-        # does the sender show it had received the FIN (or SYN) held for it?
-        held = self.pending.get(src)
-        if held is not None:
-            if held[0].syn and seg.rst and seg.has_ack and seg.ack == held[0].seq_end:
-                # a SYN answered by RST: nobody was listening; the server stays CLOSED
-                self._unhold("pending", src)
-            elif held[0].syn and seg.rst:
-                pass                 # an RST that does not answer the SYN (an injected one)
-            elif seg.has_ack and sq.ge(seg.ack, held[0].seq_end):
-                self._flush(src, seg, out)
-            else:
-                held[1] = True       # sent before the FIN reached it: the two crossed
-        # the final ACK held for the sender: its FIN sent again means the ACK never arrived
-        final = self.held_ack.get(src)
-        if final is not None:
-            if seg.fin and sender.fin_seq is not None and seg.fin_seq == sender.fin_seq:
-                self._unhold("held_ack", src)
-                lost = Anomaly(endpoint=sender.name, kind="final_ack_lost",
-                               detail=(f"the ACK ack={final.ack} in frame {final.frame} never reached "
-                                       f"{sender.name}: it sent its FIN seq={sender.fin_seq} again"),
-                               time_ns=now, frame=seg.frame)
-                self._note(lost)
-                out.append(("a", self, lost))
-            else:
-                self._deliver_final_ack(src, out)
-        if self.held_ack.get(dst) is not None:
-            self._deliver_final_ack(dst, out)
-        self._collect(sender.observe_send(seg, now), out)
-        if (self.hold_ns and receiver.state is State.LAST_ACK and seg.flags & 0x17 == 0x10 and not seg.data_len
-                and receiver.fin_seq is not None and sq.ge(seg.ack, sq.add(receiver.fin_seq, 1))):
-            # the final ACK: LAST_ACK -> CLOSED once nothing shows it was lost (see fire_timers)
-            self._hold("held_ack", dst, seg)
-        elif seg.syn and not seg.has_ack and receiver.passive and receiver.state is State.CLOSED \
-                and (seg.src, seg.sport) == self.client:
-            # the server's move waits for its answer: SYN,ACK (it was listening) or RST (it was not)
-            if dst not in self.pending:
-                self._hold("pending", dst, [seg, False])
-        elif seg.fin and not seg.syn:
-            # the data and the ACK now; the FIN once the receiver shows it has it (or at the end)
-            self._collect(receiver.receive(seg.with_(flags=seg.flags & 0xFE), now), out)
-            self._hold("pending", dst, [seg, False])
-        else:
-            if self.synack_unseen == dst and seg.has_ack and receiver.state is State.SYN_RECEIVED:
-                # the server's SYN,ACK is not in the capture: its ISN is what the client ACKs, minus one
-                self.synack_unseen = None
-                receiver.iss = receiver.snd_una = sq.add(seg.ack, -1)
-                receiver.snd_nxt = seg.ack
-                a = Anomaly(endpoint=receiver.name, kind="syn_ack_not_captured",
-                            detail=f"ACK ack={seg.ack} implies a SYN,ACK seq={receiver.iss} not in the capture",
-                            time_ns=now, frame=seg.frame)
-                self._note(a)
-                out.append(("a", self, a))
-            self._collect(receiver.receive(seg, now), out)
-        if seg.rst and receiver.state is State.CLOSED and self.client == dst and \
-                any(r[0] == "t" and r[2].input is Input.RCV_RST and r[2].from_ is State.SYN_SENT
-                    for r in out):
-            self.refused = True
+        self.seen |= 1 if (seg.src, seg.sport) == self.first else 2
+        run(PROGRAMS.segment, self._ctx(seg, now, out))
 
     def _hold(self, which: str, ep: tuple[str, int], value) -> None:
         held = getattr(self, which)
@@ -258,57 +144,27 @@ class Connection:
         return value
 
     def _flush(self, ep: tuple[str, int], now_seg: Segment | None, out: list) -> None:
-        """Deliver the FIN held for ``ep``: at its own frame, or at the evidence frame if it crossed."""
-        seg, crossed = self._unhold("pending", ep)
-        receiver = self.eps[ep]
-        if receiver.state is State.CLOSED and not seg.syn:
-            return                       # it aborted before the FIN reached it
-        when = now_seg if (crossed and now_seg is not None) else seg
-        if seg.syn:
-            # its answer (or the client going on) shows the server was listening: the observer's
-            # starting assumption for it, not a transition of the table
-            receiver.state = State.LISTEN
-            answered = now_seg is not None and now_seg.syn and (now_seg.src, now_seg.sport) == ep
-            if seg.data_len and not (answered and now_seg.ack == seg.seq_end):
-                seg = seg.with_(payload=b"", data_len=0)     # data on the SYN, not accepted
-            self._collect(receiver.receive(seg, seg.time_ns or 0), out)
-            if not answered:
-                self.synack_unseen = ep
-            return
-        fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=1 | (seg.flags & 16),
-                        frame=when.frame, time_ns=when.time_ns)
-        self._collect(receiver.receive(fin, when.time_ns or 0), out)
+        """Deliver the FIN (or SYN) held for ``ep`` as rules.FLUSH has it."""
+        c = Ctx()
+        c.conn, c.out, c.nowseg = self, out, now_seg
+        c.h = self._unhold("pending", ep)
+        c.xk, c.x = ep, self.eps[ep]
+        run(PROGRAMS.flush, c)
 
     def _deliver_final_ack(self, ep: tuple[str, int], out: list) -> None:
         seg = self._unhold("held_ack", ep)
         self._collect(self.eps[ep].receive(seg, seg.time_ns or 0), out)
 
     def flush_all(self, out: list) -> None:
-        """The end: a held FIN whose receiver stayed silent is taken as received; one whose
-        receiver kept sending without acknowledging it never arrived (it is reported instead)."""
+        """The end: the final ACKs held are delivered, then what is held for each side (rules.FLUSH_AT_END)."""
         for ep in list(self.held_ack):
             self._deliver_final_ack(ep, out)
         for ep in list(self.pending):
-            seg, crossed = self.pending[ep]
-            if crossed or seg.syn:       # a SYN never answered: the server stays where it was
-                self._unhold("pending", ep)
-                continue
-            self._flush(ep, None, out)
-
-    def _check_fin_ack(self, seg: Segment, fin_seq: int, acker: Endpoint) -> None:
-        """An ACK from the passive side after the first FIN: does it cover the FIN (x + 1)?"""
-        want = sq.add(fin_seq, 1)
-        if seg.ack == want:
-            if not seg.fin and acker.fin_seq is None:       # an ACK alone, before the passive FIN
-                self.first_fin_acked_alone = True
-            self.fin_ack_candidates = None
-        elif seg.ack == fin_seq:
-            if self.fin_ack_candidates is None:
-                self.fin_ack_candidates = []
-            self.fin_ack_candidates.append(Anomaly(
-                endpoint=fmt_endpoint(seg.src, seg.sport), kind="ack_not_covering_fin",
-                detail=f"ack {seg.ack} does not cover FIN seq={fin_seq}: expected {want} (FIN seq + 1)",
-                time_ns=seg.time_ns or 0, frame=seg.frame))
+            c = Ctx()
+            c.conn, c.out, c.nowseg = self, out, None
+            c.h = self.pending[ep]
+            c.xk, c.x = ep, self.eps[ep]
+            run(PROGRAMS.flush_at_end, c)
 
     def _collect(self, res: Result, out: list) -> None:
         for t in res.transitions:
@@ -320,17 +176,21 @@ class Connection:
             out.append(("a", self, a))
 
     def fire_timers(self, until: int, out: list) -> None:
-        for ep, seg in list(self.held_ack.items()):
-            if (seg.time_ns or 0) + self.hold_ns <= until:
-                self._deliver_final_ack(ep, out)
-        for ep in self.eps.values():
-            d = ep.next_deadline()
-            while d is not None and d <= until:
-                self._collect(ep.handle_timer(d), out)
-                nd = ep.next_deadline()
-                if nd == d:
-                    break
-                d = nd
+        """rules.OBSERVER_TIMERS: held final ACKs whose hold is over, then each endpoint's own."""
+        for what in PROGRAMS.timer_order:
+            if what == "final_ack":
+                for ep, seg in list(self.held_ack.items()):
+                    if (seg.time_ns or 0) + self.hold_ns <= until:
+                        self._deliver_final_ack(ep, out)
+            else:
+                for ep in self.eps.values():
+                    d = ep.next_deadline()
+                    while d is not None and d <= until:
+                        self._collect(ep.handle_timer(d), out)
+                        nd = ep.next_deadline()
+                        if nd == d:
+                            break
+                        d = nd
 
     def next_deadline(self) -> int | None:
         ds = [d for d in (ep.next_deadline() for ep in self.eps.values()) if d is not None]
@@ -340,13 +200,17 @@ class Connection:
     def all_closed(self) -> bool:
         return all(ep.state is State.CLOSED for ep in self.eps.values())
 
+    def _conn_ctx(self) -> Ctx:
+        c = Ctx()
+        c.conn = self
+        eps = list(self.eps.values())
+        c.a, c.b = eps
+        c.first_closer = self.eps[self.fins[0][0]] if self.fins else None
+        return c
+
     def settled(self) -> bool:
-        """Only TIME_WAIT is left: both FINs sent and ACKed, nothing held, every endpoint in
-        TIME_WAIT or CLOSED. What the record says can no longer change but for the final states."""
-        if self.pending or self.held_ack or self.synack_unseen is not None or not self._fins_complete():
-            return False
-        states = [ep.state for ep in self.eps.values()]
-        return State.TIME_WAIT in states and all(st in (State.TIME_WAIT, State.CLOSED) for st in states)
+        """rules.SETTLED: what the record says can no longer change but for the final states."""
+        return holds(PROGRAMS.settled, self._conn_ctx())
 
     def take_new_syn(self, seg: Segment, now: int, out: list) -> None:
         """A SYN that starts a new connection: a TIME_WAIT side takes it (and closes), as Linux does."""
@@ -355,41 +219,20 @@ class Connection:
             self._collect(rx.receive(seg, now), out)
 
     def accepts_new_syn(self, seg: Segment) -> bool:
-        """A SYN on this pair that starts a new connection instance.
-
-        The same ISN from the same client is a retransmission (also after an RST: some
-        stacks retry a refused SYN); a different ISN is a new attempt when the pair is
-        closed, in TIME_WAIT (Linux accepts such a SYN), or still waiting in SYN_SENT.
-        """
-        client = self.eps[self.client]
-        if (seg.src, seg.sport) == self.client and seg.seq == client.iss and client.iss == client.snd_una:
-            return False
-        if (seg.src, seg.sport) == self.client and client.state is State.SYN_SENT:
-            return True
-        states = [ep.state for ep in self.eps.values()]
-        return State.TIME_WAIT in states or all(s in _CLOSEDISH for s in states)
+        """A SYN on this pair that starts a new connection instance (rules.NEW_SYN)."""
+        c = self._ctx(seg, seg.time_ns or 0, [])
+        for yes, cond in PROGRAMS.new_syn:
+            if holds(cond, c):
+                return yes
+        return False
 
     # -- verdicts -----------------------------------------------------------------
     def close_kind(self) -> str:
-        states = {ep.state for ep in self.eps.values()}
-        if self.refused:
-            return "refused"
-        reset = self.rst_seen and any(ep.state is State.CLOSED for ep in self.eps.values()) and \
-            not self._fins_complete()
-        if reset:
-            return "reset"
-        if not self.fins:
-            return "none"
-        if not self._fins_complete():
-            return "incomplete"
-        if self.closing_seen:
-            return "simultaneous"
-        if self.data_after_first_fin:
-            return "half_close"
-        if len(self.fins) == 2 and not self.first_fin_acked_alone:
-            return "three_way"
-        del states
-        return "four_way"
+        c = self._conn_ctx()
+        for kind, cond in PROGRAMS.close_kinds:
+            if holds(cond, c):
+                return kind
+        raise AssertionError("rules.CLOSE_KINDS has no last row")  # pragma: no cover
 
     def _fins_complete(self) -> bool:
         """Both FINs sent and both acknowledged."""
@@ -404,31 +247,17 @@ class Connection:
         return self.fins[0][0] if self.fins else None
 
     def end_anomalies(self, out: list) -> None:
-        """What only the end of the capture (or of the connection) can tell."""
+        """What only the end of the capture (or of the connection) can tell (rules.END)."""
         self.flush_all(out)
-        first = self.fins[0] if self.fins else None
-        if first is not None:
-            closer = self.eps[first[0]]
-            if closer.state in (State.FIN_WAIT_1, State.CLOSING) and self.fin_ack_candidates:
-                for a in self.fin_ack_candidates:
-                    self._note(a)
-                    out.append(("a", self, a))
-        for ep in self.eps.values():
-            if ep.state is State.LAST_ACK:
-                other = self.eps[ep.remote]
-                detail = (f"{ep.name}'s FIN seq={ep.fin_seq} never ACKed (expected ack {sq.add(ep.fin_seq, 1)})"
-                          f"; peer is in {other.state.name}")
-                fin_frame = next((f[2] for f in self.fins if f[0] == ep.local), None)
-                a = Anomaly(endpoint=ep.name, kind="final_ack_missing", detail=detail,
-                            time_ns=self.last_ns, frame=fin_frame)
-                self._note(a)
-                out.append(("a", self, a))
+        c = self._conn_ctx()
+        c.out = out
+        run(PROGRAMS.end, c)
 
     def record(self, file: str | None) -> dict:
         closer = self.active_closer()
         client, server = fmt_endpoint(*self.client), fmt_endpoint(*self.server)
         kind = self.close_kind()
-        server_active = closer == self.server and kind not in ("reset", "refused", "none")
+        server_active = closer == self.server and kind in TIME_WAIT_CLOSES
         rec = {"type": "connection", "conn": self.id, "client": client, "server": server,
                "server_guessed": self.server_guessed,
                "active_closer": fmt_endpoint(*closer) if closer else None,
@@ -445,6 +274,222 @@ class Connection:
         if file is not None:
             rec["file"] = file
         return rec
+
+
+# -- the observer's primitives: what the actions of rawfin.core.rules do to a Connection ---------------------
+
+def _side(who: str):
+    return ("txk", "tx") if who == "tx" else ("rxk", "rx") if who == "rx" else ("xk", "x")
+
+
+def _observer_anomaly(at: str, kind: str, tpl: tuple, end: bool = False):
+    _, attr = _side(at) if at in ("tx", "rx", "x") else (None, at)
+
+    def f(c):
+        conn = c.conn
+        ep = getattr(c, attr)
+        if end:       # END: dated at the connection's last segment, on the frame of that side's FIN
+            when, frame = conn.last_ns, next((x[2] for x in conn.fins if x[0] == ep.local), None)
+        else:
+            when, frame = c.now, c.seg.frame
+        a = Anomaly(endpoint=ep.name, kind=kind, detail=M.format_template(tpl, c), time_ns=when, frame=frame)
+        conn._note(a)
+        c.out.append(("a", conn, a))
+    return f
+
+
+def _open(c: Ctx) -> None:
+    conn = c.conn
+    conn.client, conn.server = c.txk, c.rxk
+    c.rx.passive = True      # CLOSED until its answer shows it was listening (see rules.FLUSH)
+    conn.known = 3
+
+
+def _open_at_syn_ack(c: Ctx) -> None:
+    conn, seg, a, b = c.conn, c.seg, c.tx, c.rx
+    conn.client, conn.server = c.rxk, c.txk
+    b.state = State.SYN_SENT
+    b.iss = b.snd_una = sq.add(seg.ack, -1)
+    b.snd_nxt = seg.ack
+    a.state = State.SYN_RECEIVED
+    a.passive = True
+    a.irs = sq.add(seg.ack, -1)
+    a.rcv_nxt = seg.ack
+    a.iss = a.snd_una = seg.seq
+    a.snd_nxt = seg.seq_end
+    conn.known = 3
+
+
+def _pick_up(c: Ctx) -> None:
+    conn, seg = c.conn, c.seg
+    conn.mid_stream = True
+    conn.server_guessed = True
+    ack = seg.has_ack
+    c.tx.pick_up(state=State.ESTABLISHED, snd_nxt=seg.seq, rcv_nxt=seg.ack if ack else None, remote=c.rxk)
+    c.rx.pick_up(state=State.ESTABLISHED, snd_nxt=seg.ack if ack else 0, rcv_nxt=seg.seq, remote=c.txk)
+    conn.known = (1 if ack else 0) | 2
+
+
+def _server(who: str):
+    def f(c):
+        if who == "tx":
+            c.conn.server, c.conn.client = c.txk, c.rxk
+        else:
+            c.conn.server, c.conn.client = c.rxk, c.txk
+    return f
+
+
+def _know(who: str):
+    key = _side(who)[0]
+
+    def f(c):
+        c.conn.known |= 1 if getattr(c, key) == c.conn.first else 2
+    return f
+
+
+def _flag(name: str):
+    def f(c):
+        setattr(c.conn, name, True)
+    return f
+
+
+def _drop_candidates(c: Ctx) -> None:
+    c.conn.fin_ack_candidates = None
+
+
+def _candidate(kind: str, tpl: tuple):
+    def f(c):
+        conn, seg = c.conn, c.seg
+        if conn.fin_ack_candidates is None:
+            conn.fin_ack_candidates = []
+        conn.fin_ack_candidates.append(Anomaly(endpoint=c.tx.name, kind=kind, detail=M.format_template(tpl, c),
+                                               time_ns=seg.time_ns or 0, frame=seg.frame))
+    return f
+
+
+def _note_fin(c: Ctx) -> None:
+    c.conn.fins.append((c.txk, c.seg.fin_seq, c.seg.frame))
+
+
+def _on(who: str, fn):
+    key = _side(who)[0]
+    return lambda c: fn(c, getattr(c, key))
+
+
+def _deliver_held(kind: str):
+    def f(c):
+        seg, x, conn = c.h[0], c.x, c.conn
+        if kind == "syn":
+            conn._collect(x.receive(seg, seg.time_ns or 0), c.out)
+            return
+        if kind == "syn_without_data":
+            if seg.data_len:
+                seg = seg.with_(payload=b"", data_len=0)     # data on the SYN, not accepted
+            conn._collect(x.receive(seg, seg.time_ns or 0), c.out)
+            return
+        when = c.nowseg if kind == "fin_at_now" else seg
+        fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=1 | (seg.flags & 16),
+                        frame=when.frame, time_ns=when.time_ns)
+        conn._collect(x.receive(fin, when.time_ns or 0), c.out)
+    return f
+
+
+def _report_candidates(c: Ctx) -> None:
+    for a in c.conn.fin_ack_candidates:
+        c.conn._note(a)
+        c.out.append(("a", c.conn, a))
+
+
+def _listening(c: Ctx) -> None:
+    c.x.state = State.LISTEN
+
+
+def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small case per primitive
+    name, args = a
+    if name == "stop":
+        return lambda c: STOP
+    if name == "anomaly":
+        return _observer_anomaly(*args, end=end)
+    if name == "set":
+        return M.setter(*args)
+    if name == "open":
+        return _open
+    if name == "open_at_syn_ack":
+        return _open_at_syn_ack
+    if name == "pick_up":
+        return _pick_up
+    if name == "server":
+        return _server(args[0])
+    if name == "know":
+        return _know(args[0])
+    if name == "flag":
+        return _flag(args[0])
+    if name == "drop_candidates":
+        return _drop_candidates
+    if name == "candidate":
+        return _candidate(*args)
+    if name == "note_fin":
+        return _note_fin
+    if name == "unhold":
+        return _on(args[0], lambda c, k: c.conn._unhold("pending", k))
+    if name == "flush":
+        return _on(args[0], lambda c, k: c.conn._flush(k, c.seg, c.out))
+    if name == "cross":
+        return _on(args[0], lambda c, k: c.conn.pending[k].__setitem__(1, True))
+    if name == "unhold_final":
+        return _on(args[0], lambda c, k: c.conn._unhold("held_ack", k))
+    if name == "deliver_final":
+        return _on(args[0], lambda c, k: c.conn._deliver_final_ack(k, c.out))
+    if name == "hold_final":
+        return _on(args[0], lambda c, k: c.conn._hold("held_ack", k, c.seg))
+    if name == "hold":
+        return _on(args[0], lambda c, k: c.conn._hold("pending", k, [c.seg, False]))
+    if name == "observe_send":
+        return lambda c: c.conn._collect(c.tx.observe_send(c.seg, c.now), c.out)
+    if name == "deliver_without_fin":
+        return lambda c: c.conn._collect(c.rx.receive(c.seg.with_(flags=c.seg.flags & 0xFE), c.now), c.out)
+    if name == "deliver":
+        return lambda c: c.conn._collect(c.rx.receive(c.seg, c.now), c.out)
+    if name == "synack_seen":
+        return lambda c: setattr(c.conn, "synack_unseen", None)
+    if name == "synack_unseen":
+        return lambda c: setattr(c.conn, "synack_unseen", c.xk)
+    if name == "listening":
+        return _listening
+    if name == "deliver_held":
+        return _deliver_held(args[0])
+    if name == "unhold_x":
+        return lambda c: c.conn._unhold("pending", c.xk)
+    if name == "flush_x":
+        return lambda c: c.conn._flush(c.xk, None, c.out)
+    if name == "report_candidates":
+        return _report_candidates
+    raise M.RuleError(f"the observer cannot {name!r}")
+
+
+class _Programs:
+    """The observer's programs, built from the rules in force (rawfin.core.machine.install)."""
+
+    __slots__ = ("birth", "segment", "flush", "flush_at_end", "end", "close_kinds", "settled", "new_syn",
+                 "fast_path", "timer_order", "final_ack_hold_ns")
+
+    def load(self, compiled: M.Compiled) -> None:
+        act = _observer_action
+        self.birth = M.build_program(compiled.birth, act)
+        self.segment = M.build_program(compiled.segment, act)
+        self.flush = M.build_program(compiled.flush, act)
+        self.flush_at_end = M.build_program(compiled.flush_at_end, act)
+        self.end = M.build_program(compiled.end, lambda a: _observer_action(a, end=True))
+        self.close_kinds = tuple((k, M.build_condition(cond)) for k, cond in compiled.close_kinds)
+        self.settled = M.build_condition(compiled.settled)
+        self.new_syn = tuple((y, M.build_condition(cond)) for y, cond in compiled.new_syn)
+        self.fast_path = M.build_condition(compiled.fast_path)
+        self.timer_order = compiled.timer_order
+        self.final_ack_hold_ns = compiled.final_ack_hold_ns
+
+
+PROGRAMS = _Programs()
+M.on_install(PROGRAMS.load)
 
 
 class TimeWait:
@@ -601,11 +646,11 @@ class Observer:
 
     def __init__(self, *, msl_ns: int = 30 * SEC, file: str | None = None,
                  select: Callable[[Connection], bool] | None = None, fast_path: bool = True,
-                 final_ack_hold_ns: int = FINAL_ACK_HOLD_NS, compact_time_wait: bool = True) -> None:
+                 final_ack_hold_ns: int | None = None, compact_time_wait: bool = True) -> None:
         """``final_ack_hold_ns``: how long a final ACK waits before LAST_ACK -> CLOSED is
         reported, in case a retransmitted FIN shows it was lost (0: report at once, as
         ``rawfin live`` does, which must print each transition the moment it happens)."""
-        self.hold_ns = final_ack_hold_ns
+        self.hold_ns = PROGRAMS.final_ack_hold_ns if final_ack_hold_ns is None else final_ack_hold_ns
         self.compact = compact_time_wait
         self.cfg = Config(msl_ns=msl_ns, observer=True)
         self.fast_path = fast_path

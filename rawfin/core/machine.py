@@ -1,0 +1,598 @@
+"""The interpreter of :mod:`rawfin.core.rules`: the rows' text read once into a small intermediate form
+(:func:`compile_program`), which this module runs for the Python endpoint and observer and which the
+compiled lane is handed, as integers, at start (``rawfin/capture/engine.py``).
+
+The intermediate form (IR), what both interpreters share:
+
+* a predicate is ``(name, negated, args)``, an action ``(name, args)``;
+* a value (in a comparison, a ``set`` or a template) is ``(who, name, offset)``: ``who`` is ``seg``
+  (the segment), ``self`` (the endpoint running the program), ``tx``/``rx`` (the observer's sender and
+  receiver), ``x`` (the endpoint a held segment is for), ``a``/``b`` (the connection's endpoints in the
+  order they were first seen), ``client``, ``first_closer``, ``h`` (the held segment), ``now`` (the
+  segment that shows it arrived), ``held:tx``/``held:rx``/``final:tx``... (held segments), ``conn``, or
+  ``lit`` (a number); ``offset`` is added mod 2**32 (``fin_seq+1``);
+* a comparison ``A op B`` of two sequence numbers is ``seq.sub(A, B) op 0`` (RFC 9293 arithmetic,
+  the orientation as written); of anything else, plain integers. A comparison with an empty value
+  (no FIN yet) is false.
+
+Each primitive here is a few lines; :data:`PREDICATES`, :data:`ACTIONS` and :data:`VALUES` list their
+names, which the lane checks against its own at start.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from rawfin.core import rules as R
+from rawfin.core import seq as sq
+from rawfin.core.states import Input, State
+
+# --------------------------------------------------------------------------------------------- the IR
+
+FLAG_BITS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16}
+WHO = ("seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h", "now",
+       "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit")
+#: segment fields, TCB fields (sequence numbers), and the other values a rule may name
+SEG_VALUES = ("seq", "ack", "end", "len", "fin", "win", "sport", "dport", "frame", "describe")
+SEQ_FIELDS = ("iss", "irs", "snd_una", "snd_nxt", "rcv_nxt", "fin_seq", "peer_fin_seq", "snd_wnd")
+EP_VALUES = SEQ_FIELDS + ("name", "state", "missing", "fin_gap", "retries", "2msl_s")
+CONN_VALUES = ("first_fin",)
+#: values that are sequence numbers (compared with RFC 9293 arithmetic)
+SEQ_KIND = frozenset(("seq", "ack", "end", "fin", "first_fin") + SEQ_FIELDS[:-1])
+OPTIONAL = frozenset(("fin_seq", "peer_fin_seq"))
+_CONN_NAMES = {"first_fin": "conn"}
+
+PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "in_window", "ack_known",
+              "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
+              "crossed", "answered", "now")
+ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
+           "queue", "close", "retransmit", "disarm_rto",
+           "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
+           "note_fin", "unhold", "flush", "cross", "unhold_final", "deliver_final", "observe_send", "hold_final",
+           "hold", "deliver_without_fin", "synack_seen", "deliver", "listening", "deliver_held", "synack_unseen",
+           "unhold_x", "flush_x", "report_candidates")
+CONFIG = ("observer", "close_on_fin", "hold_final_ack")
+CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "closing_seen", "data_after_first_fin",
+              "first_fin_acked_alone", "fins_complete", "candidates", "held", "final", "synack_unseen")
+ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen")
+TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted")
+SENDS = ("ACK", "RST", "SYN,ACK", "SYN,ACK again")
+HELD_KINDS = ("syn", "syn_without_data", "fin", "fin_at_now")
+_OPS = ("<=", ">=", "=", "<", ">")
+
+
+class RuleError(ValueError):
+    """A row the interpreters cannot read (a typo in rawfin/core/rules.py)."""
+
+
+_CONSTANTS: dict[str, int] = {}     # named numbers of the rules being compiled (compile_rules)
+
+
+def _value(tok: str, ctx_who: str) -> tuple:
+    m = re.fullmatch(r"(-?\d+)", tok)
+    if m:
+        return ("lit", "", int(tok))
+    if tok in _CONSTANTS:
+        return ("lit", "", _CONSTANTS[tok])
+    m = re.fullmatch(r"(?:((?:held|final):(?:tx|rx)|[a-z_]+)\.)?([a-z_0-9]+)([+-]1)?", tok)
+    if not m:
+        raise RuleError(f"cannot read the value {tok!r}")
+    who, name, off = m.group(1), m.group(2), int(m.group(3) or 0)
+    if who is None:
+        if name in SEG_VALUES:
+            who = "seg"
+        elif name in _CONN_NAMES:
+            who = "conn"
+        else:
+            who = ctx_who
+    if who not in WHO:
+        raise RuleError(f"{tok!r}: {who!r} names no endpoint or segment")
+    if who in ("seg", "h", "now", "held:tx", "held:rx", "final:tx", "final:rx"):
+        if name not in SEG_VALUES:
+            raise RuleError(f"{tok!r}: a segment has no {name!r}")
+    elif who == "conn":
+        if name not in CONN_VALUES:
+            raise RuleError(f"{tok!r}: unknown value")
+    elif name not in EP_VALUES:
+        raise RuleError(f"{tok!r}: an endpoint has no {name!r}")
+    return (who, name, off)
+
+
+def _states(text: str) -> int:
+    mask = 0
+    for name in text.split("|"):
+        if name not in State.__members__:
+            raise RuleError(f"{name!r} is not a state")
+        mask |= 1 << list(State).index(State[name])
+    return mask
+
+
+def compile_pred(tok: str, ctx_who: str = "self") -> tuple:
+    """One predicate of a row's ``when`` as ``(name, negated, args)``."""
+    neg = tok.startswith("!")
+    t = tok[1:] if neg else tok
+    if t.startswith("#"):
+        return ("mark", neg, (t[1:],))
+    for op in _OPS:
+        if op in t:
+            a, b = t.split(op, 1)
+            return ("cmp", neg, (op, _value(a, ctx_who), _value(b, ctx_who)))
+    if t in FLAG_BITS:
+        return ("flag", neg, (FLAG_BITS[t],))
+    if t in ("pure_ack", "data", "occupies", "in_window", "ack_known", "answered", "now"):
+        return (t, neg, ())
+    if t in CONFIG:
+        return ("config", neg, (t,))
+    if t in CONN_FLAGS:
+        return ("conn", neg, (t,))
+    if t in TIMERS:
+        return ("timer", neg, (t,))
+    parts = t.split(":")
+    if parts[0] in ("some", "all") and len(parts) == 2:
+        return (parts[0], neg, (_states(parts[1]),))
+    if parts[0] == "took" and len(parts) == 3:
+        return ("took", neg, (_states(parts[1]), list(Input).index(Input[parts[2]])))
+    if parts[0] in ("tx", "rx") and len(parts) == 2 and parts[1] in ROLES:
+        return ("role", neg, (parts[0], parts[1]))
+    if t in ("held:tx", "held:rx", "final:tx", "final:rx"):
+        return ("held", neg, (t,))
+    m = re.fullmatch(r"(?:([a-z_]+|(?:held|final):(?:tx|rx))\.)?(state:[A-Z_|0-9]+|[A-Za-z_]+)", t)
+    if m:
+        who, what = m.group(1) or ctx_who, m.group(2)
+        if who == "held:rx" or who == "held:tx" or who == "h":
+            if what in FLAG_BITS:
+                return ("held_flag", neg, (who, FLAG_BITS[what]))
+            if what == "crossed":
+                return ("crossed", neg, (who,))
+        if what.startswith("state:"):
+            return ("state", neg, (who, _states(what[6:])))
+        if what == "passive":
+            return ("passive", neg, (who,))
+        if what in OPTIONAL:
+            return ("isset", neg, ((who, what, 0),))
+    raise RuleError(f"cannot read the predicate {tok!r}")
+
+
+def compile_action(act: tuple, ctx_who: str = "self") -> tuple:
+    name, *args = act
+    if name not in ACTIONS:
+        raise RuleError(f"unknown action {name!r}")
+    if name == "move":
+        if args[0] not in Input.__members__:
+            raise RuleError(f"{args[0]!r} is not an Input")
+        return ("move", (list(Input).index(Input[args[0]]), compile_template(args[1], ctx_who)))
+    if name == "anomaly":
+        at, kind, detail = (ctx_who, *args) if len(args) == 2 else args
+        return ("anomaly", (at, kind, compile_template(detail, ctx_who)))
+    if name == "candidate":
+        return ("candidate", (args[0], compile_template(args[1], ctx_who)))
+    if name == "set":
+        target = _value(args[0], ctx_who)
+        if target[0] in ("seg", "lit", "conn") or target[1] not in SEQ_FIELDS or target[2]:
+            raise RuleError(f"cannot set {args[0]!r}")
+        return ("set", (target, _value(args[1], ctx_who)))
+    if name == "send":
+        if args[0] not in SENDS:
+            raise RuleError(f"cannot send {args[0]!r}")
+        return ("send", (args[0],))
+    if name == "deliver_held" and args[0] not in HELD_KINDS:
+        raise RuleError(f"deliver_held {args[0]!r}")
+    return (name, tuple(args))
+
+
+_FIELD = re.compile(r"\{([^{}]+)\}")
+
+
+def compile_template(text: str, ctx_who: str = "self") -> tuple:
+    """``"rcv FIN seq={fin}"`` as pieces: literal text and values, in order."""
+    pieces: list = []
+    pos = 0
+    for m in _FIELD.finditer(text):
+        if m.start() > pos:
+            pieces.append(text[pos:m.start()])
+        pieces.append(_value(m.group(1), ctx_who))
+        pos = m.end()
+    if pos < len(text):
+        pieces.append(text[pos:])
+    return tuple(pieces)
+
+
+def compile_program(program: tuple[R.Step, ...], ctx_who: str = "self") -> tuple:
+    """A program's steps as ``((preds, actions), ...)`` rows per step."""
+    return tuple(tuple((tuple(compile_pred(p, ctx_who) for p in r.when),
+                        tuple(compile_action(a, ctx_who) for a in r.do)) for r in s.rows) for s in program)
+
+
+def compile_condition(text: str, ctx_who: str = "self") -> tuple:
+    return tuple(compile_pred(p, ctx_who) for p in text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """Every program of :mod:`rawfin.core.rules`, read once."""
+
+    receive: tuple            # per State (in State order)
+    observe_send: tuple
+    timers: tuple
+    birth: tuple
+    segment: tuple
+    flush: tuple
+    flush_at_end: tuple
+    end: tuple
+    close_kinds: tuple        # ((kind, condition), ...)
+    settled: tuple
+    new_syn: tuple            # ((accepts, condition), ...)
+    fast_path: tuple
+    timer_order: tuple
+    final_ack_hold_ns: int
+    well_known_port: int
+
+
+def compile_rules(rules=R) -> Compiled:
+    _CONSTANTS.clear()
+    _CONSTANTS["well_known"] = rules.WELL_KNOWN_PORT
+    try:
+        return _compile_rules(rules)
+    finally:
+        _CONSTANTS.clear()
+
+
+def _compile_rules(rules) -> Compiled:
+    return Compiled(
+        receive=tuple(compile_program(rules.RECEIVE[st]) for st in State),
+        observe_send=tuple(compile_program(rules.OBSERVE_SEND[st]) for st in State),
+        timers=compile_program(rules.TIMERS),
+        birth=compile_program(rules.BIRTH, "tx"),
+        segment=compile_program(rules.SEGMENT, "rx"),
+        flush=compile_program(rules.FLUSH, "x"),
+        flush_at_end=compile_program(rules.FLUSH_AT_END, "x"),
+        end=compile_program(rules.END, "a"),
+        close_kinds=tuple((k, compile_condition(c, "a")) for k, c in rules.CLOSE_KINDS),
+        settled=compile_condition(rules.SETTLED, "a"),
+        new_syn=tuple((y, compile_condition(c, "tx")) for y, c in rules.NEW_SYN),
+        fast_path=compile_condition(rules.FAST_PATH, "rx"),
+        timer_order=tuple(rules.OBSERVER_TIMERS),
+        final_ack_hold_ns=rules.FINAL_ACK_HOLD_NS,
+        well_known_port=rules.WELL_KNOWN_PORT,
+    )
+
+
+# ----------------------------------------------------------------------------------- the Python side
+
+class Ctx:
+    """What a program runs on. Endpoint programs use ep/seg/now/out; the observer's the rest."""
+
+    __slots__ = ("ep", "seg", "now", "out", "marks", "conn", "tx", "rx", "txk", "rxk", "x", "xk", "h", "nowseg",
+                 "a", "b", "first_closer")
+
+    def __init__(self) -> None:
+        self.marks = 0
+
+
+STOP = object()
+_STATE_BIT = {st: 1 << i for i, st in enumerate(State)}
+_INPUTS = list(Input)
+
+
+def _ep_of(who: str) -> Callable:
+    if who == "self":
+        return lambda c: c.ep
+    if who in ("tx", "rx", "x", "a", "b", "first_closer"):
+        return lambda c, w=who: getattr(c, w)
+    if who == "client":
+        return lambda c: c.conn.eps[c.conn.client]
+    raise RuleError(f"{who!r} is not an endpoint")
+
+
+def _seg_of(who: str) -> Callable:
+    if who == "seg":
+        return lambda c: c.seg
+    if who == "h":
+        return lambda c: c.h[0]
+    if who == "now":
+        return lambda c: c.nowseg
+    kind, side = who.split(":")
+    attr = "pending" if kind == "held" else "held_ack"
+    key = "txk" if side == "tx" else "rxk"
+    if kind == "held":
+        return lambda c: c.conn.pending[getattr(c, key)][0]
+    return lambda c: c.conn.held_ack[getattr(c, key)]
+
+
+def _seg_value(name: str) -> Callable:
+    return {"seq": lambda s: s.seq, "ack": lambda s: s.ack, "end": lambda s: s.seq_end, "len": lambda s: s.data_len,
+            "fin": lambda s: s.fin_seq, "win": lambda s: s.window, "sport": lambda s: s.sport,
+            "dport": lambda s: s.dport, "frame": lambda s: s.frame, "describe": lambda s: s.describe()}[name]
+
+
+def value_getter(v: tuple) -> Callable:
+    """``(who, name, offset)`` -> a function of the context (None for an empty value)."""
+    who, name, off = v
+    if who == "lit":
+        return lambda c: off
+    if who == "conn":
+        base = lambda c: c.conn.fins[0][1]              # noqa: E731 (first_fin)
+    elif who in ("seg", "h", "now") or ":" in who:
+        seg, get = _seg_of(who), _seg_value(name)
+        base = lambda c: get(seg(c))                   # noqa: E731
+    else:
+        ep = _ep_of(who)
+        if name == "name":
+            base = lambda c: ep(c).name                # noqa: E731
+        elif name == "state":
+            base = lambda c: ep(c).state.name          # noqa: E731
+        elif name == "missing":
+            base = lambda c: -sq.sub(ep(c).rcv_nxt, c.seg.seq)   # noqa: E731
+        elif name == "fin_gap":
+            base = lambda c: sq.sub(c.seg.fin_seq, ep(c).rcv_nxt)   # noqa: E731
+        elif name == "retries":
+            base = lambda c: ep(c)._retries            # noqa: E731
+        elif name == "2msl_s":
+            base = lambda c: f"{2 * ep(c).config.msl_ns / 1_000_000_000:g}"   # noqa: E731
+        else:
+            base = lambda c, n=name: getattr(ep(c), n)   # noqa: E731
+    if not off:
+        return base
+
+    def shifted(c):
+        x = base(c)
+        return None if x is None else sq.add(x, off)
+    return shifted
+
+
+def fmt(template: tuple, c: Ctx) -> str:
+    return "".join(p if p.__class__ is str else str(g(c)) for p, g in _template_getters(template))
+
+
+_TEMPLATES: dict = {}
+
+
+def _template_getters(template: tuple):
+    got = _TEMPLATES.get(template)
+    if got is None:
+        got = _TEMPLATES[template] = tuple((p, None) if p.__class__ is str else (None, value_getter(p))
+                                           for p in template)
+    return got
+
+
+def format_template(template: tuple, c: Ctx) -> str:
+    return "".join(p if g is None else str(g(c)) for p, g in _template_getters(template))
+
+
+def _cmp(op: str, va: tuple, vb: tuple) -> Callable:
+    ga, gb = value_getter(va), value_getter(vb)
+    seqs = va[1] in SEQ_KIND and vb[1] in SEQ_KIND or (va[0] == "lit" and vb[1] in SEQ_KIND) \
+        or (vb[0] == "lit" and va[1] in SEQ_KIND)
+    if seqs:
+        test = {"=": lambda d: d == 0, "<": lambda d: d < 0, ">": lambda d: d > 0, "<=": lambda d: d <= 0,
+                ">=": lambda d: d >= 0}[op]
+
+        def f(c):
+            a = ga(c)
+            if a is None:
+                return False
+            b = gb(c)
+            if b is None:
+                return False
+            return a == b if op == "=" else test(sq.sub(a, b))
+        return f
+    test2 = {"=": lambda a, b: a == b, "<": lambda a, b: a < b, ">": lambda a, b: a > b,
+             "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}[op]
+
+    def g(c):
+        a, b = ga(c), gb(c)
+        return a is not None and b is not None and test2(a, b)
+    return g
+
+
+_MARKS: dict[str, int] = {}
+
+
+def mark_bit(name: str) -> int:
+    return _MARKS.setdefault(name, 1 << len(_MARKS))
+
+
+def build_pred(p: tuple) -> Callable:
+    name, neg, args = p
+    f = _build_pred(name, args)
+    if neg:
+        return lambda c: not f(c)
+    return f
+
+
+def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small case per primitive
+    if name == "flag":
+        bit = args[0]
+        return lambda c: bool(c.seg.flags & bit)
+    if name == "pure_ack":
+        return lambda c: c.seg.flags & 0x17 == 0x10
+    if name == "data":
+        return lambda c: c.seg.data_len > 0
+    if name == "occupies":
+        return lambda c: c.seg.seg_len > 0
+    if name == "cmp":
+        return _cmp(*args)
+    if name == "isset":
+        g = value_getter(args[0])
+        return lambda c: g(c) is not None
+    if name == "state":
+        ep, mask = _ep_of(args[0]), args[1]
+        if args[0] == "first_closer":         # none before the first FIN
+            return lambda c: c.first_closer is not None and bool(_STATE_BIT[c.first_closer.state] & mask)
+        return lambda c: bool(_STATE_BIT[ep(c).state] & mask)
+    if name == "in_window":
+        return lambda c: sq.acceptable(c.seg.seq, c.seg.seg_len, c.ep.rcv_nxt, c.ep.rcv_wnd)
+    if name == "ack_known":
+        def ack_known(c):
+            rx, ack = c.rx, c.seg.ack
+            return ack == rx.snd_nxt or sq.between_incl(rx.snd_una, ack, rx.snd_nxt)
+        return ack_known
+    if name == "config":
+        what = args[0]
+        if what == "hold_final_ack":
+            return lambda c: bool(c.conn.hold_ns)
+        return lambda c, w=what: getattr(c.ep.config, w)
+    if name == "passive":
+        ep = _ep_of(args[0])
+        return lambda c: ep(c).passive
+    if name == "mark":
+        bit = mark_bit(args[0])
+        return lambda c: bool(c.marks & bit)
+    if name == "conn":
+        return _conn_flag(args[0])
+    if name == "role":
+        return _role(*args)
+    if name in ("some", "all"):
+        mask = args[0]
+        if name == "some":
+            return lambda c: any(_STATE_BIT[e.state] & mask for e in c.conn.eps.values())
+        return lambda c: all(_STATE_BIT[e.state] & mask for e in c.conn.eps.values())
+    if name == "took":
+        mask, inp = args[0], _INPUTS[args[1]]
+        return lambda c: any(r[0] == "t" and r[2].input is inp and _STATE_BIT[r[2].from_] & mask for r in c.out)
+    if name == "timer":
+        return _timer(args[0])
+    if name == "held":
+        kind, side = args[0].split(":")
+        key = "txk" if side == "tx" else "rxk"
+        if kind == "held":
+            return lambda c: getattr(c, key) in c.conn.pending
+        return lambda c: getattr(c, key) in c.conn.held_ack
+    if name == "held_flag":
+        seg, bit = _seg_of(args[0]), args[1]
+        return lambda c: bool(seg(c).flags & bit)
+    if name == "crossed":
+        if args[0] == "h":
+            return lambda c: c.h[1]
+        key = "txk" if args[0].endswith("tx") else "rxk"
+        return lambda c: c.conn.pending[getattr(c, key)][1]
+    if name == "answered":
+        return lambda c: (c.nowseg is not None and c.nowseg.syn
+                          and (c.nowseg.src, c.nowseg.sport) == c.xk)
+    if name == "now":
+        return lambda c: c.nowseg is not None
+    raise RuleError(f"no predicate {name!r}")
+
+
+def _conn_flag(what: str) -> Callable:
+    if what == "fins":
+        return lambda c: bool(c.conn.fins)
+    if what == "fins_complete":
+        return lambda c: c.conn._fins_complete()
+    if what == "candidates":
+        return lambda c: bool(c.conn.fin_ack_candidates)
+    if what == "held":
+        return lambda c: bool(c.conn.pending)
+    if what == "final":
+        return lambda c: bool(c.conn.held_ack)
+    if what == "synack_unseen":
+        return lambda c: c.conn.synack_unseen is not None
+    return lambda c, w=what: bool(getattr(c.conn, w))
+
+
+def _role(who: str, role: str) -> Callable:
+    key = "txk" if who == "tx" else "rxk"
+    bit = (lambda c: 1 if getattr(c, key) == c.conn.first else 2)
+    if role == "client":
+        return lambda c: getattr(c, key) == c.conn.client
+    if role == "first_closer":
+        return lambda c: getattr(c, key) == c.conn.fins[0][0]
+    if role == "fin_noted":
+        return lambda c: any(f[0] == getattr(c, key) for f in c.conn.fins)
+    if role == "known":
+        return lambda c: bool(c.conn.known & bit(c))
+    if role == "seen":
+        return lambda c: bool(c.conn.seen & bit(c))
+    if role == "synack_unseen":
+        return lambda c: c.conn.synack_unseen == getattr(c, key)
+    raise RuleError(role)
+
+
+def _timer(what: str) -> Callable:
+    if what == "2msl_due":
+        return lambda c: c.ep.time_wait_at is not None and c.now >= c.ep.time_wait_at
+    if what == "fin_wait_2_due":
+        return lambda c: c.ep.fin_wait_2_at is not None and c.now >= c.ep.fin_wait_2_at
+    if what == "rto_due":
+        return lambda c: c.ep.rto_at is not None and c.now >= c.ep.rto_at
+    if what == "rto_armed":
+        return lambda c: c.ep.rto_at is not None
+    if what == "unacked":
+        return lambda c: bool(c.ep._unacked)
+    if what == "retries_exhausted":
+        return lambda c: c.ep._retries >= c.ep.config.max_retries
+    raise RuleError(what)
+
+
+def build_program(program: tuple, actions: Callable[[tuple], Callable]) -> tuple:
+    """A compiled program as Python functions: ``((preds, acts), ...)`` per step."""
+    return tuple(tuple((tuple(build_pred(p) for p in preds), tuple(actions(a) for a in acts))
+                       for preds, acts in step) for step in program)
+
+
+def build_condition(cond: tuple) -> tuple:
+    return tuple(build_pred(p) for p in cond)
+
+
+def holds(preds: tuple, c: Ctx) -> bool:
+    for p in preds:
+        if not p(c):
+            return False
+    return True
+
+
+def run(program: tuple, c: Ctx) -> bool:
+    """Run a built program; True when a row stopped it."""
+    for rows in program:
+        for preds, acts in rows:
+            for p in preds:
+                if not p(c):
+                    break
+            else:
+                for a in acts:
+                    if a(c) is STOP:
+                        return True
+                break
+    return False
+
+
+def setter(target: tuple, value: tuple) -> Callable:
+    who, name, _ = target
+    ep, get = _ep_of(who), value_getter(value)
+
+    def f(c):
+        setattr(ep(c), name, get(c))
+    return f
+
+
+# ------------------------------------------------------------------------------- the rules in force
+
+_LOADERS: list[Callable[[Compiled], None]] = []
+_ACTIVE: list[Compiled] = []
+
+
+def on_install(load: Callable[[Compiled], None]) -> None:
+    """``load(compiled)`` now and whenever other rules are installed (the endpoint's and observer's
+    built programs)."""
+    if not _ACTIVE:
+        _ACTIVE.append(compile_rules())
+    _LOADERS.append(load)
+    load(_ACTIVE[-1])
+
+
+def active() -> Compiled:
+    """The rules in force, compiled (what the compiled lane is handed at start)."""
+    if not _ACTIVE:
+        _ACTIVE.append(compile_rules())
+    return _ACTIVE[-1]
+
+
+def install(compiled: Compiled) -> Compiled:
+    """Put other rules in force (a test changing one rule); returns the ones they replace."""
+    old = active()
+    _ACTIVE[-1] = compiled
+    for load in _LOADERS:
+        load(compiled)
+    return old

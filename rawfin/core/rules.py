@@ -1,0 +1,459 @@
+"""The teardown decisions as data: how each state classifies a segment, what the wire shows an
+application doing, the observer's holds, close kinds, mid-stream pickup and timer order.
+
+:data:`rawfin.core.states.TRANSITIONS` says where an input leads. This module says which input a
+segment *is*, state by state, and what goes with it (an anomaly, an ACK to send, a field to
+update). Nothing here runs: ``rawfin.core.machine`` interprets these rows for the Python endpoint
+and observer, and the compiled lane (``rawfin/capture/lane/rules.c``) loads the very same rows at
+start and interprets them too. A rule is changed here, once, for both.
+
+The shape (h11's ``_state.py`` and h2's state machine keep their rules as data the same way):
+
+* a **program** is a sequence of **steps**; a step is an ordered list of **rows**;
+* a row is ``when`` (predicates, all must hold; ``!name`` negates one) and ``do`` (actions,
+  run in order). In each step the first row whose predicates hold runs, and the program goes
+  on to its next step unless the row ends with ``stop``. A step where no row holds does nothing.
+
+Predicates and actions are named primitives, each a few lines in Python
+(``rawfin/core/machine.py``) and in C (``rawfin/capture/lane/rules.c``); which primitive leads to
+which action in which state is only here. ``rawfin states`` prints all of it.
+
+Names used in the rows (segment values, then the receiving or sending endpoint's TCB,
+RFC 9293 names):
+
+    seq ack end len fin   the segment: its seq, its ack, seq + its sequence length, its payload
+                          length, the sequence number its FIN occupies
+    SYN ACK FIN RST       its flags; ``data``: it carries payload; ``occupies``: seq space > 0
+    rcv_nxt snd_nxt snd_una iss irs
+    fin_seq peer_fin_seq  the endpoint's own FIN and the peer's (empty until there is one)
+    #name                 a mark set earlier in the same call (``mark``)
+
+In the observer's programs ``tx`` is the endpoint the wire shows sending the segment, ``rx`` the
+one it is going to; ``held:rx`` is the FIN (or SYN) held for rx until rx shows it has it,
+``final:tx`` the final ACK tx sent, held until nothing shows it lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rawfin.core.states import State
+from rawfin.core.units import SEC
+
+#: How long (capture time) a final ACK waits for a retransmitted FIN that would show it lost.
+FINAL_ACK_HOLD_NS = 3 * SEC
+#: With no SYN to tell who is the server: a port below this one is the server's.
+WELL_KNOWN_PORT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    when: tuple[str, ...]
+    do: tuple[tuple, ...]
+
+    def __str__(self) -> str:
+        return f"{' '.join(self.when) or '-'} -> {'; '.join(act_text(a) for a in self.do) or 'go on'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    rows: tuple[Row, ...]
+
+
+def row(when: str, *do) -> Row:
+    return Row(when=tuple(when.split()), do=tuple(a if isinstance(a, tuple) else (a,) for a in do))
+
+
+def step(name: str, *rows: Row) -> Step:
+    return Step(name=name, rows=rows)
+
+
+def act_text(a: tuple) -> str:
+    """An action as `rawfin states` prints it."""
+    name, *args = a
+    if name == "move":
+        return f"{args[0]} ({args[1]!r})"
+    if name == "anomaly":
+        return f"anomaly {args[-2]}" + (f" at {args[0]}" if len(args) == 3 else "")
+    if name == "set":
+        return f"{args[0]}={args[1]}"
+    if name == "send":
+        return f"send {args[0]}"
+    if name in ("mark", "flag", "run"):
+        return f"{name} {args[0]}"
+    return " ".join([name, *map(str, args)])
+
+
+# -- actions ------------------------------------------------------------------------------------------------
+STOP = ("stop",)
+
+
+def move(inp: str, cause: str) -> tuple:
+    """Take the table's row (state, inp), if there is one, with this cause (a template)."""
+    return ("move", inp, cause)
+
+
+def anomaly(kind: str, detail: str, at: str | None = None) -> tuple:
+    """Report an anomaly (a template for its detail); in the observer, ``at`` names the endpoint."""
+    return ("anomaly", kind, detail) if at is None else ("anomaly", at, kind, detail)
+
+
+def set_(field: str, value: str) -> tuple:
+    return ("set", field, value)
+
+
+def send(what: str) -> tuple:
+    """Send ``ACK`` (rcv_nxt, snd_nxt), ``RST`` (RFC 9293's reply to a segment for no connection),
+    ``SYN,ACK`` (queued for retransmission) or ``SYN,ACK again`` (not queued). An observer sends
+    nothing: these are no-ops there."""
+    return ("send", what)
+
+
+def mark(name: str) -> tuple:
+    return ("mark", name)
+
+
+# -- the endpoint: a segment arrives (Endpoint.receive) -------------------------------------------------------
+CLOSED_RECEIVE = (
+    step("report",
+         row("SYN !ACK"),                                   # a SYN for a closed port: a refusal, no anomaly
+         row("", anomaly("segment_after_close", "{describe} arrived for a closed connection"))),
+    step("answer",
+         row("RST"),
+         row("", send("RST"))),
+)
+
+LISTEN_RECEIVE = (
+    step("segment",
+         row("RST", STOP),
+         row("ACK", send("RST"), STOP),
+         row("!SYN", STOP)),
+    step("syn",
+         # data on a SYN: Linux (no TFO) drops it; an observer is handed it only when the SYN,ACK took it
+         row("observer", ("remote", "src"), set_("irs", "seq"), set_("rcv_nxt", "end")),
+         row("", ("remote", "src"), set_("irs", "seq"), set_("rcv_nxt", "seq+1"))),
+    step("answer",
+         row("", set_("snd_una", "iss"), set_("snd_nxt", "iss+1"), move("RCV_SYN", "rcv SYN seq={seq}"),
+             send("SYN,ACK"), STOP)),
+)
+
+SYN_SENT_RECEIVE = (
+    step("ack",
+         row("ACK ack<=iss", mark("bad_ack")),
+         row("ACK ack>snd_nxt", mark("bad_ack"))),
+    step("bad_ack",
+         row("#bad_ack !RST", send("RST"), anomaly("unacceptable_ack", "ack={ack} does not cover our SYN seq={iss}"),
+             STOP),
+         row("#bad_ack", anomaly("unacceptable_ack", "ack={ack} does not cover our SYN seq={iss}"), STOP)),
+    step("rst",
+         row("RST ACK", move("RCV_RST", "rcv RST,ACK ack={ack}"), STOP),
+         row("RST", STOP)),
+    step("syn",
+         row("!SYN", STOP),
+         row("", set_("irs", "seq"), set_("rcv_nxt", "seq+1"))),
+    step("answer",
+         row("ACK", set_("snd_una", "ack"), ("synchronized",),
+             move("RCV_SYN_ACK", "rcv SYN,ACK seq={seq} ack={ack}"), send("ACK"), STOP),
+         row("", move("RCV_SYN", "rcv SYN seq={seq}"), send("SYN,ACK again"), STOP)),
+)
+
+TIME_WAIT_RECEIVE = (
+    step("new_syn",
+         row("SYN !ACK !RST seq>rcv_nxt", move("RCV_NEW_SYN", "rcv SYN seq={seq} (above rcv_nxt={rcv_nxt})"),
+             STOP)),
+    step("rst",
+         row("RST seq=rcv_nxt", move("RCV_RST", "rcv RST seq={seq}"), STOP),
+         row("RST", anomaly("rst_out_of_window", "RST seq={seq} in TIME_WAIT, expected seq={rcv_nxt}"), STOP)),
+    step("fin_again",
+         row("FIN fin=peer_fin_seq", move("RCV_FIN", "rcv FIN seq={fin} again: re-ACK it"),
+             anomaly("time_wait_reack", "FIN seq={fin} retransmitted; TIME_WAIT ACKs it again (ack={rcv_nxt})"),
+             send("ACK"), STOP)),
+    step("other",
+         row("!data !FIN", STOP),
+         row("observer end<=rcv_nxt", anomaly("retransmission", "{describe} already received (rcv_nxt={rcv_nxt})"),
+             send("ACK"), STOP),
+         row("", anomaly("segment_in_time_wait", "{describe} arrived in TIME_WAIT"), send("ACK"), STOP)),
+)
+
+# The synchronized states, as RFC 9293 3.10.7.4 orders the checks (and RFC 5961 for RST and SYN).
+_WINDOW = step("window",
+               row("in_window", mark("ok")),
+               row("observer seq>rcv_nxt", mark("ok")))      # beyond the window we model: the capture missed
+#                                                               what opened it
+_RST_TEXT = "rcv RST seq={seq}"
+_RST_REST = (
+    row("RST #ok", anomaly("rst_not_exact", "RST seq={seq} in window but rcv_nxt={rcv_nxt}: challenge ACK"),
+        send("ACK"), STOP),
+    row("RST", anomaly("rst_out_of_window", "RST seq={seq} outside the window starting at rcv_nxt={rcv_nxt}"),
+        STOP),
+)
+_RST = step("rst", row("RST seq=rcv_nxt", move("RCV_RST", _RST_TEXT), STOP), *_RST_REST)
+_RST_SYN_RECEIVED = step("rst",
+                         row("RST seq=rcv_nxt passive", move("RCV_RST_PASSIVE", _RST_TEXT), STOP),
+                         row("RST seq=rcv_nxt", move("RCV_RST", _RST_TEXT), STOP), *_RST_REST)
+_UNACCEPTABLE = step(
+    "unacceptable",
+    row("#ok"),
+    row("FIN fin=peer_fin_seq observer", send("ACK"), STOP),      # an observer hears of it from the sender
+    row("FIN fin=peer_fin_seq",
+        anomaly("fin_retransmission", "FIN seq={fin} retransmitted (our ACK {rcv_nxt} was lost or late)"),
+        send("ACK"), STOP),
+    row("occupies observer end<=rcv_nxt",
+        anomaly("retransmission", "{describe} already received (rcv_nxt={rcv_nxt})"), send("ACK"), STOP),
+    row("occupies", anomaly("unacceptable_segment", "{describe} outside the receive window (rcv_nxt={rcv_nxt})"),
+        send("ACK"), STOP),
+    row("", send("ACK"), STOP))
+_SYN = step("syn", row("SYN", anomaly("syn_in_window", "SYN seq={seq} on a synchronized connection: challenge ACK"),
+                       send("ACK"), STOP))
+_NO_ACK = step("no_ack", row("!ACK", anomaly("no_ack_flag", "{describe} without ACK is dropped"), STOP))
+_ACK_OF_SYN = step(
+    "ack_of_syn",
+    row("snd_una<ack ack<=snd_nxt", set_("snd_una", "ack"), ("synchronized",), move("RCV_ACK_OF_SYN", "rcv ACK ack={ack}")),
+    row("", send("RST"),
+        anomaly("unacceptable_ack", "ack={ack} does not acknowledge our SYN,ACK (expected {snd_nxt})"), STOP))
+_ACK = step(
+    "ack",
+    row("ack>snd_nxt !observer", anomaly("ack_of_unsent_data", "ack={ack} beyond anything sent (snd_nxt={snd_nxt})"),
+        send("ACK"), STOP),
+    row("ack>snd_nxt fin_seq ack>fin_seq+1",
+        anomaly("ack_beyond_fin",
+                "ack={ack} is past FIN seq={fin_seq}: nothing follows a FIN, expected at most {fin_seq+1}"),
+        set_("snd_nxt", "ack")),
+    row("ack>snd_nxt", anomaly("acked_unseen_segment", "ack={ack} beyond what the capture shows sent (snd_nxt={snd_nxt})"),
+        set_("snd_nxt", "ack")))
+_ACK_ADVANCE = step("advance", row("snd_una<ack", ("acked",)))
+_WINDOW_UPDATE = step("window_update", row("", set_("snd_wnd", "win")))
+_ACK_OF_FIN = step("ack_of_fin", row("fin_seq snd_una>=fin_seq+1", move("RCV_ACK_OF_FIN", "rcv ACK ack={ack} of FIN seq={fin_seq}")))
+_GONE = step("gone", row("state:CLOSED", STOP))
+_DATA = step(
+    "data",
+    row("!data"),
+    row("missing>0 !observer", ("queue",), send("ACK"), STOP),        # ahead of a gap: wait, ask with a dup ACK
+    row("missing>0", anomaly("previous_segment_not_captured", "seq={seq} but rcv_nxt={rcv_nxt}: {missing} bytes missing"),
+        ("take_data",), mark("need_ack")),
+    row("", ("take_data",), mark("need_ack")))
+_DATA_AFTER_FIN = step(
+    "data",
+    row("data", anomaly("data_after_fin", "{len} bytes at seq={seq} after the peer's FIN seq={peer_fin_seq}"),
+        send("ACK"), STOP))
+_TAKE_FIN = (set_("rcv_nxt", "fin+1"), set_("peer_fin_seq", "fin"), move("RCV_FIN", "rcv FIN seq={fin}"),
+             mark("need_ack"), mark("took_fin"))
+_FIN = step(
+    "fin",
+    row("!FIN"),
+    row("fin>rcv_nxt !observer", ("queue",), send("ACK"), STOP),
+    row("fin>rcv_nxt", anomaly("previous_segment_not_captured", "FIN seq={fin} but rcv_nxt={rcv_nxt}: {fin_gap} bytes missing"),
+        *_TAKE_FIN),
+    row("fin=rcv_nxt", *_TAKE_FIN))
+_CLOSE_ON_FIN = step("close_on_fin",      # the application closes the moment it reads EOF: our FIN carries the ACK
+                     row("#took_fin close_on_fin state:CLOSE_WAIT", ("close",), STOP))
+_ACK_NOW = step("ack_now", row("#need_ack", send("ACK")))
+
+_ACKING = (_ACK, _ACK_ADVANCE, _WINDOW_UPDATE)
+_TAIL_OPEN = (_GONE, _DATA, _FIN, _CLOSE_ON_FIN, _ACK_NOW)
+_TAIL_CLOSING = (_GONE, _DATA_AFTER_FIN, _FIN, _CLOSE_ON_FIN, _ACK_NOW)
+_HEAD = (_WINDOW,)
+_CHECKS = (_UNACCEPTABLE, _SYN, _NO_ACK)
+
+SYN_RECEIVED_RECEIVE = (
+    step("syn_again", row("SYN !ACK seq=irs", send("SYN,ACK again"), STOP)),   # our SYN,ACK was lost: again
+    *_HEAD, _RST_SYN_RECEIVED, *_CHECKS, _ACK_OF_SYN, *_ACKING, *_TAIL_OPEN)
+
+RECEIVE: dict[State, tuple[Step, ...]] = {
+    State.CLOSED: CLOSED_RECEIVE,
+    State.LISTEN: LISTEN_RECEIVE,
+    State.SYN_SENT: SYN_SENT_RECEIVE,
+    State.SYN_RECEIVED: SYN_RECEIVED_RECEIVE,
+    State.ESTABLISHED: (*_HEAD, _RST, *_CHECKS, *_ACKING, *_TAIL_OPEN),
+    State.FIN_WAIT_1: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, *_TAIL_OPEN),
+    State.FIN_WAIT_2: (*_HEAD, _RST, *_CHECKS, *_ACKING, *_TAIL_OPEN),
+    State.CLOSE_WAIT: (*_HEAD, _RST, *_CHECKS, *_ACKING, *_TAIL_CLOSING),
+    State.CLOSING: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, *_TAIL_CLOSING),
+    State.LAST_ACK: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, *_TAIL_CLOSING),
+    State.TIME_WAIT: TIME_WAIT_RECEIVE,
+}
+
+# -- the endpoint seen sending (Endpoint.observe_send): which application call the wire shows ----------------
+_SEND_RST = step("rst", row("RST", move("ABORT", "snd RST seq={seq}"), STOP))     # abort(): SO_LINGER 0
+_SEND_RST_NO_CALL = step("rst", row("RST", STOP))   # SYN_SENT's RST answers an unacceptable ACK (RFC 9293 3.10.7.3)
+_SEND_SYN = step(
+    "syn",
+    row("SYN state:CLOSED !ACK", ("remote", "dst"), set_("iss", "seq"), set_("snd_una", "seq"), set_("snd_nxt", "end"),
+        move("CONNECT", "snd SYN seq={seq}"), STOP),
+    row("SYN state:SYN_SENT seq=iss", anomaly("syn_retransmission", "SYN seq={seq} sent again"), STOP),
+    row("SYN state:SYN_RECEIVED seq=iss", STOP),           # the SYN,ACK (or its retransmission) the table sent
+    row("SYN state:SYN_RECEIVED", set_("iss", "seq"), set_("snd_una", "seq"), set_("snd_nxt", "end"), STOP),
+    row("SYN", STOP))
+_SEND_SYN_ACK_UNSEEN = step(
+    "synack_unseen",        # it ACKs a SYN,ACK the capture does not show
+    row("ACK", set_("irs", "ack-1"), set_("rcv_nxt", "ack"),
+        anomaly("syn_ack_not_captured", "snd ACK ack={ack} implies a SYN,ACK seq={irs} not in the capture"),
+        move("RCV_SYN_ACK", "SYN,ACK not captured (snd ACK ack={ack})")))
+_SEND_DATA_AFTER_FIN = step(
+    "data_after_fin",
+    row("data fin_seq seq>=fin_seq+1", anomaly("data_after_fin", "{len} bytes at seq={seq} after this side's FIN seq={fin_seq}")))
+_SEND_FIN = step(
+    "fin",
+    row("FIN !fin_seq state:ESTABLISHED|CLOSE_WAIT|SYN_RECEIVED", set_("fin_seq", "fin"), set_("snd_nxt", "fin+1"),
+        move("CLOSE", "snd FIN seq={fin}"), STOP),        # close() or shutdown(SHUT_WR)
+    row("FIN fin_seq fin=fin_seq", anomaly("fin_retransmission", "FIN seq={fin} sent again")),
+    row("FIN fin_seq", anomaly("duplicate_fin", "second FIN at seq={fin}; this side's FIN was seq={fin_seq}")))
+_SEND_ADVANCE = step("advance", row("end>snd_nxt", set_("snd_nxt", "end")))
+_SEND_TAIL = (_SEND_SYN, _SEND_DATA_AFTER_FIN, _SEND_FIN, _SEND_ADVANCE)
+
+OBSERVE_SEND: dict[State, tuple[Step, ...]] = {
+    st: (_SEND_RST_NO_CALL if st in (State.CLOSED, State.LISTEN, State.SYN_SENT) else _SEND_RST,
+         *((_SEND_SYN_ACK_UNSEEN,) if st is State.SYN_SENT else ()), *_SEND_TAIL)
+    for st in State
+}
+
+# -- the endpoint's timers (Endpoint.handle_timer), in the order they fire -----------------------------------
+TIMERS: tuple[Step, ...] = (
+    step("2msl", row("2msl_due", move("TIMEOUT_2MSL", "2MSL expired ({2msl_s} s in TIME_WAIT)"))),
+    step("fin_wait_2", row("fin_wait_2_due", move("TIMEOUT_FIN_WAIT_2", "FIN_WAIT_2 timeout"))),
+    step("rto",
+         row("rto_due unacked retries_exhausted", move("TIMEOUT_GIVE_UP", "gave up after {retries} retransmissions")),
+         row("rto_due unacked", ("retransmit",)),
+         row("rto_armed !unacked", ("disarm_rto",))),
+)
+
+# -- the observer: two endpoints driven by what one wire shows ------------------------------------------------
+# A new connection: what its first segment says about who is who (Connection.__init__).
+BIRTH: tuple[Step, ...] = (
+    step("open",
+         row("SYN !ACK", ("open",), STOP),                     # the client's SYN: the server is CLOSED until its
+         #                                                       answer shows it was listening
+         row("SYN", ("open_at_syn_ack",),                      # SYN,ACK first: the SYN was not captured
+             anomaly("syn_not_captured", "SYN,ACK ack={ack} implies a SYN seq={ack-1} not in the capture", "rx"),
+             STOP),
+         row("", ("pick_up",))),                              # mid-stream: both ESTABLISHED
+    step("guess_server",                                       # no SYN to tell: a well-known port, else the lower
+         row("sport<well_known !dport<well_known", ("server", "tx"), STOP),
+         row("dport<well_known !sport<well_known", ("server", "rx"), STOP),
+         row("sport<=dport", ("server", "tx"), STOP),
+         row("", ("server", "rx"), STOP)),
+)
+
+# Each segment (Connection.process), after counting it.
+SEGMENT: tuple[Step, ...] = (
+    # picked up mid-stream: the first segment each way says what the other side expects
+    step("rx_expects", row("!rx:known", set_("rx.rcv_nxt", "seq"), set_("rx.irs", "seq"), ("know", "rx"))),
+    step("tx_expects", row("ACK !tx:known", set_("tx.rcv_nxt", "ack"), set_("tx.irs", "ack"), ("know", "tx"))),
+    step("rx_sent", row("ACK rx.snd_nxt=0 rx.state:ESTABLISHED mid_stream", set_("rx.snd_una", "ack"),
+                        set_("rx.snd_nxt", "ack"))),
+    # what the close looks like, before the models move
+    step("half_close", row("fins !tx:first_closer data !tx.fin_seq", ("flag", "data_after_first_fin"))),
+    step("first_fin_acked",
+         row("fins !tx:first_closer ACK ack=first_fin+1 !FIN !tx.fin_seq", ("flag", "first_fin_acked_alone"),
+             ("drop_candidates",)),
+         row("fins !tx:first_closer ACK ack=first_fin+1", ("drop_candidates",)),
+         row("fins !tx:first_closer ACK ack=first_fin",           # reported at the end if the FIN stays unACKed
+             ("candidate", "ack_not_covering_fin",
+              "ack {ack} does not cover FIN seq={first_fin}: expected {first_fin+1} (FIN seq + 1)"))),
+    step("note_fin", row("FIN !tx:fin_noted", ("note_fin",))),
+    step("note_rst", row("RST", ("flag", "rst_seen"))),
+    # the FIN again with no answer in between: the first copy is taken as lost, this one counts
+    step("fin_again", row("held:rx FIN !SYN !held:rx.SYN !held:rx.crossed fin=held:rx.fin", ("unhold", "rx"))),
+    # TCP delivers in order: a FIN held for the receiver arrives before this segment
+    step("deliver_held",
+         row("held:rx held:rx.SYN SYN seq=held:rx.seq"),       # the SYN again: still held
+         row("held:rx", ("flush", "rx"))),
+    # does the sender show it had received the FIN (or SYN) held for it?
+    step("held_answered",
+         row("held:tx held:tx.SYN RST ACK ack=held:tx.end", ("unhold", "tx")),   # nobody listening: refused
+         row("held:tx held:tx.SYN RST"),                       # an RST that does not answer the SYN
+         row("held:tx ACK ack>=held:tx.end", ("flush", "tx")),
+         row("held:tx", ("cross", "tx"))),                     # sent before the FIN reached it: the two crossed
+    # the final ACK held for the sender: its FIN sent again means the ACK never arrived
+    step("final_ack_lost",
+         row("final:tx FIN tx.fin_seq fin=tx.fin_seq",
+             anomaly("final_ack_lost", "the ACK ack={final:tx.ack} in frame {final:tx.frame} never reached "
+                     "{tx.name}: it sent its FIN seq={tx.fin_seq} again", "tx"), ("unhold_final", "tx")),
+         row("final:tx", ("deliver_final", "tx"))),
+    step("final_ack_rx", row("final:rx", ("deliver_final", "rx"))),
+    step("sent", row("", ("observe_send",))),
+    step("route",
+         # the final ACK: LAST_ACK -> CLOSED once nothing shows it was lost (the hold's time, FINAL_ACK_HOLD_NS)
+         row("hold_final_ack rx.state:LAST_ACK pure_ack !data rx.fin_seq ack>=rx.fin_seq+1", ("hold_final", "rx"), STOP),
+         # the server's move waits for its answer: SYN,ACK (it was listening) or RST (it was not)
+         row("SYN !ACK rx.passive rx.state:CLOSED tx:client held:rx", STOP),
+         row("SYN !ACK rx.passive rx.state:CLOSED tx:client", ("hold", "rx"), STOP),
+         # the data and the ACK now; the FIN once the receiver shows it has it (or at the end)
+         row("FIN !SYN", ("deliver_without_fin",), ("hold", "rx"), STOP),
+         row("rx:synack_unseen ACK rx.state:SYN_RECEIVED", ("synack_seen",), set_("rx.iss", "ack-1"),
+             set_("rx.snd_una", "ack-1"), set_("rx.snd_nxt", "ack"),
+             anomaly("syn_ack_not_captured", "ACK ack={ack} implies a SYN,ACK seq={rx.iss} not in the capture", "rx"),
+             ("deliver",), STOP),
+         row("", ("deliver",))),
+    step("refused", row("RST rx.state:CLOSED rx:client took:SYN_SENT:RCV_RST", ("flag", "refused"))),
+)
+
+# Delivering what was held for an endpoint (Connection._flush), ``now`` the segment that shows it, if any.
+FLUSH: tuple[Step, ...] = (
+    step("flush",
+         row("x.state:CLOSED !h.SYN", STOP),                    # it aborted before the FIN reached it
+         # a SYN: its answer (or the client going on) shows the server was listening: the observer's
+         # starting assumption for it, not a transition of the table
+         row("h.SYN answered now.ack=h.end", ("listening",), ("deliver_held", "syn"), STOP),
+         row("h.SYN answered", ("listening",), ("deliver_held", "syn_without_data"), STOP),
+         row("h.SYN", ("listening",), ("deliver_held", "syn_without_data"), ("synack_unseen",), STOP),
+         row("h.crossed now", ("deliver_held", "fin_at_now"), STOP),   # crossed: at the frame that shows it
+         row("", ("deliver_held", "fin"), STOP)),
+)
+
+# The end of the capture or of the connection: what is still held (Connection.flush_all).
+FLUSH_AT_END: tuple[Step, ...] = (
+    step("held_at_end",
+         row("h.crossed", ("unhold_x",), STOP),        # its receiver kept sending without ACKing it: never arrived
+         row("h.SYN", ("unhold_x",), STOP),            # a SYN never answered: the server stays where it was
+         row("", ("flush_x",), STOP)),
+)
+
+# What only the end of a connection can tell (Connection.end_anomalies), after FLUSH_AT_END.
+END: tuple[Step, ...] = (
+    step("fin_ack_candidates", row("first_closer.state:FIN_WAIT_1|CLOSING candidates", ("report_candidates",))),
+    step("final_ack_missing_a",
+         row("a.state:LAST_ACK", anomaly("final_ack_missing", "{a.name}'s FIN seq={a.fin_seq} never ACKed (expected "
+                                         "ack {a.fin_seq+1}); peer is in {b.state}", "a"))),
+    step("final_ack_missing_b",
+         row("b.state:LAST_ACK", anomaly("final_ack_missing", "{b.name}'s FIN seq={b.fin_seq} never ACKed (expected "
+                                         "ack {b.fin_seq+1}); peer is in {a.state}", "b"))),
+)
+
+# The connection's close, first row that holds (Connection.close_kind): (kind, when).
+CLOSE_KINDS: tuple[tuple[str, str], ...] = (
+    ("refused", "refused"),
+    ("reset", "rst_seen some:CLOSED !fins_complete"),
+    ("none", "!fins"),
+    ("incomplete", "!fins_complete"),
+    ("simultaneous", "closing_seen"),
+    ("half_close", "data_after_first_fin"),
+    ("three_way", "!first_fin_acked_alone"),
+    ("four_way", ""),
+)
+#: Close kinds that leave TIME_WAIT with the active closer (server_active_close counts these).
+TIME_WAIT_CLOSES = frozenset(("incomplete", "simultaneous", "half_close", "three_way", "four_way"))
+
+#: A connection whose record can only change in its final states (it may shrink to its TIME_WAIT form).
+SETTLED = "!held !final !synack_unseen fins_complete some:TIME_WAIT all:TIME_WAIT|CLOSED"
+
+#: A SYN (no ACK) on a pair already tracked starts a new connection (Connection.accepts_new_syn): (yes, when).
+#: The same ISN from the same client is a retransmission (also after an RST: some stacks retry a refused SYN);
+#: a different ISN is a new attempt when the pair is closed, in TIME_WAIT (Linux accepts such a SYN), or still
+#: waiting in SYN_SENT.
+NEW_SYN: tuple[tuple[bool, str], ...] = (
+    (False, "tx:client seq=client.iss client.iss=client.snd_una"),
+    (True, "tx:client client.state:SYN_SENT"),
+    (True, "some:TIME_WAIT"),
+    (True, "all:CLOSED|TIME_WAIT|LISTEN"),
+    (False, ""),
+)
+
+#: The observer's timers at a deadline: held final ACKs first (in the order they were held), then each
+#: endpoint's own (TIMERS), in the order the connection's endpoints were first seen.
+OBSERVER_TIMERS = ("final_ack", "endpoints")
+
+#: In-order data or a plain ACK between two ESTABLISHED endpoints decides nothing: the fast path applies it
+#: without the programs above (the result is the same; the tests compare both).
+FAST_PATH = "pure_ack !fins !held tx:seen tx.state:ESTABLISHED rx.state:ESTABLISHED seq=rx.rcv_nxt ack_known"

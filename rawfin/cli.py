@@ -169,9 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     # states
-    s = add("states", "print the TCP state transition table rawfin runs on")
+    s = add("states", "print the TCP state transition table rawfin runs on, and the rules that classify "
+                      "each segment (rawfin/core/rules.py)")
     _add_format(s, ("table", "jsonl", "csv"))
-    s.add_argument("--close-only", action="store_true", help="only the rows of the close (the seed's diagram)")
+    s.add_argument("--close-only", action="store_true", help="only the states of the close (the seed's diagram)")
+    s.add_argument("--part", choices=("all", "transitions", "rules"), default="all",
+                   help="the transition table, the rules, or both (default: %(default)s; csv prints one: "
+                        "the transitions unless 'rules')")
 
     # analyze
     a = add("analyze", "replay pcap/pcapng captures through a both-endpoint observer")

@@ -12,8 +12,10 @@
  * not fit, and every later one.  The output is byte for byte the reference's
  * (tests/test_engine.py runs both on every capture it has).
  *
- * Next states come from rawfin.core.states.TRANSITIONS, handed over at start (set_table);
- * the lane only classifies, as the Python endpoint does.
+ * Next states come from rawfin.core.states.TRANSITIONS (set_table), and every other teardown
+ * rule -- how a segment is classified in each state, what is held, what a close is called --
+ * from rawfin.core.rules (set_rules), both handed over at start; the lane interprets them
+ * (lane/interp.c) and decides nothing by itself.
  *
  * Time is a parameter here too: capture time, integer nanoseconds; no clock is read.
  */
@@ -34,7 +36,9 @@
 #include "lane/out.c"
 #include "lane/conntable.c"
 #include "lane/heap.c"
+#include "lane/rules.c"
 #include "lane/endpoint.c"
+#include "lane/interp.c"
 #include "lane/observer.c"
 #include "lane/handoff.c"
 #include "lane/loop.c"

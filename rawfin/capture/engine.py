@@ -47,6 +47,134 @@ def _table_loaded() -> bool:
     return True
 
 
+_LOADED: list = []
+
+
+def _rules_loaded() -> None:
+    """The rules in force (rawfin.core.machine.active()) handed to the lane, once per set of rules."""
+    from rawfin.core import machine
+
+    compiled = machine.active()
+    if _LOADED and _LOADED[0] is compiled:
+        return
+    _engine.set_rules(lane_rules(compiled, _engine.vocabulary()))
+    _LOADED[:] = [compiled]
+
+
+def lane_rules(compiled, vocab: dict) -> dict:
+    """rawfin.core.machine's IR as the integers the lane reads (``set_rules``), by the names the lane
+    says it implements (``vocabulary()``); a name it does not know becomes -1, and a row that needs
+    it hands its connection to the Python observer when it is reached."""
+    from rawfin.core import machine as M
+
+    def idx(kind: str, name) -> int:
+        names = vocab[kind]
+        return names.index(name) if name in names else -1
+
+    values: dict[tuple, int] = {}
+    templates: dict[tuple, int] = {}
+    kinds: dict[str, int] = {}
+
+    def val(v: tuple) -> int:
+        who, name, off = v
+        enc = (idx("who", who), len(vocab["values"]) if who == "lit" else idx("values", name), off)
+        return values.setdefault(enc, len(values))
+
+    def tpl(t: tuple) -> int:
+        enc = tuple(p if isinstance(p, str) else val(p) for p in t)
+        return templates.setdefault(enc, len(templates))
+
+    def kind(k: str) -> int:
+        return kinds.setdefault(k, len(kinds))
+
+    def who(w: str) -> int:
+        return idx("who", w)
+
+    def pred(p: tuple) -> tuple:
+        name, neg, args = p
+        code = idx("preds", name)
+        a: list = []
+        if name == "flag" or name in ("some", "all", "reached"):
+            a = [args[0]]
+        elif name == "cmp":
+            op, va, vb = args
+            seqs = M.cmp_is_seq(va, vb)
+            a = [idx("ops", op), val(va), val(vb), int(seqs)]
+        elif name == "isset":
+            a = [val(args[0])]
+        elif name == "state":
+            a = [who(args[0]), args[1]]
+        elif name == "config":
+            a = [idx("config", args[0])]
+        elif name == "passive" or name == "crossed":
+            a = [who(args[0])]
+        elif name == "mark":
+            a = [M.mark_bit(args[0])]
+        elif name == "conn":
+            a = [idx("conn", args[0])]
+        elif name == "role":
+            a = [who(args[0]), idx("roles", args[1])]
+        elif name == "took":
+            a = [args[0], args[1]]
+        elif name == "timer":
+            a = [idx("timers", args[0])]
+        elif name == "held":
+            k, side = args[0].split(":")
+            a = [0 if k == "held" else 1, who(side)]
+        elif name == "held_flag":
+            a = [who(args[0]), args[1]]
+        if -1 in a[:1] and name not in ("flag", "some", "all", "reached", "took", "mark"):
+            code = -1
+        return (code, int(neg), *(a + [0, 0, 0, 0])[:4])
+
+    def act(x: tuple) -> tuple:
+        name, args = x
+        code = idx("acts", name)
+        a: list = []
+        if name == "move":
+            a = [args[0], tpl(args[1])]
+        elif name in ("anomaly",):
+            a = [who(args[0]), kind(args[1]), tpl(args[2])]
+        elif name == "candidate":
+            a = [kind(args[0]), tpl(args[1])]
+        elif name == "set":
+            a = [val(args[0]), val(args[1])]
+        elif name == "mark":
+            a = [M.mark_bit(args[0])]
+        elif name == "flag":
+            a = [idx("conn", args[0])]
+        elif name == "deliver_held":
+            a = [idx("held_kinds", args[0])]
+        elif name in ("server", "know", "unhold", "flush", "cross", "unhold_final", "deliver_final", "hold_final",
+                      "hold"):
+            a = [who(args[0])]
+        return (code, *(a + [0, 0, 0])[:3])
+
+    def program(pg: tuple) -> list:
+        return [[([pred(p) for p in preds], [act(x) for x in acts]) for preds, acts in step] for step in pg]
+
+    def cond(c: tuple) -> list:
+        return [pred(p) for p in c]
+
+    programs = [program(p) for p in compiled.receive] + [program(p) for p in compiled.observe_send] + [
+        program(compiled.timers), program(compiled.birth), program(compiled.segment), program(compiled.flush),
+        program(compiled.flush_at_end), program(compiled.end)]
+    from rawfin.core.rules import TIME_WAIT_CLOSES
+    spec = {
+        "programs": programs,
+        "close_kinds": [(k, cond(c), k in TIME_WAIT_CLOSES) for k, c in compiled.close_kinds],
+        "settled": cond(compiled.settled),
+        "new_syn": [(yes, cond(c)) for yes, c in compiled.new_syn],
+        "fast_path": cond(compiled.fast_path),
+        "timer_order": [idx("timer_order", t) for t in compiled.timer_order],
+        "final_ack_hold_ns": compiled.final_ack_hold_ns,
+    }
+    spec["values"] = [v for v, _ in sorted(values.items(), key=lambda kv: kv[1])]
+    spec["templates"] = [list(t) for t, _ in sorted(templates.items(), key=lambda kv: kv[1])]
+    spec["kinds"] = [k for k, _ in sorted(kinds.items(), key=lambda kv: kv[1])]
+    return spec
+
+
 @functools.lru_cache(maxsize=4096)
 def _fmt6(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
@@ -81,13 +209,13 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
         except OSError:
             pass                    # open_capture says what is wrong with it
     _table_loaded()
+    _rules_loaded()
     msl_ns = int(msl_s * SEC)
     obs = Observer(msl_ns=msl_ns, file=label)
     suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
-    cause = f"2MSL expired ({2 * msl_ns / SEC:g} s in TIME_WAIT)"
     eng = _engine.Engine(observer=obs, decode=decode, dumps=to_json, write=write, fmt6=_fmt6,
                          make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
-                         hold_ns=obs.hold_ns, file_suffix=suffix, cause_2msl=cause)
+                         hold_ns=obs.hold_ns, file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
     reader = open_capture(path, fileobj)
     if bpf is not None:
         eng.set_filter(*bpf.for_byte_order(reader.byte_order == "big").lane_args())

@@ -46,7 +46,7 @@ _CONN_NAMES = {"first_fin": "conn"}
 
 PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "in_window", "ack_known",
               "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
-              "crossed", "answered", "now")
+              "crossed", "answered", "now", "reached")
 ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
            "queue", "close", "retransmit", "disarm_rto",
            "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
@@ -54,7 +54,7 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
            "hold", "deliver_without_fin", "synack_seen", "deliver", "listening", "deliver_held", "synack_unseen",
            "unhold_x", "flush_x", "report_candidates")
 CONFIG = ("observer", "close_on_fin", "hold_final_ack")
-CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "closing_seen", "data_after_first_fin",
+CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
               "first_fin_acked_alone", "fins_complete", "candidates", "held", "final", "synack_unseen")
 ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen")
 TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted")
@@ -130,7 +130,7 @@ def compile_pred(tok: str, ctx_who: str = "self") -> tuple:
     if t in TIMERS:
         return ("timer", neg, (t,))
     parts = t.split(":")
-    if parts[0] in ("some", "all") and len(parts) == 2:
+    if parts[0] in ("some", "all", "reached") and len(parts) == 2:
         return (parts[0], neg, (_states(parts[1]),))
     if parts[0] == "took" and len(parts) == 3:
         return ("took", neg, (_states(parts[1]), list(Input).index(Input[parts[2]])))
@@ -361,10 +361,15 @@ def format_template(template: tuple, c: Ctx) -> str:
     return "".join(p if g is None else str(g(c)) for p, g in _template_getters(template))
 
 
+def cmp_is_seq(va: tuple, vb: tuple) -> bool:
+    """A comparison of sequence numbers (RFC 9293 arithmetic), or of plain integers."""
+    return (va[1] in SEQ_KIND and vb[1] in SEQ_KIND or (va[0] == "lit" and vb[1] in SEQ_KIND)
+            or (vb[0] == "lit" and va[1] in SEQ_KIND))
+
+
 def _cmp(op: str, va: tuple, vb: tuple) -> Callable:
     ga, gb = value_getter(va), value_getter(vb)
-    seqs = va[1] in SEQ_KIND and vb[1] in SEQ_KIND or (va[0] == "lit" and vb[1] in SEQ_KIND) \
-        or (vb[0] == "lit" and va[1] in SEQ_KIND)
+    seqs = cmp_is_seq(va, vb)
     if seqs:
         test = {"=": lambda d: d == 0, "<": lambda d: d < 0, ">": lambda d: d > 0, "<=": lambda d: d <= 0,
                 ">=": lambda d: d >= 0}[op]
@@ -449,6 +454,9 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
         if name == "some":
             return lambda c: any(_STATE_BIT[e.state] & mask for e in c.conn.eps.values())
         return lambda c: all(_STATE_BIT[e.state] & mask for e in c.conn.eps.values())
+    if name == "reached":
+        mask = args[0]
+        return lambda c: bool(c.conn.reached & mask)
     if name == "took":
         mask, inp = args[0], _INPUTS[args[1]]
         return lambda c: any(r[0] == "t" and r[2].input is inp and _STATE_BIT[r[2].from_] & mask for r in c.out)

@@ -30,7 +30,7 @@ _EST = State.ESTABLISHED
 _add, _gt, _between_incl = sq.add, sq.gt, sq.between_incl   # the fast path's helpers, bound once
 _NOTHING: list[dict] = []
 _NO_DICT = MappingProxyType({})     # shared and read-only: most connections never hold anything
-_CLOSEDISH = (State.CLOSED, State.TIME_WAIT, State.LISTEN)
+_STATE_BIT = {st: 1 << i for i, st in enumerate(State)}
 
 
 class Connection:
@@ -42,7 +42,7 @@ class Connection:
 
     __slots__ = ("id", "key", "eps", "client", "server", "server_guessed", "mid_stream", "first_frame",
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
-                 "data_after_first_fin", "closing_seen", "fin_ack_candidates", "first_fin_acked_alone",
+                 "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
                  "synack_unseen", "hold_ns", "queued", "rules")
 
@@ -60,7 +60,7 @@ class Connection:
         self.fins: list[tuple[tuple[str, int], int, int | None]] = []  # (sender, fin seq, frame)
         self.rst_seen = False
         self.data_after_first_fin = False
-        self.closing_seen = False
+        self.reached = 0         # the states either endpoint has entered (a bit per state, rules' reached:)
         self.fin_ack_candidates: list[Anomaly] | None = None
         self.first_fin_acked_alone = False
         self.refused = False
@@ -168,8 +168,7 @@ class Connection:
 
     def _collect(self, res: Result, out: list) -> None:
         for t in res.transitions:
-            if t.to is State.CLOSING:
-                self.closing_seen = True
+            self.reached |= _STATE_BIT[t.to]
             out.append(("t", self, t))
         for a in res.anomalies:
             self._note(a)

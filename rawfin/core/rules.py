@@ -340,7 +340,7 @@ SEGMENT: tuple[Step, ...] = (
     # picked up mid-stream: the first segment each way says what the other side expects
     step("rx_expects", row("!rx:known", set_("rx.rcv_nxt", "seq"), set_("rx.irs", "seq"), ("know", "rx"))),
     step("tx_expects", row("ACK !tx:known", set_("tx.rcv_nxt", "ack"), set_("tx.irs", "ack"), ("know", "tx"))),
-    step("rx_sent", row("ACK rx.snd_nxt=0 rx.state:ESTABLISHED mid_stream", set_("rx.snd_una", "ack"),
+    step("rx_sent", row("mid_stream ACK rx.snd_nxt=0 rx.state:ESTABLISHED", set_("rx.snd_una", "ack"),
                         set_("rx.snd_nxt", "ack"))),
     # what the close looks like, before the models move
     step("half_close", row("fins !tx:first_closer data !tx.fin_seq", ("flag", "data_after_first_fin"))),
@@ -427,7 +427,7 @@ CLOSE_KINDS: tuple[tuple[str, str], ...] = (
     ("reset", "rst_seen some:CLOSED !fins_complete"),
     ("none", "!fins"),
     ("incomplete", "!fins_complete"),
-    ("simultaneous", "closing_seen"),
+    ("simultaneous", "reached:CLOSING"),
     ("half_close", "data_after_first_fin"),
     ("three_way", "!first_fin_acked_alone"),
     ("four_way", ""),

@@ -13,7 +13,7 @@ typedef struct {
     PyObject *make_seg;     /* rawfin.decode.make_segment */
     PyObject *pytimers;     /* the Python observer's heap (a list it never rebinds) */
     char file_suffix[1024]; /* ',"file":"..."' or empty */
-    char cause_2msl[64];
+    char msl_text[32];      /* 2 MSL in seconds, as the templates print it */
     /* state */
     conn_t **buckets;
     uint32_t nbuckets, nconns;
@@ -23,7 +23,7 @@ typedef struct {
     uint64_t order;
     int64_t next_id, now, frames, tcp, first_time, done, py_calls, handoffs;
     int have_first;
-    int64_t by_close[8];
+    int64_t by_close[MAXCLOSE];
     int64_t server_active;
     /* output */
     char *out;
@@ -31,13 +31,11 @@ typedef struct {
     /* one endpoint call's anomalies: a Result lists its transitions first, then its anomalies */
     char *aout;
     size_t naout, capaout;
-    /* the per-event scratch of transitions (to tell refused connections) */
-    int rst_from_syn_sent;
+    /* the transitions one segment made: a bit per input, per state it left (the rules' took:) */
+    uint32_t took[NST];
     conn_t *free_list;
     /* --filter */
     filter_t filter;
     int64_t filtered;
 } Engine;
 
-static const char *CLOSE_NAMES[8] = {"refused", "reset", "none", "incomplete", "simultaneous", "half_close",
-                                     "three_way", "four_way"};

@@ -59,10 +59,11 @@ static int finish_all(Engine *e) {
         if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
         if (it[k].c) {
             conn_t *c = it[k].c;
-            if (end_is_plain(c)) {
-                if (finish_conn(e, c) < 0) goto fail;
-                continue;
-            }
+            size_t mark = e->nout;
+            int r = finish_conn(e, c);
+            if (r == ERR) goto fail;
+            if (r == 0) continue;
+            e->nout = mark;
             /* its last words need Python (anomalies only the end can tell): replay, then Python's end.
                The log holds pass 1's flush and fire, so the replayed connection is where this one is. */
             PyObject *p = handoff(e, c);

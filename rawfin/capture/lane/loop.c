@@ -71,7 +71,7 @@ static int expire(Engine *e, int64_t now) {
         if (r == ERR) return -1;
         if (r == 0) {
             if (log_add(c, &fire) < 0) return -1;
-            if (!c->tw && settled(c)) settle(c);
+            if (!c->tw && settled(e, c)) settle(c);
             int64_t nd = next_deadline(c, e);
             if (nd >= 0) {
                 if (schedule(e, c, nd > h.when + 1 ? nd : h.when + 1) < 0) return -1;
@@ -80,9 +80,9 @@ static int expire(Engine *e, int64_t now) {
             if (all_closed(c)) {
                 int64_t quiet = c->last_ns + e->linger_ns;
                 if (quiet <= now) {
-                    if (!end_is_plain(c)) r = BAIL;
-                    else if (finish_conn(e, c) < 0) return -1;
-                    else continue;
+                    r = finish_conn(e, c);
+                    if (r == ERR) return -1;
+                    if (r == 0) continue;
                 } else {
                     if (schedule(e, c, quiet) < 0) return -1;
                     continue;
@@ -167,6 +167,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
     make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
     uint32_t h = hash_key(key, KEYLEN);
     conn_t *c = table_get(e, key, h);
+    size_t born_mark = e->nout;
     if (c && c->python) goto to_python;
     if (c == NULL) {
         if (nvlan) {
@@ -182,9 +183,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
             if (has < 0) return -1;
             if (has) goto new_python;
         }
-        /* a new pair: the lane takes it when it opens with a plain SYN, or in mid-stream (no SYN) */
-        if ((s->flags & F_SYN) && ((s->flags & (F_SYN | F_ACK | F_RST | F_FIN)) != F_SYN || s->data_len))
-            goto new_python;
+        /* a new pair: rules.BIRTH says who is who (the lane declines what it cannot follow) */
         c = conn_new(e);
         if (!c) return -1;
         memcpy(c->key, key, KEYLEN);
@@ -202,23 +201,16 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         c->first_frame = c->last_frame = s->frame;
         c->first_ns = c->last_ns = now;
         for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
-        if (s->flags & F_SYN) {
-            c->ep[1].passive = 1;   /* CLOSED until its answer shows it was listening */
-            c->known = 3;
-        } else {
-            /* Connection.__init__'s mid-stream pickup: both ESTABLISHED, the server guessed by port */
-            int well0 = sport < 1024, well1 = dport < 1024;
-            int server = well0 != well1 ? (well0 ? 0 : 1) : (sport <= dport ? 0 : 1);
-            int ack = (s->flags & F_ACK) != 0;
-            c->mid = 1;
-            c->client = (uint8_t)(1 - server);
-            cep_t *a = &c->ep[0], *b = &c->ep[1];
-            a->state = b->state = ESTABLISHED;
-            a->iss = a->snd_una = a->snd_nxt = s->seq;
-            if (ack) a->irs = a->rcv_nxt = s->ack;
-            b->iss = b->snd_una = b->snd_nxt = ack ? s->ack : 0;
-            b->irs = b->rcv_nxt = s->seq;
-            c->known = (uint8_t)((ack ? 1 : 0) | 2);
+        s->kind = 0;
+        born_mark = e->nout;
+        int rb = birth(e, c, s);
+        if (rb == ERR) return -1;
+        if (rb == BAIL) {
+            e->nout = born_mark;
+            e->next_id = c->id;
+            c->next = e->free_list;
+            e->free_list = c;
+            goto new_python;
         }
         if (table_put(e, c) < 0) return -1;
         if (nvlan) index4_put(e, c);
@@ -229,15 +221,16 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         dir = (memcmp(c->addr[0], src, (size_t)alen) == 0 && c->port[0] == sport) ? 0 : 1;
     }
     s->kind = (uint8_t)dir;
-    if ((s->flags & F_SYN) && !(s->flags & F_ACK) && c->nlog) goto bail;   /* a new connection? Python decides */
-    if (fast(c, s, dir)) return log_add(c, s);
+    if ((s->flags & F_SYN) && !(s->flags & F_ACK) && c->nlog && new_syn(e, c, s, dir))
+        goto bail;                              /* a new connection on the pair (rules.NEW_SYN): Python's */
+    if (fast(e, c, s, dir)) return log_add(c, s);
     {
-        size_t mark = e->nout;
+        size_t mark = c->nlog ? e->nout : born_mark;
         int r = process(e, c, s, dir);
         if (r == ERR) return -1;
         if (r == BAIL) { e->nout = mark; goto bail; }
         if (log_add(c, s) < 0) return -1;
-        if (!c->tw && settled(c)) settle(c);
+        if (!c->tw && settled(e, c)) settle(c);
         int64_t d = next_deadline(c, e);
         if (d >= 0) { if (schedule(e, c, d) < 0) return -1; }
         else if (all_closed(c)) { if (schedule(e, c, now + e->linger_ns) < 0) return -1; }

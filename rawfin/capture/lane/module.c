@@ -5,15 +5,15 @@ static PyObject *SegmentType = NULL;
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"observer", "decode", "dumps", "write", "fmt6", "make_segment", "segment_type",
-                             "msl_ns", "hold_ns", "file_suffix", "cause_2msl", NULL};
+                             "msl_ns", "hold_ns", "file_suffix", "msl_text", NULL};
     PyObject *obs, *dec, *dumps, *wr, *f6, *mk, *st;
     long long msl, hold;
     const char *suffix, *c2;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOLLss", kwlist, &obs, &dec, &dumps, &wr, &f6, &mk, &st,
                                      &msl, &hold, &suffix, &c2))
         return -1;
-    if (!table_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() first"); return -1; }
-    if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->cause_2msl) {
+    if (!table_set || !rules_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() and set_rules() first"); return -1; }
+    if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->msl_text) {
         PyErr_SetString(PyExc_ValueError, "file label too long for the compiled engine");
         return -1;
     }
@@ -32,7 +32,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     e->hold_ns = hold;
     e->linger_ns = 2 * msl;
     strcpy(e->file_suffix, suffix);
-    strcpy(e->cause_2msl, c2);
+    strcpy(e->msl_text, c2);
     e->nbuckets = 1 << 16;
     free(e->buckets);
     e->buckets = calloc(e->nbuckets, sizeof(conn_t *));
@@ -380,10 +380,10 @@ static PyObject *Engine_finish(Engine *e, PyObject *unused) {
 static PyObject *Engine_stats(Engine *e, PyObject *unused) {
     PyObject *bc = PyDict_New();
     if (!bc) return NULL;
-    for (int i = 0; i < 8; i++) {
+    for (uint32_t i = 0; i < RULES.nclose; i++) {
         if (!e->by_close[i]) continue;
         PyObject *v = PyLong_FromLongLong(e->by_close[i]);
-        if (!v || PyDict_SetItemString(bc, CLOSE_NAMES[i], v) < 0) { Py_XDECREF(v); Py_DECREF(bc); return NULL; }
+        if (!v || PyDict_SetItemString(bc, RULES.close_names[i], v) < 0) { Py_XDECREF(v); Py_DECREF(bc); return NULL; }
         Py_DECREF(v);
     }
     PyObject *first = e->have_first ? PyLong_FromLongLong(e->first_time) : Py_NewRef(Py_None);
@@ -452,6 +452,8 @@ static PyObject *names(PyObject *self, PyObject *unused) {
 static PyMethodDef module_methods[] = {
     {"set_table", set_table, METH_O, "The transition table, as (state, input, next state) names."},
     {"names", names, METH_NOARGS, "The state and input names the engine knows."},
+    {"set_rules", set_rules, METH_O, "The rules of rawfin.core.rules, as rawfin.capture.engine encodes them."},
+    {"vocabulary", vocabulary, METH_NOARGS, "The names of the predicates, actions and values the lane implements."},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "rawfin._engine",

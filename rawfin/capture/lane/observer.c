@@ -1,33 +1,16 @@
 /* rawfin._engine, part observer (included by rawfin/capture/_engine.c; one translation unit) */
 /* ------------------------------------------------------------------ the connection (rawfin/core/observer.py) */
 
-static void hold(conn_t *c, held_t *h, const ev_t *s) {
-    h->seg = *s;
-    h->present = 1;
-    h->crossed = 0;
-    h->order = ++c->hold_seq;
-}
-
-static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg, int from_side) {
+/* Connection._flush: deliver what was held for ``side`` (rules.FLUSH) */
+static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg) {
     held_t h = c->pending[side];
     c->pending[side].present = 0;
-    cep_t *rx = &c->ep[side];
-    if (rx->state == CLOSED && !(h.seg.flags & F_SYN)) return 0;
-    const ev_t *when = (h.crossed && now_seg) ? now_seg : &h.seg;
-    if (h.seg.flags & F_SYN) {
-        rx->state = LISTEN;
-        int answered = now_seg && (now_seg->flags & F_SYN) && from_side == side;
-        if (h.seg.data_len) return BAIL;
-        if (!answered) return BAIL;                           /* syn_ack_not_captured follows */
-        return receive(e, c, side, &h.seg, h.seg.time_ns);
-    }
-    ev_t fin = h.seg;
-    fin.seq = fin_seq_of(&h.seg);
-    fin.data_len = 0;
-    fin.flags = (uint8_t)(F_FIN | (h.seg.flags & F_ACK));
-    fin.frame = when->frame;
-    fin.time_ns = when->time_ns;
-    return receive(e, c, side, &fin, when->time_ns);
+    ctx_t x;
+    ctx_init(&x, e, c, now_seg, now_seg ? now_seg->time_ns : h.seg.time_ns);
+    x.x = side;
+    x.h = &h;
+    x.nowseg = now_seg;
+    return run(&x, PG_FLUSH);
 }
 
 static int deliver_final_ack(Engine *e, conn_t *c, int side) {
@@ -54,14 +37,8 @@ static int fins_complete(const conn_t *c) {
     return 1;
 }
 
-static int settled(const conn_t *c) {
-    if (c->pending[0].present || c->pending[1].present || c->held_ack[0].present || c->held_ack[1].present)
-        return 0;
-    if (!fins_complete(c)) return 0;
-    int s0 = c->ep[0].state, s1 = c->ep[1].state;
-    if (s0 != TIME_WAIT && s1 != TIME_WAIT) return 0;
-    return (s0 == TIME_WAIT || s0 == CLOSED) && (s1 == TIME_WAIT || s1 == CLOSED);
-}
+/* rules.SETTLED */
+static int settled(Engine *e, conn_t *c) { return cond_holds(e, c, &RULES.settled, NULL, -1) > 0; }
 
 static int64_t next_deadline(const conn_t *c, const Engine *e) {
     int64_t d = -1;
@@ -79,13 +56,10 @@ static int64_t next_deadline(const conn_t *c, const Engine *e) {
 
 static int all_closed(const conn_t *c) { return c->ep[0].state == CLOSED && c->ep[1].state == CLOSED; }
 
-/* Connection.fast: in-order data or a plain ACK on an established connection */
-static int fast(conn_t *c, const ev_t *s, int dir) {
-    if ((s->flags & 0x17) != 0x10 || c->nfins || c->pending[0].present || c->pending[1].present || c->tw) return 0;
-    if (!(c->seen & (dir == 0 ? 1 : 2))) return 0;
+/* Connection.fast: when rules.FAST_PATH holds, in-order data or a plain ACK decides nothing */
+static int fast(Engine *e, conn_t *c, const ev_t *s, int dir) {
+    if (c->tw || cond_holds(e, c, &RULES.fast_path, s, dir) <= 0) return 0;
     cep_t *rx = &c->ep[1 - dir], *tx = &c->ep[dir];
-    if (tx->state != ESTABLISHED || rx->state != ESTABLISHED || s->seq != rx->rcv_nxt) return 0;
-    if (s->ack != rx->snd_nxt && !between_incl(rx->snd_una, s->ack, rx->snd_nxt)) return 0;
     c->packets++;
     c->last_frame = s->frame;
     c->last_ns = s->time_ns;
@@ -96,175 +70,133 @@ static int fast(conn_t *c, const ev_t *s, int dir) {
     return 1;
 }
 
-/* Connection.process, for a connection that opened with a SYN (side 0 is the client) */
+/* Connection.process: rules.SEGMENT */
 static int process(Engine *e, conn_t *c, const ev_t *s, int dir) {
-    int r;
-    int64_t now = s->time_ns;
     if (c->tw) return BAIL;                     /* TimeWait.process: Python's */
-    e->rst_from_syn_sent = 0;
+    memset(e->took, 0, sizeof e->took);
     c->packets++;
     c->last_frame = s->frame;
-    c->last_ns = now;
-    int src = dir, dst = 1 - dir;
-    uint8_t sbit = (uint8_t)(src == 0 ? 1 : 2), dbit = (uint8_t)(3 - sbit);
-    c->seen |= sbit;
-    cep_t *tx = &c->ep[src], *rx = &c->ep[dst];
-    uint8_t f = s->flags;
-    if (!(c->known & dbit)) {                   /* picked up mid-stream: what each side expects */
-        rx->rcv_nxt = rx->irs = s->seq;
-        c->known |= dbit;
-    }
-    if ((f & F_ACK) && !(c->known & sbit)) {
-        tx->rcv_nxt = tx->irs = s->ack;
-        c->known |= sbit;
-    }
-    if ((f & F_ACK) && !rx->snd_nxt && rx->state == ESTABLISHED && c->mid) rx->snd_una = rx->snd_nxt = s->ack;
-    if (c->nfins) {
-        int first = c->fin_side[0];
-        uint32_t first_fin = c->fin_seqv[0];
-        if (src != first) {
-            if (s->data_len && !tx->has_fin) c->data_after_first_fin = 1;
-            if (f & F_ACK) {                    /* _check_fin_ack */
-                if (s->ack == first_fin + 1) {
-                    if (!(f & F_FIN) && !tx->has_fin) c->first_fin_acked_alone = 1;
-                    c->ncand = 0;
-                } else if (s->ack == first_fin) {
-                    if (c->ncand >= MAXCAND) return BAIL;
-                    c->ncand++;                 /* reported (by Python) only if it still matters at the end */
-                }
-            }
-        }
-    }
-    if ((f & F_FIN) && !(c->nfins && c->fin_side[0] == src) && !(c->nfins == 2 && c->fin_side[1] == src)) {
-        if (c->nfins >= 2) return BAIL;
-        c->fin_side[c->nfins] = (uint8_t)src;
-        c->fin_seqv[c->nfins] = fin_seq_of(s);
-        c->fin_frame[c->nfins] = s->frame;
-        c->nfins++;
-    }
-    if (f & F_RST) c->rst_seen = 1;
-    held_t *hd = c->pending[dst].present ? &c->pending[dst] : NULL;
-    if (hd && (f & F_FIN) && !(f & F_SYN) && !(hd->seg.flags & F_SYN) && !hd->crossed &&
-        fin_seq_of(s) == fin_seq_of(&hd->seg))
-        return BAIL;                            /* the FIN again: the first copy was lost */
-    if (hd && !((hd->seg.flags & F_SYN) && (f & F_SYN) && s->seq == hd->seg.seq)) {
-        if ((r = flush(e, c, dst, s, src))) return r;
-    }
-    hd = c->pending[src].present ? &c->pending[src] : NULL;
-    if (hd) {
-        if ((hd->seg.flags & F_SYN) && (f & F_RST) && (f & F_ACK) && s->ack == seq_end(&hd->seg)) {
-            hd->present = 0;                    /* refused: nobody was listening */
-        } else if ((hd->seg.flags & F_SYN) && (f & F_RST)) {
-            /* an RST that does not answer the SYN */
-        } else if ((f & F_ACK) && SGE(s->ack, seq_end(&hd->seg))) {
-            if ((r = flush(e, c, src, s, src))) return r;
-        } else {
-            hd->crossed = 1;
-        }
-    }
-    if (c->held_ack[src].present) {
-        if ((f & F_FIN) && tx->has_fin && fin_seq_of(s) == tx->fin_seq) return BAIL;   /* final_ack_lost */
-        if ((r = deliver_final_ack(e, c, src))) return r;
-    }
-    if (c->held_ack[dst].present && (r = deliver_final_ack(e, c, dst))) return r;
-    if ((r = observe_send(e, c, src, s))) return r;
-    if (e->hold_ns && rx->state == LAST_ACK && (f & 0x17) == 0x10 && !s->data_len && rx->has_fin &&
-        SGE(s->ack, rx->fin_seq + 1)) {
-        hold(c, &c->held_ack[dst], s);
-    } else if ((f & F_SYN) && !(f & F_ACK) && rx->passive && rx->state == CLOSED && src == c->client) {
-        if (!c->pending[dst].present) hold(c, &c->pending[dst], s);
-    } else if ((f & F_FIN) && !(f & F_SYN)) {
-        ev_t nf = *s;
-        nf.flags &= (uint8_t)~F_FIN;
-        if ((r = receive(e, c, dst, &nf, now))) return r;
-        hold(c, &c->pending[dst], s);
-    } else {
-        if ((r = receive(e, c, dst, s, now))) return r;
-    }
-    if ((f & F_RST) && rx->state == CLOSED && dst == c->client && e->rst_from_syn_sent) c->refused = 1;
-    return 0;
+    c->last_ns = s->time_ns;
+    c->seen |= (uint8_t)side_bit(dir);
+    ctx_t x;
+    ctx_init(&x, e, c, s, s->time_ns);
+    x.tx = dir;
+    x.rx = 1 - dir;
+    return run(&x, PG_SEGMENT);
 }
 
-static int fire_timers(Engine *e, conn_t *c, int64_t until) {
-    int r;
-    if (!c->tw) {
-        /* held final ACKs, in the order they were held */
-        int order[2] = {0, 1};
-        if (c->held_ack[0].present && c->held_ack[1].present && c->held_ack[1].order < c->held_ack[0].order) {
-            order[0] = 1; order[1] = 0;
-        }
-        for (int k = 0; k < 2; k++) {
-            int i = order[k];
-            if (c->held_ack[i].present && c->held_ack[i].seg.time_ns + e->hold_ns <= until)
-                if ((r = deliver_final_ack(e, c, i))) return r;
-        }
-        for (int i = 0; i < 2; i++) {
-            int64_t d = c->ep[i].time_wait_at;
-            if (d >= 0 && d <= until && (r = handle_timer(e, c, i, d))) return r;
-        }
-    } else {
-        for (int k = 0; k < 2; k++) {           /* TimeWait: in the order of the key */
-            int i = k == 0 ? c->ka : 1 - c->ka;
-            cep_t *p = &c->ep[i];
-            if (p->state == TIME_WAIT && p->time_wait_at >= 0 && p->time_wait_at <= until)
-                if ((r = handle_timer(e, c, i, p->time_wait_at))) return r;
-        }
+/* Connection.__init__: rules.BIRTH, on the connection's first segment (side 0 sent it) */
+static int birth(Engine *e, conn_t *c, const ev_t *s) {
+    ctx_t x;
+    ctx_init(&x, e, c, s, s->time_ns);
+    x.tx = 0;
+    x.rx = 1;
+    return run(&x, PG_BIRTH);
+}
+
+/* Connection.accepts_new_syn: rules.NEW_SYN (1 yes, 0 no, -BAIL) */
+static int new_syn(Engine *e, conn_t *c, const ev_t *s, int dir) {
+    for (uint32_t i = 0; i < RULES.nnew_syn; i++) {
+        int h = cond_holds(e, c, &RULES.new_syn[i], s, dir);
+        if (h < 0) return h;
+        if (h) return RULES.new_syn_yes[i];
     }
     return 0;
 }
 
-static int flush_all(Engine *e, conn_t *c) {
-    int r;
-    if (c->tw) return 0;
-    int order[2] = {0, 1};
+/* the held final ACKs whose hold is over, in the order they were held */
+static int fire_final_acks(Engine *e, conn_t *c, int64_t until) {
+    int order[2] = {0, 1}, r;
     if (c->held_ack[0].present && c->held_ack[1].present && c->held_ack[1].order < c->held_ack[0].order) {
         order[0] = 1; order[1] = 0;
     }
-    for (int k = 0; k < 2; k++)
-        if (c->held_ack[order[k]].present && (r = deliver_final_ack(e, c, order[k]))) return r;
-    order[0] = 0; order[1] = 1;
+    for (int k = 0; k < 2; k++) {
+        int i = order[k];
+        if (c->held_ack[i].present && c->held_ack[i].seg.time_ns + e->hold_ns <= until)
+            if ((r = deliver_final_ack(e, c, i))) return r;
+    }
+    return 0;
+}
+
+static int endpoint_timers(Engine *e, conn_t *c, int side, int64_t until) {
+    int64_t d = c->ep[side].time_wait_at;
+    while (d >= 0 && d <= until) {
+        int r = endpoint_call(e, c, side, PG_TIMERS, NULL, d);
+        if (r) return r;
+        int64_t nd = c->ep[side].time_wait_at;
+        if (nd == d) break;
+        d = nd;
+    }
+    return 0;
+}
+
+/* Connection.fire_timers: in rules.OBSERVER_TIMERS' order */
+static int fire_timers(Engine *e, conn_t *c, int64_t until) {
+    int r;
+    if (c->tw) {
+        for (int k = 0; k < 2; k++) {           /* TimeWait: its endpoints in the order of the key */
+            int i = k == 0 ? c->ka : 1 - c->ka;
+            cep_t *p = &c->ep[i];
+            if (p->state == TIME_WAIT && p->time_wait_at >= 0 && p->time_wait_at <= until)
+                if ((r = endpoint_timers(e, c, i, until))) return r;
+        }
+        return 0;
+    }
+    for (uint32_t k = 0; k < RULES.ntimer_order; k++) {
+        if (RULES.timer_order[k] == TO_FINAL_ACK) {
+            if ((r = fire_final_acks(e, c, until))) return r;
+        } else if (RULES.timer_order[k] == TO_ENDPOINTS) {
+            for (int i = 0; i < 2; i++)
+                if ((r = endpoint_timers(e, c, i, until))) return r;
+        } else return BAIL;
+    }
+    return 0;
+}
+
+/* Connection.flush_all: the held final ACKs, then rules.FLUSH_AT_END for what is held for each side */
+static int flush_all(Engine *e, conn_t *c) {
+    int r;
+    if (c->tw) return 0;
+    if ((r = fire_final_acks(e, c, INT64_MAX))) return r;
+    int order[2] = {0, 1};
     if (c->pending[0].present && c->pending[1].present && c->pending[1].order < c->pending[0].order) {
         order[0] = 1; order[1] = 0;
     }
     for (int k = 0; k < 2; k++) {
         int i = order[k];
         if (!c->pending[i].present) continue;
-        if (c->pending[i].crossed || (c->pending[i].seg.flags & F_SYN)) { c->pending[i].present = 0; continue; }
-        if ((r = flush(e, c, i, NULL, -1))) return r;
+        ctx_t x;
+        ctx_init(&x, e, c, NULL, e->now);
+        x.x = i;
+        x.h = &c->pending[i];
+        if ((r = run(&x, PG_FLUSH_AT_END))) return r;
     }
     return 0;
 }
 
-static int close_kind(const conn_t *c) {
-    if (c->refused) return 0;
-    int fc = fins_complete(c);
-    if (c->rst_seen && (c->ep[0].state == CLOSED || c->ep[1].state == CLOSED) && !fc) return 1;
-    if (!c->nfins) return 2;
-    if (!fc) return 3;
-    if (c->closing_seen) return 4;
-    if (c->data_after_first_fin) return 5;
-    if (c->nfins == 2 && !c->first_fin_acked_alone) return 6;
-    return 7;
+/* Connection.end_anomalies: flush_all, then rules.END */
+static int end_anomalies(Engine *e, conn_t *c) {
+    if (c->tw) return 0;
+    int r = flush_all(e, c);
+    if (r) return r;
+    ctx_t x;
+    ctx_init(&x, e, c, NULL, c->last_ns);
+    x.end = 1;
+    return run(&x, PG_END);
 }
 
-/* can the lane write this connection's end (end_anomalies has nothing to say)? */
-static int end_is_plain(const conn_t *c) {
-    if (c->tw) return 1;
-    /* something still held would be flushed by the end: Python's end says how */
-    if (c->pending[0].present || c->pending[1].present || c->held_ack[0].present || c->held_ack[1].present)
-        return 0;
-    if (c->nfins) {
-        int st = c->ep[c->fin_side[0]].state;
-        if ((st == FIN_WAIT_1 || st == CLOSING) && c->ncand) return 0;
-    }
-    return c->ep[0].state != LAST_ACK && c->ep[1].state != LAST_ACK;
+/* rules.CLOSE_KINDS: the index of the first that holds */
+static int close_kind(Engine *e, conn_t *c) {
+    for (uint32_t i = 0; i < RULES.nclose; i++)
+        if (cond_holds(e, c, &RULES.close_cond[i], NULL, -1) > 0) return (int)i;
+    return (int)RULES.nclose - 1;
 }
 
 static int write_connection(Engine *e, conn_t *c) {
-    int kind = close_kind(c);
+    int kind = close_kind(e, c);
     int closer = c->nfins ? c->fin_side[0] : -1;
     int cl = c->client, sv = 1 - c->client;
-    int server_active = closer == sv && kind > 2;
+    int server_active = closer == sv && (RULES.time_wait_closes & (1u << kind));
     if (out_reserve(e, 1024 + strlen(e->file_suffix)) < 0) return -1;
     OUT_LIT(e, "{\"type\":\"connection\",\"conn\":");
     out_i64(e, c->id);
@@ -283,7 +215,7 @@ static int write_connection(Engine *e, conn_t *c) {
         e->out[e->nout++] = '"';
     }
     OUT_LIT(e, ",\"close\":\"");
-    out_cstr(e, CLOSE_NAMES[kind]);
+    out_cstr(e, RULES.close_names[kind]);
     OUT_LIT(e, "\",\"final\":{\"");
     out_cstr(e, c->name[cl]);
     OUT_LIT(e, "\":\"");
@@ -338,8 +270,10 @@ static int write_connection(Engine *e, conn_t *c) {
     return 0;
 }
 
-/* Observer._finish for a lane connection whose end is plain (nothing held: flush_all has nothing to do) */
+/* Observer._finish: the connection's last anomalies, then its record (BAIL: the end needs Python) */
 static int finish_conn(Engine *e, conn_t *c) {
+    int r = end_anomalies(e, c);
+    if (r) return r;
     if (write_connection(e, c) < 0) return -1;
     table_del(e, c);
     c->dead = 1;

@@ -109,9 +109,10 @@ static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int6
 }
 
 /* an anomaly record (rawfin.records.anomaly_record), and the connection's count of its kind;
-   BAIL when the connection has seen more kinds than the lane keeps */
+   BAIL when the connection has seen more kinds than the lane keeps. ``direct``: the observer's own
+   (written now); else an endpoint call's (written after its transitions, by end_call) */
 static int anomaly(Engine *e, conn_t *c, int side, const char *kind, const char *detail, int64_t now,
-                   int64_t frame) {
+                   int64_t frame, int direct) {
     int k;
     for (k = 0; k < c->nanom; k++)
         if (strcmp(c->anom_kind[k], kind) == 0) break;
@@ -131,6 +132,7 @@ static int anomaly(Engine *e, conn_t *c, int side, const char *kind, const char 
     e->out[e->nout++] = '"';
     out_cstr(e, e->file_suffix);
     OUT_LIT(e, "}\n");
+    if (direct) return 0;
     size_t len = e->nout - start;
     if (e->naout + len > e->capaout) {
         size_t cap = e->capaout ? e->capaout : 4096;

@@ -37,6 +37,7 @@ typedef struct {
 #define KEY4 37             /* the 4-tuple part of a key */
 #define KEYLEN 48           /* ... then the VLAN count and ids */
 #define MAXANOM 6
+#define MAXCLOSE 16         /* close kinds */
 
 typedef struct conn {
     struct conn *next;      /* hash chain */
@@ -64,7 +65,8 @@ typedef struct conn {
     uint8_t nfins, fin_side[2];
     uint32_t fin_seqv[2];
     int64_t fin_frame[2];
-    uint8_t rst_seen, data_after_first_fin, closing_seen, first_fin_acked_alone, refused;
+    uint8_t rst_seen, data_after_first_fin, first_fin_acked_alone, refused;
+    uint16_t reached;       /* the states either endpoint has entered (a bit per state) */
     uint8_t ncand;
     uint8_t nanom;          /* distinct anomaly kinds seen, and how many of each */
     const char *anom_kind[MAXANOM];

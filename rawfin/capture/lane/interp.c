@@ -1,0 +1,557 @@
+/* rawfin._engine, part interp (included by rawfin/capture/_engine.c; one translation unit) */
+/* ------------------------------------------------------------------ the rules' interpreter
+ *
+ * The same reading of the rows as rawfin/core/machine.py's: in each step the first row whose
+ * predicates all hold runs its actions; ``stop`` ends the program. Each predicate and action here
+ * is one primitive the rows name; which of them applies in which state is only in the rows.
+ */
+
+#define BAIL 1      /* the connection needs what only the Python observer does: Python takes it */
+#define ERR (-1)    /* a Python exception is set */
+#define STOPPED 2
+
+typedef struct {
+    Engine *e;
+    conn_t *c;
+    const ev_t *s;          /* the segment (NULL: a timer, the end) */
+    int64_t now;
+    int self, tx, rx, x;    /* sides (0: the first sender); -1 where the program has none */
+    const held_t *h;        /* FLUSH: the held segment */
+    const ev_t *nowseg;     /* FLUSH: the segment that shows it arrived (NULL at the end) */
+    uint32_t marks;
+    uint8_t endpoint;       /* an endpoint program: its anomalies follow its transitions (end_call) */
+    uint8_t end;            /* END: anomalies dated at the last segment, on that side's FIN frame */
+} ctx_t;
+
+static int run(ctx_t *x, int prog);
+static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now);
+static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg);
+static int deliver_final_ack(Engine *e, conn_t *c, int side);
+static int fins_complete(const conn_t *c);
+
+static inline void ctx_init(ctx_t *x, Engine *e, conn_t *c, const ev_t *s, int64_t now) {
+    x->e = e; x->c = c; x->s = s; x->now = now;
+    x->self = x->tx = x->rx = x->x = -1;
+    x->h = NULL;
+    x->nowseg = NULL;
+    x->marks = 0;
+    x->endpoint = x->end = 0;
+}
+
+static inline int side_of(const ctx_t *x, int who) {
+    switch (who) {
+    case W_SELF: return x->self;
+    case W_TX: return x->tx;
+    case W_RX: return x->rx;
+    case W_X: return x->x;
+    case W_A: return 0;
+    case W_B: return 1;
+    case W_CLIENT: return x->c->client;
+    case W_FIRST_CLOSER: return x->c->nfins ? x->c->fin_side[0] : -1;
+    default: return -1;
+    }
+}
+
+static const ev_t *seg_of(const ctx_t *x, int who) {
+    const conn_t *c = x->c;
+    switch (who) {
+    case W_SEG: return x->s;
+    case W_H: return x->h ? &x->h->seg : NULL;
+    case W_NOW: return x->nowseg;
+    case W_HELD_TX: return x->tx >= 0 && c->pending[x->tx].present ? &c->pending[x->tx].seg : NULL;
+    case W_HELD_RX: return x->rx >= 0 && c->pending[x->rx].present ? &c->pending[x->rx].seg : NULL;
+    case W_FINAL_TX: return x->tx >= 0 && c->held_ack[x->tx].present ? &c->held_ack[x->tx].seg : NULL;
+    case W_FINAL_RX: return x->rx >= 0 && c->held_ack[x->rx].present ? &c->held_ack[x->rx].seg : NULL;
+    default: return NULL;
+    }
+}
+
+/* a value: VK_NONE (an empty one: no FIN yet), a number, or text */
+enum { VK_NONE, VK_NUM, VK_STR, VK_BAIL };
+typedef struct { int kind; int64_t n; const char *s; } vres_t;
+static char DESCRIBED[96];      /* describe()'s text, for the template being formatted */
+
+static int value_slow(const ctx_t *x, const val_t *d, vres_t *v);
+
+static inline int value(const ctx_t *x, int vi, vres_t *v) {
+    const val_t *d = &RULES.vals[vi];
+    if (d->quick == 1 && x->s) {
+        const ev_t *s = x->s;
+        v->kind = VK_NUM;
+        v->n = d->name == V_SEQ ? s->seq : d->name == V_ACK ? s->ack : s->data_len;
+    } else if (d->quick == 2) {
+        int side = side_of(x, d->who);
+        if (side < 0) return v->kind = VK_BAIL;
+        v->kind = VK_NUM;
+        v->n = (&x->c->ep[side].iss)[d->name - V_ISS];      /* iss, irs, snd_una, snd_nxt, rcv_nxt in a row */
+    } else return value_slow(x, d, v);
+    if (d->off) v->n = (uint32_t)(v->n + d->off);
+    return VK_NUM;
+}
+
+static int value_slow(const ctx_t *x, const val_t *d, vres_t *v) {
+    const conn_t *c = x->c;
+    v->kind = VK_NUM;
+    v->s = NULL;
+    if (d->who == W_LIT) { v->n = d->off; return VK_NUM; }
+    if (d->who == W_CONN) {
+        if (d->name != V_FIRST_FIN) return v->kind = VK_BAIL;
+        if (!c->nfins) return v->kind = VK_NONE;
+        v->n = c->fin_seqv[0];
+    } else if (d->who == W_SEG || d->who == W_H || d->who == W_NOW || (d->who >= W_HELD_TX && d->who <= W_FINAL_RX)) {
+        const ev_t *s = seg_of(x, d->who);
+        if (!s) return v->kind = VK_BAIL;
+        switch (d->name) {
+        case V_SEQ: v->n = s->seq; break;
+        case V_ACK: v->n = s->ack; break;
+        case V_END: v->n = seq_end(s); break;
+        case V_LEN: v->n = s->data_len; break;
+        case V_FIN: v->n = fin_seq_of(s); break;
+        case V_WIN: v->n = s->window; break;
+        case V_SPORT: v->n = c->port[s->kind & 1]; break;
+        case V_DPORT: v->n = c->port[1 - (s->kind & 1)]; break;
+        case V_FRAME:
+            if (s->frame < 0) { v->s = "None"; return v->kind = VK_STR; }
+            v->n = s->frame;
+            break;
+        case V_DESCRIBE: describe(s, DESCRIBED, sizeof DESCRIBED); v->s = DESCRIBED; return v->kind = VK_STR;
+        default: return v->kind = VK_BAIL;
+        }
+    } else {
+        int side = side_of(x, d->who);
+        if (side < 0) return v->kind = VK_BAIL;
+        const cep_t *p = &c->ep[side];
+        switch (d->name) {
+        case V_ISS: v->n = p->iss; break;
+        case V_IRS: v->n = p->irs; break;
+        case V_SND_UNA: v->n = p->snd_una; break;
+        case V_SND_NXT: v->n = p->snd_nxt; break;
+        case V_RCV_NXT: v->n = p->rcv_nxt; break;
+        case V_FIN_SEQ: if (!p->has_fin) return v->kind = VK_NONE; v->n = p->fin_seq; break;
+        case V_PEER_FIN_SEQ: if (!p->has_peer_fin) return v->kind = VK_NONE; v->n = p->peer_fin_seq; break;
+        case V_NAME: v->s = c->name[side]; return v->kind = VK_STR;
+        case V_STATE: v->s = ST_NAME[p->state]; return v->kind = VK_STR;
+        case V_MISSING: if (!x->s) return v->kind = VK_BAIL; v->n = -ssub(p->rcv_nxt, x->s->seq); break;
+        case V_FIN_GAP: if (!x->s) return v->kind = VK_BAIL; v->n = ssub(fin_seq_of(x->s), p->rcv_nxt); break;
+        case V_2MSL_S: v->s = x->e->msl_text; return v->kind = VK_STR;
+        default: return v->kind = VK_BAIL;
+        }
+    }
+    if (d->off) v->n = (uint32_t)(v->n + d->off);
+    return VK_NUM;
+}
+
+/* a template into buf; BAIL when it names a value the lane cannot give */
+static int format(const ctx_t *x, int ti, char *buf, size_t n) {
+    const tpl_t *t = &RULES.tpls[ti];
+    size_t k = 0;
+    for (uint32_t i = 0; i < t->np; i++) {
+        const piece_t *p = &RULES.pieces[t->p0 + i];
+        if (p->val < 0) {
+            size_t len = p->nlit < n - 1 - k ? p->nlit : n - 1 - k;
+            memcpy(buf + k, RULES.text + p->lit0, len);
+            k += len;
+            continue;
+        }
+        vres_t v;
+        int kind = value(x, p->val, &v);
+        if (kind == VK_BAIL) return BAIL;
+        if (kind == VK_NUM) {
+            char tmp[24];
+            int m = 0;
+            uint64_t u = v.n < 0 ? (uint64_t)(-(v.n + 1)) + 1 : (uint64_t)v.n;
+            do { tmp[m++] = (char)('0' + u % 10); u /= 10; } while (u);
+            if (v.n < 0) tmp[m++] = '-';
+            while (m && k < n - 1) buf[k++] = tmp[--m];
+            continue;
+        }
+        const char *t = kind == VK_NONE ? "None" : v.s;
+        while (*t && k < n - 1) buf[k++] = *t++;
+    }
+    buf[k] = 0;
+    return 0;
+}
+
+static int cflag(const conn_t *c, int which) {
+    switch (which) {
+    case K_FINS: return c->nfins > 0;
+    case K_MID_STREAM: return c->mid;
+    case K_REFUSED: return c->refused;
+    case K_RST_SEEN: return c->rst_seen;
+    case K_DATA_AFTER_FIRST_FIN: return c->data_after_first_fin;
+    case K_FIRST_FIN_ACKED_ALONE: return c->first_fin_acked_alone;
+    case K_FINS_COMPLETE: return fins_complete(c);
+    case K_CANDIDATES: return c->ncand > 0;
+    case K_HELD: return c->pending[0].present || c->pending[1].present;
+    case K_FINAL: return c->held_ack[0].present || c->held_ack[1].present;
+    case K_SYNACK_UNSEEN: return 0;       /* the lane hands such a connection to Python (synack_unseen) */
+    default: return -1;
+    }
+}
+
+static inline int side_bit(int side) { return side == 0 ? 1 : 2; }
+
+/* 1, 0, or -BAIL */
+static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred_t *p) {
+    const conn_t *c = x->c;
+    const ev_t *s = x->s;
+    int r;
+    switch (p->code) {
+    case P_FLAG: r = (s->flags & p->a[0]) != 0; break;
+    case P_PURE_ACK: r = (s->flags & 0x17) == 0x10; break;
+    case P_DATA: r = s->data_len > 0; break;
+    case P_OCCUPIES: r = seg_len(s) > 0; break;
+    case P_CMP: {
+        vres_t a, b;
+        int ka = value(x, p->a[1], &a), kb = value(x, p->a[2], &b);
+        if (ka == VK_BAIL || kb == VK_BAIL || ka == VK_STR || kb == VK_STR) return -BAIL;
+        if (ka == VK_NONE || kb == VK_NONE) { r = 0; break; }
+        int64_t d = p->a[3] ? ssub((uint32_t)a.n, (uint32_t)b.n) : (a.n > b.n) - (a.n < b.n);
+        switch (p->a[0]) {
+        case OP_EQ: r = a.n == b.n; break;
+        case OP_LT: r = d < 0; break;
+        case OP_GT: r = d > 0; break;
+        case OP_LE: r = d <= 0; break;
+        case OP_GE: r = d >= 0; break;
+        default: return -BAIL;
+        }
+        break;
+    }
+    case P_ISSET: {
+        vres_t a;
+        int k = value(x, p->a[0], &a);
+        if (k == VK_BAIL) return -BAIL;
+        r = k != VK_NONE;
+        break;
+    }
+    case P_STATE: {
+        int side = side_of(x, p->a[0]);
+        r = side >= 0 && ((1 << c->ep[side].state) & p->a[1]) != 0;
+        break;
+    }
+    case P_IN_WINDOW: r = acceptable(s->seq, seg_len(s), c->ep[x->self].rcv_nxt, RCV_WND); break;
+    case P_ACK_KNOWN: {
+        const cep_t *rx = &c->ep[x->rx];
+        r = s->ack == rx->snd_nxt || between_incl(rx->snd_una, s->ack, rx->snd_nxt);
+        break;
+    }
+    case P_CONFIG:
+        if (p->a[0] == CF_OBSERVER) r = 1;             /* the lane only observes */
+        else if (p->a[0] == CF_CLOSE_ON_FIN) r = 0;
+        else if (p->a[0] == CF_HOLD_FINAL_ACK) r = x->e->hold_ns != 0;
+        else return -BAIL;
+        break;
+    case P_PASSIVE: { int side = side_of(x, p->a[0]); if (side < 0) return -BAIL; r = c->ep[side].passive; break; }
+    case P_MARK: r = (x->marks & (uint32_t)p->a[0]) != 0; break;
+    case P_CONN: r = cflag(c, p->a[0]); if (r < 0) return -BAIL; break;
+    case P_ROLE: {
+        int side = side_of(x, p->a[0]);
+        if (side < 0) return -BAIL;
+        switch (p->a[1]) {
+        case R_CLIENT: r = side == c->client; break;
+        case R_FIRST_CLOSER: r = c->nfins && c->fin_side[0] == side; break;
+        case R_FIN_NOTED: r = (c->nfins > 0 && c->fin_side[0] == side) || (c->nfins > 1 && c->fin_side[1] == side); break;
+        case R_KNOWN: r = (c->known & side_bit(side)) != 0; break;
+        case R_SEEN: r = (c->seen & side_bit(side)) != 0; break;
+        case R_SYNACK_UNSEEN: r = 0; break;
+        default: return -BAIL;
+        }
+        break;
+    }
+    case P_SOME: r = (((1 << c->ep[0].state) | (1 << c->ep[1].state)) & p->a[0]) != 0; break;
+    case P_ALL: r = ((1 << c->ep[0].state) & p->a[0]) && ((1 << c->ep[1].state) & p->a[0]); break;
+    case P_TOOK: {
+        r = 0;
+        for (int st = 0; st < NST; st++)
+            if ((p->a[0] & (1 << st)) && (x->e->took[st] & (1u << p->a[1]))) r = 1;
+        break;
+    }
+    case P_TIMER: {
+        const cep_t *q = &c->ep[x->self];
+        if (p->a[0] == T_2MSL_DUE) r = q->time_wait_at >= 0 && x->now >= q->time_wait_at;
+        else if (p->a[0] >= 0 && p->a[0] < NTIMER) r = 0;   /* an observer's endpoint arms no other timer */
+        else return -BAIL;
+        break;
+    }
+    case P_HELD: {
+        int side = side_of(x, p->a[1]);
+        if (side < 0) return -BAIL;
+        r = p->a[0] ? c->held_ack[side].present : c->pending[side].present;
+        break;
+    }
+    case P_HELD_FLAG: {
+        const ev_t *h = seg_of(x, p->a[0]);
+        if (!h) return -BAIL;
+        r = (h->flags & p->a[1]) != 0;
+        break;
+    }
+    case P_CROSSED:
+        if (p->a[0] == W_H) r = x->h->crossed;
+        else {
+            int side = p->a[0] == W_HELD_TX ? x->tx : x->rx;
+            if (side < 0 || !c->pending[side].present) return -BAIL;
+            r = c->pending[side].crossed;
+        }
+        break;
+    case P_ANSWERED: r = x->nowseg && (x->nowseg->flags & F_SYN) && (x->nowseg->kind & 1) == x->x; break;
+    case P_NOW: r = x->nowseg != NULL; break;
+    case P_REACHED: r = (c->reached & p->a[0]) != 0; break;
+    default: return -BAIL;
+    }
+    return p->neg ? !r : r;
+}
+
+/* the segment's flags and the connection's facts the rows' masks test (rules.c, SIT_*) */
+static inline uint32_t situation(const ctx_t *x) {
+    const conn_t *c = x->c;
+    uint32_t t = (x->marks << SIT_MARKS) | (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u)
+                 | (c->known != 3 ? SIT_UNKNOWN : 0u);
+    if (x->s) t |= (x->s->flags & 0x3Fu) | (x->s->data_len ? SIT_DATA : 0u);
+    if (c->pending[0].present | c->pending[1].present) {
+        t |= SIT_HELD;
+        if (x->tx >= 0) t |= (c->pending[x->tx].present ? SIT_HELD_TX : 0u) | (c->pending[x->rx].present ? SIT_HELD_RX : 0u);
+    }
+    if (c->held_ack[0].present | c->held_ack[1].present) {
+        t |= SIT_FINAL;
+        if (x->tx >= 0) t |= (c->held_ack[x->tx].present ? SIT_FINAL_TX : 0u) | (c->held_ack[x->rx].present ? SIT_FINAL_RX : 0u);
+    }
+    return t;
+}
+
+static inline int fits(uint32_t t, uint32_t need, uint32_t forbid) {
+    return (t & need) == need && !(t & forbid);
+}
+
+static int holds(const ctx_t *x, uint32_t p0, uint32_t np) {
+    for (uint32_t i = 0; i < np; i++) {
+        int r = pred(x, &RULES.preds[p0 + i]);
+        if (r <= 0) return r;
+    }
+    return 1;
+}
+
+static int move(Engine *e, conn_t *c, int side, int inp, const char *cause, int64_t now, int64_t frame) {
+    cep_t *p = &c->ep[side];
+    int to = TABLE[p->state][inp];
+    if (to < 0) return 0;
+    int from = p->state;
+    p->state = (uint8_t)to;
+    if (out_transition(e, c, side, from, to, frame, now, cause) < 0) return ERR;
+    c->reached |= (uint16_t)(1 << to);
+    e->took[from] |= 1u << inp;
+    /* Endpoint._enter: the timers that belong to the state just entered */
+    if (to == TIME_WAIT) p->time_wait_at = now + 2 * e->msl_ns;
+    if (to == CLOSED || to == LISTEN) p->time_wait_at = -1;
+    return 0;
+}
+
+static void set_field(cep_t *p, int name, uint32_t v) {
+    switch (name) {
+    case V_ISS: p->iss = v; break;
+    case V_IRS: p->irs = v; break;
+    case V_SND_UNA: p->snd_una = v; break;
+    case V_SND_NXT: p->snd_nxt = v; break;
+    case V_RCV_NXT: p->rcv_nxt = v; break;
+    case V_FIN_SEQ: p->fin_seq = v; p->has_fin = 1; break;
+    case V_PEER_FIN_SEQ: p->peer_fin_seq = v; p->has_peer_fin = 1; break;
+    default: break;                        /* snd_wnd: the lane does not keep it */
+    }
+}
+
+static int hold(conn_t *c, held_t *h, const ev_t *s) {
+    h->seg = *s;
+    h->present = 1;
+    h->crossed = 0;
+    h->order = ++c->hold_seq;
+    return 0;
+}
+
+/* the endpoint programs: one call (its anomalies after its transitions, as a Result lists them) */
+static int endpoint_call(Engine *e, conn_t *c, int side, int prog, const ev_t *s, int64_t now) {
+    ctx_t x;
+    ctx_init(&x, e, c, s, now);
+    x.self = side;
+    x.endpoint = 1;
+    return end_call(e, run(&x, prog));
+}
+
+static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
+    return endpoint_call(e, c, side, PG_RECEIVE + c->ep[side].state, s, now);
+}
+
+static int act(ctx_t *x, const act_t *a) {
+    Engine *e = x->e;
+    conn_t *c = x->c;
+    const ev_t *s = x->s;
+    char buf[512];
+    int side, r;
+    switch (a->code) {
+    case A_STOP: return STOPPED;
+    case A_MOVE:
+        if ((r = format(x, a->a[1], buf, sizeof buf))) return r;
+        return move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1);
+    case A_ANOMALY: {
+        side = side_of(x, a->a[0]);
+        if (side < 0 || a->a[1] < 0 || (uint32_t)a->a[1] >= RULES.nkinds) return BAIL;
+        if ((r = format(x, a->a[2], buf, sizeof buf))) return r;
+        int64_t when = x->now, frame = s ? s->frame : -1;
+        if (x->end) {
+            when = c->last_ns;
+            frame = -1;
+            for (int i = 0; i < c->nfins; i++) if (c->fin_side[i] == side) { frame = c->fin_frame[i]; break; }
+        }
+        return anomaly(e, c, side, RULES.kinds[a->a[1]], buf, when, frame, !x->endpoint);
+    }
+    case A_SET: {
+        const val_t *t = &RULES.vals[a->a[0]];
+        side = side_of(x, t->who);
+        if (side < 0) return BAIL;
+        vres_t v;
+        int k = value(x, a->a[1], &v);
+        if (k != VK_NUM) return BAIL;
+        set_field(&c->ep[side], t->name, (uint32_t)v.n);
+        return 0;
+    }
+    case A_SEND: case A_REMOTE: case A_SYNCHRONIZED:
+        return 0;                           /* an observer sends nothing, and knows both addresses */
+    case A_MARK: x->marks |= (uint32_t)a->a[0]; return 0;
+    case A_ACKED: c->ep[x->self].snd_una = s->ack; return 0;
+    case A_TAKE_DATA: {
+        cep_t *p = &c->ep[x->self];
+        int64_t lead = ssub(p->rcv_nxt, s->seq);
+        if (lead < 0) lead = 0;
+        if (lead < (int64_t)s->data_len) p->rcv_nxt = s->seq + s->data_len;
+        return 0;
+    }
+    case A_OPEN:
+        c->client = (uint8_t)x->tx;
+        c->ep[x->rx].passive = 1;
+        c->known = 3;
+        return 0;
+    case A_OPEN_AT_SYN_ACK: {
+        cep_t *srv = &c->ep[x->tx], *cli = &c->ep[x->rx];
+        c->client = (uint8_t)x->rx;
+        cli->state = SYN_SENT;
+        cli->iss = cli->snd_una = s->ack - 1;
+        cli->snd_nxt = s->ack;
+        srv->state = SYN_RECEIVED;
+        srv->passive = 1;
+        srv->irs = s->ack - 1;
+        srv->rcv_nxt = s->ack;
+        srv->iss = srv->snd_una = s->seq;
+        srv->snd_nxt = seq_end(s);
+        c->known = 3;
+        return 0;
+    }
+    case A_PICK_UP: {
+        cep_t *tx = &c->ep[x->tx], *rx = &c->ep[x->rx];
+        int ack = (s->flags & F_ACK) != 0;
+        c->mid = 1;
+        tx->state = rx->state = ESTABLISHED;
+        tx->iss = tx->snd_una = tx->snd_nxt = s->seq;
+        if (ack) tx->irs = tx->rcv_nxt = s->ack;
+        rx->iss = rx->snd_una = rx->snd_nxt = ack ? s->ack : 0;
+        rx->irs = rx->rcv_nxt = s->seq;
+        c->known = (uint8_t)((ack ? side_bit(x->tx) : 0) | side_bit(x->rx));
+        return 0;
+    }
+    case A_SERVER: side = side_of(x, a->a[0]); if (side < 0) return BAIL; c->client = (uint8_t)(1 - side); return 0;
+    case A_KNOW: side = side_of(x, a->a[0]); if (side < 0) return BAIL; c->known |= (uint8_t)side_bit(side); return 0;
+    case A_FLAG:
+        switch (a->a[0]) {
+        case K_REFUSED: c->refused = 1; return 0;
+        case K_RST_SEEN: c->rst_seen = 1; return 0;
+        case K_DATA_AFTER_FIRST_FIN: c->data_after_first_fin = 1; return 0;
+        case K_FIRST_FIN_ACKED_ALONE: c->first_fin_acked_alone = 1; return 0;
+        default: return BAIL;
+        }
+    case A_DROP_CANDIDATES: c->ncand = 0; return 0;
+    case A_CANDIDATE:                       /* counted; reported (by Python) only if it still matters at the end */
+        if (c->ncand >= MAXCAND) return BAIL;
+        c->ncand++;
+        return 0;
+    case A_NOTE_FIN:
+        if (c->nfins >= 2) return BAIL;
+        c->fin_side[c->nfins] = (uint8_t)x->tx;
+        c->fin_seqv[c->nfins] = fin_seq_of(s);
+        c->fin_frame[c->nfins] = s->frame;
+        c->nfins++;
+        return 0;
+    case A_UNHOLD: case A_FLUSH: case A_CROSS: case A_UNHOLD_FINAL: case A_DELIVER_FINAL: case A_HOLD_FINAL:
+    case A_HOLD:
+        side = side_of(x, a->a[0]);
+        if (side < 0) return BAIL;
+        switch (a->code) {
+        case A_UNHOLD: c->pending[side].present = 0; return 0;
+        case A_FLUSH: return flush(e, c, side, s);
+        case A_CROSS: c->pending[side].crossed = 1; return 0;
+        case A_UNHOLD_FINAL: c->held_ack[side].present = 0; return 0;
+        case A_DELIVER_FINAL: return deliver_final_ack(e, c, side);
+        case A_HOLD_FINAL: return hold(c, &c->held_ack[side], s);
+        default: return hold(c, &c->pending[side], s);
+        }
+    case A_OBSERVE_SEND: return endpoint_call(e, c, x->tx, PG_SEND + c->ep[x->tx].state, s, x->now);
+    case A_DELIVER_WITHOUT_FIN: {
+        ev_t nf = *s;
+        nf.flags &= (uint8_t)~F_FIN;
+        return receive(e, c, x->rx, &nf, x->now);
+    }
+    case A_DELIVER: return receive(e, c, x->rx, s, x->now);
+    case A_LISTENING: c->ep[x->x].state = LISTEN; return 0;
+    case A_DELIVER_HELD: {
+        ev_t h = x->h->seg;
+        switch (a->a[0]) {
+        case DH_SYN: return receive(e, c, x->x, &h, h.time_ns);
+        case DH_SYN_WITHOUT_DATA: h.data_len = 0; return receive(e, c, x->x, &h, h.time_ns);
+        case DH_FIN: case DH_FIN_AT_NOW: {
+            const ev_t *when = a->a[0] == DH_FIN_AT_NOW ? x->nowseg : &x->h->seg;
+            h.seq = fin_seq_of(&x->h->seg);
+            h.data_len = 0;
+            h.flags = (uint8_t)(F_FIN | (x->h->seg.flags & F_ACK));
+            h.frame = when->frame;
+            h.time_ns = when->time_ns;
+            return receive(e, c, x->x, &h, when->time_ns);
+        }
+        default: return BAIL;
+        }
+    }
+    case A_UNHOLD_X: c->pending[x->x].present = 0; return 0;
+    case A_FLUSH_X: return flush(e, c, x->x, NULL);
+    default: return BAIL;                   /* a primitive only the Python observer has */
+    }
+}
+
+static int run(ctx_t *x, int prog) {
+    uint32_t k = x->s ? (uint32_t)((x->s->flags & 0xF) | ((x->s->flags & F_ACK) ? 0x10 : 0)) : 0;
+    const int32_t *pl = RULES.plan + RULES.plan_off[prog][k], *end = pl + RULES.plan_len[prog][k];
+    uint32_t t = situation(x);              /* changes only when a row's actions run */
+    while (pl < end) {
+        int32_t n = -*pl++;
+        const int32_t *rows = pl;
+        pl += n;
+        for (int32_t i = 0; i < n; i++) {
+            const row_t *rw = &RULES.rows[rows[i]];
+            if (!fits(t, rw->need, rw->forbid)) continue;
+            int h = holds(x, rw->p0, rw->np);
+            if (h < 0) return BAIL;
+            if (!h) continue;
+            for (uint32_t ai = 0; ai < rw->na; ai++) {
+                int r = act(x, &RULES.acts[rw->a0 + ai]);
+                if (r == STOPPED) return 0;
+                if (r) return r;
+            }
+            t = situation(x);
+            break;
+        }
+    }
+    return 0;
+}
+
+/* a condition (a list of predicates) over a connection: 1, 0, or -BAIL */
+static int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int tx) {
+    ctx_t x;
+    ctx_init(&x, e, c, s, s ? s->time_ns : 0);
+    if (tx >= 0) { x.tx = tx; x.rx = 1 - tx; }
+    if (cd->np == UINT32_MAX || !fits(situation(&x), cd->need, cd->forbid)) return 0;
+    return holds(&x, cd->p0, cd->np);
+}

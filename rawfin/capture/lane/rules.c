@@ -1,0 +1,554 @@
+/* rawfin._engine, part rules (included by rawfin/capture/_engine.c; one translation unit) */
+/* ------------------------------------------------------------------ the rules, loaded at start
+ *
+ * rawfin/core/rules.py is the one place a teardown rule is written. rawfin/core/machine.py reads
+ * it into a small intermediate form; rawfin/capture/engine.py hands that form here as integers
+ * (set_rules), using the names this part exports (vocabulary()): a name the lane does not know
+ * becomes UNSUPPORTED, and a row that needs it hands its connection to the Python observer when
+ * it is reached. The interpreter (interp.c) runs the rows; nothing in the lane decides by itself
+ * which input a segment is, what is held, what a close is called.
+ */
+
+#define UNSUPPORTED (-1)
+
+/* the vocabulary: the names of the primitives this lane implements (rawfin/core/machine.py's) */
+enum { P_FLAG, P_PURE_ACK, P_DATA, P_OCCUPIES, P_CMP, P_ISSET, P_STATE, P_IN_WINDOW, P_ACK_KNOWN, P_CONFIG,
+       P_PASSIVE, P_MARK, P_CONN, P_ROLE, P_SOME, P_ALL, P_TOOK, P_TIMER, P_HELD, P_HELD_FLAG, P_CROSSED,
+       P_ANSWERED, P_NOW, P_REACHED, NPRED };
+static const char *PRED_NAMES[NPRED] = {"flag", "pure_ack", "data", "occupies", "cmp", "isset", "state",
+                                        "in_window", "ack_known", "config", "passive", "mark", "conn", "role",
+                                        "some", "all", "took", "timer", "held", "held_flag", "crossed",
+                                        "answered", "now", "reached"};
+enum { A_STOP, A_MOVE, A_ANOMALY, A_SET, A_SEND, A_MARK, A_REMOTE, A_SYNCHRONIZED, A_ACKED, A_TAKE_DATA,
+       A_OPEN, A_OPEN_AT_SYN_ACK, A_PICK_UP, A_SERVER, A_KNOW, A_FLAG, A_DROP_CANDIDATES, A_CANDIDATE,
+       A_NOTE_FIN, A_UNHOLD, A_FLUSH, A_CROSS, A_UNHOLD_FINAL, A_DELIVER_FINAL, A_OBSERVE_SEND, A_HOLD_FINAL,
+       A_HOLD, A_DELIVER_WITHOUT_FIN, A_DELIVER, A_LISTENING, A_DELIVER_HELD, A_UNHOLD_X, A_FLUSH_X, NACT };
+static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized",
+                                      "acked", "take_data", "open", "open_at_syn_ack", "pick_up", "server", "know",
+                                      "flag", "drop_candidates", "candidate", "note_fin", "unhold", "flush", "cross",
+                                      "unhold_final", "deliver_final", "observe_send", "hold_final", "hold",
+                                      "deliver_without_fin", "deliver", "listening", "deliver_held", "unhold_x",
+                                      "flush_x"};
+enum { W_SEG, W_SELF, W_TX, W_RX, W_X, W_A, W_B, W_CLIENT, W_FIRST_CLOSER, W_H, W_NOW, W_HELD_TX, W_HELD_RX,
+       W_FINAL_TX, W_FINAL_RX, W_CONN, W_LIT, NWHO };
+static const char *WHO_NAMES[NWHO] = {"seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h",
+                                      "now", "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit"};
+enum { V_SEQ, V_ACK, V_END, V_LEN, V_FIN, V_WIN, V_SPORT, V_DPORT, V_FRAME, V_DESCRIBE,
+       V_ISS, V_IRS, V_SND_UNA, V_SND_NXT, V_RCV_NXT, V_FIN_SEQ, V_PEER_FIN_SEQ, V_SND_WND, V_NAME, V_STATE,
+       V_MISSING, V_FIN_GAP, V_2MSL_S, V_FIRST_FIN, V_LITERAL, NVAL };
+static const char *VAL_NAMES[NVAL] = {"seq", "ack", "end", "len", "fin", "win", "sport", "dport", "frame",
+                                      "describe", "iss", "irs", "snd_una", "snd_nxt", "rcv_nxt", "fin_seq",
+                                      "peer_fin_seq", "snd_wnd", "name", "state", "missing", "fin_gap", "2msl_s",
+                                      "first_fin", ""};
+enum { CF_OBSERVER, CF_CLOSE_ON_FIN, CF_HOLD_FINAL_ACK, NCONFIG };
+static const char *CONFIG_NAMES[NCONFIG] = {"observer", "close_on_fin", "hold_final_ack"};
+enum { K_FINS, K_MID_STREAM, K_REFUSED, K_RST_SEEN, K_DATA_AFTER_FIRST_FIN, K_FIRST_FIN_ACKED_ALONE,
+       K_FINS_COMPLETE, K_CANDIDATES, K_HELD, K_FINAL, K_SYNACK_UNSEEN, NCFLAG };
+static const char *CFLAG_NAMES[NCFLAG] = {"fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
+                                          "first_fin_acked_alone", "fins_complete", "candidates", "held", "final",
+                                          "synack_unseen"};
+enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, NROLE };
+static const char *ROLE_NAMES[NROLE] = {"client", "first_closer", "fin_noted", "known", "seen", "synack_unseen"};
+enum { T_2MSL_DUE, T_FIN_WAIT_2_DUE, T_RTO_DUE, T_RTO_ARMED, T_UNACKED, T_RETRIES_EXHAUSTED, NTIMER };
+static const char *TIMER_NAMES[NTIMER] = {"2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked",
+                                          "retries_exhausted"};
+enum { DH_SYN, DH_SYN_WITHOUT_DATA, DH_FIN, DH_FIN_AT_NOW, NDH };
+static const char *DH_NAMES[NDH] = {"syn", "syn_without_data", "fin", "fin_at_now"};
+enum { OP_EQ, OP_LT, OP_GT, OP_LE, OP_GE, NOP };
+static const char *OP_NAMES[NOP] = {"=", "<", ">", "<=", ">="};
+enum { TO_FINAL_ACK, TO_ENDPOINTS, NTO };
+static const char *TO_NAMES[NTO] = {"final_ack", "endpoints"};
+
+/* the loaded rules */
+typedef struct { int16_t code; uint8_t neg; int32_t a[4]; } pred_t;
+typedef struct { int16_t code; int32_t a[3]; } act_t;
+/* the situation a row needs: the segment's flags (bits 0-7), a few facts of the connection and the
+   segment (bits 8-15), the call's marks (bits 16-31) */
+#define SIT_HELD (1u << 8)      /* a FIN or SYN is held for a side */
+#define SIT_FINAL (1u << 9)     /* a final ACK is held */
+#define SIT_FINS (1u << 10)     /* a FIN was seen */
+#define SIT_MID (1u << 11)      /* picked up mid-stream */
+#define SIT_HELD_TX (1u << 12)  /* ... held for the sender (tx), for the receiver (rx) */
+#define SIT_HELD_RX (1u << 13)
+#define SIT_FINAL_TX (1u << 14)
+#define SIT_FINAL_RX (1u << 15)
+#define SIT_DATA (1u << 7)      /* the segment carries data (CWR, bit 7, is never tested: its place) */
+#define SIT_UNKNOWN (1u << 6)   /* a side's rcv_nxt is not known yet (ECE's place) */
+#define SIT_MARKS 16
+typedef struct { uint32_t p0, np, a0, na; uint32_t need, forbid; } row_t;   /* what the situation must have, not have */
+typedef struct { uint32_t r0, nr; uint32_t any; } step_t;  /* any: one of these bits, or no row holds */
+typedef struct { uint32_t s0, ns; } prog_t;
+typedef struct { uint32_t p0, np; uint32_t need, forbid; } cond_t;
+typedef struct { int8_t who, name, quick; int64_t off; } val_t;   /* quick: 1 the segment's, 2 a TCB field */
+typedef struct { int32_t val; uint32_t lit0, nlit; } piece_t;    /* val >= 0: a value; else literal text */
+typedef struct { uint32_t p0, np; } tpl_t;
+
+enum { PG_RECEIVE = 0, PG_SEND = NST, PG_TIMERS = 2 * NST, PG_BIRTH, PG_SEGMENT, PG_FLUSH, PG_FLUSH_AT_END, PG_END,
+       NPROG };
+#define MAXKIND 64
+#define MAXCLOSE 16
+
+typedef struct {
+    pred_t *preds; uint32_t npreds;
+    act_t *acts; uint32_t nacts;
+    row_t *rows; uint32_t nrows;
+    step_t *steps; uint32_t nsteps;
+    prog_t progs[NPROG];
+    val_t *vals; uint32_t nvals;
+    piece_t *pieces; uint32_t npieces;
+    char *text; uint32_t ntext;
+    tpl_t *tpls; uint32_t ntpls;
+    char *kinds[MAXKIND]; uint32_t nkinds;          /* anomaly kinds */
+    char *close_names[MAXCLOSE]; cond_t close_cond[MAXCLOSE]; uint32_t nclose;
+    uint32_t time_wait_closes;                      /* bit per close kind: leaves TIME_WAIT with the closer */
+    cond_t settled, fast_path;
+    int8_t new_syn_yes[8]; cond_t new_syn[8]; uint32_t nnew_syn;
+    int8_t timer_order[4]; uint32_t ntimer_order;
+    int64_t final_ack_hold_ns;
+    /* plans: per program and per combination of FIN, SYN, RST, PSH, ACK, the steps and rows that can hold
+       (a step: -n, then its n rows' indices), so a segment is not held against rows its flags rule out */
+    int32_t *plan; uint32_t nplan;
+    uint32_t plan_off[NPROG][32], plan_len[NPROG][32];
+} rules_t;
+
+static rules_t RULES;
+static int rules_set = 0;
+static rules_t *RULES_PREP;     /* the rules being prepared */
+
+static void rules_free(rules_t *r) {
+    free(r->preds); free(r->acts); free(r->rows); free(r->steps); free(r->vals); free(r->pieces); free(r->text);
+    free(r->tpls);
+    free(r->plan);
+    for (uint32_t i = 0; i < r->nkinds; i++) free(r->kinds[i]);
+    for (uint32_t i = 0; i < r->nclose; i++) free(r->close_names[i]);
+    memset(r, 0, sizeof *r);
+}
+
+/* small growable arrays, for the loader only */
+#define GROW(arr, n, extra)                                                            \
+    do {                                                                               \
+        void *np_ = realloc((arr), ((n) + (extra)) * sizeof *(arr));                   \
+        if (!np_) { PyErr_NoMemory(); return -1; }                                     \
+        (arr) = np_;                                                                   \
+    } while (0)
+
+static int ld_int(PyObject *seq, Py_ssize_t i, int64_t *out) {
+    PyObject *o = PySequence_GetItem(seq, i);
+    if (!o) return -1;
+    long long v = PyLong_AsLongLong(o);
+    Py_DECREF(o);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
+/* (code, negated, a0, a1, a2, a3) tuples */
+static int ld_preds(rules_t *r, PyObject *list, uint32_t *p0, uint32_t *np) {
+    Py_ssize_t n = PySequence_Size(list);
+    if (n < 0) return -1;
+    GROW(r->preds, r->npreds, (size_t)n + 1);
+    *p0 = r->npreds;
+    *np = (uint32_t)n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_GetItem(list, i);
+        if (!t) return -1;
+        int64_t v[6];
+        for (int k = 0; k < 6; k++)
+            if (ld_int(t, k, &v[k]) < 0) { Py_DECREF(t); return -1; }
+        Py_DECREF(t);
+        pred_t *p = &r->preds[r->npreds++];
+        p->code = (int16_t)v[0];
+        p->neg = (uint8_t)v[1];
+        for (int k = 0; k < 4; k++) p->a[k] = (int32_t)v[2 + k];
+    }
+    return 0;
+}
+
+static int ld_program(rules_t *r, PyObject *steps, prog_t *pg) {
+    Py_ssize_t ns = PySequence_Size(steps);
+    if (ns < 0) return -1;
+    GROW(r->steps, r->nsteps, (size_t)ns + 1);
+    pg->s0 = r->nsteps;
+    pg->ns = (uint32_t)ns;
+    r->nsteps += (uint32_t)ns;
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        PyObject *rows = PySequence_GetItem(steps, i);
+        if (!rows) return -1;
+        Py_ssize_t nr = PySequence_Size(rows);
+        if (nr < 0) { Py_DECREF(rows); return -1; }
+        r->steps[pg->s0 + i].r0 = r->nrows;
+        r->steps[pg->s0 + i].nr = (uint32_t)nr;
+        GROW(r->rows, r->nrows, (size_t)nr + 1);
+        uint32_t base = r->nrows;
+        r->nrows += (uint32_t)nr;
+        for (Py_ssize_t j = 0; j < nr; j++) {
+            PyObject *rw = PySequence_GetItem(rows, j);
+            if (!rw) { Py_DECREF(rows); return -1; }
+            PyObject *preds = PySequence_GetItem(rw, 0), *acts = PySequence_GetItem(rw, 1);
+            Py_DECREF(rw);
+            if (!preds || !acts) { Py_XDECREF(preds); Py_XDECREF(acts); Py_DECREF(rows); return -1; }
+            row_t *row = &r->rows[base + j];
+            int bad = ld_preds(r, preds, &row->p0, &row->np) < 0;
+            Py_ssize_t na = bad ? -1 : PySequence_Size(acts);
+            if (na < 0) bad = 1;
+            if (!bad) {
+                act_t *grown = realloc(r->acts, (r->nacts + (size_t)na + 1) * sizeof *r->acts);
+                if (!grown) { PyErr_NoMemory(); bad = 1; }
+                else r->acts = grown;
+            }
+            if (!bad) {
+                row->a0 = r->nacts;
+                row->na = (uint32_t)na;
+                for (Py_ssize_t k = 0; k < na && !bad; k++) {
+                    PyObject *t = PySequence_GetItem(acts, k);
+                    int64_t v[4];
+                    if (!t) { bad = 1; break; }
+                    for (int q = 0; q < 4 && !bad; q++) bad = ld_int(t, q, &v[q]) < 0;
+                    Py_DECREF(t);
+                    if (bad) break;
+                    act_t *a = &r->acts[r->nacts++];
+                    a->code = (int16_t)v[0];
+                    for (int q = 0; q < 3; q++) a->a[q] = (int32_t)v[1 + q];
+                }
+            }
+            Py_DECREF(preds);
+            Py_DECREF(acts);
+            if (bad) { Py_DECREF(rows); return -1; }
+        }
+        Py_DECREF(rows);
+    }
+    return 0;
+}
+
+static char *ld_strdup(PyObject *o) {
+    const char *u = PyUnicode_AsUTF8(o);
+    if (!u) return NULL;
+    char *s = strdup(u);
+    if (!s) PyErr_NoMemory();
+    return s;
+}
+
+static int ld_cond(rules_t *r, PyObject *spec, const char *key, cond_t *c) {
+    PyObject *l = PyDict_GetItemString(spec, key);
+    if (!l) { PyErr_Format(PyExc_KeyError, "rules: %s", key); return -1; }
+    return ld_preds(r, l, &c->p0, &c->np);
+}
+
+/* set_rules(spec): the rules in force, as rawfin/capture/engine.py encodes them (lane_rules) */
+static int load_rules(rules_t *r, PyObject *spec) {
+    if (!PyDict_Check(spec)) { PyErr_SetString(PyExc_TypeError, "set_rules() takes a dict"); return -1; }
+    PyObject *o;
+    /* values */
+    if (!(o = PyDict_GetItemString(spec, "values"))) goto missing;
+    Py_ssize_t n = PySequence_Size(o);
+    if (n < 0) return -1;
+    GROW(r->vals, 0, (size_t)n + 1);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_GetItem(o, i);
+        int64_t v[3];
+        if (!t) return -1;
+        for (int k = 0; k < 3; k++)
+            if (ld_int(t, k, &v[k]) < 0) { Py_DECREF(t); return -1; }
+        Py_DECREF(t);
+        r->vals[i].who = (int8_t)v[0];
+        r->vals[i].name = (int8_t)v[1];
+        r->vals[i].off = v[2];
+    }
+    r->nvals = (uint32_t)n;
+    /* templates: lists of str (literal) or int (a value) */
+    if (!(o = PyDict_GetItemString(spec, "templates"))) goto missing;
+    n = PySequence_Size(o);
+    if (n < 0) return -1;
+    GROW(r->tpls, 0, (size_t)n + 1);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_GetItem(o, i);
+        if (!t) return -1;
+        Py_ssize_t np = PySequence_Size(t);
+        r->tpls[i].p0 = r->npieces;
+        r->tpls[i].np = (uint32_t)(np < 0 ? 0 : np);
+        if (np < 0) { Py_DECREF(t); return -1; }
+        piece_t *grown = realloc(r->pieces, (r->npieces + (size_t)np + 1) * sizeof *r->pieces);
+        if (!grown) { Py_DECREF(t); PyErr_NoMemory(); return -1; }
+        r->pieces = grown;
+        for (Py_ssize_t k = 0; k < np; k++) {
+            PyObject *pc = PySequence_GetItem(t, k);
+            if (!pc) { Py_DECREF(t); return -1; }
+            piece_t *p = &r->pieces[r->npieces++];
+            if (PyUnicode_Check(pc)) {
+                Py_ssize_t len;
+                const char *u = PyUnicode_AsUTF8AndSize(pc, &len);
+                char *grown_t = u ? realloc(r->text, r->ntext + (size_t)len + 1) : NULL;
+                if (!grown_t) { Py_DECREF(pc); Py_DECREF(t); if (u) PyErr_NoMemory(); return -1; }
+                r->text = grown_t;
+                memcpy(r->text + r->ntext, u, (size_t)len);
+                p->val = -1;
+                p->lit0 = r->ntext;
+                p->nlit = (uint32_t)len;
+                r->ntext += (uint32_t)len;
+            } else {
+                long v = PyLong_AsLong(pc);
+                if (v == -1 && PyErr_Occurred()) { Py_DECREF(pc); Py_DECREF(t); return -1; }
+                p->val = (int32_t)v;
+                p->lit0 = p->nlit = 0;
+            }
+            Py_DECREF(pc);
+        }
+        Py_DECREF(t);
+    }
+    r->ntpls = (uint32_t)n;
+    /* anomaly kinds, close kinds */
+    if (!(o = PyDict_GetItemString(spec, "kinds"))) goto missing;
+    n = PySequence_Size(o);
+    if (n < 0) return -1;
+    if (n > MAXKIND) { PyErr_SetString(PyExc_ValueError, "too many anomaly kinds for the lane"); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PySequence_GetItem(o, i);
+        if (!s) return -1;
+        r->kinds[i] = ld_strdup(s);
+        Py_DECREF(s);
+        if (!r->kinds[i]) return -1;
+        r->nkinds++;
+    }
+    if (!(o = PyDict_GetItemString(spec, "close_kinds"))) goto missing;
+    n = PySequence_Size(o);
+    if (n < 0) return -1;
+    if (n > MAXCLOSE) { PyErr_SetString(PyExc_ValueError, "too many close kinds for the lane"); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_GetItem(o, i);
+        if (!t) return -1;
+        PyObject *name = PySequence_GetItem(t, 0), *cond = PySequence_GetItem(t, 1), *tw = PySequence_GetItem(t, 2);
+        Py_DECREF(t);
+        int bad = !name || !cond || !tw;
+        if (!bad) {
+            r->close_names[i] = ld_strdup(name);
+            bad = !r->close_names[i];
+        }
+        if (!bad) {
+            r->nclose++;
+            bad = ld_preds(r, cond, &r->close_cond[i].p0, &r->close_cond[i].np) < 0;
+        }
+        if (!bad && PyObject_IsTrue(tw)) r->time_wait_closes |= 1u << i;
+        Py_XDECREF(name); Py_XDECREF(cond); Py_XDECREF(tw);
+        if (bad) return -1;
+    }
+    if (!(o = PyDict_GetItemString(spec, "new_syn"))) goto missing;
+    n = PySequence_Size(o);
+    if (n < 0) return -1;
+    if (n > 8) { PyErr_SetString(PyExc_ValueError, "too many new-SYN rows for the lane"); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_GetItem(o, i);
+        if (!t) return -1;
+        PyObject *yes = PySequence_GetItem(t, 0), *cond = PySequence_GetItem(t, 1);
+        Py_DECREF(t);
+        int bad = !yes || !cond;
+        if (!bad) {
+            r->new_syn_yes[i] = (int8_t)PyObject_IsTrue(yes);
+            bad = ld_preds(r, cond, &r->new_syn[i].p0, &r->new_syn[i].np) < 0;
+        }
+        Py_XDECREF(yes); Py_XDECREF(cond);
+        if (bad) return -1;
+        r->nnew_syn++;
+    }
+    if (ld_cond(r, spec, "settled", &r->settled) < 0 || ld_cond(r, spec, "fast_path", &r->fast_path) < 0) return -1;
+    /* programs, in the order of PG_* */
+    if (!(o = PyDict_GetItemString(spec, "programs"))) goto missing;
+    n = PySequence_Size(o);
+    if (n != NPROG) { if (n >= 0) PyErr_SetString(PyExc_ValueError, "rules: wrong number of programs"); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pg = PySequence_GetItem(o, i);
+        if (!pg) return -1;
+        int bad = ld_program(r, pg, &r->progs[i]) < 0;
+        Py_DECREF(pg);
+        if (bad) return -1;
+    }
+    if (!(o = PyDict_GetItemString(spec, "timer_order"))) goto missing;
+    n = PySequence_Size(o);
+    if (n < 0 || n > 4) { if (n >= 0) PyErr_SetString(PyExc_ValueError, "rules: timer order"); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t v;
+        if (ld_int(o, i, &v) < 0) return -1;
+        r->timer_order[i] = (int8_t)v;
+    }
+    r->ntimer_order = (uint32_t)n;
+    if (!(o = PyDict_GetItemString(spec, "final_ack_hold_ns"))) goto missing;
+    r->final_ack_hold_ns = PyLong_AsLongLong(o);
+    if (r->final_ack_hold_ns == -1 && PyErr_Occurred()) return -1;
+    return 0;
+missing:
+    PyErr_SetString(PyExc_KeyError, "rules: a part is missing");
+    return -1;
+}
+
+/* ------------------------------------------------------------------ preparing the rows for speed
+ * Only what holds for every row whatever its state or program: a test of the segment's flags becomes
+ * a mask checked before the predicates; a predicate that is constant in an observer (the lane sends
+ * nothing, arms no retransmission timer) is decided once; a row that can never hold is dropped, and
+ * so is a step whose every row does nothing the lane can see (sends, snd_wnd). The rows' order, and
+ * so which row is first to hold, is kept. */
+
+enum { K_UNKNOWN = -1, K_FALSE = 0, K_TRUE = 1 };
+
+static int pred_constant(const rules_t *r, const pred_t *p) {
+    int v = K_UNKNOWN;
+    if (p->code == P_CONFIG && p->a[0] == CF_OBSERVER) v = K_TRUE;
+    else if (p->code == P_CONFIG && p->a[0] == CF_CLOSE_ON_FIN) v = K_FALSE;
+    else if (p->code == P_TIMER && p->a[0] >= 0 && p->a[0] < NTIMER && p->a[0] != T_2MSL_DUE) v = K_FALSE;
+    /* a SYN,ACK the capture lacks: the lane hands such a connection over before it could be one */
+    else if (p->code == P_CONN && p->a[0] == K_SYNACK_UNSEEN) v = K_FALSE;
+    else if (p->code == P_ROLE && p->a[1] == R_SYNACK_UNSEEN) v = K_FALSE;
+    if (v == K_UNKNOWN) return v;
+    return p->neg ? !v : v;
+}
+
+/* the bit of the situation that is this predicate, if one is */
+static uint32_t sit_bit(const pred_t *p) {
+    if (p->code == P_CONN) {
+        switch (p->a[0]) {
+        case K_HELD: return SIT_HELD;
+        case K_FINAL: return SIT_FINAL;
+        case K_FINS: return SIT_FINS;
+        case K_MID_STREAM: return SIT_MID;
+        default: return 0;
+        }
+    }
+    if (p->code == P_HELD && (p->a[1] == W_TX || p->a[1] == W_RX))
+        return p->a[0] ? (p->a[1] == W_TX ? SIT_FINAL_TX : SIT_FINAL_RX) : (p->a[1] == W_TX ? SIT_HELD_TX : SIT_HELD_RX);
+    if (p->code == P_DATA) return SIT_DATA;
+    if (p->code == P_MARK && p->a[0] > 0 && p->a[0] <= 0xFFFF) return (uint32_t)p->a[0] << SIT_MARKS;
+    return 0;
+}
+
+/* fold flags, connection facts and constants into a row's masks; 0 when the row can never hold */
+static int prepare_preds(rules_t *r, uint32_t p0, uint32_t *np, uint32_t *need, uint32_t *forbid) {
+    uint32_t k = 0;
+    *need = *forbid = 0;
+    for (uint32_t i = 0; i < *np; i++) {
+        pred_t p = r->preds[p0 + i];
+        int c = pred_constant(r, &p);
+        if (c == K_FALSE) return 0;
+        if (c == K_TRUE) continue;
+        if (p.code == P_FLAG && !(p.a[0] & (SIT_DATA | SIT_UNKNOWN))) {
+            if (p.neg) *forbid |= (uint32_t)p.a[0]; else *need |= (uint32_t)p.a[0];
+            continue;
+        }
+        if (p.code == P_PURE_ACK && !p.neg) { *need |= F_ACK; *forbid |= F_FIN | F_SYN | F_RST; continue; }
+        uint32_t b = sit_bit(&p);
+        if (b) { if (p.neg) *forbid |= b; else *need |= b; continue; }
+        /* a side's rcv_nxt unknown: only while the connection has one unknown */
+        if (p.code == P_ROLE && p.a[1] == R_KNOWN && p.neg) *need |= SIT_UNKNOWN;
+        r->preds[p0 + k++] = p;
+    }
+    *np = k;
+    return !(*need & *forbid);
+}
+
+static int act_visible(const act_t *a) {
+    if (a->code == A_SEND || a->code == A_REMOTE || a->code == A_SYNCHRONIZED) return 0;
+    if (a->code == A_SET && RULES_PREP->vals[a->a[0]].name == V_SND_WND) return 0;
+    return 1;
+}
+
+static void prepare_rules(rules_t *r) {
+    RULES_PREP = r;
+    for (uint32_t i = 0; i < r->nvals; i++) {
+        val_t *v = &r->vals[i];
+        v->quick = 0;
+        if (v->who == W_SEG && (v->name == V_SEQ || v->name == V_ACK || v->name == V_LEN)) v->quick = 1;
+        if (v->who >= W_SELF && v->who <= W_B && v->name >= V_ISS && v->name <= V_RCV_NXT) v->quick = 2;
+    }
+    for (int pi = 0; pi < NPROG; pi++) {
+        prog_t *pg = &r->progs[pi];
+        uint32_t ks = 0;
+        for (uint32_t si = 0; si < pg->ns; si++) {
+            step_t st = r->steps[pg->s0 + si];
+            uint32_t kr = 0;
+            int visible = 0;
+            for (uint32_t ri = 0; ri < st.nr; ri++) {
+                row_t rw = r->rows[st.r0 + ri];
+                if (!prepare_preds(r, rw.p0, &rw.np, &rw.need, &rw.forbid)) continue;
+                for (uint32_t ai = 0; ai < rw.na; ai++) visible |= act_visible(&r->acts[rw.a0 + ai]);
+                r->rows[st.r0 + kr++] = rw;
+            }
+            st.nr = kr;
+            st.any = 0;
+            for (uint32_t ri = 0; ri < kr; ri++) {
+                uint32_t need = r->rows[st.r0 + ri].need;
+                if (!need) { st.any = 0; break; }
+                st.any |= need;
+            }
+            if (kr && visible) r->steps[pg->s0 + ks++] = st;
+        }
+        pg->ns = ks;
+    }
+    /* the plans */
+    size_t cap = 0;
+    for (int pi = 0; pi < NPROG; pi++)
+        for (uint32_t si = 0; si < r->progs[pi].ns; si++) cap += 1 + r->steps[r->progs[pi].s0 + si].nr;
+    r->plan = malloc((cap * 32 + 1) * sizeof(int32_t));
+    if (r->plan) {
+        for (int pi = 0; pi < NPROG; pi++)
+            for (uint32_t k = 0; k < 32; k++) {
+                r->plan_off[pi][k] = r->nplan;
+                for (uint32_t si = 0; si < r->progs[pi].ns; si++) {
+                    const step_t *st = &r->steps[r->progs[pi].s0 + si];
+                    uint32_t head = r->nplan++;
+                    int32_t n = 0;
+                    for (uint32_t ri = 0; ri < st->nr; ri++) {
+                        const row_t *rw = &r->rows[st->r0 + ri];
+                        uint32_t need = rw->need & 0x1F, forbid = rw->forbid & 0x1F;
+                        uint32_t f = (k & 0xF) | ((k & 0x10) ? F_ACK : 0);
+                        if ((f & need) != need || (f & forbid)) continue;
+                        r->plan[r->nplan++] = (int32_t)(st->r0 + ri);
+                        n++;
+                    }
+                    if (n) r->plan[head] = -n; else r->nplan--;
+                }
+                r->plan_len[pi][k] = r->nplan - r->plan_off[pi][k];
+            }
+    }
+    cond_t *conds[] = {&r->settled, &r->fast_path};
+    for (int i = 0; i < 2; i++)
+        if (!prepare_preds(r, conds[i]->p0, &conds[i]->np, &conds[i]->need, &conds[i]->forbid)) conds[i]->np = UINT32_MAX;
+    for (uint32_t i = 0; i < r->nclose; i++)
+        if (!prepare_preds(r, r->close_cond[i].p0, &r->close_cond[i].np, &r->close_cond[i].need,
+                           &r->close_cond[i].forbid)) r->close_cond[i].np = UINT32_MAX;
+    for (uint32_t i = 0; i < r->nnew_syn; i++)
+        if (!prepare_preds(r, r->new_syn[i].p0, &r->new_syn[i].np, &r->new_syn[i].need, &r->new_syn[i].forbid))
+            r->new_syn[i].np = UINT32_MAX;
+    RULES_PREP = NULL;
+}
+
+static PyObject *set_rules(PyObject *self, PyObject *spec) {
+    rules_t r;
+    memset(&r, 0, sizeof r);
+    if (load_rules(&r, spec) < 0) { rules_free(&r); return NULL; }
+    prepare_rules(&r);
+    if (!r.plan) { rules_free(&r); return PyErr_NoMemory(); }
+    if (rules_set) rules_free(&RULES);
+    RULES = r;
+    rules_set = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *names_tuple(const char **names, int n) {
+    PyObject *t = PyTuple_New(n);
+    if (!t) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *s = PyUnicode_FromString(names[i]);
+        if (!s) { Py_DECREF(t); return NULL; }
+        PyTuple_SET_ITEM(t, i, s);
+    }
+    return t;
+}
+
+/* vocabulary(): what the lane implements, by name (the encoder maps rawfin.core.machine's IR onto it) */
+static PyObject *vocabulary(PyObject *self, PyObject *unused) {
+    return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N}",
+                         "preds", names_tuple(PRED_NAMES, NPRED), "acts", names_tuple(ACT_NAMES, NACT),
+                         "who", names_tuple(WHO_NAMES, NWHO), "values", names_tuple(VAL_NAMES, NVAL - 1),
+                         "config", names_tuple(CONFIG_NAMES, NCONFIG), "conn", names_tuple(CFLAG_NAMES, NCFLAG),
+                         "roles", names_tuple(ROLE_NAMES, NROLE), "timers", names_tuple(TIMER_NAMES, NTIMER),
+                         "held_kinds", names_tuple(DH_NAMES, NDH), "ops", names_tuple(OP_NAMES, NOP),
+                         "timer_order", names_tuple(TO_NAMES, NTO), "states", names_tuple(ST_NAME, NST),
+                         "inputs", names_tuple(IN_NAME, NIN));
+}

@@ -217,6 +217,7 @@ class Compiled:
     observe_send: tuple
     timers: tuple
     birth: tuple
+    guess_server: tuple       # BIRTH's guess_server step alone (observer.guess_server)
     segment: tuple
     flush: tuple
     flush_at_end: tuple
@@ -245,6 +246,7 @@ def _compile_rules(rules) -> Compiled:
         observe_send=tuple(compile_program(rules.OBSERVE_SEND[st]) for st in State),
         timers=compile_program(rules.TIMERS),
         birth=compile_program(rules.BIRTH, "tx"),
+        guess_server=compile_program(tuple(s for s in rules.BIRTH if s.name == "guess_server"), "tx"),
         segment=compile_program(rules.SEGMENT, "rx"),
         flush=compile_program(rules.FLUSH, "x"),
         flush_at_end=compile_program(rules.FLUSH_AT_END, "x"),

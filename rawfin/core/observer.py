@@ -33,6 +33,27 @@ _NO_DICT = MappingProxyType({})     # shared and read-only: most connections nev
 _STATE_BIT = {st: 1 << i for i, st in enumerate(State)}
 
 
+class _Roles:
+    __slots__ = ("client", "server")
+
+
+class _Ports:
+    __slots__ = ("sport", "dport", "flags")
+
+    def __init__(self, sport: int, dport: int) -> None:
+        self.sport, self.dport, self.flags = sport, dport, 0
+
+
+def guess_server(a: tuple[str, int], b: tuple[str, int]) -> tuple[str, int]:
+    """With no SYN to tell which of two endpoints is the server: rules.BIRTH's guess (a well-known
+    port is the server's, else the lower one)."""
+    c = Ctx()
+    c.conn, c.txk, c.rxk, c.seg = _Roles(), a, b, _Ports(a[1], b[1])
+    c.conn.server = None
+    run(PROGRAMS.guess_server, c)
+    return c.conn.server
+
+
 class Connection:
     """One instance of a 4-tuple (and VLAN): two observer endpoints and what they did.
 
@@ -469,12 +490,13 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
 class _Programs:
     """The observer's programs, built from the rules in force (rawfin.core.machine.install)."""
 
-    __slots__ = ("birth", "segment", "flush", "flush_at_end", "end", "close_kinds", "settled", "new_syn",
+    __slots__ = ("birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds", "settled", "new_syn",
                  "fast_path", "timer_order", "final_ack_hold_ns")
 
     def load(self, compiled: M.Compiled) -> None:
         act = _observer_action
         self.birth = M.build_program(compiled.birth, act)
+        self.guess_server = M.build_program(compiled.guess_server, act)
         self.segment = M.build_program(compiled.segment, act)
         self.flush = M.build_program(compiled.flush, act)
         self.flush_at_end = M.build_program(compiled.flush_at_end, act)

@@ -88,6 +88,17 @@ def duration(text: str) -> float:
     return v
 
 
+def buffer_kib(text: str) -> int:
+    """argparse type: a buffer size in KiB (tcpdump's -B), at least 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of KiB") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size of 1 KiB or more")
+    return v
+
+
 def count(text: str) -> int:
     """argparse type: an integer >= 0."""
     try:
@@ -272,10 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     # live
     lv = add("live", "sniff an interface and print transitions as they happen")
     lv.add_argument("-i", "--interface", default="lo", metavar="IFACE",
-                    help="interface to sniff (default: %(default)s); needs root or CAP_NET_RAW")
+                    help="interface to capture on (default: %(default)s); 'any' for every interface (Linux cooked "
+                         "capture, as tcpdump -i any); needs root or CAP_NET_RAW")
     lv.add_argument("-f", "--filter", "--bpf", dest="bpf", default="tcp", metavar="EXPR",
                     help="capture filter in tcpdump's language (libpcap; run in the kernel): 'tcp port 8080', "
                          "'host 127.0.0.1 and not port 22' (default: %(default)s)")
+    lv.add_argument("-B", "--buffer-size", type=buffer_kib, default=None, metavar="KIB",
+                    help="the kernel's packet ring for this capture, in KiB (units of 1024 bytes, as tcpdump's -B; "
+                         "default: 16384, about 110,000 short segments waiting for rawfin); what does not fit is "
+                         "dropped by the kernel, counted and reported")
     lv.add_argument("--count", type=count, default=None, metavar="N", help="stop after N TCP segments")
     lv.add_argument("--duration", type=seconds, default=None, metavar="SECONDS", help="stop after SECONDS")
     lv.add_argument("-w", "--write", metavar="FILE.pcap", default=None,
@@ -286,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(lv, ("table", "jsonl"))
     lv.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
+    _add_engine(lv)
 
     # peer
     pe = add("peer", "play one side of a connection against the real Linux stack over TUN "

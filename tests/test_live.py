@@ -9,6 +9,8 @@ few seconds. Skipped only where the capability is missing, with the reason.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -50,10 +52,10 @@ def listener() -> socket.socket:
 
 def run_live(port: int, action, *, kernel_truth: bool = True, write: str | None = None, settle: float = 0.3):
     """Sniff ``port`` on lo while ``action()`` runs; return (records, stats, live)."""
-    from rawfin.linux.live import Live
+    from rawfin.commands.live import open_live
 
     records: list[dict] = []
-    live = Live(interface="lo", bpf=f"tcp and port {port}", kernel_truth=kernel_truth, write=write,
+    live = open_live(interface="lo", bpf=f"tcp and port {port}", kernel_truth=kernel_truth, write=write,
                 emit=records.append)
     result = {}
     t = threading.Thread(target=lambda: result.update(live.run(duration=10)), daemon=True)
@@ -219,11 +221,11 @@ def test_live_without_kernel_truth_writes_complete_capture(tmp_path):
 
 @needs_capture
 def test_count_stops_the_capture():
-    from rawfin.linux.live import Live
+    from rawfin.commands.live import open_live
 
     ls = listener()
     port = ls.getsockname()[1]
-    live = Live(interface="lo", bpf=f"tcp and port {port}")
+    live = open_live(interface="lo", bpf=f"tcp and port {port}")
     t = threading.Thread(target=lambda: client_first(ls), daemon=True)
     t.start()
     stats = live.run(count=3, duration=5)
@@ -326,3 +328,189 @@ def test_analyze_of_a_live_capture_finds_the_kernels_transitions(tmp_path):
     # the kernel may fold an ACK into its FIN (delayed ACK): four_way or three_way for the plain closes
     assert len(closes) == 4 and closes[2] == "reset" and closes[3] == "half_close"
     assert all(c in ("four_way", "three_way") for c in closes[:2])
+
+
+# -- the packet ring: drops, SIGTERM, -i any, -B ---------------------------------------------
+
+def _live_proc(*args, preexec_fn=None) -> subprocess.Popen:
+    """`rawfin live ARGS` as a user starts it, once its capture has started."""
+    cmd = [sys.executable, "-m", "rawfin", "live", *args]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    line = p.stderr.readline()
+    assert "capturing on" in line, line + p.stderr.read()
+    return p
+
+
+def _burst(ls: socket.socket, n: int) -> None:
+    """n short connections back to back (about ten segments each), as fast as Python makes them."""
+    port = ls.getsockname()[1]
+
+    def serve():
+        for _ in range(n):
+            a, _ = ls.accept()
+            a.recv(100)
+            a.sendall(b"ok")
+            a.recv(100)
+            a.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"hello")
+        c.recv(10)
+        c.close()
+    t.join(10)
+    assert not t.is_alive()
+
+
+def _records(text: str) -> list[dict]:
+    import json
+    return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+
+
+@needs_capture
+def test_drops_are_reported_when_the_reader_is_stopped_during_a_burst():
+    """A small ring (-B 256: 256 KiB), rawfin stopped (SIGSTOP) while 30 open connections send
+    about 4,000 segments of data, then continued: the kernel drops what does not fit; rawfin
+    says how many and where (the stats record, the closing line), and the connections whose
+    sequence numbers jump across the gap carry the anomaly of a segment the capture missed."""
+    import re
+
+    ls = listener()
+    port = ls.getsockname()[1]
+    p = _live_proc("-i", "lo", "-f", f"tcp port {port}", "-B", "256", "--format", "jsonl")
+    pairs = []
+    for _ in range(30):
+        c = socket.create_connection(ls.getsockname())
+        a, _ = ls.accept()
+        pairs.append((c, a))
+
+    def rounds(n):
+        for _ in range(n):
+            for c, a in pairs:
+                c.sendall(b"x" * 100)
+                a.recv(100)
+    try:
+        rounds(2)
+        time.sleep(0.3)                     # read by rawfin before it stops
+        p.send_signal(signal.SIGSTOP)
+        rounds(70)                          # some 4,000 segments: more than the ring holds
+    finally:
+        p.send_signal(signal.SIGCONT)
+    time.sleep(0.5)
+    rounds(3)
+    for c, a in pairs:
+        c.close()
+        a.close()
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    ls.close()
+    assert p.returncode == 0, err
+    recs = _records(out)
+    stats = recs[-1]
+    assert stats["type"] == "stats" and stats["buffer_kib"] == 256
+    assert stats["dropped"] > 0 and stats["ring_full"] > 0 and stats["gaps"] >= 1
+    assert sum(g["dropped"] for g in stats["drops_at"]) == stats["dropped"]
+    m = re.search(r"(\d+) segments received, (\d+) dropped by the kernel", err)
+    assert m and (int(m.group(1)), int(m.group(2))) == (stats["segments"], stats["dropped"]), err
+    assert "(stopped by SIGTERM)" in err and "-B" in err and "Traceback" not in err
+    gap = stats["drops_at"][0]["before_frame"]
+    missed = [r for r in recs if r["type"] == "anomaly" and r["kind"] == "previous_segment_not_captured"]
+    assert missed and all(r["frame"] >= gap for r in missed), (gap, missed[:3])
+    conns = [r for r in recs if r["type"] == "connection"]
+    assert len(conns) == 30
+    assert sum(1 for r in conns if r["anomalies"].get("previous_segment_not_captured")) >= 15
+
+
+@needs_capture
+@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["plain", "sigint-ignored"])
+def test_sigterm_writes_everything(tmp_path, ignore_sigint):
+    """SIGTERM ends live as Ctrl-C does: the capture file complete (tshark reads every frame),
+    the table and the closing line printed. Also for a shell's background job, which starts
+    with SIGINT ignored (SIGINT then does nothing, SIGTERM still ends it cleanly)."""
+    ls = listener()
+    port = ls.getsockname()[1]
+    out = tmp_path / "term.pcap"
+    pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    p = _live_proc("-i", "lo", "-f", f"tcp port {port}", "--write", str(out), preexec_fn=pre)
+    _burst(ls, 20)
+    client_first(ls)
+    if ignore_sigint:
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert p.poll() is None, "SIGINT was ignored by the parent: it must stay ignored"
+    p.send_signal(signal.SIGTERM)
+    stdout, err = p.communicate(timeout=30)
+    ls.close()
+    assert p.returncode == 0, err
+    assert "(stopped by SIGTERM)" in err and "Traceback" not in err
+    import re
+    m = re.search(r"(\d+) segments received, 0 dropped by the kernel; 21 connections", err)
+    assert m, err
+    summary = stdout.split("summary:")[1]
+    assert summary.count("four_way") + summary.count("three_way") == 21, stdout
+    assert not list(tmp_path.glob("*.part"))
+    if shutil.which("tshark"):
+        r = subprocess.run(["tshark", "-r", str(out), "-T", "fields", "-e", "frame.number"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout.split()) == int(m.group(1))
+
+
+@needs_capture
+def test_any_interface_sees_loopback_once(tmp_path):
+    """-i any (Linux cooked capture, as tcpdump -i any): the loopback's packets once each, the same
+    records as -i lo, and a --write file in LINKTYPE_LINUX_SLL2 that tshark and rawfin read."""
+    ls = listener()
+    port = ls.getsockname()[1]
+    path = tmp_path / "any.pcap"
+    flt = f"tcp port {port}"
+    p_any = _live_proc("-i", "any", "-f", flt, "--format", "jsonl", "--write", str(path))
+    p_lo = _live_proc("-i", "lo", "-f", flt, "--format", "jsonl")
+    client_first(ls)
+    server_first(ls)
+    time.sleep(0.3)
+    for p in (p_any, p_lo):
+        p.send_signal(signal.SIGTERM)
+    (out_any, err_any), (out_lo, err_lo) = p_any.communicate(timeout=30), p_lo.communicate(timeout=30)
+    ls.close()
+    assert p_any.returncode == 0 and p_lo.returncode == 0, err_any + err_lo
+    any_recs, lo_recs = _records(out_any), _records(out_lo)
+
+    def essence(recs):
+        return [(r["type"], r.get("endpoint"), r.get("from"), r.get("to"), r.get("close")) for r in recs
+                if r["type"] != "stats"]
+    assert essence(any_recs) == essence(lo_recs)
+    assert any_recs[-1]["segments"] == lo_recs[-1]["segments"] >= 14
+    from rawfin.wire.pcapio import open_capture
+    with open_capture(str(path)) as reader:
+        assert reader.interfaces[0].linktype == 276
+        assert sum(1 for _ in reader) == any_recs[-1]["received"]
+    r = subprocess.run([sys.executable, "-m", "rawfin", "analyze", str(path), "--format", "jsonl"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+    closes = [x["close"] for x in _records(r.stdout) if x["type"] == "connection"]
+    assert len(closes) == 2 and all(c in ("four_way", "three_way") for c in closes), r.stdout + r.stderr
+    if shutil.which("tshark"):
+        t = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "sll.pkttype", "-e", "tcp.dstport"],
+                           capture_output=True, text=True, timeout=60)
+        assert t.returncode == 0 and len(t.stdout.splitlines()) == any_recs[-1]["received"], t.stderr
+
+
+@needs_capture
+@pytest.mark.parametrize("size, message", [("0", "1 KiB or more"), ("-5", "1 KiB or more"),
+                                           ("lots", "whole number of KiB"),
+                                           ("1000000000000", "more than half of this machine's memory")])
+def test_buffer_sizes_the_kernel_cannot_take_are_clear_errors(size, message):
+    r = _cli("live", "-i", "lo", "--duration", "1", "-B", size)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_capture
+def test_a_tiny_buffer_is_raised_to_two_pages():
+    r = _cli("live", "-i", "lo", "--duration", "0.2", "-B", "1", "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    stats = _records(r.stdout)[-1]
+    assert stats["type"] == "stats" and stats["buffer_kib"] == 8

@@ -475,3 +475,85 @@ def choose(choice: str) -> bool:
     if choice == "c" and not available():
         raise UsageError(f"--engine c: {WHY_NOT}")
     return available()
+
+
+class Stream:
+    """The lane for frames that arrive over time (``rawfin live``): frames go in with
+    :meth:`feed`, JSON lines come out through ``write`` (bytes) as they happen.
+
+    :meth:`tick` lets capture time pass with no frame (TIME_WAIT's 2MSL ends on time);
+    :meth:`flush` writes out what is held (a live capture calls it after each batch);
+    :meth:`finish` ends the capture. ``hold_ns`` is the final-ACK hold (0, as ``live``
+    wants: each transition the moment it happens). Without the lane (no C compiler),
+    the Python observer does it all, with the same records in the same order.
+    """
+
+    def __init__(self, write: Callable[[bytes], object], *, msl_ns: int = 30 * SEC, hold_ns: int = 0,
+                 label: str | None = None, lane: bool | None = None) -> None:
+        self.write = write
+        self.obs = Observer(msl_ns=msl_ns, file=label, final_ack_hold_ns=hold_ns)
+        self.lane = available() if lane is None else lane
+        self.frames = self.tcp = 0
+        if self.lane:
+            _table_loaded()
+            from rawfin.wire.decode import decode, make_segment
+            from rawfin.core.segment import Segment
+
+            suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
+            cause = f"2MSL expired ({2 * msl_ns / SEC:g} s in TIME_WAIT)"
+            self.eng = _engine.Engine(observer=self.obs, decode=decode, dumps=to_json, write=write, fmt6=_fmt6,
+                                      make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
+                                      hold_ns=hold_ns, file_suffix=suffix, cause_2msl=cause)
+            self.feed = self.eng.feed_frame
+            self.tick = self.eng.tick
+            self.flush = self.eng.flush
+        else:
+            from rawfin.wire.decode import decode
+
+            self.eng = None
+            self._decode = decode
+            self._held: list[str] = []
+
+    # -- the reference's side (no lane)
+    def feed(self, linktype: int, data, orig_len: int, frame: int, time_ns: int) -> None:  # type: ignore[no-redef]
+        from rawfin.core.segment import Segment
+
+        self.frames += 1
+        r = self._decode(linktype, bytes(data), orig_len, frame, time_ns)
+        if r.__class__ is Segment:
+            self.tcp += 1
+            self._take(self.obs.feed(r))
+        else:
+            self._take(self.obs.note_skip(r.kind, frame, time_ns, r.reason))
+
+    def tick(self, now_ns: int) -> None:  # type: ignore[no-redef]
+        self._take(self.obs.tick(now_ns))
+        self.flush()
+
+    def flush(self) -> None:  # type: ignore[no-redef]
+        if self._held:
+            data, self._held = "".join(self._held).encode(), []
+            self.write(data)
+
+    def _take(self, recs: list[dict]) -> None:
+        for r in recs:
+            self._held.append(to_json(r) + "\n")
+
+    # -- both
+    def finish(self) -> dict:
+        """The end of the capture: every connection left is reported; returns the counts
+        (frames, tcp, connections, by_close, server_active_closes)."""
+        if self.eng is not None:
+            self.eng.finish()
+            st = self.eng.stats()
+            frames, tcp, done = st["frames"], st["tcp"], st["connections"]
+            by_close = dict(st["by_close"])
+            server_active = st["server_active_closes"]
+        else:
+            self._take(self.obs.finish())
+            self.flush()
+            frames, tcp, done, by_close, server_active = self.frames, self.tcp, 0, {}, 0
+        for k, v in self.obs.by_close.items():
+            by_close[k] = by_close.get(k, 0) + v
+        return {"frames": frames, "tcp": tcp, "connections": done + self.obs.connections_done, "by_close": by_close,
+                "server_active_closes": server_active + self.obs.server_active_closes}

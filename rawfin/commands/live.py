@@ -1,20 +1,68 @@
-"""`rawfin live`: sniff an interface and print each transition the moment it happens.
+"""`rawfin live`: capture an interface and print each transition the moment it happens.
 
-Capture filter: libpcap's BPF syntax when libpcap is installed; otherwise
-rawfin's own small language: 'tcp', '[src|dst] host ADDR', '[src|dst] port N',
-joined by 'and'. Ctrl-C (or SIGTERM) ends the capture cleanly: the --write
-file is completed and the summary printed. Needs root or CAP_NET_RAW
-(--kernel-truth: root, for tracefs).
+Frames are read through the kernel's packet ring (TPACKET_V3, as libpcap reads them;
+``-B`` sets its size in KiB, as tcpdump's does) and run through the compiled lane, as
+``analyze`` runs a file. The kernel's drop count is reported at the end (and while
+capturing, on a terminal, when it grows); ``--format jsonl`` ends with a ``stats``
+record. The capture filter is tcpdump's language (libpcap compiles it; it runs in the
+kernel). Ctrl-C or SIGTERM ends the capture cleanly: the --write file is completed
+and the summary printed. Needs root or CAP_NET_RAW (--kernel-truth: root, for tracefs).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
-from typing import IO
+from typing import IO, Callable
 
 from rawfin.render.records import to_json
 from rawfin.render.sinks import ARROW, SUMMARY_HEADERS, summary_row
+
+
+class Out:
+    """Standard output written with ``os.write`` until every byte is out.
+
+    Python's buffered writer can lose the rest of a large write to a pipe when a signal
+    interrupts it half-way (the kernel returns a short count: seen with SIGTERM while
+    the reader of ``rawfin live | ...`` lags), so live writes its batches itself. Text
+    is gathered until :meth:`flush`; ``raw(bytes)`` writes at once. A reader that has
+    gone (broken pipe) calls ``on_broken`` once and the rest is dropped."""
+
+    def __init__(self, stream: IO[str], on_broken: Callable[[], None] = lambda: None) -> None:
+        self.stream = stream
+        self.on_broken = on_broken
+        self.parts: list[str] = []
+        self.broken = False
+        try:
+            stream.flush()
+            self.fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):   # not a file (a test's StringIO): write to it
+            self.fd = None
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+
+    def flush(self) -> None:
+        if self.parts:
+            data, self.parts = "".join(self.parts), []
+            self.raw(data.encode())
+
+    def raw(self, data: bytes) -> None:
+        if self.parts:
+            self.flush()
+        if self.broken:
+            return
+        if self.fd is None:
+            self.stream.write(data.decode())
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except BrokenPipeError:
+            self.broken = True
+            self.on_broken()
 
 
 class LiveTable:
@@ -68,6 +116,8 @@ class LiveTable:
         else:
             return
         self.out.write(line + "\n")
+
+    def flush(self) -> None:
         self.out.flush()
 
     def close(self, stats: dict, side_by_side: list[dict] | None) -> None:
@@ -96,20 +146,43 @@ class LiveTable:
 
 
 class LiveJsonl:
-    def __init__(self, out: IO[str]) -> None:
+    """Records as JSON lines: the lane's own bytes, passed through."""
+
+    def __init__(self, out: Out) -> None:
         self.out = out
+        self.raw = out.raw
 
     def write(self, rec: dict) -> None:
-        self.out.write(to_json(rec) + "\n")
+        self.out.raw((to_json(rec) + "\n").encode())
+
+    def flush(self) -> None:
         self.out.flush()
 
     def close(self, stats: dict, side_by_side: list[dict] | None) -> None:
         self.out.flush()
 
 
-def run(args) -> int:
+def open_live(*, msl_ns: int = 30 * 10**9, lane: bool | None = None, **kw):
+    """A :class:`rawfin.linux.live.Live` session whose segments go through the compiled lane
+    (:class:`rawfin.capture.engine.Stream`, final-ACK hold 0: each transition the moment it
+    happens), or the Python observer alone with ``lane=False`` or no lane built. ``kw``:
+    Live's own (interface, bpf, kernel_truth, write, emit, raw, buffer_kib, ...)."""
+    from rawfin.capture.engine import Stream
     from rawfin.linux.live import Live
 
+    return Live(stream=lambda write: Stream(write, msl_ns=msl_ns, hold_ns=0, lane=lane), **kw)
+
+
+def _drops_note(st: dict) -> None:
+    print(f"rawfin live: the ring was full: the kernel dropped {st['new']} frames before frame {st['before_frame']} "
+          f"({st['drops']} so far; a larger -B keeps more)", file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    from rawfin.capture.engine import choose
+
+    lane = choose(getattr(args, "engine", "auto"))
+    jsonl = args.format == "jsonl"
     sink = None
     buffered: list[dict] = []
 
@@ -119,31 +192,51 @@ def run(args) -> int:
         else:
             sink.write(rec)
 
-    live = Live(interface=args.interface, bpf=args.bpf, msl_ns=int(args.msl * 1e9),
-                kernel_truth=args.kernel_truth, write=args.write, emit=emit)
-    if args.format == "jsonl":
-        sink = LiveJsonl(sys.stdout)
-    else:
-        sink = LiveTable(sys.stdout, kernel=args.kernel_truth, origin_ns=live.start_ns, tablefmt=args.tablefmt)
+    def flush() -> None:
+        if sink is not None:
+            sink.flush()
+
+    stop = []          # a reader gone (broken pipe) ends the capture cleanly
+    out = Out(sys.stdout, on_broken=lambda: stop and stop[0]())
+    jl = LiveJsonl(out) if jsonl else None
+    live = open_live(interface=args.interface, bpf=args.bpf, msl_ns=int(args.msl * 1e9), lane=lane,
+                     kernel_truth=args.kernel_truth, write=args.write, emit=emit,
+                     raw=jl.raw if jl is not None else None, buffer_kib=args.buffer_size,
+                     on_drops=_drops_note if sys.stderr.isatty() else None, flush=flush)
+    stop.append(live.stop)
+    sink = jl if jl is not None else LiveTable(out, kernel=args.kernel_truth, origin_ns=live.start_ns,
+                                               tablefmt=args.tablefmt)
     for r in buffered:
         sink.write(r)
-    what = f"capturing on {args.interface}, filter {args.bpf!r} ({live.filter_how})"
+    what = f"capturing on {args.interface}, filter {args.bpf!r} ({live.filter_how}), {live.ring.buffer_bytes // 1024} KiB ring"
     if args.kernel_truth:
         what += f"; kernel truth from {live.tracer.instance}"
+    if live.ring.note:
+        print(f"rawfin live: warning: {live.ring.note}", file=sys.stderr)
     print(f"rawfin live: {what}; Ctrl-C to stop", file=sys.stderr, flush=True)
     stats = live.run(count=args.count, duration=args.duration)
     side = live.agreement.rows() if live.agreement is not None else None
-    try:
-        sink.close(stats, side)
-    except BrokenPipeError:
-        pass
-    msg = (f"rawfin live: {stats['segments']} TCP segments in {stats['frames']} frames, "
+    sink.close(stats, side)
+    print(summary_line(stats, args), file=sys.stderr)
+    if stats["dropped"]:
+        where = ", ".join(f"{g['dropped']} before frame {g['before_frame']}" for g in stats["drops_at"][:5])
+        more = f" and {stats['gaps'] - 5} more places" if stats["gaps"] > 5 else ""
+        print(f"rawfin live: the ring ({stats['buffer_kib']} KiB) was full: dropped {where}{more}; a connection "
+              "that lost segments there shows previous_segment_not_captured or acked_unseen_segment where its "
+              "sequence numbers jump; a larger -B keeps more", file=sys.stderr)
+    return 0
+
+
+def summary_line(stats: dict, args) -> str:
+    """tcpdump's closing words, with rawfin's count of connections."""
+    msg = (f"rawfin live: {stats['segments']} segments received, {stats['dropped']} dropped by the kernel; "
            f"{stats['connections']} connections")
+    if stats["frames"] != stats["segments"]:
+        msg += f" ({stats['frames']} frames)"
     if args.kernel_truth:
         msg += f"; kernel transitions {stats['kernel_transitions']}, agreeing with the wire {stats['agree']}"
     if args.write:
         msg += f"; capture written to {args.write}"
-    if stats["interrupted"]:
-        msg += " (stopped by Ctrl-C)"
-    print(msg, file=sys.stderr)
-    return 0
+    if stats["stopped_by"]:
+        msg += f" (stopped by {stats['stopped_by']})"
+    return msg

@@ -1,11 +1,16 @@
-"""``rawfin live``'s driver: sniff an interface, feed the observer, report as it happens.
+"""``rawfin live``'s driver: capture an interface, run the segments through the lane, report as it happens.
 
-The sniffer is an ``AF_PACKET``/``SOCK_DGRAM`` socket (frames arrive as raw
-IP packets, whatever the link), stamped by the kernel (``SO_TIMESTAMPNS``,
-CLOCK_REALTIME). On a loopback device each packet is seen twice (going out
-and coming in); the outgoing copy is dropped, as libpcap does. The capture
-filter is tcpdump's language, compiled to BPF by libpcap (rawfin.wire.bpf) and
-run in the kernel on the socket; without libpcap only the default ``tcp`` works.
+Frames come from the kernel's packet ring (:class:`rawfin.linux.ring.PacketRing`:
+``TPACKET_V3`` over ``AF_PACKET``, as libpcap reads it, ``SOCK_DGRAM`` so a frame
+starts at its IP header whatever the link; ``-i any`` for every interface), stamped by
+the kernel (CLOCK_REALTIME). They go through the compiled lane with the Python
+observer for what the lane hands over, exactly as ``rawfin analyze`` runs a file
+(:class:`rawfin.capture.engine.Stream`; the Python observer alone where the lane is
+not built), with the final-ACK hold at 0: each transition is reported the moment it
+happens. When no frame comes, capture time still advances with the clock, so
+TIME_WAIT's 2MSL ends on time. The kernel's drop counters are read as tcpdump reads
+them and reported. The capture filter is tcpdump's language, compiled to BPF by libpcap
+(rawfin.wire.bpf) and runs in the kernel on the socket; without libpcap only the default ``tcp`` works.
 
 With ``kernel_truth`` a :class:`rawfin.linux.kernel.Tracer` records the kernel's
 own state changes; they are matched to the wire-inferred transitions of the
@@ -16,27 +21,20 @@ interpreted, so that the frames that caused them have been read first.
 
 from __future__ import annotations
 
-import os
-import select
+import json
 import signal
-import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from rawfin.core.errors import PrivilegeError, UsageError
 from rawfin.core.segment import Segment
 
-ETH_P_ALL = 0x0003
-SO_TIMESTAMPNS = 35
-SO_ATTACH_FILTER = 26
-PACKET_OUTGOING = 4
-ARPHRD_LOOPBACK = 772
 LINKTYPE_RAW = 101
-SNAPLEN = 262144
-HOLD_NS = 60_000_000     # kernel events wait this long for the frames that caused them
+LINKTYPE_LINUX_SLL2 = 276
+HOLD_NS = 200_000_000    # kernel events wait this long for the frames that caused them (the ring hands a
+                         # block over within its 50 ms timeout)
 
 
 
@@ -54,119 +52,6 @@ def compile_filter(expr: str) -> bytes | None:
         return None
     bpf.require("-f/--filter")
     return bpf.compile_insns(expr, LINKTYPE_RAW)
-
-
-class _Fprog:
-    """Keeps the BPF instructions alive while the kernel copies them."""
-
-    def __init__(self, insns: bytes) -> None:
-        import ctypes
-        self.buf = ctypes.create_string_buffer(insns, len(insns))
-        self.packed = struct.pack("HL", len(insns) // 8, ctypes.addressof(self.buf))
-
-
-# -- the sniffer --------------------------------------------------------------------
-
-def _iface_type(iface: str) -> int | None:
-    try:
-        with open(f"/sys/class/net/{iface}/type") as fh:
-            return int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-class Sniffer:
-    """An AF_PACKET socket on one interface yielding (raw IP bytes, orig_len, time_ns)."""
-
-    def __init__(self, iface: str = "lo", bpf: str | None = "tcp") -> None:
-        self.iface = iface
-        if not os.path.exists(f"/sys/class/net/{iface}"):
-            raise UsageError(f"no interface {iface!r} (see `ip link`)")
-        self.loopback = _iface_type(iface) == ARPHRD_LOOPBACK
-        try:
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-        except PermissionError:
-            raise PrivilegeError(f"capturing on {iface} needs root or CAP_NET_RAW (an AF_PACKET socket); "
-                                 "run with sudo or `setcap cap_net_raw+ep` on the Python interpreter") from None
-        self.sock = s
-        self.filter_how = "none"
-        try:
-            if bpf:
-                insns = compile_filter(bpf)
-                if insns is not None:
-                    fp = _Fprog(insns)
-                    s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fp.packed)
-                    self.filter_how = "bpf (libpcap), in the kernel"
-                else:
-                    self.filter_how = "none: libpcap is not installed; TCP segments only"
-            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-            try:
-                s.bind((iface, ETH_P_ALL))
-            except OSError as e:
-                raise UsageError(f"cannot capture on {iface!r}: {e.strerror}") from None
-            s.setblocking(False)
-            # drop what arrived before the filter was attached
-            while True:
-                try:
-                    s.recv(SNAPLEN)
-                except BlockingIOError:
-                    break
-        except BaseException:
-            s.close()
-            raise
-        # Kernel timestamping is switched on by a deferred job: give it a moment,
-        # or the first frames carry the time they were read instead of their arrival.
-        time.sleep(0.05)
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def read(self, limit: int = 10000) -> list[tuple[bytes, int, int]]:
-        out = []
-        s = self.sock
-        for _ in range(limit):
-            try:
-                data, anc, flags, addr = s.recvmsg(SNAPLEN, 64, socket.MSG_TRUNC)
-            except (BlockingIOError, InterruptedError):
-                break
-            if self.loopback and addr[2] == PACKET_OUTGOING:
-                continue
-            if addr[1] not in (0x0800, 0x86DD):
-                continue
-            ts = None
-            for level, typ, d in anc:
-                if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(d) >= 16:
-                    sec, nsec = struct.unpack("qq", d[:16])
-                    ts = sec * 1_000_000_000 + nsec
-            if ts is None:
-                ts = time.time_ns()
-            out.append((data, len(data) if not flags & socket.MSG_TRUNC else max(len(data), SNAPLEN), ts))
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _decoder():
-    """The fast decoder when it is there, else the Scapy codec."""
-    try:
-        from rawfin.wire.decode import decode as fast
-
-        def dec(data: bytes, orig_len: int, frame: int, time_ns: int):
-            r = fast(LINKTYPE_RAW, data, orig_len, frame, time_ns)
-            return r if isinstance(r, Segment) else None
-        return dec
-    except ImportError:
-        from rawfin.wire.codec import from_bytes
-        from rawfin.core.errors import DecodeError
-
-        def dec(data: bytes, orig_len: int, frame: int, time_ns: int):
-            try:
-                return from_bytes(data, frame=frame, time_ns=time_ns)
-            except DecodeError:
-                return None
-        return dec
 
 
 # -- agreement between the wire and the kernel ---------------------------------------
@@ -243,24 +128,46 @@ class Agreement:
 
 # -- the session --------------------------------------------------------------------
 
-class Live:
-    """One capture session. ``emit(rec)`` receives every record as it happens:
-    the observer's ``transition``/``anomaly``/``connection`` records and, with
-    kernel truth, ``kernel`` records (a kernel transition with ``agree``)."""
+MAX_GAPS = 100         # the places of drops listed in the stats record
+LAG_NS = 100_000_000   # capture time advances to the clock minus this (more than the ring's block timeout):
+                       # an earlier frame has surely been handed over by then
 
-    def __init__(self, *, interface: str = "lo", bpf: str | None = "tcp", msl_ns: int = 30 * 10**9,
-                 kernel_truth: bool = False, write: str | None = None,
-                 emit: Callable[[dict], None] | None = None) -> None:
-        from rawfin.core.observer import Observer
+
+class Live:
+    """One capture session.
+
+    ``emit(rec)`` receives every record as a dict the moment it happens: the observer's
+    ``transition``/``anomaly``/``connection`` records, ``kernel`` records with kernel
+    truth (a kernel transition with ``agree``), and a ``stats`` record at the end.
+    ``raw(bytes)``, when given, receives the observer's records as JSON lines instead, the
+    lane's own bytes (not with kernel truth, which needs the dicts). ``on_drops(stats)``
+    is called while capturing when the kernel's drop count has grown. ``buffer_kib``: the
+    ring's size (tcpdump's ``-B``). ``flush()`` is called after each batch of records
+    (output is written promptly, not line by line).
+
+    ``stream(write)`` makes what follows the connections: an object with ``feed(linktype,
+    data, orig_len, frame, time_ns)``, ``tick(now_ns)``, ``flush()`` and ``finish()``
+    (returning counts: ``tcp``, ``connections``) that writes its records as JSON lines
+    through ``write`` -- :class:`rawfin.capture.engine.Stream`, the compiled lane with
+    the final-ACK hold at 0 (``rawfin.commands.live.open_live`` puts the two together).
+    """
+
+    def __init__(self, *, stream: Callable[[Callable[[bytes], object]], object], interface: str = "lo",
+                 bpf: str | None = "tcp", kernel_truth: bool = False, write: str | None = None,
+                 emit: Callable[[dict], None] | None = None, raw: Callable[[bytes], object] | None = None,
+                 buffer_kib: int | None = None, on_drops: Callable[[dict], None] | None = None,
+                 flush: Callable[[], None] | None = None) -> None:
+        from rawfin.linux.ring import DEFAULT_BUFFER_KIB, PacketRing
 
         self.interface = interface
         self.emit = emit or (lambda rec: None)
+        self.raw = None if kernel_truth else raw
+        self.on_drops = on_drops
+        self.flush = flush or (lambda: None)
         self.stop_event = threading.Event()
-        self.interrupted = False
-        self.obs = Observer(msl_ns=msl_ns, final_ack_hold_ns=0)   # each transition the moment it happens
+        self.stopped_by: str | None = None      # "Ctrl-C" or "SIGTERM"
         self.frames = 0
-        self.segments = 0
-        self.skipped = 0
+        self.segments = 0                       # counted as they come only when needed (count, filter)
         self.start_ns = time.time_ns()
         self.agreement = Agreement() if kernel_truth else None
         self.conns: dict[tuple, int] = {}          # (local, remote) both ways -> conn id
@@ -271,8 +178,13 @@ class Live:
         self.kernel_records: list[dict] = []
         self.wire_records: list[dict] = []
         self.writer = None
-        self.sniffer = None
-        self._decode = _decoder()
+        self.ring = None
+        self.stream = None
+        self.dropped = 0                        # the kernel's drops, as last read
+        self.gaps = 0                           # places in the capture where frames were dropped
+        self.gap_list: list[dict] = []
+        self.count_reached = False
+        self._signals: dict = {}
         try:
             if kernel_truth:
                 from rawfin.linux.kernel import Binder, Interpreter, Tracer
@@ -280,48 +192,121 @@ class Live:
                 self.tracer = Tracer()
                 self.tracer.start()
                 self.interp = Interpreter(peer_fin_seen=self._peer_fin_seen)
-            self.sniffer = Sniffer(interface, bpf)
-            self.filter_how = self.sniffer.filter_how
+            program, self.filter_how = None, "none"
+            if bpf:
+                program = compile_filter(bpf)
+                self.filter_how = "bpf (libpcap), in the kernel" if program is not None else \
+                    "none: libpcap is not installed; TCP segments only"
+            kib = DEFAULT_BUFFER_KIB if buffer_kib is None else buffer_kib
+            self.ring = PacketRing(interface, program=program, buffer_bytes=kib * 1024)
+            self.stream = stream(self._chunk)
             if write:
                 from rawfin.wire.pcapio import PcapWriter
-                self.writer = PcapWriter(write, linktype=LINKTYPE_RAW, nanosecond=True)
+                self.writer = PcapWriter(write, linktype=LINKTYPE_LINUX_SLL2 if self.ring.any else LINKTYPE_RAW,
+                                         nanosecond=True)
         except BaseException:
             self._cleanup(abort=True)
             raise
 
-
     def stop(self) -> None:
         self.stop_event.set()
+
+    # -- signals: Ctrl-C and SIGTERM only ask the loop to stop, so everything seen is written
+    def _catch_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum, frame):
+            if self.stopped_by is None:
+                self.stopped_by = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+            self.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # a shell's background job starts with SIGINT ignored: it stays ignored, SIGTERM still works
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._signals[sig] = signal.signal(sig, on_signal)
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._signals.items():
+            signal.signal(sig, handler)
+        self._signals = {}
 
     # -- wire
     def _peer_fin_seen(self, local, remote, time_ns: int) -> bool:
         t = self.fin_at.get((local, remote))
         return t is not None and t <= time_ns + 1000   # the trace clock shows microseconds
 
-    def _on_frame(self, data: bytes, orig_len: int, ts: int) -> None:
-        self.frames += 1
-        seg = self._decode(data, orig_len, self.frames, ts)
-        if seg is None:
-            self.skipped += 1
-            return
-        self.segments += 1
-        if self.writer is not None:
-            self.writer.write(data, ts, orig_len)
-        a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
-        if seg.fin and (b, a) not in self.fin_at:
-            self.fin_at[(b, a)] = ts
-        for rec in self.obs.feed(seg):
-            self._record(rec)
-        conn = self.obs.active.get(self.obs.key_of(seg))
-        if conn is not None:
-            self.conns[(a, b)] = self.conns[(b, a)] = conn.id
+    def _chunk(self, data: bytes) -> None:
+        """JSON lines from the lane (or the Python observer): to ``raw`` as they are, or as dicts."""
+        if self.raw is not None:
+            self.raw(data)
+        else:
+            for line in data.splitlines():
+                self._record(json.loads(line))
+        self.flush()
 
     def _record(self, rec: dict) -> None:
         if rec["type"] == "transition":
             self.wire_records.append(rec)
             if self.agreement is not None:
+                a, b = _split(rec["endpoint"]), _split(rec["peer"])
+                self.conns[(a, b)] = self.conns[(b, a)] = rec["conn"]
                 self.agreement.add_wire(rec)
         self.emit(rec)
+
+    def _look(self, data, orig_len: int, ts: int) -> None:
+        """The slow path, one frame decoded in Python: the FIN times kernel truth needs, the
+        count of segments --count needs."""
+        from rawfin.wire.decode import decode
+
+        seg = decode(LINKTYPE_RAW, bytes(data), orig_len, self.frames, ts)
+        if seg.__class__ is not Segment:
+            return
+        self.segments += 1
+        if seg.fin:
+            a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
+            if (b, a) not in self.fin_at:
+                self.fin_at[(b, a)] = ts
+
+    def _drain(self, count: int | None) -> bool:
+        """Read every block the ring has handed over; False once ``count`` segments are in."""
+        ring, feed, writer = self.ring, self.stream.feed, self.writer
+        slow = self.tracer is not None or count is not None
+        sll2 = writer is not None and ring.any
+        pack = struct.Struct(">HHIHBB8s").pack
+        for off, _n, losing in ring.blocks():
+            if losing:
+                self._note_drops()
+            for data, orig_len, ts, proto, ifindex, pkttype, hatype, addr in ring.frames(off):
+                self.frames += 1
+                if slow:
+                    self._look(data, orig_len, ts)
+                if writer is not None:
+                    if sll2:    # tcpdump -i any's link type: the cooked header from the sockaddr_ll
+                        writer.write(pack(proto, 0, ifindex, hatype, pkttype, len(addr), addr) + bytes(data), ts,
+                                     orig_len + 20)
+                    else:
+                        writer.write(data, ts, orig_len)
+                feed(LINKTYPE_RAW, data, orig_len, self.frames, ts)
+                if count is not None and self.segments >= count:
+                    self.stream.flush()
+                    self.count_reached = True
+                    return False
+            self.stream.flush()
+        return True
+
+    def _note_drops(self) -> None:
+        """The kernel dropped frames just before the next one (the ring was full): how many,
+        and where in the capture, for the stats record and the user."""
+        st = self.ring.stats()
+        new = st["drops"] - self.dropped
+        if new <= 0:
+            return
+        self.dropped = st["drops"]
+        self.gaps += 1
+        if len(self.gap_list) < MAX_GAPS:
+            self.gap_list.append({"before_frame": self.frames + 1, "dropped": new})
+        if self.on_drops is not None:
+            self.on_drops({**st, "before_frame": self.frames + 1, "new": new})
 
     # -- kernel
     def _kernel_events(self, evs: list) -> None:
@@ -370,51 +355,51 @@ class Live:
         """Capture until ``count`` segments, ``duration`` seconds, :meth:`stop`, Ctrl-C or SIGTERM."""
         deadline = None if duration is None else time.monotonic() + duration
         interrupted = False
-        # Ctrl-C and SIGTERM only ask the loop to stop, so no frame is cut in half in the capture
-        saved = {}
-        if threading.current_thread() is threading.main_thread():
-            def on_signal(signum, frame):
-                self.interrupted = self.interrupted or signum == signal.SIGINT
-                self.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) is not signal.SIG_IGN:
-                    saved[sig] = signal.signal(sig, on_signal)
+        ring, stream = self.ring, self.stream
+        last_tick = 0
+        self._catch_signals()
         try:
-            fds = [self.sniffer.fileno()] + ([self.tracer.fileno()] if self.tracer else [])
             while not self.stop_event.is_set():
-                if count is not None and self.segments >= count:
-                    break
-                timeout = 0.05
+                timeout = 50
+                now_m = time.monotonic()
                 if deadline is not None:
-                    left = deadline - time.monotonic()
+                    left = deadline - now_m
                     if left <= 0:
                         break
-                    timeout = min(timeout, left)
-                try:
-                    ready, _, _ = select.select(fds, [], [], timeout)
-                except InterruptedError:
-                    continue
+                    timeout = min(timeout, max(1, int(left * 1000)))
+                ring.wait(timeout)
                 if self.tracer is not None:
                     self._kernel_events(self.tracer.read())
-                for data, orig_len, ts in self.sniffer.read(limit=(count - self.segments) if count else 10000):
-                    self._on_frame(data, orig_len, ts)
-                    if count is not None and self.segments >= count:
-                        break
+                caught_up = time.time_ns()
+                if not self._drain(count):
+                    break
                 # time passes with no segment too: TIME_WAIT's 2MSL ends on the clock the frames carry
-                for rec in self.obs.tick(time.time_ns()):
-                    self._record(rec)
+                # (up to the moment every earlier frame has surely been handed over)
+                if caught_up - LAG_NS > last_tick:
+                    last_tick = caught_up - LAG_NS
+                    stream.tick(last_tick)
                 if self.tracer is not None:
                     self._process_kernel()
                     self._orphans()
+                    self.flush()
         except KeyboardInterrupt:
             interrupted = True
+        try:
+            # a second Ctrl-C or SIGTERM while the end is written only asks again
+            return self.finish(interrupted=interrupted or self.stopped_by == "Ctrl-C")
         finally:
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
-        return self.finish(interrupted=interrupted or self.interrupted)
+            self._restore_signals()
 
     def finish(self, interrupted: bool = False) -> dict:
+        """The end: the frames still in the ring, the kernel's last words, every connection
+        left, the ``stats`` record; the capture file completed."""
+        from rawfin.linux.ring import DEFAULT_TIMEOUT_MS
+
         try:
+            if not self.count_reached:
+                # the block the kernel is filling is handed over within its timeout
+                time.sleep(2 * DEFAULT_TIMEOUT_MS / 1000)
+                self._drain(None)
             if self.tracer is not None:
                 # the kernel may still be writing about the last frames
                 time.sleep(0.02)
@@ -423,19 +408,34 @@ class Live:
                 self._held.extend(self.binder.flush())
                 self._process_kernel(final=True)
                 self._orphans(final=True)
-            for rec in self.obs.finish():
-                self._record(rec)
+            counts = self.stream.finish()
+            before = self.dropped
+            st = self.ring.stats()
+            if st["drops"] > before:        # dropped after the last frame read: a gap at the end
+                self.gaps += 1
+                if len(self.gap_list) < MAX_GAPS:
+                    self.gap_list.append({"before_frame": self.frames + 1, "dropped": st["drops"] - before})
+            self.dropped = st["drops"]
+            result = {"frames": self.frames, "segments": counts["tcp"],
+                      "connections": counts["connections"], "interrupted": interrupted,
+                      "stopped_by": self.stopped_by, "dropped": st["drops"], "ring_full": st["freezes"],
+                      "buffer_kib": self.ring.buffer_bytes // 1024, "ring_note": self.ring.note,
+                      "gaps": self.gaps, "drops_at": self.gap_list,
+                      "kernel_transitions": len(self.kernel_records),
+                      "agree": sum(1 for r in self.kernel_records if r.get("agree"))}
+            self.emit({"type": "stats", "interface": self.interface, "time": round(time.time_ns() / 1e9, 6),
+                            "received": result["frames"], "segments": result["segments"],
+                            "dropped": result["dropped"], "ring_full": result["ring_full"],
+                            "buffer_kib": result["buffer_kib"], "connections": result["connections"],
+                            "gaps": self.gaps, "drops_at": self.gap_list})
         finally:
             self._cleanup(abort=False)
-        return {"frames": self.frames, "segments": self.segments, "skipped": self.skipped,
-                "connections": self.obs.connections_done, "interrupted": interrupted,
-                "kernel_transitions": len(self.kernel_records),
-                "agree": sum(1 for r in self.kernel_records if r.get("agree"))}
+        return result
 
     def _cleanup(self, abort: bool) -> None:
-        if self.sniffer is not None:
-            self.sniffer.close()
-            self.sniffer = None
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
         if self.tracer is not None:
             self.tracer.stop()
         if self.writer is not None:

@@ -372,6 +372,22 @@ static PyObject *Engine_set_filter(Engine *e, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* tick(now): capture time has reached ``now`` with no frame (a live capture): fire what is due
+   (TIME_WAIT's 2MSL, a held final ACK), as Observer.tick does, and write everything out */
+static PyObject *Engine_tick(Engine *e, PyObject *arg) {
+    long long now = PyLong_AsLongLong(arg);
+    if (now == -1 && PyErr_Occurred()) return NULL;
+    if (now > e->now) e->now = now;
+    if (expire(e, now) < 0 || out_flush(e) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* flush(): write out what the lane holds (a live capture prints as it goes) */
+static PyObject *Engine_flush(Engine *e, PyObject *unused) {
+    if (out_flush(e) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_finish(Engine *e, PyObject *unused) {
     if (finish_all(e) < 0) return NULL;
     Py_RETURN_NONE;
@@ -400,6 +416,8 @@ static PyMethodDef Engine_methods[] = {
     {"run_pcap", (PyCFunction)Engine_run_pcap, METH_VARARGS, "Every frame of a classic pcap file."},
     {"run_pcapng", (PyCFunction)Engine_run_pcapng, METH_VARARGS, "The frames of a common pcapng file."},
     {"set_filter", (PyCFunction)Engine_set_filter, METH_VARARGS, "--filter: libpcap's bpf_filter and the programs."},
+    {"tick", (PyCFunction)Engine_tick, METH_O, "Capture time has reached now (ns) with no frame."},
+    {"flush", (PyCFunction)Engine_flush, METH_NOARGS, "Write out the records held."},
     {"finish", (PyCFunction)Engine_finish, METH_NOARGS, "The end of the capture."},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Counts, for the summary line."},
     {NULL}};

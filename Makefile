@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py
+	$(BIN)/python tools/livebench.py --tcpdump
 
 captures: $(STAMP)
 	$(BIN)/rawfin scenario --all --write-dir captures

@@ -11,7 +11,6 @@ needed: the frames come from files.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,10 @@ from rawfin.core.units import SEC
 from rawfin.wire.pcapio import open_capture
 from rawfin.core.errors import CaptureError
 
+import shared_corpus
+
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("RAWFIN_CORPUS") or REPO.parent / "shared" / "corpus")
-CORPUS = CORPUS / "captures" if (CORPUS / "captures").is_dir() else CORPUS
-FILES = sorted(REPO.glob("captures/*.pcap"))
-if CORPUS.is_dir():
-    FILES += sorted(p for p in CORPUS.iterdir() if p.is_file() and p.name != "MANIFEST.tsv")
+FILES = sorted(REPO.glob("captures/*.pcap")) + list(shared_corpus.FILES)
 
 needs_lane = pytest.mark.skipif(not engine.available(), reason=f"rawfin.capture._engine is not built: {engine.WHY_NOT}")
 

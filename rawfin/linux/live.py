@@ -240,8 +240,9 @@ class Live:
         if self.raw is not None:
             self.raw(data)
         else:
-            for line in data.splitlines():
-                self._record(json.loads(line))
+            # one JSON line per record, none with a raw newline inside: the batch is read as one array
+            for rec in json.loads("[" + data.decode().rstrip("\n").replace("\n", ",") + "]"):
+                self._record(rec)
         self.flush()
 
     def _record(self, rec: dict) -> None:

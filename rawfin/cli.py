@@ -88,26 +88,24 @@ def duration(text: str) -> float:
     return v
 
 
-def buffer_kib(text: str) -> int:
-    """argparse type: a buffer size in KiB (tcpdump's -B), at least 1."""
+def _whole(text: str, low: int, what: str, hint: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of KiB") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a size of 1 KiB or more")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if v < low:
+        raise argparse.ArgumentTypeError(f"{text!r}: {hint}")
     return v
+
+
+def buffer_kib(text: str) -> int:
+    """argparse type: a buffer size in KiB (tcpdump's -B), at least 1."""
+    return _whole(text, 1, "a whole number of KiB", "give a size of 1 KiB or more")
 
 
 def count(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more")
-    return v
+    return _whole(text, 0, "an integer", "give 0 or more")
 
 
 def tablefmt(text: str) -> str:

@@ -49,14 +49,15 @@ def record(path: str, *, seconds: float = 3.0, per_server: int = 12, leak_after:
     """Run the three servers for about ``seconds`` with ``per_server`` connections each, write the
     capture to ``path``; returns {"frames": n, "kernel": {"PORT STATE": count}} (the kernel's states
     at the end, listening sockets left out)."""
-    from rawfin.linux.live import LINKTYPE_RAW, Sniffer
+    from rawfin.linux.live import LINKTYPE_RAW, compile_filter
+    from rawfin.linux.ring import PacketRing
     from rawfin.linux.netns import NetNamespace
     from rawfin.wire.pcapio import PcapWriter
 
     frames = 0
     with NetNamespace() as ns:
         with ns.inside():
-            sniffer = Sniffer("lo", "tcp")
+            sniffer = PacketRing("lo", program=compile_filter("tcp"))
             listeners = {}
             for port in (TIME_WAIT_PORT, CLOSE_WAIT_PORT, HEALTHY_PORT):
                 ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -79,9 +80,10 @@ def record(path: str, *, seconds: float = 3.0, per_server: int = 12, leak_after:
 
             def drain() -> None:
                 nonlocal frames
-                for data, orig_len, ts in sniffer.read():
-                    writer.write(data, ts, orig_len)
-                    frames += 1
+                for off, _n, _losing in sniffer.blocks():
+                    for data, orig_len, ts, *_sll in sniffer.frames(off):
+                        writer.write(data, ts, orig_len)
+                        frames += 1
 
             give_up = start + seconds + 5.0
             while time.monotonic() < give_up:

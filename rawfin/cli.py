@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--tcp-ts-tick-usecs", "--tcp_ts_tick_usecs", dest="tcp_ts_tick_usecs", type=int,
                     default=None, metavar="US", help="check outbound TS val at this tick (default: the script's)")
     pd.add_argument("--mtu", type=int, default=None, help="the device's MTU (default 1500)")
+    pd.add_argument("--gateway-ip", "--gateway_ip", "--netmask-ip", "--netmask_ip", dest="gateway_ip", default=None,
+                    metavar="ADDR", help="accepted for packetdrill's command lines; rawfin routes the script's "
+                                         "side through tun0 itself, so it changes nothing")
     pd.add_argument("-D", "--define", action="append", default=[], metavar="NAME=VALUE",
                     help="packetdrill's -D: a symbol the script uses")
 

@@ -154,6 +154,19 @@ def test_project_script_against_rawfin(path):
     assert o.wire and all(w.sut_state for w in o.wire)
 
 
+V6 = {"ip_version": "ipv6", "mtu": 1520, "local_ip": "fd3d:0a0b:17d6::1", "remote_ip": "fd3d:fa7b:d17d::1"}
+V6_SCRIPTS = [os.path.join(HERE, "packetdrill", n) for n in ("close-established.pkt", "client-close-first.pkt",
+                                                             "data-after-close.pkt")]
+
+
+@pytest.mark.parametrize("path", V6_SCRIPTS, ids=os.path.basename)
+def test_project_script_over_ipv6_against_rawfin(path):
+    # as Linux's selftests run them (ksft_runner.sh's IPv6 arguments: the MTU gives an MSS of 1460)
+    o = _run(path, RawfinTarget(), **V6)
+    assert o.ok, o.failure
+    assert all(":" in w.seg.src for w in o.wire)
+
+
 def test_rawfin_run_shows_both_sides_states():
     o = _run(os.path.join(HERE, "packetdrill", "close-established.pkt"), RawfinTarget())
     out = [w for w in o.wire if w.direction == "out"]
@@ -246,6 +259,17 @@ def test_project_script_against_the_kernel(path, no_leftovers):
 
 
 @needs_netns
+@pytest.mark.parametrize("path", V6_SCRIPTS[:2], ids=os.path.basename)
+def test_project_script_over_ipv6_against_the_kernel(path, no_leftovers):
+    from rawfin.linux.pktkernel import KernelTarget
+    o = _run(path, KernelTarget(), tolerance_usecs=KERNEL_TOLERANCE_US, **V6)
+    if not o.ok and "timing error" in (o.failure or ""):
+        o = _run(path, KernelTarget(), tolerance_usecs=KERNEL_TOLERANCE_US, **V6)
+    assert o.ok, o.failure
+    assert all(w.seg.src.startswith("fd3d:") for w in o.wire)
+
+
+@needs_netns
 def test_kernel_run_capture_and_states(tmp_path, capsys, no_leftovers):
     path = os.path.join(HERE, "packetdrill", "data-after-close.pkt")
     cap = tmp_path / "k.pcap"
@@ -257,7 +281,7 @@ def test_kernel_run_capture_and_states(tmp_path, capsys, no_leftovers):
     assert rc == 0, err
     assert "PASS: all" in out and "against the kernel (Linux" in out
     if "tracepoint sock:inet_sock_set_state" in out:
-        assert "FIN_WAIT_1" in out
+        assert "ESTABLISHED → FIN_WAIT_1" in out and "FIN_WAIT_1 → FIN_WAIT_2" in out
     from rawfin.wire.pcapio import iter_frames
     from rawfin.wire.decode import decode
     segs = [decode(f.linktype, f.data, f.orig_len) for f in iter_frames(str(cap))]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from rawfin.core.errors import EXIT_NOINPUT, RawfinError, UsageError
+from rawfin.core.errors import EXIT_NOINPUT, UsageError
 
 EXIT_ORDER = (66, 65, 69, 1)
 

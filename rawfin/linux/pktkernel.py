@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import fcntl
 import ipaddress
 import os
@@ -172,6 +171,8 @@ class KernelTarget(Target):
         self.fds: set[int] = set()
         self._notes: list[str] = []
         self._fin_at: dict = {}
+        self.ktrans: list[tuple] = []
+        self._orphan_checks: list[tuple[int, tuple, tuple, int]] = []   # (due µs, local, remote, FIN time ns)
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self, cfg: RunConfig) -> None:
@@ -268,8 +269,6 @@ class KernelTarget(Target):
             self._sched = None
         if self.tracer is not None:
             with contextlib.suppress(Exception):
-                self._read_trace(settle=True)
-            with contextlib.suppress(Exception):
                 self.tracer.stop()
             self.tracer = None
         w = self.worker
@@ -315,7 +314,9 @@ class KernelTarget(Target):
             ready = []
         self._read_tun()
         if self.tracer is not None and self.tracer.fileno() in ready:
-            self.events.extend(self.tracer.read())
+            self._feed(self.tracer.read())
+        if self._orphan_checks:
+            self._check_orphans()
         with contextlib.suppress(OSError):
             os.read(self.worker.r, 4096)
 
@@ -342,8 +343,12 @@ class KernelTarget(Target):
 
     def inject(self, raw: bytes, pkt: tcpraw.Packet) -> None:
         if pkt.seg.fin:
-            self._fin_at.setdefault(((pkt.seg.dst, pkt.seg.dport), (pkt.seg.src, pkt.seg.sport)),
-                                    self.rt0 + self.now() * 1000)
+            key = ((pkt.seg.dst, pkt.seg.dport), (pkt.seg.src, pkt.seg.sport))
+            t = self.rt0 + self.now() * 1000
+            self._fin_at.setdefault(key, t)
+            # an orphan handed to a timewait socket in FIN_WAIT2: its move to TIME_WAIT is not traced,
+            # /proc/net/tcp shows it a moment after the FIN
+            self._orphan_checks.append((self.now() + 5000, key[0], key[1], t))
         os.write(self.tun_fd, tcpraw.vnet_header() + raw)
         return None
 
@@ -493,25 +498,43 @@ class KernelTarget(Target):
         return f"tc {' '.join(cmd.args)}" + ("" if r.returncode == 0 else f" (failed: {r.stderr.strip()})")
 
     # -- the kernel's own states -------------------------------------------------------------------
-    def _read_trace(self, settle: bool = False) -> None:
-        if self.tracer is None:
-            return
-        evs = self.tracer.drain(0.05) if settle else self.tracer.read()
+    def _mine(self, e) -> bool:
+        cfg = self.cfg
+        return (e.local[0] in (cfg.local_ip, "::ffff:" + cfg.local_ip, "0.0.0.0", "::")
+                and (e.remote[0] in (cfg.remote_ip, "0.0.0.0", "::") or e.local[1] == cfg.bind_port))
+
+    def _feed(self, evs) -> None:
         self.events.extend(evs)
+        if self.interp is None:
+            return
+        for tr in self.interp.feed([e for e in evs if self._mine(e)]):
+            self._keep(tr)
+
+    def _keep(self, tr) -> None:
+        self.ktrans.append((tr.time_ns - self.rt0, tr.endpoint, tr.peer, tr.from_.value, tr.to.value,
+                            tr.kernel + (f" ({tr.note})" if tr.note else "")))
+
+    def _check_orphans(self, force: bool = False) -> None:
+        if self.interp is None or self.ns is None:
+            self._orphan_checks.clear()
+            return
+        now = self.now()
+        for item in list(self._orphan_checks):
+            due, local, remote, fin_ns = item
+            if not force and now < due:
+                continue
+            self._orphan_checks.remove(item)
+            if (local, remote) in self.interp.orphans:
+                tr = self.interp.orphan_reached_time_wait(local, remote, fin_ns, read=self.ns.proc_net)
+                if tr is not None:
+                    self._keep(tr)
 
     def transitions(self) -> list:
         if self.tracer is None or self.interp is None:
             return []
-        self._read_trace(settle=True)
-        cfg = self.cfg
-        mine = [e for e in self.events
-                if e.local[0] in (cfg.local_ip, "::ffff:" + cfg.local_ip, "0.0.0.0", "::")
-                and (e.remote[0] in (cfg.remote_ip, "0.0.0.0", "::") or e.local[1] == cfg.bind_port)]
-        out = []
-        for tr in self.interp.feed(mine):
-            out.append((tr.time_ns - self.rt0, tr.endpoint, tr.peer, tr.from_.value, tr.to.value,
-                        tr.kernel + (f" ({tr.note})" if tr.note else "")))
-        return out
+        self._feed(self.tracer.drain(0.05))
+        self._check_orphans(force=True)
+        return sorted(self.ktrans, key=lambda t: t[0])
 
     def notes(self) -> list[str]:
         return list(self._notes)

@@ -32,8 +32,7 @@ import random
 import shlex
 from dataclasses import dataclass, field
 
-from rawfin.core import seq as sq
-from rawfin.core.segment import Flags, Segment, flags_text
+from rawfin.core.segment import Flags, Segment
 from rawfin.sim import pktscript as ps
 from rawfin.sim.pktsyms import ERRNO, SOCKOPTS, symbol
 from rawfin.wire import tcpraw
@@ -75,8 +74,15 @@ class RunConfig:
             self.local_ip = "fd3d:fa7b:d17d::1" if self.wire_v6 else "192.168.0.1"
         if not self.remote_ip:
             self.remote_ip = "2001:db8::1" if self.wire_v6 else "192.0.2.1"
-        self.local_ip = self.local_ip.split("/")[0]
-        self.remote_ip = self.remote_ip.split("/")[0]
+        import ipaddress
+        try:    # one spelling of each address (fd3d:0a0b::1 is fd3d:a0b::1 on the wire)
+            self.local_ip = str(ipaddress.ip_address(self.local_ip.split("/")[0]))
+            self.remote_ip = str(ipaddress.ip_address(self.remote_ip.split("/")[0]))
+        except ValueError as e:
+            raise ValueError(f"bad address: {e}") from None
+        if (":" in self.local_ip) != self.wire_v6 or (":" in self.remote_ip) != self.wire_v6:
+            raise ValueError(f"--local_ip {self.local_ip} and --remote_ip {self.remote_ip} must be "
+                             f"{'IPv6' if self.wire_v6 else 'IPv4'} addresses for --ip_version={self.ip_version}")
         return self
 
     @property
@@ -120,7 +126,10 @@ def make_config(script: ps.Script, overrides: dict | None = None) -> RunConfig:
     if cfg.ip_version not in ("ipv4", "ipv6", "ipv4-mapped-ipv6"):
         raise ps.ScriptError(script.path, 1, f"--ip_version must be ipv4, ipv6 or ipv4-mapped-ipv6, "
                                              f"not {cfg.ip_version!r}")
-    return cfg.finish()
+    try:
+        return cfg.finish()
+    except ValueError as e:
+        raise ps.ScriptError(script.path, 1, str(e)) from None
 
 
 def _set_option(cfg: RunConfig, name: str, value: str | None, kind) -> None:

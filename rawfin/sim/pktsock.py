@@ -25,12 +25,12 @@ import random
 
 from rawfin.core import seq as sq
 from rawfin.core.endpoint import Config, Endpoint
-from rawfin.core.errors import StateError
 from rawfin.core.events import Result
 from rawfin.core.segment import Flags, Segment
 from rawfin.core.states import State
 from rawfin.core.units import MS, SEC
 from rawfin.sim import pktrun
+from rawfin.sim.host import AddressInUse, Host, Step
 from rawfin.sim.pktrun import Pending, ShellCommand, Target
 from rawfin.wire import tcpraw
 
@@ -166,7 +166,9 @@ class Stack:
         self.pers = Personality(self.sysctl, cfg.mtu, cfg.wire_v6)
         self.now = 0
         self.socks: dict[int, Sock] = {}
-        self.conns: list[Conn] = []
+        # the endpoints, their demultiplexing, the closed port's answers and the timers: tidy's sans-IO host
+        self.host = Host("rawfin", (cfg.local_ip, cfg.bind_port), self._config(), isn=self.rng.randrange(2**32))
+        self.conns: dict[Endpoint, Conn] = {}
         self.out: list[tuple[int, Segment, str]] = []     # segments sent: time, segment, state after
         self.last_state = ""
         self.transitions: list[tuple] = []
@@ -216,76 +218,76 @@ class Stack:
         conn.ep.config = dataclasses.replace(conn.ep.config, mss=max(mss, 64))
 
     # -- segments in -------------------------------------------------------------------------
-    def _find(self, seg: Segment) -> Conn | None:
-        for c in reversed(self.conns):
-            ep = c.ep
-            if ep.remote == (seg.src, seg.sport) and ep.local == (seg.dst, seg.dport) \
-                    and ep.state not in (State.CLOSED, State.LISTEN):
-                return c
-        return None
-
     def find_any(self, seg: Segment) -> Conn | None:
-        """The newest connection of this segment's 4-tuple, whatever its state."""
-        for c in reversed(self.conns):
-            if c.ep.remote == (seg.src, seg.sport) and c.ep.local == (seg.dst, seg.dport):
-                return c
-        return None
+        """The connection this segment's 4-tuple belongs to, whatever its state."""
+        return self.conns.get(self.host.table.get((seg.dport, seg.src, seg.sport)))
 
-    def _listener(self, seg: Segment) -> Sock | None:
+    def _listening_sock(self, port: int) -> Sock | None:
         for s in self.socks.values():
-            if s.listening and s.bound and s.bound[1] == seg.dport:
+            if s.listening and s.bound and s.bound[1] == port:
                 return s
         return None
 
+    def _new_conn(self, ep: Endpoint) -> Conn:
+        conn = Conn(ep, self.rng.randrange(2**32))
+        self.conns[ep] = conn
+        return conn
+
     def receive(self, seg: Segment) -> None:
         now = self.now
-        conn = self._find(seg)
-        if conn is None:
-            ls = self._listener(seg)
-            if ls is not None and seg.syn and not seg.has_ack and not seg.rst:
-                if len(ls.queue) > ls.backlog:
-                    self.notes.append(f"SYN dropped: the accept queue of fd {ls.fd} is full")
-                    return
-                ep = Endpoint(local=(seg.dst, seg.dport), iss=self.rng.randrange(2**32), config=self._config())
-                conn = Conn(ep, self.rng.randrange(2**32))
-                conn.listener = ls
-                self.conns.append(conn)
-                ep.listen(now)            # the child starts where its listener is (not a transition of its own)
-                self._negotiated(conn, seg, False)
-                if conn.peer.ts is not None:
-                    conn.ts_recent = conn.peer.ts
-                self._apply(conn, ep.receive(seg, now))
-                return
-            if ls is not None:
-                # a listening socket answers anything else as RFC 9293 says (RST for an ACK)
-                ep = Endpoint(local=(seg.dst, seg.dport), config=self._config())
-                ep.listen(now)
-                self._apply(None, ep.receive(seg, now))
-                return
-            self._apply(None, Endpoint(local=(seg.dst, seg.dport), config=self._config()).receive(seg, now))
+        conn = self.find_any(seg)
+        if conn is not None and conn.ep.state is State.CLOSED:
+            conn = None
+        ls = self._listening_sock(seg.dport) if conn is None else None
+        if ls is not None and seg.syn and not seg.has_ack and not seg.rst and len(ls.queue) > ls.backlog:
+            self.notes.append(f"SYN dropped: the accept queue of fd {ls.fd} is full")
             return
+        if conn is not None and self._before(conn, seg):
+            return
+        for step in self.host.deliver(seg, now):
+            self._step(step, seg, ls)
+
+    def _before(self, conn: Conn, seg: Segment) -> bool:
+        """What Linux does before the endpoint sees a segment; True when the segment is done with."""
         ep = conn.ep
         if conn.ts_on:
             ts = next((v for n, v in seg.options if n == "Timestamp"), None)
-            if ts is not None and (not seg.has_ack or sq.le(seg.ack, ep.snd_nxt)) \
-                    and sq.le(seg.seq, ep.rcv_nxt):
+            if ts is not None and (not seg.has_ack or sq.le(seg.ack, ep.snd_nxt)) and sq.le(seg.seq, ep.rcv_nxt):
                 conn.ts_recent = ts[0]
-        before = ep.state
-        if (conn.orphan or conn.rcv_shutdown) and before in (State.FIN_WAIT_1, State.FIN_WAIT_2) \
+        if (conn.orphan or conn.rcv_shutdown) and ep.state in (State.FIN_WAIT_1, State.FIN_WAIT_2) \
                 and seg.data_len and sq.gt(sq.add(seg.seq, seg.data_len), ep.rcv_nxt) and not seg.rst:
             # Linux: data for a socket nobody will read (closed, or shut for reading) resets it
             self.notes.append(f"data after close at seq={seg.seq}: the connection is reset (as Linux does)")
             rst = ep._reset_reply(seg)
             self._apply(None, self._abort_quietly(conn))
-            self.out.append((now, rst, conn.ep.state.value))
-            return
-        if before is State.SYN_SENT and seg.syn:
+            self.out.append((self.now, rst, conn.ep.state.value))
+            return True
+        if ep.state is State.SYN_SENT and seg.syn:
             self._negotiated(conn, seg, True)
             if conn.ts_on:
                 conn.ts_recent = conn.peer.ts or 0
-        res = ep.receive(seg, now)
-        self._apply(conn, res)
-        self._after(conn, before, res)
+        return False
+
+    def _step(self, step: Step, seg: Segment | None = None, listener: "Sock | None" = None) -> None:
+        """Act on what the host did: log it, decorate and send its segments, wake the calls it concerns."""
+        ep = step.endpoint
+        if step.stand_in:
+            self._apply(None, step.result)
+            return
+        conn = self.conns.get(ep)
+        if step.accepted and seg is not None:
+            # the listener took a SYN and is now this connection (a fresh listener took its place)
+            conn = self._new_conn(ep)
+            conn.listener = listener
+            self._negotiated(conn, seg, False)
+            if conn.peer.ts is not None:
+                conn.ts_recent = conn.peer.ts
+        if conn is None:
+            self._apply(None, step.result)
+            return
+        before = step.result.transitions[0].from_ if step.result.transitions else ep.state
+        self._apply(conn, step.result)
+        self._after(conn, before, step.result)
 
     def _abort_quietly(self, conn: Conn) -> Result:
         """The endpoint goes to CLOSED by abort(); its own RST is not sent (the caller sends Linux's)."""
@@ -319,11 +321,8 @@ class Stack:
 
     # -- time ------------------------------------------------------------------------------
     def next_deadline(self) -> int | None:
-        ds = [c.ep.next_deadline() for c in self.conns]
-        ds = [d for d in ds if d is not None]
-        for p, info in self.pending:
-            if isinstance(info, int):
-                ds.append(info)
+        ds = [d for d in (self.host.next_deadline(),) if d is not None]
+        ds += [info for _, info in self.pending if isinstance(info, int)]
         return min(ds) if ds else None
 
     def advance(self, to: int) -> None:
@@ -332,13 +331,8 @@ class Stack:
             if d is None or d > to:
                 break
             self.now = max(self.now, d)
-            for c in list(self.conns):
-                dd = c.ep.next_deadline()
-                if dd is not None and dd <= self.now:
-                    before = c.ep.state
-                    res = c.ep.handle_timer(self.now)
-                    self._apply(c, res)
-                    self._after(c, before, res)
+            for step in self.host.due(self.now):
+                self._step(step)
             self.retry()
         self.now = max(self.now, to)
         self.retry()
@@ -415,8 +409,11 @@ class Stack:
         if s.bound is None:
             s.bound = (self.cfg.local_ip, next(self._ports))
         if not s.listening:
-            ep = Endpoint(local=s.bound, config=self._config())
-            self._apply(None, ep.listen(self.now))
+            try:
+                step = self.host.listen(self.now, port=s.bound[1], reuse_addr=bool(s.opts.get("SO_REUSEADDR")))
+            except AddressInUse:
+                return self._done(p, -1, E.EADDRINUSE)
+            self._apply(None, step.result)
         s.listening = True
         s.backlog = p.call.args["backlog"]
         return self._done(p, 0)
@@ -447,13 +444,15 @@ class Stack:
                 return self._done(p, -1, E.EISCONN)
             ip, port = p.call.args["addr"]
             local = s.bound or (self.cfg.local_ip, next(self._ports))
-            ep = Endpoint(local=(local[0], local[1]), iss=self.rng.randrange(2**32), config=self._config())
-            conn = Conn(ep, self.rng.randrange(2**32))
+            try:
+                step = self.host.connect(self.now, (self._wire_ip(ip), port), port=local[1])
+            except AddressInUse:
+                return self._done(p, -1, E.EADDRINUSE)
+            conn = self._new_conn(step.endpoint)
             conn.sock = s
             s.conn = conn
             s.bound = local
-            self.conns.append(conn)
-            self._apply(conn, ep.connect((self._wire_ip(ip), port), self.now))
+            self._apply(conn, step.result)
             p.call.args["_started"] = True
             if s.nonblock:
                 return self._done(p, -1, E.EINPROGRESS)
@@ -522,6 +521,8 @@ class Stack:
         if conn is None or conn.ep.state in (State.CLOSED,):
             if s.listening and how in (0, 2):
                 s.listening = False
+                if s.bound[1] in self.host.listeners:
+                    self._apply(None, self.host.close_listener(self.now, port=s.bound[1]).result)
                 return self._done(p, 0)
             return self._done(p, -1, E.ENOTCONN)
         if how in (0, 2):
@@ -543,8 +544,10 @@ class Stack:
         del self.socks[s.fd]
         self.pending = [(q, d) for q, d in self.pending if q.call.fd != s.fd]
         if s.listening:
+            if s.bound[1] in self.host.listeners:
+                self._apply(None, self.host.close_listener(self.now, port=s.bound[1]).result)
             # children nobody accepted: a reset for the established, nothing for the half-open
-            for c in list(self.conns):
+            for c in list(self.conns.values()):
                 if c.listener is s:
                     if c.ep.state in (State.ESTABLISHED, State.CLOSE_WAIT):
                         self._apply(c, c.ep.abort(self.now))
@@ -661,6 +664,7 @@ class Stack:
                 if k in SYSCTL_DEFAULTS:
                     self.sysctl[k] = v.strip().strip('"')
                     used.append(f"{k}={v}")
+                    self.host.config = self._config()       # connections made from now on
                 else:
                     unused.append(k)
             return "; ".join(x for x in ("sysctl " + ", ".join(used) if used else "",

@@ -496,14 +496,14 @@ class Stream:
         self.frames = self.tcp = 0
         if self.lane:
             _table_loaded()
+            _rules_loaded()
             from rawfin.wire.decode import decode, make_segment
             from rawfin.core.segment import Segment
 
             suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
-            cause = f"2MSL expired ({2 * msl_ns / SEC:g} s in TIME_WAIT)"
             self.eng = _engine.Engine(observer=self.obs, decode=decode, dumps=to_json, write=write, fmt6=_fmt6,
                                       make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
-                                      hold_ns=hold_ns, file_suffix=suffix, cause_2msl=cause)
+                                      hold_ns=hold_ns, file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
             self.feed = self.eng.feed_frame
             self.tick = self.eng.tick
             self.flush = self.eng.flush

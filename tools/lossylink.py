@@ -61,7 +61,7 @@ SERVER_IP = "198.51.100.2"
 CLIENT_PORT_BASE = 20000          # connection i's client port is CLIENT_PORT_BASE + i
 KINDS = ("client_first", "server_first", "simultaneous", "half_close", "abort", "unread")
 APP_TIMEOUT_S = 15.0              # how long a side waits for data or EOF the link lost and retransmits
-SETTLE_MAX_S = 40.0               # how long the end waits for every socket to finish closing
+SETTLE_MAX_S = 60.0               # how long the end waits for every socket to finish closing
 
 
 # -- faults -------------------------------------------------------------------------
@@ -410,6 +410,7 @@ class Endpoint:
     before: list[str]
     after: list[str]
     kernel_raw: list[str] = field(default_factory=list)
+    settled: bool = True     # False: a socket of its connection was still closing when the run ended
 
     @property
     def ok_before(self) -> bool:
@@ -434,20 +435,25 @@ class Run:
     unsettled: list[str]
     records: dict[str, list[dict]]
 
+    def scored(self) -> list[Endpoint]:
+        """The endpoints whose kernel history is complete (their connection finished closing)."""
+        return [e for e in self.endpoints if e.settled]
+
     def agreement(self, which: str) -> tuple[int, int]:
-        ok = sum(1 for e in self.endpoints if getattr(e, f"ok_{which}"))
-        return ok, len(self.endpoints)
+        ok = sum(1 for e in self.scored() if getattr(e, f"ok_{which}"))
+        return ok, len(self.scored())
 
     def misses(self, which: str) -> list[Endpoint]:
-        return [e for e in self.endpoints if not getattr(e, f"ok_{which}")]
+        return [e for e in self.scored() if not getattr(e, f"ok_{which}")]
 
     def summary(self) -> str:
         b, n = self.agreement("before")
         a, _ = self.agreement("after")
         dropped = sum(1 for p in self.packets if p.fate == "dropped")
+        left = len(self.endpoints) - n
         return (f"{self.mix.name:<9} seed {self.seed:<6} {self.mix.faults.describe():<32} {len(self.plans):3d} conns "
                 f"{len(self.packets):5d} pkts {dropped:4d} dropped | before {b}/{n} ({100 * b / max(n, 1):.1f}%) "
-                f"after {a}/{n} ({100 * a / max(n, 1):.1f}%)")
+                f"after {a}/{n} ({100 * a / max(n, 1):.1f}%)" + (f" ({left} unsettled, not scored)" if left else ""))
 
     def explain(self, e: Endpoint, which: str) -> str:
         """One miss, with the packets of its connection."""
@@ -592,15 +598,17 @@ def run_mix(mix: Mix, seed: int, *, conns: int | None = None, only: list[int] | 
         # every socket of the mix done closing (TIME_WAIT, or gone), or the time is up
         settle_until = time.monotonic() + SETTLE_MAX_S
         unsettled: list[str] = []
+        stuck: set[int] = set()
         while True:
             events += tracer.read(timeout=0.1)
-            busy = [f"{ns_name} {l[0]}:{l[1]} {st}" for ns_name, ns in (("client", ns_c), ("server", ns_s))
+            busy = [(ns_name, l, r, st) for ns_name, ns in (("client", ns_c), ("server", ns_s))
                     for l, r, st, tw in _sockets_of(ns, port) if st not in ("TIME_WAIT", "LISTEN")
                     and not (tw and st == "FIN_WAIT2" and not _peer_alive(ns_c if ns is ns_s else ns_s, r, l))]
             if not busy:
                 break
             if time.monotonic() > settle_until:
-                unsettled = busy
+                unsettled = [f"{n} {l[0]}:{l[1]} {st}" for n, l, r, st in busy]
+                stuck = {(l if n == "client" else r)[1] - CLIENT_PORT_BASE for n, l, r, st in busy}
                 break
         time.sleep(0.1)
         events += tracer.drain(0.1)
@@ -656,7 +664,7 @@ def run_mix(mix: Mix, seed: int, *, conns: int | None = None, only: list[int] | 
                                       before=history(wire["before"].get((me, peer), [])),
                                       after=history(wire["after"].get((me, peer), [])),
                                       kernel_raw=[f"{tr.kernel}{' (' + tr.note[:40] + ')' if tr.note else ''}"
-                                                  for tr in trs]))
+                                                  for tr in trs], settled=p.index not in stuck))
     return Run(mix=mix, seed=seed, server_port=port, endpoints=endpoints, packets=list(relay.log),
                before_path=before_path, after_path=after_path, plans=plans, notes=notes, unsettled=unsettled,
                records=recs)
@@ -713,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "side": e.side, "endpoint": e.name, "kernel": e.kernel,
                                              "before": e.before, "after": e.after, "ok_before": e.ok_before,
                                              "ok_after": e.ok_after, "kernel_raw": e.kernel_raw,
+                                             "settled": e.settled,
                                              "captures": [run.before_path, run.after_path]}) + "\n")
     finally:
         if jf:

@@ -411,6 +411,17 @@ class Endpoint:
     after: list[str]
     kernel_raw: list[str] = field(default_factory=list)
     settled: bool = True     # False: a socket of its connection was still closing when the run ended
+    marks: dict = field(default_factory=dict)   # "before"/"after" -> [(state entered, alternative states)]
+
+    def covered(self, which: str) -> bool:
+        """A miss rawfin said it could not decide: the kernel's state where the two histories part is
+        among the alternatives of a transition rawfin marked inferred."""
+        got = getattr(self, which)
+        if got == self.kernel:
+            return True
+        i = next((i for i, (a, b) in enumerate(zip(got, self.kernel)) if a != b), min(len(got), len(self.kernel)))
+        want = self.kernel[i] if i < len(self.kernel) else None
+        return any(want in alt for _, alt in self.marks.get(which, ()))
 
     @property
     def ok_before(self) -> bool:
@@ -446,14 +457,19 @@ class Run:
     def misses(self, which: str) -> list[Endpoint]:
         return [e for e in self.scored() if not getattr(e, f"ok_{which}")]
 
+    def unmarked(self, which: str) -> list[Endpoint]:
+        """Misses rawfin did not mark inferred with the kernel's state among the alternatives."""
+        return [e for e in self.misses(which) if not e.covered(which)]
+
     def summary(self) -> str:
         b, n = self.agreement("before")
         a, _ = self.agreement("after")
         dropped = sum(1 for p in self.packets if p.fate == "dropped")
         left = len(self.endpoints) - n
+        um = f" unmarked {len(self.unmarked('before'))}/{len(self.unmarked('after'))}"
         return (f"{self.mix.name:<9} seed {self.seed:<6} {self.mix.faults.describe():<32} {len(self.plans):3d} conns "
                 f"{len(self.packets):5d} pkts {dropped:4d} dropped | before {b}/{n} ({100 * b / max(n, 1):.1f}%) "
-                f"after {a}/{n} ({100 * a / max(n, 1):.1f}%)" + (f" ({left} unsettled, not scored)" if left else ""))
+                f"after {a}/{n} ({100 * a / max(n, 1):.1f}%)" + um + (f" ({left} unsettled, not scored)" if left else ""))
 
     def explain(self, e: Endpoint, which: str) -> str:
         """One miss, with the packets of its connection."""
@@ -647,10 +663,14 @@ def run_mix(mix: Mix, seed: int, *, conns: int | None = None, only: list[int] | 
 
     recs = {"before": analyze(before_path), "after": analyze(after_path)}
     wire: dict[str, dict[tuple, list[str]]] = {"before": {}, "after": {}}
+    marks: dict[str, dict[tuple, list]] = {"before": {}, "after": {}}
     for which, rs in recs.items():
         for r in rs:
             if r["type"] == "transition":
                 wire[which].setdefault((r["endpoint"], r["peer"]), []).append(r["to"])
+                if r.get("inferred"):
+                    marks[which].setdefault((r["endpoint"], r["peer"]), []).append(
+                        (r["to"], r["inferred"]["alternative"]))
     endpoints = []
     for p in plans:
         cname = f"{CLIENT_IP}:{CLIENT_PORT_BASE + p.index}"
@@ -664,7 +684,8 @@ def run_mix(mix: Mix, seed: int, *, conns: int | None = None, only: list[int] | 
                                       before=history(wire["before"].get((me, peer), [])),
                                       after=history(wire["after"].get((me, peer), [])),
                                       kernel_raw=[f"{tr.kernel}{' (' + tr.note[:40] + ')' if tr.note else ''}"
-                                                  for tr in trs], settled=p.index not in stuck))
+                                                  for tr in trs], settled=p.index not in stuck,
+                                      marks={w: marks[w].get((me, peer), []) for w in marks}))
     return Run(mix=mix, seed=seed, server_port=port, endpoints=endpoints, packets=list(relay.log),
                before_path=before_path, after_path=after_path, plans=plans, notes=notes, unsettled=unsettled,
                records=recs)
@@ -721,7 +742,9 @@ def main(argv: list[str] | None = None) -> int:
                                              "side": e.side, "endpoint": e.name, "kernel": e.kernel,
                                              "before": e.before, "after": e.after, "ok_before": e.ok_before,
                                              "ok_after": e.ok_after, "kernel_raw": e.kernel_raw,
-                                             "settled": e.settled,
+                                             "settled": e.settled, "marks": e.marks,
+                                             "covered_before": e.covered("before"),
+                                             "covered_after": e.covered("after"),
                                              "captures": [run.before_path, run.after_path]}) + "\n")
     finally:
         if jf:

@@ -678,3 +678,17 @@ def test_corpus_annotated_copies(corpus_runs, name):
     if isinstance(run["tshark"], BaseException):
         raise run["tshark"]
     check_with_tshark(src, out, tshark=run["tshark"])
+
+
+def test_an_inferred_transition_names_the_other_reading_in_its_comment():
+    from rawfin.render.annotate import transition_comment
+    rec = {"endpoint": "192.0.2.1:80", "from": "FIN_WAIT_1", "to": "FIN_WAIT_2",
+           "cause": "rcv ACK ack=2202 of FIN seq=2201",
+           "inferred": "or CLOSING if the FIN in frame 7 arrived and its ACK was lost before the capture point",
+           "alternative": ["CLOSING"]}
+    text = transition_comment(rec)
+    assert text.startswith("rawfin: 192.0.2.1:80 FIN_WAIT_1 → FIN_WAIT_2 (rcv ACK ack=2202 of FIN seq=2201)")
+    assert text.endswith("; inferred: or CLOSING if the FIN in frame 7 arrived and its ACK was lost before the "
+                         "capture point")
+    del rec["inferred"], rec["alternative"]
+    assert "inferred" not in transition_comment(rec)

@@ -298,3 +298,45 @@ def test_without_the_compiled_writer_the_python_sinks_write(monkeypatch):
     for fmt, summary in MODES:
         sink = sinks.make_sink(fmt, out=io.StringIO(), summary=summary, fast=True)
         assert not isinstance(sink, sinks.FastSink)
+
+
+# --------------------------------------------------------------------------- inferred transitions (issue 14)
+
+def _inferred_stream() -> bytes:
+    from rawfin.core.events import Transition
+    from rawfin.core.states import Input, State
+    from rawfin.render.records import transition_record
+    t = Transition(endpoint="192.0.2.1:80", peer="192.0.2.2:50001", from_=State.FIN_WAIT_1, to=State.FIN_WAIT_2,
+                   input=Input.RCV_ACK_OF_FIN, cause="rcv ACK ack=2202 of FIN seq=2201", time_ns=1_700_000_000_000_000_000,
+                   frame=9, alternative=(State.CLOSING,),
+                   inferred="the FIN in frame 7 arrived and its ACK was lost before the capture point")
+    plain = Transition(endpoint="192.0.2.2:50001", peer="192.0.2.1:80", from_=State.ESTABLISHED,
+                       to=State.FIN_WAIT_1, input=Input.CLOSE, cause="snd FIN seq=1101",
+                       time_ns=1_700_000_000_000_000_000, frame=7)
+    conn = {"type": "connection", "conn": 0, "client": "192.0.2.2:50001", "server": "192.0.2.1:80",
+            "server_guessed": False, "active_closer": "192.0.2.2:50001", "passive_closer": "192.0.2.1:80",
+            "close": "simultaneous", "final": {"192.0.2.2:50001": "TIME_WAIT", "192.0.2.1:80": "TIME_WAIT"},
+            "first_frame": 1, "last_frame": 12, "first_time": 1700000000.0, "last_time": 1700000000.5,
+            "packets": 12, "mid_stream": False, "server_active_close": False, "anomalies": {}}
+    recs = [transition_record(plain, 0), transition_record(t, 0), conn]
+    return "".join(to_json(r) + "\n" for r in recs).encode()
+
+
+def test_an_inferred_transition_is_marked_with_its_alternative():
+    data = _inferred_stream()
+    rec = json.loads(data.splitlines()[1])
+    assert rec["inferred"] == ("or CLOSING if the FIN in frame 7 arrived and its ACK was lost before the "
+                               "capture point")
+    assert rec["alternative"] == ["CLOSING"]
+    assert "inferred" not in json.loads(data.splitlines()[0])
+    table = python_side("table", False, [(data, 1700000000.0)], 200)
+    (row,) = [ln for ln in table.splitlines() if ln.startswith("9 ")]
+    assert "FIN_WAIT_1 → FIN_WAIT_2 ?" in row and "[or CLOSING if the FIN in frame 7 arrived" in row
+    (plain,) = [ln for ln in table.splitlines() if ln.startswith("7 ")]
+    assert "?" not in plain and "[" not in plain
+
+
+@needs_writer
+@pytest.mark.parametrize("width", [60, 100, 200])
+def test_an_inferred_transition_the_compiled_writer_agrees(width):
+    agree([(_inferred_stream(), 1700000000.0)], width=width, what="inferred")

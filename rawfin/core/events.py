@@ -20,6 +20,10 @@ class Transition:
     cause: str
     time_ns: int
     frame: int | None = None
+    #: the capture cannot decide this move: the states the other reading would enter instead, and when
+    #: that reading holds ("the FIN in frame 12 arrived and its ACK was lost before the capture point")
+    alternative: tuple[State, ...] = ()
+    inferred: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.from_, State) or not isinstance(self.to, State):
@@ -28,6 +32,8 @@ class Transition:
             raise ValueError("input must be an Input member")
         if not isinstance(self.time_ns, int):
             raise ValueError(f"time_ns must be integer nanoseconds, got {self.time_ns!r}")
+        if bool(self.alternative) != bool(self.inferred) or not all(isinstance(s, State) for s in self.alternative):
+            raise ValueError("an inferred transition names its alternative states and when they would hold")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

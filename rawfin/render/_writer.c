@@ -149,10 +149,11 @@ typedef struct { const char *k; size_t kl; int t; const char *v; size_t vl; } jf
 /* the record fields the writer reads, found once per record (the last of a repeated key, as a dict) */
 enum { K_TYPE, K_FILE, K_CONN, K_FRAME, K_TIME, K_ENDPOINT, K_FROM, K_TO, K_CAUSE, K_KIND, K_DETAIL, K_CLIENT,
        K_SERVER, K_SERVER_GUESSED, K_ACTIVE_CLOSER, K_CLOSE, K_FINAL, K_MID_STREAM, K_SERVER_ACTIVE_CLOSE,
-       K_ANOMALIES, K_VLAN, NK };
+       K_ANOMALIES, K_VLAN, K_INFERRED, NK };
 static const char *KEY_NAMES[NK] = {"type", "file", "conn", "frame", "time", "endpoint", "from", "to", "cause",
                                      "kind", "detail", "client", "server", "server_guessed", "active_closer",
-                                     "close", "final", "mid_stream", "server_active_close", "anomalies", "vlan"};
+                                     "close", "final", "mid_stream", "server_active_close", "anomalies", "vlan",
+                                     "inferred"};
 static size_t KEY_LEN[NK];
 static int8_t KEY_AT[32][128];      /* (length, first character) -> the first candidate, -1: none */
 static int8_t KEY_NEXT[NK];         /* -> the next candidate with the same length and first character */
@@ -456,10 +457,11 @@ static const char *jnext_item(const char *p, const char *e, const char **s, size
 /* ------------------------------------------------------------------ the words and columns from Python */
 
 enum { P_ARROW, P_CLIENT, P_SERVER, P_BY_CLIENT, P_BY_SERVER, P_MID, P_GUESSED, P_CLOSE, P_SERVER_TW,
-       P_NO_CHANGES, P_ANOMALIES, P_END, P_MORE, P_NO_CONN, P_GUESS_MARK, NPHR };
+       P_NO_CHANGES, P_ANOMALIES, P_END, P_MORE, P_NO_CONN, P_GUESS_MARK, P_INF_MARK, P_INF_OPEN, P_INF_CLOSE,
+       NPHR };
 static const char *PHR_KEYS[NPHR] = {"arrow", "client", "server", "by_client", "by_server", "mid_stream",
                                       "guessed", "close", "server_tw", "no_changes", "anomalies", "end", "more",
-                                      "no_conn", "guess_mark"};
+                                      "no_conn", "guess_mark", "inferred_mark", "inferred_open", "inferred_close"};
 
 typedef struct { char *s; size_t n, w; } str_t;
 
@@ -940,7 +942,12 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
             werr_set("a transition record without from/to/cause/endpoint");
             return -1;
         }
-        trow_t h = {t, fr, (uint32_t)cause->vl, 0, (uint16_t)from->vl, (uint16_t)to->vl, (uint8_t)has_t,
+        /* a transition the capture cannot decide: "?" after it, the other reading after its cause */
+        const jf_t *inf = JGET(r, K_INFERRED);
+        int has_inf = inf && inf->t == J_STR;
+        const str_t *im = &w->ph[P_INF_MARK], *io = &w->ph[P_INF_OPEN], *ic = &w->ph[P_INF_CLOSE];
+        size_t lto = to->vl + (has_inf ? im->n : 0), lcause = cause->vl + (has_inf ? io->n + inf->vl + ic->n : 0);
+        trow_t h = {t, fr, (uint32_t)lcause, 0, (uint16_t)from->vl, (uint16_t)lto, (uint8_t)has_t,
                     (uint8_t)has_frame, 2};
         for (int i = 0; i < c->nep; i++)
             if (c->lep[i] == ep->vl && !memcmp(c->ep[i], ep->v, ep->vl)) h.ep = (uint8_t)i;
@@ -950,11 +957,11 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
             h.ep = c->nep++;
         }
         if (h.ep == 2) h.lep = (uint32_t)ep->vl;
-        if (from->vl > 0xFFFF || to->vl > 0xFFFF) {
+        if (from->vl > 0xFFFF || lto > 0xFFFF) {
             werr_set("a state name too long for the table");
             return -1;
         }
-        size_t need = sizeof h + h.lep + from->vl + to->vl + cause->vl;
+        size_t need = sizeof h + h.lep + from->vl + lto + lcause;
         if (!c->rows.cap && bgrow(&c->rows, need > 480 ? need : 480) < 0) return -1;
         if (bgrow(&c->rows, need) < 0) return -1;
         char *d = c->rows.p + c->rows.n;
@@ -963,7 +970,13 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
         if (h.ep == 2) { memcpy(d, ep->v, ep->vl); d += ep->vl; }
         memcpy(d, from->v, from->vl); d += from->vl;
         memcpy(d, to->v, to->vl); d += to->vl;
-        memcpy(d, cause->v, cause->vl);
+        if (has_inf) { memcpy(d, im->s, im->n); d += im->n; }
+        memcpy(d, cause->v, cause->vl); d += cause->vl;
+        if (has_inf) {
+            memcpy(d, io->s, io->n); d += io->n;
+            memcpy(d, inf->v, inf->vl); d += inf->vl;
+            memcpy(d, ic->s, ic->n);
+        }
         c->rows.n += need;
         c->nrows++;
         w->last = c;

@@ -65,7 +65,10 @@ def frames_span(last: int) -> str:
 
 def transition_comment(rec: dict) -> str:
     """``rawfin: 192.0.2.1:80 ESTABLISHED → CLOSE_WAIT (rcv FIN seq=1006)``."""
-    return f"{PREFIX}{rec['endpoint']} {rec['from']} → {rec['to']} ({rec['cause']})"
+    text = f"{PREFIX}{rec['endpoint']} {rec['from']} → {rec['to']} ({rec['cause']})"
+    if "inferred" in rec:           # the capture cannot decide it: the other reading, named
+        text += f"; inferred: {rec['inferred']}"
+    return text
 
 
 def fin_ack_verdict(ack: int, fin_seq: int) -> str:

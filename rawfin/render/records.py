@@ -26,9 +26,17 @@ def transition_record(t: Transition, conn: int, file: str | None = None) -> dict
     rec = {"type": "transition", "conn": conn, "frame": t.frame, "time": seconds(t.time_ns),
            "endpoint": t.endpoint, "peer": t.peer, "from": t.from_.value, "to": t.to.value,
            "cause": t.cause}
+    if t.alternative:
+        rec["inferred"] = inferred_text(t)
+        rec["alternative"] = [s.value for s in t.alternative]
     if file is not None:
         rec["file"] = file
     return rec
+
+
+def inferred_text(t: Transition) -> str:
+    """``or CLOSING if the FIN in frame 12 arrived and its ACK was lost before the capture point``."""
+    return f"or {' → '.join(s.value for s in t.alternative)} if {t.inferred}"
 
 
 def anomaly_record(a: Anomaly, conn: int, file: str | None = None) -> dict:

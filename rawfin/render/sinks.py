@@ -38,6 +38,7 @@ CSV_SUMMARY_COLUMNS = ("file", "conn", "client", "server", "server_guessed", "ac
                        "mid_stream", "server_active_close", "anomalies", "vlan")
 
 HEADERS = ("frame", "time", "endpoint", "transition", "cause")
+
 SUMMARY_HEADERS = ("conn", "client", "server", "close", "final client/server", "anomalies")
 #: the columns that wrap first when a table is too wide: free text (the cause; a file name, the close)
 WRAP_FIRST = (4,)
@@ -64,6 +65,10 @@ PHRASES = {
     "more": "... and {n} more {kind} (--format jsonl lists them all)",
     "no_conn": "not in any connection",
     "guess_mark": " ?",
+    # a transition the capture cannot decide: " ?" after it, the other reading after its cause
+    "inferred_mark": " ?",
+    "inferred_open": " [",
+    "inferred_close": "]",
 }
 #: an anomaly's line: indented, the frame right-aligned in a field of its own, the text after
 ANOMALY_INDENT, ANOMALY_WHERE = 4, 11
@@ -232,7 +237,7 @@ class TableSink(Sink):
             origin = self.origin
             arrow = f" {ARROW} "
             rows = [[str(r["frame"]) if r["frame"] is not None else "", fmt_time(r["time"], origin),
-                     roles.get(r["endpoint"], r["endpoint"]), r["from"] + arrow + r["to"], r["cause"]]
+                     roles.get(r["endpoint"], r["endpoint"]), r["from"] + arrow + r["to"] + _mark(r), _cause(r)]
                     for r in trans]
             out.write(self._table(HEADERS, rows))
         else:
@@ -414,3 +419,14 @@ def make_sink(fmt: str, *, out: IO[str] | None = None, tablefmt: str = "simple",
     if fmt == "table":
         return TableSink(out, tablefmt=tablefmt, summary=summary, flush_each=flush_each, width=width)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def _mark(rec: dict) -> str:
+    """A transition the capture cannot decide is marked `` ?`` in the table ..."""
+    return PHRASES["inferred_mark"] if "inferred" in rec else ""
+
+
+def _cause(rec: dict) -> str:
+    """... and its cause names the other reading: ``rcv FIN seq=1101 [or FIN_WAIT_2 if ...]``."""
+    inferred = rec.get("inferred")
+    return rec["cause"] + PHRASES["inferred_open"] + inferred + PHRASES["inferred_close"] if inferred else rec["cause"]

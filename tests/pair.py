@@ -230,13 +230,15 @@ def _drop_all(seg: Segment) -> bool:
     return True
 
 
-def in_state(state: State, *, passive: bool = True, **kw) -> tuple[Pair, Endpoint]:
+def in_state(state: State, *, passive: bool = True, close_call: str = "close", **kw) -> tuple[Pair, Endpoint]:
     """A pair whose endpoint of interest is in ``state``, reached by running real segments.
 
     Returns ``(pair, ep)``. The pair's drop predicate is reset to "drop nothing"
     afterwards. ``passive`` picks, for SYN_RECEIVED, a passive open (LISTEN ->
-    SYN_RECEIVED) or a simultaneous open (SYN_SENT -> SYN_RECEIVED). Keyword
-    arguments go to :meth:`Pair.new`.
+    SYN_RECEIVED) or a simultaneous open (SYN_SENT -> SYN_RECEIVED). ``close_call``
+    is how FIN_WAIT_1/FIN_WAIT_2 are reached: ``close`` (the application is gone)
+    or ``shutdown`` (a half-close: it still reads). Keyword arguments go to
+    :meth:`Pair.new`.
     """
     S = State
     p = Pair.new(**kw)
@@ -268,10 +270,10 @@ def in_state(state: State, *, passive: bool = True, **kw) -> tuple[Pair, Endpoin
             ep = c
         elif state is S.FIN_WAIT_1:
             p.drop = _drop_all
-            p.call(c, "close")
+            p.call(c, close_call)
             ep = c
         elif state is S.FIN_WAIT_2:
-            p.call(c, "close")
+            p.call(c, close_call)
             ep = c
         elif state is S.CLOSE_WAIT:
             p.call(c, "close")

@@ -177,7 +177,7 @@ def test_d_fin_carrying_data_is_acked_at_seq_plus_len_plus_one():
 def test_e_half_close_close_wait_sends_and_fin_wait_2_receives():
     p = Pair.established()
     c, s = p.client, p.server
-    p.at(1 * SEC).call(c, "close")
+    p.at(1 * SEC).call(c, "shutdown")          # SHUT_WR: the client still reads
     x1, y = c.snd_nxt, s.snd_nxt
     m = p.mark()
     res = p.at(2 * SEC).call(s, "send", b"still talking")
@@ -383,7 +383,7 @@ def test_i_old_fin_in_close_wait_is_re_acked():
 
 
 def test_i_fin_beyond_a_gap_waits_for_the_gap_hand_crafted():
-    p, c = in_state(S.FIN_WAIT_2)
+    p, c = in_state(S.FIN_WAIT_2, close_call="shutdown")
     nxt = c.rcv_nxt
     res = c.receive(from_peer(c, seq=nxt + 3, ack=c.snd_nxt, flags=F | A), 3 * SEC)
     assert c.state is S.FIN_WAIT_2 and res.transitions == ()
@@ -400,7 +400,7 @@ def test_i_fin_beyond_a_gap_waits_for_the_gap_hand_crafted():
 def test_i_fin_beyond_a_gap_over_the_pair():
     p = Pair.established()
     c, s = p.client, p.server
-    p.at(1 * SEC).call(c, "close")
+    p.at(1 * SEC).call(c, "shutdown")
     x1, y = c.snd_nxt, s.snd_nxt
     m = p.mark()
     p.drop = drop_first(lambda seg: seg.data_len > 0)       # the data before the FIN is lost
@@ -482,7 +482,7 @@ def _refused(ep: Endpoint, call: str, *args):
     return ei.value
 
 
-@pytest.mark.parametrize("state", [S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.LAST_ACK, S.TIME_WAIT, S.CLOSED],
+@pytest.mark.parametrize("state", [S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.LAST_ACK, S.TIME_WAIT],
                          ids=lambda s: s.name)
 def test_k_close_twice(state):
     p, ep = in_state(state)
@@ -517,7 +517,8 @@ def test_k_close_with_data_where_no_data_may_go():
 
 def test_k_error_text():
     p, c = in_state(S.FIN_WAIT_1)
-    with pytest.raises(StateError, match=r"^close\(\) is not allowed in state FIN_WAIT_1$"):
+    with pytest.raises(StateError, match=r"^close\(\) is not allowed in state FIN_WAIT_1: the application "
+                                         r"closed this connection already$"):
         c.close(1)
 
 
@@ -669,3 +670,103 @@ def test_reused_endpoint_starts_with_a_fresh_retransmission_budget():
     assert c.rto_at == 101 * SEC
     res = c.handle_timer(101 * SEC)
     assert c.state is S.SYN_SENT and len(res.retransmissions) == 1
+
+
+# -- m: close() and shutdown() as Linux has them (issue 16) ----------------------------------------------
+from rawfin.core.endpoint import SHUT_RD, SHUT_RDWR, SHUT_WR  # noqa: E402
+
+READS = Config(app_reads=True)
+
+
+def test_m_close_with_unread_data_is_a_reset_with_the_ack_linux_puts_on_it():
+    # RFC 1122 4.2.2.13 / RFC 2525 2.17: the peer must learn its data was lost
+    p = Pair.established(server_config=READS)
+    c, s = p.client, p.server
+    p.at(1 * SEC).call(c, "send", b"request")
+    assert s.unread == 7
+    assert s.read(3) == 3 and s.unread == 4
+    res = p.at(2 * SEC).call(s, "close")
+    assert [(x.flags, x.seq, x.ack) for x in res.segments] == [(R | A, s.snd_nxt, s.rcv_nxt)]
+    assert [(t.from_, t.input, t.to) for t in res.transitions] == [(S.ESTABLISHED, I.ABORT, S.CLOSED)]
+    assert res.transitions[0].cause.startswith("close() with 4 bytes unread: snd RST")
+    assert c.state is S.CLOSED           # the client took the RST
+
+
+def test_m_close_after_reading_everything_is_the_fin():
+    p = Pair.established(server_config=READS)
+    c, s = p.client, p.server
+    p.at(1 * SEC).call(c, "send", b"request")
+    assert s.read(100) == 7 and s.unread == 0
+    res = p.at(2 * SEC).call(s, "close")
+    assert [x.flags for x in res.segments] == [F | A] and s.state is S.FIN_WAIT_2     # (the pair ACKs at once)
+
+
+def test_m_without_app_reads_the_application_takes_data_as_it_comes():
+    p = Pair.established()
+    p.at(1 * SEC).call(p.client, "send", b"request")
+    assert p.server.unread == 0
+    res = p.at(2 * SEC).call(p.server, "close")
+    assert [x.flags for x in res.segments] == [F | A]
+
+
+def test_m_close_after_shutdown_is_legal_and_sends_nothing_more():
+    p = Pair.established()
+    c = p.client
+    p.at(1 * SEC).call(c, "shutdown")
+    assert c.state is S.FIN_WAIT_2
+    m = p.mark()
+    res = p.at(2 * SEC).call(c, "close")
+    assert (res.segments, res.transitions) == ((), ()) and p.wire_since(m) == []
+    _refused(c, "close", 3 * SEC)              # but close() twice is misuse
+    _refused(c, "shutdown", 3 * SEC)           # and so is anything after close()
+
+
+def test_m_shutdown_again_is_harmless_and_unconnected_is_an_error():
+    p = Pair.established()
+    c = p.client
+    p.at(1 * SEC).call(c, "shutdown")
+    res = p.at(2 * SEC).call(c, "shutdown", SHUT_RDWR)
+    assert (res.segments, res.transitions) == ((), ())
+    fresh = Endpoint(local=CLIENT)
+    with pytest.raises(StateError, match=r"^shutdown\(\) is not allowed in state CLOSED: not connected$"):
+        fresh.shutdown(0)
+    with pytest.raises(ValueError):
+        c.shutdown(3 * SEC, 7)
+
+
+def test_m_shutdown_rd_sends_nothing_and_linux_still_takes_data():
+    p = Pair.established(server_config=READS)
+    c, s = p.client, p.server
+    m = p.mark()
+    res = p.at(1 * SEC).call(s, "shutdown", SHUT_RD)
+    assert (res.segments, res.transitions) == ((), ()) and s.rd_shut and not s.wr_shut
+    p.at(2 * SEC).call(c, "send", b"more")
+    assert wire_rows(p, m)[-1][1:3] == ("server", A) and s.unread == 4     # ACKed and queued, as Linux does
+
+
+@pytest.mark.parametrize("acked", [True, False], ids=["FIN_WAIT_2", "FIN_WAIT_1"])
+def test_m_data_after_close_is_reset(acked):
+    p, c = in_state(S.FIN_WAIT_2 if acked else S.FIN_WAIT_1)
+    state, x1 = c.state, c.snd_nxt
+    seg = from_peer(c, seq=c.rcv_nxt, ack=c.snd_nxt if acked else c.snd_una, flags=P | A, payload=b"late")
+    res = c.receive(seg, 5 * SEC)
+    # the reply a closed port gives (seq = the segment's ACK, no ACK flag), and the connection is gone
+    assert [(x.flags, x.seq) for x in res.segments] == [(R, seg.ack)]
+    assert [(t.from_, t.input, t.to) for t in res.transitions] == [(state, I.RCV_DATA_AFTER_CLOSE, S.CLOSED)]
+    assert [a.kind for a in res.anomalies] == ["data_after_close"] and c.snd_nxt == x1
+
+
+def test_m_data_after_shutdown_wr_only_is_acked():
+    p, c = in_state(S.FIN_WAIT_2, close_call="shutdown")
+    seg = from_peer(c, seq=c.rcv_nxt, ack=c.snd_nxt, flags=P | A, payload=b"still")
+    res = c.receive(seg, 5 * SEC)
+    assert res.data == b"still" and [(x.flags, x.ack) for x in res.segments] == [(A, seg.seq_end)]
+    assert c.state is S.FIN_WAIT_2
+
+
+def test_m_after_close_old_data_with_the_fin_is_no_reset():
+    # the peer resends what we had with its FIN: nothing new to read, so the FIN is taken (Linux too)
+    p, c = in_state(S.FIN_WAIT_2)
+    seg = from_peer(c, seq=c.rcv_nxt - 0, ack=c.snd_nxt, flags=F | A)
+    res = c.receive(seg, 5 * SEC)
+    assert [(t.from_, t.to) for t in res.transitions] == [(S.FIN_WAIT_2, S.TIME_WAIT)]

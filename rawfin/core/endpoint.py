@@ -22,6 +22,9 @@ from rawfin.core.units import SEC
 
 
 _ACK = Flags.ACK
+#: shutdown()'s ``how``, as Linux numbers them
+SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+_FIN_FROM = (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECEIVED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +40,7 @@ class Config:
     mss: int = 1460
     close_on_fin: bool = False        # the application closes the moment it reads EOF
     observer: bool = False            # driven by a capture: send nothing, tolerate capture gaps
+    app_reads: bool = False           # the application reads with read(); False: it takes every byte as it comes
 
     def __post_init__(self) -> None:
         for name in ("msl_ns", "rto_ns", "rto_max_ns", "mss", "max_retries"):
@@ -70,7 +74,8 @@ class Endpoint:
 
     __slots__ = ("config", "local", "remote", "vlan", "state", "iss", "irs", "snd_una", "snd_nxt", "snd_wnd",
                  "rcv_nxt", "rcv_wnd", "fin_seq", "peer_fin_seq", "passive", "rto_at", "time_wait_at",
-                 "fin_wait_2_at", "_rto_cur", "_retries", "_unacked", "_ooo", "_name", "_peer_name")
+                 "fin_wait_2_at", "_rto_cur", "_retries", "_unacked", "_ooo", "_name", "_peer_name",
+                 "rd_shut", "wr_shut", "app_closed", "unread")
 
     def __init__(self, *, local: tuple[str, int], remote: tuple[str, int] | None = None,
                  iss: int = 0, config: Config | None = None, vlan: tuple[int, ...] = (),
@@ -101,6 +106,11 @@ class Endpoint:
         self._ooo: tuple[Segment, ...] = ()       # arrived ahead of rcv_nxt
         self._name: str | None = None
         self._peer_name: str | None = None
+        # the application's side of the socket (Linux's sk_shutdown and receive queue)
+        self.rd_shut = False        # close(), or shutdown(SHUT_RD): nobody will read what arrives
+        self.wr_shut = False        # shutdown(SHUT_WR) (or close()): our FIN is queued or sent
+        self.app_closed = False     # close() (or abort()) was called: the socket is an orphan
+        self.unread = 0             # bytes delivered that the application has not read (Config.app_reads)
 
     # -- names ------------------------------------------------------------
     @property
@@ -214,20 +224,53 @@ class Endpoint:
         return out.result()
 
     def close(self, now: int, data: bytes = b"") -> Result:
-        """close() or shutdown(SHUT_WR): send our FIN (carrying ``data`` when given)."""
-        self._app("close", Input.CLOSE)
-        if data and self.state not in (State.ESTABLISHED, State.CLOSE_WAIT):
-            raise StateError("close", self.state, "cannot send data with the FIN")
+        """close(), as Linux's tcp_close: the FIN (carrying ``data`` when given); a RST instead when data
+        arrived that the application never read (RFC 1122 4.2.2.13, RFC 2525 2.17); nothing more after
+        shutdown(SHUT_WR) sent the FIN already. From here on nobody reads: data that still arrives resets
+        the connection (rawfin.core.rules, data_after_close). Closing twice is an error."""
+        if self.app_closed:
+            raise StateError("close", self.state, "the application closed this connection already")
+        st = self.state
+        if data and (st not in (State.ESTABLISHED, State.CLOSE_WAIT) or self.wr_shut):
+            raise StateError("close", st, "cannot send data with the FIN")
+        if self.unread and st not in (State.CLOSED, State.LISTEN, State.SYN_SENT, State.TIME_WAIT):
+            n = self.unread
+            self.unread = 0
+            return self._abort(now, f"close() with {n} bytes unread: snd RST seq={self.snd_nxt}")
         out = _Out()
-        self._close(out, now, data)
+        if st in (State.LISTEN, State.SYN_SENT) or (st in _FIN_FROM and self.fin_seq is None):
+            self._close(out, now, data)
+        self.app_closed = self.rd_shut = self.wr_shut = True
         return out.result()
 
-    def shutdown(self, now: int) -> Result:
-        """shutdown(SHUT_WR): our FIN goes out; we keep receiving (half-close)."""
-        self._app("shutdown", Input.CLOSE)
+    def shutdown(self, now: int, how: int = SHUT_WR, data: bytes = b"") -> Result:
+        """shutdown(): SHUT_WR sends our FIN (carrying ``data``, bytes written just before, when given;
+        the connection still reads: a half-close), SHUT_RD sends nothing (what arrives later is still
+        taken, as Linux does, until close()), SHUT_RDWR both. Again is harmless; on a connection that
+        is not open it is an error (ENOTCONN)."""
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            raise ValueError(f"shutdown how must be SHUT_RD (0), SHUT_WR (1) or SHUT_RDWR (2), got {how!r}")
+        st = self.state
+        if self.app_closed:
+            raise StateError("shutdown", st, "the application closed this connection already")
+        if st in (State.CLOSED, State.LISTEN):
+            raise StateError("shutdown", st, "not connected")
+        if data and (how == SHUT_RD or self.wr_shut or st not in (State.ESTABLISHED, State.CLOSE_WAIT)):
+            raise StateError("shutdown", st, "cannot send data with the FIN")
         out = _Out()
-        self._close(out, now)
+        if how in (SHUT_RD, SHUT_RDWR):
+            self.rd_shut = True
+        if how in (SHUT_WR, SHUT_RDWR) and not self.wr_shut:
+            self.wr_shut = True
+            if st is State.SYN_SENT or (st in _FIN_FROM and self.fin_seq is None):
+                self._close(out, now, data)
         return out.result()
+
+    def read(self, n: int) -> int:
+        """The application reads up to ``n`` bytes of what arrived (Config.app_reads); how many it got."""
+        got = min(max(n, 0), self.unread)
+        self.unread -= got
+        return got
 
     def _close(self, out: _Out, now: int, data: bytes = b"", frame: int | None = None) -> None:
         if self.state in (State.LISTEN, State.SYN_SENT):
@@ -240,14 +283,18 @@ class Endpoint:
         self._emit(out, fin, now)
 
     def abort(self, now: int) -> Result:
+        """close() with SO_LINGER 0: a RST instead of the FIN."""
         self._app("abort", Input.ABORT)
+        return self._abort(now, f"abort(): snd RST seq={self.snd_nxt}")
+
+    def _abort(self, now: int, cause: str) -> Result:
         out = _Out()
         sends_rst = self.state not in (State.LISTEN, State.SYN_SENT, State.TIME_WAIT)
-        cause = f"abort(): snd RST seq={self.snd_nxt}" if sends_rst else "abort()"
         rst = self._seg(Flags.RST, self.snd_nxt) if sends_rst else None
-        self._move(out, Input.ABORT, cause, now)
+        self._move(out, Input.ABORT, cause if sends_rst else cause.split(":")[0], now)
         if rst is not None:
             self._emit(out, rst, now, track=False)
+        self.app_closed = self.rd_shut = self.wr_shut = True
         return out.result()
 
     # -- time ------------------------------------------------------------------
@@ -382,6 +429,8 @@ def _take_data(c: Ctx) -> None:
     if lead < seg.data_len:
         c.out.data += seg.payload[lead:]
         ep.rcv_nxt = sq.add(seg.seq, seg.data_len)
+        if ep.config.app_reads:
+            ep.unread += seg.data_len - lead
 
 
 def _queue(c: Ctx) -> None:

@@ -46,7 +46,7 @@ _CONN_NAMES = {"first_fin": "conn"}
 
 PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "in_window", "ack_known",
               "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
-              "crossed", "answered", "now", "reached")
+              "crossed", "answered", "now", "reached", "rd_shut")
 ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
            "queue", "close", "retransmit", "disarm_rto",
            "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
@@ -121,7 +121,7 @@ def compile_pred(tok: str, ctx_who: str = "self") -> tuple:
             return ("cmp", neg, (op, _value(a, ctx_who), _value(b, ctx_who)))
     if t in FLAG_BITS:
         return ("flag", neg, (FLAG_BITS[t],))
-    if t in ("pure_ack", "data", "occupies", "in_window", "ack_known", "answered", "now"):
+    if t in ("pure_ack", "data", "occupies", "in_window", "ack_known", "answered", "now", "rd_shut"):
         return (t, neg, ())
     if t in CONFIG:
         return ("config", neg, (t,))
@@ -419,6 +419,8 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
         return lambda c: c.seg.data_len > 0
     if name == "occupies":
         return lambda c: c.seg.seg_len > 0
+    if name == "rd_shut":
+        return lambda c: c.ep.rd_shut
     if name == "cmp":
         return _cmp(*args)
     if name == "isset":

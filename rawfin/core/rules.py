@@ -27,6 +27,7 @@ RFC 9293 names):
     rcv_nxt snd_nxt snd_una iss irs
     fin_seq peer_fin_seq  the endpoint's own FIN and the peer's (empty until there is one)
     #name                 a mark set earlier in the same call (``mark``)
+    rd_shut               the application closed, or shut reading (never, for an observer's endpoint)
 
 In the observer's programs ``tx`` is the endpoint the wire shows sending the segment, ``rx`` the
 one it is going to; ``held:rx`` is the FIN (or SYN) held for rx until rx shows it has it,
@@ -233,6 +234,16 @@ _DATA = step(
     row("missing>0", anomaly("previous_segment_not_captured", "seq={seq} but rcv_nxt={rcv_nxt}: {missing} bytes missing"),
         ("take_data",), mark("need_ack")),
     row("", ("take_data",), mark("need_ack")))
+# The application has closed (or shut reading): data beyond rcv_nxt can never be read. RFC 1122 4.2.2.13
+# says send a RST to show the data was lost; Linux does, answering the segment as a closed port would, and
+# the connection is gone (tcp_rcv_state_process, FIN_WAIT1/FIN_WAIT2 with RCV_SHUTDOWN). After
+# shutdown(SHUT_WR) alone the application still reads: the data is taken and ACKed as usual.
+_DATA_AFTER_CLOSE = step(
+    "data_after_close",
+    row("data rd_shut !RST fin>rcv_nxt",
+        anomaly("data_after_close", "{len} bytes at seq={seq} after the application closed: nobody can read "
+                                    "them, reset (RFC 1122 4.2.2.13)"),
+        move("RCV_DATA_AFTER_CLOSE", "rcv {len} bytes after close(): snd RST seq={ack}"), send("RST"), STOP))
 _DATA_AFTER_FIN = step(
     "data",
     row("data", anomaly("data_after_fin", "{len} bytes at seq={seq} after the peer's FIN seq={peer_fin_seq}"),
@@ -266,8 +277,8 @@ RECEIVE: dict[State, tuple[Step, ...]] = {
     State.SYN_SENT: SYN_SENT_RECEIVE,
     State.SYN_RECEIVED: SYN_RECEIVED_RECEIVE,
     State.ESTABLISHED: (*_HEAD, _RST, *_CHECKS, *_ACKING, *_TAIL_OPEN),
-    State.FIN_WAIT_1: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, *_TAIL_OPEN),
-    State.FIN_WAIT_2: (*_HEAD, _RST, *_CHECKS, *_ACKING, *_TAIL_OPEN),
+    State.FIN_WAIT_1: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, _DATA_AFTER_CLOSE, *_TAIL_OPEN),
+    State.FIN_WAIT_2: (*_HEAD, _RST, *_CHECKS, *_ACKING, _DATA_AFTER_CLOSE, *_TAIL_OPEN),
     State.CLOSE_WAIT: (*_HEAD, _RST, *_CHECKS, *_ACKING, *_TAIL_CLOSING),
     State.CLOSING: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, *_TAIL_CLOSING),
     State.LAST_ACK: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, *_TAIL_CLOSING),

@@ -34,8 +34,8 @@ class Input(enum.Enum):
     # application calls
     LISTEN = "listen()"
     CONNECT = "connect()"
-    CLOSE = "close()"              # close() or shutdown(SHUT_WR): both send our FIN
-    ABORT = "abort()"              # close with SO_LINGER 0: send RST
+    CLOSE = "close()"              # close() or shutdown(SHUT_WR): our FIN (close() after shutdown() sends nothing)
+    ABORT = "abort()"              # close() with SO_LINGER 0 or with data unread: send RST
     # arriving segments, after sequence-number classification
     RCV_SYN = "rcv SYN"
     RCV_SYN_ACK = "rcv SYN,ACK"
@@ -49,6 +49,8 @@ class Input(enum.Enum):
     TIMEOUT_2MSL = "2MSL timer"
     TIMEOUT_FIN_WAIT_2 = "FIN_WAIT_2 timer"
     TIMEOUT_GIVE_UP = "retransmissions exhausted"
+    # (kept last: the compiled lane numbers the inputs in this order)
+    RCV_DATA_AFTER_CLOSE = "rcv data after close()"
 
     def __str__(self) -> str:
         return self.value
@@ -101,6 +103,9 @@ TRANSITIONS: dict[tuple[State, Input], Rule] = {
     (S.TIME_WAIT, I.TIMEOUT_2MSL): Rule(to=S.CLOSED),
     (S.TIME_WAIT, I.RCV_NEW_SYN): Rule(to=S.CLOSED, note="seq > rcv_nxt: pair reused"),
     (S.TIME_WAIT, I.RCV_RST): Rule(to=S.CLOSED, note="Linux: tcp_rfc1337=0"),
+    # data nobody can read any more (RFC 1122 4.2.2.13; Linux resets, tcp_rcv_state_process)
+    (S.FIN_WAIT_1, I.RCV_DATA_AFTER_CLOSE): Rule(to=S.CLOSED, sends="RST", note="data after close(): reset"),
+    (S.FIN_WAIT_2, I.RCV_DATA_AFTER_CLOSE): Rule(to=S.CLOSED, sends="RST", note="data after close(): reset"),
 }
 # aborts, resets and give-ups in every synchronized state
 for _s in _SYNCHRONIZED:

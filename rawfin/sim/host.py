@@ -194,7 +194,8 @@ class Host:
         application wrote just before); the connection still reads."""
         ep = self._conn("shutdown")
         if data:
-            return Step(endpoint=ep, result=ep.close(now, data), call=f"shutdown(SHUT_WR) after {len(data)} bytes")
+            return Step(endpoint=ep, result=ep.shutdown(now, data=data),
+                        call=f"shutdown(SHUT_WR) after {len(data)} bytes")
         return Step(endpoint=ep, result=ep.shutdown(now), call="shutdown(SHUT_WR)")
 
     def abort(self, now: int) -> Step:

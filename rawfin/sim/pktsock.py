@@ -130,7 +130,10 @@ class Conn:
         self.ts_base = ts_base
         self.ts_recent = 0
         self.orphan = False
-        self.rcv_shutdown = False
+        self.early = bytearray()              # data that arrived before accept()
+        self.defer_retrans = 0                # TCP_DEFER_ACCEPT of its listener, in SYN,ACK retransmissions
+        self.syn_ack_rtx = 0
+        self.deferred = False                 # its bare ACK was held back (TCP_DEFER_ACCEPT)
         self.listener: Sock | None = None     # the listening socket it came from, until accepted
         self.linger2_s: int | None = None     # TCP_LINGER2 of the socket it belonged to
 
@@ -179,9 +182,10 @@ class Stack:
     # -- segments out ----------------------------------------------------------------------
     def _config(self) -> Config:
         fin = int(self.sysctl.get("net.ipv4.tcp_fin_timeout", "60") or 60)
+        # app_reads: the endpoint counts what the application has not read (close() then resets)
         return Config(msl_ns=30 * SEC, rto_ns=1 * SEC, max_retries=int(self.sysctl.get("net.ipv4.tcp_retries2",
                                                                                         "15") or 15),
-                      fin_wait_2_timeout_ns=None if fin <= 0 else None, mss=self.pers.adv_mss)
+                      fin_wait_2_timeout_ns=None if fin <= 0 else None, mss=self.pers.adv_mss, app_reads=True)
 
     def _apply(self, conn: Conn | None, res: Result) -> None:
         for t in res.transitions:
@@ -194,8 +198,11 @@ class Stack:
         state = (conn.ep.state.value if conn is not None else "CLOSED")
         for s in segs:
             self.out.append((self.now, self._decorate(conn, s), state))
-        if res.data and conn is not None and conn.sock is not None:
-            conn.sock.rcvbuf += res.data
+        if res.data and conn is not None:
+            if conn.sock is not None:
+                conn.sock.rcvbuf += res.data
+            elif not conn.orphan:
+                conn.early += res.data            # not accepted yet: the accept queue holds it
 
     def _ts_val(self, conn: Conn) -> int:
         return (conn.ts_base + self.now // MS) & 0xFFFFFFFF
@@ -247,21 +254,32 @@ class Stack:
         for step in self.host.deliver(seg, now):
             self._step(step, seg, ls)
 
+    @staticmethod
+    def secs_to_retrans(seconds: int, timeout: int = 1, rto_max: int = 120) -> int:
+        """TCP_DEFER_ACCEPT's seconds as SYN,ACK retransmissions (Linux's secs_to_retrans)."""
+        if seconds <= 0:
+            return 0
+        res, period = 1, timeout
+        while seconds > period and res < 255:
+            res += 1
+            timeout = min(timeout * 2, rto_max)
+            period += timeout
+        return res
+
     def _before(self, conn: Conn, seg: Segment) -> bool:
         """What Linux does before the endpoint sees a segment; True when the segment is done with."""
         ep = conn.ep
+        if (conn.defer_retrans and ep.state is State.SYN_RECEIVED and seg.flags == Flags.ACK and not seg.data_len
+                and seg.ack == ep.snd_nxt and conn.syn_ack_rtx < conn.defer_retrans):
+            # TCP_DEFER_ACCEPT: a bare ACK does not complete the connection; data (or the deferral's end) will
+            conn.deferred = True
+            self.notes.append(f"TCP_DEFER_ACCEPT: the bare ACK at {self.now / SEC:.3f} s is held back, as Linux "
+                              f"does, until data arrives or the deferral ends")
+            return True
         if conn.ts_on:
             ts = next((v for n, v in seg.options if n == "Timestamp"), None)
             if ts is not None and (not seg.has_ack or sq.le(seg.ack, ep.snd_nxt)) and sq.le(seg.seq, ep.rcv_nxt):
                 conn.ts_recent = ts[0]
-        if (conn.orphan or conn.rcv_shutdown) and ep.state in (State.FIN_WAIT_1, State.FIN_WAIT_2) \
-                and seg.data_len and sq.gt(sq.add(seg.seq, seg.data_len), ep.rcv_nxt) and not seg.rst:
-            # Linux: data for a socket nobody will read (closed, or shut for reading) resets it
-            self.notes.append(f"data after close at seq={seg.seq}: the connection is reset (as Linux does)")
-            rst = ep._reset_reply(seg)
-            self._apply(None, self._abort_quietly(conn))
-            self.out.append((self.now, rst, conn.ep.state.value))
-            return True
         if ep.state is State.SYN_SENT and seg.syn:
             self._negotiated(conn, seg, True)
             if conn.ts_on:
@@ -279,12 +297,23 @@ class Stack:
             # the listener took a SYN and is now this connection (a fresh listener took its place)
             conn = self._new_conn(ep)
             conn.listener = listener
+            if listener is not None:
+                conn.defer_retrans = self.secs_to_retrans(int(listener.opts.get("TCP_DEFER_ACCEPT", 0) or 0))
             self._negotiated(conn, seg, False)
             if conn.peer.ts is not None:
                 conn.ts_recent = conn.peer.ts
         if conn is None:
             self._apply(None, step.result)
             return
+        res = step.result
+        if seg is None and conn.deferred and ep.state is State.SYN_RECEIVED and res.retransmissions:
+            # TCP_DEFER_ACCEPT: Linux resends the SYN,ACK only once, when the deferral is about to end
+            conn.syn_ack_rtx += 1
+            if conn.syn_ack_rtx < conn.defer_retrans:
+                drop = {id(x) for x in res.retransmissions}
+                res = Result(segments=tuple(x for x in res.segments if id(x) not in drop),
+                             transitions=res.transitions, anomalies=res.anomalies, data=res.data)
+        step = Step(endpoint=ep, result=res)
         before = step.result.transitions[0].from_ if step.result.transitions else ep.state
         self._apply(conn, step.result)
         self._after(conn, before, step.result)
@@ -431,7 +460,7 @@ class Stack:
         ns.conn = conn
         conn.sock = ns
         ns.opts = {k: v for k, v in s.opts.items() if k in ("TCP_USER_TIMEOUT", "TCP_LINGER2", "TCP_NODELAY")}
-        ns.rcvbuf = bytearray(getattr(conn, "early", b""))
+        ns.rcvbuf = bytearray(conn.early)
         if conn.ep.peer_fin_seq is not None:
             ns.eof = True
         self.socks[fd] = ns
@@ -472,6 +501,8 @@ class Stack:
             n = min(count, len(s.rcvbuf))
             if not peek:
                 del s.rcvbuf[:n]
+                if s.conn is not None:
+                    s.conn.ep.read(n)       # the endpoint knows what the application has read
             return n, 0
         if s.err:
             err = s.err
@@ -527,17 +558,13 @@ class Stack:
             return self._done(p, -1, E.ENOTCONN)
         if how in (0, 2):
             s.shut_rd = True
-            conn.rcv_shutdown = True
-        if how in (1, 2) and not s.shut_wr:
+        if how in (1, 2):
             s.shut_wr = True
-            ep = conn.ep
-            if ep.state in _CAN_FIN:
-                before = ep.state
-                res = ep.shutdown(self.now)
-                self._apply(conn, res)
-                self._after(conn, before, res)
-            elif ep.state is State.SYN_SENT:
-                self._apply(conn, ep.abort(self.now))
+        ep = conn.ep
+        before = ep.state
+        res = ep.shutdown(self.now, how)           # the core: FIN for SHUT_WR, nothing for SHUT_RD
+        self._apply(conn, res)
+        self._after(conn, before, res)
         return self._done(p, 0)
 
     def _sys_close(self, p, s: Sock):
@@ -563,19 +590,10 @@ class Stack:
             conn.linger2_s = s.opts["TCP_LINGER2"]
         ep = conn.ep
         before = ep.state
-        unread = len(s.rcvbuf)
-        if ep.state in (State.CLOSED, State.TIME_WAIT, State.LISTEN):
-            return self._done(p, 0)
-        if ep.state is State.SYN_SENT:
-            res = ep.close(self.now)
-        elif unread or (s.linger[0] and s.linger[1] == 0):
-            why = (f"{unread} bytes unread" if unread else "SO_LINGER 0")
-            self.notes.append(f"close() with {why}: RST (Linux tcp_close)")
-            res = ep.abort(self.now)
-        elif not s.shut_wr and ep.state in _CAN_FIN:
-            res = ep.close(self.now)
+        if s.linger[0] and s.linger[1] == 0 and ep.state not in (State.CLOSED, State.TIME_WAIT):
+            res = ep.abort(self.now)                # SO_LINGER 0: a RST instead of the FIN
         else:
-            res = Result()
+            res = ep.close(self.now)                # the core: FIN, RST for unread data, or nothing more
         self._apply(conn, res)
         self._after(conn, before, res)
         return self._done(p, 0)
@@ -589,7 +607,7 @@ class Stack:
             s.linger = value
         elif name == "TCP_LINGER2":
             s.opts[name] = value
-        elif name in ("SO_REUSEADDR", "SO_REUSEPORT", "TCP_USER_TIMEOUT"):
+        elif name in ("SO_REUSEADDR", "SO_REUSEPORT", "TCP_USER_TIMEOUT", "TCP_DEFER_ACCEPT"):
             s.opts[name] = value
             if name == "TCP_USER_TIMEOUT":
                 self.notes.append("TCP_USER_TIMEOUT: not modelled by rawfin's endpoint (kept for getsockopt)")

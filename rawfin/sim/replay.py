@@ -707,8 +707,9 @@ def scenario_toml(rec: Recording) -> str:
             if f.call in ("send",):
                 calls.append(f'{{ at = {at}, call = "send", bytes = {f.seg.data_len} }}')
             elif f.call in ("close", "shutdown") and f.seg.data_len:
-                # the format's shutdown carries no data; the emulator's FIN is the same either way
-                calls.append(f'{{ at = {at}, call = "close", bytes = {f.seg.data_len} }}')
+                # the FIN carries the last data; shutdown when the peer still sent after it (a close()
+                # would have reset that data, as Linux does)
+                calls.append(f'{{ at = {at}, call = "{f.call}", bytes = {f.seg.data_len} }}')
             else:
                 calls.append(f'{{ at = {at}, call = "{f.call}" }}')
         lines.append("calls = [")

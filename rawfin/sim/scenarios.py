@@ -181,7 +181,7 @@ def _call(side: str, i: int, c: dict, where: str) -> Call:
         if not isinstance(c["data"], str):
             raise ScenarioError(f"{w}: data must be a string")
         data = c["data"].encode("utf-8")
-    if data and name not in ("send", "close"):
+    if data and name not in ("send", "close", "shutdown"):
         raise ScenarioError(f"{w}: {name} carries no data")
     if name == "send" and not data:
         raise ScenarioError(f"{w}: send needs bytes = N or data = \"...\"")

@@ -296,6 +296,7 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
     case P_ANSWERED: r = x->nowseg && (x->nowseg->flags & F_SYN) && (x->nowseg->kind & 1) == x->x; break;
     case P_NOW: r = x->nowseg != NULL; break;
     case P_REACHED: r = (c->reached & p->a[0]) != 0; break;
+    case P_RD_SHUT: r = 0; break;                      /* the lane only observes: no application */
     default: return -BAIL;
     }
     return p->neg ? !r : r;

@@ -14,11 +14,11 @@
 /* the vocabulary: the names of the primitives this lane implements (rawfin/core/machine.py's) */
 enum { P_FLAG, P_PURE_ACK, P_DATA, P_OCCUPIES, P_CMP, P_ISSET, P_STATE, P_IN_WINDOW, P_ACK_KNOWN, P_CONFIG,
        P_PASSIVE, P_MARK, P_CONN, P_ROLE, P_SOME, P_ALL, P_TOOK, P_TIMER, P_HELD, P_HELD_FLAG, P_CROSSED,
-       P_ANSWERED, P_NOW, P_REACHED, NPRED };
+       P_ANSWERED, P_NOW, P_REACHED, P_RD_SHUT, NPRED };
 static const char *PRED_NAMES[NPRED] = {"flag", "pure_ack", "data", "occupies", "cmp", "isset", "state",
                                         "in_window", "ack_known", "config", "passive", "mark", "conn", "role",
                                         "some", "all", "took", "timer", "held", "held_flag", "crossed",
-                                        "answered", "now", "reached"};
+                                        "answered", "now", "reached", "rd_shut"};
 enum { A_STOP, A_MOVE, A_ANOMALY, A_SET, A_SEND, A_MARK, A_REMOTE, A_SYNCHRONIZED, A_ACKED, A_TAKE_DATA,
        A_OPEN, A_OPEN_AT_SYN_ACK, A_PICK_UP, A_SERVER, A_KNOW, A_FLAG, A_DROP_CANDIDATES, A_CANDIDATE,
        A_NOTE_FIN, A_UNHOLD, A_FLUSH, A_CROSS, A_UNHOLD_FINAL, A_DELIVER_FINAL, A_OBSERVE_SEND, A_HOLD_FINAL,
@@ -392,6 +392,8 @@ static int pred_constant(const rules_t *r, const pred_t *p) {
     int v = K_UNKNOWN;
     if (p->code == P_CONFIG && p->a[0] == CF_OBSERVER) v = K_TRUE;
     else if (p->code == P_CONFIG && p->a[0] == CF_CLOSE_ON_FIN) v = K_FALSE;
+    /* an observer never knows that an application closed or shut reading */
+    else if (p->code == P_RD_SHUT) v = K_FALSE;
     else if (p->code == P_TIMER && p->a[0] >= 0 && p->a[0] < NTIMER && p->a[0] != T_2MSL_DUE) v = K_FALSE;
     /* a SYN,ACK the capture lacks: the lane hands such a connection over before it could be one */
     else if (p->code == P_CONN && p->a[0] == K_SYNACK_UNSEEN) v = K_FALSE;

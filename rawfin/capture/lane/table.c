@@ -8,10 +8,11 @@ static const char *ST_NAME[NST] = {"CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED
                                    "TIME_WAIT"};
 enum { I_LISTEN, I_CONNECT, I_CLOSE, I_ABORT, I_RCV_SYN, I_RCV_SYN_ACK, I_RCV_ACK_OF_SYN, I_RCV_ACK_OF_FIN,
        I_RCV_FIN, I_RCV_RST, I_RCV_RST_PASSIVE, I_RCV_NEW_SYN, I_TIMEOUT_2MSL, I_TIMEOUT_FIN_WAIT_2,
-       I_TIMEOUT_GIVE_UP, NIN };
+       I_TIMEOUT_GIVE_UP, I_RCV_DATA_AFTER_CLOSE, NIN };
 static const char *IN_NAME[NIN] = {"LISTEN", "CONNECT", "CLOSE", "ABORT", "RCV_SYN", "RCV_SYN_ACK",
                                    "RCV_ACK_OF_SYN", "RCV_ACK_OF_FIN", "RCV_FIN", "RCV_RST", "RCV_RST_PASSIVE",
-                                   "RCV_NEW_SYN", "TIMEOUT_2MSL", "TIMEOUT_FIN_WAIT_2", "TIMEOUT_GIVE_UP"};
+                                   "RCV_NEW_SYN", "TIMEOUT_2MSL", "TIMEOUT_FIN_WAIT_2", "TIMEOUT_GIVE_UP",
+                                   "RCV_DATA_AFTER_CLOSE"};
 static signed char TABLE[NST][NIN];
 static int table_set = 0;
 

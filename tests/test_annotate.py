@@ -29,8 +29,9 @@ import shared_corpus
 from rawfin.wire import codec
 from rawfin.sim import craft
 from rawfin.capture.analysis import records
-from rawfin.render.annotate import (PREFIX, annotate, anomaly_comment, default_output, fin_ack_verdict,
-                             notes_from_records, transition_comment)
+from rawfin.commands.annotate import annotate_capture as annotate
+from rawfin.render.annotate import (PREFIX, anomaly_comment, default_output, fin_ack_verdict, notes_from_records,
+                                    transition_comment)
 from rawfin.cli import main
 from rawfin.core.errors import CaptureError
 from rawfin.wire.pcapio import (LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapngWriter, PcapWriter, iter_frames,
@@ -361,8 +362,8 @@ def test_pass_two_stops_where_pass_one_did(tmp_path, monkeypatch):
     src = write_pcap(tmp_path / "c.pcap", craft.connection(C, S))
     real = mod.collect_notes
 
-    def short(path, **kw):
-        p1 = real(path, **kw)
+    def short(records, stats, **kw):
+        p1 = real(records, stats, **kw)
         p1.frames -= 3
         return p1
 

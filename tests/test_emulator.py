@@ -6,6 +6,7 @@ import errno
 
 import pytest
 
+from rawfin.commands.scenario import records as scenario_records
 from rawfin.core import seq as sq
 from rawfin.sim.emulator import (EPOCH_NS, MS, SEC, AddressInUse, EmulatorError, Fault, Pair)
 from rawfin.core.errors import StateError
@@ -286,7 +287,7 @@ def test_new_syn_in_time_wait_starts_a_new_connection():
     assert any(t.input is Input.RCV_NEW_SYN for t in pair.transitions("server"))
     assert pair.server.current is not old and pair.server.state is State.ESTABLISHED
     assert pair.client.state is State.ESTABLISHED
-    conns = {r["conn"] for r in pair.records()}
+    conns = {r["conn"] for r in scenario_records(pair)}
     assert conns == {0, 1}
 
 
@@ -315,7 +316,7 @@ def test_record_frames_point_at_the_segment_in_the_written_capture(tmp_path):
         n = pair.write_pcap(path, where)
         frames = {fr.frame: from_bytes(fr.data, frame=fr.frame) for fr in iter_frames(path)}
         assert len(frames) == n
-        for r in pair.records(where):
+        for r in scenario_records(pair, where):
             if r["type"] != "transition" or r["frame"] is None:
                 continue
             seg = frames[r["frame"]]

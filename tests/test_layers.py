@@ -33,10 +33,6 @@ KNOWN = {
     ("rawfin/core/observer.py", "rawfin.render.records"),
     ("rawfin/core/observer.py", "rawfin.wire.decode"),
     ("rawfin/capture/engine.py", "rawfin.render.records"),
-    ("rawfin/sim/emulator.py", "rawfin.render.records"),
-    ("rawfin/render/annotate.py", "rawfin.capture"),
-    ("rawfin/render/annotate.py", "rawfin.capture.analysis"),
-    ("rawfin/linux/replayrun.py", "rawfin.capture.analysis"),
 }
 
 

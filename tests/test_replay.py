@@ -17,7 +17,8 @@ from rawfin.core import seq as sq
 from rawfin.cli import main
 from rawfin.wire.pcapio import PcapWriter, iter_frames
 from rawfin.sim.replay import Replayer, scenario_toml
-from rawfin.linux.replayrun import load, run_emulator
+from rawfin.commands.replay import load
+from rawfin.linux.replayrun import run_emulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTURES = sorted(glob.glob(os.path.join(ROOT, "captures", "*.pcap")))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from rawfin.commands.scenario import records as scenario_records
 from rawfin.sim import scenarios
 from rawfin.wire.codec import from_bytes
 from rawfin.core.observer import Observer
@@ -78,7 +79,7 @@ def test_analyze_finds_what_the_scenario_did(name, tmp_path):
     for fr in iter_frames(path):
         recs += obs.feed(from_bytes(fr.data, frame=fr.frame, time_ns=fr.time_ns))
     recs += obs.finish()
-    emu = pair.records(where)
+    emu = scenario_records(pair, where)
     # transitions the capture shows a segment for, taken by the emulated endpoints
     # (one whose segment the capture point never saw, like a FIN lost before it,
     # the observer places at the next copy of that segment: compare its path only)
@@ -106,7 +107,7 @@ def test_analyze_on_the_shipped_capture_agrees_with_the_scenario(name):
     path = Path(__file__).resolve().parents[1] / "captures" / f"{name}.pcap"
     pair = scenarios.run(scenarios.builtin(name))
     recs = list(records(str(path), msl_s=pair.client.config.msl_ns / 1e9))
-    emu = pair.records("sender")
+    emu = scenario_records(pair, "sender")
     assert paths(recs) == paths(emu, {(r["from"], r["to"]) for r in transitions(emu)
                                       if r["frame"] is None and "LISTEN" not in (r["from"], r["to"])
                                       and not r["cause"].startswith("2MSL")})

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from rawfin.sim import scenarios, tomlio
 from rawfin.sim.replay import scenario_toml
-from rawfin.linux.replayrun import load
+from rawfin.commands.replay import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,14 +2,12 @@
 
 Thin on purpose: the reading is ``rawfin.wire.pcapio``, the decoding ``rawfin.wire.decode``,
 the reasoning ``rawfin.core.observer``. This module only wires them together, counts,
-and reports progress.
+and says how far it has read (a ``progress(pos, frames)`` callback: the bar is the command
+layer's, ``rawfin.render.progress``).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
@@ -18,39 +16,6 @@ from rawfin.core.units import SEC
 from rawfin.core.errors import CaptureError
 from rawfin.core.observer import Connection, Observer
 from rawfin.core.segment import Segment
-
-
-class Progress:
-    """A one-line progress bar on stderr, only where stderr is a terminal (or when forced)."""
-
-    def __init__(self, label: str, size: int | None, mode: str = "auto") -> None:
-        self.on = mode == "always" or (mode == "auto" and sys.stderr.isatty())
-        self.label = label if len(label) <= 32 else label[:31] + "…"
-        self.size = size
-        self.last = 0.0
-        self.start = time.monotonic()
-
-    def update(self, pos: int, frames: int) -> None:
-        if not self.on:
-            return
-        now = time.monotonic()
-        if now - self.last < 0.25:
-            return
-        self.last = now
-        rate = frames / max(now - self.start, 1e-9)
-        if self.size:
-            pct = min(100.0, 100.0 * pos / self.size)
-            bar = "#" * int(pct / 5)
-            line = f"\r{self.label}: [{bar:<20}] {pct:5.1f}%  {frames:,} frames  {rate:,.0f}/s"
-        else:
-            line = f"\r{self.label}: {frames:,} frames  {rate:,.0f}/s"
-        sys.stderr.write(line[:99])
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.on and self.last:
-            sys.stderr.write("\r" + " " * 99 + "\r")
-            sys.stderr.flush()
 
 
 @dataclass
@@ -82,9 +47,12 @@ class CaptureStats:
 
 
 def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
-            select: Callable[[Connection], bool] | None = None, progress: str = "never",
-            stats: CaptureStats | None = None, fileobj: BinaryIO | None = None, bpf=None) -> Iterator[dict]:
+            select: Callable[[Connection], bool] | None = None,
+            progress: Callable[[int, int], None] | None = None, stats: CaptureStats | None = None,
+            fileobj: BinaryIO | None = None, bpf=None) -> Iterator[dict]:
     """Every record of one capture, in order; raises CaptureError (after the good part) on damage.
+
+    ``progress(pos, frames)`` is called every 16,384 frames with the bytes read so far.
 
     ``fileobj``: read the capture from this stream (``path`` then only names it); ``bpf``: a
     :class:`rawfin.wire.bpf.Filter`: only the frames it passes are analysed (the others are
@@ -97,7 +65,6 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
     reader = open_capture(path, fileobj)
     match = bpf.for_byte_order(reader.byte_order == "big").match if bpf is not None else None
     filtered = 0
-    bar = Progress(os.path.basename(path), reader.size, progress)
     feed = obs.feed
     note_skip = obs.note_skip
     n = 0
@@ -107,8 +74,8 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
                 n += 1
                 if stats.first_time is None:
                     stats.first_time = fr.time_ns / 1e9
-                if not n & 0x3FFF:
-                    bar.update(reader.tell(), n)
+                if progress is not None and not n & 0x3FFF:
+                    progress(reader.tell(), n)
                 if match is not None and not match(fr.linktype, fr.data, fr.orig_len):
                     filtered += 1
                     continue
@@ -124,7 +91,6 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
             stats.error = e
         finally:
             reader.close()
-            bar.done()
         stats.frames = n
         stats.filtered = filtered
         yield from obs.finish()

@@ -463,7 +463,7 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progres
     if not ok:
         from rawfin.capture.analysis import records as reference
 
-        yield from reference(path, msl_s=msl_s, label=label, progress="never", stats=stats, bpf=bpf)
+        yield from reference(path, msl_s=msl_s, label=label, stats=stats, bpf=bpf)
 
 
 def choose(choice: str) -> bool:

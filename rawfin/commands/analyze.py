@@ -6,9 +6,10 @@ import os
 import re
 import sys
 
-from rawfin.capture.analysis import CaptureStats, Progress, records
+from rawfin.capture.analysis import CaptureStats, records
 from rawfin.capture.sources import Source, from_args, opened
 from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
+from rawfin.render.progress import Progress
 from rawfin.render.sinks import FastSink, make_sink
 
 
@@ -40,11 +41,12 @@ def run(args) -> int:
                 with opened(src) as (name, fileobj):
                     if use_engine and _run_engine(src, fileobj, args, label, stats, sink, select, only):
                         continue
-                    for rec in records(name, msl_s=args.msl, label=label, progress=args.progress,
-                                       select=only, stats=stats, fileobj=fileobj, bpf=select):
-                        if hasattr(sink, "set_origin") and stats.first_time is not None:
-                            sink.set_origin(stats.first_time)
-                        sink.write(rec)
+                    with Progress(os.path.basename(name), src.size(), args.progress) as bar:
+                        for rec in records(name, msl_s=args.msl, label=label, progress=bar.callback,
+                                           select=only, stats=stats, fileobj=fileobj, bpf=select):
+                            if hasattr(sink, "set_origin") and stats.first_time is not None:
+                                sink.set_origin(stats.first_time)
+                            sink.write(rec)
             except CaptureError as e:
                 failed.append(e)
                 print(f"rawfin analyze: {e}", file=sys.stderr)
@@ -126,7 +128,7 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
     from rawfin.capture import engine
 
     bar = Progress(os.path.basename(src.name), src.size(), args.progress)
-    kw = dict(msl_s=args.msl, label=label, progress=bar.update if bar.on else None, stats=stats, fileobj=fileobj,
+    kw = dict(msl_s=args.msl, label=label, progress=bar.callback, stats=stats, fileobj=fileobj,
               bpf=select)
     try:
         if args.format == "jsonl" and not args.summary and getattr(args, "by", None) is None:

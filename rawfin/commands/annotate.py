@@ -1,19 +1,40 @@
 """`rawfin annotate IN [-o OUT]`: a pcapng copy of IN with rawfin's findings as packet comments.
 
-Thin: the work is :func:`rawfin.annotate.annotate`. stdout stays empty (unless ``-o -``
-writes the capture there); what was written, and any damage, goes to stderr.
+Thin: the copy is :func:`rawfin.render.annotate.annotate`; its analysis pass is the capture
+driver's records (the compiled lane, or the reference), joined here by :func:`annotate_capture`.
+stdout stays empty (unless ``-o -`` writes the capture there); what was written, and any
+damage, goes to stderr.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rawfin.core.errors import EXIT_DATAERR
 
 
+def annotate_capture(path: str, output: str | None = None, *, msl_s: float = 30.0, progress: str = "never",
+                     stream=None, run_size: int = 100_000, lane: bool = False):
+    """Annotate ``path`` into ``output`` (see :func:`rawfin.render.annotate.annotate`), its analysis
+    pass through the compiled lane when ``lane`` (the same records), else the reference."""
+    from rawfin.capture import analysis, engine
+    from rawfin.render.annotate import annotate
+    from rawfin.render.progress import Progress
+
+    stats = analysis.CaptureStats(path=path)
+
+    def records():
+        source = engine.records if lane else analysis.records
+        with Progress(os.path.basename(path), engine.size_of(path), progress) as bar:
+            yield from source(path, msl_s=msl_s, progress=bar.callback, stats=stats)
+
+    return annotate(path, output, records(), stats, stream=stream, run_size=run_size)
+
+
 def run(args) -> int:
     from rawfin.capture import engine
-    from rawfin.render.annotate import annotate, frames_span
+    from rawfin.render.annotate import frames_span
 
     lane = engine.choose(getattr(args, "engine", "auto"))
     out = args.output
@@ -24,7 +45,7 @@ def run(args) -> int:
                   file=sys.stderr)
             return 2
         stream = sys.stdout.buffer
-    res = annotate(args.capture, None if stream is not None else out, msl_s=args.msl,
+    res = annotate_capture(args.capture, None if stream is not None else out, msl_s=args.msl,
                    progress=getattr(args, "progress", "auto"), stream=stream, lane=lane)
     if stream is not None:
         stream.flush()

@@ -16,6 +16,32 @@ from rawfin.render.records import to_json
 from rawfin.render.sinks import ARROW
 
 
+def load(path: str, conn: int = 0, *, mid_stream: bool = False):
+    """Connection ``conn`` of the capture at ``path`` as a :class:`~rawfin.sim.replay.Recording`:
+    its segments and the analysis records of the capture (CaptureError / ReplayError: exit 65)."""
+    from rawfin.capture.analysis import records
+    from rawfin.core.segment import Segment
+    from rawfin.sim.replay import ReplayError, recording
+    from rawfin.wire.decode import decode
+    from rawfin.wire.pcapio import open_capture
+
+    segs: list[Segment] = []
+    frames = 0
+    reader = open_capture(path)
+    try:
+        for fr in reader:
+            frames += 1
+            r = decode(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
+            if r.__class__ is Segment:
+                segs.append(r)
+    finally:
+        reader.close()
+    if not segs:
+        raise ReplayError(f"{path}: not TCP: none of its {frames} frames is a TCP segment")
+    recs = list(records(path, msl_s=30.0))
+    return recording(path, segs, recs, conn, mid_stream=mid_stream)
+
+
 def _usage(msg: str) -> int:
     print(f"rawfin replay: {msg}", file=sys.stderr)
     return EXIT_USAGE
@@ -174,7 +200,7 @@ def render_jsonl(out, o) -> None:
 
 def run(args) -> int:
     from rawfin.sim.replay import scenario_toml
-    from rawfin.linux.replayrun import load, run_emulator, run_kernel
+    from rawfin.linux.replayrun import run_emulator, run_kernel
 
     if args.speed < 0:
         return _usage("--speed cannot be negative (0: as fast as the live side allows)")

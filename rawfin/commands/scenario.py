@@ -62,6 +62,16 @@ def list_scenarios(out=None) -> None:
         out.write(f"{n:<{width}}  {scenarios.builtin(n).summary}\n")
 
 
+def records(pair, capture_at: str = "sender") -> list[dict]:
+    """The run's transition and anomaly records, as ``rawfin analyze --format jsonl`` writes them
+    for the capture taken at ``capture_at`` (``time`` is virtual time in seconds)."""
+    from rawfin.core.events import Transition
+    from rawfin.render.records import anomaly_record, transition_record
+
+    return [transition_record(e, conn) if isinstance(e, Transition) else anomaly_record(e, conn)
+            for conn, e in pair.events(capture_at)]
+
+
 def render(scn, pair, fmt: str, out, *, capture_at: str = "sender", tablefmt: str = "simple",
            file: str | None = None) -> None:
     """Write one run in ``fmt`` to ``out``."""
@@ -74,24 +84,24 @@ def render(scn, pair, fmt: str, out, *, capture_at: str = "sender", tablefmt: st
         out.write(mermaid(pair, f"{scn.name}: {scn.summary}" if scn.summary else scn.name))
         return
     from rawfin.render.sinks import make_sink
-    records = pair.records(capture_at)
+    recs = records(pair, capture_at)
     if file is not None:
-        for r in records:
+        for r in recs:
             r["file"] = file
     if fmt == "table":
         from rawfin.render.records import seconds
         from rawfin.render.sinks import TableSink
         sink = TableSink(out, tablefmt=tablefmt, time_origin=seconds(pair.start_ns))
         out.write(f"scenario {scn.name}: {scn.summary}\n" if scn.summary else f"scenario {scn.name}\n")
-        conns = sorted({r["conn"] for r in records})
-        for r in records:
+        conns = sorted({r["conn"] for r in recs})
+        for r in recs:
             sink.write(r)
         for c in conns:
             sink.write(_connection_heading(pair, c, file))
         sink.close()
         return
     sink = make_sink(fmt, out=out)
-    for r in records:
+    for r in recs:
         sink.write(r)
     sink.close()
 

@@ -3,7 +3,8 @@
 The decisions are :mod:`rawfin.sim.replay`'s (sans-IO); this module owns the
 clocks and the sockets:
 
-- :func:`load` reads a capture into a :class:`~rawfin.sim.replay.Recording`;
+- the command layer reads the capture into a :class:`~rawfin.sim.replay.Recording`
+  (``rawfin.commands.replay.load``: the capture driver's records and the segments);
 - :func:`run_emulator` puts the core's :class:`~rawfin.core.endpoint.Endpoint` on
   the live side, on a virtual clock (nothing sleeps);
 - :func:`run_kernel` puts a real Linux socket there, in a network namespace
@@ -25,35 +26,12 @@ from rawfin.core.errors import RawfinError, StateError
 from rawfin.core.events import Result
 from rawfin.linux.kernelapp import KernelApp
 from rawfin.sim.host import Host, HostError, payload, perform
-from rawfin.sim.replay import (DEFAULT_WAIT_NS, Call, Recording, ReplayError, Replayer, Send, Wire, diverged, divergences,
-                     other, recording)
+from rawfin.sim.replay import (DEFAULT_WAIT_NS, Call, Recording, Replayer, Send, Wire, diverged, divergences,
+                               other)
 from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import State
 
 EPOCH_NS = 1_700_000_000 * SEC
-
-
-def load(path: str, conn: int = 0, *, mid_stream: bool = False) -> Recording:
-    """Connection ``conn`` of the capture at ``path`` (CaptureError / ReplayError: exit 65)."""
-    from rawfin.capture.analysis import records
-    from rawfin.wire.decode import decode
-    from rawfin.wire.pcapio import open_capture
-
-    segs: list[Segment] = []
-    frames = 0
-    reader = open_capture(path)
-    try:
-        for fr in reader:
-            frames += 1
-            r = decode(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
-            if r.__class__ is Segment:
-                segs.append(r)
-    finally:
-        reader.close()
-    if not segs:
-        raise ReplayError(f"{path}: not TCP: none of its {frames} frames is a TCP segment")
-    recs = list(records(path, msl_s=30.0))
-    return recording(path, segs, recs, conn, mid_stream=mid_stream)
 
 
 @dataclass
@@ -312,5 +290,5 @@ def run_kernel(rec: Recording, as_side: str, *, speed: float = 1.0, tail_s: floa
     return _finish(o)
 
 
-__all__ = ["load", "run_emulator", "run_kernel", "Outcome", "Move"]
+__all__ = ["run_emulator", "run_kernel", "Outcome", "Move"]
 

@@ -2,7 +2,8 @@
 
 Two streaming passes over the input, so a capture larger than memory is fine:
 
-1. :func:`collect_notes` runs :func:`rawfin.analysis.records`, turns the records into
+1. :func:`collect_notes` reads the analysis records it is given (the command layer runs
+   ``rawfin.capture.analysis.records`` or the compiled lane), turns the records into
    ``(frame, comment)`` pairs with :func:`iter_notes` (pure; only frames with something
    to say) and keeps them in a :class:`NoteSpool` (in memory up to a bound, then sorted
    runs in temporary files);
@@ -263,28 +264,15 @@ class Pass1:
     error: CaptureError | None
 
 
-def collect_notes(path: str, *, msl_s: float = 30.0, progress: str = "never",
-                  run_size: int = 100_000, lane: bool = False) -> Pass1:
-    """Pass 1: analyse ``path``; the comments, how many frames were good, and the damage if any.
-    ``lane``: the records from the compiled lane (``rawfin.capture.engine``), the same ones, faster."""
-    from rawfin.capture.analysis import CaptureStats, Progress, records
-
-    stats = CaptureStats(path=path)
+def collect_notes(records: Iterable[dict], stats, *, run_size: int = 100_000) -> Pass1:
+    """Pass 1: the comments for ``records`` (the analysis of the capture, as a lazy iterable that
+    raises CaptureError after the good part when the capture is damaged), how many frames were good
+    (``stats.frames`` once the records are exhausted) and the damage if any."""
     error: list[CaptureError] = []
 
     def recs() -> Iterator[dict]:
         try:
-            if lane:
-                from rawfin.capture import engine
-
-                bar = Progress(os.path.basename(path), engine.size_of(path), progress)
-                try:
-                    yield from engine.records(path, msl_s=msl_s, progress=bar.update if bar.on else None,
-                                              stats=stats)
-                finally:
-                    bar.done()
-            else:
-                yield from records(path, msl_s=msl_s, progress=progress, stats=stats)
+            yield from records
         except CaptureError as e:
             error.append(e)
 
@@ -346,9 +334,14 @@ def _strip_own(options: bytes, big_endian: bool) -> bytes:
     return b"".join(out)
 
 
-def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progress: str = "never",
-             stream=None, run_size: int = 100_000, lane: bool = False) -> AnnotateResult:
+def annotate(path: str, output: str | None, records: Iterable[dict], stats, *, stream=None,
+             run_size: int = 100_000) -> AnnotateResult:
     """Write ``output`` (pcapng): every packet of ``path`` with rawfin's comments added.
+
+    ``records`` is the analysis of ``path`` (pass 1), lazy: it is only read once the input and
+    the output have been checked; ``stats`` is anything whose ``frames`` says how many frames
+    the analysis read once ``records`` is exhausted (a ``rawfin.capture.analysis.CaptureStats``).
+    The command layer makes both (``rawfin.commands.annotate.annotate_capture``).
 
     ``output`` None means :func:`default_output`; ``stream`` (a binary file object)
     writes there instead (for ``-o -``). Raises CaptureError when ``path`` is not a
@@ -356,7 +349,6 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
     later, returns with ``error`` set and the output holding the good frames, marked
     incomplete. Raises OutputError when the output cannot be created. ``run_size``: how
     many comments pass 1 holds in memory before it sorts them out to a temporary file.
-    ``lane``: pass 1 through the compiled lane (the same records; see rawfin.capture.engine).
     """
     from rawfin.wire.pcapio import open_capture
 
@@ -373,7 +365,7 @@ def annotate(path: str, output: str | None = None, *, msl_s: float = 30.0, progr
     # Open the input once up front so a missing or non-capture file fails before any work.
     open_capture(path).close()
 
-    p1 = collect_notes(path, msl_s=msl_s, progress=progress, run_size=run_size, lane=lane)
+    p1 = collect_notes(records, stats, run_size=run_size)
     try:
         return _copy(path, output, stream, p1)
     finally:

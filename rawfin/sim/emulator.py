@@ -38,14 +38,13 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 from rawfin.core.units import MS, SEC, US
 from rawfin.core.endpoint import Config, Endpoint
 from rawfin.core.errors import EXIT_USAGE
 from rawfin.core.events import Anomaly, Result, Transition
-from rawfin.render.records import anomaly_record, transition_record
 from rawfin.core.segment import Flags, Segment, fmt_endpoint, parse_flags
 from rawfin.core.states import Input, State
 from rawfin.sim.host import AddressInUse, Host, HostError, Step, is_final_ack, payload, perform
@@ -628,25 +627,22 @@ class Pair:
                 out[n] = real.get(root, latest)
         return out
 
-    def records(self, capture_at: str = "sender") -> list[dict]:
-        """Transition and anomaly records, as ``rawfin analyze --format jsonl`` writes them.
+    def events(self, capture_at: str = "sender") -> list[tuple[int, Transition | Anomaly]]:
+        """Every transition and anomaly in order, each with its connection number: ``(conn, event)``.
 
-        ``frame`` is the frame number in the capture :meth:`write_pcap` writes
-        for the same ``capture_at``; ``time`` is virtual time in seconds.
+        Each event's ``frame`` is the frame number in the capture :meth:`write_pcap` writes
+        for the same ``capture_at`` (None for one a timer caused). The output layer makes
+        records of them (``rawfin scenario --format jsonl`` writes what ``rawfin analyze``
+        writes for that capture).
         """
         frames = self.frames(capture_at)
         conn = self.connections()
-        out = []
+        out: list[tuple[int, Transition | Anomaly]] = []
         for e in self.log:
             if isinstance(e, Moved):
-                t = e.transition
-                t = _with_frame(t, frames.get(e.ref) if e.ref else None)
-                out.append(transition_record(t, conn.get(e.ep, 0)))
+                out.append((conn.get(e.ep, 0), replace(e.transition, frame=frames.get(e.ref) if e.ref else None)))
             elif isinstance(e, Noted):
-                a = e.anomaly
-                fr = frames.get(e.ref) if e.ref else None
-                a = Anomaly(endpoint=a.endpoint, kind=a.kind, detail=a.detail, time_ns=a.time_ns, frame=fr)
-                out.append(anomaly_record(a, conn.get(e.ep, 0)))
+                out.append((conn.get(e.ep, 0), replace(e.anomaly, frame=frames.get(e.ref) if e.ref else None)))
         return out
 
     def pcap_packets(self, capture_at: str = "sender") -> list[tuple[int, bytes]]:
@@ -796,8 +792,3 @@ class Pair:
         ref = ("arrive", number, copy)
         for step in receiver.host.deliver(seg, self.now):
             self._take(receiver, step, ref, sender_ep)
-
-
-def _with_frame(t: Transition, frame: int | None) -> Transition:
-    return Transition(endpoint=t.endpoint, peer=t.peer, from_=t.from_, to=t.to, input=t.input, cause=t.cause,
-                      time_ns=t.time_ns, frame=frame)

@@ -468,17 +468,20 @@ class CaptureReader:
         section = -1
         e = self._e
         u32 = struct.Struct(e + "I").unpack_from
-        epb_hdr = struct.Struct(e + "IIIII").unpack_from
         # per-section interface table: local id -> (global index, linktype, mul, div, off_ns, caplen limit)
         local: list[tuple] = []
         nlocal = 0
         hdr7 = struct.Struct(e + "IIIIIII").unpack_from
         while True:
-            # Fast path: an Enhanced Packet Block wholly in the buffer, in a known section.
+            # A packet block (Enhanced, or the obsolete Packet Block with the same layout after a
+            # 16-bit interface id) wholly in the buffer, sound, in a known section: the one place
+            # a packet record is read. Anything else, every error included, goes the careful way.
             if pos + 28 <= n:
                 btype, blen, lid, ts_hi, ts_lo, caplen, orig_len = hdr7(buf, pos)
                 end = pos + blen
-                if btype == 6 and lid < nlocal and end <= n and not blen & 3:
+                if btype == 2:
+                    lid = lid & 0xFFFF if e == "<" else lid >> 16
+                if (btype == 6 or btype == 2) and lid < nlocal and end <= n and not blen & 3:
                     gid, linktype, mul, div, off, limit = local[lid]
                     if caplen <= limit and caplen + 32 <= blen and u32(buf, end - 4)[0] == blen:
                         start = pos + 28
@@ -494,7 +497,6 @@ class CaptureReader:
                                            orig_len, gid, comments, flags, ts, opts))
                         pos = end
                         continue
-            # Everything else, including every error, goes the careful way.
             if pos + 12 <= n:
                 btype = u32(buf, pos)[0]
                 if btype == _PCAPNG_SHB:
@@ -507,7 +509,6 @@ class CaptureReader:
                         raise self._error("section header block has no valid byte-order magic (corrupt block)",
                                           frame + 1)
                     u32 = struct.Struct(e + "I").unpack_from
-                    epb_hdr = struct.Struct(e + "IIIII").unpack_from
                     hdr7 = struct.Struct(e + "IIIIIII").unpack_from
                 blen = u32(buf, pos + 4)[0]
                 if blen < 12 or blen % 4:
@@ -550,30 +551,23 @@ class CaptureReader:
                         raise self._error(f"pcapng section version {major} is not supported", frame + 1)
             if section < 0:
                 raise self._error("pcapng file does not start with a section header", frame + 1)
-            if btype == 6:  # Enhanced Packet Block
+            if btype == 6 or btype == 2:
+                # a packet block the fast way did not take: say what is wrong with it
                 if blen < 32:
-                    raise self._error(f"enhanced packet block too short ({blen} bytes)", frame + 1)
-                lid, ts_hi, ts_lo, caplen, orig_len = epb_hdr(buf, pos + 8)
+                    raise self._error(f"{'enhanced packet' if btype == 6 else 'packet'} block too short "
+                                      f"({blen} bytes)", frame + 1)
+                if btype == 6:
+                    lid, caplen = struct.unpack_from(e + "I8xI", buf, pos + 8)
+                else:
+                    lid, caplen = struct.unpack_from(e + "H10xI", buf, pos + 8)
                 if lid >= len(local):
                     raise self._error(f"packet refers to interface {lid}, but the section describes "
                                       f"{len(local)} (corrupt block)", frame + 1)
-                gid, linktype, mul, div, off, limit = local[lid]
-                if caplen > limit or 28 + caplen + 4 > blen:
+                if caplen > local[lid][5] or 28 + caplen + 4 > blen:
                     raise self._error(f"packet record claims {caplen} captured bytes in a {blen}-byte block "
                                       "(corrupt record)", frame + 1)
-                start = pos + 28
-                ts = (ts_hi << 32) | ts_lo
-                frame += 1
-                ostart = start + ((caplen + 3) & ~3)
-                if ostart + 4 < end:
-                    opts = _strip_endofopt(buf[ostart:end - 4], e)
-                    comments, flags = _parse_epb_options(opts, e)
-                    yield new(RF, (frame, ts * mul // div + off, linktype, buf[start:start + caplen], orig_len,
-                                   gid, comments, flags, ts, opts))
-                else:
-                    yield new(RF, (frame, ts * mul // div + off, linktype, buf[start:start + caplen], orig_len,
-                                   gid, (), None, ts, b""))
-            elif btype == 1:  # Interface Description Block
+                continue        # sound after all: the fast way takes it
+            if btype == 1:  # Interface Description Block
                 if blen < 20:
                     raise self._error(f"interface description block too short ({blen} bytes)", frame + 1)
                 iface = self._parse_idb(buf[pos + 8:end - 4], e, len(self.interfaces), section, len(local))
@@ -598,26 +592,6 @@ class CaptureReader:
                 frame += 1
                 yield new(RF, (frame, 0, linktype, buf[pos + 12:pos + 12 + caplen], orig_len,
                                gid, (), None, None, b""))
-            elif btype == 2:  # obsolete Packet Block
-                if blen < 32:
-                    raise self._error(f"packet block too short ({blen} bytes)", frame + 1)
-                lid = struct.unpack_from(e + "H", buf, pos + 8)[0]
-                ts_hi, ts_lo, caplen, orig_len = struct.unpack_from(e + "IIII", buf, pos + 12)
-                if lid >= len(local):
-                    raise self._error(f"packet refers to interface {lid}, but the section describes "
-                                      f"{len(local)} (corrupt block)", frame + 1)
-                gid, linktype, mul, div, off, limit = local[lid]
-                if caplen > limit or 28 + caplen + 4 > blen:
-                    raise self._error(f"packet record claims {caplen} captured bytes in a {blen}-byte block "
-                                      "(corrupt record)", frame + 1)
-                start = pos + 28
-                ts = (ts_hi << 32) | ts_lo
-                frame += 1
-                ostart = start + ((caplen + 3) & ~3)
-                opts = _strip_endofopt(buf[ostart:end - 4], e) if ostart + 4 < end else b""
-                comments, flags = _parse_epb_options(opts, e) if opts else ((), None)
-                yield new(RF, (frame, ts * mul // div + off, linktype, buf[start:start + caplen], orig_len,
-                               gid, comments, flags, ts, opts))
             elif btype in _COUNTED_BLOCKS:
                 frame += 1  # Wireshark shows these as frames of their own; they are not packets
             # anything else (SHB already handled, NRB 4, ISB 5, DSB 10, custom ...) is skipped

@@ -307,12 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "(in a network namespace of rawfin's own; needs root / CAP_NET_ADMIN)")
     pe.add_argument("--scenario", default=None, metavar="NAME",
                     help="lost-final-ack, simultaneous-close, timewait-refin, fin-with-data, seq-wraparound, "
-                         "rst-in-fin-wait-2, server-active-close (--list describes them)")
+                         "rst-in-fin-wait-2, server-active-close (--list describes them; each is a scenario file "
+                         "in rawfin/sim/scenarios/peer/)")
     pe.add_argument("--file", default=None, metavar="FILE.toml",
                     help="run a scenario file (docs/scenario-format.md, rawfin/sim/scenarios/*.toml): the kernel plays "
                          "one side (--kernel), rawfin's endpoint the other, the file's faults act on the link")
-    pe.add_argument("--kernel", choices=("client", "server"), default="server",
-                    help="with --file: the side the kernel plays (default: %(default)s)")
+    pe.add_argument("--kernel", choices=("client", "server"), default=None,
+                    help="with --file: the side the kernel plays (default: the file's kernel = ..., else server)")
     pe.add_argument("--list", action="store_true", help="list the scenarios")
     pe.add_argument("-w", "--write", metavar="FILE.pcap", default=None,
                     help="write the segments that crossed the TUN device as a capture")

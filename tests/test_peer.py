@@ -18,16 +18,27 @@ import pytest
 
 from kernelcaps import needs_netns, needs_trace
 from unprivileged import needs_setpriv
-from rawfin.linux.peer import SCENARIOS, PeerRun, ScenarioUnknown, run_scenario
+from rawfin.linux.peerfile import FileRun, ScenarioUnknown, run_scenario
+from rawfin.sim import scenarios
 from rawfin.core.states import State
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = scenarios.peer_names()
 
 
+def test_the_scenarios_are_data():
+    """Each is a scenario file (a built-in one or peer/NAME.toml) and the side the kernel plays;
+    the emulator meets its expectations too (the same file, both sides rawfin's)."""
+    assert NAMES == ["lost-final-ack", "simultaneous-close", "timewait-refin", "fin-with-data", "seq-wraparound",
+                     "rst-in-fin-wait-2", "server-active-close"]
+    for name in NAMES:
+        scn = scenarios.peer_builtin(name)
+        assert scn.kernel in ("client", "server") and scn.summary and scn.expect
+        assert scenarios.check(scn, scenarios.run(scn)) == [], name
 
 
 @needs_trace
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", NAMES)
 def test_scenario_against_the_kernel(name, tmp_path, no_leftovers):
     from rawfin.wire.pcapio import iter_frames
 
@@ -37,12 +48,12 @@ def test_scenario_against_the_kernel(name, tmp_path, no_leftovers):
     took = time.monotonic() - t0
     failed = [f"{c.what} [{c.detail}]" for c in o.checks if c.ok is False]
     assert not failed, f"{name}: " + "; ".join(failed)
-    assert o.checks and all(c.ok for c in o.checks)
+    assert sum(c.ok is True for c in o.checks) >= 2
+    assert o.scenario == name and o.description == scenarios.peer_builtin(name).summary
     assert took < 15
     # the capture holds every segment that crossed the TUN device
     frames = list(iter_frames(cap))
     crossed = [s for s in o.segments if not s.note.startswith("DROPPED") or s.direction == "kernel → rawfin"]
-    crossed = [s for s in crossed if s.note != "released"]
     assert len(frames) == len(crossed)
 
 
@@ -64,6 +75,14 @@ def test_simultaneous_close_handoff_rule():
     assert last.kernel == "CLOSING → CLOSE" and last.to is State.TIME_WAIT and "timewait socket" in last.note
 
 
+@needs_trace
+def test_the_kernel_application_meets_the_reset():
+    o = run_scenario("rst-in-fin-wait-2")
+    c, = [c for c in o.checks if c.what.startswith("[expect] error")]
+    assert c.ok and "ECONNRESET" in c.detail
+    assert [k.to.value for k in o.kernel][-2:] == ["FIN_WAIT_2", "CLOSED"]
+
+
 @needs_netns
 def test_error_mid_scenario_cleans_up(tmp_path, no_leftovers):
     cap = tmp_path / "err.pcap"
@@ -72,8 +91,7 @@ def test_error_mid_scenario_cleans_up(tmp_path, no_leftovers):
         pass
 
     with pytest.raises(Boom):
-        with PeerRun(write=str(cap), kernel_truth=False) as r:
-            r.establish()
+        with FileRun(scenarios.builtin("normal-close"), write=str(cap), kernel_truth=False):
             raise Boom()
     assert cap.exists()                      # what happened before the error is kept
     assert not glob.glob(str(tmp_path / ".*.part"))
@@ -82,18 +100,20 @@ def test_error_mid_scenario_cleans_up(tmp_path, no_leftovers):
 @needs_netns
 def test_ctrl_c_mid_scenario_cleans_up(no_leftovers):
     with pytest.raises(KeyboardInterrupt):
-        with PeerRun(kernel_truth=False) as r:
-            r.establish()
+        with FileRun(scenarios.builtin("normal-close"), kernel_truth=False):
             raise KeyboardInterrupt
 
 
 @needs_netns
 def test_without_kernel_truth_checks_fall_back_to_proc(no_leftovers):
-    from rawfin.linux.peer import rst_in_fin_wait_2
-    with PeerRun(kernel_truth=False) as r:
-        rst_in_fin_wait_2(r)
-    assert [c.ok for c in r.out.checks if "kernel went" in c.what] == [None]
-    assert all(c.ok is not False for c in r.out.checks)
+    from rawfin.linux.peerfile import run_file
+    scn = scenarios.peer_builtin("rst-in-fin-wait-2")
+    o = run_file(scn, kernel_side=scn.kernel, kernel_truth=False)
+    kernel_states = [c for c in o.checks if c.what.startswith("[expect] states: server")]
+    assert kernel_states and all(c.ok is None and "no kernel truth" in c.detail for c in kernel_states)
+    final = next(c for c in o.checks if c.what.startswith("[expect] final: server"))
+    assert final.ok is True                 # from /proc/net/tcp: the socket is gone
+    assert all(c.ok is not False for c in o.checks)
 
 
 def test_unknown_scenario():
@@ -110,7 +130,7 @@ def _cli(*args):
 def test_cli_list():
     r = _cli("peer", "--list")
     assert r.returncode == 0
-    assert set(SCENARIOS) <= {ln.split()[0] for ln in r.stdout.splitlines()}
+    assert NAMES == [ln.split()[0] for ln in r.stdout.splitlines()]
 
 
 @needs_trace
@@ -123,7 +143,8 @@ def test_cli_table_and_jsonl(tmp_path):
     assert r.returncode == 0, r.stderr
     import json
     recs = [json.loads(ln) for ln in r.stdout.splitlines()]
-    assert {x["type"] for x in recs} == {"transition", "kernel", "check"}
+    assert {x["type"] for x in recs} == {"transition", "kernel", "check", "note"}
+    assert any(x["type"] == "note" and "ECONNRESET" in x["text"] for x in recs)
 
 
 @needs_setpriv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -195,3 +196,28 @@ def test_tshark_reads_the_capture_and_marks_exactly_the_intended_retransmissions
     assert marked == pair.retransmissions()
     if name in ("lost-final-ack", "lost-fin"):
         assert len(marked) == 1
+
+
+@pytest.mark.parametrize("expect, says", [
+    ('finale = { client = "CLOSED" }', "unknown key 'finale'"),
+    ('final = { client = "CLOSE" }', "expect.final"),
+    ('final = { klient = "CLOSED" }', "expect.final"),
+    ('states = ["client FIN_WAIT2 TIME_WAIT"]', "is not \"SIDE FROM TO\""),
+    ('retransmissions = -1', "expect.retransmissions"),
+    ('received = { server = "100" }', "expect.received"),
+    ('error = { server = "econnreset" }', "expect.error"),
+])
+def test_a_misspelt_expectation_is_an_error_not_a_check_that_never_fails(tmp_path, expect, says):
+    f = tmp_path / "x.toml"
+    f.write_text(f'[client]\ncalls = [{{ at = 0.0, call = "connect" }}]\n[expect]\n{expect}\n')
+    with pytest.raises(scenarios.ScenarioError, match=re.escape(says)):
+        scenarios.load(str(f))
+
+
+def test_kernel_side_is_checked(tmp_path):
+    f = tmp_path / "x.toml"
+    f.write_text('kernel = "both"\n')
+    with pytest.raises(scenarios.ScenarioError, match="kernel must be"):
+        scenarios.load(str(f))
+    f.write_text('kernel = "client"\n')
+    assert scenarios.load(str(f)).kernel == "client"

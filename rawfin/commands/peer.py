@@ -86,21 +86,19 @@ def render_jsonl(out, o) -> None:
 
 def run(args) -> int:
     from rawfin.core.errors import UsageError
-    from rawfin.linux.peer import SCENARIOS, ScenarioUnknown, run_scenario
+    from rawfin.linux.peerfile import run_file, run_scenario
+    from rawfin.sim.scenarios import load, peer_builtin, peer_names
 
     if args.file and (args.scenario or args.list):
         raise UsageError("give --file FILE.toml or --scenario NAME (or --list), not both")
     if args.file:
-        from rawfin.linux.peerfile import run_file
-        from rawfin.sim.scenarios import load
-        o = run_file(load(args.file), kernel_side=args.kernel, write=args.write)
+        scn = load(args.file)
+        o = run_file(scn, kernel_side=args.kernel or scn.kernel or "server", write=args.write)
     elif args.list or not args.scenario:
-        for name, (desc, _, _) in SCENARIOS.items():
-            print(f"{name:<22} {desc}")
+        for name in peer_names():
+            print(f"{name:<22} {peer_builtin(name).summary}")
         return 0 if args.list else 2
     else:
-        if args.scenario not in SCENARIOS:
-            raise ScenarioUnknown(args.scenario)
         o = run_scenario(args.scenario, write=args.write)
     if args.format == "jsonl":
         render_jsonl(sys.stdout, o)

@@ -44,7 +44,8 @@ class KernelApp:
     ``connect_reuse_addr`` sets SO_REUSEADDR before a connect()'s bind (a replay binds the
     same port again and again). ``on_connection(sock)`` is called when a connection becomes
     the current one (connected or accepted). ``data`` is what the application read on the
-    current connection, ``eof`` whether it read end-of-file (or an error, ``error``).
+    current connection, ``eof`` whether it read end-of-file (or an error, ``error``);
+    ``received`` counts the bytes read over every connection.
     """
 
     def __init__(self, ns, addr: tuple[str, int], *, connect_reuse_addr: bool = False,
@@ -61,6 +62,7 @@ class KernelApp:
         self.data = b""
         self.eof = False
         self.error: str | None = None
+        self.received = 0           # bytes read, over every connection
 
     # -- the calls (perform's names) ---------------------------------------------------------
     def listen(self, now: int, *, port: int | None = None, iss: int | None = None, reuse_addr: bool = False) -> None:
@@ -153,6 +155,7 @@ class KernelApp:
                 self.eof = True
                 return "eof"
             self.data += b
+            self.received += len(b)
 
     def drain(self) -> None:
         """Read what is queued on the current connection (end-of-file is left for :meth:`read`)."""
@@ -164,6 +167,7 @@ class KernelApp:
             if not b:
                 return
             self.data += b
+            self.received += len(b)
 
     def fds(self) -> list[int]:
         return [s.fileno() for s in (self.sock, self.listener) if s is not None]

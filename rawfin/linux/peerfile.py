@@ -50,7 +50,7 @@ from rawfin.core.errors import StateError, UsageError
 from rawfin.core.events import Anomaly
 from rawfin.linux.kernelapp import KernelApp
 from rawfin.linux.peer import KERNEL, Outcome, PeerRun
-from rawfin.sim.scenarios import Call, Facts, Scenario, ScenarioError, judge
+from rawfin.sim.scenarios import Call, Facts, Scenario, ScenarioError, app_error, judge, peer_builtin, peer_names
 from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import Input, State
 
@@ -125,7 +125,6 @@ class FileRun(PeerRun):
         self.app: KernelApp | None = None         # the kernel side's application (made in play())
         self.last_wire = 0
         self.t0 = 0
-        self.ep = None
         self.out.kernel_addr = self.kernel
         self.out.rawfin_addr = self.local
 
@@ -400,7 +399,6 @@ class FileRun(PeerRun):
             fds += self.app.fds()
             select.select(fds, [], [], timeout)
             self._read_tun_and_trace()
-        self.ep = self.host.current
         if self.tracer is not None:
             self._kernel_events(self.tracer.drain(0.05))
 
@@ -493,20 +491,56 @@ class _KernelFacts(Facts):
     def segments(self) -> tuple[int, str | None]:
         return len(self.run.sent), "the kernel's ACKs are its own"
 
+    def error(self, side: str) -> tuple[str | None, str]:
+        r = self.run
+        if side == r.rside:
+            return app_error(r.out.rawfin[-1] if r.out.rawfin else None), ""
+        app = r.app
+        if app is None or app.error is None:
+            return None, "the kernel application's recv() met no error"
+        return app.error, f"the kernel application's recv() failed: {app.error}"
+
+    def received(self, side: str) -> int:
+        r = self.run
+        return r.host.received if side == r.rside else (r.app.received if r.app is not None else 0)
+
 
 def _join(a: str, b: str) -> str:
     return f"{a}; {b}" if a and b else a or b
 
 
 def run_file(scn: Scenario, *, kernel_side: str = "server", write: str | None = None,
-             kernel_truth: bool = True, horizon_s: float = HORIZON_S, bound_s: float = BOUND_S) -> Outcome:
-    """Play ``scn`` with the kernel as ``kernel_side``; always leaves no namespace, device or trace behind."""
+             kernel_truth: bool = True, horizon_s: float = HORIZON_S, bound_s: float = BOUND_S,
+             title: str | None = None, summary: str | None = None) -> Outcome:
+    """Play ``scn`` with the kernel as ``kernel_side``; always leaves no namespace, device or trace behind.
+    ``title`` and ``summary`` name the run in the outcome (default: the scenario's)."""
     run = FileRun(scn, kernel_side=kernel_side, write=write, kernel_truth=kernel_truth, horizon_s=horizon_s,
                   bound_s=bound_s)
     with run:
         run.play()
         run.expect_checks()
+    if title is not None:
+        run.out.scenario = title
+    if summary is not None:
+        run.out.description = summary
     return run.out
 
 
-__all__ = ["FileRun", "run_file", "HORIZON_S", "BOUND_S"]
+def run_scenario(name: str, *, write: str | None = None, kernel_truth: bool = True) -> Outcome:
+    """``rawfin peer --scenario NAME``: the scenario file ``rawfin/sim/scenarios/peer/NAME.toml`` with the
+    kernel on the side it names. Raises ScenarioUnknown for a name there is not."""
+    try:
+        scn = peer_builtin(name)
+    except ScenarioError:
+        raise ScenarioUnknown(name) from None
+    return run_file(scn, kernel_side=scn.kernel or "server", write=write, kernel_truth=kernel_truth, title=name)
+
+
+class ScenarioUnknown(UsageError):
+    """``--scenario NAME`` names no scenario (a usage error: exit 2)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no peer scenario {name!r}; scenarios: {', '.join(peer_names())}")
+
+
+__all__ = ["FileRun", "run_file", "run_scenario", "ScenarioUnknown", "HORIZON_S", "BOUND_S"]

@@ -117,7 +117,7 @@ class Host:
     ``side`` names it in messages (``"client"``, ``"server"``); ``origin_ns`` is the time
     messages count from (``t=1.234 s``). ``endpoints`` lists every endpoint it ever made, in
     order; ``listeners`` maps port -> listening endpoint; ``current`` is the connection the
-    application's calls act on.
+    application's calls act on; ``received`` counts the bytes it read.
     """
 
     def __init__(self, side: str, addr: tuple[str, int], config: Config | None = None, isn: int = 0, *,
@@ -131,6 +131,7 @@ class Host:
         self.table: dict[tuple[int, str, int], Endpoint] = {}     # (local port, remote ip, remote port)
         self.listeners: dict[int, Endpoint] = {}
         self.current: Endpoint | None = None
+        self.received = 0           # bytes the connections delivered to the application, over the run
 
     def __repr__(self) -> str:
         return f"<Host {self.side} {fmt_endpoint(self.ip, self.port)} {self.state}>"
@@ -210,6 +211,12 @@ class Host:
         Usually one step; two when a connection in TIME_WAIT gives way to a new SYN on its
         pair (its own step, then the listener's or the closed port's answer to the SYN).
         """
+        steps = self._deliver(seg, now)
+        for step in steps:
+            self.received += len(step.result.data)
+        return steps
+
+    def _deliver(self, seg: Segment, now: int) -> list[Step]:
         key = (seg.dport, seg.src, seg.sport)
         ep = self.table.get(key)
         steps = []

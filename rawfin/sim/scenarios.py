@@ -46,7 +46,7 @@ from rawfin.core.units import SEC
 from rawfin.core.endpoint import Config
 from rawfin.core.errors import EXIT_DATAERR, RawfinError
 from rawfin.core.segment import norm_ip
-from rawfin.core.states import State
+from rawfin.core.states import Input, State
 from rawfin.sim import tomlio
 from rawfin.sim.host import CALLS, payload
 
@@ -54,7 +54,7 @@ _CALL_KEYS = {"at", "on", "after", "call", "bytes", "data", "port", "isn", "reus
 _SIDE_KEYS = {"address", "address6", "port", "isn", "msl", "rto", "close_on_fin", "fin_wait_2_timeout",
               "calls"}
 _CONFIG_KEYS = {"msl", "rto", "close_on_fin", "fin_wait_2_timeout"}
-_TOP_KEYS = {"name", "summary", "description", "ipv6", "config", "link", "client", "server", "fault",
+_TOP_KEYS = {"name", "summary", "description", "ipv6", "kernel", "config", "link", "client", "server", "fault",
              "expect"}
 
 
@@ -62,6 +62,13 @@ class ScenarioError(RawfinError):
     """A scenario file that cannot be read or run: names the file and what is wrong."""
 
     exit_code = EXIT_DATAERR
+
+
+def _known(table: dict, keys: set, where: str) -> None:
+    """A key the format does not know is an error naming it (a misspelling would be ignored otherwise)."""
+    bad = set(table) - keys
+    if bad:
+        raise ScenarioError(f"{where}: unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(keys))})")
 
 
 def _secs(v, where: str) -> int:
@@ -131,6 +138,7 @@ class Scenario:
     seed: int = 0
     faults: tuple[str, ...] = ()
     expect: dict = field(default_factory=dict)
+    kernel: str | None = None       # the side the Linux kernel plays under ``rawfin peer`` (None: not said)
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -155,9 +163,7 @@ def _call(side: str, i: int, c: dict, where: str) -> Call:
     w = f"{where}: {side}.calls[{i}]"
     if not isinstance(c, dict):
         raise ScenarioError(f"{w}: expected a table like {{ at = 0.0, call = \"connect\" }}")
-    bad = set(c) - _CALL_KEYS
-    if bad:
-        raise ScenarioError(f"{w}: unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(_CALL_KEYS))})")
+    _known(c, _CALL_KEYS, w)
     name = c.get("call")
     if name not in CALLS:
         raise ScenarioError(f"{w}: call must be one of {', '.join(CALLS)}, got {name!r}")
@@ -198,11 +204,38 @@ def _call(side: str, i: int, c: dict, where: str) -> Call:
                 reuse_addr=bool(c.get("reuse_addr", False)))
 
 
+_EXPECT_KEYS = {"final", "retransmissions", "dropped", "refused", "segments", "states", "error", "received"}
+_STATES = tuple(State.__members__)
+
+
+def _expect(t, where: str) -> dict:
+    """The [expect] table, checked: a misspelt key or state would make an expectation that never fails."""
+    w = f"{where}: expect"
+    if not isinstance(t, dict):
+        raise ScenarioError(f"{w} must be a table")
+    _known(t, _EXPECT_KEYS, w)
+    for key in ("retransmissions", "dropped", "refused", "segments"):
+        v = t.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ScenarioError(f"{w}.{key}: expected a whole number >= 0, got {v!r}")
+    for key, ok in (("final", lambda v: v in _STATES), ("error", lambda v: isinstance(v, str) and v.isupper()),
+                    ("received", lambda v: not isinstance(v, bool) and isinstance(v, int) and v >= 0)):
+        table = t.get(key, {})
+        if not isinstance(table, dict) or set(table) - {"client", "server"} or not all(ok(v) for v in table.values()):
+            raise ScenarioError(f"{w}.{key}: expected {{ client = ..., server = ... }} with "
+                                + {"final": "state names", "error": "errno names such as \"ECONNRESET\"",
+                                   "received": "byte counts"}[key] + f", got {table!r}")
+    states = t.get("states", [])
+    for line in states if isinstance(states, list) else [states]:
+        parts = line.split() if isinstance(line, str) else []
+        if len(parts) != 3 or parts[0] not in ("client", "server") or not set(parts[1:]) <= set(_STATES):
+            raise ScenarioError(f"{w}.states: {line!r} is not \"SIDE FROM TO\" (e.g. \"client FIN_WAIT_2 TIME_WAIT\")")
+    return dict(t)
+
+
 def parse(doc: dict, name: str, path: str | None = None) -> Scenario:
     where = path or name
-    bad = set(doc) - _TOP_KEYS
-    if bad:
-        raise ScenarioError(f"{where}: unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})")
+    _known(doc, _TOP_KEYS, where)
     config = _config(doc.get("config", {}), f"{where}: config")
     sides = {}
     calls: list[Call] = []
@@ -210,10 +243,7 @@ def parse(doc: dict, name: str, path: str | None = None) -> Scenario:
         t = doc.get(side, {})
         if not isinstance(t, dict):
             raise ScenarioError(f"{where}: [{side}] must be a table")
-        bad = set(t) - _SIDE_KEYS
-        if bad:
-            raise ScenarioError(f"{where}: {side}: unknown key {sorted(bad)[0]!r} "
-                                f"(known: {', '.join(sorted(_SIDE_KEYS))})")
+        _known(t, _SIDE_KEYS, f"{where}: {side}")
         isn = t.get("isn")
         if isn is not None and (isinstance(isn, bool) or not isinstance(isn, int) or not 0 <= isn < 2 ** 32):
             raise ScenarioError(f"{where}: {side}.isn must be 0..4294967295")
@@ -237,6 +267,10 @@ def parse(doc: dict, name: str, path: str | None = None) -> Scenario:
             Fault.parse(r)
         except EmulatorError as e:
             raise ScenarioError(f"{where}: {e}") from None
+    kernel = doc.get("kernel")
+    if kernel not in (None, "client", "server"):
+        raise ScenarioError(f"{where}: kernel must be \"client\" or \"server\" (the side the kernel plays under "
+                            f"rawfin peer), got {kernel!r}")
     seed = link.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ScenarioError(f"{where}: link.seed must be a whole number")
@@ -244,7 +278,7 @@ def parse(doc: dict, name: str, path: str | None = None) -> Scenario:
                     description=doc.get("description", "").strip(), path=path, ipv6=bool(doc.get("ipv6", False)),
                     config=config, client=sides["client"], server=sides["server"], calls=tuple(calls),
                     delay_ns=_secs(link["delay"], f"{where}: link.delay") if "delay" in link else None,
-                    seed=seed, faults=tuple(faults), expect=dict(doc.get("expect", {})))
+                    seed=seed, faults=tuple(faults), expect=_expect(doc.get("expect", {}), where), kernel=kernel)
 
 
 def load(path: str | os.PathLike) -> Scenario:
@@ -276,10 +310,29 @@ ORDER = ["normal-close", "lost-final-ack", "lost-fin", "simultaneous-close", "th
 
 
 def builtin(name: str) -> Scenario:
-    res = _builtin_dir().joinpath(f"{name}.toml")
+    """A built-in scenario: ``NAME`` (``rawfin scenario --list``) or ``peer/NAME`` (only for ``rawfin peer``)."""
+    res = _builtin_dir().joinpath(*f"{name}.toml".split("/"))
     if not res.is_file():
         raise ScenarioError(f"no built-in scenario {name!r} (rawfin scenario --list names them)")
-    return parse(tomlio.loads(res.read_text("utf-8")), name, None)
+    return parse(tomlio.loads(res.read_text("utf-8")), name.rpartition("/")[2], None)
+
+
+#: ``rawfin peer --scenario NAME``: the files in ``scenarios/peer/``, in the order ``--list`` prints them.
+PEER_ORDER = ["lost-final-ack", "simultaneous-close", "timewait-refin", "fin-with-data", "seq-wraparound",
+              "rst-in-fin-wait-2", "server-active-close"]
+
+
+def peer_names() -> list[str]:
+    """The scenarios of ``rawfin peer --scenario`` (``scenarios/peer/*.toml``: each says the side the kernel plays)."""
+    found = sorted(p.name[:-5] for p in _builtin_dir().joinpath("peer").iterdir() if p.name.endswith(".toml"))
+    return sorted(found, key=lambda n: (PEER_ORDER.index(n) if n in PEER_ORDER else len(PEER_ORDER), n))
+
+
+def peer_builtin(name: str) -> Scenario:
+    """The scenario ``rawfin peer --scenario NAME`` plays (its ``kernel`` says which side the kernel plays)."""
+    if name not in peer_names():
+        raise ScenarioError(f"no peer scenario {name!r}; scenarios: {', '.join(peer_names())}")
+    return builtin(f"peer/{name}")
 
 
 # -- running ---------------------------------------------------------------------------
@@ -407,6 +460,27 @@ class Facts:
         """How many segments were sent, and (when that cannot be judged) why not."""
         return len(self.pair.sent), None
 
+    def error(self, side: str) -> tuple[str | None, str]:
+        """The error ``side``'s application met reading its connection (None: none), and what shows it."""
+        moves = self.pair.transitions(side)
+        return app_error(moves[-1] if moves else None), ""
+
+    def received(self, side: str) -> int:
+        """Bytes ``side``'s application read, over the run."""
+        return getattr(self.pair, side).host.received
+
+
+def app_error(last) -> str | None:
+    """The error an application reading a connection meets after its last transition ``last``, as
+    Linux names it: an RST while it was being opened refuses it, an RST once synchronized resets it."""
+    if last is None or last.input is not Input.RCV_RST:
+        return None
+    if last.from_ is State.SYN_SENT:
+        return "ECONNREFUSED"
+    if last.from_ in (State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT):
+        return "ECONNRESET"
+    return None
+
 
 def judge(scn: Scenario, facts: Facts) -> list[Check]:
     """Each expectation of ``scn``'s ``[expect]`` table, judged against what the run did."""
@@ -440,6 +514,14 @@ def judge(scn: Scenario, facts: Facts) -> list[Check]:
         n, why_not = facts.segments()
         out.append(Check(f"[expect] segments = {exp['segments']}", None if why_not else n == exp["segments"],
                          f"{n} here; not judged: {why_not}" if why_not else f"{n}"))
+    for side, want in exp.get("error", {}).items():
+        got, detail = facts.error(side)
+        out.append(Check(f"[expect] error: {named(side)}'s application meets {want}", got == want,
+                         detail or f"got {got}"))
+    for side, want in exp.get("received", {}).items():
+        got = facts.received(side)
+        out.append(Check(f"[expect] received: {named(side)}'s application reads {want} bytes", got == want,
+                         f"{got} bytes"))
     for want in exp.get("states", []):
         side, frm, to = want.split()       # "side FROM TO": this transition must appear
         ok, detail = facts.moved(side, frm, to)
@@ -454,5 +536,6 @@ def check(scn: Scenario, pair) -> list[str]:
 
 
 __all__ = ["Scenario", "Call", "Side", "ScenarioError", "load", "parse", "builtin", "names", "run", "check",
+           "PEER_ORDER", "peer_names", "peer_builtin",
            "judge", "Check", "Facts",
            "CALLS", "ORDER"]

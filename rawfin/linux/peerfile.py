@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from rawfin.core import seq as sq
 from rawfin.core.units import US
 from rawfin.sim.emulator import DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, Link
-from rawfin.sim.host import AddressInUse, Host, HostError, Step, is_final_ack, perform
+from rawfin.sim.host import AddressInUse, Host, HostError, Step, is_final_ack, other, perform
 from rawfin.core.units import MS, SEC
 from rawfin.core.endpoint import Config
 from rawfin.core.errors import StateError, UsageError
@@ -59,10 +59,6 @@ BOUND_S = 10.0        # after the last call, the run settles within this or is s
 QUIET_S = 0.4         # nothing on the wire for this long, nothing pending: the run is over
 _OPENING = (State.CLOSED, State.LISTEN, State.SYN_SENT, State.SYN_RECEIVED)
 _BUSY_KERNEL = ("SYN_SENT", "SYN_RECV", "FIN_WAIT1", "CLOSING", "LAST_ACK")   # the kernel still has work
-
-
-def other(side: str) -> str:
-    return "client" if side == "server" else "server"
 
 
 # -- the run --------------------------------------------------------------------------------

@@ -25,13 +25,13 @@ from rawfin.core.endpoint import Config
 from rawfin.core.errors import RawfinError, StateError
 from rawfin.core.events import Result
 from rawfin.linux.kernelapp import KernelApp
+from rawfin.sim.emulator import EPOCH_NS
 from rawfin.sim.host import Host, HostError, payload, perform
 from rawfin.sim.replay import (DEFAULT_WAIT_NS, Call, Recording, Replayer, Send, Wire, diverged, divergences,
                                other)
 from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import State
 
-EPOCH_NS = 1_700_000_000 * SEC
 
 
 @dataclass

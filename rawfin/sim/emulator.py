@@ -47,7 +47,7 @@ from rawfin.core.errors import EXIT_USAGE
 from rawfin.core.events import Anomaly, Result, Transition
 from rawfin.core.segment import Flags, Segment, fmt_endpoint, parse_flags
 from rawfin.core.states import Input, State
-from rawfin.sim.host import AddressInUse, Host, HostError, Step, is_final_ack, payload, perform
+from rawfin.sim.host import SIDES, AddressInUse, Host, HostError, Step, is_final_ack, other, payload, perform
 
 __all__ = [
     "Pair", "PairHost", "Host", "Link", "Fault", "Sent", "Arrival", "Moved", "Noted", "Called",
@@ -60,7 +60,6 @@ CLIENT = ("192.0.2.2", 50001)
 SERVER = ("192.0.2.1", 80)
 CLIENT6 = ("2001:db8::2", 50001)
 SERVER6 = ("2001:db8::1", 80)
-SIDES = ("client", "server")
 CAPTURE_POINTS = ("sender", "client", "server")
 DEFAULT_DELAY_NS = 1 * MS               # one way
 DEFAULT_ISN_CLIENT = 1000
@@ -265,7 +264,7 @@ class Sent:
 
     @property
     def receiver(self) -> str:
-        return "server" if self.sender == "client" else "client"
+        return other(self.sender)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

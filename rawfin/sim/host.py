@@ -44,8 +44,17 @@ from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import Input, State
 from rawfin.core.units import SEC
 
-__all__ = ["Host", "Step", "HostError", "AddressInUse", "perform", "CALLS", "ISN_STEP", "is_final_ack", "OPENING",
+__all__ = ["SIDES", "other", "Host", "Step", "HostError", "AddressInUse", "perform", "CALLS", "ISN_STEP", "is_final_ack", "OPENING",
            "payload"]
+
+#: The two sides of a connection, as scenarios, replays and the emulator name them.
+SIDES = ("client", "server")
+
+
+def other(side: str) -> str:
+    """The other side: ``"server"`` for ``"client"`` and the reverse."""
+    return "server" if side == "client" else "client"
+
 
 #: The application calls, as scenario files and replays name them.
 CALLS = ("listen", "connect", "send", "close", "shutdown", "abort", "close-listener")

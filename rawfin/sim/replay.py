@@ -30,10 +30,9 @@ from rawfin.core.units import MS, SEC
 from rawfin.core.errors import EXIT_DATAERR, RawfinError
 from rawfin.core.segment import Flags, Segment, flags_text, fmt_endpoint, parse_endpoint
 from rawfin.core.states import State
-from rawfin.sim.host import payload
+from rawfin.sim.host import SIDES, other, payload
 from rawfin.sim.tomlio import basic_string as toml_string
 
-SIDES = ("client", "server")
 _SIGNIFICANT = int(Flags.SYN | Flags.FIN | Flags.RST | Flags.ACK)
 DEFAULT_WAIT_NS = 3 * SEC      # how long a live segment the capture shows is waited for, past its time
 
@@ -42,10 +41,6 @@ class ReplayError(RawfinError):
     """A capture (or connection in it) that cannot be replayed: exit 65."""
 
     exit_code = EXIT_DATAERR
-
-
-def other(side: str) -> str:
-    return "server" if side == "client" else "client"
 
 
 # -- what the capture says ---------------------------------------------------------------

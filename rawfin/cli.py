@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ipv6", action="store_true", help="use 2001:db8:: addresses")
 
     # live
-    lv = add("live", "sniff an interface and print transitions as they happen")
+    lv = add("live", "capture an interface (through the kernel's packet ring) and print transitions as they happen")
     lv.add_argument("-i", "--interface", default="lo", metavar="IFACE",
                     help="interface to capture on (default: %(default)s); 'any' for every interface (Linux cooked "
                          "capture, as tcpdump -i any); needs root or CAP_NET_RAW")

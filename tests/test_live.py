@@ -514,3 +514,27 @@ def test_a_tiny_buffer_is_raised_to_two_pages():
     assert r.returncode == 0, r.stderr
     stats = _records(r.stdout)[-1]
     assert stats["type"] == "stats" and stats["buffer_kib"] == 8
+
+
+def test_live_table_fits_the_width():
+    """Each event is one line while the capture runs; a cause longer than the room left wraps
+    under itself, so nothing runs past the width (COLUMNS, else 100)."""
+    import io
+
+    from rawfin.commands.live import LiveTable
+
+    buf = io.StringIO()
+    t = LiveTable(buf, kernel=False, origin_ns=0, width=100)
+    t.write({"type": "transition", "conn": 7, "frame": 3, "time": 1.5, "endpoint": "[2001:db8::1]:443",
+             "peer": "[2001:db8::2]:50000", "from": "FIN_WAIT_1", "to": "FIN_WAIT_2",
+             "cause": "rcv ACK ack=2993822859 of FIN seq=2993822858 and a much longer explanation of it"})
+    t.write({"type": "connection", "conn": 7, "client": "[2001:db8::2]:50000", "server": "[2001:db8::1]:443",
+             "close": "four_way", "active_closer": "[2001:db8::2]:50000", "server_active_close": False,
+             "final": {"[2001:db8::2]:50000": "TIME_WAIT", "[2001:db8::1]:443": "CLOSED"}, "anomalies": {}})
+    t.close({}, None)
+    lines = buf.getvalue().splitlines()
+    assert max(len(x) for x in lines) <= 100, lines
+    event = [x for x in lines if "FIN_WAIT_1" in x][0]
+    cont = lines[lines.index(event) + 1]
+    assert cont.strip() and len(cont) - len(cont.lstrip()) == event.index("rcv ACK")   # under the cause
+    assert "summary:" in lines and any("four_way" in x for x in lines)

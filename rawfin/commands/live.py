@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 from typing import IO, Callable
 
 from rawfin.render.records import to_json
 from rawfin.render.sinks import ARROW, SUMMARY_HEADERS, summary_row
+from rawfin.render.tables import simple_table, terminal_width, wrap
 
 
 class Out:
@@ -66,13 +66,16 @@ class Out:
 
 
 class LiveTable:
-    """One flushed line per event; a summary table when the capture ends."""
+    """One line per event as it happens (a long cause wraps under itself to fit ``width``);
+    the summary table when the capture ends."""
 
-    def __init__(self, out: IO[str], *, kernel: bool, origin_ns: int, tablefmt: str = "simple") -> None:
+    def __init__(self, out: IO[str], *, kernel: bool, origin_ns: int, tablefmt: str = "simple",
+                 width: int | None = None) -> None:
         self.out = out
         self.kernel = kernel
         self.origin = origin_ns / 1e9
         self.tablefmt = tablefmt
+        self.width = terminal_width(sys.stdout) if width is None else width
         self.connections: list[dict] = []
         self.header = False
 
@@ -97,14 +100,14 @@ class LiveTable:
         if t == "transition":
             tr = f"{rec['from']} {ARROW} {rec['to']}"
             if self.kernel:
-                line = f"{when}  {conn:>4}  {rec['endpoint']:<22} {'wire':<6}  {tr:<27} {'':<5}  {rec['cause']}"
+                head, text = f"{when}  {conn:>4}  {rec['endpoint']:<22} {'wire':<6}  {tr:<27} {'':<5}  ", rec["cause"]
             else:
-                line = f"{when}  {conn:>4}  {rec['endpoint']:<22} {tr:<27} {rec['cause']}"
+                head, text = f"{when}  {conn:>4}  {rec['endpoint']:<22} {tr:<27} ", rec["cause"]
         elif t == "anomaly":
             tr = f"! {rec['kind']}"
             pad = f"{'wire':<6}  " if self.kernel else ""
             agree = f"{'':<5}  " if self.kernel else ""
-            line = f"{when}  {conn:>4}  {rec['endpoint']:<22} {pad}{tr:<27} {agree}{rec['detail']}"
+            head, text = f"{when}  {conn:>4}  {rec['endpoint']:<22} {pad}{tr:<27} {agree}", rec["detail"]
         elif t == "kernel":
             tr = f"{rec['from']} {ARROW} {rec['to']}"
             agree = {True: "yes", False: "NO", None: "-"}[rec.get("agree")]
@@ -112,17 +115,22 @@ class LiveTable:
                 f"{rec.get('source')}: {rec['kernel']}"
             if rec.get("note"):
                 said += f" ({rec['note']})"
-            line = f"{when}  {conn:>4}  {rec['endpoint']:<22} {'kernel':<6}  {tr:<27} {agree:<5}  {said}"
+            head, text = f"{when}  {conn:>4}  {rec['endpoint']:<22} {'kernel':<6}  {tr:<27} {agree:<5}  ", said
         else:
             return
-        self.out.write(line + "\n")
+        for line in wrap(text, self.width, head, " " * len(head)):
+            self.out.write(line.rstrip() + "\n")
 
     def flush(self) -> None:
         self.out.flush()
 
-    def close(self, stats: dict, side_by_side: list[dict] | None) -> None:
+    def _table(self, rows: list, headers: list) -> str:
+        if self.tablefmt == "simple":
+            return simple_table(headers, rows, self.width)
         from tabulate import tabulate
+        return tabulate(rows, headers=headers, tablefmt=self.tablefmt, disable_numparse=True) + "\n"
 
+    def close(self, stats: dict, side_by_side: list[dict] | None) -> None:
         out = self.out
         if side_by_side:
             out.write("\nwire (rawfin) beside the kernel (tracepoint sock:inet_sock_set_state):\n")
@@ -134,14 +142,12 @@ class LiveTable:
                     said = f"{said} [{len(notes)}]"
                 rows.append([f"{(r['time'] or 0) - self.origin:.6f}", r["endpoint"], r["wire"], r["kernel"],
                              r["agree"], said])
-            out.write(tabulate(rows, headers=["time", "endpoint", "rawfin (wire)", "kernel", "agree", "kernel said"],
-                               tablefmt=self.tablefmt, disable_numparse=True) + "\n")
+            out.write(self._table(rows, ["time", "endpoint", "rawfin (wire)", "kernel", "agree", "kernel said"]))
             for i, note in enumerate(notes, 1):
-                out.write(textwrap.fill(note, 100, initial_indent=f"[{i}] ", subsequent_indent="    ") + "\n")
+                out.write("\n".join(wrap(note, self.width, f"[{i}] ", "    ")) + "\n")
         if self.connections:
             out.write("\nsummary:\n")
-            out.write(tabulate([summary_row(c) for c in self.connections], headers=SUMMARY_HEADERS,
-                               tablefmt=self.tablefmt, disable_numparse=True) + "\n")
+            out.write(self._table([summary_row(c) for c in self.connections], list(SUMMARY_HEADERS)))
         out.flush()
 
 

@@ -369,17 +369,9 @@ def _records(text: str) -> list[dict]:
     return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
 
 
-@needs_capture
-def test_drops_are_reported_when_the_reader_is_stopped_during_a_burst():
-    """A small ring (-B 256: 256 KiB), rawfin stopped (SIGSTOP) while 30 open connections send
-    about 4,000 segments of data, then continued: the kernel drops what does not fit; rawfin
-    says how many and where (the stats record, the closing line), and the connections whose
-    sequence numbers jump across the gap carry the anomaly of a segment the capture missed."""
-    import re
-
-    ls = listener()
-    port = ls.getsockname()[1]
-    p = _live_proc("-i", "lo", "-f", f"tcp port {port}", "-B", "256", "--format", "jsonl")
+def _across_a_stop(p: subprocess.Popen, ls: socket.socket) -> None:
+    """30 open connections send data while ``p`` is stopped (SIGSTOP): some 4,000 segments, more
+    than a 256 KiB ring holds; then ``p`` goes on, and a few more rounds pass before they close."""
     pairs = []
     for _ in range(30):
         c = socket.create_connection(ls.getsockname())
@@ -395,7 +387,7 @@ def test_drops_are_reported_when_the_reader_is_stopped_during_a_burst():
         rounds(2)
         time.sleep(0.3)                     # read by rawfin before it stops
         p.send_signal(signal.SIGSTOP)
-        rounds(70)                          # some 4,000 segments: more than the ring holds
+        rounds(70)
     finally:
         p.send_signal(signal.SIGCONT)
     time.sleep(0.5)
@@ -404,6 +396,20 @@ def test_drops_are_reported_when_the_reader_is_stopped_during_a_burst():
         c.close()
         a.close()
     time.sleep(0.3)
+
+
+@needs_capture
+def test_drops_are_reported_when_the_reader_is_stopped_during_a_burst():
+    """A small ring (-B 256: 256 KiB), rawfin stopped (SIGSTOP) while 30 open connections send
+    about 4,000 segments of data, then continued: the kernel drops what does not fit; rawfin
+    says how many and where (the stats record, the closing line), and the connections whose
+    sequence numbers jump across the gap carry the anomaly of a segment the capture missed."""
+    import re
+
+    ls = listener()
+    port = ls.getsockname()[1]
+    p = _live_proc("-i", "lo", "-f", f"tcp port {port}", "-B", "256", "--format", "jsonl")
+    _across_a_stop(p, ls)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=30)
     ls.close()
@@ -422,6 +428,50 @@ def test_drops_are_reported_when_the_reader_is_stopped_during_a_burst():
     conns = [r for r in recs if r["type"] == "connection"]
     assert len(conns) == 30
     assert sum(1 for r in conns if r["anomalies"].get("previous_segment_not_captured")) >= 15
+
+
+@needs_capture
+def test_drops_are_said_on_a_terminal_while_capturing():
+    """With stderr on a terminal, the drops are said when rawfin sees them (the first block after
+    the gap), before the capture ends."""
+    import pty
+
+    ls = listener()
+    port = ls.getsockname()[1]
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "rawfin", "live", "-i", "lo", "-f", f"tcp port {port}", "-B", "256",
+           "--format", "jsonl"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, env=dict(os.environ, PYTHONPATH=ROOT))
+    os.close(slave)
+    said = b""
+
+    def read_for(seconds):
+        nonlocal said
+        import select
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    said += os.read(master, 4096)
+                except OSError:
+                    return
+    try:
+        read_for(0)
+        while b"capturing on" not in said:
+            read_for(0.2)
+            assert p.poll() is None, said
+        _across_a_stop(p, ls)
+        read_for(0.5)
+        assert p.poll() is None
+        assert b"the kernel dropped" in said and b"before frame" in said, said
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=30)
+        read_for(0.2)
+        os.close(master)
+        ls.close()
+    assert b"dropped by the kernel" in said.split(b"the kernel dropped")[-1]
 
 
 @needs_capture

@@ -94,6 +94,8 @@ class LiveTable:
         if t == "connection":
             self.connections.append(rec)
             return
+        if t not in ("transition", "anomaly", "kernel"):
+            return                      # the stats record: the closing line on stderr says it
         self._head()
         when = f"{(rec['time'] or 0) - self.origin:10.6f}" if rec.get("time") is not None else " " * 10
         conn = "" if rec.get("conn") is None else str(rec["conn"])

@@ -10,9 +10,12 @@ RUN_CAPTURE ?= captures/lost-final-ack.pcap
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py rawfin/capture/_engine.c $(wildcard rawfin/capture/lane/*.c) rawfin/render/_writer.c
+	@echo "setting up $(VENV) (Python packages and the compiled lane; log: $(VENV)/install.log)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@{ $(BIN)/python -m pip install --disable-pip-version-check --upgrade pip && \
+	   $(BIN)/python -m pip install --disable-pip-version-check -e '.[test]'; } > $(VENV)/install.log 2>&1 \
+	   || { cat $(VENV)/install.log; echo "make: installing rawfin failed (log above, kept in $(VENV)/install.log)" >&2; exit 1; }
+	@$(BIN)/python -c "from rawfin.capture import engine; engine.available() or print('note: ' + engine.WHY_NOT + ' (rawfin runs its pure-Python reference: same output, slower)')"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -95,8 +95,10 @@ def run(args) -> int:
         scn = load(args.file)
         o = run_file(scn, kernel_side=args.kernel or scn.kernel or "server", write=args.write)
     elif args.list or not args.scenario:
+        import textwrap
         for name in peer_names():
-            print(f"{name:<22} {peer_builtin(name).summary}")
+            print(textwrap.fill(peer_builtin(name).summary, 100, initial_indent=f"{name:<21} ",
+                                subsequent_indent=" " * 22))
         return 0 if args.list else 2
     else:
         o = run_scenario(args.scenario, write=args.write)

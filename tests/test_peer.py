@@ -124,7 +124,7 @@ def test_unknown_scenario():
 def _cli(*args):
     cmd = [sys.executable, "-m", "rawfin", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd="/",
-                          env=dict(os.environ, PYTHONPATH=ROOT))
+                          env=dict(os.environ, PYTHONPATH=ROOT, COLUMNS="100"))
 
 
 def test_cli_list():
@@ -141,6 +141,7 @@ def test_cli_table_and_jsonl(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "from the tracepoint" in r.stdout and "from its state machine" in r.stdout
     assert "ack=0" in r.stdout
+    assert max(map(len, r.stdout.splitlines())) <= 100     # the tables and the checks fit 100 columns
     r = _cli("peer", "--scenario", "rst-in-fin-wait-2", "--format", "jsonl")
     assert r.returncode == 0, r.stderr
     import json

@@ -18,50 +18,64 @@ def _t(ns: int, origin: int) -> str:
     return f"{(ns - origin) / 1e9:.6f}"
 
 
-def render_table(out, o, tablefmt: str = "simple") -> None:
+def _table(headers: list[str], rows: list[list[str]], tablefmt: str, wrap_first: tuple[int, ...] = ()) -> str:
+    """The default layout fits the terminal (COLUMNS, else 100), wrapping the text columns first;
+    any other --tablefmt is tabulate's."""
+    if tablefmt == "simple":
+        from rawfin.render.tables import simple_table
+        return simple_table(headers, rows, first=wrap_first)
     from tabulate import tabulate
+    return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n"
 
+
+def render_table(out, o, tablefmt: str = "simple") -> None:
     from rawfin.linux.peer import RAWFIN_IP
     from rawfin.core.segment import fmt_endpoint
 
+    from rawfin.render.tables import terminal_width, wrap
+
     t0 = o.start_ns
     w = out.write
+    width = terminal_width()
+
+    def para(text: str, first: str = "", rest: str = "    ") -> None:
+        w("\n".join(wrap(text, width, first, rest)) + "\n")
+
     kaddr = fmt_endpoint(*o.kernel_addr)
     raddr = fmt_endpoint(*o.rawfin_addr) if o.rawfin_addr else RAWFIN_IP
-    w(f"peer {o.scenario}: {o.description}\n")
-    w(f"  kernel {kaddr} (Linux, in rawfin's own network namespace) <-> rawfin {raddr} (TUN device)\n\n")
+    para(f"{o.scenario}: {o.description}", "peer ", "  ")
+    para(f"kernel {kaddr} (Linux, in rawfin's own network namespace) <-> rawfin {raddr} (TUN device)", "  ")
+    w("\n")
     w(f"kernel {kaddr}, from the tracepoint ({o.kernel_truth}):\n")
     if o.kernel:
         rows = [[_t(k.time_ns, t0), f"{k.from_.value} {ARROW} {k.to.value}", k.kernel,
                  k.note if k.source == "tracepoint" else f"{k.source}: {k.note}"] for k in o.kernel]
-        w(tabulate(rows, headers=["time", "transition", "kernel said", "note"], tablefmt=tablefmt,
-                   disable_numparse=True) + "\n")
+        w(_table(["time", "transition", "kernel said", "note"], rows, tablefmt, (3, 2)))
     else:
         w("  (nothing recorded)\n")
     ep = o.rawfin[0].endpoint if o.rawfin else RAWFIN_IP
     w(f"\nrawfin {ep}, from its state machine:\n")
     rows = [[_t(t.time_ns, t0), f"{t.from_.value} {ARROW} {t.to.value}", t.cause] for t in o.rawfin]
-    w(tabulate(rows, headers=["time", "transition", "cause"], tablefmt=tablefmt, disable_numparse=True) + "\n")
+    w(_table(["time", "transition", "cause"], rows, tablefmt, (2,)))
     if o.anomalies:
         w("  anomalies:\n")
         for a in o.anomalies:
-            w(f"    {_t(a.time_ns, t0)}  {a.kind}: {a.detail}\n")
+            para(f"{a.kind}: {a.detail}", f"    {_t(a.time_ns, t0)}  ", " " * 16)
     w("\nsegments at the TUN device:\n")
     rows = [[_t(s.time_ns, t0), s.direction, s.seg.describe(), s.note] for s in o.segments]
-    w(tabulate(rows, headers=["time", "direction", "segment", "note"], tablefmt=tablefmt,
-               disable_numparse=True) + "\n")
+    w(_table(["time", "direction", "segment", "note"], rows, tablefmt, (3,)))
     if o.retransmissions or o.kernel_retransmits:
         w("\nthe kernel's retransmissions (its own timing):\n")
         for ts, text in sorted(o.retransmissions + o.kernel_retransmits):
-            w(f"  {_t(ts, t0)}  {text}\n")
+            para(text, f"  {_t(ts, t0)}  ", " " * 12)
     if o.notes:
         w("\nnotes:\n")
         for ts, text in o.notes:
-            w(f"  {_t(ts, t0)}  {text}\n")
+            para(text, f"  {_t(ts, t0)}  ", " " * 12)
     w("\nchecks:\n")
     for c in o.checks:
         mark = {True: "ok  ", False: "FAIL", None: "n/a "}[c.ok]
-        w(f"  {mark}  {c.what}" + (f"  [{c.detail}]" if c.detail else "") + "\n")
+        para(c.what + (f" [{c.detail}]" if c.detail else ""), f"  {mark}  ", " " * 8)
     out.flush()
 
 

@@ -36,6 +36,35 @@ is refused (2); an output that cannot be created exits 73 (EX_CANTCREAT).
 
 FORMATS_RECORDS = ("table", "jsonl", "csv")
 
+#: what every command's --help ends with
+EXAMPLES = {
+    "states": ["rawfin states --close-only", "rawfin states --format jsonl"],
+    "analyze": ["rawfin analyze trace.pcap --summary",
+                "tcpdump -i eth0 -U -w - 'tcp port 443' | rawfin analyze - --format jsonl",
+                "rawfin analyze rotated/ --by server --interval 10s --plot pileup.svg"],
+    "check": ["rawfin check trace.pcap", "rawfin check -r a.pcap -r b.pcapng --allow-reset --format jsonl"],
+    "annotate": ["rawfin annotate trace.pcap                # writes trace.rawfin.pcapng",
+                 "rawfin annotate trace.pcap -o - | wireshark -k -i -"],
+    "craft": ["rawfin craft 4way -x 1000 -y 2000 -w close.pcap", "rawfin craft simultaneous --format jsonl"],
+    "scenario": ["rawfin scenario --list", "rawfin scenario lost-final-ack --format ladder",
+                 "rawfin scenario normal-close --drop final-ack -w lost.pcap"],
+    "live": ["sudo rawfin live -i lo -f 'tcp port 8080'",
+             "sudo rawfin live -i lo --kernel-truth --duration 10 -w seen.pcap"],
+    "peer": ["sudo rawfin peer --list", "sudo rawfin peer --scenario lost-final-ack",
+             "sudo rawfin peer --file my.toml --kernel client"],
+    "replay": ["rawfin replay trace.pcap --conn 0 --as client",
+               "sudo rawfin replay trace.pcap --as server --against kernel",
+               "rawfin replay trace.pcap --export scenario conn0.toml"],
+    "wireshark": ["rawfin wireshark --install", "tshark -X lua_script:$(rawfin wireshark --path) -r t.rawfin.pcapng "
+                  "-Y 'rawfin.state == \"CLOSE_WAIT\"'"],
+    "demo": ["sudo rawfin demo timewait-bind"],
+}
+
+
+def _examples(name: str) -> str:
+    lines = EXAMPLES.get(name, [])
+    return ("\nexamples:\n" + "".join(f"  {x}\n" for x in lines)) if lines else ""
+
 
 def seconds(text: str) -> float:
     """argparse type: a finite, positive number of seconds."""
@@ -174,14 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
+        return sub.add_parser(name, help=help, description=help, epilog=EXIT_CODES + _examples(name),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     # states
     s = add("states", "print the TCP state transition table rawfin runs on, and the rules that classify "
                       "each segment (rawfin/core/rules.py)")
     _add_format(s, ("table", "jsonl", "csv"))
-    s.add_argument("--close-only", action="store_true", help="only the states of the close (the seed's diagram)")
+    s.add_argument("--close-only", action="store_true",
+                   help="only the states of the close (from ESTABLISHED on: the 4-way close and its variants)")
     s.add_argument("--part", choices=("all", "transitions", "rules"), default="all",
                    help="the transition table, the rules, or both (default: %(default)s; csv prints one: "
                         "the transitions unless 'rules')")
@@ -209,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
     a.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
-                   help="progress bar on stderr (auto: only on a terminal)")
+                   help="a progress bar on stderr: auto shows it only on a terminal (default: %(default)s)")
     _add_engine(a)
 
     # check
@@ -229,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # annotate
     n = add("annotate", "write a pcapng with rawfin's findings as packet comments (for Wireshark)")
-    n.epilog = ANNOTATE_NOTES + EXIT_CODES
+    n.epilog = ANNOTATE_NOTES + n.epilog
     _add_one_input(n, "IN", "the capture to annotate (pcap or pcapng)")
     n.add_argument("-o", "--output", metavar="OUT.pcapng", default=None,
                    help="output file (default: IN's name with .rawfin.pcapng, next to IN; '-' for stdout)")
@@ -238,22 +268,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine(n)
 
     # craft
-    k = add("craft", "craft the seed's close (or a variant) as real segments and write a capture")
+    k = add("craft", "craft a TCP close (the 4-way close or a variant) as real segments and write a capture")
     k.add_argument("kind", nargs="?", default="4way",
                    choices=("4way", "3way", "fin-with-data", "simultaneous", "rst", "connection"),
                    help="what to craft (default: %(default)s)")
-    k.add_argument("--client", default="192.0.2.2:50001", metavar="IP:PORT")
-    k.add_argument("--server", default="192.0.2.1:80", metavar="IP:PORT")
-    k.add_argument("-x", dest="x", type=seqno, default=1000, help="the active closer's FIN sequence number")
-    k.add_argument("-y", dest="y", type=seqno, default=2000, help="the passive closer's FIN sequence number")
-    k.add_argument("--closer", choices=("client", "server"), default="client")
-    k.add_argument("--data", default="hello", help="payload for fin-with-data / connection")
+    k.add_argument("--client", default="192.0.2.2:50001", metavar="IP:PORT",
+                   help="the client's address (default: %(default)s)")
+    k.add_argument("--server", default="192.0.2.1:80", metavar="IP:PORT",
+                   help="the server's address (default: %(default)s)")
+    k.add_argument("-x", dest="x", type=seqno, default=1000,
+                   help="the active closer's FIN sequence number: its peer ACKs x+1 (default: %(default)s)")
+    k.add_argument("-y", dest="y", type=seqno, default=2000,
+                   help="the passive closer's FIN sequence number: ACKed with y+1 (default: %(default)s)")
+    k.add_argument("--closer", choices=("client", "server"), default="client",
+                   help="who closes first (default: %(default)s)")
+    k.add_argument("--data", default="hello",
+                   help="the payload of fin-with-data and connection (default: %(default)s)")
     k.add_argument("-w", "--write", metavar="FILE.pcap", default=None, help="write the segments as a pcap")
     _add_format(k, ("table", "jsonl"))
 
     # scenario
-    e = add("scenario", "run two emulated endpoints over a faulty link: the seed's scenarios")
-    e.add_argument("name", nargs="?", metavar="NAME")
+    e = add("scenario", "run two emulated endpoints over a faulty link: the classic closes and what goes "
+                        "wrong in them (a lost final ACK, a lost FIN, crossing FINs, ...)")
+    e.add_argument("name", nargs="?", metavar="NAME", help="a built-in scenario (--list names them)")
     e.add_argument("--list", action="store_true", help="list the scenarios")
     e.add_argument("--all", action="store_true", help="run every built-in scenario")
     e.add_argument("--file", metavar="FILE.toml", default=None, help="run a scenario file")
@@ -262,10 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--write-dir", metavar="DIR", default=None, help="with --all: write NAME.pcap for each")
     e.add_argument("--capture-at", choices=("sender", "client", "server"), default="sender",
                    help="where the capture point sits (default: each sender's side of the link)")
-    e.add_argument("--msl", type=seconds, default=None, metavar="SECONDS")
-    e.add_argument("--rto", type=seconds, default=None, metavar="SECONDS")
-    e.add_argument("--isn-client", type=seqno, default=None, metavar="X")
-    e.add_argument("--isn-server", type=seqno, default=None, metavar="Y")
+    e.add_argument("--msl", type=seconds, default=None, metavar="SECONDS",
+                   help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: the scenario's, else 30)")
+    e.add_argument("--rto", type=seconds, default=None, metavar="SECONDS",
+                   help="retransmission timeout (default: the scenario's, else 1)")
+    e.add_argument("--isn-client", type=seqno, default=None, metavar="X",
+                   help="the client's initial sequence number (default: the scenario's)")
+    e.add_argument("--isn-server", type=seqno, default=None, metavar="Y",
+                   help="the server's initial sequence number (default: the scenario's)")
     e.add_argument("--drop", action="append", default=[], metavar="RULE",
                    help="drop segments: 'N' (the Nth segment), 'client:FIN', 'server:FIN#2', 'final-ack', "
                         "'p=0.1' (with --seed)")
@@ -330,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the live side: the emulator's endpoint (default) or a real kernel socket over TUN "
                          "in a network namespace of rawfin's own (needs root / CAP_NET_ADMIN)")
     rp.add_argument("--speed", type=speed, default=1.0, metavar="X",
-                    help="scale the recorded gaps (2: twice as fast; 0: as fast as the live side allows)")
+                    help="scale the recorded gaps (2: twice as fast; 0: as fast as the live side allows; "
+                         "default: %(default)s)")
     rp.add_argument("--mid-stream", action="store_true",
                     help="replay a connection whose handshake is not in the capture, after a made-up one")
     rp.add_argument("--export", nargs=2, metavar=("scenario", "FILE"), default=None,
@@ -384,7 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # demo
     d = add("demo", "demonstrations on the real kernel over loopback")
-    d.add_argument("which", choices=("timewait-bind",))
+    d.add_argument("which", choices=("timewait-bind",),
+                   help="timewait-bind: the side that closes first holds TIME_WAIT; a server that did cannot "
+                        "bind its port again")
     return p
 
 

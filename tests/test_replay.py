@@ -132,6 +132,25 @@ def test_every_capture_against_the_emulator(name, side, speed):
     assert not o.notes
 
 
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("pileup-kernel.pcap", "simultaneous-close.pcap")])
+def test_side_by_side_states_are_each_sides_own(name, side):
+    """A replay that follows the capture shows, on every row, the live run's states as its own
+    transitions give them: the recorded states (a close() shows on its FIN's row, not before;
+    rawfin's side ACKing a FIN is in TIME_WAIT when that ACK leaves, even one the link loses).
+    A row shows the states when the next segment leaves, so a capture whose gaps are shorter than
+    the live link's delay (pileup-kernel.pcap, 20 µs on loopback) shows a receiver's move a row late,
+    and crossing FINs (simultaneous-close.pcap) leave in either order, so their rows differ."""
+    from rawfin.commands.replay import rows
+
+    o = run_emulator(load(cap(name)), side)
+    assert not o.diverged
+    for r in rows(o):
+        if r["frame"] is None or not r["live_segment"] or r["live_segment"] == "—":
+            continue
+        assert (r["live_client"], r["live_server"]) == (r["rec_client"], r["rec_server"]), (name, side, r)
+
+
 def test_edited_capture_diverges_against_the_emulator(tmp_path, capsys):
     p = edited(tmp_path)
     assert main(["replay", p, "--as", "server"]) == 1

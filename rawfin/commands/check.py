@@ -47,7 +47,7 @@ def judge(conn: dict, anomalies: list[dict], args) -> list[dict]:
     if conn.get("server_active_close") and not args.allow_server_close:
         fails.append({"frame": conn["last_frame"], "endpoint": conn["server"],
                       "problem": "server closed first",
-                      "detail": "TIME_WAIT sits on the server's port (the seed's warning); "
+                      "detail": "TIME_WAIT sits on the server's port; "
                                 "expected the client to close first"})
     return fails
 

@@ -1,4 +1,4 @@
-"""`rawfin craft`: the seed's close (or a variant) as real segments, printed and written."""
+"""`rawfin craft`: a TCP close (the 4-way close or a variant) as real segments, printed and written."""
 
 from __future__ import annotations
 

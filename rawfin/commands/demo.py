@@ -91,8 +91,8 @@ def step(out, n: int, closer: str, reuse_old: bool, reuse_new: bool, expect: str
 
 def run(args) -> int:
     out = sys.stdout
-    out.write("timewait-bind: TIME_WAIT stays with whoever closes first (seed: 'Server가 ActiveCloser가 되서는 "
-              "안된다').\nLinux keeps it 60 s (2*MSL); every step uses a fresh port.\n")
+    out.write("timewait-bind: TIME_WAIT stays with whoever closes first, so a server should not be the one "
+              "that closes first.\nLinux keeps it 60 s (2*MSL); every step uses a fresh port.\n")
     results = [
         step(out, 1, "server", False, False, "EADDRINUSE"),
         step(out, 2, "client", False, False, "listening"),

@@ -57,6 +57,12 @@ def _arrow(sender: str) -> str:
     return "C→S" if sender == "client" else "S→C"
 
 
+#: the kernel's moves that only an application's call makes, with the segment it sends (the
+#: tracepoint does not say what moved it): connect's SYN, close's FIN
+_SENDING = {("CLOSED", "SYN_SENT"), ("ESTABLISHED", "FIN_WAIT_1"), ("SYN_RECEIVED", "FIN_WAIT_1"),
+            ("CLOSE_WAIT", "LAST_ACK")}
+
+
 def rows(o) -> list[dict]:
     """The recorded and the live run side by side, one row per capture frame or live-only segment."""
     from rawfin.sim.replay import SIDES
@@ -64,9 +70,15 @@ def rows(o) -> list[dict]:
     rec, rp = o.rec, o.rp
     t_rec0 = rec.frames[0].time_ns if rec.frames else 0
     wire = rp.wire
-    # each side's state in the live run after each wire entry (before the next one)
-    moves = sorted([(m.order, m.side, m.to) for m in o.live_moves] +
-                   [(m.order, m.side, m.to) for m in o.rawfin_moves], key=lambda x: x[0])
+    # each side's state in the live run after each wire entry (before the next one): a move made
+    # by the side's own call that sends a segment (close() sends the FIN) shows on that segment's row
+    def placed(m) -> tuple:
+        if m.app or (m.source == "kernel" and (m.from_.name, m.to.name) in _SENDING):
+            for w in wire:
+                if w.sender == m.side and w.order >= m.order:
+                    return w.order
+        return m.order
+    moves = sorted([(placed(m), m.side, m.to) for m in [*o.live_moves, *o.rawfin_moves]], key=lambda x: x[0])
     state = {"client": State.CLOSED, "server": State.LISTEN}     # the live run always opens with a handshake
     after: dict[int, dict] = {}
     mi = 0

@@ -30,7 +30,7 @@ from rawfin.sim.host import Host, HostError, payload, perform
 from rawfin.sim.replay import (DEFAULT_WAIT_NS, Call, Recording, Replayer, Send, Wire, diverged, divergences,
                                other)
 from rawfin.core.segment import Segment, fmt_endpoint
-from rawfin.core.states import State
+from rawfin.core.states import Input, State
 
 
 
@@ -44,6 +44,11 @@ class Move:
     to: State
     cause: str = ""
     source: str = ""
+    app: bool = False       # an application's call that sends (connect, close, abort) made it
+
+
+#: the calls that send a segment as they move the endpoint
+_SENDS = frozenset({Input.CONNECT, Input.CLOSE, Input.ABORT})
 
 
 @dataclass
@@ -65,12 +70,14 @@ class Outcome:
 
 
 def _observe(rp: Replayer) -> list[Move]:
-    """rawfin's side's states in the live run: the both-endpoint observer on what crossed the wire."""
+    """rawfin's side's states in the live run: the both-endpoint observer at rawfin's end of the
+    link: what rawfin sent (also what the link then lost, as the capture implies) and what it took
+    in (not the live side's segments it ignored, as the capture implies)."""
     from rawfin.core.observer import Observer
     obs = Observer(final_ack_hold_ns=0)
     recs = []
     for i, w in enumerate(rp.wire):
-        if w.lost and not w.live:
+        if w.lost and w.live:
             continue
         recs += obs.feed(w.seg.with_(frame=i, time_ns=w.time_ns))
     recs += obs.finish()
@@ -121,7 +128,7 @@ def run_emulator(rec: Recording, as_side: str, *, speed: float = 1.0, live_isn: 
     def absorb(steps, now: int) -> None:
         for t in (t for st in steps for t in st.result.transitions):
             o.live_moves.append(Move(order=rp.next_order(now), side=L, from_=t.from_, to=t.to, cause=t.cause,
-                                     source="emulator"))
+                                     source="emulator", app=t.input in _SENDS))
         for seg in (seg for st in steps for seg in st.result.segments):
             push(now + delay_ns, "to_rawfin", seg)
 

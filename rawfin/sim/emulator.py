@@ -12,7 +12,7 @@ Driving a pair by hand, as a test would::
     from rawfin.sim.emulator import Pair, MS
     from rawfin.core.states import State
 
-    pair = Pair(faults=["drop final-ack"])      # the seed's section 5
+    pair = Pair(faults=["drop final-ack"])      # the lost final ACK
     pair.server.listen()
     pair.client.connect()
     pair.run_for(10 * MS)                        # the handshake

@@ -136,12 +136,18 @@ def assert_agree(records):
     assert not missing, f"wire transitions the kernel never reported: {missing}"
 
 
-@needs_trace
-def test_client_first_close_matches_kernel():
+def client_first_close() -> tuple[list[dict], dict, object, int]:
+    """One connection the client closes first, on loopback, seen by live with kernel truth."""
     ls = listener()
     port = ls.getsockname()[1]
     recs, stats, live = run_live(port, lambda: client_first(ls))
     ls.close()
+    return recs, stats, live, port
+
+
+@needs_trace
+def test_client_first_close_matches_kernel():
+    recs, stats, live, port = client_first_close()
     server = f"127.0.0.1:{port}"
     conn = [r for r in recs if r["type"] == "connection"]
     assert len(conn) == 1 and conn[0]["close"] == "four_way" and conn[0]["active_closer"] != server

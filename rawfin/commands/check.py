@@ -6,9 +6,10 @@ connection and frame with expected and actual numbers), 65 for damaged input.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+
+from rawfin.render.records import to_json
 
 from rawfin.capture.analysis import CaptureStats, records
 from rawfin.core.errors import EXIT_CHECK_FAILED, EXIT_DATAERR, EXIT_NOINPUT, CaptureError
@@ -84,7 +85,7 @@ def run(args) -> int:
                             failed_conns += 1
                         if args.format == "jsonl":
                             out = dict(rec, check="fail" if fails else "pass", failures=fails)
-                            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+                            sys.stdout.write(to_json(out) + "\n")
                         for f in fails:
                             where = f"{os.path.basename(path)}#{rec['conn']}" if many else str(rec["conn"])
                             rows.append([where, f["frame"], f"{rec['client']} → {rec['server']}", f["problem"],

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
+
+from rawfin.render.records import to_json
 
 from rawfin.core.errors import UsageError
 from rawfin.core.segment import flags_text, fmt_endpoint
@@ -59,7 +60,7 @@ def run(args) -> int:
                      "len": s.data_len})
     if args.format == "jsonl":
         for r in rows:
-            sys.stdout.write(json.dumps({"type": "segment", **r}) + "\n")
+            sys.stdout.write(to_json({"type": "segment", **r}) + "\n")
         return 0
     from tabulate import tabulate
     print(tabulate([[r["frame"], r["src"], "→", r["dst"], r["flags"], r["seq"],

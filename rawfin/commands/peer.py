@@ -92,7 +92,7 @@ def render_jsonl(out, o) -> None:
     for k in o.kernel:
         put(k.record(0))
     for ts, text in o.notes:
-        put({"type": "note", "scenario": o.scenario, "time": round((ts - o.start_ns) / 1e9, 9), "text": text})
+        put({"type": "note", "scenario": o.scenario, "time": round(ts / 1e9, 9), "text": text})
     for c in o.checks:
         put({"type": "check", "scenario": o.scenario, "what": c.what, "ok": c.ok, "detail": c.detail})
     out.flush()

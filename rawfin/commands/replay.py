@@ -53,6 +53,12 @@ def _t(ns: int | None, origin: int | None) -> str:
     return f"{(ns - origin) / 1e9:.6f}"
 
 
+def _s(ns: int | None) -> float | None:
+    """A time in records: seconds since the epoch, a number (the capture's clock for recorded frames,
+    the live run's for live segments), as every record type writes it."""
+    return None if ns is None else round(ns / 1e9, 6)
+
+
 def _arrow(sender: str) -> str:
     return "C→S" if sender == "client" else "S→C"
 
@@ -68,7 +74,6 @@ def rows(o) -> list[dict]:
     from rawfin.sim.replay import SIDES
     from rawfin.core.states import State
     rec, rp = o.rec, o.rp
-    t_rec0 = rec.frames[0].time_ns if rec.frames else 0
     wire = rp.wire
     # each side's state in the live run after each wire entry (before the next one): a move made
     # by the side's own call that sends a segment (close() sends the FIN) shows on that segment's row
@@ -98,12 +103,12 @@ def rows(o) -> list[dict]:
     def live_cols(i: int) -> dict:
         w = wire[i]
         st = after[i]
-        return {"live_time": _t(w.time_ns, rp.start_ns), "live_dir": _arrow(w.sender),
+        return {"live_time": _s(w.time_ns), "live_dir": _arrow(w.sender),
                 "live_segment": w.describe(), **{f"live_{s}": st[s].value for s in SIDES}}
 
     for f in rec.frames:
         st = rec.states_after(f.frame) if f.frame is not None else {s: rec.initial(s) for s in SIDES}
-        row = {"frame": f.frame, "time": _t(f.time_ns, t_rec0), "dir": _arrow(f.sender),
+        row = {"frame": f.frame, "time": _s(f.time_ns), "dir": _arrow(f.sender),
                "recorded": f.describe(), **{f"rec_{s}": st[s].value for s in SIDES}}
         notes = []
         if f.retransmission:
@@ -119,7 +124,7 @@ def rows(o) -> list[dict]:
             row.update(live_cols(i))
             placed.add(i)
         else:
-            row.update({"live_time": "", "live_dir": "", "live_segment": "—" if status == "missing" else "",
+            row.update({"live_time": None, "live_dir": "", "live_segment": "—" if status == "missing" else "",
                         "live_client": "", "live_server": ""})
             if status == "missing":
                 notes.append("DIVERGES: not in the live run")
@@ -129,7 +134,7 @@ def rows(o) -> list[dict]:
         if i is not None:
             j = i + 1
             while j < len(wire) and wire[j].frame is None:
-                r = {"frame": None, "time": "", "dir": "", "recorded": "", "rec_client": "", "rec_server": "",
+                r = {"frame": None, "time": None, "dir": "", "recorded": "", "rec_client": "", "rec_server": "",
                      **live_cols(j), "note": "DIVERGES: live only" if wire[j].seg.seg_len or wire[j].seg.rst
                      else "live only (an ACK)"}
                 out.append(r)
@@ -137,7 +142,7 @@ def rows(o) -> list[dict]:
                 j += 1
     for j, w in enumerate(wire):
         if j not in placed:
-            out.append({"frame": None, "time": "", "dir": "", "recorded": "", "rec_client": "", "rec_server": "",
+            out.append({"frame": None, "time": None, "dir": "", "recorded": "", "rec_client": "", "rec_server": "",
                         **live_cols(j), "note": "live only"})
     return out
 
@@ -162,8 +167,13 @@ def render_table(out, o, tablefmt: str = "simple") -> None:
     rs = rows(o)
     headers = ["frame", "time", "dir", "recorded", "client", "server", "live time", "live", "client", "server",
                "note"]
-    table = [[r["frame"] if r["frame"] is not None else "", r["time"], r["dir"], r["recorded"], r["rec_client"],
-              r["rec_server"], r["live_time"], r["live_segment"], r["live_client"], r["live_server"], r["note"]]
+    t0 = rec.frames[0].time_ns if rec.frames else 0
+
+    def rel(t: float | None, origin: int) -> str:
+        return "" if t is None else f"{(round(t * 1e9) - origin) / 1e9:.6f}"
+    table = [[r["frame"] if r["frame"] is not None else "", rel(r["time"], t0), r["dir"], r["recorded"],
+              r["rec_client"], r["rec_server"], rel(r["live_time"], rp.start_ns), r["live_segment"],
+              r["live_client"], r["live_server"], r["note"]]
              for r in rs]
     w(tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n")
     w(f"\nthe live {rp.live} ({o.against}), its transitions:\n")

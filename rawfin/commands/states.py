@@ -109,13 +109,15 @@ def run(args) -> int:
     part = getattr(args, "part", "all")
     close_only = args.close_only
     if args.format == "jsonl":
-        import json
+        from rawfin.render.records import to_json
         if part in ("all", "transitions"):
             for r in rows(close_only):
-                sys.stdout.write(json.dumps({"type": "rule", **r}) + "\n")
+                sys.stdout.write(to_json({"type": "rule", **r}) + "
+")
         if part in ("all", "rules"):
             for r in rule_rows(close_only):
-                sys.stdout.write(json.dumps({"type": "row", **r}) + "\n")
+                sys.stdout.write(to_json({"type": "row", **r}) + "
+")
         return 0
     if args.format == "csv":
         import csv

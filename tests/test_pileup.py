@@ -172,3 +172,18 @@ def test_sparkline():
     assert sparkline([0, 0]) == "  "
     assert sparkline(list(range(100)), width=10)[-1] == "█"
     assert sparkline([1, 1], top=8) == "▁▁"
+
+
+@pytest.mark.skipif(not engine.available(), reason="the compiled lane is not built")
+def test_the_lanes_lines_give_the_references_view(tmp_path):
+    """Through the lane the view reads the JSON lines itself and parses only what it needs; the
+    result is the reference's, every format, on a generated capture and the shipped ones."""
+    from bench import generate
+
+    cap = tmp_path / "g.pcap"
+    generate(cap, packets=6_000, connections=600, seed=3)
+    for argv in ([str(cap)], [str(SHIPPED), str(CAPTURES / "port-reuse.pcap")]):
+        for fmt in ("jsonl", "csv", "table"):
+            outs = [rawfin("analyze", "-q", "--by", "server", "--interval", "2s", "--format", fmt, "--engine", e,
+                           *argv).stdout for e in ("c", "python")]
+            assert outs[0] == outs[1] and outs[0]

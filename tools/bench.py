@@ -598,6 +598,50 @@ def format_report(cap: Capture, jsonl: Result, others: list[Result]) -> str:
                       "", tabulate(targets, headers=["target", "measured", ""])])
 
 
+#: how much a user's way of asking may cost beside `rawfin analyze FILE --format jsonl` (CPU seconds)
+VIEW_TARGETS = {"--filter 'tcp port 443' (every frame passes)": 1.25, "cat FILE | rawfin analyze -": 1.5,
+                "rawfin analyze FILE.gz": 3.0, "--by server": 3.5}
+
+
+def measure_views(cap: Capture, out_dir: str) -> list[str]:
+    """The ways a tcpdump user asks (issue 15) against the plain lane, as CPU-time ratios measured
+    here: the BPF filter run on every frame, a pipe, a gzip-compressed file, the pile-up view."""
+    import gzip
+
+    env = _child_env()
+    base = [sys.executable, "-m", "rawfin", "analyze", "-q", "--format", "jsonl"]
+    gz = os.path.join(out_dir, "bench.pcap.gz")
+    with open(cap.path, "rb") as f, gzip.open(gz, "wb", compresslevel=1) as g:
+        shutil.copyfileobj(f, g, 1 << 20)
+    runs = {"plain": base + [cap.path],
+            "--filter 'tcp port 443' (every frame passes)": base + ["--filter", "tcp port 443", cap.path],
+            "cat FILE | rawfin analyze -": base + ["-"],
+            "rawfin analyze FILE.gz": base + [gz],
+            "--by server": base + ["--by", "server", cap.path]}
+    cpu = {}
+    for name, cmd in runs.items():
+        with open(os.devnull, "wb") as out:
+            if cmd[-1] == "-":
+                with open(cap.path, "rb") as src:
+                    t0 = time.perf_counter()
+                    p = subprocess.Popen(cmd, stdin=src, stdout=out, stderr=subprocess.DEVNULL, env=env)
+                    _pid, status, usage = os.wait4(p.pid, 0)
+                    p.returncode = os.waitstatus_to_exitcode(status)
+                    cpu[name] = (usage.ru_utime + usage.ru_stime, time.perf_counter() - t0, p.returncode)
+            else:
+                wall, c, _rss, rc, _err = run_child(cmd, out, env)
+                cpu[name] = (c, wall, rc)
+    os.unlink(gz)
+    lines = ["", "Ways of asking, against `rawfin analyze FILE --format jsonl` (CPU time; same run):"]
+    base_cpu = cpu["plain"][0] or 1e-9
+    for name, target in VIEW_TARGETS.items():
+        c, wall, rc = cpu[name]
+        ratio = c / base_cpu
+        verdict = "ok" if rc == 0 and ratio <= target else "OVER" if rc == 0 else f"exit {rc}"
+        lines.append(f"  {name:<46} {c:6.2f} s CPU  {ratio:5.2f}x  (target <= {target:g}x: {verdict})")
+    return lines
+
+
 def lane_note() -> str:
     """Which implementation `rawfin analyze --format jsonl` runs here."""
     from rawfin.capture import engine
@@ -778,6 +822,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop Scapy after this much dissection and extrapolate (default: %(default)g)")
     p.add_argument("--no-scapy", action="store_true", help="skip Scapy")
     p.add_argument("--no-tshark", action="store_true", help="skip tshark")
+    p.add_argument("--no-views", action="store_true",
+                   help="skip the ways of asking (--filter, a pipe, .gz, --by server) against the plain lane")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the reference run (--engine python), which also checks the output is the same")
     p.add_argument("--no-formats", action="store_true",
@@ -825,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
         if not same:
             rf.ok = False
             rf.note = "output differs from the reference's (--engine python)"
+    views = [] if args.no_views else measure_views(cap, outs)
     if not keep_dir:
         shutil.rmtree(outs, ignore_errors=True)
     if not args.no_scapy:
@@ -840,6 +887,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if formats:
         print("\n" + format_report(cap, rf, formats))
+    if views:
+        print("\n".join(views))
     print(f"\nrawfin ran {lane_note()}" + ("" if same is None else
           f"; its output is {'byte for byte' if same else 'NOT'} the same as the reference's"))
     res_path = os.path.join(args.out, os.path.basename(cap.path)[:-5] + "-results.json")

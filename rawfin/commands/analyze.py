@@ -148,7 +148,7 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
                 kw["on_first"] = lambda t: sink.set_origin(t / 1e9)
         if isinstance(sink, FastSink):      # the C writer works beside the lane, on another core
             return engine.run_beside(src.name, sink.feed if only is None else only.lines(sink.feed), **kw)
-        write = engine.RecordFeed(sink.write)
+        write = sink.feed if hasattr(sink, "feed") else engine.RecordFeed(sink.write)
         return engine.run(src.name, write if only is None else only.lines(write), **kw)
     finally:
         bar.done()

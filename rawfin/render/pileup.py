@@ -23,8 +23,10 @@ not carry over from one file to the next (each file's observer starts afresh).
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import os
+import re
 from array import array
 from collections import Counter
 from typing import IO
@@ -382,12 +384,36 @@ class PileupSink:
             self.csv = csv.DictWriter(self.out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
             self.csv.writeheader()
         self.agg = Pileup(by, None if interval_s is None else int(round(interval_s * 1e9)), emit=self._sample)
+        self._rest = b""
 
     def set_origin(self, seconds: float | None) -> None:
         self.agg.set_origin(seconds)
 
     def write(self, rec: dict) -> None:
         self.agg.write(rec)
+
+    _HEAD = re.compile(rb'^\{"type":"(transition|anomaly|connection)","conn":(\d+|null),')
+
+    def feed(self, chunk: bytes) -> None:
+        """The compiled lane's JSON lines, as they come: only what the view needs is parsed (a
+        connection's first transition, the moves into and out of TIME_WAIT and CLOSE_WAIT, the
+        connection records); the other lines are passed over by their first bytes."""
+        lines = (self._rest + chunk).split(b"\n")
+        self._rest = lines.pop()
+        known = self.agg.open
+        head = self._HEAD.match
+        loads = json.loads
+        write = self.agg.write
+        for line in lines:
+            m = head(line)
+            if m is not None:
+                kind = m[1]
+                if kind == b"anomaly":
+                    continue
+                if (kind == b"transition" and b"TIME_WAIT" not in line and b"CLOSE_WAIT" not in line
+                        and b',"file":' not in line and (None, int(m[2])) in known):
+                    continue
+            write(loads(line.decode("utf-8")))
 
     def _sample(self, rec: dict) -> None:
         if self.fmt == "jsonl":

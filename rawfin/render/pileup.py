@@ -160,21 +160,22 @@ class Pileup:
             self._connection(rec)
 
     def _transition(self, rec: dict) -> None:
-        ck = (rec.get("file"), rec["conn"])
+        self.move((rec.get("file"), rec["conn"]), rec["time"], rec["endpoint"], rec["peer"], rec["from"], rec["to"])
+
+    def move(self, ck: tuple, time_s: float | None, ep: str, peer: str, frm: str, to: str) -> None:
+        """One transition record's fields: connection key (file, conn), time, endpoint, peer, from, to."""
         st = self.open.get(ck)
         if st is None:
-            client, server = _roles(rec)
+            client, server = _roles({"endpoint": ep, "peer": peer, "from": frm, "to": to})
             st = self.open[ck] = [client, server, None]
-        frm, to = rec["from"], rec["to"]
         a, b = _INDEX.get(frm), _INDEX.get(to)
         if a is None and b is None:
             return
-        t = int(round(rec["time"] * 1e9)) if rec["time"] is not None else (self.latest or 0)
+        t = int(round(time_s * 1e9)) if time_s is not None else (self.latest or 0)
         self._seen(t)
-        key = self._keys(rec["endpoint"], st)
+        key = self._keys(ep, st)
         if key is None:
             return
-        ep = rec["endpoint"]
         if b == CW and a != CW:
             if st[2] is None:
                 st[2] = {}
@@ -392,28 +393,40 @@ class PileupSink:
     def write(self, rec: dict) -> None:
         self.agg.write(rec)
 
-    _HEAD = re.compile(rb'^\{"type":"(transition|anomaly|connection)","conn":(\d+|null),')
+    _TRANSITION = b'{"type":"transition","conn":'
+    _FIELDS = re.compile(rb'\{"type":"transition","conn":(\d+),"frame":(?:\d+|null),"time":([^,]+),'
+                         rb'"endpoint":"([^"\\]*)","peer":"([^"\\]*)","from":"([A-Z_0-9]+)","to":"([A-Z_0-9]+)",'
+                         rb'"cause":"(?:[^"\\]|\\.)*"\}$')
 
     def feed(self, chunk: bytes) -> None:
-        """The compiled lane's JSON lines, as they come: only what the view needs is parsed (a
+        """The compiled lane's JSON lines, as they come: only what the view needs is read (a
         connection's first transition, the moves into and out of TIME_WAIT and CLOSE_WAIT, the
-        connection records); the other lines are passed over by their first bytes."""
+        connection records); the other lines are passed over by their first bytes, and a
+        transition's fields are taken by one pattern (JSON decoding only when it does not fit,
+        as with a "file" key)."""
         lines = (self._rest + chunk).split(b"\n")
         self._rest = lines.pop()
-        known = self.agg.open
-        head = self._HEAD.match
+        agg = self.agg
+        known = agg.open
+        fields = self._FIELDS.match
         loads = json.loads
-        write = self.agg.write
+        head = self._TRANSITION
+        n = len(head)
         for line in lines:
-            m = head(line)
-            if m is not None:
-                kind = m[1]
-                if kind == b"anomaly":
+            if line.startswith(head):
+                conn = int(line[n:line.index(b",", n)])
+                if b"TIME_WAIT" not in line and b"CLOSE_WAIT" not in line and (None, conn) in known:
                     continue
-                if (kind == b"transition" and b"TIME_WAIT" not in line and b"CLOSE_WAIT" not in line
-                        and b',"file":' not in line and (None, int(m[2])) in known):
+                m = fields(line)
+                if m is not None:
+                    t = m[2]
+                    agg.move((None, conn), None if t == b"null" else float(t), m[3].decode(), m[4].decode(),
+                             m[5].decode(), m[6].decode())
                     continue
-            write(loads(line.decode("utf-8")))
+            elif line.startswith(b'{"type":"anomaly"'):
+                continue
+            if line:
+                agg.write(loads(line.decode("utf-8")))
 
     def _sample(self, rec: dict) -> None:
         if self.fmt == "jsonl":

@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, epilog=EXIT_CODES + _examples(name),
+        import textwrap
+        return sub.add_parser(name, help=help, description=textwrap.fill(help, 79),
+                              epilog=EXIT_CODES + _examples(name),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     # states
@@ -217,9 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the transitions unless 'rules')")
 
     # analyze
-    a = add("analyze", "replay pcap/pcapng captures through a both-endpoint observer")
+    a = add("analyze", "every TCP connection in pcap/pcapng captures: each endpoint's states as the wire shows "
+                       "them, who closed first, the kind of close, anomalies")
     _add_inputs(a)
     _add_format(a, ("table", "jsonl", "csv", "ladder", "mermaid"))
+    a._option_string_actions["--format"].help = ("output: table, jsonl, csv; ladder and mermaid draw one connection "
+                                                 "(--conn N, default 0) (default: %(default)s)")
     a.add_argument("--summary", action="store_true",
                    help="one record per connection in every format: a row per connection (table, csv), only "
                         "the connection records (jsonl)")

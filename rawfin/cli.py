@@ -58,6 +58,8 @@ EXAMPLES = {
     "wireshark": ["rawfin wireshark --install", "tshark -X lua_script:$(rawfin wireshark --path) -r t.rawfin.pcapng "
                   "-Y 'rawfin.state == \"CLOSE_WAIT\"'"],
     "demo": ["sudo rawfin demo timewait-bind"],
+    "packetdrill": ["sudo rawfin packetdrill tests/packetdrill/lost-final-ack.pkt",
+                    "rawfin packetdrill --against rawfin tests/packetdrill/*.pkt --format jsonl"],
 }
 
 
@@ -397,11 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     # packetdrill
     pd = add("packetdrill", "run packetdrill test scripts (.pkt) against the Linux kernel (in a network namespace "
                             "of rawfin's own; needs root) or rawfin's endpoint, with both sides' states")
-    pd.add_argument("scripts", nargs="+", metavar="SCRIPT.pkt")
+    pd.add_argument("scripts", nargs="+", metavar="SCRIPT.pkt", help="packetdrill scripts, run one after another")
     pd.add_argument("--against", choices=("kernel", "rawfin"), default="kernel",
                     help="the system under test: a real Linux socket over a TUN device (default) or rawfin's "
                          "endpoint on virtual time (no sleeping)")
-    pd.add_argument("--write", metavar="FILE.pcap", default=None,
+    pd.add_argument("-w", "--write", metavar="FILE.pcap", default=None,
                     help="write the segments both ways as a capture (at the system under test's interface)")
     _add_format(pd, ("table", "jsonl"))
     pd.add_argument("--drop", action="append", default=[], metavar="RULE",

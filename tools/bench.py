@@ -591,7 +591,7 @@ def format_report(cap: Capture, jsonl: Result, others: list[Result]) -> str:
     targets = [[f"every format within {TARGET_FORMAT_RATIO:g}x of jsonl (wall)", f"{worst:,.2f}x",
                 _verdict(worst <= TARGET_FORMAT_RATIO)],
                [f"every format's peak RSS < {TARGET_RSS_MB:g} MB", f"{most:,.1f} MB", _verdict(most < TARGET_RSS_MB)]]
-    return "\n".join([f"rawfin analyze's formats on the same capture (output to a file each):", "",
+    return "\n".join(["rawfin analyze's formats on the same capture (output to a file each):", "",
                       tabulate(rows, disable_numparse=True, headers=["format", "wall s", "x jsonl", "CPU s", "x jsonl CPU", "peak RSS MB",
                                               "notes"],
                                colalign=("left", "right", "right", "right", "right", "right", "left")),

@@ -111,7 +111,7 @@ def test_analyze_the_corpus():
 
 def test_check_states_craft_scenario():
     assert validate(jsonl("check", *[str(p) for p in sorted(CAPTURES.glob("*.pcap"))]), "check") == {"connection"}
-    assert validate(jsonl("states"), "states") == {"rule"}
+    assert validate(jsonl("states"), "states") == {"rule", "row"}
     for kind in ("4way", "3way", "fin-with-data", "simultaneous", "rst", "connection"):
         assert validate(jsonl("craft", kind), f"craft {kind}") == {"segment"}
     seen = validate(jsonl("scenario", "--all"), "scenario --all")
@@ -146,7 +146,7 @@ def test_live_with_kernel_truth():
 
     recs = client_first_close()[0]
     seen = validate([to_json(r) for r in recs], "live")
-    assert {"transition", "connection", "kernel"} <= seen
+    assert {"transition", "connection", "kernel", "stats"} <= seen
 
 
 @needs_trace

@@ -112,12 +112,10 @@ def run(args) -> int:
         from rawfin.render.records import to_json
         if part in ("all", "transitions"):
             for r in rows(close_only):
-                sys.stdout.write(to_json({"type": "rule", **r}) + "
-")
+                sys.stdout.write(to_json({"type": "rule", **r}) + "\n")
         if part in ("all", "rules"):
             for r in rule_rows(close_only):
-                sys.stdout.write(to_json({"type": "row", **r}) + "
-")
+                sys.stdout.write(to_json({"type": "row", **r}) + "\n")
         return 0
     if args.format == "csv":
         import csv

@@ -318,3 +318,35 @@ def test_time_wait_compaction_shrinks_what_is_held():
     (held,) = set(obs.active.values())
     assert type(held).__name__ == "TimeWait"
     assert [held.a, held.b].count(None) == 1          # the CLOSED side is gone, the other is a tuple
+
+
+# -- issue 16: an RST after data the application never answered -------------------------------------------
+def _rst_after(answer: bytes | None) -> list[str]:
+    from rawfin.core.observer import Observer
+    from rawfin.core.segment import Flags as Fl, Segment as Sg
+    c, s = ("192.0.2.2", 50001), ("192.0.2.1", 80)
+
+    def seg(src, dst, seq, ack, flags, payload=b"", t=0):
+        return Sg(src=src[0], dst=dst[0], sport=src[1], dport=dst[1], seq=seq, ack=ack, flags=flags,
+                  payload=payload, time_ns=t)
+    A, P, Sy, R = Fl.ACK, Fl.PSH, Fl.SYN, Fl.RST
+    segs = [seg(c, s, 1000, 0, Sy), seg(s, c, 2000, 1001, Sy | A), seg(c, s, 1001, 2001, A),
+            seg(c, s, 1001, 2001, P | A, b"request"), seg(s, c, 2001, 1008, A)]      # the stack's ACK alone
+    y = 2001
+    if answer:
+        segs.append(seg(s, c, 2001, 1008, P | A, answer))
+        y += len(answer)
+    segs.append(seg(s, c, y, 1008, R | A))
+    obs = Observer(final_ack_hold_ns=0)
+    kinds = []
+    for i, x in enumerate(segs):
+        kinds += [r["kind"] for r in obs.feed(x.with_(frame=i + 1, time_ns=i * 1000)) if r["type"] == "anomaly"]
+    return kinds
+
+
+def test_rst_after_data_never_answered_is_named_close_with_unread_data():
+    assert _rst_after(None) == ["close_with_unread_data"]
+
+
+def test_rst_after_the_application_answered_is_not():
+    assert _rst_after(b"response") == []

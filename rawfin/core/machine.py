@@ -56,7 +56,7 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
 CONFIG = ("observer", "close_on_fin", "hold_final_ack")
 CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
               "first_fin_acked_alone", "fins_complete", "candidates", "held", "final", "synack_unseen")
-ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen")
+ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen", "data_unanswered")
 TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted")
 SENDS = ("ACK", "RST", "SYN,ACK", "SYN,ACK again")
 HELD_KINDS = ("syn", "syn_without_data", "fin", "fin_at_now")
@@ -519,6 +519,8 @@ def _role(who: str, role: str) -> Callable:
         return lambda c: bool(c.conn.seen & bit(c))
     if role == "synack_unseen":
         return lambda c: c.conn.synack_unseen == getattr(c, key)
+    if role == "data_unanswered":
+        return lambda c: bool(c.conn.unanswered & bit(c))
     raise RuleError(role)
 
 

@@ -65,7 +65,7 @@ class Connection:
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
-                 "synack_unseen", "hold_ns", "queued", "rules")
+                 "synack_unseen", "hold_ns", "queued", "rules", "unanswered")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0) -> None:
         self.id = cid
@@ -87,6 +87,7 @@ class Connection:
         self.refused = False
         self.pending: dict[tuple[str, int], list] = _NO_DICT   # receiver -> [FIN (or SYN) held, crossed?]
         self.seen = 0            # bit 1: the first sender has sent, bit 2: the other side has
+        self.unanswered = 0      # same bits: that side got data and its application has sent nothing since
         self.held_ack: dict[tuple[str, int], Segment] = _NO_DICT
         self.queued: int | None = None      # the deadline this connection has in the observer's heap
         self.synack_unseen: tuple[str, int] | None = None
@@ -141,6 +142,7 @@ class Connection:
             sender.snd_nxt = end
         receiver.snd_una = seg.ack
         receiver.snd_wnd = seg.window
+        self._answered(seg)
         return True
 
     def process(self, seg: Segment, now: int, out: list) -> None:
@@ -149,6 +151,18 @@ class Connection:
         self.last_ns = now
         self.seen |= 1 if (seg.src, seg.sport) == self.first else 2
         run(PROGRAMS.segment, self._ctx(seg, now, out))
+        self._answered(seg)
+
+    def _answered(self, seg: Segment) -> None:
+        """rules' data_unanswered: data makes its receiver owe an answer; the application answers with data
+        (or a FIN, or a SYN), not with the stack's bare ACK."""
+        tx = 1 if (seg.src, seg.sport) == self.first else 2
+        u = self.unanswered
+        if seg.data_len or seg.flags & 3:
+            u &= ~tx
+        if seg.data_len:
+            u |= 3 ^ tx
+        self.unanswered = u
 
     def _hold(self, which: str, ep: tuple[str, int], value) -> None:
         held = getattr(self, which)

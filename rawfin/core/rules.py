@@ -364,6 +364,14 @@ SEGMENT: tuple[Step, ...] = (
               "ack {ack} does not cover FIN seq={first_fin}: expected {first_fin+1} (FIN seq + 1)"))),
     step("note_fin", row("FIN !tx:fin_noted", ("note_fin",))),
     step("note_rst", row("RST", ("flag", "rst_seen"))),
+    # an RST after data the sender never answered (no data, FIN or SYN of its own since; the stack's bare
+    # ACKs do not count): what Linux's close() does with data unread (RFC 1122 4.2.2.13, RFC 2525 2.17);
+    # a SO_LINGER 0 abort after reading looks the same on the wire, hence "probably"
+    step("unread_close",
+         row("RST tx:data_unanswered tx.state:ESTABLISHED|CLOSE_WAIT",
+             anomaly("close_with_unread_data", "RST seq={seq} after data {tx.name} never answered: "
+                     "probably close() with the data unread (Linux resets then instead of sending a FIN)",
+                     "tx"))),
     # the FIN again with no answer in between: the first copy is taken as lost, this one counts
     step("fin_again", row("held:rx FIN !SYN !held:rx.SYN !held:rx.crossed fin=held:rx.fin", ("unhold", "rx"))),
     # TCP delivers in order: a FIN held for the receiver arrives before this segment

@@ -254,6 +254,7 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
         case R_KNOWN: r = (c->known & side_bit(side)) != 0; break;
         case R_SEEN: r = (c->seen & side_bit(side)) != 0; break;
         case R_SYNACK_UNSEEN: r = 0; break;
+        case R_DATA_UNANSWERED: r = (c->unanswered & side_bit(side)) != 0; break;
         default: return -BAIL;
         }
         break;

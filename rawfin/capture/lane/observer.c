@@ -56,6 +56,15 @@ static int64_t next_deadline(const conn_t *c, const Engine *e) {
 
 static int all_closed(const conn_t *c) { return c->ep[0].state == CLOSED && c->ep[1].state == CLOSED; }
 
+/* Connection._answered: data makes its receiver owe an answer; the application answers with data, a FIN
+   or a SYN (not with the stack's bare ACK) */
+static inline void answered(conn_t *c, const ev_t *s, int dir) {
+    uint8_t u = c->unanswered;
+    if (s->data_len || (s->flags & (F_FIN | F_SYN))) u &= (uint8_t)~side_bit(dir);
+    if (s->data_len) u |= (uint8_t)side_bit(1 - dir);
+    c->unanswered = u;
+}
+
 /* Connection.fast: when rules.FAST_PATH holds, in-order data or a plain ACK decides nothing */
 static int fast(Engine *e, conn_t *c, const ev_t *s, int dir) {
     if (c->tw || cond_holds(e, c, &RULES.fast_path, s, dir) <= 0) return 0;
@@ -67,6 +76,7 @@ static int fast(Engine *e, conn_t *c, const ev_t *s, int dir) {
     rx->rcv_nxt = end;
     if (SGT(end, tx->snd_nxt)) tx->snd_nxt = end;
     rx->snd_una = s->ack;
+    answered(c, s, dir);
     return 1;
 }
 
@@ -82,7 +92,9 @@ static int process(Engine *e, conn_t *c, const ev_t *s, int dir) {
     ctx_init(&x, e, c, s, s->time_ns);
     x.tx = dir;
     x.rx = 1 - dir;
-    return run(&x, PG_SEGMENT);
+    int r = run(&x, PG_SEGMENT);
+    answered(c, s, dir);
+    return r;
 }
 
 /* Connection.__init__: rules.BIRTH, on the connection's first segment (side 0 sent it) */

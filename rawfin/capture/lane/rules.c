@@ -47,8 +47,9 @@ enum { K_FINS, K_MID_STREAM, K_REFUSED, K_RST_SEEN, K_DATA_AFTER_FIRST_FIN, K_FI
 static const char *CFLAG_NAMES[NCFLAG] = {"fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
                                           "first_fin_acked_alone", "fins_complete", "candidates", "held", "final",
                                           "synack_unseen"};
-enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, NROLE };
-static const char *ROLE_NAMES[NROLE] = {"client", "first_closer", "fin_noted", "known", "seen", "synack_unseen"};
+enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, R_DATA_UNANSWERED, NROLE };
+static const char *ROLE_NAMES[NROLE] = {"client", "first_closer", "fin_noted", "known", "seen", "synack_unseen",
+                                        "data_unanswered"};
 enum { T_2MSL_DUE, T_FIN_WAIT_2_DUE, T_RTO_DUE, T_RTO_ARMED, T_UNACKED, T_RETRIES_EXHAUSTED, NTIMER };
 static const char *TIMER_NAMES[NTIMER] = {"2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked",
                                           "retries_exhausted"};

@@ -321,7 +321,7 @@ def test_time_wait_compaction_shrinks_what_is_held():
 
 
 # -- issue 16: an RST after data the application never answered -------------------------------------------
-def _rst_after(answer: bytes | None) -> list[str]:
+def _rst_after(answer: bytes | None, rst_ack: bool = True) -> list[str]:
     from rawfin.core.observer import Observer
     from rawfin.core.segment import Flags as Fl, Segment as Sg
     c, s = ("192.0.2.2", 50001), ("192.0.2.1", 80)
@@ -336,7 +336,7 @@ def _rst_after(answer: bytes | None) -> list[str]:
     if answer:
         segs.append(seg(s, c, 2001, 1008, P | A, answer))
         y += len(answer)
-    segs.append(seg(s, c, y, 1008, R | A))
+    segs.append(seg(s, c, y, 1008, R | A) if rst_ack else seg(s, c, y, 0, R))
     obs = Observer(final_ack_hold_ns=0)
     kinds = []
     for i, x in enumerate(segs):
@@ -350,3 +350,8 @@ def test_rst_after_data_never_answered_is_named_close_with_unread_data():
 
 def test_rst_after_the_application_answered_is_not():
     assert _rst_after(b"response") == []
+
+
+def test_rst_without_ack_is_not():
+    # what a stack sends for a segment it has no connection for, not what close() sends (RST,ACK)
+    assert _rst_after(None, rst_ack=False) == []

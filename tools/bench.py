@@ -64,7 +64,7 @@ from rawfin.wire.pcapio import LINKTYPE_ETHERNET, PcapWriter
 __all__ = ["Capture", "generate", "cached_capture", "main"]
 
 #: Bump when the generator's output changes, so cached captures are made again.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 DEFAULT_PACKETS = 1_000_000
 DEFAULT_CONNECTIONS = 100_000
@@ -242,6 +242,7 @@ class _Builder:
         self.rng = rng
         self.blob = blob
         self.eth: dict[tuple[int, int, bool], bytes] = {}
+        self.unread_resets = 0
 
     def _eth(self, server: int, v6: bool, to_server: bool) -> bytes:
         key = (server, v6, to_server)
@@ -295,6 +296,7 @@ class _Builder:
         emit(s, _SA, isn_s, c_nxt, opt=mss_opt, gap=randint(20, 200))
         emit(c, _ACK, c_nxt, s_nxt)
         first = True
+        answered = True                  # the closer's last data was answered (a request the server never did)
         for m in _plan_exchanges(budget, rng):
             think = None if first else int(rng.expovariate(1 / THINK_MEAN_US)) + 1
             first = False
@@ -302,6 +304,7 @@ class _Builder:
             emit(c, _PA, c_nxt, s_nxt, request, gap=think)
             c_nxt = sq.add(c_nxt, len(request))
             if m < 0:
+                answered = False
                 break
             size = max(m - 1, 0) * mss + randint(40, mss)
             msg = _tls_message(size, blob)
@@ -334,6 +337,7 @@ class _Builder:
             emit(a, _RST, x, 0, gap=idle)
         elif close == "rst_ack":
             emit(a, _RST | _ACK, x, y, gap=idle)
+            self.unread_resets += a is s and not answered
         else:  # pragma: no cover - CLOSE_MIX and this list are kept together
             raise ValueError(f"unknown close {close!r}")
         return frames
@@ -354,6 +358,8 @@ class Capture:
     ipv6_connections: int
     closes: dict[str, int]              # rawfin's verdict ("four_way", ...) -> connections
     server_first: int                   # connections the server closes first (FIN, not RST)
+    unread_resets: int                  # RST,ACK right after a request the closer never answered: rawfin names
+    #                                     it close_with_unread_data (the one anomaly this capture has)
     max_open: int                       # most connections open (SYN seen, close not ended) at once
     duration_s: float
     size_bytes: int
@@ -449,6 +455,7 @@ def generate(path: str | os.PathLike, *, packets: int, connections: int, seed: i
         path=os.fspath(path), packets=packets, connections=connections, seed=seed, rate=rate,
         ipv6_connections=sum(v6), closes=dict(sorted(closes.items())),
         server_first=sum(1 for c, who in kinds if who == "server" and not c.startswith("rst")),
+        unread_resets=builder.unread_resets,
         max_open=max_open, duration_s=(last_us - START_US) / 1e6, size_bytes=os.path.getsize(path),
         generate_s=time.perf_counter() - t0,
         mix=[[c, who, k] for (c, who), k in sorted(mix.items())])

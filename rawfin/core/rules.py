@@ -366,9 +366,10 @@ SEGMENT: tuple[Step, ...] = (
     step("note_rst", row("RST", ("flag", "rst_seen"))),
     # an RST after data the sender never answered (no data, FIN or SYN of its own since; the stack's bare
     # ACKs do not count): what Linux's close() does with data unread (RFC 1122 4.2.2.13, RFC 2525 2.17);
-    # a SO_LINGER 0 abort after reading looks the same on the wire, hence "probably"
+    # a SO_LINGER 0 abort after reading looks the same on the wire, hence "probably". Such an RST carries the
+    # ACK (Linux's tcp_send_active_reset, BSD's tcp_drop); an RST without it answers a segment for no connection
     step("unread_close",
-         row("RST tx:data_unanswered tx.state:ESTABLISHED|CLOSE_WAIT",
+         row("RST ACK tx:data_unanswered tx.state:ESTABLISHED|CLOSE_WAIT",
              anomaly("close_with_unread_data", "RST seq={seq} after data {tx.name} never answered: "
                      "probably close() with the data unread (Linux resets then instead of sending a FIN)",
                      "tx"))),

@@ -29,9 +29,9 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "pileup-kernel.by-server.t
 SEC = 1_000_000_000
 
 
-def rawfin(*argv: str) -> subprocess.CompletedProcess:
+def rawfin(*argv: str, columns: int = 100) -> subprocess.CompletedProcess:
     p = subprocess.run([sys.executable, "-m", "rawfin", *argv], capture_output=True, text=True, cwd=ROOT,
-                       timeout=120, env=dict(os.environ, COLUMNS="100"))
+                       timeout=120, env=dict(os.environ, COLUMNS=str(columns)))
     assert "Traceback" not in p.stderr, p.stderr
     return p
 
@@ -97,6 +97,20 @@ def test_shipped_capture_table_is_the_golden_file():
         GOLDEN.write_text(p.stdout)
     assert p.stdout == GOLDEN.read_text()
     assert max(len(line) for line in p.stdout.splitlines()) <= 100
+
+
+def test_table_fits_the_terminal():
+    """COLUMNS narrower than the table: the sparkline takes fewer steps, the address and the
+    other cells wrap onto more lines of their row; nothing is cut away."""
+    for columns in (76, 90):
+        p = rawfin("analyze", "-q", "--by", "server", "--interval", "2s", str(SHIPPED), columns=columns)
+        assert p.returncode == 0
+        lines = p.stdout.splitlines()
+        assert max(len(line) for line in lines) <= columns, p.stdout
+        assert f"in {4 if columns < 88 else 7} steps" in " ".join(lines)
+        text = " ".join(lines)
+        for w in ("(5.9s)", "(5.8s)", "<1ms", "30/0", "0/30", "8081", "8080", "8082"):
+            assert w in text, (w, p.stdout)
 
 
 def test_shipped_capture_every_format_and_the_plot(tmp_path):

@@ -460,11 +460,13 @@ class PileupSink:
             write_svg(self.plot, agg, groups)
 
     def _table(self, groups: list[Group], recs: list[dict]) -> None:
-        import textwrap
-        from tabulate import tabulate
+        from rawfin.render.tables import terminal_width, wrap
 
         agg = self.agg
         origin = agg.first
+        width = terminal_width(self.out)
+        # the sparkline gives up steps on a narrow terminal before its column has to wrap
+        steps = SPARK_WIDTH if width >= 100 else max(4, SPARK_WIDTH - (100 - width) // 3)
         top = max([1, *(max(g.worst) for g in groups)])
         rows = []
         for g, r in zip(groups, recs):
@@ -476,7 +478,7 @@ class PileupSink:
                     return "0"
                 return f"{g.now[w]}  {g.worst[w]} ({_ago(g.worst_at[w], origin)})"
             tw, cw = r["time_wait_series"], r["close_wait_series"]
-            trend = [f"{name} {sparkline(v, top=top)}" for name, v in (("TW", tw), ("CW", cw)) if any(v)]
+            trend = [f"{name} {sparkline(v, steps, top=top)}" for name, v in (("TW", tw), ("CW", cw)) if any(v)]
             rows.append([g.key, f"{g.connections:,}", closes,
                          f"{g.first_closer['client']}/{g.first_closer['server']}",
                          pile(TW), pile(CW), _dur(g.longest_cw) if g.longest_cw_conn is not None else "",
@@ -485,15 +487,7 @@ class PileupSink:
                    "CLOSE_WAIT\nend  max\n(at)", "longest\nCLOSE_\nWAIT", "over time"]
         out = self.out
         if rows:
-            import tabulate as tabulate_module
-
-            padding = tabulate_module.MIN_PADDING
-            tabulate_module.MIN_PADDING = 0          # headers no wider than they are: 100 columns
-            try:
-                out.write(tabulate(rows, headers=headers, tablefmt=self.tablefmt, disable_numparse=True,
-                                   maxcolwidths=[22, None, 12, None, None, None, None, None]) + "\n")
-            finally:
-                tabulate_module.MIN_PADDING = padding
+            out.write(_grid(headers, rows, self.tablefmt, width, first=(0, 2)))
         else:
             out.write("no connections\n")
         span = (agg.latest - agg.first) / 1e9 if agg.latest is not None and agg.first is not None else 0
@@ -501,14 +495,23 @@ class PileupSink:
                    "host": "every socket, at its own address"}[agg.by]
         note = (f"Counts are {sockets}: in TIME_WAIT (TW) and CLOSE_WAIT (CW) at the end of the capture and "
                 f"at the worst moment (capture time since the first frame). Over time: {span:.1f} s in "
-                f"{SPARK_WIDTH} steps, the worst of each, on one scale (a full block is {top}).")
-        out.write("\n" + textwrap.fill(note, 100) + "\n")
+                f"{steps} steps, the worst of each, on one scale (a full block is {top}).")
+        out.write("\n" + "\n".join(wrap(note, width)) + "\n")
         if self.samples:
             out.write("\n")
-            srows = [[_ago(int(round(s["time"] * 1e9)), origin), s["group"], s["time_wait"], s["time_wait_max"],
-                      s["close_wait"], s["close_wait_max"]] for s in self.samples]
-            out.write(tabulate(srows, headers=["until", agg.by, "TIME_WAIT", "max", "CLOSE_WAIT", "max"],
-                               tablefmt=self.tablefmt, disable_numparse=True) + "\n")
+            srows = [[_ago(int(round(s["time"] * 1e9)), origin), s["group"], str(s["time_wait"]),
+                      str(s["time_wait_max"]), str(s["close_wait"]), str(s["close_wait_max"])] for s in self.samples]
+            out.write(_grid(["until", agg.by, "TIME_WAIT", "max", "CLOSE_WAIT", "max"], srows, self.tablefmt,
+                            width, first=(1,)))
+
+
+def _grid(headers: list[str], rows: list[list[str]], tablefmt: str, width: int, first: tuple = ()) -> str:
+    """A table in rawfin's layout, fitted to ``width`` (``simple``), or in another of tabulate's formats."""
+    if tablefmt == "simple":
+        from rawfin.render.tables import simple_table
+        return simple_table(headers, rows, width, first, lines=True)
+    from tabulate import tabulate
+    return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n"
 
 
 CSV_COLUMNS = ("type", "by", "group", "time", "interval_s", "time_wait", "close_wait", "time_wait_max",

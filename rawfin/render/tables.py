@@ -15,7 +15,10 @@ headers, no trailing blanks), and written again in C by the compiled lane's writ
 * **rows end at their last character** (trailing spaces are dropped);
 * **cells too wide for their column wrap** (:func:`wrap`) onto more lines of the same row:
   at spaces, greedily, and a word longer than the column is cut. Nothing is shortened
-  away: every character of every cell is printed.
+  away: every character of every cell is printed;
+* **a newline in a header or a cell** starts a line of its own there when the table asks
+  for it (``lines=True``: headers on several lines, a cell of two lines); elsewhere (the
+  compiled writer's tables) it is a character like any other.
 
 Widths count characters (code points), as Python's ``len`` does.
 """
@@ -132,49 +135,78 @@ def fit(widths: Sequence[int], soft: Sequence[int], mins: Sequence[int], total: 
 class Layout:
     """The column widths of one table: from its headers and some rows, fitted to a width."""
 
-    __slots__ = ("headers", "widths", "mins")
+    __slots__ = ("headers", "widths", "mins", "lines")
 
     def __init__(self, headers: Sequence[str], rows: Sequence[Sequence[str]], width: int,
-                 first: Sequence[int] = ()) -> None:
+                 first: Sequence[int] = (), lines: bool = False) -> None:
         self.headers = list(headers)
-        mins = [len(h) for h in headers]
+        self.lines = lines
+        if not lines:                       # analyze's tables: a newline is a character like any other
+            _widest, _wrap_cell = len, _wrap_plain
+        else:
+            _widest, _wrap_cell = _widest_line, _wrap_lines
+        mins = [_widest(h) for h in headers]
         soft = list(mins)                   # the widest cell (or the header)
         for row in rows:
             for i, cell in enumerate(row):
-                if len(cell) > soft[i]:
-                    soft[i] = len(cell)
+                n = _widest(cell)
+                if n > soft[i]:
+                    soft[i] = n
         natural = [max(s, m + 2) for s, m in zip(soft, mins)]
         fitted = fit(natural, soft, mins, width, first)
         # what the cells need once wrapped to the fitted widths (a wrapped column may need less)
         need = [min(m + 2, f) for m, f in zip(mins, fitted)]
         for row in rows:
             for i, cell in enumerate(row):
-                n = len(cell)
+                n = _widest(cell)
                 if n > fitted[i]:
-                    n = max(len(x) for x in wrap(cell, fitted[i]))
+                    n = max(len(x) for x in _wrap_cell(cell, fitted[i]))
                 if n > need[i]:
                     need[i] = n
         self.mins = mins
         self.widths = need
 
     def head(self) -> str:
-        return (GAP.join(h.ljust(w) for h, w in zip(self.headers, self.widths)).rstrip(" ") + "\n"
-                + GAP.join("-" * w for w in self.widths) + "\n")
+        widths = self.widths
+        heads = [h.split("\n") if self.lines else [h] for h in self.headers]
+        out = ""
+        for k in range(max(len(h) for h in heads)):
+            out += GAP.join((h[k] if k < len(h) else "").ljust(w) for h, w in zip(heads, widths)).rstrip(" ") + "\n"
+        return out + GAP.join("-" * w for w in widths) + "\n"
 
     def row(self, cells: Sequence[str]) -> str:
         widths = self.widths
-        if all(len(c) <= w for c, w in zip(cells, widths)):
+        if all(len(c) <= w for c, w in zip(cells, widths)) and not (self.lines and any("\n" in c for c in cells)):
             return GAP.join(c.ljust(w) for c, w in zip(cells, widths)).rstrip(" ") + "\n"
-        parts = [wrap(c, w) if len(c) > w else [c] for c, w in zip(cells, widths)]
+        split = _wrap_lines if self.lines else _wrap_plain
+        parts = [split(c, w) for c, w in zip(cells, widths)]
         out = []
         for k in range(max(len(p) for p in parts)):
             out.append(GAP.join((p[k] if k < len(p) else "").ljust(w) for p, w in zip(parts, widths)).rstrip(" "))
         return "\n".join(out) + "\n"
 
 
+def _widest_line(text: str) -> int:
+    """The width of a cell or header: its longest line (a newline starts a line of its own)."""
+    if "\n" not in text:
+        return len(text)
+    return max(len(x) for x in text.split("\n"))
+
+
+def _wrap_plain(text: str, width: int) -> list[str]:
+    """A cell's lines at ``width``."""
+    return wrap(text, width) if len(text) > width else [text]
+
+
+def _wrap_lines(text: str, width: int) -> list[str]:
+    """A cell's lines at ``width``: each of its own lines, wrapped."""
+    return [x for line in text.split("\n") for x in _wrap_plain(line, width)]
+
+
 def simple_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None,
-                 first: Sequence[int] = ()) -> str:
+                 first: Sequence[int] = (), lines: bool = False) -> str:
     """A whole table in the layout above (every cell a string), fitted to ``width``
-    (default: :func:`terminal_width`); the columns in ``first`` wrap first."""
-    lay = Layout(headers, rows, terminal_width() if width is None else width, first)
+    (default: :func:`terminal_width`); the columns in ``first`` wrap first; with ``lines``, a
+    newline in a header or a cell starts a line of its own."""
+    lay = Layout(headers, rows, terminal_width() if width is None else width, first, lines)
     return lay.head() + "".join(lay.row(r) for r in rows)

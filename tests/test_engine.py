@@ -27,6 +27,9 @@ Which two sides are compared: ``RAWFIN_ENGINE_DIFF``
 * ``self``: the command without any ``--engine`` against itself (for a tree without the
   option).
 
+With other rules: ``RAWFIN_ENGINE_RULES=FILE`` (a file written like ``rawfin/core/rules.py``) puts
+them in force in every command, for both sides (tests/test_rules.py does it with one rule changed).
+
 How the commands run: ``RAWFIN_ENGINE_RUNNER``
 
 * ``fork`` (default): one server process (``sys.executable``) imports rawfin once, then
@@ -111,6 +114,14 @@ try:                                   # and what building the parser imports (t
 except BaseException:
     pass
 MAIN = os.path.join(os.path.dirname(rawfin.__file__), "__main__.py")
+# other rules in force for every command (RAWFIN_ENGINE_RULES: a file like rawfin/core/rules.py)
+if os.environ.get("RAWFIN_ENGINE_RULES"):
+    import importlib.util
+    from rawfin.core import machine as _machine
+    _spec = importlib.util.spec_from_file_location("rules_in_force", os.environ["RAWFIN_ENGINE_RULES"])
+    _rules = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_rules)
+    _machine.install(_machine.compile_rules(_rules))
 libc = ctypes.CDLL(None)
 import gc
 gc.freeze()                            # the children need not copy pages to count references
@@ -217,11 +228,19 @@ class Outcome:
 
 
 class Runner:
-    """Runs ``python -m rawfin ARGV`` commands, many at once, outputs on files in ``workdir``."""
+    """Runs ``python -m rawfin ARGV`` commands, many at once, outputs on files in ``workdir``.
 
-    def __init__(self, workdir: Path, how: str = RUNNER) -> None:
+    ``rules``: a file of other rules for every command (like rawfin/core/rules.py; the fork runner
+    only), else ``RAWFIN_ENGINE_RULES`` from the environment."""
+
+    def __init__(self, workdir: Path, how: str = RUNNER, rules: str | None = None) -> None:
         self.workdir = workdir
         self.how = how
+        self.env = dict(os.environ)
+        if rules is not None:
+            self.env["RAWFIN_ENGINE_RULES"] = str(rules)
+        if self.env.get("RAWFIN_ENGINE_RULES") and how != "fork":
+            raise ValueError("RAWFIN_ENGINE_RULES needs RAWFIN_ENGINE_RUNNER=fork")
         self.count = itertools.count()
         self.server: subprocess.Popen | None = None
         self.log = workdir / "fork-server.log"
@@ -253,7 +272,7 @@ class Runner:
         if self.server is None or self.server.poll() is not None:
             self.server = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, stderr=open(self.log, "ab"), cwd=REPO,
-                                           text=True)
+                                           text=True, env=self.env)
         jobs = [{"argv": list(a), "out": str(o), "err": str(e), "timeout": TIMEOUT_S} for a, (o, e) in
                 zip(argvs, paths)]
         try:
@@ -631,6 +650,8 @@ def test_first_difference_is_short():
 
 
 @pytest.mark.skipif(RUNNER != "fork", reason="only the fork runner needs checking against plain subprocesses")
+@pytest.mark.skipif(bool(os.environ.get("RAWFIN_ENGINE_RULES")),
+                    reason="RAWFIN_ENGINE_RULES: plain subprocesses run rawfin's own rules")
 def test_fork_runner_is_faithful(work):
     """The fork server gives what ``python -m rawfin`` in a new process gives: same bytes, same code."""
     d = work / "faithful"

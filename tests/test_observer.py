@@ -355,3 +355,12 @@ def test_rst_after_the_application_answered_is_not():
 def test_rst_without_ack_is_not():
     # what a stack sends for a segment it has no connection for, not what close() sends (RST,ACK)
     assert _rst_after(None, rst_ack=False) == []
+
+
+def test_nothing_to_report_is_a_shared_empty_tuple_nobody_can_add_to():
+    segs = [s.with_(frame=i + 1, time_ns=i * 1_000_000) for i, s in enumerate(craft.connection(close="4way"))]
+    obs = Observer()
+    quiet = [r for r in (obs.feed(s) for s in segs) if not r]
+    assert quiet, "the fast path reported nothing for some segments"
+    for r in quiet:
+        assert r == () and not hasattr(r, "append")

@@ -159,10 +159,9 @@ def lane_rules(compiled, vocab: dict) -> dict:
     programs = [program(p) for p in compiled.receive] + [program(p) for p in compiled.observe_send] + [
         program(compiled.timers), program(compiled.birth), program(compiled.segment), program(compiled.flush),
         program(compiled.flush_at_end), program(compiled.end)]
-    from rawfin.core.rules import TIME_WAIT_CLOSES
     spec = {
         "programs": programs,
-        "close_kinds": [(k, cond(c), k in TIME_WAIT_CLOSES) for k, c in compiled.close_kinds],
+        "close_kinds": [(k, cond(c), k in compiled.time_wait_closes) for k, c in compiled.close_kinds],
         "settled": cond(compiled.settled),
         "new_syn": [(yes, cond(c)) for yes, c in compiled.new_syn],
         "fast_path": cond(compiled.fast_path),

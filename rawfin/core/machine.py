@@ -223,6 +223,7 @@ class Compiled:
     flush_at_end: tuple
     end: tuple
     close_kinds: tuple        # ((kind, condition), ...)
+    time_wait_closes: frozenset
     settled: tuple
     new_syn: tuple            # ((accepts, condition), ...)
     fast_path: tuple
@@ -252,6 +253,7 @@ def _compile_rules(rules) -> Compiled:
         flush_at_end=compile_program(rules.FLUSH_AT_END, "x"),
         end=compile_program(rules.END, "a"),
         close_kinds=tuple((k, compile_condition(c, "a")) for k, c in rules.CLOSE_KINDS),
+        time_wait_closes=frozenset(rules.TIME_WAIT_CLOSES),
         settled=compile_condition(rules.SETTLED, "a"),
         new_syn=tuple((y, compile_condition(c, "tx")) for y, c in rules.NEW_SYN),
         fast_path=compile_condition(rules.FAST_PATH, "rx"),

@@ -24,11 +24,10 @@ from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import State
 from rawfin.core import machine as M
 from rawfin.core.machine import STOP, Ctx, holds, run
-from rawfin.core.rules import TIME_WAIT_CLOSES, WELL_KNOWN_PORT as WELL_KNOWN
 
 _EST = State.ESTABLISHED
 _add, _gt, _between_incl = sq.add, sq.gt, sq.between_incl   # the fast path's helpers, bound once
-_NOTHING: list[dict] = []
+_NOTHING: tuple = ()                # what the fast path returns: shared, so nobody may add to it
 _NO_DICT = MappingProxyType({})     # shared and read-only: most connections never hold anything
 _STATE_BIT = {st: 1 << i for i, st in enumerate(State)}
 
@@ -291,7 +290,7 @@ class Connection:
         closer = self.active_closer()
         client, server = fmt_endpoint(*self.client), fmt_endpoint(*self.server)
         kind = self.close_kind()
-        server_active = closer == self.server and kind in TIME_WAIT_CLOSES
+        server_active = closer == self.server and kind in PROGRAMS.time_wait_closes
         rec = {"type": "connection", "conn": self.id, "client": client, "server": server,
                "server_guessed": self.server_guessed,
                "active_closer": fmt_endpoint(*closer) if closer else None,
@@ -504,7 +503,8 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
 class _Programs:
     """The observer's programs, built from the rules in force (rawfin.core.machine.install)."""
 
-    __slots__ = ("birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds", "settled", "new_syn",
+    __slots__ = ("birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds",
+                 "time_wait_closes", "settled", "new_syn",
                  "fast_path", "timer_order", "final_ack_hold_ns")
 
     def load(self, compiled: M.Compiled) -> None:
@@ -516,6 +516,7 @@ class _Programs:
         self.flush_at_end = M.build_program(compiled.flush_at_end, act)
         self.end = M.build_program(compiled.end, lambda a: _observer_action(a, end=True))
         self.close_kinds = tuple((k, M.build_condition(cond)) for k, cond in compiled.close_kinds)
+        self.time_wait_closes = compiled.time_wait_closes
         self.settled = M.build_condition(compiled.settled)
         self.new_syn = tuple((y, M.build_condition(cond)) for y, cond in compiled.new_syn)
         self.fast_path = M.build_condition(compiled.fast_path)
@@ -556,7 +557,7 @@ class TimeWait:
         closer = conn.active_closer()
         self.close = conn.close_kind()
         self.bits = ((1 if conn.server_guessed else 0) | (2 if conn.mid_stream else 0)
-                     | (4 if closer == self.server and self.close not in ("reset", "refused", "none") else 0)
+                     | (4 if closer == self.server and self.close in PROGRAMS.time_wait_closes else 0)
                      | (8 if closer == self.client else 16 if closer == self.server else 0))
         self.first_frame, self.first_ns = conn.first_frame, conn.first_ns
         # what a CLOSED side still needs to be itself: its FIN's number (a late copy of it is news)
@@ -708,8 +709,9 @@ class Observer:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
         return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
 
-    def feed(self, seg: Segment) -> list[dict]:
-        """One segment, in capture order; returns the records it produced."""
+    def feed(self, seg: Segment) -> list[dict] | tuple:
+        """One segment, in capture order; returns the records it produced (a shared empty tuple
+        when there are none, which the caller must not try to add to)."""
         now = seg.time_ns or 0
         if now > self.now:
             self.now = now

@@ -67,9 +67,10 @@ def lane_rules(compiled, vocab: dict) -> dict:
     it hands its connection to the Python observer when it is reached."""
     from rawfin.core import machine as M
 
+    index = {kind: {name: i for i, name in enumerate(names)} for kind, names in vocab.items()}
+
     def idx(kind: str, name) -> int:
-        names = vocab[kind]
-        return names.index(name) if name in names else -1
+        return index[kind].get(name, -1)
 
     values: dict[tuple, int] = {}
     templates: dict[tuple, int] = {}

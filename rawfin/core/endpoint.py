@@ -479,15 +479,15 @@ def endpoint_action(a: tuple):
 _INPUTS = list(Input)
 
 
-class _Programs:
+class _Programs(M.Lazy):
     """The endpoint's programs, built from the rules in force (rawfin.core.machine.install)."""
 
-    __slots__ = ("receive", "observe_send", "timers")
-
-    def load(self, compiled: M.Compiled) -> None:
-        self.receive = {st: M.build_program(p, endpoint_action) for st, p in zip(State, compiled.receive)}
-        self.observe_send = {st: M.build_program(p, endpoint_action) for st, p in zip(State, compiled.observe_send)}
-        self.timers = M.build_program(compiled.timers, endpoint_action)
+    __slots__ = ("_compiled", "receive", "observe_send", "timers")
+    builders = {
+        "receive": lambda c: M.PerState(c.receive, lambda p: M.build_program(p, endpoint_action)),
+        "observe_send": lambda c: M.PerState(c.observe_send, lambda p: M.build_program(p, endpoint_action)),
+        "timers": lambda c: M.build_program(c.timers, endpoint_action),
+    }
 
 
 PROGRAMS = _Programs()

@@ -22,7 +22,6 @@ names, which the lane checks against its own at start.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Callable
 
 from rawfin.core import rules as R
@@ -109,8 +108,19 @@ def _states(text: str) -> int:
     return mask
 
 
+_MEMO: dict = {}        # (kind, token, ctx) -> IR, within one compile_rules (constants may differ)
+
+
 def compile_pred(tok: str, ctx_who: str = "self") -> tuple:
     """One predicate of a row's ``when`` as ``(name, negated, args)``."""
+    key = ("p", tok, ctx_who)
+    got = _MEMO.get(key)
+    if got is None:
+        got = _MEMO[key] = _compile_pred(tok, ctx_who)
+    return got
+
+
+def _compile_pred(tok: str, ctx_who: str) -> tuple:
     neg = tok.startswith("!")
     t = tok[1:] if neg else tok
     if t.startswith("#"):
@@ -187,6 +197,14 @@ _FIELD = re.compile(r"\{([^{}]+)\}")
 
 def compile_template(text: str, ctx_who: str = "self") -> tuple:
     """``"rcv FIN seq={fin}"`` as pieces: literal text and values, in order."""
+    key = ("t", text, ctx_who)
+    got = _MEMO.get(key)
+    if got is None:
+        got = _MEMO[key] = _compile_template(text, ctx_who)
+    return got
+
+
+def _compile_template(text: str, ctx_who: str) -> tuple:
     pieces: list = []
     pos = 0
     for m in _FIELD.finditer(text):
@@ -209,36 +227,33 @@ def compile_condition(text: str, ctx_who: str = "self") -> tuple:
     return tuple(compile_pred(p, ctx_who) for p in text.split())
 
 
-@dataclass(frozen=True, slots=True)
-class Compiled:
-    """Every program of :mod:`rawfin.core.rules`, read once."""
+_COMPILED_PARTS = ("receive", "observe_send", "timers", "birth", "guess_server", "segment", "flush", "flush_at_end",
+                   "end", "close_kinds", "time_wait_closes", "settled", "new_syn", "fast_path", "timer_order",
+                   "final_ack_hold_ns", "well_known_port")
 
-    receive: tuple            # per State (in State order)
-    observe_send: tuple
-    timers: tuple
-    birth: tuple
-    guess_server: tuple       # BIRTH's guess_server step alone (observer.guess_server)
-    segment: tuple
-    flush: tuple
-    flush_at_end: tuple
-    end: tuple
-    close_kinds: tuple        # ((kind, condition), ...)
-    time_wait_closes: frozenset
-    settled: tuple
-    new_syn: tuple            # ((accepts, condition), ...)
-    fast_path: tuple
-    timer_order: tuple
-    final_ack_hold_ns: int
-    well_known_port: int
+
+class Compiled:
+    """Every program of :mod:`rawfin.core.rules`, read once: receive and observe_send per State (in
+    State order), timers, birth, guess_server (BIRTH's guess alone), segment, flush, flush_at_end, end,
+    close_kinds ((kind, condition), ...), time_wait_closes, settled, new_syn ((accepts, condition), ...),
+    fast_path, timer_order, final_ack_hold_ns, well_known_port."""
+
+    __slots__ = _COMPILED_PARTS
+
+    def __init__(self, **parts) -> None:
+        for name in _COMPILED_PARTS:
+            setattr(self, name, parts[name])
 
 
 def compile_rules(rules=R) -> Compiled:
     _CONSTANTS.clear()
+    _MEMO.clear()
     _CONSTANTS["well_known"] = rules.WELL_KNOWN_PORT
     try:
         return _compile_rules(rules)
     finally:
         _CONSTANTS.clear()
+        _MEMO.clear()
 
 
 def _compile_rules(rules) -> Compiled:
@@ -612,3 +627,40 @@ def install(compiled: Compiled) -> Compiled:
     for load in _LOADERS:
         load(compiled)
     return old
+
+
+class Lazy:
+    """Programs built from the rules in force the first time they are needed (with the compiled lane,
+    the Python ones are needed only when it hands a connection over). ``builders``: name -> function of
+    the Compiled rules; a subclass lists the names in ``__slots__`` with ``_compiled``."""
+
+    __slots__ = ()
+    builders: dict = {}
+
+    def load(self, compiled: Compiled) -> None:
+        object.__setattr__(self, "_compiled", compiled)
+        for name in self.builders:
+            try:
+                object.__delattr__(self, name)
+            except AttributeError:
+                pass
+
+    def __getattr__(self, name: str):
+        build = type(self).builders.get(name)
+        if build is None:
+            raise AttributeError(name)
+        value = build(object.__getattribute__(self, "_compiled"))
+        object.__setattr__(self, name, value)
+        return value
+
+
+class PerState(dict):
+    """A program per State, each built the first time it runs."""
+
+    def __init__(self, programs: tuple, build: Callable[[tuple], tuple]) -> None:
+        super().__init__()
+        self.programs, self.build = dict(zip(State, programs)), build
+
+    def __missing__(self, state: State) -> tuple:
+        built = self[state] = self.build(self.programs[state])
+        return built

@@ -500,28 +500,30 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
     raise M.RuleError(f"the observer cannot {name!r}")
 
 
-class _Programs:
+def _end_action(a: tuple):
+    return _observer_action(a, end=True)
+
+
+class _Programs(M.Lazy):
     """The observer's programs, built from the rules in force (rawfin.core.machine.install)."""
 
-    __slots__ = ("birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds",
-                 "time_wait_closes", "settled", "new_syn",
-                 "fast_path", "timer_order", "final_ack_hold_ns")
-
-    def load(self, compiled: M.Compiled) -> None:
-        act = _observer_action
-        self.birth = M.build_program(compiled.birth, act)
-        self.guess_server = M.build_program(compiled.guess_server, act)
-        self.segment = M.build_program(compiled.segment, act)
-        self.flush = M.build_program(compiled.flush, act)
-        self.flush_at_end = M.build_program(compiled.flush_at_end, act)
-        self.end = M.build_program(compiled.end, lambda a: _observer_action(a, end=True))
-        self.close_kinds = tuple((k, M.build_condition(cond)) for k, cond in compiled.close_kinds)
-        self.time_wait_closes = compiled.time_wait_closes
-        self.settled = M.build_condition(compiled.settled)
-        self.new_syn = tuple((y, M.build_condition(cond)) for y, cond in compiled.new_syn)
-        self.fast_path = M.build_condition(compiled.fast_path)
-        self.timer_order = compiled.timer_order
-        self.final_ack_hold_ns = compiled.final_ack_hold_ns
+    __slots__ = ("_compiled", "birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds",
+                 "time_wait_closes", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns")
+    builders = {
+        "birth": lambda c: M.build_program(c.birth, _observer_action),
+        "guess_server": lambda c: M.build_program(c.guess_server, _observer_action),
+        "segment": lambda c: M.build_program(c.segment, _observer_action),
+        "flush": lambda c: M.build_program(c.flush, _observer_action),
+        "flush_at_end": lambda c: M.build_program(c.flush_at_end, _observer_action),
+        "end": lambda c: M.build_program(c.end, _end_action),
+        "close_kinds": lambda c: tuple((k, M.build_condition(cond)) for k, cond in c.close_kinds),
+        "time_wait_closes": lambda c: c.time_wait_closes,
+        "settled": lambda c: M.build_condition(c.settled),
+        "new_syn": lambda c: tuple((y, M.build_condition(cond)) for y, cond in c.new_syn),
+        "fast_path": lambda c: M.build_condition(c.fast_path),
+        "timer_order": lambda c: c.timer_order,
+        "final_ack_hold_ns": lambda c: c.final_ack_hold_ns,
+    }
 
 
 PROGRAMS = _Programs()

@@ -36,8 +36,6 @@ one it is going to; ``held:rx`` is the FIN (or SYN) held for rx until rx shows i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rawfin.core.states import State
 from rawfin.core.units import SEC
 
@@ -47,19 +45,25 @@ FINAL_ACK_HOLD_NS = 3 * SEC
 WELL_KNOWN_PORT = 1024
 
 
-@dataclass(frozen=True, slots=True)
 class Row:
-    when: tuple[str, ...]
-    do: tuple[tuple, ...]
+    """``when`` (predicate names, all must hold) and ``do`` (actions, in order)."""
+
+    __slots__ = ("when", "do")
+
+    def __init__(self, *, when: tuple[str, ...], do: tuple[tuple, ...]) -> None:
+        self.when, self.do = when, do
 
     def __str__(self) -> str:
         return f"{' '.join(self.when) or '-'} -> {'; '.join(act_text(a) for a in self.do) or 'go on'}"
 
 
-@dataclass(frozen=True, slots=True)
 class Step:
-    name: str
-    rows: tuple[Row, ...]
+    """A named, ordered list of rows: the first that holds runs."""
+
+    __slots__ = ("name", "rows")
+
+    def __init__(self, *, name: str, rows: tuple[Row, ...]) -> None:
+        self.name, self.rows = name, rows
 
 
 def row(when: str, *do) -> Row:
@@ -213,15 +217,16 @@ _ACK_OF_SYN = step(
     row("snd_una<ack ack<=snd_nxt", set_("snd_una", "ack"), ("synchronized",), move("RCV_ACK_OF_SYN", "rcv ACK ack={ack}")),
     row("", send("RST"),
         anomaly("unacceptable_ack", "ack={ack} does not acknowledge our SYN,ACK (expected {snd_nxt})"), STOP))
+_ACK_BEYOND = step("ack_beyond", row("ack>snd_nxt", mark("beyond")))
 _ACK = step(
     "ack",
-    row("ack>snd_nxt !observer", anomaly("ack_of_unsent_data", "ack={ack} beyond anything sent (snd_nxt={snd_nxt})"),
+    row("#beyond !observer", anomaly("ack_of_unsent_data", "ack={ack} beyond anything sent (snd_nxt={snd_nxt})"),
         send("ACK"), STOP),
-    row("ack>snd_nxt fin_seq ack>fin_seq+1",
+    row("#beyond fin_seq ack>fin_seq+1",
         anomaly("ack_beyond_fin",
                 "ack={ack} is past FIN seq={fin_seq}: nothing follows a FIN, expected at most {fin_seq+1}"),
         set_("snd_nxt", "ack")),
-    row("ack>snd_nxt", anomaly("acked_unseen_segment", "ack={ack} beyond what the capture shows sent (snd_nxt={snd_nxt})"),
+    row("#beyond", anomaly("acked_unseen_segment", "ack={ack} beyond what the capture shows sent (snd_nxt={snd_nxt})"),
         set_("snd_nxt", "ack")))
 _ACK_ADVANCE = step("advance", row("snd_una<ack", ("acked",)))
 _WINDOW_UPDATE = step("window_update", row("", set_("snd_wnd", "win")))
@@ -261,15 +266,16 @@ _CLOSE_ON_FIN = step("close_on_fin",      # the application closes the moment it
                      row("#took_fin close_on_fin state:CLOSE_WAIT", ("close",), STOP))
 _ACK_NOW = step("ack_now", row("#need_ack", send("ACK")))
 
-_ACKING = (_ACK, _ACK_ADVANCE, _WINDOW_UPDATE)
-_TAIL_OPEN = (_GONE, _DATA, _FIN, _CLOSE_ON_FIN, _ACK_NOW)
-_TAIL_CLOSING = (_GONE, _DATA_AFTER_FIN, _FIN, _CLOSE_ON_FIN, _ACK_NOW)
+_ACKING = (_ACK_BEYOND, _ACK, _ACK_ADVANCE, _WINDOW_UPDATE)
+# (gone: after a step that may have moved the endpoint, the ACK of our SYN or of our FIN)
+_TAIL_OPEN = (_DATA, _FIN, _CLOSE_ON_FIN, _ACK_NOW)
+_TAIL_CLOSING = (_DATA_AFTER_FIN, _FIN, _CLOSE_ON_FIN, _ACK_NOW)
 _HEAD = (_WINDOW,)
 _CHECKS = (_UNACCEPTABLE, _SYN, _NO_ACK)
 
 SYN_RECEIVED_RECEIVE = (
     step("syn_again", row("SYN !ACK seq=irs", send("SYN,ACK again"), STOP)),   # our SYN,ACK was lost: again
-    *_HEAD, _RST_SYN_RECEIVED, *_CHECKS, _ACK_OF_SYN, *_ACKING, *_TAIL_OPEN)
+    *_HEAD, _RST_SYN_RECEIVED, *_CHECKS, _ACK_OF_SYN, *_ACKING, _GONE, *_TAIL_OPEN)
 
 RECEIVE: dict[State, tuple[Step, ...]] = {
     State.CLOSED: CLOSED_RECEIVE,
@@ -277,11 +283,11 @@ RECEIVE: dict[State, tuple[Step, ...]] = {
     State.SYN_SENT: SYN_SENT_RECEIVE,
     State.SYN_RECEIVED: SYN_RECEIVED_RECEIVE,
     State.ESTABLISHED: (*_HEAD, _RST, *_CHECKS, *_ACKING, *_TAIL_OPEN),
-    State.FIN_WAIT_1: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, _DATA_AFTER_CLOSE, *_TAIL_OPEN),
+    State.FIN_WAIT_1: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, _GONE, _DATA_AFTER_CLOSE, *_TAIL_OPEN),
     State.FIN_WAIT_2: (*_HEAD, _RST, *_CHECKS, *_ACKING, _DATA_AFTER_CLOSE, *_TAIL_OPEN),
     State.CLOSE_WAIT: (*_HEAD, _RST, *_CHECKS, *_ACKING, *_TAIL_CLOSING),
-    State.CLOSING: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, *_TAIL_CLOSING),
-    State.LAST_ACK: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, *_TAIL_CLOSING),
+    State.CLOSING: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, _GONE, *_TAIL_CLOSING),
+    State.LAST_ACK: (*_HEAD, _RST, *_CHECKS, *_ACKING, _ACK_OF_FIN, _GONE, *_TAIL_CLOSING),
     State.TIME_WAIT: TIME_WAIT_RECEIVE,
 }
 

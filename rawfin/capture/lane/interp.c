@@ -78,12 +78,23 @@ static inline int value(const ctx_t *x, int vi, vres_t *v) {
     if (d->quick == 1 && x->s) {
         const ev_t *s = x->s;
         v->kind = VK_NUM;
-        v->n = d->name == V_SEQ ? s->seq : d->name == V_ACK ? s->ack : s->data_len;
-    } else if (d->quick == 2) {
+        switch (d->name) {
+        case V_SEQ: v->n = s->seq; break;
+        case V_ACK: v->n = s->ack; break;
+        case V_END: v->n = seq_end(s); break;
+        case V_LEN: v->n = s->data_len; break;
+        case V_FIN: v->n = fin_seq_of(s); break;
+        default: v->n = s->window; break;
+        }
+    } else if (d->quick == 2 || d->quick == 3) {
         int side = side_of(x, d->who);
         if (side < 0) return v->kind = VK_BAIL;
+        const cep_t *p = &x->c->ep[side];
+        if (d->quick == 3) {
+            if (d->name == V_FIN_SEQ ? !p->has_fin : !p->has_peer_fin) return v->kind = VK_NONE;
+            v->n = d->name == V_FIN_SEQ ? p->fin_seq : p->peer_fin_seq;
+        } else v->n = (&p->iss)[d->name - V_ISS];      /* iss, irs, snd_una, snd_nxt, rcv_nxt in a row */
         v->kind = VK_NUM;
-        v->n = (&x->c->ep[side].iss)[d->name - V_ISS];      /* iss, irs, snd_una, snd_nxt, rcv_nxt in a row */
     } else return value_slow(x, d, v);
     if (d->off) v->n = (uint32_t)(v->n + d->off);
     return VK_NUM;
@@ -304,10 +315,13 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
 }
 
 /* the segment's flags and the connection's facts the rows' masks test (rules.c, SIT_*) */
-static inline uint32_t situation(const ctx_t *x) {
+static inline sit_t situation(const ctx_t *x) {
     const conn_t *c = x->c;
-    uint32_t t = (x->marks << SIT_MARKS) | (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u)
-                 | (c->known != 3 ? SIT_UNKNOWN : 0u);
+    sit_t t = ((sit_t)x->marks << SIT_MARKS) | (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u)
+              | (c->known != 3 ? SIT_UNKNOWN : 0u);
+    int a = x->self >= 0 ? x->self : x->tx;
+    if (a >= 0) t |= (sit_t)1 << (SIT_STATE_A + c->ep[a].state);
+    if (x->rx >= 0) t |= (sit_t)1 << (SIT_STATE_B + c->ep[x->rx].state);
     if (x->s) t |= (x->s->flags & 0x3Fu) | (x->s->data_len ? SIT_DATA : 0u);
     if (c->pending[0].present | c->pending[1].present) {
         t |= SIT_HELD;
@@ -320,7 +334,7 @@ static inline uint32_t situation(const ctx_t *x) {
     return t;
 }
 
-static inline int fits(uint32_t t, uint32_t need, uint32_t forbid) {
+static inline int fits(sit_t t, sit_t need, sit_t forbid) {
     return (t & need) == need && !(t & forbid);
 }
 
@@ -526,11 +540,13 @@ static int act(ctx_t *x, const act_t *a) {
 static int run(ctx_t *x, int prog) {
     uint32_t k = x->s ? (uint32_t)((x->s->flags & 0xF) | ((x->s->flags & F_ACK) ? 0x10 : 0)) : 0;
     const int32_t *pl = RULES.plan + RULES.plan_off[prog][k], *end = pl + RULES.plan_len[prog][k];
-    uint32_t t = situation(x);              /* changes only when a row's actions run */
+    sit_t t = situation(x);                 /* changes only when a row's actions run */
     while (pl < end) {
-        int32_t n = -*pl++;
-        const int32_t *rows = pl;
-        pl += n;
+        int32_t n = -pl[0];
+        const step_t *st = &RULES.steps[pl[1]];
+        const int32_t *rows = pl + 2;
+        pl += 2 + n;
+        if (st->any && !(t & st->any)) continue;
         for (int32_t i = 0; i < n; i++) {
             const row_t *rw = &RULES.rows[rows[i]];
             if (!fits(t, rw->need, rw->forbid)) continue;

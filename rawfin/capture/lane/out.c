@@ -158,13 +158,16 @@ static int end_call(Engine *e, int r) {
     return r;
 }
 
-/* Python's records: a list of dicts, written through the reference serializer */
+/* Python's records: a list (or tuple) of dicts, written through the reference serializer */
 static int out_pyrecords(Engine *e, PyObject *recs) {
     if (!recs) return -1;
-    if (!PyList_Check(recs)) { Py_DECREF(recs); PyErr_SetString(PyExc_TypeError, "records must be a list"); return -1; }
-    Py_ssize_t n = PyList_GET_SIZE(recs);
+    PyObject *seq = PySequence_Fast(recs, "records must be a list");
+    Py_DECREF(recs);
+    if (!seq) return -1;
+    recs = seq;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(recs);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *s = PyObject_CallOneArg(e->dumps, PyList_GET_ITEM(recs, i));
+        PyObject *s = PyObject_CallOneArg(e->dumps, PySequence_Fast_GET_ITEM(recs, i));
         if (!s) { Py_DECREF(recs); return -1; }
         Py_ssize_t len;
         const char *u = PyUnicode_AsUTF8AndSize(s, &len);

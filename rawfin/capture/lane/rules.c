@@ -76,10 +76,13 @@ typedef struct { int16_t code; int32_t a[3]; } act_t;
 #define SIT_DATA (1u << 7)      /* the segment carries data (CWR, bit 7, is never tested: its place) */
 #define SIT_UNKNOWN (1u << 6)   /* a side's rcv_nxt is not known yet (ECE's place) */
 #define SIT_MARKS 16
-typedef struct { uint32_t p0, np, a0, na; uint32_t need, forbid; } row_t;   /* what the situation must have, not have */
-typedef struct { uint32_t r0, nr; uint32_t any; } step_t;  /* any: one of these bits, or no row holds */
+#define SIT_STATE_A 32          /* bits 32-42: the state of the endpoint the program runs for (self, or tx) */
+#define SIT_STATE_B 48          /* bits 48-58: the state of rx */
+typedef uint64_t sit_t;
+typedef struct { uint32_t p0, np, a0, na; sit_t need, forbid; } row_t;   /* what the situation must have, not have */
+typedef struct { uint32_t r0, nr; sit_t any; } step_t;     /* any: one of these bits, or no row holds */
 typedef struct { uint32_t s0, ns; } prog_t;
-typedef struct { uint32_t p0, np; uint32_t need, forbid; } cond_t;
+typedef struct { uint32_t p0, np; sit_t need, forbid; } cond_t;
 typedef struct { int8_t who, name, quick; int64_t off; } val_t;   /* quick: 1 the segment's, 2 a TCB field */
 typedef struct { int32_t val; uint32_t lit0, nlit; } piece_t;    /* val >= 0: a value; else literal text */
 typedef struct { uint32_t p0, np; } tpl_t;
@@ -111,6 +114,7 @@ typedef struct {
     int32_t *plan; uint32_t nplan;
     uint32_t plan_off[NPROG][32], plan_len[NPROG][32];
 } rules_t;
+/* a plan's step: -n (its rows that the flags allow), the step's index (for its ``any``), the n rows */
 
 static rules_t RULES;
 static int rules_set = 0;
@@ -404,7 +408,7 @@ static int pred_constant(const rules_t *r, const pred_t *p) {
 }
 
 /* the bit of the situation that is this predicate, if one is */
-static uint32_t sit_bit(const pred_t *p) {
+static sit_t sit_bit(const pred_t *p) {
     if (p->code == P_CONN) {
         switch (p->a[0]) {
         case K_HELD: return SIT_HELD;
@@ -417,12 +421,24 @@ static uint32_t sit_bit(const pred_t *p) {
     if (p->code == P_HELD && (p->a[1] == W_TX || p->a[1] == W_RX))
         return p->a[0] ? (p->a[1] == W_TX ? SIT_FINAL_TX : SIT_FINAL_RX) : (p->a[1] == W_TX ? SIT_HELD_TX : SIT_HELD_RX);
     if (p->code == P_DATA) return SIT_DATA;
-    if (p->code == P_MARK && p->a[0] > 0 && p->a[0] <= 0xFFFF) return (uint32_t)p->a[0] << SIT_MARKS;
+    if (p->code == P_MARK && p->a[0] > 0 && p->a[0] <= 0xFFFF) return (sit_t)(uint32_t)p->a[0] << SIT_MARKS;
     return 0;
 }
 
+/* a state test of the endpoint the program runs for (self or tx), or of rx: the state bits of the
+   situation (a test of one state is one bit; a negated test forbids them all) */
+static int state_bits(const pred_t *p, sit_t *bits) {
+    if (p->code != P_STATE) return 0;
+    int shift = p->a[0] == W_SELF || p->a[0] == W_TX ? SIT_STATE_A : p->a[0] == W_RX ? SIT_STATE_B : -1;
+    if (shift < 0) return 0;
+    uint32_t mask = (uint32_t)p->a[1] & ((1u << NST) - 1);
+    if (!p->neg && (mask & (mask - 1))) return 0;        /* one of several states: a predicate still */
+    *bits = (sit_t)mask << shift;
+    return 1;
+}
+
 /* fold flags, connection facts and constants into a row's masks; 0 when the row can never hold */
-static int prepare_preds(rules_t *r, uint32_t p0, uint32_t *np, uint32_t *need, uint32_t *forbid) {
+static int prepare_preds(rules_t *r, uint32_t p0, uint32_t *np, sit_t *need, sit_t *forbid) {
     uint32_t k = 0;
     *need = *forbid = 0;
     for (uint32_t i = 0; i < *np; i++) {
@@ -431,12 +447,12 @@ static int prepare_preds(rules_t *r, uint32_t p0, uint32_t *np, uint32_t *need, 
         if (c == K_FALSE) return 0;
         if (c == K_TRUE) continue;
         if (p.code == P_FLAG && !(p.a[0] & (SIT_DATA | SIT_UNKNOWN))) {
-            if (p.neg) *forbid |= (uint32_t)p.a[0]; else *need |= (uint32_t)p.a[0];
+            if (p.neg) *forbid |= (sit_t)(uint32_t)p.a[0]; else *need |= (sit_t)(uint32_t)p.a[0];
             continue;
         }
         if (p.code == P_PURE_ACK && !p.neg) { *need |= F_ACK; *forbid |= F_FIN | F_SYN | F_RST; continue; }
-        uint32_t b = sit_bit(&p);
-        if (b) { if (p.neg) *forbid |= b; else *need |= b; continue; }
+        sit_t b = sit_bit(&p);
+        if (b || state_bits(&p, &b)) { if (p.neg) *forbid |= b; else *need |= b; continue; }
         /* a side's rcv_nxt unknown: only while the connection has one unknown */
         if (p.code == P_ROLE && p.a[1] == R_KNOWN && p.neg) *need |= SIT_UNKNOWN;
         r->preds[p0 + k++] = p;
@@ -456,8 +472,9 @@ static void prepare_rules(rules_t *r) {
     for (uint32_t i = 0; i < r->nvals; i++) {
         val_t *v = &r->vals[i];
         v->quick = 0;
-        if (v->who == W_SEG && (v->name == V_SEQ || v->name == V_ACK || v->name == V_LEN)) v->quick = 1;
+        if (v->who == W_SEG && v->name >= V_SEQ && v->name <= V_WIN) v->quick = 1;
         if (v->who >= W_SELF && v->who <= W_B && v->name >= V_ISS && v->name <= V_RCV_NXT) v->quick = 2;
+        if (v->who >= W_SELF && v->who <= W_B && (v->name == V_FIN_SEQ || v->name == V_PEER_FIN_SEQ)) v->quick = 3;
     }
     for (int pi = 0; pi < NPROG; pi++) {
         prog_t *pg = &r->progs[pi];
@@ -469,13 +486,17 @@ static void prepare_rules(rules_t *r) {
             for (uint32_t ri = 0; ri < st.nr; ri++) {
                 row_t rw = r->rows[st.r0 + ri];
                 if (!prepare_preds(r, rw.p0, &rw.np, &rw.need, &rw.forbid)) continue;
-                for (uint32_t ai = 0; ai < rw.na; ai++) visible |= act_visible(&r->acts[rw.a0 + ai]);
+                uint32_t ka = 0;                /* what the lane cannot see is not done at all */
+                for (uint32_t ai = 0; ai < rw.na; ai++)
+                    if (act_visible(&r->acts[rw.a0 + ai])) r->acts[rw.a0 + ka++] = r->acts[rw.a0 + ai];
+                rw.na = ka;
+                visible |= ka > 0;
                 r->rows[st.r0 + kr++] = rw;
             }
             st.nr = kr;
-            st.any = 0;
+            st.any = 0;                         /* every row needs one of these facts: without any, skip */
             for (uint32_t ri = 0; ri < kr; ri++) {
-                uint32_t need = r->rows[st.r0 + ri].need;
+                sit_t need = r->rows[st.r0 + ri].need & ~(sit_t)0xFF;
                 if (!need) { st.any = 0; break; }
                 st.any |= need;
             }
@@ -487,24 +508,26 @@ static void prepare_rules(rules_t *r) {
     size_t cap = 0;
     for (int pi = 0; pi < NPROG; pi++)
         for (uint32_t si = 0; si < r->progs[pi].ns; si++) cap += 1 + r->steps[r->progs[pi].s0 + si].nr;
-    r->plan = malloc((cap * 32 + 1) * sizeof(int32_t));
+    r->plan = malloc((cap * 2 * 32 + 1) * sizeof(int32_t));
     if (r->plan) {
         for (int pi = 0; pi < NPROG; pi++)
             for (uint32_t k = 0; k < 32; k++) {
                 r->plan_off[pi][k] = r->nplan;
                 for (uint32_t si = 0; si < r->progs[pi].ns; si++) {
                     const step_t *st = &r->steps[r->progs[pi].s0 + si];
-                    uint32_t head = r->nplan++;
+                    uint32_t head = r->nplan;
+                    r->nplan += 2;
+                    r->plan[head + 1] = (int32_t)(r->progs[pi].s0 + si);
                     int32_t n = 0;
                     for (uint32_t ri = 0; ri < st->nr; ri++) {
                         const row_t *rw = &r->rows[st->r0 + ri];
-                        uint32_t need = rw->need & 0x1F, forbid = rw->forbid & 0x1F;
+                        uint32_t need = (uint32_t)(rw->need & 0x1F), forbid = (uint32_t)(rw->forbid & 0x1F);
                         uint32_t f = (k & 0xF) | ((k & 0x10) ? F_ACK : 0);
                         if ((f & need) != need || (f & forbid)) continue;
                         r->plan[r->nplan++] = (int32_t)(st->r0 + ri);
                         n++;
                     }
-                    if (n) r->plan[head] = -n; else r->nplan--;
+                    if (n) r->plan[head] = -n; else r->nplan -= 2;
                 }
                 r->plan_len[pi][k] = r->nplan - r->plan_off[pi][k];
             }

@@ -433,3 +433,32 @@ def test_lane_records_generator_falls_back_when_the_lane_declines(tmp_path):
         for fr in r:
             w.write_packet(iface, fr.data, time_ns=fr.time_ns + (1 << 63))
     assert list(engine.records(str(path))) == list(records(str(path))) != []
+
+
+@needs_lane
+def test_times_are_written_alike_by_the_lane_and_the_reference(tmp_path):
+    """A record's time is its nanoseconds rounded to whole microseconds (half up), written as Python
+    writes that many microseconds / 10**6: both engines write the same text, also at a tie
+    (x.xxxxxx5), below 100 µs (an exponent: 5e-05), and at the top of a pcap's clock."""
+    from rawfin.core.units import seconds_of
+    from rawfin.core.segment import Flags, Segment
+    from rawfin.wire import codec
+    from rawfin.wire.pcapio import LINKTYPE_RAW, PcapWriter
+
+    C, S = ("192.0.2.2", 50001), ("192.0.2.1", 80)
+    times = [0, 500, 1_499, 15_000, 99_500, 1_000_000_000, 1_700_000_000_123_456_500, 1_700_000_000_999_999_500,
+             4_294_967_295_999_999_999]
+    path = tmp_path / "ns.pcap"
+    with PcapWriter(path, linktype=LINKTYPE_RAW, nanosecond=True) as w:
+        for i, t in enumerate(times):       # one SYN per time: each a connection with its own records
+            syn = Segment(src=C[0], dst=S[0], sport=C[1] + i, dport=S[1], seq=1000 + i, flags=Flags.SYN)
+            w.write(codec.to_bytes(syn), t)
+    out, _stats, seen = _run_lane(path)
+    assert out.decode() == _reference(path)
+    written = {json.loads(line)["first_time"] for line in out.decode().splitlines()
+               if json.loads(line)["type"] == "connection"}
+    assert written == {seconds_of(t) for t in times}
+    text = out.decode()
+    for literal in ('"first_time":0.0,', '"first_time":1e-06,', '"first_time":1.5e-05,', '"first_time":0.0001,',
+                    '"first_time":1700000000.123457,', '"first_time":1700000001.0,', '"first_time":4294967296.0,'):
+        assert literal in text, literal

@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 from rawfin.core.units import SEC
 from rawfin.core.errors import CaptureError
 from rawfin.core.observer import Observer
+from rawfin.core.segment import Segment
 from rawfin.render.records import to_json
 
 try:  # the extension is optional: no compiler, no lane (rawfin then runs the reference)
@@ -200,7 +201,6 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     """
     from rawfin.wire.decode import decode, make_segment
     from rawfin.wire.pcapio import _MAX_BLOCK, caplen_limit, open_capture
-    from rawfin.core.segment import Segment
 
     if fileobj is None:
         try:
@@ -213,9 +213,9 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     msl_ns = int(msl_s * SEC)
     obs = Observer(msl_ns=msl_ns, file=label)
     suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
-    eng = _engine.Engine(observer=obs, decode=decode, dumps=to_json, write=write, fmt6=_fmt6,
-                         make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
-                         hold_ns=obs.hold_ns, file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
+    hb = Handback(obs, decode)
+    eng = _engine.Engine(**hb.callables(), dumps=to_json, write=write, fmt6=_fmt6, make_segment=make_segment,
+                         msl_ns=msl_ns, hold_ns=obs.hold_ns, file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
     reader = open_capture(path, fileobj)
     if bpf is not None:
         eng.set_filter(*bpf.for_byte_order(reader.byte_order == "big").lane_args())
@@ -324,6 +324,84 @@ class _StreamReader:
         except CaptureError as e:
             self.error = e
             return b""
+
+
+class Handback:
+    """The Python side of the hand-off between the compiled lane and the Python observer: what the lane
+    calls (handed to it as these callables at start) and what comes back, always plain data. The lane
+    reads nothing else of Python's.
+
+    The lane hands over a segment on a pair the Python observer owns (``feed``), a connection whose
+    next row needs a primitive only Python has, with everything it saw of it (``take``, then ``fire``
+    for the timer that found it out), a frame it cannot decode (``decode``), and the end (``end_*``).
+    Every answer that can change the Python observer's timers also says which is first now (``timer``:
+    ``(deadline, connection id)`` or None), so the lane merges both heaps in the reference's order
+    without reading Python's. Connection numbers are shared: ``feed`` takes the lane's next one and
+    gives back Python's. Records come back as the reference's own (``records``: dicts the lane writes
+    with the reference serializer); connections handed over come back as opaque handles.
+    """
+
+    def __init__(self, obs: Observer, decode: Callable) -> None:
+        self.obs = obs
+        self._decode = decode
+
+    def callables(self) -> dict:
+        return {"feed": self.feed, "expire_one": self.expire_one, "take": self.take, "fire": self.fire,
+                "decode": self.decode, "has_pair": self.has_pair, "key_of": self.key_of, "active": self.active,
+                "end_conns": self.end_conns, "end_prepare": self.end_prepare, "end_finish": self.end_finish,
+                "end_clear": self.end_clear}
+
+    def timer(self) -> tuple[int, int] | None:
+        return self.obs.first_timer()
+
+    def feed(self, seg, next_id: int) -> tuple:
+        """A segment of a pair the Python observer owns: (records, its next connection number, timer)."""
+        obs = self.obs
+        obs.next_id = next_id
+        recs = obs.feed(seg)
+        return recs, obs.next_id, obs.first_timer()
+
+    def expire_one(self, now: int) -> tuple:
+        return self.obs.expire_one(now), self.obs.first_timer()
+
+    def take(self, cid: int, events: list, first: tuple, other: tuple, queued: int, vlan: tuple) -> tuple:
+        """A connection the lane followed so far, with its history: (handle, pair key, timer)."""
+        conn = self.obs.adopt(cid, events, first, other, queued, vlan)
+        return conn, self.obs.key_of_conn(conn), self.obs.first_timer()
+
+    def fire(self, handle, deadline: int, now: int) -> tuple:
+        return self.obs.fire_entry(handle, deadline, now), self.obs.first_timer()
+
+    def decode(self, linktype: int, data: bytes, orig_len: int, frame: int, time_ns: int) -> tuple:
+        """A frame the lane does not decode: ("skip", records) or ("seg", segment, src, dst, sport, dport,
+        seq, ack, flags, window, data_len, vlan)."""
+        r = self._decode(linktype, data, orig_len, frame, time_ns)
+        if r.__class__ is not Segment:
+            return "skip", self.obs.note_skip(r.kind, frame, time_ns, r.reason)
+        return ("seg", r, r.src, r.dst, r.sport, r.dport, r.seq, r.ack, r.flags, r.window, r.data_len, r.vlan)
+
+    def has_pair(self, a: str, ap: int, b: str, bp: int) -> bool:
+        """Does the Python observer hold a VLAN-tagged connection of this 4-tuple?"""
+        return self.obs.holds_pair((a, ap), (b, bp))
+
+    def key_of(self, seg) -> tuple:
+        return self.obs.key_of(seg)
+
+    def active(self, keys: list) -> list[bool]:
+        """Which of these pairs the Python observer still follows."""
+        return [self.obs.follows(k) for k in keys]
+
+    def end_conns(self) -> list[tuple]:
+        return [(c.id, c) for c in self.obs.end_conns()]
+
+    def end_prepare(self, handle, now: int) -> list:
+        return self.obs.end_prepare(handle, now)
+
+    def end_finish(self, handle) -> list:
+        return self.obs.end_finish(handle)
+
+    def end_clear(self) -> None:
+        self.obs.end_clear()
 
 
 _TIME_LIMIT = 1 << 62

@@ -833,7 +833,24 @@ class Observer:
             else:
                 self._schedule(conn, quiet_until)
 
-    # -- the compiled lane's side of the observer (rawfin/capture/_engine.c, rawfin/capture/engine.py) ---------
+    # -- the compiled lane's side of the observer (rawfin/capture/_engine.c, rawfin/capture/engine.Handback) ---
+    def first_timer(self) -> tuple[int, int] | None:
+        """The first entry of the timer heap: (deadline, connection id), or None."""
+        t = self._timers
+        return (t[0][0], t[0][1]) if t else None
+
+    def holds_pair(self, a: tuple[str, int], b: tuple[str, int]) -> bool:
+        """A VLAN-tagged connection of this 4-tuple (in either order) is held."""
+        return ((a, b) if a <= b else (b, a)) in self.by_tuple
+
+    def follows(self, key: tuple) -> bool:
+        """The pair with this key still has a connection here."""
+        return key in self.active
+
+    @staticmethod
+    def key_of_conn(conn) -> tuple:
+        return conn.key
+
     def expire_one(self, now: int) -> list[dict]:
         """Pop one heap entry due at ``now`` (the lane merges its own heap with this one)."""
         out: list = []

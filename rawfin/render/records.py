@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from rawfin.core.events import Anomaly, Transition
+from rawfin.core.units import seconds_of
 
 RECORD_TYPES = ("transition", "anomaly", "connection")
 
@@ -19,7 +20,8 @@ def to_json(rec: dict) -> str:
 
 
 def seconds(time_ns: int | None) -> float | None:
-    return None if time_ns is None else round(time_ns / 1e9, 6)
+    """A record's time: rawfin.core.units.seconds_of (integer rounding to microseconds)."""
+    return seconds_of(time_ns)
 
 
 def transition_record(t: Transition, conn: int, file: str | None = None) -> dict:

@@ -68,63 +68,46 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
             }
         }
     }
-    /* the reference decoder */
-    PyObject *r = PyObject_CallFunction(e->decode, "iy#LLL", linktype, (const char *)d, n, (long long)orig_len,
-                                        (long long)frame, (long long)time_ns);
-    if (!r) return -1;
-    PyObject *vlan = PyObject_GetAttrString(r, "vlan");
-    if (!vlan) {
-        /* a Skip: counted (and reported when malformed) by the Python observer */
-        PyErr_Clear();
-        PyObject *kind = PyObject_GetAttrString(r, "kind");
-        PyObject *reason = kind ? PyObject_GetAttrString(r, "reason") : NULL;
-        if (!reason) { Py_XDECREF(kind); Py_DECREF(r); return -1; }
-        PyObject *recs = PyObject_CallMethod(e->obs, "note_skip", "OLLO", kind, (long long)frame, (long long)time_ns,
-                                             reason);
-        Py_DECREF(kind);
-        Py_DECREF(reason);
-        Py_DECREF(r);
-        return out_pyrecords(e, recs);
+    /* the reference decoder (Handback.decode): ("skip", records) or ("seg", segment, fields...) */
+    PyObject *ans = PyObject_CallFunction(e->cb_decode, "iy#LLL", linktype, (const char *)d, n, (long long)orig_len,
+                                          (long long)frame, (long long)time_ns);
+    if (!ans) return -1;
+    const char *what;
+    PyObject *seg, *vlan, *recs;
+    if (PyArg_ParseTuple(ans, "sO", &what, &recs) && strcmp(what, "skip") == 0) {
+        Py_INCREF(recs);
+        Py_DECREF(ans);
+        return out_pyrecords(e, recs);          /* counted (and reported when malformed) by the Python observer */
+    }
+    PyErr_Clear();
+    const char *ss, *ds;
+    int sp, dp, win, fl;
+    unsigned long sq, ak;
+    long long dl;
+    if (!PyArg_ParseTuple(ans, "sOssiikkiiLO", &what, &seg, &ss, &ds, &sp, &dp, &sq, &ak, &fl, &win, &dl, &vlan)) {
+        Py_DECREF(ans);
+        return -1;
     }
     e->tcp++;
     Py_ssize_t nvt = PyTuple_Check(vlan) ? PyTuple_GET_SIZE(vlan) : -1;
     for (Py_ssize_t k = 0; k >= 0 && k < nvt && k < MAXVLAN; k++)
         vl[k] = (uint16_t)PyLong_AsLong(PyTuple_GET_ITEM(vlan, k));
-    Py_DECREF(vlan);
+    int rc = -1;
     if (nvt < 0 || nvt > MAXVLAN) {     /* more VLAN tags than the lane keeps: Python's */
         int64_t now = time_ns;
         if (now > e->now) e->now = now;
-        int rr = expire(e, now);
-        if (rr == 0) rr = py_feed(e, r);
-        Py_DECREF(r);
-        return rr;
+        rc = expire(e, now);
+        if (rc == 0) rc = py_feed(e, seg);
+        Py_DECREF(ans);
+        return rc;
     }
     /* a segment Python decoded: into the lane's table by its addresses */
-    PyObject *a_src = PyObject_GetAttrString(r, "src"), *a_dst = PyObject_GetAttrString(r, "dst");
-    PyObject *o_sp = PyObject_GetAttrString(r, "sport"), *o_dp = PyObject_GetAttrString(r, "dport");
-    PyObject *o_seq = PyObject_GetAttrString(r, "seq"), *o_ack = PyObject_GetAttrString(r, "ack");
-    PyObject *o_fl = PyObject_GetAttrString(r, "flags"), *o_win = PyObject_GetAttrString(r, "window");
-    PyObject *o_dl = PyObject_GetAttrString(r, "data_len");
-    int rc = -1;
-    if (a_src && a_dst && o_sp && o_dp && o_seq && o_ack && o_fl && o_win && o_dl) {
-        const char *ss = PyUnicode_AsUTF8(a_src), *ds = PyUnicode_AsUTF8(a_dst);
-        uint8_t sa[16] = {0}, da[16] = {0};
-        int fam = (ss && strchr(ss, ':')) ? 6 : 4;
-        PyObject *packed = NULL;
-        if (ss && ds && inet_pton(fam == 4 ? AF_INET : AF_INET6, ss, sa) == 1 &&
-            inet_pton(fam == 4 ? AF_INET : AF_INET6, ds, da) == 1)
-            packed = Py_None;
-        if (packed) {
-            ev_t s = {time_ns, frame, (uint32_t)PyLong_AsUnsignedLong(o_seq), (uint32_t)PyLong_AsUnsignedLong(o_ack),
-                      (uint32_t)PyLong_AsLongLong(o_dl), (uint16_t)PyLong_AsLong(o_win),
-                      (uint8_t)PyLong_AsLong(o_fl), 0};
-            if (!PyErr_Occurred())
-                rc = on_segment(e, fam, sa, (uint16_t)PyLong_AsLong(o_sp), da, (uint16_t)PyLong_AsLong(o_dp),
-                                (int)nvt, vl, &s, r);
-        }
+    uint8_t sa[16] = {0}, da[16] = {0};
+    int fam = strchr(ss, ':') ? 6 : 4;
+    if (inet_pton(fam == 4 ? AF_INET : AF_INET6, ss, sa) == 1 && inet_pton(fam == 4 ? AF_INET : AF_INET6, ds, da) == 1) {
+        ev_t s = {time_ns, frame, (uint32_t)sq, (uint32_t)ak, (uint32_t)dl, (uint16_t)win, (uint8_t)fl, 0};
+        rc = on_segment(e, fam, sa, (uint16_t)sp, da, (uint16_t)dp, (int)nvt, vl, &s, seg);
     }
-    Py_XDECREF(a_src); Py_XDECREF(a_dst); Py_XDECREF(o_sp); Py_XDECREF(o_dp); Py_XDECREF(o_seq);
-    Py_XDECREF(o_ack); Py_XDECREF(o_fl); Py_XDECREF(o_win); Py_XDECREF(o_dl);
-    Py_DECREF(r);
+    Py_DECREF(ans);
     return rc;
 }

@@ -5,13 +5,14 @@ typedef struct {
     PyObject_HEAD
     /* configuration */
     int64_t msl_ns, hold_ns, linger_ns;
-    PyObject *obs;          /* the Python Observer: fallback connections, records of theirs */
-    PyObject *decode;       /* rawfin.decode.decode */
+    /* the hand-off: the Python side's callables (rawfin/capture/engine.py Handback), all the lane calls */
+    PyObject *cb_feed, *cb_expire_one, *cb_take, *cb_fire, *cb_decode, *cb_has_pair, *cb_key_of, *cb_active,
+             *cb_end_conns, *cb_end_prepare, *cb_end_finish, *cb_end_clear;
     PyObject *dumps;        /* record dict -> JSON text */
     PyObject *write;        /* bytes -> None */
     PyObject *fmt6;         /* 16 bytes -> IPv6 text as rawfin prints it */
-    PyObject *make_seg;     /* rawfin.decode.make_segment */
-    PyObject *pytimers;     /* the Python observer's heap (a list it never rebinds) */
+    PyObject *make_seg;     /* rawfin.wire.decode.make_segment */
+    int64_t py_timer_when, py_timer_id;   /* the Python observer's first timer, as its last answer said (-1: none) */
     char file_suffix[1024]; /* ',"file":"..."' or empty */
     char msl_text[32];      /* 2 MSL in seconds, as the templates print it */
     /* state */

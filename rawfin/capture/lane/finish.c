@@ -11,7 +11,7 @@ static int cmp_item(const void *a, const void *b) {
 }
 
 static int finish_all(Engine *e) {
-    PyObject *pyconns = PyObject_CallMethod(e->obs, "end_conns", NULL);
+    PyObject *pyconns = PyObject_CallNoArgs(e->cb_end_conns);
     if (!pyconns) return -1;
     Py_ssize_t np = PyList_GET_SIZE(pyconns);
     size_t n = 0, cap = (size_t)e->nconns + (size_t)np + 1;
@@ -21,11 +21,10 @@ static int finish_all(Engine *e) {
         for (conn_t *c = e->buckets[i]; c; c = c->next)
             if (!c->python) { it[n].id = c->id; it[n].c = c; n++; }
     for (Py_ssize_t j = 0; j < np; j++) {
-        PyObject *pc = PyList_GET_ITEM(pyconns, j);
-        PyObject *idv = PyObject_GetAttrString(pc, "id");
-        if (!idv) goto fail;
-        it[n].id = PyLong_AsLongLong(idv);
-        Py_DECREF(idv);
+        PyObject *pc;
+        long long id;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(pyconns, j), "LO", &id, &pc)) goto fail;
+        it[n].id = id;
         Py_INCREF(pc);
         it[n].p = pc;
         n++;
@@ -52,7 +51,7 @@ static int finish_all(Engine *e) {
             it[k].c = NULL;
             it[k].p = p;
         }
-        PyObject *recs = PyObject_CallMethod(e->obs, "end_prepare", "OL", it[k].p, (long long)e->now);
+        PyObject *recs = PyObject_CallFunction(e->cb_end_prepare, "OL", it[k].p, (long long)e->now);
         if (out_pyrecords(e, recs) < 0) goto fail;
     }
     for (size_t k = 0; k < n; k++) {            /* pass 2: the end of each connection */
@@ -71,13 +70,13 @@ static int finish_all(Engine *e) {
             it[k].c = NULL;
             it[k].p = p;
         }
-        PyObject *recs = PyObject_CallMethod(e->obs, "end_finish", "O", it[k].p);
+        PyObject *recs = PyObject_CallOneArg(e->cb_end_finish, it[k].p);
         if (out_pyrecords(e, recs) < 0) goto fail;
     }
     for (size_t k = 0; k < n; k++) Py_XDECREF(it[k].p);
     free(it);
     Py_DECREF(pyconns);
-    PyObject *r = PyObject_CallMethod(e->obs, "end_clear", NULL);
+    PyObject *r = PyObject_CallNoArgs(e->cb_end_clear);
     if (!r) return -1;
     Py_DECREF(r);
     return out_flush(e);

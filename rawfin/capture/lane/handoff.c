@@ -15,7 +15,7 @@ static PyObject *events_list(conn_t *c) {
     return l;
 }
 
-/* Replay the connection into the Python observer; returns its Python connection (new ref).
+/* Replay the connection into the Python observer (Handback.take); returns its handle (new ref).
    The lane's connection stays in the table as a marker: the pair is Python's from now on. */
 static PyObject *handoff(Engine *e, conn_t *c) {
     char ip0[48], ip1[48];
@@ -26,11 +26,14 @@ static PyObject *handoff(Engine *e, conn_t *c) {
     if (!evs) return NULL;
     PyObject *vt = vlan_tuple(c->nvlan, c->vlan);
     if (!vt) { Py_DECREF(evs); return NULL; }
-    PyObject *pc = PyObject_CallMethod(e->obs, "adopt", "LN(si)(si)LN", (long long)c->id, evs, ip0,
-                                       (int)c->port[0], ip1, (int)c->port[1], (long long)c->queued, vt);
-    if (!pc) return NULL;
-    PyObject *key = PyObject_GetAttrString(pc, "key");
-    if (!key) { Py_DECREF(pc); return NULL; }
+    PyObject *ans = PyObject_CallFunction(e->cb_take, "LN(si)(si)LN", (long long)c->id, evs, ip0, (int)c->port[0],
+                                          ip1, (int)c->port[1], (long long)c->queued, vt);
+    if (!ans) return NULL;
+    PyObject *pc, *key, *timer;
+    if (!PyArg_ParseTuple(ans, "OOO", &pc, &key, &timer) || take_timer(e, timer) < 0) { Py_DECREF(ans); return NULL; }
+    Py_INCREF(pc);
+    Py_INCREF(key);
+    Py_DECREF(ans);
     /* the lane's heap entry (if any) goes stale; the marker keeps the pair routed to Python */
     conn_t *m = conn_new(e);
     if (!m) { Py_DECREF(key); Py_DECREF(pc); return NULL; }

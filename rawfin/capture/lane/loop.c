@@ -10,50 +10,31 @@ static PyObject *py_segment(Engine *e, const ev_t *s, const char *src, int sport
                                  (long long)s->data_len, (long long)s->frame, (long long)s->time_ns, vt);
 }
 
-static int sync_id_to_py(Engine *e) {
-    PyObject *v = PyLong_FromLongLong(e->next_id);
-    if (!v) return -1;
-    int r = PyObject_SetAttrString(e->obs, "next_id", v);
-    Py_DECREF(v);
-    return r;
-}
-
-static int sync_id_from_py(Engine *e) {
-    PyObject *v = PyObject_GetAttrString(e->obs, "next_id");
-    if (!v) return -1;
-    long long n = PyLong_AsLongLong(v);
-    Py_DECREF(v);
-    if (n == -1 && PyErr_Occurred()) return -1;
-    e->next_id = n;
-    return 0;
-}
-
-/* pyobs.feed(seg), with the shared connection numbering */
+/* a segment of a pair the Python observer owns, with the shared connection numbering (Handback.feed) */
 static int py_feed(Engine *e, PyObject *seg) {
-    if (sync_id_to_py(e) < 0) return -1;
-    PyObject *recs = PyObject_CallMethod(e->obs, "feed", "O", seg);
-    if (!recs) return -1;
-    if (out_pyrecords(e, recs) < 0) return -1;
+    PyObject *ans = PyObject_CallFunction(e->cb_feed, "OL", seg, (long long)e->next_id);
+    if (!ans) return -1;
+    PyObject *recs, *timer;
+    long long next;
+    if (!PyArg_ParseTuple(ans, "OLO", &recs, &next, &timer)) { Py_DECREF(ans); return -1; }
+    Py_INCREF(recs);
+    e->next_id = next;
+    int r = take_timer(e, timer);
+    Py_DECREF(ans);
+    if (r < 0) { Py_DECREF(recs); return -1; }
     e->py_calls++;
-    return sync_id_from_py(e);
+    return out_pyrecords(e, recs);
 }
 
 /* Observer._expire, the lane's heap and Python's merged in (deadline, connection id) order */
 static int expire(Engine *e, int64_t now) {
     for (;;) {
-        int64_t pw = -1, pid = 0;
-        PyObject *timers = e->pytimers;
-        if (PyList_GET_SIZE(timers)) {
-            PyObject *t = PyList_GET_ITEM(timers, 0);
-            pw = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 0));
-            pid = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1));
-        }
+        int64_t pw = e->py_timer_when, pid = e->py_timer_id;
         int c_due = e->nheap && e->heap[0].when <= now;
         int p_due = pw >= 0 && pw <= now;
         if (!c_due && !p_due) return 0;
         if (p_due && (!c_due || pw < e->heap[0].when || (pw == e->heap[0].when && pid < e->heap[0].id))) {
-            PyObject *recs = PyObject_CallMethod(e->obs, "expire_one", "L", (long long)now);
-            if (out_pyrecords(e, recs) < 0) return -1;
+            if (out_answer(e, PyObject_CallFunction(e->cb_expire_one, "L", (long long)now)) < 0) return -1;
             continue;
         }
         if (e->nout > (1 << 20) && out_flush(e) < 0) return -1;
@@ -94,9 +75,9 @@ static int expire(Engine *e, int64_t now) {
         int64_t q = h.when;
         PyObject *pc = handoff(e, c);
         if (!pc) return -1;
-        PyObject *recs = PyObject_CallMethod(e->obs, "fire_entry", "OLL", pc, (long long)q, (long long)now);
+        PyObject *ans = PyObject_CallFunction(e->cb_fire, "OLL", pc, (long long)q, (long long)now);
         Py_DECREF(pc);
-        if (out_pyrecords(e, recs) < 0) return -1;
+        if (out_answer(e, ans) < 0) return -1;
     }
 }
 
@@ -138,21 +119,14 @@ static int addr_text(Engine *e, int fam, const uint8_t *a, char *out, size_t n) 
     return 0;
 }
 
-/* does the Python observer hold a VLAN-tagged connection of this 4-tuple (Observer.by_tuple)? */
+/* does the Python observer hold a VLAN-tagged connection of this 4-tuple (Handback.has_pair)? */
 static int py_has_tuple(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport) {
     char a[48], b[48];
     if (addr_text(e, fam, src, a, sizeof a) < 0 || addr_text(e, fam, dst, b, sizeof b) < 0) return -1;
-    PyObject *x = Py_BuildValue("(si)", a, (int)sport), *y = Py_BuildValue("(si)", b, (int)dport);
-    if (!x || !y) { Py_XDECREF(x); Py_XDECREF(y); return -1; }
-    int le = PyObject_RichCompareBool(x, y, Py_LE);
-    PyObject *k = le < 0 ? NULL : (le ? PyTuple_Pack(2, x, y) : PyTuple_Pack(2, y, x));
-    Py_DECREF(x);
-    Py_DECREF(y);
-    if (!k) return -1;
-    PyObject *bt = PyObject_GetAttrString(e->obs, "by_tuple");
-    int has = bt ? PySequence_Contains(bt, k) : -1;
-    Py_XDECREF(bt);
-    Py_DECREF(k);
+    PyObject *r = PyObject_CallFunction(e->cb_has_pair, "sisi", a, (int)sport, b, (int)dport);
+    if (!r) return -1;
+    int has = PyObject_IsTrue(r);
+    Py_DECREF(r);
     return has;
 }
 
@@ -274,7 +248,7 @@ to_python:
         } else Py_INCREF(seg);
         int r = py_feed(e, seg);
         if (r == 0 && c->python && !c->pykey) {
-            c->pykey = PyObject_CallMethod(e->obs, "key_of", "O", seg);
+            c->pykey = PyObject_CallOneArg(e->cb_key_of, seg);
             if (!c->pykey) r = -1;
         }
         Py_DECREF(seg);
@@ -282,17 +256,29 @@ to_python:
     }
 }
 
-/* markers of pairs whose Python connection has finished: let them go */
+/* markers of pairs whose Python connection has finished: let them go (Handback.active) */
 static int sweep_markers(Engine *e) {
-    PyObject *active = PyObject_GetAttrString(e->obs, "active");
-    if (!active) return -1;
+    PyObject *keys = PyList_New(0);
+    if (!keys) return -1;
+    for (uint32_t i = 0; i < e->nbuckets; i++)
+        for (conn_t *c = e->buckets[i]; c; c = c->next)
+            if (c->python && c->pykey && PyList_Append(keys, c->pykey) < 0) { Py_DECREF(keys); return -1; }
+    if (!PyList_GET_SIZE(keys)) { Py_DECREF(keys); return 0; }
+    PyObject *ans = PyObject_CallOneArg(e->cb_active, keys);
+    Py_DECREF(keys);
+    if (!ans) return -1;
+    PyObject *still = PySequence_Fast(ans, "active() must give a list");
+    Py_DECREF(ans);
+    if (!still) return -1;
+    Py_ssize_t k = 0, n = PySequence_Fast_GET_SIZE(still);
     for (uint32_t i = 0; i < e->nbuckets; i++) {
         conn_t **pp = &e->buckets[i];
         while (*pp) {
             conn_t *c = *pp;
             if (c->python && c->pykey) {
-                int has = PyDict_Contains(active, c->pykey);
-                if (has < 0) { Py_DECREF(active); return -1; }
+                int has = k < n ? PyObject_IsTrue(PySequence_Fast_GET_ITEM(still, k)) : 1;
+                k++;
+                if (has < 0) { Py_DECREF(still); return -1; }
                 if (!has) {
                     *pp = c->next;
                     e->nconns--;
@@ -304,6 +290,6 @@ static int sweep_markers(Engine *e) {
             pp = &c->next;
         }
     }
-    Py_DECREF(active);
+    Py_DECREF(still);
     return 0;
 }

@@ -1,33 +1,35 @@
 /* rawfin._engine, part module (included by rawfin/capture/_engine.c; one translation unit) */
 /* ------------------------------------------------------------------ the Python type */
 
-static PyObject *SegmentType = NULL;
-
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"observer", "decode", "dumps", "write", "fmt6", "make_segment", "segment_type",
-                             "msl_ns", "hold_ns", "file_suffix", "msl_text", NULL};
-    PyObject *obs, *dec, *dumps, *wr, *f6, *mk, *st;
+    static char *kwlist[] = {"feed", "expire_one", "take", "fire", "decode", "has_pair", "key_of", "active",
+                             "end_conns", "end_prepare", "end_finish", "end_clear", "dumps", "write", "fmt6",
+                             "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text", NULL};
+    PyObject *cb[12], *dumps, *wr, *f6, *mk;
     long long msl, hold;
     const char *suffix, *c2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOLLss", kwlist, &obs, &dec, &dumps, &wr, &f6, &mk, &st,
-                                     &msl, &hold, &suffix, &c2))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOLLss", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
+                                     &cb[4], &cb[5], &cb[6], &cb[7], &cb[8], &cb[9], &cb[10], &cb[11], &dumps, &wr,
+                                     &f6, &mk, &msl, &hold, &suffix, &c2))
         return -1;
     if (!table_set || !rules_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() and set_rules() first"); return -1; }
     if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->msl_text) {
         PyErr_SetString(PyExc_ValueError, "file label too long for the compiled engine");
         return -1;
     }
-    Py_INCREF(obs); Py_XSETREF(e->obs, obs);
-    Py_INCREF(dec); Py_XSETREF(e->decode, dec);
+    PyObject **slots[12] = {&e->cb_feed, &e->cb_expire_one, &e->cb_take, &e->cb_fire, &e->cb_decode, &e->cb_has_pair,
+                            &e->cb_key_of, &e->cb_active, &e->cb_end_conns, &e->cb_end_prepare, &e->cb_end_finish,
+                            &e->cb_end_clear};
+    for (int i = 0; i < 12; i++) {
+        if (!PyCallable_Check(cb[i])) { PyErr_Format(PyExc_TypeError, "%s must be callable", kwlist[i]); return -1; }
+        Py_INCREF(cb[i]);
+        Py_XSETREF(*slots[i], cb[i]);
+    }
     Py_INCREF(dumps); Py_XSETREF(e->dumps, dumps);
     Py_INCREF(wr); Py_XSETREF(e->write, wr);
     Py_INCREF(f6); Py_XSETREF(e->fmt6, f6);
     Py_INCREF(mk); Py_XSETREF(e->make_seg, mk);
-    Py_INCREF(st); Py_XSETREF(SegmentType, st);
-    PyObject *timers = PyObject_GetAttrString(obs, "_timers");
-    if (!timers) return -1;
-    if (!PyList_Check(timers)) { Py_DECREF(timers); PyErr_SetString(PyExc_TypeError, "observer._timers"); return -1; }
-    Py_XSETREF(e->pytimers, timers);
+    e->py_timer_when = e->py_timer_id = -1;
     e->msl_ns = msl;
     e->hold_ns = hold;
     e->linger_ns = 2 * msl;
@@ -60,8 +62,11 @@ static void Engine_dealloc(Engine *e) {
     free(e->buckets4);
     free(e->out);
     free(e->aout);
-    Py_XDECREF(e->obs); Py_XDECREF(e->decode); Py_XDECREF(e->dumps); Py_XDECREF(e->write);
-    Py_XDECREF(e->fmt6); Py_XDECREF(e->make_seg); Py_XDECREF(e->pytimers);
+    Py_XDECREF(e->cb_feed); Py_XDECREF(e->cb_expire_one); Py_XDECREF(e->cb_take); Py_XDECREF(e->cb_fire);
+    Py_XDECREF(e->cb_decode); Py_XDECREF(e->cb_has_pair); Py_XDECREF(e->cb_key_of); Py_XDECREF(e->cb_active);
+    Py_XDECREF(e->cb_end_conns); Py_XDECREF(e->cb_end_prepare); Py_XDECREF(e->cb_end_finish);
+    Py_XDECREF(e->cb_end_clear); Py_XDECREF(e->dumps); Py_XDECREF(e->write); Py_XDECREF(e->fmt6);
+    Py_XDECREF(e->make_seg);
     filter_clear(&e->filter);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }

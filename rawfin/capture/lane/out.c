@@ -39,37 +39,29 @@ static inline void out_i64(Engine *e, int64_t v) {
     while (n) e->out[e->nout++] = tmp[--n];
 }
 
-/* seconds(time_ns) as json.dumps prints it: repr(round(time_ns / 1e9, 6)) */
+/* a record's time, as rawfin.core.units.seconds_of gives it and json.dumps prints it: the time rounded
+   to whole microseconds (half up), written as repr(us / 10**6) is: "12.03", "1.0", "0.0001", "5e-05" */
 static int out_time(Engine *e, int64_t ns) {
-    double x = (double)ns / 1e9;
-    if (ns >= 0 && x >= 1e-4 && x < 4e9) {
-        int64_t rem = ns % 1000;
-        if (rem < 200 || rem > 800) {       /* far from a half microsecond: no double-rounding doubt */
-            int64_t us = ns / 1000 + (rem > 800 ? 1 : 0);
-            int64_t sec = us / 1000000, frac = us % 1000000;
-            out_i64(e, sec);
-            e->out[e->nout++] = '.';
-            if (!frac) { e->out[e->nout++] = '0'; return 0; }
-            char d[6];
-            int k = 6;
-            for (int i = 5; i >= 0; i--) { d[i] = (char)('0' + frac % 10); frac /= 10; }
-            while (k > 1 && d[k - 1] == '0') k--;
-            out_str(e, d, (size_t)k);
-            return 0;
-        }
+    int64_t us = ns >= 0 ? (ns + 500) / 1000 : -((-ns + 499) / 1000);   /* floor((ns + 500) / 1000) */
+    if (out_reserve(e, 32) < 0) return -1;
+    if (us < 0) { e->out[e->nout++] = '-'; us = -us; }
+    if (us == 0) { OUT_LIT(e, "0.0"); return 0; }
+    if (us < 100) {                      /* below 1e-4: Python's repr has an exponent */
+        char d[2] = {(char)('0' + (us >= 10 ? us / 10 : us)), (char)('0' + us % 10)};
+        e->out[e->nout++] = d[0];
+        if (us >= 10 && d[1] != '0') { e->out[e->nout++] = '.'; e->out[e->nout++] = d[1]; }
+        OUT_LIT(e, "e-0");
+        e->out[e->nout++] = us >= 10 ? '5' : '6';
+        return 0;
     }
-    /* the general case, through CPython's own float round and repr */
-    char *r6 = PyOS_double_to_string(x, 'f', 6, 0, NULL);
-    if (!r6) return -1;
-    double y = PyOS_string_to_double(r6, NULL, NULL);
-    PyMem_Free(r6);
-    if (y == -1.0 && PyErr_Occurred()) return -1;
-    char *s = PyOS_double_to_string(y, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (!s) return -1;
-    size_t n = strlen(s);
-    if (out_reserve(e, n + 8) < 0) { PyMem_Free(s); return -1; }
-    out_str(e, s, n);
-    PyMem_Free(s);
+    out_i64(e, us / 1000000);
+    e->out[e->nout++] = '.';
+    int64_t frac = us % 1000000;
+    char d[6];
+    int k = 6;
+    for (int i = 5; i >= 0; i--) { d[i] = (char)('0' + frac % 10); frac /= 10; }
+    while (k > 1 && d[k - 1] == '0') k--;
+    out_str(e, d, (size_t)k);
     return 0;
 }
 
@@ -179,4 +171,26 @@ static int out_pyrecords(Engine *e, PyObject *recs) {
     Py_DECREF(recs);
     if (e->nout > (1 << 20)) return out_flush(e);
     return 0;
+}
+
+/* the Python observer's first timer, from an answer of the hand-off: None or (deadline, connection id) */
+static int take_timer(Engine *e, PyObject *t) {
+    if (t == Py_None) { e->py_timer_when = e->py_timer_id = -1; return 0; }
+    long long when, id;
+    if (!PyArg_ParseTuple(t, "LL", &when, &id)) return -1;
+    e->py_timer_when = when;
+    e->py_timer_id = id;
+    return 0;
+}
+
+/* an answer (records, timer) of the hand-off: the records written, the timer kept */
+static int out_answer(Engine *e, PyObject *ans) {
+    if (!ans) return -1;
+    PyObject *recs, *timer;
+    if (!PyArg_ParseTuple(ans, "OO", &recs, &timer)) { Py_DECREF(ans); return -1; }
+    Py_INCREF(recs);
+    int r = take_timer(e, timer);
+    Py_DECREF(ans);
+    if (r < 0) { Py_DECREF(recs); return -1; }
+    return out_pyrecords(e, recs);
 }

@@ -576,12 +576,11 @@ class Stream:
             _table_loaded()
             _rules_loaded()
             from rawfin.wire.decode import decode, make_segment
-            from rawfin.core.segment import Segment
 
             suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
-            self.eng = _engine.Engine(observer=self.obs, decode=decode, dumps=to_json, write=write, fmt6=_fmt6,
-                                      make_segment=make_segment, segment_type=Segment, msl_ns=msl_ns,
-                                      hold_ns=hold_ns, file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
+            self.eng = _engine.Engine(**Handback(self.obs, decode).callables(), dumps=to_json, write=write,
+                                      fmt6=_fmt6, make_segment=make_segment, msl_ns=msl_ns, hold_ns=hold_ns,
+                                      file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
             self.feed = self.eng.feed_frame
             self.tick = self.eng.tick
             self.flush = self.eng.flush

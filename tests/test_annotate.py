@@ -37,6 +37,7 @@ from rawfin.core.errors import CaptureError
 from rawfin.wire.pcapio import (LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapngWriter, PcapWriter, iter_frames,
                            open_capture)
 from rawfin.core.segment import Flags
+from rawfin.render.records import record
 
 TSHARK = shutil.which("tshark")
 needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (apt-get install tshark)")
@@ -103,7 +104,7 @@ def expected_comment_frames(path, msl_s: float = 30.0) -> set[int]:
     out: set[int] = set()
     frameless: set[int] = set()
     try:
-        for r in records(str(path), msl_s=msl_s):
+        for r in records(str(path), msl_s=msl_s, record=record):
             if r["type"] == "connection":
                 out.add(r["first_frame"])          # the connection comment
                 if r["conn"] in frameless:
@@ -341,7 +342,7 @@ def test_comments_spilled_to_disk_come_back_in_frame_order(tmp_path):
     annotate(str(src), str(small), msl_s=0.5, run_size=3)
     annotate(str(src), str(big), msl_s=0.5)
     assert small.read_bytes() == big.read_bytes()
-    notes = notes_from_records(records(str(src), msl_s=0.5))
+    notes = notes_from_records(records(str(src), msl_s=0.5, record=record))
     assert {f.frame: list(own(f.comments)) for f in frames(small) if f.comments} == notes
 
 

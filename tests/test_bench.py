@@ -15,6 +15,7 @@ import pytest
 import bench
 from rawfin.capture.analysis import CaptureStats, records
 from rawfin.wire.pcapio import LINKTYPE_ETHERNET, open_capture
+from rawfin.render.records import record
 
 PACKETS, CONNECTIONS = 2_000, 200
 TSHARK = shutil.which("tshark")
@@ -46,7 +47,7 @@ def test_deterministic(capture, tmp_path):
 
 def test_rawfin_reads_connections_and_closes(capture):
     stats = CaptureStats(path=capture.path)
-    recs = list(records(capture.path, stats=stats))
+    recs = list(records(capture.path, stats=stats, record=record))
     conns = [r for r in recs if r["type"] == "connection"]
     assert stats.frames == stats.tcp == PACKETS
     assert len(conns) == CONNECTIONS

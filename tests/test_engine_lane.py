@@ -15,6 +15,7 @@ from rawfin import cli
 from rawfin.capture import engine
 from rawfin.capture.analysis import CaptureStats, records
 from rawfin.wire import bpf
+from rawfin.render.records import json_line, record
 from bench import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def _run_lane(path: Path, **kw) -> tuple[bytes, CaptureStats, dict]:
     buf = io.BytesIO()
     stats = CaptureStats(path=str(path))
     seen: dict = {}
-    assert engine.run(str(path), buf.write, stats=stats, counters=seen, **kw)
+    assert engine.run(str(path), buf.write, stats=stats, counters=seen, **kw, json_of=json_line(None))
     return buf.getvalue(), stats, seen
 
 
@@ -49,7 +50,7 @@ def test_closes_the_rules_cover_never_leave_the_lane(name):
 
 
 def _reference(path: Path) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    return "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path), record=record))
 
 
 def _crafted(tmp_path: Path, name: str, segs) -> Path:
@@ -98,7 +99,7 @@ def test_the_bench_mix_runs_entirely_in_the_lane(tmp_path):
     out, stats, seen = _run_lane(cap)
     assert seen["python_calls"] == seen["handoffs"] == 0
     assert stats.connections == 2_000 and stats.frames == 20_000
-    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(cap)))
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(cap), record=record))
     assert out.decode() == ref
 
 
@@ -109,14 +110,14 @@ def _assert_lane_agrees(path: Path) -> None:
 
     buf, lane_err, ref_err = io.BytesIO(), None, None
     try:
-        if not engine.run(str(path), buf.write):
+        if not engine.run(str(path), buf.write, json_of=json_line(None)):
             assert buf.getvalue() == b""
             return
     except CaptureError as e:
         lane_err = str(e)
     ref: list[str] = []
     try:
-        ref.extend(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+        ref.extend(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path), record=record))
     except CaptureError as e:
         ref_err = str(e)
     assert (buf.getvalue().decode(), lane_err) == ("".join(ref), ref_err)
@@ -166,7 +167,7 @@ def test_without_the_extension_auto_runs_the_reference_and_c_is_a_usage_error(mo
     cap = str(CAPTURES / "normal-close.pcap")
     assert cli.main(["analyze", "--format", "jsonl", cap]) == 0
     out = capsys.readouterr().out
-    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(cap))
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(cap, record=record))
     assert out == ref
     assert cli.main(["analyze", "--format", "jsonl", "--engine", "c", cap]) == 2
     assert "rawfin.capture._engine is not built (test)" in capsys.readouterr().err
@@ -186,7 +187,7 @@ def test_a_pcapng_with_times_beyond_int64_goes_to_the_reference(tmp_path):
         for fr in r:
             w.write_packet(iface, fr.data, time_ns=fr.time_ns + (1 << 63))
     buf = io.BytesIO()
-    assert engine.run(str(path), buf.write) is False and buf.getvalue() == b""
+    assert engine.run(str(path), buf.write, json_of=json_line(None)) is False and buf.getvalue() == b""
     p = _cli("analyze", "--format", "jsonl", str(path))
     q = _cli("analyze", "--format", "jsonl", "--engine", "python", str(path))
     assert p.returncode == q.returncode == 0 and p.stdout == q.stdout and p.stdout
@@ -304,7 +305,7 @@ def test_common_anomalies_stay_in_the_lane(tmp_path):
     text = out.decode()
     for kind in ("retransmission", "previous_segment_not_captured", "acked_unseen_segment"):
         assert f'"kind":"{kind}"' in text
-    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path), record=record))
     assert text == ref
 
 
@@ -325,7 +326,7 @@ def test_connections_picked_up_mid_stream_stay_in_the_lane(tmp_path):
     text = out.decode()
     assert '"mid_stream":true' in text and '"server_guessed":true' in text
     assert seen["handoffs"] == 0, seen
-    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path), record=record))
     assert text == ref
 
 
@@ -354,7 +355,7 @@ def test_vlan_tagged_traffic_stays_in_the_lane(tags, tmp_path):
     out, _stats, seen = _run_lane(path)
     assert seen["handoffs"] == 0 and seen["python_calls"] == 0, seen
     assert f'"vlan":{json.dumps(list(tags), separators=(",", ":"))}' in out.decode()
-    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path), record=record))
     assert out.decode() == ref
 
 
@@ -370,7 +371,7 @@ def test_a_router_on_a_stick_is_handed_to_the_python_observer(tmp_path):
     _tagged(src, path, lambda i, fr: (20,) if decode(fr.linktype, fr.data, fr.orig_len).sport == 443 else (10,))
     out, stats, seen = _run_lane(path)
     assert stats.connections == 10 and seen["handoffs"] == 10, seen
-    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path), record=record))
     assert out.decode() == ref
 
 
@@ -396,7 +397,7 @@ def test_cooked_and_raw_link_types_are_decoded_by_the_lane(linktype, tmp_path):
             w.write(head + d[14:], fr.time_ns, fr.orig_len - 14 + len(head))
     out, _stats, seen = _run_lane(path)
     assert seen["python_calls"] == seen["handoffs"] == 0, seen
-    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path)))
+    ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(path), record=record))
     assert out.decode() == ref and out
 
 
@@ -432,7 +433,7 @@ def test_lane_records_generator_falls_back_when_the_lane_declines(tmp_path):
         iface = w.add_interface(r.interfaces[0].linktype)
         for fr in r:
             w.write_packet(iface, fr.data, time_ns=fr.time_ns + (1 << 63))
-    assert list(engine.records(str(path))) == list(records(str(path))) != []
+    assert list(engine.records(str(path), record=record, json_of=json_line(None))) == list(records(str(path), record=record)) != []
 
 
 @needs_lane

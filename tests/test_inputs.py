@@ -22,6 +22,7 @@ from rawfin.capture import engine
 from rawfin.capture.analysis import CaptureStats, records
 from rawfin.core.errors import CaptureError
 from rawfin.wire import bpf
+from rawfin.render.records import json_line, record
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = ROOT / "captures"
@@ -85,7 +86,7 @@ def test_a_big_stream_goes_through_the_lane_as_fast_as_a_file(tmp_path):
     for src in (Source(str(cap)), Source(str(gz), "gzip")):
         buf, seen = bytearray(), {}
         with opened(src) as (name, f):
-            assert engine.run(name, buf.extend, fileobj=f, counters=seen)
+            assert engine.run(name, buf.extend, fileobj=f, counters=seen, json_of=json_line(None))
         outs.append(bytes(buf))
         calls.append(seen["python_calls"])
     assert outs[0] == outs[1] and outs[0].count(b'"type":"connection"') == 2_000
@@ -156,7 +157,7 @@ def test_filter_means_what_it_means_to_tcpdump(tmp_path, expr):
             drop = ("first_frame", "last_frame", "first_time", "last_time")   # tcpdump -w writes µs
             try:
                 got = [{k: v for k, v in r.items() if k not in drop}
-                       for r in records(str(path), bpf=select, stats=stats) if r["type"] == "connection"]
+                       for r in records(str(path), bpf=select, stats=stats, record=record) if r["type"] == "connection"]
             except CaptureError:
                 return None, None
             return got, stats.tcp

@@ -22,6 +22,7 @@ import pytest
 
 from unprivileged import needs_setpriv
 from rawfin.linux.kernel import tracefs_missing_reason
+from rawfin.render.records import record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -326,7 +327,7 @@ def test_analyze_of_a_live_capture_finds_the_kernels_transitions(tmp_path):
     ls.close()
     kernel = Counter((r["endpoint"], r["from"], r["to"]) for r in recs if r["type"] == "kernel"
                      and r["from"] != r["to"])
-    analyzed = list(records(path))
+    analyzed = list(records(path, record=record))
     wire = Counter((r["endpoint"], r["from"], r["to"]) for r in analyzed
                    if r["type"] == "transition" and r["frame"] is not None)
     assert wire == kernel

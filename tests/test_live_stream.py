@@ -21,6 +21,7 @@ from rawfin.wire.pcapio import open_capture
 from rawfin.core.errors import CaptureError
 
 import shared_corpus
+from rawfin.render.records import json_line
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = sorted(REPO.glob("captures/*.pcap")) + list(shared_corpus.FILES)
@@ -40,7 +41,7 @@ def frames_fit(path: Path) -> bool:
 
 def stream_out(path: Path, *, lane: bool, msl_s: float) -> bytes:
     buf = io.BytesIO()
-    s = engine.Stream(buf.write, msl_ns=int(msl_s * SEC), hold_ns=0, lane=lane)
+    s = engine.Stream(buf.write, msl_ns=int(msl_s * SEC), hold_ns=0, lane=lane, json_of=json_line(None))
     prev = None
     try:
         with open_capture(str(path)) as reader:
@@ -82,7 +83,7 @@ def test_time_alone_ends_time_wait():
     """No frame after the close: TIME_WAIT -> CLOSED is written by a tick at 2MSL, on the
     frames' clock, and not before."""
     buf = io.BytesIO()
-    s = engine.Stream(buf.write, msl_ns=SEC, hold_ns=0)
+    s = engine.Stream(buf.write, msl_ns=SEC, hold_ns=0, json_of=json_line(None))
     last = 0
     with open_capture(str(REPO / "captures" / "normal-close.pcap")) as reader:
         for fr in reader:

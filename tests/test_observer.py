@@ -8,6 +8,12 @@ from rawfin.sim import craft
 from rawfin.core import seq as sq
 from rawfin.core.observer import Observer
 from rawfin.core.segment import Flags
+from rawfin.render.records import record
+
+
+def _recs(events) -> list:
+    """The observer's events as the records every format shows."""
+    return [record(e) for e in events]
 
 C, S = ("192.0.2.2", 50001), ("192.0.2.1", 80)
 C6, S6 = ("2001:db8::2", 50001), ("2001:db8::1", 80)
@@ -20,8 +26,8 @@ def run(segs, msl_s=30):
     obs = Observer(msl_ns=msl_s * SEC)
     recs = []
     for s in segs:
-        recs += obs.feed(s)
-    recs += obs.finish()
+        recs += _recs(obs.feed(s))
+    recs += _recs(obs.finish())
     return recs
 
 
@@ -184,10 +190,10 @@ def test_time_wait_expires_in_capture_time_and_the_connection_is_dropped():
     first = craft.connection(close="4way")
     obs = Observer(msl_ns=30 * SEC)
     for i, s in enumerate(first):
-        obs.feed(s.with_(frame=i + 1))
+        _recs(obs.feed(s.with_(frame=i + 1)))
     assert len(obs.active) == 1
     later = craft.connection(("192.0.2.9", 40000), S, start_ns=first[-1].time_ns + 200 * SEC)
-    recs = obs.feed(later[0].with_(frame=len(first) + 1))
+    recs = _recs(obs.feed(later[0].with_(frame=len(first) + 1)))
     expired = [r for r in recs if r["type"] == "transition" and r["to"] == "CLOSED" and r["frame"] is None]
     assert expired and expired[0]["time"] == pytest.approx((first[-1].time_ns + 60 * SEC) / 1e9)
     assert [r["conn"] for r in recs if r["type"] == "connection"] == [0]
@@ -224,8 +230,8 @@ def test_filter_selects_connections():
     obs = Observer(select=lambda c: 22 in {e[1] for e in c.eps})
     recs = []
     for i, s in enumerate(segs):
-        recs += obs.feed(s.with_(frame=i + 1))
-    recs += obs.finish()
+        recs += _recs(obs.feed(s.with_(frame=i + 1)))
+    recs += _recs(obs.finish())
     assert {r["conn"] for r in recs} == {1}
 
 
@@ -233,8 +239,8 @@ def _all_records(segs, fast):
     obs = Observer(fast_path=fast)
     recs = []
     for s in segs:
-        recs += obs.feed(s)
-    return recs + obs.finish()
+        recs += _recs(obs.feed(s))
+    return recs + _recs(obs.finish())
 
 
 @pytest.mark.parametrize("close", ["4way", "3way", "simultaneous", "rst", "fin_with_data"])
@@ -275,11 +281,11 @@ def _records_of_file(path, **kw):
     try:
         for fr in open_capture(path):
             r = decode(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
-            recs += obs.feed(r) if r.__class__.__name__ == "Segment" else obs.note_skip(r.kind, fr.frame, fr.time_ns,
-                                                                                         r.reason)
+            recs += _recs(obs.feed(r)) if r.__class__.__name__ == "Segment" else _recs(obs.note_skip(r.kind, fr.frame, fr.time_ns,
+                                                                                         r.reason))
     except CaptureError:
         pass
-    return recs + obs.finish()
+    return recs + _recs(obs.finish())
 
 
 def test_time_wait_compaction_changes_nothing():
@@ -305,16 +311,16 @@ def _all_records_kw(segs, kw):
     obs = Observer(**kw)
     recs = []
     for s in segs:
-        recs += obs.feed(s)
-    return recs + obs.finish()
+        recs += _recs(obs.feed(s))
+    return recs + _recs(obs.finish())
 
 
 def test_time_wait_compaction_shrinks_what_is_held():
     obs = Observer()
     segs = craft.connection(close="4way")
     for i, s in enumerate(segs):
-        obs.feed(s.with_(frame=i + 1))
-    obs.tick(segs[-1].time_ns + 11 * SEC)          # past the final-ACK hold
+        _recs(obs.feed(s.with_(frame=i + 1)))
+    _recs(obs.tick(segs[-1].time_ns + 11 * SEC))          # past the final-ACK hold
     (held,) = set(obs.active.values())
     assert type(held).__name__ == "TimeWait"
     assert [held.a, held.b].count(None) == 1          # the CLOSED side is gone, the other is a tuple

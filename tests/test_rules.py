@@ -20,6 +20,7 @@ from rawfin.core import machine
 from rawfin.core.segment import Flags, Segment
 from rawfin.wire import codec
 from rawfin.wire.pcapio import LINKTYPE_RAW, PcapWriter
+from rawfin.render.records import json_line, record
 from test_engine import Runner, first_difference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +94,8 @@ def test_the_lane_itself_runs_the_changed_rule(tmp_path):
     old = machine.install(machine.compile_rules(mod))
     try:
         buf, seen = io.BytesIO(), {}
-        assert engine.run(str(cap), buf.write, counters=seen)
-        ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(cap)))
+        assert engine.run(str(cap), buf.write, counters=seen, json_of=json_line(None))
+        ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(str(cap), record=record))
     finally:
         machine.install(old)
     assert seen["handoffs"] == seen["python_calls"] == 0, seen
@@ -102,5 +103,5 @@ def test_the_lane_itself_runs_the_changed_rule(tmp_path):
     assert "RFC 793" in ref and "rst_not_exact" not in ref
     # and back under rawfin's own rules: RFC 5961's challenge ACK
     buf = io.BytesIO()
-    engine.run(str(cap), buf.write)
+    engine.run(str(cap), buf.write, json_of=json_line(None))
     assert "rst_not_exact" in buf.getvalue().decode()

@@ -17,6 +17,12 @@ from rawfin.sim import scenarios
 from rawfin.wire.codec import from_bytes
 from rawfin.core.observer import Observer
 from rawfin.wire.pcapio import iter_frames
+from rawfin.render.records import record
+
+
+def _recs(events) -> list:
+    """The observer's events as the records every format shows."""
+    return [record(e) for e in events]
 
 
 def capture_point(pair) -> str | None:
@@ -77,8 +83,8 @@ def test_analyze_finds_what_the_scenario_did(name, tmp_path):
     obs = Observer(msl_ns=pair.client.config.msl_ns)
     recs = []
     for fr in iter_frames(path):
-        recs += obs.feed(from_bytes(fr.data, frame=fr.frame, time_ns=fr.time_ns))
-    recs += obs.finish()
+        recs += _recs(obs.feed(from_bytes(fr.data, frame=fr.frame, time_ns=fr.time_ns)))
+    recs += _recs(obs.finish())
     emu = scenario_records(pair, where)
     # transitions the capture shows a segment for, taken by the emulated endpoints
     # (one whose segment the capture point never saw, like a FIN lost before it,
@@ -106,7 +112,7 @@ def test_analyze_on_the_shipped_capture_agrees_with_the_scenario(name):
 
     path = Path(__file__).resolve().parents[1] / "captures" / f"{name}.pcap"
     pair = scenarios.run(scenarios.builtin(name))
-    recs = list(records(str(path), msl_s=pair.client.config.msl_ns / 1e9))
+    recs = list(records(str(path), msl_s=pair.client.config.msl_ns / 1e9, record=record))
     emu = scenario_records(pair, "sender")
     assert paths(recs) == paths(emu, {(r["from"], r["to"]) for r in transitions(emu)
                                       if r["frame"] is None and "LISTEN" not in (r["from"], r["to"])
@@ -124,8 +130,8 @@ def test_lost_final_ack_seen_from_the_server_reads_as_a_lost_fin(tmp_path):
     recs = []
     frames = list(iter_frames(path))
     for fr in frames:
-        recs += obs.feed(from_bytes(fr.data, frame=fr.frame, time_ns=fr.time_ns))
-    recs += obs.finish()
+        recs += _recs(obs.feed(from_bytes(fr.data, frame=fr.frame, time_ns=fr.time_ns)))
+    recs += _recs(obs.finish())
     fins = [fr.frame for fr in frames if from_bytes(fr.data).fin and from_bytes(fr.data).sport == 80]
     assert len(fins) == 2                     # the server's FIN and its retransmission
     client = [(r["frame"], r["from"], r["to"]) for r in transitions(recs) if r["endpoint"] == "192.0.2.2:50001"]

@@ -500,9 +500,10 @@ def analyze(path: str) -> list[dict]:
     """The records ``rawfin analyze`` would print for ``path`` (lane where it applies)."""
     from rawfin.capture import engine
     from rawfin.capture.analysis import records
+    from rawfin.render.records import json_line, record
     if engine.available():
-        return list(engine.records(path))
-    return list(records(path))
+        return list(engine.records(path, record=record, json_of=json_line(None)))
+    return list(records(path, record=record))
 
 
 def _sockets_of(ns, port: int):

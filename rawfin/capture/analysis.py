@@ -49,8 +49,10 @@ class CaptureStats:
 def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
             select: Callable[[Connection], bool] | None = None,
             progress: Callable[[int, int], None] | None = None, stats: CaptureStats | None = None,
-            fileobj: BinaryIO | None = None, bpf=None) -> Iterator[dict]:
-    """Every record of one capture, in order; raises CaptureError (after the good part) on damage.
+            fileobj: BinaryIO | None = None, bpf=None, record: Callable | None = None) -> Iterator:
+    """What the observer makes of one capture, in order: its typed events (rawfin.core.events), or
+    ``record(event, label)`` of each when ``record`` is given (rawfin.render.records.record makes the
+    records every format shows). Raises CaptureError (after the good part) on damage.
 
     ``progress(pos, frames)`` is called every 16,384 frames with the bytes read so far.
 
@@ -61,12 +63,17 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
     from rawfin.wire.pcapio import open_capture
 
     stats = stats if stats is not None else CaptureStats(path=path)
-    obs = Observer(msl_ns=int(msl_s * SEC), file=label, select=select)
+    obs = Observer(msl_ns=int(msl_s * SEC), select=select)
+    if record is not None:
+        made = _made(record, label)
+        feed = lambda seg: made(obs.feed(seg))                                     # noqa: E731
+        note_skip = lambda *a: made(obs.note_skip(*a))                             # noqa: E731
+        finish = lambda: made(obs.finish())                                        # noqa: E731
+    else:
+        feed, note_skip, finish = obs.feed, obs.note_skip, obs.finish
     reader = open_capture(path, fileobj)
     match = bpf.for_byte_order(reader.byte_order == "big").match if bpf is not None else None
     filtered = 0
-    feed = obs.feed
-    note_skip = obs.note_skip
     n = 0
     try:
         try:
@@ -93,7 +100,7 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
             reader.close()
         stats.frames = n
         stats.filtered = filtered
-        yield from obs.finish()
+        yield from finish()
     finally:
         stats.connections = obs.connections_done
         stats.by_close = obs.by_close
@@ -102,3 +109,9 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
             stats.skipped[k] += v
     if stats.error is not None:
         raise stats.error
+
+
+def _made(record: Callable, label: str | None) -> Callable:
+    def made(events) -> list:
+        return [record(ev, label) for ev in events] if events else []
+    return made

@@ -26,7 +26,6 @@ from rawfin.core.units import SEC
 from rawfin.core.errors import CaptureError
 from rawfin.core.observer import Observer
 from rawfin.core.segment import Segment
-from rawfin.render.records import to_json
 
 try:  # the extension is optional: no compiler, no lane (rawfin then runs the reference)
     from rawfin.capture import _engine
@@ -181,10 +180,12 @@ def _fmt6(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
-def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, label: str | None = None,
-        progress=None, stats=None, counters: dict | None = None, fileobj=None, bpf=None,
+def run(path: str, write: Callable[[bytes], object], *, json_of: Callable, msl_s: float = 30.0,
+        label: str | None = None, progress=None, stats=None, counters: dict | None = None, fileobj=None, bpf=None,
         on_first: Callable[[int], object] | None = None) -> bool:
-    """Write every record of one capture as JSON lines through ``write`` (bytes).
+    """Write every record of one capture as JSON lines through ``write`` (bytes). ``json_of(event)``:
+    the JSON line (no newline) of an event the Python observer gives (rawfin.render.records.json_line:
+    the record format is the output layer's).
 
     As ``rawfin.analysis.records`` gives them, serialized by the jsonl sink; raises
     CaptureError after the good part on damage. ``progress(pos, frames)`` is called now
@@ -211,10 +212,10 @@ def run(path: str, write: Callable[[bytes], object], *, msl_s: float = 30.0, lab
     _table_loaded()
     _rules_loaded()
     msl_ns = int(msl_s * SEC)
-    obs = Observer(msl_ns=msl_ns, file=label)
+    obs = Observer(msl_ns=msl_ns)
     suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
     hb = Handback(obs, decode)
-    eng = _engine.Engine(**hb.callables(), dumps=to_json, write=write, fmt6=_fmt6, make_segment=make_segment,
+    eng = _engine.Engine(**hb.callables(), dumps=json_of, write=write, fmt6=_fmt6, make_segment=make_segment,
                          msl_ns=msl_ns, hold_ns=obs.hold_ns, file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
     reader = open_capture(path, fileobj)
     if bpf is not None:
@@ -518,17 +519,19 @@ def run_beside(path: str, consume: Callable[[bytes], object], **kw) -> bool:
         consume(chunk)
 
 
-def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progress=None,
-            stats=None, fileobj=None, bpf=None) -> Iterator[dict]:
-    """``rawfin.analysis.records`` through the lane: the same dicts, in the same order, as a
-    generator (for ``check`` and ``annotate``, which pull their records).
+def records(path: str, *, record: Callable, json_of: Callable, msl_s: float = 30.0, label: str | None = None,
+            progress=None, stats=None, fileobj=None, bpf=None) -> Iterator[dict]:
+    """``rawfin.capture.analysis.records(..., record=record)`` through the lane: the same records, in the same
+    order, as a generator (for ``check`` and ``annotate``, which pull their records). ``json_of`` as
+    :func:`run` takes it.
 
     The lane runs in a worker thread (:func:`chunks`). When the lane declines the capture,
     the reference gives the records.
     """
     got: list[dict] = []
     feed = RecordFeed(got.append)
-    it = chunks(path, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj, bpf=bpf)
+    it = chunks(path, json_of=json_of, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj,
+                bpf=bpf)
     while True:
         try:
             chunk = next(it)
@@ -541,7 +544,7 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None, progres
     if not ok:
         from rawfin.capture.analysis import records as reference
 
-        yield from reference(path, msl_s=msl_s, label=label, stats=stats, bpf=bpf)
+        yield from reference(path, msl_s=msl_s, label=label, stats=stats, bpf=bpf, record=record)
 
 
 def choose(choice: str) -> bool:
@@ -566,10 +569,11 @@ class Stream:
     the Python observer does it all, with the same records in the same order.
     """
 
-    def __init__(self, write: Callable[[bytes], object], *, msl_ns: int = 30 * SEC, hold_ns: int = 0,
-                 label: str | None = None, lane: bool | None = None) -> None:
+    def __init__(self, write: Callable[[bytes], object], *, json_of: Callable, msl_ns: int = 30 * SEC,
+                 hold_ns: int = 0, label: str | None = None, lane: bool | None = None) -> None:
         self.write = write
-        self.obs = Observer(msl_ns=msl_ns, file=label, final_ack_hold_ns=hold_ns)
+        self.json_of = json_of
+        self.obs = Observer(msl_ns=msl_ns, final_ack_hold_ns=hold_ns)
         self.lane = available() if lane is None else lane
         self.frames = self.tcp = 0
         if self.lane:
@@ -578,7 +582,7 @@ class Stream:
             from rawfin.wire.decode import decode, make_segment
 
             suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
-            self.eng = _engine.Engine(**Handback(self.obs, decode).callables(), dumps=to_json, write=write,
+            self.eng = _engine.Engine(**Handback(self.obs, decode).callables(), dumps=json_of, write=write,
                                       fmt6=_fmt6, make_segment=make_segment, msl_ns=msl_ns, hold_ns=hold_ns,
                                       file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
             self.feed = self.eng.feed_frame
@@ -612,9 +616,9 @@ class Stream:
             data, self._held = "".join(self._held).encode(), []
             self.write(data)
 
-    def _take(self, recs: list[dict]) -> None:
-        for r in recs:
-            self._held.append(to_json(r) + "\n")
+    def _take(self, events: list) -> None:
+        for ev in events:
+            self._held.append(self.json_of(ev) + "\n")
 
     # -- both
     def finish(self) -> dict:

@@ -10,6 +10,7 @@ from rawfin.capture.analysis import CaptureStats, records
 from rawfin.capture.sources import Source, from_args, opened
 from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
 from rawfin.render.progress import Progress
+from rawfin.render.records import json_line, record
 from rawfin.render.sinks import FastSink, make_sink
 
 
@@ -43,7 +44,7 @@ def run(args) -> int:
                         continue
                     with Progress(os.path.basename(name), src.size(), args.progress) as bar:
                         for rec in records(name, msl_s=args.msl, label=label, progress=bar.callback,
-                                           select=only, stats=stats, fileobj=fileobj, bpf=select):
+                                           select=only, stats=stats, fileobj=fileobj, bpf=select, record=record):
                             if hasattr(sink, "set_origin") and stats.first_time is not None:
                                 sink.set_origin(stats.first_time)
                             sink.write(rec)
@@ -129,7 +130,7 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
 
     bar = Progress(os.path.basename(src.name), src.size(), args.progress)
     kw = dict(msl_s=args.msl, label=label, progress=bar.callback, stats=stats, fileobj=fileobj,
-              bpf=select)
+              bpf=select, json_of=json_line(label))
     try:
         if args.format == "jsonl" and not args.summary and getattr(args, "by", None) is None:
             sys.stdout.flush()
@@ -179,9 +180,13 @@ def _draw(args, inputs, select) -> int:
         items: list[dict] = []
         conn = None
         with opened(src) as (name, fileobj):
-            pull = engine.records if engine.choose(getattr(args, "engine", "auto")) else records
+            if engine.choose(getattr(args, "engine", "auto")):
+                pull = engine.records(name, msl_s=args.msl, stats=stats, fileobj=fileobj, bpf=select, record=record,
+                                      json_of=json_line(None))
+            else:
+                pull = records(name, msl_s=args.msl, stats=stats, fileobj=fileobj, bpf=select, record=record)
             try:
-                for rec in pull(name, msl_s=args.msl, stats=stats, fileobj=fileobj, bpf=select):
+                for rec in pull:
                     if rec.get("conn") != n:
                         continue
                     if rec["type"] == "connection":

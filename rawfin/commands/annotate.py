@@ -25,9 +25,14 @@ def annotate_capture(path: str, output: str | None = None, *, msl_s: float = 30.
     stats = analysis.CaptureStats(path=path)
 
     def records():
-        source = engine.records if lane else analysis.records
+        from rawfin.render.records import json_line, record
+
         with Progress(os.path.basename(path), engine.size_of(path), progress) as bar:
-            yield from source(path, msl_s=msl_s, progress=bar.callback, stats=stats)
+            if lane:
+                yield from engine.records(path, msl_s=msl_s, progress=bar.callback, stats=stats, record=record,
+                                          json_of=json_line(None))
+            else:
+                yield from analysis.records(path, msl_s=msl_s, progress=bar.callback, stats=stats, record=record)
 
     return annotate(path, output, records(), stats, stream=stream, run_size=run_size)
 

@@ -60,7 +60,14 @@ def run(args) -> int:
 
     inputs = from_args(args)
     select = bpf.parse(args.filter)
-    source = engine.records if engine.choose(getattr(args, "engine", "auto")) else records
+    from rawfin.render.records import json_line, record
+
+    if engine.choose(getattr(args, "engine", "auto")):
+        def source(name, label=None, **kw):
+            return engine.records(name, label=label, record=record, json_of=json_line(label), **kw)
+    else:
+        def source(name, **kw):
+            return records(name, record=record, **kw)
     many = len(inputs.sources) > 1
     rows: list[list] = []
     failed_conns = 0

@@ -178,7 +178,10 @@ def open_live(*, msl_ns: int = 30 * 10**9, lane: bool | None = None, **kw):
     from rawfin.capture.engine import Stream
     from rawfin.linux.live import Live
 
-    return Live(stream=lambda write: Stream(write, msl_ns=msl_ns, hold_ns=0, lane=lane), **kw)
+    from rawfin.render.records import json_line
+
+    return Live(stream=lambda write: Stream(write, json_of=json_line(None), msl_ns=msl_ns, hold_ns=0, lane=lane),
+                **kw)
 
 
 def _drops_note(st: dict) -> None:

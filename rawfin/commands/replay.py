@@ -38,7 +38,9 @@ def load(path: str, conn: int = 0, *, mid_stream: bool = False):
         reader.close()
     if not segs:
         raise ReplayError(f"{path}: not TCP: none of its {frames} frames is a TCP segment")
-    recs = list(records(path, msl_s=30.0))
+    from rawfin.render.records import record
+
+    recs = list(records(path, msl_s=30.0, record=record))
     return recording(path, segs, recs, conn, mid_stream=mid_stream)
 
 

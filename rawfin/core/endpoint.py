@@ -132,14 +132,15 @@ class Endpoint:
                 f"rcv_nxt={self.rcv_nxt}>")
 
     # -- the table ----------------------------------------------------------
-    def _move(self, out: _Out, inp: Input, cause: str, now: int, frame: int | None = None) -> bool:
+    def _move(self, out: _Out, inp: Input, cause: str, now: int, frame: int | None = None,
+              values: tuple = ()) -> bool:
         rule = next_state(self.state, inp)
         if rule is None:
             return False
         old = self.state
         self.state = rule.to
         out.transitions.append(Transition(endpoint=self.name, peer=self.peer_name, from_=old, to=rule.to,
-                                          input=inp, cause=cause, time_ns=now, frame=frame))
+                                          input=inp, cause=cause, time_ns=now, frame=frame, values=values))
         self._enter(rule.to, now)
         return True
 
@@ -187,8 +188,9 @@ class Endpoint:
         if not self.config.observer:
             out.segments.append(self._seg(Flags(0), self.snd_nxt))
 
-    def _anomaly(self, out: _Out, kind: str, detail: str, now: int, frame: int | None) -> None:
-        out.anomalies.append(Anomaly(endpoint=self.name, kind=kind, detail=detail, time_ns=now, frame=frame))
+    def _anomaly(self, out: _Out, kind: str, detail: str, now: int, frame: int | None, values: tuple = ()) -> None:
+        out.anomalies.append(Anomaly(endpoint=self.name, kind=kind, detail=detail, time_ns=now, frame=frame,
+                                     values=values))
 
     # -- application calls ---------------------------------------------------
     def listen(self, now: int) -> Result:
@@ -373,6 +375,12 @@ def _frame(c: Ctx) -> int | None:
     return c.seg.frame if c.seg is not None else None
 
 
+def _text(tpl: tuple, c: Ctx, now: int, frame: int | None) -> tuple:
+    """(text, now, frame, values) for _move and _anomaly."""
+    text, values = M.render_template(tpl, c)
+    return text, now, frame, values
+
+
 def _send(what: str):
     if what == "ACK":
         return lambda c: c.ep._ack_now(c.out)
@@ -449,10 +457,10 @@ def endpoint_action(a: tuple):
         return lambda c: STOP
     if name == "move":
         inp, tpl = _INPUTS[args[0]], args[1]
-        return lambda c: c.ep._move(c.out, inp, M.format_template(tpl, c), c.now, _frame(c)) and None
+        return lambda c: c.ep._move(c.out, inp, *_text(tpl, c, c.now, _frame(c))) and None
     if name == "anomaly":
         kind, tpl = args[1], args[2]
-        return lambda c: c.ep._anomaly(c.out, kind, M.format_template(tpl, c), c.now, _frame(c))
+        return lambda c: c.ep._anomaly(c.out, kind, *_text(tpl, c, c.now, _frame(c)))
     if name == "set":
         return M.setter(*args)
     if name == "send":

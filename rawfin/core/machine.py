@@ -380,6 +380,34 @@ def format_template(template: tuple, c: Ctx) -> str:
     return "".join(p if g is None else str(g(c)) for p, g in _template_getters(template))
 
 
+def value_label(v: tuple) -> str:
+    """The name a template gave a value: ``ack``, ``fin_seq+1``, ``rx.iss``."""
+    who, name, off = v
+    base = name if who in ("seg", "self", "conn", "x", "lit") else f"{who}.{name}"
+    return base + ("" if not off else f"{off:+d}")
+
+
+_TEXTS: dict = {}
+
+
+def render_template(template: tuple, c: Ctx) -> tuple[str, tuple]:
+    """A template's text and the values it names: ``("rcv FIN seq=1101", (("fin", 1101),))``."""
+    got = _TEXTS.get(template)
+    if got is None:
+        got = _TEXTS[template] = tuple((p, None, None) if p.__class__ is str else (None, value_getter(p), value_label(p))
+                                       for p in template)
+    parts = []
+    values = []
+    for p, g, label in got:
+        if g is None:
+            parts.append(p)
+        else:
+            v = g(c)
+            parts.append(str(v))
+            values.append((label, v))
+    return "".join(parts), tuple(values)
+
+
 def cmp_is_seq(va: tuple, vb: tuple) -> bool:
     """A comparison of sequence numbers (RFC 9293 arithmetic), or of plain integers."""
     return (va[1] in SEQ_KIND and vb[1] in SEQ_KIND or (va[0] == "lit" and vb[1] in SEQ_KIND)

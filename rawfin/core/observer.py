@@ -2,9 +2,9 @@
 
 Sans-IO like the core: it reads no file and no clock. A driver (``rawfin
 analyze``, ``rawfin live``) feeds it segments in capture order, each with its
-capture time; it returns records (``rawfin.render.records`` contract) as they happen,
-and a ``connection`` record when a connection is finished and dropped, so
-memory follows the connections open at once, not the capture's length.
+capture time; it returns typed events (``rawfin.core.events``) as they happen, and a
+ConnectionEnd when a connection is finished and dropped, so memory follows the
+connections open at once, not the capture's length.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Callable
 
 from rawfin.core import seq as sq
 from rawfin.core.units import SEC
 from rawfin.core.endpoint import Config, Endpoint
-from rawfin.core.events import Anomaly, Result
-from rawfin.render.records import anomaly_record, seconds, transition_record
+from rawfin.core.events import Anomaly, ConnectionEnd, Result
 from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import State
 from rawfin.core import machine as M
@@ -286,27 +286,20 @@ class Connection:
         c.out = out
         run(PROGRAMS.end, c)
 
-    def record(self, file: str | None) -> dict:
+    def end(self) -> ConnectionEnd:
+        """The connection's verdict, as it stands."""
         closer = self.active_closer()
         client, server = fmt_endpoint(*self.client), fmt_endpoint(*self.server)
         kind = self.close_kind()
-        server_active = closer == self.server and kind in PROGRAMS.time_wait_closes
-        rec = {"type": "connection", "conn": self.id, "client": client, "server": server,
-               "server_guessed": self.server_guessed,
-               "active_closer": fmt_endpoint(*closer) if closer else None,
-               "passive_closer": (fmt_endpoint(*(self.server if closer == self.client else self.client))
-                                  if closer else None),
-               "close": kind,
-               "final": {client: self.eps[self.client].state.value, server: self.eps[self.server].state.value},
-               "first_frame": self.first_frame, "last_frame": self.last_frame,
-               "first_time": seconds(self.first_ns), "last_time": seconds(self.last_ns),
-               "packets": self.packets, "mid_stream": self.mid_stream,
-               "server_active_close": server_active, "anomalies": dict(sorted(self.anomalies.items())) if self.anomalies else {}}
-        if self.vlan:
-            rec["vlan"] = list(self.vlan)
-        if file is not None:
-            rec["file"] = file
-        return rec
+        return ConnectionEnd(
+            conn=self.id, client=client, server=server, server_guessed=self.server_guessed,
+            active_closer=fmt_endpoint(*closer) if closer else None,
+            passive_closer=(fmt_endpoint(*(self.server if closer == self.client else self.client)) if closer else None),
+            close=kind, final=((client, self.eps[self.client].state.value), (server, self.eps[self.server].state.value)),
+            first_frame=self.first_frame, last_frame=self.last_frame, first_time_ns=self.first_ns,
+            last_time_ns=self.last_ns, packets=self.packets, mid_stream=self.mid_stream,
+            server_active_close=closer == self.server and kind in PROGRAMS.time_wait_closes,
+            anomalies=tuple(sorted(self.anomalies.items())) if self.anomalies else (), vlan=tuple(self.vlan))
 
 
 # -- the observer's primitives: what the actions of rawfin.core.rules do to a Connection ---------------------
@@ -657,32 +650,29 @@ class TimeWait:
     def end_anomalies(self, out: list) -> None:
         pass
 
-    def record(self, file: str | None) -> dict:
-        """As Connection.record gives it."""
+    def end(self) -> ConnectionEnd:
+        """As Connection.end gives it."""
         bits = self.bits
         client, server = fmt_endpoint(*self.client), fmt_endpoint(*self.server)
         closer = client if bits & 8 else server if bits & 16 else None
         passive = (server if bits & 8 else client) if closer else None
         _, ka, kb = self.key
         states = {ka: "CLOSED" if self.a is None else "TIME_WAIT", kb: "CLOSED" if self.b is None else "TIME_WAIT"}
-        rec = {"type": "connection", "conn": self.id, "client": client, "server": server,
-               "server_guessed": bool(bits & 1), "active_closer": closer, "passive_closer": passive,
-               "close": self.close, "final": {client: states[self.client], server: states[self.server]},
-               "first_frame": self.first_frame, "last_frame": self.last_frame,
-               "first_time": seconds(self.first_ns), "last_time": seconds(self.last_ns),
-               "packets": self.packets, "mid_stream": bool(bits & 2), "server_active_close": bool(bits & 4),
-               "anomalies": dict(sorted(self.anomalies.items())) if self.anomalies else {}}
-        if self.key[0]:
-            rec["vlan"] = list(self.key[0])
-        if file is not None:
-            rec["file"] = file
-        return rec
+        return ConnectionEnd(
+            conn=self.id, client=client, server=server, server_guessed=bool(bits & 1), active_closer=closer,
+            passive_closer=passive, close=self.close,
+            final=((client, states[self.client]), (server, states[self.server])), first_frame=self.first_frame,
+            last_frame=self.last_frame, first_time_ns=self.first_ns, last_time_ns=self.last_ns, packets=self.packets,
+            mid_stream=bool(bits & 2), server_active_close=bool(bits & 4),
+            anomalies=tuple(sorted(self.anomalies.items())) if self.anomalies else (), vlan=tuple(self.key[0]))
 
 
 class Observer:
-    """Tracks every connection in a stream of segments; returns records as they happen."""
+    """Tracks every connection in a stream of segments; returns what happens as it happens, as typed
+    events (rawfin.core.events: Transition, Anomaly with their connection's number, ConnectionEnd);
+    rawfin.render.records makes records of them."""
 
-    def __init__(self, *, msl_ns: int = 30 * SEC, file: str | None = None,
+    def __init__(self, *, msl_ns: int = 30 * SEC,
                  select: Callable[[Connection], bool] | None = None, fast_path: bool = True,
                  final_ack_hold_ns: int | None = None, compact_time_wait: bool = True) -> None:
         """``final_ack_hold_ns``: how long a final ACK waits before LAST_ACK -> CLOSED is
@@ -692,7 +682,6 @@ class Observer:
         self.compact = compact_time_wait
         self.cfg = Config(msl_ns=msl_ns, observer=True)
         self.fast_path = fast_path
-        self.file = file
         self.select = select
         self.linger_ns = 2 * msl_ns
         self.active: dict[tuple, Connection] = {}
@@ -711,7 +700,7 @@ class Observer:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
         return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
 
-    def feed(self, seg: Segment) -> list[dict] | tuple:
+    def feed(self, seg: Segment) -> list | tuple:
         """One segment, in capture order; returns the records it produced (a shared empty tuple
         when there are none, which the caller must not try to add to)."""
         now = seg.time_ns or 0
@@ -724,7 +713,7 @@ class Observer:
         if conn is not None and self.fast_path and not due and conn.fast(seg, now):
             return _NOTHING             # (fast() applies the segment: ask it only when nothing else is due)
         out: list = []
-        recs: list[dict] = []
+        recs: list = []
         if due:
             self._expire(now, out, recs)
             conn = self.active.get(key)     # expiry may have finished it or shrunk it to TIME_WAIT form
@@ -783,38 +772,36 @@ class Observer:
         other.alt_keys += (key,)
         return other
 
-    def tick(self, now: int) -> list[dict]:
+    def tick(self, now: int) -> list:
         """Time passes with no segment (a live capture): fire what is due, e.g. 2MSL expiry."""
         out: list = []
-        recs: list[dict] = []
+        recs: list = []
         if now > self.now:
             self.now = now
         self._expire(now, out, recs)
         self._records(out, recs)
         return recs
 
-    def note_skip(self, kind: str, frame: int | None, time_ns: int | None, detail: str) -> list[dict]:
+    def note_skip(self, kind: str, frame: int | None, time_ns: int | None, detail: str) -> list:
         """A frame that is not a TCP segment rawfin can use: counted; malformed ones reported."""
         self.stats[kind] += 1
         if kind == "malformed":
-            a = Anomaly(endpoint="-", kind="malformed_packet", detail=detail, time_ns=time_ns or 0, frame=frame)
-            rec = anomaly_record(a, None, self.file)  # type: ignore[arg-type]
-            return [rec]
+            return [Anomaly(endpoint="-", kind="malformed_packet", detail=detail, time_ns=time_ns or 0, frame=frame)]
         return []
 
-    def _expire(self, now: int, out: list, recs: list[dict]) -> None:
+    def _expire(self, now: int, out: list, recs: list) -> None:
         timers = self._timers
         while timers and timers[0][0] <= now:
             self._expire_entry(now, out, recs)
 
-    def _expire_entry(self, now: int, out: list, recs: list[dict]) -> None:
+    def _expire_entry(self, now: int, out: list, recs: list) -> None:
         """Pop the first heap entry and fire it, unless its connection is gone or has an earlier one."""
         d, cid, _, key = heapq.heappop(self._timers)
         conn = self.active.get(key)
         if conn is not None and conn.id == cid and conn.queued == d:
             self._fire(conn, d, now, out, recs)
 
-    def _fire(self, conn, d: int, now: int, out: list, recs: list[dict]) -> None:
+    def _fire(self, conn, d: int, now: int, out: list, recs: list) -> None:
         """A connection's heap entry for deadline ``d`` is due at ``now``."""
         conn.queued = None
         conn.fire_timers(d, out)
@@ -851,18 +838,18 @@ class Observer:
     def key_of_conn(conn) -> tuple:
         return conn.key
 
-    def expire_one(self, now: int) -> list[dict]:
+    def expire_one(self, now: int) -> list:
         """Pop one heap entry due at ``now`` (the lane merges its own heap with this one)."""
         out: list = []
-        recs: list[dict] = []
+        recs: list = []
         self._expire_entry(now, out, recs)
         self._records(out, recs)
         return recs
 
-    def fire_entry(self, conn, d: int, now: int) -> list[dict]:
+    def fire_entry(self, conn, d: int, now: int) -> list:
         """A heap entry the lane popped for a connection it has just handed over."""
         out: list = []
-        recs: list[dict] = []
+        recs: list = []
         self._fire(conn, d, now, out, recs)
         self._records(out, recs)
         return recs
@@ -876,15 +863,15 @@ class Observer:
         The records this replay makes were written by the lane already and are dropped;
         what is left is the connection exactly as this observer would have it.
         """
-        from rawfin.wire.decode import make_segment
         ends = (first, other)
         out: list = []
         conn = None
         for kind, frame, t, seqno, ackno, flags, window, dlen in events:
             if kind < 2:
                 (src, sport), (dst, dport) = ends[kind], ends[1 - kind]
-                seg = make_segment(src, dst, sport, dport, seqno, ackno, flags, window, b"", dlen,
-                                   frame if frame >= 0 else None, t, vlan)
+                seg = Segment(src=src, dst=dst, sport=sport, dport=dport, seq=seqno, ack=ackno, flags=flags,
+                              window=window, data_len=dlen, frame=frame if frame >= 0 else None, time_ns=t,
+                              vlan=vlan)
                 if conn is None:
                     conn = Connection(cid, self.key_of(seg), seg, self.cfg, self.hold_ns)
                     out.extend(("a", conn, a) for a in conn.born)
@@ -909,44 +896,41 @@ class Observer:
         """The connections left at the end of the capture, by id."""
         return sorted({c.id: c for c in self.active.values()}.values(), key=lambda c: c.id)
 
-    def end_prepare(self, conn, now: int) -> list[dict]:
+    def end_prepare(self, conn, now: int) -> list:
         """The end, first pass: deliver what is held, fire what capture time allows."""
         out: list = []
-        recs: list[dict] = []
+        recs: list = []
         conn.flush_all(out)
         conn.fire_timers(max(now, self.now), out)
         self._records(out, recs)
         return recs
 
-    def end_finish(self, conn) -> list[dict]:
+    def end_finish(self, conn) -> list:
         """The end, second pass: the connection's last anomalies and its record."""
-        recs: list[dict] = []
+        recs: list = []
         self._finish(conn, recs)
         return recs
 
     def end_clear(self) -> None:
         self._timers.clear()
 
-    def _records(self, out: list, recs: list[dict]) -> None:
-        f = self.file
+    def _records(self, out: list, recs: list) -> None:
+        """The events of ``out`` (kind, connection, event), each with its connection's number."""
         select = self.select
-        for kind, conn, ev in out:
+        for _kind, conn, ev in out:
             if select is not None and not select(conn):
                 continue
-            if kind == "t":
-                recs.append(transition_record(ev, conn.id, f))
-            else:
-                recs.append(anomaly_record(ev, conn.id, f))
+            recs.append(replace(ev, conn=conn.id))
 
-    def _finish(self, conn: Connection, recs: list[dict]) -> None:
+    def _finish(self, conn: Connection, recs: list) -> None:
         out: list = []
         conn.end_anomalies(out)
         self._records(out, recs)
-        rec = conn.record(self.file)
+        end = conn.end()
         if self.select is None or self.select(conn):
-            recs.append(rec)
-        self.by_close[rec["close"]] += 1
-        if rec["server_active_close"]:
+            recs.append(end)
+        self.by_close[end.close] += 1
+        if end.server_active_close:
             self.server_active_closes += 1
         self.connections_done += 1
         for k in [conn.key, *conn.alt_keys]:
@@ -955,9 +939,9 @@ class Observer:
         if self.by_tuple.get(conn.key[1:]) is conn:
             del self.by_tuple[conn.key[1:]]
 
-    def finish(self) -> list[dict]:
+    def finish(self) -> list:
         """The end of the capture: fire what capture time allows, then report every connection left."""
-        recs: list[dict] = []
+        recs: list = []
         conns = self.end_conns()
         for conn in conns:
             recs += self.end_prepare(conn, self.now)

@@ -29,6 +29,7 @@ from rawfin.sim.emulator import EPOCH_NS
 from rawfin.sim.host import Host, HostError, payload, perform
 from rawfin.sim.replay import (DEFAULT_WAIT_NS, Call, Recording, Replayer, Send, Wire, diverged, divergences,
                                other)
+from rawfin.core.events import Transition
 from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import Input, State
 
@@ -84,13 +85,13 @@ def _observe(rp: Replayer) -> list[Move]:
     me = fmt_endpoint(*rp.addrs[rp.me])
     live = fmt_endpoint(*rp.addrs[rp.live])
     out = []
-    for r in recs:
-        if r["type"] != "transition" or r["endpoint"] not in (me, live):
+    for t in recs:
+        if t.__class__ is not Transition or t.endpoint not in (me, live):
             continue
-        w = rp.wire[r["frame"]] if r["frame"] is not None else None
-        order = w.order if w is not None else (round(r["time"] * 1e9), 1 << 60)
-        out.append(Move(order=order, side=rp.me if r["endpoint"] == me else rp.live, from_=State(r["from"]),
-                        to=State(r["to"]), cause=r["cause"], source="observer"))
+        w = rp.wire[t.frame] if t.frame is not None else None
+        order = w.order if w is not None else (t.time_ns, 1 << 60)
+        out.append(Move(order=order, side=rp.me if t.endpoint == me else rp.live, from_=t.from_, to=t.to,
+                        cause=t.cause, source="observer"))
     return out
 
 

@@ -1352,6 +1352,7 @@ class Runner:
     # -- states both sides pass through --------------------------------------------------------
     def _states(self) -> None:
         """Each segment's states: the target's own (its truth) and the script side's (the observer)."""
+        from rawfin.core.events import Transition
         from rawfin.core.observer import Observer
         trans = sorted(self.out.transitions, key=lambda t: t[0])
         obs = Observer(final_ack_hold_ns=0, fast_path=False)
@@ -1362,10 +1363,9 @@ class Runner:
                 pass
             seg = rec.seg.with_(time_ns=rec.time_ns)
             for out in obs.feed(seg):
-                if out.get("type") == "transition":
-                    ep = out.get("endpoint", "")
-                    if ep.startswith(("[" + peer[0] + "]:", peer[0] + ":")):
-                        last_peer = out.get("to", last_peer)
+                if out.__class__ is Transition:
+                    if out.endpoint.startswith(("[" + peer[0] + "]:", peer[0] + ":")):
+                        last_peer = out.to.value
             rec.peer_state = last_peer
             if not rec.sut_state:
                 st = ""

@@ -37,7 +37,7 @@ from rawfin.core.errors import CaptureError
 from rawfin.wire.pcapio import (LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapngWriter, PcapWriter, iter_frames,
                            open_capture)
 from rawfin.core.segment import Flags
-from rawfin.render.records import record
+from rawfin.render.annotate import note_record as record
 
 TSHARK = shutil.which("tshark")
 needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (apt-get install tshark)")
@@ -237,9 +237,10 @@ def test_notes_from_records_places_every_record():
     t = {"type": "transition", "conn": 0, "endpoint": "A", "peer": "B"}
     recs = [
         {**t, "frame": 4, "time": 1.0, "from": "FIN_WAIT_1", "to": "FIN_WAIT_2",
-         "cause": "rcv ACK ack=1007 of FIN seq=1006"},
+         "cause": "rcv ACK ack=1007 of FIN seq=1006", "values": {"ack": 1007, "fin_seq": 1006}},
         {"type": "anomaly", "conn": 0, "frame": 4, "time": 1.0, "endpoint": "A", "kind": "ack_not_covering_fin",
-         "detail": "ack 1006 does not cover FIN seq=1006: expected 1007 (FIN seq + 1)"},
+         "detail": "ack 1006 does not cover FIN seq=1006: expected 1007 (FIN seq + 1)",
+         "values": {"ack": 1006, "first_fin": 1006, "first_fin+1": 1007}},
         {**t, "frame": None, "time": 61.0, "from": "TIME_WAIT", "to": "CLOSED", "cause": "2MSL expired"},
         {"type": "anomaly", "conn": 0, "frame": None, "time": 61.0, "endpoint": "B", "kind": "final_ack_missing",
          "detail": "never ACKed"},
@@ -258,13 +259,13 @@ def test_notes_from_records_places_every_record():
     ]
     assert notes[6][0].startswith("rawfin: A TIME_WAIT → CLOSED (2MSL expired) [caused by time 59.500 s after")
     assert notes[6][1].startswith("rawfin: anomaly final_ack_missing at B: never ACKed [seen at the end")
-    # the older cause wording gives the same verdict
-    old = notes_from_records([{**t, "frame": 1, "time": 0.0, "from": "LAST_ACK", "to": "CLOSED",
-                               "cause": "rcv ACK ack=2007 (FIN seq=2006 + 1)"}])
-    assert old[1][1] == "rawfin: ack 2007 = FIN seq 2006 + 1: covers the FIN"
+    # the numbers come from the record's values (what the text was made of), never from the text
+    words = notes_from_records([{**t, "frame": 1, "time": 0.0, "from": "LAST_ACK", "to": "CLOSED",
+                                 "cause": "any wording", "values": {"ack": 2007, "fin_seq": 2006}}])
+    assert words[1][1] == "rawfin: ack 2007 = FIN seq 2006 + 1: covers the FIN"
     # the peer's FIN arriving in FIN_WAIT_1 is not an ACK of ours: no verdict
     sim = notes_from_records([{**t, "frame": 1, "time": 0.0, "from": "FIN_WAIT_1", "to": "CLOSING",
-                               "cause": "rcv FIN seq=2006 ack=1006"}])
+                               "cause": "rcv FIN seq=2006", "values": {"fin": 2006}}])
     assert len(sim[1]) == 1
 
 

@@ -463,3 +463,14 @@ def test_times_are_written_alike_by_the_lane_and_the_reference(tmp_path):
     for literal in ('"first_time":0.0,', '"first_time":1e-06,', '"first_time":1.5e-05,', '"first_time":0.0001,',
                     '"first_time":1700000000.123457,', '"first_time":1700000001.0,', '"first_time":4294967296.0,'):
         assert literal in text, literal
+
+
+@needs_lane
+def test_the_lane_hands_over_the_same_typed_events(tmp_path):
+    """engine.events gives the core's typed events as the lane makes them (no JSON read back), equal to the
+    reference's, the numbers each text was made of (``values``) included."""
+    cap = tmp_path / "mix.pcap"
+    generate(cap, packets=3_000, connections=300, seed=15)
+    for path in (cap, CAPTURES / "lost-final-ack.pcap", CAPTURES / "simultaneous-close.pcap"):
+        lane, ref = list(engine.events(str(path))), list(records(str(path)))
+        assert lane == ref and any(getattr(ev, "values", ()) for ev in lane), path

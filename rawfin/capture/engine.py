@@ -24,8 +24,10 @@ from typing import Callable, Iterator
 
 from rawfin.core.units import SEC
 from rawfin.core.errors import CaptureError
+from rawfin.core.events import Anomaly, ConnectionEnd, Transition
 from rawfin.core.observer import Observer
 from rawfin.core.segment import Segment
+from rawfin.core.states import Input, State
 
 try:  # the extension is optional: no compiler, no lane (rawfin then runs the reference)
     from rawfin.capture import _engine
@@ -82,7 +84,7 @@ def lane_rules(compiled, vocab: dict) -> dict:
         return values.setdefault(enc, len(values))
 
     def tpl(t: tuple) -> int:
-        enc = tuple(p if isinstance(p, str) else val(p) for p in t)
+        enc = tuple(p if isinstance(p, str) else (val(p), M.value_label(p)) for p in t)
         return templates.setdefault(enc, len(templates))
 
     def kind(k: str) -> int:
@@ -180,9 +182,9 @@ def _fmt6(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
-def run(path: str, write: Callable[[bytes], object], *, json_of: Callable, msl_s: float = 30.0,
+def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None = None, msl_s: float = 30.0,
         label: str | None = None, progress=None, stats=None, counters: dict | None = None, fileobj=None, bpf=None,
-        on_first: Callable[[int], object] | None = None) -> bool:
+        on_first: Callable[[int], object] | None = None, emit: Callable[[list], object] | None = None) -> bool:
     """Write every record of one capture as JSON lines through ``write`` (bytes). ``json_of(event)``:
     the JSON line (no newline) of an event the Python observer gives (rawfin.render.records.json_line:
     the record format is the output layer's).
@@ -199,7 +201,12 @@ def run(path: str, write: Callable[[bytes], object], *, json_of: Callable, msl_s
     reads it and the lane takes each frame (``feed_frame``), once; ``on_first(time_ns)`` is called
     with its first frame's time before anything of it is written. ``bpf``: a
     :class:`rawfin.wire.bpf.Filter` the lane runs on every frame (libpcap's ``bpf_filter``).
+
+    ``emit``: instead of JSON lines, the records as they are made, in lists (:func:`events` turns
+    them into the core's typed events); ``write`` and ``json_of`` are then not used.
     """
+    if emit is None and json_of is None:
+        raise TypeError("run() needs json_of (the output layer's JSON line of an event), or emit")
     from rawfin.wire.decode import decode, make_segment
     from rawfin.wire.pcapio import _MAX_BLOCK, caplen_limit, open_capture
 
@@ -215,8 +222,9 @@ def run(path: str, write: Callable[[bytes], object], *, json_of: Callable, msl_s
     obs = Observer(msl_ns=msl_ns)
     suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
     hb = Handback(obs, decode)
-    eng = _engine.Engine(**hb.callables(), dumps=json_of, write=write, fmt6=_fmt6, make_segment=make_segment,
-                         msl_ns=msl_ns, hold_ns=obs.hold_ns, file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
+    eng = _engine.Engine(**hb.callables(), dumps=json_of or _no_json, write=write, fmt6=_fmt6,
+                         make_segment=make_segment, msl_ns=msl_ns, hold_ns=obs.hold_ns, file_suffix=suffix,
+                         msl_text=f"{2 * msl_ns / SEC:g}", emit=emit)
     reader = open_capture(path, fileobj)
     if bpf is not None:
         eng.set_filter(*bpf.for_byte_order(reader.byte_order == "big").lane_args())
@@ -444,22 +452,6 @@ def size_of(path: str) -> int | None:
         return None
 
 
-class RecordFeed:
-    """A ``write`` for :func:`run` that hands each record, as a dict again, to ``take``
-    (for the table and csv sinks: the same dicts the reference gives them)."""
-
-    def __init__(self, take: Callable[[dict], object]) -> None:
-        self.take = take
-        self.rest = b""
-
-    def __call__(self, chunk: bytes) -> None:
-        lines = (self.rest + chunk).split(b"\n")
-        self.rest = lines.pop()
-        loads, take = json.loads, self.take
-        for line in lines:
-            take(loads(line))
-
-
 def first_time(path: str) -> float | None:
     """The capture's first frame time in seconds (what the table's relative times count from)."""
     from rawfin.wire.pcapio import open_capture
@@ -485,10 +477,12 @@ def chunks(path: str, **kw) -> Iterator[bytes]:
     ``rawfin.render.sinks.FastSink``) runs beside it on another core.
     """
     q: queue.Queue = queue.Queue(maxsize=4)
+    if kw.get("emit", 0) is None:           # events(): the lists of records through the same queue
+        kw["emit"] = q.put
 
     def work() -> None:
         try:
-            ok = run(path, q.put, **kw)
+            ok = run(path, kw.pop("write", q.put), **kw)
             q.put((_DONE, ok, None))
         except BaseException as exc:  # handed to the reader, raised there
             q.put((_DONE, None, exc))
@@ -519,32 +513,67 @@ def run_beside(path: str, consume: Callable[[bytes], object], **kw) -> bool:
         consume(chunk)
 
 
-def records(path: str, *, record: Callable, json_of: Callable, msl_s: float = 30.0, label: str | None = None,
-            progress=None, stats=None, fileobj=None, bpf=None) -> Iterator[dict]:
-    """``rawfin.capture.analysis.records(..., record=record)`` through the lane: the same records, in the same
-    order, as a generator (for ``check`` and ``annotate``, which pull their records). ``json_of`` as
-    :func:`run` takes it.
+def _no_json(ev) -> str:  # pragma: no cover - events mode never serializes
+    raise TypeError("JSON lines asked of the lane in events mode")
 
-    The lane runs in a worker thread (:func:`chunks`). When the lane declines the capture,
-    the reference gives the records.
-    """
-    got: list[dict] = []
-    feed = RecordFeed(got.append)
-    it = chunks(path, json_of=json_of, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj,
-                bpf=bpf)
+
+_INPUT_OF = tuple(Input)
+
+
+def _event(t):
+    """A record the lane made (a tuple, see lane/out.c), as the core's typed event; the Python
+    observer's own events pass as they are."""
+    if t.__class__ is not tuple:
+        return t
+    kind = t[0]
+    if kind == "t":
+        _, conn, frame, now, ep, peer, a, b, inp, cause, values = t
+        return Transition(endpoint=ep, peer=peer, from_=State[a], to=State[b], input=_INPUT_OF[inp], cause=cause,
+                          time_ns=now, frame=frame, conn=conn, values=values or ())
+    if kind == "a":
+        _, conn, frame, now, ep, akind, detail, values = t
+        return Anomaly(endpoint=ep, kind=akind, detail=detail, time_ns=now, frame=frame, conn=conn,
+                       values=values or ())
+    (_, conn, client, server, guessed, active, passive, close, cstate, sstate, first_frame, last_frame, first_ns,
+     last_ns, packets, mid, server_active, anomalies, vlan) = t
+    return ConnectionEnd(conn=conn, client=client, server=server, server_guessed=guessed, active_closer=active,
+                         passive_closer=passive, close=close, final=((client, cstate), (server, sstate)),
+                         first_frame=first_frame, last_frame=last_frame, first_time_ns=first_ns, last_time_ns=last_ns,
+                         packets=packets, mid_stream=mid, server_active_close=server_active, anomalies=anomalies,
+                         vlan=vlan)
+
+
+def events(path: str, *, msl_s: float = 30.0, label: str | None = None, progress=None, stats=None, fileobj=None,
+           bpf=None, on_first: Callable[[int], object] | None = None) -> Iterator:
+    """``rawfin.capture.analysis.records`` through the lane: the same typed events, in the same order, as a
+    generator (the lane hands them over as it makes them: no text is read back). The lane runs in a
+    worker thread (:func:`chunks`); when it declines the capture, the reference gives the events."""
+    it = chunks(path, write=_no_write, emit=None, msl_s=msl_s, label=label, progress=progress, stats=stats,
+                fileobj=fileobj, bpf=bpf, on_first=on_first)
     while True:
         try:
-            chunk = next(it)
+            batch = next(it)
         except StopIteration as stop:
             ok = stop.value
             break
-        feed(chunk)
-        yield from got
-        got.clear()
+        for t in batch:
+            yield _event(t)
     if not ok:
         from rawfin.capture.analysis import records as reference
 
-        yield from reference(path, msl_s=msl_s, label=label, stats=stats, bpf=bpf, record=record)
+        yield from reference(path, msl_s=msl_s, label=label, stats=stats, bpf=bpf)
+
+
+def _no_write(data: bytes) -> None:  # pragma: no cover - events mode writes nothing
+    raise TypeError("bytes from the lane in events mode")
+
+
+def records(path: str, *, record: Callable, json_of: Callable | None = None, msl_s: float = 30.0,
+            label: str | None = None, progress=None, stats=None, fileobj=None, bpf=None) -> Iterator[dict]:
+    """``rawfin.capture.analysis.records(..., record=record)`` through the lane: ``record(event, label)`` of
+    each of :func:`events` (for ``check`` and ``annotate``, which pull their records)."""
+    for ev in events(path, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj, bpf=bpf):
+        yield record(ev, label)
 
 
 def choose(choice: str) -> bool:

@@ -149,8 +149,13 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
                 kw["on_first"] = lambda t: sink.set_origin(t / 1e9)
         if isinstance(sink, FastSink):      # the C writer works beside the lane, on another core
             return engine.run_beside(src.name, sink.feed if only is None else only.lines(sink.feed), **kw)
-        write = sink.feed if hasattr(sink, "feed") else engine.RecordFeed(sink.write)
-        return engine.run(src.name, write if only is None else only.lines(write), **kw)
+        if hasattr(sink, "feed"):           # a sink that reads the lane's JSON lines itself (the pile-up view)
+            return engine.run(src.name, sink.feed if only is None else only.lines(sink.feed), **kw)
+        kw.pop("json_of")
+        for ev in engine.events(src.name, **kw):        # the typed events, as the lane makes them
+            if only is None or ev.conn in (only.n, None):
+                sink.write(record(ev, label))
+        return True
     finally:
         bar.done()
 

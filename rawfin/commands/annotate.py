@@ -25,12 +25,11 @@ def annotate_capture(path: str, output: str | None = None, *, msl_s: float = 30.
     stats = analysis.CaptureStats(path=path)
 
     def records():
-        from rawfin.render.records import json_line, record
+        from rawfin.render.annotate import note_record as record
 
         with Progress(os.path.basename(path), engine.size_of(path), progress) as bar:
             if lane:
-                yield from engine.records(path, msl_s=msl_s, progress=bar.callback, stats=stats, record=record,
-                                          json_of=json_line(None))
+                yield from engine.records(path, msl_s=msl_s, progress=bar.callback, stats=stats, record=record)
             else:
                 yield from analysis.records(path, msl_s=msl_s, progress=bar.callback, stats=stats, record=record)
 

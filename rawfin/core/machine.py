@@ -361,25 +361,6 @@ def value_getter(v: tuple) -> Callable:
     return shifted
 
 
-def fmt(template: tuple, c: Ctx) -> str:
-    return "".join(p if p.__class__ is str else str(g(c)) for p, g in _template_getters(template))
-
-
-_TEMPLATES: dict = {}
-
-
-def _template_getters(template: tuple):
-    got = _TEMPLATES.get(template)
-    if got is None:
-        got = _TEMPLATES[template] = tuple((p, None) if p.__class__ is str else (None, value_getter(p))
-                                           for p in template)
-    return got
-
-
-def format_template(template: tuple, c: Ctx) -> str:
-    return "".join(p if g is None else str(g(c)) for p, g in _template_getters(template))
-
-
 def value_label(v: tuple) -> str:
     """The name a template gave a value: ``ack``, ``fin_seq+1``, ``rx.iss``."""
     who, name, off = v

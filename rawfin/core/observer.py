@@ -318,7 +318,8 @@ def _observer_anomaly(at: str, kind: str, tpl: tuple, end: bool = False):
             when, frame = conn.last_ns, next((x[2] for x in conn.fins if x[0] == ep.local), None)
         else:
             when, frame = c.now, c.seg.frame
-        a = Anomaly(endpoint=ep.name, kind=kind, detail=M.format_template(tpl, c), time_ns=when, frame=frame)
+        detail, values = M.render_template(tpl, c)
+        a = Anomaly(endpoint=ep.name, kind=kind, detail=detail, time_ns=when, frame=frame, values=values)
         conn._note(a)
         c.out.append(("a", conn, a))
     return f
@@ -388,8 +389,9 @@ def _candidate(kind: str, tpl: tuple):
         conn, seg = c.conn, c.seg
         if conn.fin_ack_candidates is None:
             conn.fin_ack_candidates = []
-        conn.fin_ack_candidates.append(Anomaly(endpoint=c.tx.name, kind=kind, detail=M.format_template(tpl, c),
-                                               time_ns=seg.time_ns or 0, frame=seg.frame))
+        detail, values = M.render_template(tpl, c)
+        conn.fin_ack_candidates.append(Anomaly(endpoint=c.tx.name, kind=kind, detail=detail,
+                                               time_ns=seg.time_ns or 0, frame=seg.frame, values=values))
     return f
 
 

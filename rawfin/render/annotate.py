@@ -29,12 +29,12 @@ import heapq
 import json
 import os
 import stat
-import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from rawfin.core import seq as sq
+from rawfin.render.records import record
 from rawfin.core.errors import CaptureError, OutputError, UsageError  # noqa: F401 (OutputError re-exported)
 
 __all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "iter_notes", "notes_from_records",
@@ -44,9 +44,6 @@ __all__ = ["PREFIX", "annotate", "default_output", "collect_notes", "iter_notes"
 #: Every comment rawfin writes starts with this.
 PREFIX = "rawfin: "
 
-# The numbers are read from the record's text: "ack=1007" or "ack 1007", "FIN seq=1006".
-_ACK = re.compile(r"\back[= ](\d+)")
-_FIN_SEQ = re.compile(r"\bFIN seq=(\d+)")
 #: The moves the ACK of this side's FIN makes (RST and timeouts make some of them too,
 #: but their causes name no ack and FIN seq).
 _FIN_ACKED = frozenset((("FIN_WAIT_1", "FIN_WAIT_2"), ("CLOSING", "TIME_WAIT"), ("LAST_ACK", "CLOSED")))
@@ -90,11 +87,21 @@ def fin_ack_verdict(ack: int, fin_seq: int) -> str:
             f"(expected ack {want})")
 
 
-def _fin_ack_numbers(text: str) -> tuple[int, int] | None:
-    """(ack, FIN seq) named in a transition cause or an anomaly detail, if both are there."""
-    a = _ACK.search(text)
-    f = _FIN_SEQ.search(text)
-    return (int(a[1]), int(f[1])) if a and f else None
+def _fin_ack_numbers(rec: dict, fin: str) -> tuple[int, int] | None:
+    """(ack, FIN seq) a record names, from the numbers its text was made of (:func:`note_record`)."""
+    values = rec.get("values") or {}
+    ack, fin_seq = values.get("ack"), values.get(fin)
+    return (ack, fin_seq) if isinstance(ack, int) and isinstance(fin_seq, int) else None
+
+
+def note_record(ev, file: str | None = None) -> dict:
+    """An event's record as annotate reads it: the record every format gives, with the numbers its
+    text was made of (``values``: ``{"ack": 1102, "fin_seq": 1101}``), so none is read back from text."""
+    rec = record(ev, file)
+    values = getattr(ev, "values", None)
+    if values:
+        rec["values"] = dict(values)
+    return rec
 
 
 def anomaly_comment(rec: dict) -> str:
@@ -165,14 +172,14 @@ def iter_notes(recs: Iterable[dict]) -> Iterator[tuple[int, str]]:
                 if v[0] == frame:
                     v[2] = rec["to"]
             yield frame, transition_comment(rec)
-            if (rec["from"], rec["to"]) in _FIN_ACKED and rec["cause"].startswith("rcv "):
-                nums = _fin_ack_numbers(rec["cause"])
+            if (rec["from"], rec["to"]) in _FIN_ACKED:
+                nums = _fin_ack_numbers(rec, "fin_seq")
                 if nums:
                     yield frame, fin_ack_verdict(*nums)
         elif kind == "anomaly":
             yield frame, anomaly_comment(rec)
             if rec["kind"] == "ack_not_covering_fin":
-                nums = _fin_ack_numbers(rec["detail"])
+                nums = _fin_ack_numbers(rec, "first_fin")
                 if nums:
                     yield frame, fin_ack_verdict(*nums)
 

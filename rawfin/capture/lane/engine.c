@@ -8,7 +8,8 @@ typedef struct {
     /* the hand-off: the Python side's callables (rawfin/capture/engine.py Handback), all the lane calls */
     PyObject *cb_feed, *cb_expire_one, *cb_take, *cb_fire, *cb_decode, *cb_has_pair, *cb_key_of, *cb_active,
              *cb_end_conns, *cb_end_prepare, *cb_end_finish, *cb_end_clear;
-    PyObject *dumps;        /* record dict -> JSON text */
+    PyObject *dumps;        /* a Python-side event -> its JSON line (the output layer's) */
+    PyObject *emit;         /* events mode: a list of records -> None (else NULL: JSON lines through write) */
     PyObject *write;        /* bytes -> None */
     PyObject *fmt6;         /* 16 bytes -> IPv6 text as rawfin prints it */
     PyObject *make_seg;     /* rawfin.wire.decode.make_segment */

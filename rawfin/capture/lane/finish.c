@@ -45,7 +45,7 @@ static int finish_all(Engine *e) {
                 if (!c->tw && (log_add(c, &fa) < 0 || log_add(c, &fire) < 0)) goto fail;
                 continue;
             }
-            e->nout = mark;
+            out_rollback(e, mark);
             PyObject *p = handoff(e, c);
             if (!p) goto fail;
             it[k].c = NULL;
@@ -62,7 +62,7 @@ static int finish_all(Engine *e) {
             int r = finish_conn(e, c);
             if (r == ERR) goto fail;
             if (r == 0) continue;
-            e->nout = mark;
+            out_rollback(e, mark);
             /* its last words need Python (anomalies only the end can tell): replay, then Python's end.
                The log holds pass 1's flush and fire, so the replayed connection is where this one is. */
             PyObject *p = handoff(e, c);

@@ -152,6 +152,27 @@ static int value_slow(const ctx_t *x, const val_t *d, vres_t *v) {
     return VK_NUM;
 }
 
+/* the values a template names, (name, value) pairs: what a typed event carries (events mode only) */
+static PyObject *template_values(const ctx_t *x, int ti) {
+    const tpl_t *t = &RULES.tpls[ti];
+    uint32_t nv = 0;
+    for (uint32_t i = 0; i < t->np; i++) nv += RULES.pieces[t->p0 + i].val >= 0;
+    PyObject *out = PyTuple_New(nv);
+    if (!out) return NULL;
+    for (uint32_t i = 0, k = 0; i < t->np; i++) {
+        const piece_t *p = &RULES.pieces[t->p0 + i];
+        if (p->val < 0) continue;
+        vres_t v;
+        int kind = value(x, p->val, &v);
+        PyObject *val = kind == VK_NUM ? PyLong_FromLongLong(v.n) : kind == VK_STR ? PyUnicode_FromString(v.s)
+                                                                                   : Py_NewRef(Py_None);
+        PyObject *pair = val ? Py_BuildValue("(s#N)", RULES.text + p->lit0, (Py_ssize_t)p->nlit, val) : NULL;
+        if (!pair) { Py_DECREF(out); return NULL; }
+        PyTuple_SET_ITEM(out, k++, pair);
+    }
+    return out;
+}
+
 /* a template into buf; BAIL when it names a value the lane cannot give */
 static int format(const ctx_t *x, int ti, char *buf, size_t n) {
     const tpl_t *t = &RULES.tpls[ti];
@@ -346,13 +367,14 @@ static int holds(const ctx_t *x, uint32_t p0, uint32_t np) {
     return 1;
 }
 
-static int move(Engine *e, conn_t *c, int side, int inp, const char *cause, int64_t now, int64_t frame) {
+static int move(Engine *e, conn_t *c, int side, int inp, const char *cause, int64_t now, int64_t frame,
+                PyObject *values) {
     cep_t *p = &c->ep[side];
     int to = TABLE[p->state][inp];
     if (to < 0) return 0;
     int from = p->state;
     p->state = (uint8_t)to;
-    if (out_transition(e, c, side, from, to, frame, now, cause) < 0) return ERR;
+    if (out_transition(e, c, side, from, to, frame, now, cause, inp, values) < 0) return ERR;
     c->reached |= (uint16_t)(1 << to);
     e->took[from] |= 1u << inp;
     /* Endpoint._enter: the timers that belong to the state just entered */
@@ -403,9 +425,15 @@ static int act(ctx_t *x, const act_t *a) {
     int side, r;
     switch (a->code) {
     case A_STOP: return STOPPED;
-    case A_MOVE:
+    case A_MOVE: {
         if ((r = format(x, a->a[1], buf, sizeof buf))) return r;
-        return move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1);
+        if (!e->emit) return move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1, NULL);
+        PyObject *values = template_values(x, a->a[1]);
+        if (!values) return ERR;
+        r = move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1, values);
+        Py_DECREF(values);
+        return r;
+    }
     case A_ANOMALY: {
         side = side_of(x, a->a[0]);
         if (side < 0 || a->a[1] < 0 || (uint32_t)a->a[1] >= RULES.nkinds) return BAIL;
@@ -416,7 +444,12 @@ static int act(ctx_t *x, const act_t *a) {
             frame = -1;
             for (int i = 0; i < c->nfins; i++) if (c->fin_side[i] == side) { frame = c->fin_frame[i]; break; }
         }
-        return anomaly(e, c, side, RULES.kinds[a->a[1]], buf, when, frame, !x->endpoint);
+        if (!e->emit) return anomaly(e, c, side, RULES.kinds[a->a[1]], buf, when, frame, !x->endpoint, NULL);
+        PyObject *values = template_values(x, a->a[2]);
+        if (!values) return ERR;
+        r = anomaly(e, c, side, RULES.kinds[a->a[1]], buf, when, frame, !x->endpoint, values);
+        Py_DECREF(values);
+        return r;
     }
     case A_SET: {
         const val_t *t = &RULES.vals[a->a[0]];

@@ -71,7 +71,7 @@ static int expire(Engine *e, int64_t now) {
             } else continue;
         }
         /* BAIL: Python takes the connection, then this timer */
-        e->nout = mark;
+        out_rollback(e, mark);
         int64_t q = h.when;
         PyObject *pc = handoff(e, c);
         if (!pc) return -1;
@@ -180,7 +180,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         int rb = birth(e, c, s);
         if (rb == ERR) return -1;
         if (rb == BAIL) {
-            e->nout = born_mark;
+            out_rollback(e, born_mark);
             e->next_id = c->id;
             c->next = e->free_list;
             e->free_list = c;
@@ -202,7 +202,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         size_t mark = c->nlog ? e->nout : born_mark;
         int r = process(e, c, s, dir);
         if (r == ERR) return -1;
-        if (r == BAIL) { e->nout = mark; goto bail; }
+        if (r == BAIL) { out_rollback(e, mark); goto bail; }
         if (log_add(c, s) < 0) return -1;
         if (!c->tw && settled(e, c)) settle(c);
         int64_t d = next_deadline(c, e);

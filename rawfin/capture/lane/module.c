@@ -4,13 +4,13 @@
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"feed", "expire_one", "take", "fire", "decode", "has_pair", "key_of", "active",
                              "end_conns", "end_prepare", "end_finish", "end_clear", "dumps", "write", "fmt6",
-                             "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text", NULL};
-    PyObject *cb[12], *dumps, *wr, *f6, *mk;
+                             "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text", "emit", NULL};
+    PyObject *cb[12], *dumps, *wr, *f6, *mk, *emit = Py_None;
     long long msl, hold;
     const char *suffix, *c2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOLLss", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOLLss|O", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
                                      &cb[4], &cb[5], &cb[6], &cb[7], &cb[8], &cb[9], &cb[10], &cb[11], &dumps, &wr,
-                                     &f6, &mk, &msl, &hold, &suffix, &c2))
+                                     &f6, &mk, &msl, &hold, &suffix, &c2, &emit))
         return -1;
     if (!table_set || !rules_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() and set_rules() first"); return -1; }
     if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->msl_text) {
@@ -29,6 +29,8 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     Py_INCREF(wr); Py_XSETREF(e->write, wr);
     Py_INCREF(f6); Py_XSETREF(e->fmt6, f6);
     Py_INCREF(mk); Py_XSETREF(e->make_seg, mk);
+    if (e->nout) { PyErr_SetString(PyExc_RuntimeError, "the engine was started already"); return -1; }
+    Py_XSETREF(e->emit, emit == Py_None ? NULL : Py_NewRef(emit));
     e->py_timer_when = e->py_timer_id = -1;
     e->msl_ns = msl;
     e->hold_ns = hold;
@@ -60,8 +62,10 @@ static void Engine_dealloc(Engine *e) {
     }
     while (e->free_list) { conn_t *nx = e->free_list->next; free(e->free_list); e->free_list = nx; }
     free(e->buckets4);
+    if (e->emit) { release_objects(e->out, 0, e->nout); release_objects(e->aout, 0, e->naout); }
     free(e->out);
     free(e->aout);
+    Py_XDECREF(e->emit);
     Py_XDECREF(e->cb_feed); Py_XDECREF(e->cb_expire_one); Py_XDECREF(e->cb_take); Py_XDECREF(e->cb_fire);
     Py_XDECREF(e->cb_decode); Py_XDECREF(e->cb_has_pair); Py_XDECREF(e->cb_key_of); Py_XDECREF(e->cb_active);
     Py_XDECREF(e->cb_end_conns); Py_XDECREF(e->cb_end_prepare); Py_XDECREF(e->cb_end_finish);

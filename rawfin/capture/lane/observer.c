@@ -204,11 +204,46 @@ static int close_kind(Engine *e, conn_t *c) {
     return (int)RULES.nclose - 1;
 }
 
+static PyObject *vlan_tuple(int nvlan, const uint16_t *vlan);
+
+/* events mode: the connection's end as a tuple (rawfin.capture.engine turns it into a ConnectionEnd) */
+static int emit_connection(Engine *e, conn_t *c, int kind, int closer, int cl, int sv, int server_active) {
+    int idx[MAXANOM];
+    for (int i = 0; i < c->nanom; i++) idx[i] = i;
+    for (int i = 1; i < c->nanom; i++)
+        for (int j = i; j > 0 && strcmp(c->anom_kind[idx[j - 1]], c->anom_kind[idx[j]]) > 0; j--) {
+            int t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t;
+        }
+    PyObject *an = PyTuple_New(c->nanom);
+    if (!an) return -1;
+    for (int i = 0; i < c->nanom; i++) {
+        PyObject *pair = Py_BuildValue("(sI)", c->anom_kind[idx[i]], (unsigned int)c->anom_n[idx[i]]);
+        if (!pair) { Py_DECREF(an); return -1; }
+        PyTuple_SET_ITEM(an, i, pair);
+    }
+    PyObject *vt = vlan_tuple(c->nvlan, c->vlan);
+    if (!vt) { Py_DECREF(an); return -1; }
+    PyObject *t = Py_BuildValue("(sLssNzzsssLLLLLNNNN)", "c", (long long)c->id, c->name[cl], c->name[sv],
+                                PyBool_FromLong(c->mid), closer >= 0 ? c->name[closer] : NULL,
+                                closer >= 0 ? c->name[1 - closer] : NULL, RULES.close_names[kind],
+                                ST_NAME[c->ep[cl].state], ST_NAME[c->ep[sv].state], (long long)c->first_frame,
+                                (long long)c->last_frame, (long long)c->first_ns, (long long)c->last_ns,
+                                (long long)c->packets, PyBool_FromLong(c->mid), PyBool_FromLong(server_active), an, vt);
+    return out_object(e, t);
+}
+
 static int write_connection(Engine *e, conn_t *c) {
     int kind = close_kind(e, c);
     int closer = c->nfins ? c->fin_side[0] : -1;
     int cl = c->client, sv = 1 - c->client;
     int server_active = closer == sv && (RULES.time_wait_closes & (1u << kind));
+    if (e->emit) {
+        if (emit_connection(e, c, kind, closer, cl, sv, server_active) < 0) return -1;
+        e->by_close[kind]++;
+        if (server_active) e->server_active++;
+        e->done++;
+        return 0;
+    }
     if (out_reserve(e, 1024 + strlen(e->file_suffix)) < 0) return -1;
     OUT_LIT(e, "{\"type\":\"connection\",\"conn\":");
     out_i64(e, c->id);

@@ -12,8 +12,49 @@ static int out_reserve(Engine *e, size_t more) {
     return 0;
 }
 
+/* events mode: the buffer holds object pointers (each one reference), not text */
+#define PTR sizeof(PyObject *)
+
+static int out_object(Engine *e, PyObject *o) {
+    if (!o) return -1;
+    if (out_reserve(e, PTR) < 0) { Py_DECREF(o); return -1; }
+    memcpy(e->out + e->nout, &o, PTR);
+    e->nout += PTR;
+    return 0;
+}
+
+static void release_objects(const char *buf, size_t from, size_t to) {
+    for (size_t k = from; k + PTR <= to; k += PTR) {
+        PyObject *o;
+        memcpy(&o, buf + k, PTR);
+        Py_DECREF(o);
+    }
+}
+
+/* back to an earlier point of the output (what a connection handed over had written is Python's to say) */
+static void out_rollback(Engine *e, size_t mark) {
+    if (e->emit && mark < e->nout) release_objects(e->out, mark, e->nout);
+    e->nout = mark;
+}
+
 static int out_flush(Engine *e) {
     if (!e->nout) return 0;
+    if (e->emit) {
+        Py_ssize_t n = (Py_ssize_t)(e->nout / PTR);
+        PyObject *l = PyList_New(n);
+        if (!l) return -1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *o;
+            memcpy(&o, e->out + (size_t)i * PTR, PTR);
+            PyList_SET_ITEM(l, i, o);          /* the list takes the buffer's reference */
+        }
+        e->nout = 0;
+        PyObject *r = PyObject_CallOneArg(e->emit, l);
+        Py_DECREF(l);
+        if (!r) return -1;
+        Py_DECREF(r);
+        return 0;
+    }
     PyObject *b = PyBytes_FromStringAndSize(e->out, (Py_ssize_t)e->nout);
     if (!b) return -1;
     PyObject *r = PyObject_CallOneArg(e->write, b);
@@ -83,8 +124,16 @@ static int out_head(Engine *e, const char *type, conn_t *c, int side, int64_t fr
     return 0;
 }
 
+static PyObject *frame_obj(int64_t frame) {
+    return frame < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(frame);
+}
+
 static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int64_t frame, int64_t now,
-                          const char *cause) {
+                          const char *cause, int inp, PyObject *values) {
+    if (e->emit)
+        return out_object(e, Py_BuildValue("(sLNLssssisO)", "t", (long long)c->id, frame_obj(frame), (long long)now,
+                                           c->name[side], c->name[1 - side], ST_NAME[from], ST_NAME[to], inp, cause,
+                                           values ? values : Py_None));
     if (out_head(e, "transition", c, side, frame, now, strlen(cause)) < 0) return -1;
     OUT_LIT(e, "\",\"peer\":\"");
     out_cstr(e, c->name[1 - side]);
@@ -104,7 +153,7 @@ static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int6
    BAIL when the connection has seen more kinds than the lane keeps. ``direct``: the observer's own
    (written now); else an endpoint call's (written after its transitions, by end_call) */
 static int anomaly(Engine *e, conn_t *c, int side, const char *kind, const char *detail, int64_t now,
-                   int64_t frame, int direct) {
+                   int64_t frame, int direct, PyObject *values) {
     int k;
     for (k = 0; k < c->nanom; k++)
         if (strcmp(c->anom_kind[k], kind) == 0) break;
@@ -116,6 +165,12 @@ static int anomaly(Engine *e, conn_t *c, int side, const char *kind, const char 
     c->anom_n[k]++;
     /* written in the main buffer's tail, then moved aside until the endpoint call ends */
     size_t start = e->nout;
+    if (e->emit) {
+        if (out_object(e, Py_BuildValue("(sLNLsssO)", "a", (long long)c->id, frame_obj(frame), (long long)now,
+                                        c->name[side], kind, detail, values ? values : Py_None)) < 0) return -1;
+        if (direct) return 0;
+        goto aside;
+    }
     if (out_head(e, "anomaly", c, side, frame, now, strlen(detail)) < 0) return -1;
     OUT_LIT(e, "\",\"kind\":\"");
     out_cstr(e, kind);
@@ -125,6 +180,7 @@ static int anomaly(Engine *e, conn_t *c, int side, const char *kind, const char 
     out_cstr(e, e->file_suffix);
     OUT_LIT(e, "}\n");
     if (direct) return 0;
+aside:;
     size_t len = e->nout - start;
     if (e->naout + len > e->capaout) {
         size_t cap = e->capaout ? e->capaout : 4096;
@@ -145,7 +201,7 @@ static int end_call(Engine *e, int r) {
     if (r == 0 && e->naout) {
         if (out_reserve(e, e->naout) < 0) return -1;
         out_str(e, e->aout, e->naout);
-    }
+    } else if (e->emit && e->naout) release_objects(e->aout, 0, e->naout);
     e->naout = 0;
     return r;
 }
@@ -158,6 +214,13 @@ static int out_pyrecords(Engine *e, PyObject *recs) {
     if (!seq) return -1;
     recs = seq;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(recs);
+    if (e->emit) {                              /* events mode: the Python observer's own events, as they are */
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (out_object(e, Py_NewRef(PySequence_Fast_GET_ITEM(recs, i))) < 0) { Py_DECREF(recs); return -1; }
+        Py_DECREF(recs);
+        if (e->nout > (1 << 20)) return out_flush(e);
+        return 0;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *s = PyObject_CallOneArg(e->dumps, PySequence_Fast_GET_ITEM(recs, i));
         if (!s) { Py_DECREF(recs); return -1; }

@@ -84,7 +84,8 @@ typedef struct { uint32_t r0, nr; sit_t any; } step_t;     /* any: one of these 
 typedef struct { uint32_t s0, ns; } prog_t;
 typedef struct { uint32_t p0, np; sit_t need, forbid; } cond_t;
 typedef struct { int8_t who, name, quick; int64_t off; } val_t;   /* quick: 1 the segment's, 2 a TCB field */
-typedef struct { int32_t val; uint32_t lit0, nlit; } piece_t;    /* val >= 0: a value; else literal text */
+typedef struct { int32_t val; uint32_t lit0, nlit; } piece_t;    /* val >= 0: a value (lit0/nlit: its name);
+                                                                     else literal text */
 typedef struct { uint32_t p0, np; } tpl_t;
 
 enum { PG_RECEIVE = 0, PG_SEND = NST, PG_TIMERS = 2 * NST, PG_BIRTH, PG_SEGMENT, PG_FLUSH, PG_FLUSH_AT_END, PG_END,
@@ -290,11 +291,19 @@ static int load_rules(rules_t *r, PyObject *spec) {
                 p->lit0 = r->ntext;
                 p->nlit = (uint32_t)len;
                 r->ntext += (uint32_t)len;
-            } else {
-                long v = PyLong_AsLong(pc);
-                if (v == -1 && PyErr_Occurred()) { Py_DECREF(pc); Py_DECREF(t); return -1; }
+            } else {                            /* (value index, its name) */
+                long v;
+                const char *label;
+                Py_ssize_t len;
+                if (!PyArg_ParseTuple(pc, "ls#", &v, &label, &len)) { Py_DECREF(pc); Py_DECREF(t); return -1; }
+                char *grown_t = realloc(r->text, r->ntext + (size_t)len + 1);
+                if (!grown_t) { Py_DECREF(pc); Py_DECREF(t); PyErr_NoMemory(); return -1; }
+                r->text = grown_t;
+                memcpy(r->text + r->ntext, label, (size_t)len);
                 p->val = (int32_t)v;
-                p->lit0 = p->nlit = 0;
+                p->lit0 = r->ntext;
+                p->nlit = (uint32_t)len;
+                r->ntext += (uint32_t)len;
             }
             Py_DECREF(pc);
         }

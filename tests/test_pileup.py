@@ -20,6 +20,7 @@ import pytest
 import shared_corpus
 from rawfin.capture import engine
 from rawfin.capture.analysis import records
+from rawfin.render.records import record
 from rawfin.render.pileup import Pileup, sparkline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,7 +153,7 @@ def test_roles_from_the_first_transition_are_the_observers():
     for cap in caps:
         agg = Pileup("server")
         try:
-            for r in records(str(cap)):
+            for r in records(str(cap), record=record):
                 agg.write(r)
         except Exception:  # noqa: BLE001 - damaged corpus files: what came before counts
             pass

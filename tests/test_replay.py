@@ -179,6 +179,7 @@ def test_table_and_jsonl(capsys, tmp_path):
 def test_scenario_round_trip(name, tmp_path):
     from rawfin.sim import scenarios
     from rawfin.capture.analysis import records
+    from rawfin.render.records import record
 
     rec = load(cap(name))
     f = tmp_path / "s.toml"
@@ -189,7 +190,7 @@ def test_scenario_round_trip(name, tmp_path):
     mine = {fr.frame for fr in rec.frames}
 
     def path(p, keep=None):
-        return [(r["endpoint"], r["from"], r["to"], r["frame"]) for r in records(p)
+        return [(r["endpoint"], r["from"], r["to"], r["frame"]) for r in records(p, record=record)
                 if r["type"] == "transition" and r["conn"] == 0 and (keep is None or r["frame"] in keep)]
     assert path(out) == path(cap(name), mine)
 

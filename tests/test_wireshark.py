@@ -17,6 +17,7 @@ import pytest
 
 import shared_corpus
 from rawfin.capture.analysis import records
+from rawfin.render.records import record
 from rawfin.core.errors import CaptureError
 from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.wire.decode import decode
@@ -60,7 +61,7 @@ def expected_states(src: Path) -> dict[int, tuple[int, str, str]]:
     frame of every connection between its first and last frame."""
     recs: list[dict] = []
     try:
-        recs.extend(records(str(src)))
+        recs.extend(records(str(src), record=record))
     except CaptureError:
         pass
     moves: dict[int, list[dict]] = {}

@@ -28,7 +28,7 @@ import enginegen
 from rawfin.capture import engine
 from rawfin.core.errors import CaptureError
 from rawfin.render import sinks, tables
-from rawfin.render.records import to_json
+from rawfin.render.records import json_line, record, to_json
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -43,14 +43,14 @@ def lane_output(path: Path, msl: float = 30.0) -> tuple[bytes, float | None]:
     """The records of a capture as JSON lines (the lane's, or the reference's when it declines)."""
     chunks: list[bytes] = []
     try:
-        ok = engine.run(str(path), chunks.append, msl_s=msl) if engine.available() else False
+        ok = engine.run(str(path), chunks.append, msl_s=msl, json_of=json_line(None)) if engine.available() else False
     except CaptureError:
         ok = True
     if not ok:
         from rawfin.capture.analysis import records
         chunks = []
         try:
-            for r in records(str(path), msl_s=msl):
+            for r in records(str(path), msl_s=msl, record=record):
                 chunks.append((to_json(r) + "\n").encode())
         except CaptureError:
             pass

@@ -111,13 +111,17 @@ def _states(text: str) -> int:
 _MEMO: dict = {}        # (kind, token, ctx) -> IR, within one compile_rules (constants may differ)
 
 
-def compile_pred(tok: str, ctx_who: str = "self") -> tuple:
-    """One predicate of a row's ``when`` as ``(name, negated, args)``."""
-    key = ("p", tok, ctx_who)
+def _memo(kind: str, make: Callable, text: str, ctx_who: str) -> tuple:
+    key = (kind, text, ctx_who)
     got = _MEMO.get(key)
     if got is None:
-        got = _MEMO[key] = _compile_pred(tok, ctx_who)
+        got = _MEMO[key] = make(text, ctx_who)
     return got
+
+
+def compile_pred(tok: str, ctx_who: str = "self") -> tuple:
+    """One predicate of a row's ``when`` as ``(name, negated, args)``."""
+    return _memo("p", _compile_pred, tok, ctx_who)
 
 
 def _compile_pred(tok: str, ctx_who: str) -> tuple:
@@ -197,11 +201,7 @@ _FIELD = re.compile(r"\{([^{}]+)\}")
 
 def compile_template(text: str, ctx_who: str = "self") -> tuple:
     """``"rcv FIN seq={fin}"`` as pieces: literal text and values, in order."""
-    key = ("t", text, ctx_who)
-    got = _MEMO.get(key)
-    if got is None:
-        got = _MEMO[key] = _compile_template(text, ctx_who)
-    return got
+    return _memo("t", _compile_template, text, ctx_who)
 
 
 def _compile_template(text: str, ctx_who: str) -> tuple:

@@ -71,21 +71,26 @@ enum { VK_NONE, VK_NUM, VK_STR, VK_BAIL };
 typedef struct { int kind; int64_t n; const char *s; } vres_t;
 static char DESCRIBED[96];      /* describe()'s text, for the template being formatted */
 
+/* a segment's own numbers (seq, ack, end, len, fin, win: the values "quick" 1 names); 0 for any other name */
+static inline int seg_number(const ev_t *s, int name, int64_t *n) {
+    switch (name) {
+    case V_SEQ: *n = s->seq; return 1;
+    case V_ACK: *n = s->ack; return 1;
+    case V_END: *n = seq_end(s); return 1;
+    case V_LEN: *n = s->data_len; return 1;
+    case V_FIN: *n = fin_seq_of(s); return 1;
+    case V_WIN: *n = s->window; return 1;
+    default: return 0;
+    }
+}
+
 static int value_slow(const ctx_t *x, const val_t *d, vres_t *v);
 
 static inline int value(const ctx_t *x, int vi, vres_t *v) {
     const val_t *d = &RULES.vals[vi];
     if (d->quick == 1 && x->s) {
-        const ev_t *s = x->s;
         v->kind = VK_NUM;
-        switch (d->name) {
-        case V_SEQ: v->n = s->seq; break;
-        case V_ACK: v->n = s->ack; break;
-        case V_END: v->n = seq_end(s); break;
-        case V_LEN: v->n = s->data_len; break;
-        case V_FIN: v->n = fin_seq_of(s); break;
-        default: v->n = s->window; break;
-        }
+        seg_number(x->s, d->name, &v->n);
     } else if (d->quick == 2 || d->quick == 3) {
         int side = side_of(x, d->who);
         if (side < 0) return v->kind = VK_BAIL;
@@ -112,13 +117,8 @@ static int value_slow(const ctx_t *x, const val_t *d, vres_t *v) {
     } else if (d->who == W_SEG || d->who == W_H || d->who == W_NOW || (d->who >= W_HELD_TX && d->who <= W_FINAL_RX)) {
         const ev_t *s = seg_of(x, d->who);
         if (!s) return v->kind = VK_BAIL;
+        if (!seg_number(s, d->name, &v->n))
         switch (d->name) {
-        case V_SEQ: v->n = s->seq; break;
-        case V_ACK: v->n = s->ack; break;
-        case V_END: v->n = seq_end(s); break;
-        case V_LEN: v->n = s->data_len; break;
-        case V_FIN: v->n = fin_seq_of(s); break;
-        case V_WIN: v->n = s->window; break;
         case V_SPORT: v->n = c->port[s->kind & 1]; break;
         case V_DPORT: v->n = c->port[1 - (s->kind & 1)]; break;
         case V_FRAME:

@@ -6,6 +6,7 @@ import pytest
 
 from rawfin.sim import craft
 from rawfin.core import seq as sq
+from rawfin.core.events import Anomaly
 from rawfin.core.observer import Observer
 from rawfin.core.segment import Flags
 from rawfin.render.records import record
@@ -346,7 +347,7 @@ def _rst_after(answer: bytes | None, rst_ack: bool = True) -> list[str]:
     obs = Observer(final_ack_hold_ns=0)
     kinds = []
     for i, x in enumerate(segs):
-        kinds += [r["kind"] for r in obs.feed(x.with_(frame=i + 1, time_ns=i * 1000)) if r["type"] == "anomaly"]
+        kinds += [ev.kind for ev in obs.feed(x.with_(frame=i + 1, time_ns=i * 1000)) if isinstance(ev, Anomaly)]
     return kinds
 
 

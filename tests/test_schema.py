@@ -94,14 +94,14 @@ def test_analyze_the_corpus():
 
     from rawfin.capture import engine, analysis
     from rawfin.core.errors import CaptureError
-    from rawfin.render.records import to_json
+    from rawfin.render.records import json_line, record, to_json
 
     seen = set()
     for cap in shared_corpus.FILES:
         buf = io.BytesIO()
         try:
-            if not (engine.available() and engine.run(str(cap), buf.write)):
-                for r in analysis.records(str(cap)):
+            if not (engine.available() and engine.run(str(cap), buf.write, json_of=json_line(None))):
+                for r in analysis.records(str(cap), record=record):
                     buf.write((to_json(r) + "\n").encode())
         except CaptureError:
             pass

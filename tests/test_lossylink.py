@@ -92,16 +92,37 @@ def test_lossy_link_is_recorded_at_both_capture_points(no_leftovers, tmp_path):
     assert not run.unsettled
     for e in run.endpoints:
         assert e.kernel and e.kernel[-1] in FINAL, run.explain(e, "before")
-    ok, n = run.agreement("before")
-    assert n == 32 and ok >= 24, "\n".join(run.explain(e, "before") for e in run.misses("before"))
+
+
+@needs_trace
+def test_simultaneous_closes_through_loss_match_the_kernel(no_leftovers, tmp_path):
+    """Issue 14's hardest mix, small: simultaneous closes at 12% loss. Before its rules rawfin read about
+    one endpoint in ten wrong here (a FIN lost after the capture point taken as arrived, one lost before
+    it not seen at all); now the misses are few, and the kernel's path is among what rawfin names."""
+    run = lossylink.run_mix(lossylink.Mix("simul12", lossylink.Faults(drop=0.12), kinds=("simultaneous",)), 11,
+                            conns=24, out_dir=str(tmp_path))
+    for which in ("before", "after"):
+        ok, n = run.agreement(which)
+        misses = "\n".join(run.explain(e, which) for e in run.misses(which))
+        assert n >= 44 and ok >= n - 2, misses
+        assert len(run.unmarked(which)) <= 1, misses
 
 
 @pytest.mark.skipif(not os.environ.get("RAWFIN_LOSSY"), reason="issue 14's 50-connection mixes: set RAWFIN_LOSSY=1")
 @needs_trace
-@pytest.mark.parametrize("mix", lossylink.ISSUE_MIXES)
-def test_issue_mixes(mix, no_leftovers, tmp_path):
-    run = lossylink.run_mix(lossylink.MIXES[mix], int(os.environ.get("RAWFIN_LOSSY_SEED", "1")),
-                            out_dir=str(tmp_path))
-    assert not run.unsettled
-    for e in run.endpoints:
-        assert e.kernel and e.kernel[-1] in FINAL, run.explain(e, "before")
+def test_issue_mixes(no_leftovers, tmp_path):
+    """Every mix of issue 14 (50 connections each, RAWFIN_LOSSY_SEED or 1): at least 98% of the endpoint
+    histories match the kernel's at each capture point."""
+    seed = int(os.environ.get("RAWFIN_LOSSY_SEED", "1"))
+    total = {"before": [0, 0], "after": [0, 0]}
+    report = []
+    for mix in lossylink.ISSUE_MIXES:
+        run = lossylink.run_mix(lossylink.MIXES[mix], seed, out_dir=str(tmp_path / mix))
+        report.append(run.summary())
+        for which in total:
+            ok, n = run.agreement(which)
+            total[which][0] += ok
+            total[which][1] += n
+            report += [run.explain(e, which) for e in run.unmarked(which)]
+    for which, (ok, n) in total.items():
+        assert ok >= 0.98 * n, "\n".join(report)

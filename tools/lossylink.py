@@ -671,7 +671,7 @@ def run_mix(mix: Mix, seed: int, *, conns: int | None = None, only: list[int] | 
                 wire[which].setdefault((r["endpoint"], r["peer"]), []).append(r["to"])
                 if r.get("inferred"):
                     marks[which].setdefault((r["endpoint"], r["peer"]), []).append(
-                        (r["to"], r["inferred"]["alternative"]))
+                        (r["to"], r["alternative"]))
     endpoints = []
     for p in plans:
         cname = f"{CLIENT_IP}:{CLIENT_PORT_BASE + p.index}"

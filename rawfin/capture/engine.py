@@ -126,6 +126,8 @@ def lane_rules(compiled, vocab: dict) -> dict:
             a = [0 if k == "held" else 1, who(side)]
         elif name == "held_flag":
             a = [who(args[0]), args[1]]
+        elif name == "waiting":
+            a = [M.WAITING.index(args[0]), who(args[1])]
         if -1 in a[:1] and name not in ("flag", "some", "all", "reached", "took", "mark"):
             code = -1
         return (code, int(neg), *(a + [0, 0, 0, 0])[:4])
@@ -149,8 +151,10 @@ def lane_rules(compiled, vocab: dict) -> dict:
         elif name == "deliver_held":
             a = [idx("held_kinds", args[0])]
         elif name in ("server", "know", "unhold", "flush", "cross", "unhold_final", "deliver_final", "hold_final",
-                      "hold"):
+                      "hold", "wait_behind", "hold_rst", "deliver_rst", "hold_ahead", "flush_filled"):
             a = [who(args[0])]
+        elif name == "evidence":
+            a = [int(args[0] == "down"), who(args[1])]
         return (code, *(a + [0, 0, 0])[:3])
 
     def program(pg: tuple) -> list:
@@ -355,10 +359,22 @@ class Handback:
         self._decode = decode
 
     def callables(self) -> dict:
+        """What the lane is given at start: these callables, and (``loss_evidence``) which anomaly kinds show
+        where segments get lost, as plain ``(kind, after the capture point?, the reporter's own segment?)``
+        (rawfin.core.rules.LOSS_EVIDENCE)."""
         return {"feed": self.feed, "expire_one": self.expire_one, "take": self.take, "fire": self.fire,
                 "decode": self.decode, "has_pair": self.has_pair, "key_of": self.key_of, "active": self.active,
                 "end_conns": self.end_conns, "end_prepare": self.end_prepare, "end_finish": self.end_finish,
-                "end_clear": self.end_clear}
+                "end_clear": self.end_clear, "evidence": self.evidence,
+                "loss_evidence": [(kind, where == "down", whose == "local")
+                                  for kind, (where, whose) in self.obs.loss_evidence.items()]}
+
+    def evidence(self, notes: list) -> None:
+        """What a lane call that stands showed of where segments get lost: ``[(host, after the capture
+        point?)]``, counted with the Python observer's own (Observer.evidence, which the loss rows read)."""
+        ev = self.obs.evidence
+        for host, down in notes:
+            ev[host, "down" if down else "up"] += 1
 
     def timer(self) -> tuple[int, int] | None:
         return self.obs.first_timer()

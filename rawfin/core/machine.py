@@ -45,20 +45,29 @@ _CONN_NAMES = {"first_fin": "conn"}
 
 PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "in_window", "ack_known",
               "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
-              "crossed", "answered", "now", "reached", "rd_shut")
+              "crossed", "answered", "now", "reached", "rd_shut", "waiting", "lost_after")
 ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
            "queue", "close", "retransmit", "disarm_rto",
            "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
            "note_fin", "unhold", "flush", "cross", "unhold_final", "deliver_final", "observe_send", "hold_final",
            "hold", "deliver_without_fin", "synack_seen", "deliver", "listening", "deliver_held", "synack_unseen",
-           "unhold_x", "flush_x", "report_candidates")
+           "unhold_x", "flush_x", "report_candidates",
+           # a lossy, reordering link (issue 14): the observer's side of what a capture point cannot see
+           "fin_unseen", "first_fin_lost", "first_fin_arrived", "wait_behind", "drop_lost_acks", "hold_rst",
+           "deliver_rst",
+           "rsts_unreceived", "evidence", "rtt", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue")
 CONFIG = ("observer", "close_on_fin", "hold_final_ack")
 CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
-              "first_fin_acked_alone", "fins_complete", "candidates", "held", "final", "synack_unseen")
+              "first_fin_acked_alone", "fins_complete", "candidates", "held", "final", "synack_unseen",
+              "rtt", "rsts")
+#: what the observer keeps for a side (``rst:rx``...): RSTs held until nothing shows them lost, segments
+#: waiting behind a FIN whose arrival is not shown yet, a FIN held ahead of a gap; ``filled``: the gap in
+#: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs
+WAITING = ("rst", "queue", "ahead", "filled", "rst_late")
 ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen", "data_unanswered")
 TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted")
 SENDS = ("ACK", "RST", "SYN,ACK", "SYN,ACK again")
-HELD_KINDS = ("syn", "syn_without_data", "fin", "fin_at_now")
+HELD_KINDS = ("syn", "syn_without_data", "fin", "fin_at_now", "fin_at_queue", "ahead")
 _OPS = ("<=", ">=", "=", "<", ">")
 
 
@@ -150,6 +159,10 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
         return ("took", neg, (_states(parts[1]), list(Input).index(Input[parts[2]])))
     if parts[0] in ("tx", "rx") and len(parts) == 2 and parts[1] in ROLES:
         return ("role", neg, (parts[0], parts[1]))
+    if parts[0] in WAITING and len(parts) == 2 and parts[1] in ("tx", "rx", "x"):
+        return ("waiting", neg, (parts[0], parts[1]))
+    if parts[0] == "lost_after" and len(parts) == 2 and parts[1] in ("tx", "rx"):
+        return ("lost_after", neg, (parts[1],))
     if t in ("held:tx", "held:rx", "final:tx", "final:rx"):
         return ("held", neg, (t,))
     m = re.fullmatch(r"(?:([a-z_]+|(?:held|final):(?:tx|rx))\.)?(state:[A-Z_|0-9]+|[A-Za-z_]+)", t)
@@ -284,10 +297,12 @@ class Ctx:
     """What a program runs on. Endpoint programs use ep/seg/now/out; the observer's the rest."""
 
     __slots__ = ("ep", "seg", "now", "out", "marks", "conn", "tx", "rx", "txk", "rxk", "x", "xk", "h", "nowseg",
-                 "a", "b", "first_closer")
+                 "a", "b", "first_closer", "infer", "filled")
 
     def __init__(self) -> None:
         self.marks = 0
+        self.infer = None       # (alternative states, when they would hold) for the next transition
+        self.filled = False     # FLUSH: the gap in front of the held FIN was just filled
 
 
 STOP = object()
@@ -511,7 +526,52 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
                           and (c.nowseg.src, c.nowseg.sport) == c.xk)
     if name == "now":
         return lambda c: c.nowseg is not None
+    if name == "waiting":
+        return _waiting(*args)
+    if name == "lost_after":
+        return _lost_after(args[0])
     raise RuleError(f"no predicate {name!r}")
+
+
+def _waiting(what: str, side: str) -> Callable:
+    key = "txk" if side == "tx" else "rxk" if side == "rx" else "xk"
+    if what == "rst":
+        return lambda c: getattr(c, key) in c.conn.held_rst
+    entry = (lambda c: c.h) if side == "x" else (lambda c: c.conn.pending.get(getattr(c, key)))
+    if what == "queue":           # [seg, crossed, queue, ahead]: see Connection.pending
+        return lambda c: bool((e := entry(c)) and len(e) > 2 and e[2])
+    if what == "ahead":
+        return lambda c: bool((e := entry(c)) and len(e) > 3 and e[3])
+    if what == "filled":
+        def filled(c):
+            e = entry(c)
+            return bool(e and len(e) > 3 and e[3] and sq.ge(getattr(c, key[:2]).rcv_nxt, e[0].seq))
+        return filled
+    if what == "rst_late":          # a round trip (twice the handshake's, and a millisecond) after the last
+        def late(c):
+            rsts = c.conn.held_rst[getattr(c, key)]
+            return c.now - (rsts[-1].time_ns or 0) > 2 * (c.conn.rtt_ns or 0) + 1_000_000
+        return late
+    raise RuleError(what)
+
+
+def host_of(name: str) -> str:
+    """``192.0.2.1`` of ``192.0.2.1:80``, ``[2001:db8::1]`` of ``[2001:db8::1]:80``: the key of a host's
+    evidence (the compiled lane keys it the same way, by the names it writes)."""
+    return name.rpartition(":")[0]
+
+
+def _lost_after(side: str) -> Callable:
+    """The capture point shows where this pair's segments get lost: after it (segments it saw that never
+    arrived), and nothing shows losses before it (segments it never saw). The evidence of the whole
+    capture so far, for both hosts of the connection."""
+    def f(c):
+        ev = c.conn.evidence
+        hosts = (host_of(c.tx.name), host_of(c.rx.name))
+        up = sum(ev.get((h, "up"), 0) for h in hosts)
+        down = sum(ev.get((h, "down"), 0) for h in hosts)
+        return down > 0 and not up
+    return f
 
 
 def _conn_flag(what: str) -> Callable:
@@ -527,6 +587,10 @@ def _conn_flag(what: str) -> Callable:
         return lambda c: bool(c.conn.held_ack)
     if what == "synack_unseen":
         return lambda c: c.conn.synack_unseen is not None
+    if what == "rtt":
+        return lambda c: c.conn.rtt_ns is not None
+    if what == "rsts":
+        return lambda c: bool(c.conn.held_rst)
     return lambda c, w=what: bool(getattr(c.conn, w))
 
 

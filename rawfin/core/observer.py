@@ -24,12 +24,14 @@ from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import State
 from rawfin.core import machine as M
 from rawfin.core.machine import STOP, Ctx, holds, run
+from rawfin.core.rules import LOSS_EVIDENCE
 
 _EST = State.ESTABLISHED
 _add, _gt, _between_incl = sq.add, sq.gt, sq.between_incl   # the fast path's helpers, bound once
 _NOTHING: tuple = ()                # what the fast path returns: shared, so nobody may add to it
 _NO_DICT = MappingProxyType({})     # shared and read-only: most connections never hold anything
 _STATE_BIT = {st: 1 << i for i, st in enumerate(State)}
+_NO_EVIDENCE: Counter = Counter()   # read-only in use: a connection outside an observer counts nothing
 
 
 class _Roles:
@@ -64,7 +66,7 @@ class Connection:
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
-                 "synack_unseen", "hold_ns", "queued", "rules", "unanswered")
+                 "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "evidence")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0) -> None:
         self.id = cid
@@ -84,12 +86,16 @@ class Connection:
         self.fin_ack_candidates: list[Anomaly] | None = None
         self.first_fin_acked_alone = False
         self.refused = False
-        self.pending: dict[tuple[str, int], list] = _NO_DICT   # receiver -> [FIN (or SYN) held, crossed?]
+        # receiver -> [FIN (or SYN) held, crossed?, later: the sender's segments waiting behind it, ahead of a gap?]
+        self.pending: dict[tuple[str, int], list] = _NO_DICT
         self.seen = 0            # bit 1: the first sender has sent, bit 2: the other side has
         self.unanswered = 0      # same bits: that side got data and its application has sent nothing since
         self.held_ack: dict[tuple[str, int], Segment] = _NO_DICT
         self.queued: int | None = None      # the deadline this connection has in the observer's heap
         self.synack_unseen: tuple[str, int] | None = None
+        self.held_rst: dict[tuple[str, int], list] = _NO_DICT   # receiver -> RSTs held until it is silent
+        self.rtt_ns: int | None = None     # the handshake's round trip, as the capture point saw it
+        self.evidence: Counter = _NO_EVIDENCE   # the observer's: (host, "up"/"down") -> segments lost there
         self.alt_keys: tuple = ()
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
         a = Endpoint(local=src, remote=dst, config=cfg, vlan=seg.vlan)
@@ -111,11 +117,6 @@ class Connection:
             c.txk, c.rxk = (seg.src, seg.sport), (seg.dst, seg.dport)
             c.tx, c.rx = self.eps[c.txk], self.eps[c.rxk]
         return c
-
-    def _note(self, a: Anomaly) -> None:
-        if self.anomalies is None:
-            self.anomalies = Counter()
-        self.anomalies[a.kind] += 1
 
     def fast(self, seg: Segment, now: int) -> bool:
         """In-order data or a plain ACK on an established connection decides nothing (rules.FAST_PATH):
@@ -177,13 +178,19 @@ class Connection:
             setattr(self, which, _NO_DICT)    # an emptied dict keeps its table: let it go
         return value
 
-    def _flush(self, ep: tuple[str, int], now_seg: Segment | None, out: list) -> None:
-        """Deliver the FIN (or SYN) held for ``ep`` as rules.FLUSH has it."""
+    def _flush(self, ep: tuple[str, int], now_seg: Segment | None, out: list, infer: tuple | None = None,
+               filled: bool = False) -> None:
+        """Deliver the FIN (or SYN) held for ``ep`` as rules.FLUSH has it; ``infer``: the reading not
+        taken, for the transition it makes; ``filled``: ``now_seg`` filled the gap in front of it."""
         c = Ctx()
-        c.conn, c.out, c.nowseg = self, out, now_seg
+        c.conn, c.out, c.nowseg, c.infer, c.filled = self, out, now_seg, infer, filled
         c.h = self._unhold("pending", ep)
         c.xk, c.x = ep, self.eps[ep]
         run(PROGRAMS.flush, c)
+
+    def _deliver_rst(self, ep: tuple[str, int], out: list) -> None:
+        for seg in self._unhold("held_rst", ep):
+            self._collect(self.eps[ep].receive(seg, seg.time_ns or 0), out)
 
     def _deliver_final_ack(self, ep: tuple[str, int], out: list) -> None:
         seg = self._unhold("held_ack", ep)
@@ -193,6 +200,8 @@ class Connection:
         """The end: the final ACKs held are delivered, then what is held for each side (rules.FLUSH_AT_END)."""
         for ep in list(self.held_ack):
             self._deliver_final_ack(ep, out)
+        for ep in list(self.held_rst):
+            self._deliver_rst(ep, out)
         for ep in list(self.pending):
             c = Ctx()
             c.conn, c.out, c.nowseg = self, out, None
@@ -200,21 +209,40 @@ class Connection:
             c.xk, c.x = ep, self.eps[ep]
             run(PROGRAMS.flush_at_end, c)
 
-    def _collect(self, res: Result, out: list) -> None:
+    def _collect(self, res: Result, out: list, infer: tuple | None = None) -> tuple | None:
+        """``infer``: (alternative states, when they would hold) for the first transition of ``res``: the
+        capture cannot decide it; returned when no transition took it."""
         for t in res.transitions:
             self.reached |= _STATE_BIT[t.to]
+            if infer:
+                t, infer = replace(t, alternative=tuple(infer[0]), inferred=infer[1]), None
             out.append(("t", self, t))
         for a in res.anomalies:
             self._note(a)
             out.append(("a", self, a))
+        return infer
+
+    def _note(self, a: Anomaly) -> None:
+        """Count an anomaly of this connection (and, rules.LOSS_EVIDENCE, what it shows of where segments
+        get lost)."""
+        if self.anomalies is None:
+            self.anomalies = Counter()
+        self.anomalies[a.kind] += 1
+        where = LOSS_EVIDENCE.get(a.kind)
+        if where is not None and self.evidence is not _NO_EVIDENCE:
+            e = next(e for e in self.eps.values() if e.name == a.endpoint)
+            self.evidence[M.host_of(e.name if where[1] == "local" else e.peer_name), where[0]] += 1
 
     def fire_timers(self, until: int, out: list) -> None:
         """rules.OBSERVER_TIMERS: held final ACKs whose hold is over, then each endpoint's own."""
         for what in PROGRAMS.timer_order:
-            if what == "final_ack":
+            if what == "final_ack":        # (and held RSTs: the same hold)
                 for ep, seg in list(self.held_ack.items()):
                     if (seg.time_ns or 0) + self.hold_ns <= until:
                         self._deliver_final_ack(ep, out)
+                for ep, segs in list(self.held_rst.items()):
+                    if (segs[-1].time_ns or 0) + self.hold_ns <= until:
+                        self._deliver_rst(ep, out)
             else:
                 for ep in self.eps.values():
                     d = ep.next_deadline()
@@ -228,6 +256,7 @@ class Connection:
     def next_deadline(self) -> int | None:
         ds = [d for d in (ep.next_deadline() for ep in self.eps.values()) if d is not None]
         ds += [(seg.time_ns or 0) + self.hold_ns for seg in self.held_ack.values()]
+        ds += [(segs[-1].time_ns or 0) + self.hold_ns for segs in self.held_rst.values()]
         return min(ds) if ds else None
 
     def all_closed(self) -> bool:
@@ -415,11 +444,156 @@ def _deliver_held(kind: str):
                 seg = seg.with_(payload=b"", data_len=0)     # data on the SYN, not accepted
             conn._collect(x.receive(seg, seg.time_ns or 0), c.out)
             return
-        when = c.nowseg if kind == "fin_at_now" else seg
+        if kind == "ahead":        # data and FIN, where the gap was filled or the receiver showed it had it
+            when = c.nowseg if (c.filled or c.h[1]) and c.nowseg is not None else seg
+            c.infer = conn._collect(x.receive(seg.with_(frame=when.frame, time_ns=when.time_ns), when.time_ns or 0),
+                                    c.out, c.infer)
+            return
+        when = c.nowseg if kind == "fin_at_now" else _queue(c.h)[0] if kind == "fin_at_queue" else seg
         fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=1 | (seg.flags & 16),
                         frame=when.frame, time_ns=when.time_ns)
-        conn._collect(x.receive(fin, when.time_ns or 0), c.out)
+        c.infer = conn._collect(x.receive(fin, when.time_ns or 0), c.out, c.infer)
     return f
+
+
+# -- a lossy, reordering link (issue 14) -----------------------------------------------------------------------
+
+def _queue(entry: list) -> list:
+    """The segments waiting behind a held FIN (Connection.pending's third place)."""
+    return entry[2] if len(entry) > 2 else []
+
+
+def _fin_unseen(c: Ctx) -> None:
+    """tx's bare ACK is one past everything it was seen to send: its FIN, not captured, went before it."""
+    conn, seg, tx = c.conn, c.seg, c.tx
+    fseq = tx.snd_nxt
+    peer = conn.pending.get(c.txk)
+    infer = None
+    if peer is not None and not peer[0].syn:
+        first = next((f[2] for f in conn.fins if f[0] == c.rxk), None)
+        if first is not None and peer[0].frame != first:
+            # the peer sent its FIN again before this ACK: nothing had come back for the first copy, so
+            # this side's answer (its FIN, carrying the ACK) was lost: it had the peer's FIN first
+            conn._flush(c.txk, None, c.out, infer=(
+                (State.FIN_WAIT_1, State.CLOSING), f"its FIN seq={fseq} (not captured) crossed the peer's FIN in "
+                f"frame {first}"))
+        else:
+            infer = ((State.CLOSE_WAIT, State.LAST_ACK),
+                     f"the peer's FIN in frame {peer[0].frame} reached it before it sent its FIN seq={fseq} (not "
+                     f"captured), and its ACK of that FIN was lost before the capture point too")
+    a = Anomaly(endpoint=tx.name, kind="fin_not_captured",
+                detail=f"{seg.describe()} is one past everything seen sent: a FIN seq={fseq} not in the capture",
+                time_ns=c.now, frame=seg.frame)
+    conn._collect(Result(anomalies=(a,)), c.out)
+    conn._collect(tx.observe_send(seg.with_(seq=fseq, flags=0x11), c.now), c.out, infer)
+    conn.fins.append((c.txk, fseq, seg.frame))
+
+
+def _first_fin(lost: bool):
+    """The FIN held for rx, which crossed rx's own, sent again before rx acknowledged it: the first copy
+    was lost after the capture point (rx took what its sender sent after it first: FIN_WAIT_2), or it
+    arrived and rx's ACK of it was lost before the capture point (CLOSING). Which one, the rows say."""
+    def f(c):
+        conn, again, ep, rx = c.conn, c.seg, c.rxk, c.rx
+        held = conn.pending[ep]
+        first, queue = held[0], _queue(held)
+        after = queue[0].frame if queue else again.frame
+        if not lost:
+            conn._flush(ep, None if queue else again, c.out, infer=(
+                (State.FIN_WAIT_2,), f"the FIN in frame {first.frame} was lost after the capture point (it took "
+                f"frame {after} first)"))
+            return
+        conn._unhold("pending", ep)
+        a = Anomaly(endpoint=rx.name, kind="fin_lost",
+                    detail=(f"the FIN seq={first.fin_seq} in frame {first.frame} never reached {rx.name}: it was "
+                            f"sent again in frame {again.frame} before any ACK of it"),
+                    time_ns=c.now, frame=again.frame)
+        conn._collect(Result(anomalies=(a,)), c.out)
+        infer = ((State.CLOSING,), f"the FIN in frame {first.frame} arrived before frame {after} and its ACK was "
+                 f"lost before the capture point")
+        for q in queue:
+            infer = conn._collect(rx.receive(q, q.time_ns or 0), c.out, infer)
+        c.infer = infer        # (none waited: the FIN sent again, its ACK field, moves rx first)
+    return f
+
+
+def _wait_behind(c: Ctx, k) -> None:
+    held = c.conn.pending[k]
+    if len(held) == 2:
+        held.append([])
+    held[2].append(c.seg)
+
+
+def _drop_lost_acks(c: Ctx, k) -> None:
+    """k sends its FIN again while segments for it wait behind a FIN it had not taken: those that
+    acknowledged its FIN were lost after the capture point (its FIN would not be sent again)."""
+    conn, me, held = c.conn, c.conn.eps[k], c.conn.pending[k]
+    want = sq.add(me.fin_seq, 1)
+    keep = []
+    for q in _queue(held):
+        if q.has_ack and sq.ge(q.ack, want) and not q.fin and not q.data_len:
+            a = Anomaly(endpoint=me.name, kind="final_ack_lost",
+                        detail=(f"the ACK ack={q.ack} in frame {q.frame} never reached {me.name}: it sent its FIN "
+                                f"seq={me.fin_seq} again"), time_ns=c.now, frame=c.seg.frame)
+            conn._collect(Result(anomalies=(a,)), c.out)
+        else:
+            keep.append(q)
+    held[2] = keep
+
+
+def _hold_rst(c: Ctx, k) -> None:
+    conn = c.conn
+    if k in conn.held_rst:
+        conn.held_rst[k].append(c.seg)
+    else:
+        conn._hold("held_rst", k, [c.seg])
+
+
+def _rsts_unreceived(c: Ctx, k) -> None:
+    """k kept sending: the RSTs held for it had not reached it. One its window would no longer take
+    exactly (a FIN just delivered came first) is judged as it would be; the others were lost."""
+    conn, me, seg = c.conn, c.conn.eps[k], c.seg
+    for rst in conn._unhold("held_rst", k):
+        if rst.seq != me.rcv_nxt:
+            conn._collect(me.receive(rst, rst.time_ns or 0), c.out)
+            continue
+        a = Anomaly(endpoint=me.name, kind="rst_not_received",
+                    detail=(f"the RST seq={rst.seq} in frame {rst.frame} had not reached {me.name}: it sent "
+                            f"{seg.describe()} after it"), time_ns=c.now, frame=seg.frame)
+        conn._collect(Result(anomalies=(a,)), c.out)
+
+
+def _evidence(where: str, who: str):
+    attr = _side(who)[1]
+
+    def f(c):
+        if c.conn.evidence is not _NO_EVIDENCE:
+            c.conn.evidence[M.host_of(getattr(c, attr).name), where] += 1
+    return f
+
+
+def _rtt(c: Ctx) -> None:
+    c.conn.rtt_ns = c.now - c.conn.first_ns
+
+
+def _hold_ahead(c: Ctx, k) -> None:
+    """The FIN (just held for k) is ahead of a gap: it waits in k's queue; the ACK in it counts now."""
+    held = c.conn.pending[k]
+    held[2:] = [[], True]
+    rx = c.conn.eps[k]
+    body = c.seg.with_(flags=c.seg.flags & 0xFE, seq=rx.rcv_nxt, payload=b"", data_len=0)
+    c.conn._collect(rx.receive(body, c.now), c.out)
+
+
+def _deliver_ack_only(c: Ctx) -> None:
+    rx = c.rx
+    body = c.seg.with_(flags=c.seg.flags & 0xFE, seq=rx.rcv_nxt, payload=b"", data_len=0)
+    c.infer = c.conn._collect(rx.receive(body, c.now), c.out, c.infer)
+
+
+def _deliver_queue(c: Ctx) -> None:
+    for q in _queue(c.h):
+        c.conn._collect(c.x.receive(q, q.time_ns or 0), c.out)
 
 
 def _report_candidates(c: Ctx) -> None:
@@ -475,7 +649,7 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
     if name == "observe_send":
         return lambda c: c.conn._collect(c.tx.observe_send(c.seg, c.now), c.out)
     if name == "deliver_without_fin":
-        return lambda c: c.conn._collect(c.rx.receive(c.seg.with_(flags=c.seg.flags & 0xFE), c.now), c.out)
+        return lambda c: c.conn._collect(c.rx.receive(c.seg.with_(flags=c.seg.flags & 0xFE), c.now), c.out, c.infer)
     if name == "deliver":
         return lambda c: c.conn._collect(c.rx.receive(c.seg, c.now), c.out)
     if name == "synack_seen":
@@ -492,6 +666,38 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
         return lambda c: c.conn._flush(c.xk, None, c.out)
     if name == "report_candidates":
         return _report_candidates
+    if name == "mark":
+        bit = M.mark_bit(args[0])
+
+        def mark(c):
+            c.marks |= bit
+        return mark
+    if name == "fin_unseen":
+        return _fin_unseen
+    if name in ("first_fin_lost", "first_fin_arrived"):
+        return _first_fin(name == "first_fin_lost")
+    if name == "wait_behind":
+        return _on(args[0], _wait_behind)
+    if name == "drop_lost_acks":
+        return _on(args[0], _drop_lost_acks)
+    if name == "hold_rst":
+        return _on(args[0], _hold_rst)
+    if name == "deliver_rst":
+        return _on(args[0], lambda c, k: c.conn._deliver_rst(k, c.out))
+    if name == "rsts_unreceived":
+        return _on(args[0], _rsts_unreceived)
+    if name == "evidence":
+        return _evidence(*args)
+    if name == "rtt":
+        return _rtt
+    if name == "hold_ahead":
+        return _on(args[0], _hold_ahead)
+    if name == "flush_filled":
+        return _on(args[0], lambda c, k: c.conn._flush(k, c.seg, c.out, filled=True))
+    if name == "deliver_ack_only":
+        return _deliver_ack_only
+    if name == "deliver_queue":
+        return _deliver_queue
     raise M.RuleError(f"the observer cannot {name!r}")
 
 
@@ -696,6 +902,10 @@ class Observer:
         self.stats: Counter = Counter()
         self.by_close: Counter = Counter()
         self.server_active_closes = 0
+        #: where segments get lost, as the capture so far shows it: (host, "up"/"down") -> how often
+        #: (rules.LOSS_EVIDENCE; the compiled lane adds what its connections show, evidence_kinds says which)
+        self.evidence: Counter = Counter()
+        self.loss_evidence = LOSS_EVIDENCE
 
     @staticmethod
     def key_of(seg: Segment) -> tuple:
@@ -729,6 +939,7 @@ class Observer:
             conn = None
         if conn is None:
             conn = Connection(self.next_id, key, seg, self.cfg, self.hold_ns)
+            conn.evidence = self.evidence
             self.next_id += 1
             self.active[key] = conn
             if seg.vlan:
@@ -887,6 +1098,8 @@ class Observer:
                 conn = TimeWait(conn)
             out.clear()
         self.active[conn.key] = conn
+        if conn.__class__ is Connection:      # (its replay counted nothing: the lane had)
+            conn.evidence = self.evidence
         if vlan:
             self.by_tuple[conn.key[1:]] = conn
         conn.queued = None

@@ -353,12 +353,22 @@ BIRTH: tuple[Step, ...] = (
 )
 
 # Each segment (Connection.process), after counting it.
+#
+# A capture point sits between two hosts. What it shows a side sending may never have arrived (lost
+# after it), what a side sent may never show (lost before it), and two segments may reach a host in
+# another order than they passed it. The rows below read the packets for that (issue 14); where they
+# cannot decide, the transition taken names the other reading (``inferred``).
 SEGMENT: tuple[Step, ...] = (
     # picked up mid-stream: the first segment each way says what the other side expects
     step("rx_expects", row("!rx:known", set_("rx.rcv_nxt", "seq"), set_("rx.irs", "seq"), ("know", "rx"))),
     step("tx_expects", row("ACK !tx:known", set_("tx.rcv_nxt", "ack"), set_("tx.irs", "ack"), ("know", "tx"))),
     step("rx_sent", row("mid_stream ACK rx.snd_nxt=0 rx.state:ESTABLISHED", set_("rx.snd_una", "ack"),
                         set_("rx.snd_nxt", "ack"))),
+    # a bare ACK one past everything its sender was seen to send: it had sent a FIN the capture never saw
+    # (lost before the capture point). Its close starts here; whether its FIN crossed the peer's is read
+    # from the peer's FIN: sent again first (nothing had come back: this side had it, CLOSE_WAIT), or not.
+    step("fin_unseen",
+         row("pure_ack !data !tx.fin_seq tx.state:ESTABLISHED|CLOSE_WAIT tx:known seq=tx.snd_nxt+1", ("fin_unseen",))),
     # what the close looks like, before the models move
     step("half_close", row("fins !tx:first_closer data !tx.fin_seq", ("flag", "data_after_first_fin"))),
     step("first_fin_acked",
@@ -379,18 +389,45 @@ SEGMENT: tuple[Step, ...] = (
              anomaly("close_with_unread_data", "RST seq={seq} after data {tx.name} never answered: "
                      "probably close() with the data unread (Linux resets then instead of sending a FIN)",
                      "tx"))),
-    # the FIN again with no answer in between: the first copy is taken as lost, this one counts
-    step("fin_again", row("held:rx FIN !SYN !held:rx.SYN !held:rx.crossed fin=held:rx.fin", ("unhold", "rx"))),
-    # TCP delivers in order: a FIN held for the receiver arrives before this segment
+    # the FIN again before the receiver acknowledged it. If the FINs crossed (or the sender's later
+    # segments wait behind this FIN), the first copy was lost after the capture point, or it arrived
+    # and the receiver's ACK of it was lost before: where this pair's segments get lost decides, and
+    # the transition names the other reading. Else the first copy is taken as lost, this one counts.
+    step("fin_again",
+         row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin queue:rx lost_after:rx", ("first_fin_lost", "rx")),
+         row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin queue:rx", ("first_fin_arrived", "rx")),
+         row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin held:rx.crossed rx.state:FIN_WAIT_1 lost_after:rx",
+             ("first_fin_lost", "rx")),
+         row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin held:rx.crossed rx.state:FIN_WAIT_1",
+             ("first_fin_arrived", "rx")),
+         row("held:rx FIN !SYN !held:rx.SYN !held:rx.crossed fin=held:rx.fin", ("unhold", "rx"))),
+    # TCP delivers in order: a FIN held for the receiver arrives before a segment sent after it. One sent
+    # before it (reordered, or data sent again) shows nothing of the FIN. In a simultaneous close the
+    # receiver's path depends on the order (FIN first: CLOSING; the ACK of its own FIN first: FIN_WAIT_2),
+    # so what the sender sent after its FIN waits until the receiver's ACK of the FIN (or the FIN sent
+    # again) tells.
     step("deliver_held",
          row("held:rx held:rx.SYN SYN seq=held:rx.seq"),       # the SYN again: still held
+         row("held:rx held:rx.SYN", ("flush", "rx")),
+         row("held:rx !seq>=held:rx.fin+1"),
+         row("held:rx hold_final_ack held:rx.crossed", ("wait_behind", "rx"), mark("waits")),
+         row("held:rx hold_final_ack rx.state:FIN_WAIT_1", ("wait_behind", "rx"), mark("waits")),
          row("held:rx", ("flush", "rx"))),
+    # RSTs held for the receiver: this segment of their sender's comes after them
+    step("rst_rx", row("rst:rx !RST", ("deliver_rst", "rx"))),
     # does the sender show it had received the FIN (or SYN) held for it?
     step("held_answered",
          row("held:tx held:tx.SYN RST ACK ack=held:tx.end", ("unhold", "tx")),   # nobody listening: refused
          row("held:tx held:tx.SYN RST"),                       # an RST that does not answer the SYN
+         # its own FIN sent again: what acknowledged it among the segments waiting for it never arrived
+         row("held:tx ACK ack>=held:tx.end FIN queue:tx tx.fin_seq fin=tx.fin_seq", ("drop_lost_acks", "tx"),
+             ("flush", "tx")),
          row("held:tx ACK ack>=held:tx.end", ("flush", "tx")),
+         row("held:tx ahead:tx ACK ack=tx.rcv_nxt"),            # waits for the gap in front of the FIN
          row("held:tx", ("cross", "tx"))),                     # sent before the FIN reached it: the two crossed
+    # RSTs held for the sender: it kept sending, so they had not reached it (lost after the capture point;
+    # within a round trip of the last one it may have crossed them: they stay held)
+    step("rst_tx", row("rst:tx rst_late:tx", ("rsts_unreceived", "tx"))),
     # the final ACK held for the sender: its FIN sent again means the ACK never arrived
     step("final_ack_lost",
          row("final:tx FIN tx.fin_seq fin=tx.fin_seq",
@@ -398,13 +435,31 @@ SEGMENT: tuple[Step, ...] = (
                      "{tx.name}: it sent its FIN seq={tx.fin_seq} again", "tx"), ("unhold_final", "tx")),
          row("final:tx", ("deliver_final", "tx"))),
     step("final_ack_rx", row("final:rx", ("deliver_final", "rx"))),
+    # data the capture point saw, sent again, not the sender's last (a tail loss probe resends the last):
+    # recovery from a loss after the capture point
+    step("resent", row("data end<=rx.rcv_nxt end<tx.snd_nxt", ("evidence", "down", "tx"))),
     step("sent", row("", ("observe_send",))),
+    # the handshake's round trip as the capture point saw it (an RST's crossing window)
+    step("rtt", row("rx.state:SYN_RECEIVED ACK !SYN tx:client !mid_stream !rtt", ("rtt",))),
     step("route",
-         # the final ACK: LAST_ACK -> CLOSED once nothing shows it was lost (the hold's time, FINAL_ACK_HOLD_NS)
-         row("hold_final_ack rx.state:LAST_ACK pure_ack !data rx.fin_seq ack>=rx.fin_seq+1", ("hold_final", "rx"), STOP),
+         row("#waits", STOP),
+         # the final ACK: LAST_ACK -> CLOSED (CLOSING -> TIME_WAIT) once nothing shows it was lost (the
+         # hold's time, FINAL_ACK_HOLD_NS)
+         row("hold_final_ack rx.state:LAST_ACK|CLOSING pure_ack !data rx.fin_seq ack>=rx.fin_seq+1",
+             ("hold_final", "rx"), STOP),
          # the server's move waits for its answer: SYN,ACK (it was listening) or RST (it was not)
          row("SYN !ACK rx.passive rx.state:CLOSED tx:client held:rx", STOP),
          row("SYN !ACK rx.passive rx.state:CLOSED tx:client", ("hold", "rx"), STOP),
+         # an RST takes effect once nothing shows it lost: the receiver sending after it would
+         row("hold_final_ack RST !SYN rst:rx", ("hold_rst", "rx"), STOP),
+         row("hold_final_ack RST !SYN seq=rx.rcv_nxt rx.state:SYN_RECEIVED|ESTABLISHED|FIN_WAIT_1|FIN_WAIT_2|"
+             "CLOSE_WAIT|CLOSING|LAST_ACK", ("hold_rst", "rx"), STOP),
+         # a FIN ahead of a gap waits in the receiver's queue (its ACK counts now) until the gap is filled
+         row("FIN !SYN seq>rx.rcv_nxt rx:known !rx.peer_fin_seq rx.state:ESTABLISHED|FIN_WAIT_1|FIN_WAIT_2",
+             ("hold", "rx"), ("hold_ahead", "rx"), STOP),
+         # a FIN the receiver has already taken, sent again: its ACK field still counts (Linux takes a
+         # segment whose end reaches rcv_nxt, though its sequence number is behind)
+         row("FIN !SYN ACK rx.peer_fin_seq fin=rx.peer_fin_seq", ("deliver_ack_only",), ("hold", "rx"), STOP),
          # the data and the ACK now; the FIN once the receiver shows it has it (or at the end)
          row("FIN !SYN", ("deliver_without_fin",), ("hold", "rx"), STOP),
          row("rx:synack_unseen ACK rx.state:SYN_RECEIVED", ("synack_seen",), set_("rx.iss", "ack-1"),
@@ -412,8 +467,21 @@ SEGMENT: tuple[Step, ...] = (
              anomaly("syn_ack_not_captured", "ACK ack={ack} implies a SYN,ACK seq={rx.iss} not in the capture", "rx"),
              ("deliver",), STOP),
          row("", ("deliver",))),
+    # the gap in front of a FIN waiting in the receiver's queue is filled: the FIN takes effect now
+    step("gap_filled", row("held:rx filled:rx", ("flush_filled", "rx"))),
     step("refused", row("RST rx.state:CLOSED rx:client took:SYN_SENT:RCV_RST", ("flag", "refused"))),
 )
+
+#: anomalies that show where a host's segments get lost, as the capture point sees it: "up" (before it:
+#: it never saw them) or "down" (after it: it saw them, they never arrived); whose segment: the reporting
+#: endpoint's own ("local") or its peer's ("remote"). The evidence the FIN-sent-again rows read.
+LOSS_EVIDENCE: dict[str, tuple[str, str]] = {
+    "previous_segment_not_captured": ("up", "remote"),
+    "acked_unseen_segment": ("up", "local"),
+    "fin_not_captured": ("up", "local"),
+    "final_ack_lost": ("down", "remote"),
+    "rst_not_received": ("down", "remote"),
+}
 
 # Delivering what was held for an endpoint (Connection._flush), ``now`` the segment that shows it, if any.
 FLUSH: tuple[Step, ...] = (
@@ -424,14 +492,19 @@ FLUSH: tuple[Step, ...] = (
          row("h.SYN answered now.ack=h.end", ("listening",), ("deliver_held", "syn"), STOP),
          row("h.SYN answered", ("listening",), ("deliver_held", "syn_without_data"), STOP),
          row("h.SYN", ("listening",), ("deliver_held", "syn_without_data"), ("synack_unseen",), STOP),
+         # the segment that waited ahead of a gap, data and FIN: where the gap was filled (or, never filled in
+         # the capture, where the receiver showed it had it all the same)
+         row("ahead:x", ("deliver_held", "ahead"), ("deliver_queue",), STOP),
+         # crossed: no earlier than the first segment its sender sent after it that waited for it
+         row("h.crossed queue:x", ("deliver_held", "fin_at_queue"), ("deliver_queue",), STOP),
          row("h.crossed now", ("deliver_held", "fin_at_now"), STOP),   # crossed: at the frame that shows it
-         row("", ("deliver_held", "fin"), STOP)),
+         row("", ("deliver_held", "fin"), ("deliver_queue",), STOP)),
 )
 
 # The end of the capture or of the connection: what is still held (Connection.flush_all).
 FLUSH_AT_END: tuple[Step, ...] = (
     step("held_at_end",
-         row("h.crossed", ("unhold_x",), STOP),        # its receiver kept sending without ACKing it: never arrived
+         row("h.crossed !queue:x", ("unhold_x",), STOP),  # its receiver kept sending without ACKing it: never arrived
          row("h.SYN", ("unhold_x",), STOP),            # a SYN never answered: the server stays where it was
          row("", ("flush_x",), STOP)),
 )
@@ -462,7 +535,7 @@ CLOSE_KINDS: tuple[tuple[str, str], ...] = (
 TIME_WAIT_CLOSES = frozenset(("incomplete", "simultaneous", "half_close", "three_way", "four_way"))
 
 #: A connection whose record can only change in its final states (it may shrink to its TIME_WAIT form).
-SETTLED = "!held !final !synack_unseen fins_complete some:TIME_WAIT all:TIME_WAIT|CLOSED"
+SETTLED = "!held !final !rsts !synack_unseen fins_complete some:TIME_WAIT all:TIME_WAIT|CLOSED"
 
 #: A SYN (no ACK) on a pair already tracked starts a new connection (Connection.accepts_new_syn): (yes, when).
 #: The same ISN from the same client is a retransmission (also after an RST: some stacks retry a refused SYN);

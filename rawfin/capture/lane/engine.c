@@ -1,6 +1,9 @@
 /* rawfin._engine, part engine (included by rawfin/capture/_engine.c; one translation unit) */
 /* ------------------------------------------------------------------ the engine object */
 
+#define MAXLK 8          /* anomaly kinds that are evidence */
+#define MAXEVID 16       /* evidence one call may note */
+
 typedef struct {
     PyObject_HEAD
     /* configuration */
@@ -39,5 +42,13 @@ typedef struct {
     /* --filter */
     filter_t filter;
     int64_t filtered;
+    /* where segments get lost (rules.LOSS_EVIDENCE, the rules' "evidence" action): noted during a call, handed
+       to the Python side (Handback.evidence) when the call stands, dropped when it hands over */
+    PyObject *cb_evidence;
+    int nlk;
+    char lk_kind[MAXLK][48];
+    uint8_t lk_down[MAXLK], lk_local[MAXLK];
+    int nevid;
+    struct { char host[64]; uint8_t down; } evid[MAXEVID];
 } Engine;
 

@@ -19,14 +19,18 @@ typedef struct {
     const held_t *h;        /* FLUSH: the held segment */
     const ev_t *nowseg;     /* FLUSH: the segment that shows it arrived (NULL at the end) */
     uint32_t marks;
+    uint32_t wq[MAXWAIT];   /* FLUSH: what waited behind the held FIN (log indices) */
+    uint8_t nwq;
+    uint8_t filled;         /* FLUSH: nowseg filled the gap in front of the held FIN */
     uint8_t endpoint;       /* an endpoint program: its anomalies follow its transitions (end_call) */
     uint8_t end;            /* END: anomalies dated at the last segment, on that side's FIN frame */
 } ctx_t;
 
 static int run(ctx_t *x, int prog);
 static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now);
-static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg);
+static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg, int filled);
 static int deliver_final_ack(Engine *e, conn_t *c, int side);
+static int deliver_rsts(Engine *e, conn_t *c, int side);
 static int fins_complete(const conn_t *c);
 
 static inline void ctx_init(ctx_t *x, Engine *e, conn_t *c, const ev_t *s, int64_t now) {
@@ -35,6 +39,7 @@ static inline void ctx_init(ctx_t *x, Engine *e, conn_t *c, const ev_t *s, int64
     x->h = NULL;
     x->nowseg = NULL;
     x->marks = 0;
+    x->nwq = x->filled = 0;
     x->endpoint = x->end = 0;
 }
 
@@ -217,6 +222,10 @@ static int cflag(const conn_t *c, int which) {
     case K_HELD: return c->pending[0].present || c->pending[1].present;
     case K_FINAL: return c->held_ack[0].present || c->held_ack[1].present;
     case K_SYNACK_UNSEEN: return 0;       /* the lane hands such a connection to Python (synack_unseen) */
+    /* the lane keeps no round trip: it hands a connection to Python before it matters (rst_late); Python
+       measures it again as it replays the connection */
+    case K_RTT: return 1;
+    case K_RSTS: return c->nrq[0] || c->nrq[1];
     default: return -1;
     }
 }
@@ -330,6 +339,22 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
     case P_NOW: r = x->nowseg != NULL; break;
     case P_REACHED: r = (c->reached & p->a[0]) != 0; break;
     case P_RD_SHUT: r = 0; break;                      /* the lane only observes: no application */
+    /* RSTs held, segments waiting behind a FIN (log indices), a FIN ahead of a gap (held_t.ahead) */
+    case P_WAITING: {
+        int side = side_of(x, p->a[1]);
+        if (side < 0) return -BAIL;
+        switch (p->a[0]) {
+        case WT_RST: r = c->nrq[side] > 0; break;
+        case WT_QUEUE: r = (side == x->x && x->h ? x->nwq : c->nwq[side]) > 0; break;   /* x: FLUSH's copy */
+        case WT_AHEAD: case WT_FILLED: {
+            const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
+            r = h && h->ahead && (p->a[0] == WT_AHEAD || SGE(c->ep[side].rcv_nxt, h->seg.seq));
+            break;
+        }
+        default: return -BAIL;                        /* rst_late: whether RSTs were lost: Python's */
+        }
+        break;
+    }
     default: return -BAIL;
     }
     return p->neg ? !r : r;
@@ -400,6 +425,7 @@ static int hold(conn_t *c, held_t *h, const ev_t *s) {
     h->seg = *s;
     h->present = 1;
     h->crossed = 0;
+    h->ahead = 0;
     h->order = ++c->hold_seq;
     return 0;
 }
@@ -531,8 +557,8 @@ static int act(ctx_t *x, const act_t *a) {
         side = side_of(x, a->a[0]);
         if (side < 0) return BAIL;
         switch (a->code) {
-        case A_UNHOLD: c->pending[side].present = 0; return 0;
-        case A_FLUSH: return flush(e, c, side, s);
+        case A_UNHOLD: c->pending[side].present = 0; c->nwq[side] = 0; return 0;
+        case A_FLUSH: return flush(e, c, side, s, 0);
         case A_CROSS: c->pending[side].crossed = 1; return 0;
         case A_UNHOLD_FINAL: c->held_ack[side].present = 0; return 0;
         case A_DELIVER_FINAL: return deliver_final_ack(e, c, side);
@@ -545,6 +571,50 @@ static int act(ctx_t *x, const act_t *a) {
         nf.flags &= (uint8_t)~F_FIN;
         return receive(e, c, x->rx, &nf, x->now);
     }
+    case A_DELIVER_ACK_ONLY: {      /* a FIN rx already has, sent again: its ACK field still counts */
+        ev_t nf = *s;
+        nf.flags &= (uint8_t)~F_FIN;
+        nf.seq = c->ep[x->rx].rcv_nxt;
+        nf.data_len = 0;
+        return receive(e, c, x->rx, &nf, x->now);
+    }
+    case A_DELIVER_QUEUE:           /* FLUSH: then what its sender sent after it, in order */
+        for (int i = 0; i < x->nwq; i++) {
+            ev_t q = c->log[x->wq[i]];
+            if ((r = receive(e, c, x->x, &q, q.time_ns))) return r;
+        }
+        return 0;
+    case A_WAIT_BEHIND: case A_HOLD_RST: {
+        side = side_of(x, a->a[0]);
+        if (side < 0 || !s) return BAIL;
+        uint8_t *n = a->code == A_WAIT_BEHIND ? &c->nwq[side] : &c->nrq[side];
+        if (*n == MAXWAIT) return BAIL;
+        if (a->code == A_HOLD_RST && c->nrq[1 - side]) return BAIL;   /* both sides: Python's dict order */
+        (a->code == A_WAIT_BEHIND ? c->wq[side] : c->rq[side])[(*n)++] = c->nlog;   /* this segment, once logged */
+        return 0;
+    }
+    case A_DELIVER_RST:
+        side = side_of(x, a->a[0]);
+        if (side < 0) return BAIL;
+        return deliver_rsts(e, c, side);
+    case A_HOLD_AHEAD: {            /* the FIN just held waits ahead of a gap; the ACK in it counts now */
+        side = side_of(x, a->a[0]);
+        if (side < 0 || !s || !c->pending[side].present) return BAIL;
+        c->pending[side].ahead = 1;
+        ev_t nf = *s;
+        nf.flags &= (uint8_t)~F_FIN;
+        nf.seq = c->ep[side].rcv_nxt;
+        nf.data_len = 0;
+        return receive(e, c, side, &nf, x->now);
+    }
+    case A_FLUSH_FILLED:
+        side = side_of(x, a->a[0]);
+        if (side < 0) return BAIL;
+        return flush(e, c, side, s, 1);
+    case A_EVIDENCE:                /* where segments get lost (a[0]: 1 after the capture point) */
+        side = side_of(x, a->a[1]);
+        if (side < 0) return BAIL;
+        return evid_note(e, c, side, a->a[0]);
     case A_DELIVER: return receive(e, c, x->rx, s, x->now);
     case A_LISTENING: c->ep[x->x].state = LISTEN; return 0;
     case A_DELIVER_HELD: {
@@ -552,8 +622,16 @@ static int act(ctx_t *x, const act_t *a) {
         switch (a->a[0]) {
         case DH_SYN: return receive(e, c, x->x, &h, h.time_ns);
         case DH_SYN_WITHOUT_DATA: h.data_len = 0; return receive(e, c, x->x, &h, h.time_ns);
-        case DH_FIN: case DH_FIN_AT_NOW: {
-            const ev_t *when = a->a[0] == DH_FIN_AT_NOW ? x->nowseg : &x->h->seg;
+        case DH_AHEAD: {        /* data and FIN, where the gap was filled or the receiver showed it had it */
+            const ev_t *when = (x->filled || x->h->crossed) && x->nowseg ? x->nowseg : &x->h->seg;
+            h.frame = when->frame;
+            h.time_ns = when->time_ns;
+            return receive(e, c, x->x, &h, when->time_ns);
+        }
+        case DH_FIN: case DH_FIN_AT_NOW: case DH_FIN_AT_QUEUE: {
+            if (a->a[0] == DH_FIN_AT_QUEUE && !x->nwq) return BAIL;
+            const ev_t *when = a->a[0] == DH_FIN_AT_NOW ? x->nowseg
+                             : a->a[0] == DH_FIN_AT_QUEUE ? &c->log[x->wq[0]] : &x->h->seg;
             h.seq = fin_seq_of(&x->h->seg);
             h.data_len = 0;
             h.flags = (uint8_t)(F_FIN | (x->h->seg.flags & F_ACK));
@@ -564,8 +642,8 @@ static int act(ctx_t *x, const act_t *a) {
         default: return BAIL;
         }
     }
-    case A_UNHOLD_X: c->pending[x->x].present = 0; return 0;
-    case A_FLUSH_X: return flush(e, c, x->x, NULL);
+    case A_UNHOLD_X: c->pending[x->x].present = 0; c->nwq[x->x] = 0; return 0;
+    case A_FLUSH_X: return flush(e, c, x->x, NULL, 0);
     default: return BAIL;                   /* a primitive only the Python observer has */
     }
 }

@@ -51,6 +51,7 @@ static int expire(Engine *e, int64_t now) {
         int r = fire_timers(e, c, h.when);
         if (r == ERR) return -1;
         if (r == 0) {
+            if (evid_commit(e) < 0) return -1;
             if (log_add(c, &fire) < 0) return -1;
             if (!c->tw && settled(e, c)) settle(c);
             int64_t nd = next_deadline(c, e);
@@ -72,6 +73,7 @@ static int expire(Engine *e, int64_t now) {
         }
         /* BAIL: Python takes the connection, then this timer */
         out_rollback(e, mark);
+        e->nevid = 0;
         int64_t q = h.when;
         PyObject *pc = handoff(e, c);
         if (!pc) return -1;
@@ -181,6 +183,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         if (rb == ERR) return -1;
         if (rb == BAIL) {
             out_rollback(e, born_mark);
+            e->nevid = 0;
             e->next_id = c->id;
             c->next = e->free_list;
             e->free_list = c;
@@ -202,7 +205,8 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         size_t mark = c->nlog ? e->nout : born_mark;
         int r = process(e, c, s, dir);
         if (r == ERR) return -1;
-        if (r == BAIL) { out_rollback(e, mark); goto bail; }
+        if (r == BAIL) { out_rollback(e, mark); e->nevid = 0; goto bail; }
+        if (evid_commit(e) < 0) return -1;
         if (log_add(c, s) < 0) return -1;
         if (!c->tw && settled(e, c)) settle(c);
         int64_t d = next_deadline(c, e);

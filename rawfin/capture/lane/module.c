@@ -4,13 +4,14 @@
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"feed", "expire_one", "take", "fire", "decode", "has_pair", "key_of", "active",
                              "end_conns", "end_prepare", "end_finish", "end_clear", "dumps", "write", "fmt6",
-                             "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text", "emit", NULL};
-    PyObject *cb[12], *dumps, *wr, *f6, *mk, *emit = Py_None;
+                             "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text", "evidence",
+                             "loss_evidence", "emit", NULL};
+    PyObject *cb[12], *dumps, *wr, *f6, *mk, *ev, *lk, *emit = Py_None;
     long long msl, hold;
     const char *suffix, *c2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOLLss|O", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOLLssOO|O", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
                                      &cb[4], &cb[5], &cb[6], &cb[7], &cb[8], &cb[9], &cb[10], &cb[11], &dumps, &wr,
-                                     &f6, &mk, &msl, &hold, &suffix, &c2, &emit))
+                                     &f6, &mk, &msl, &hold, &suffix, &c2, &ev, &lk, &emit))
         return -1;
     if (!table_set || !rules_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() and set_rules() first"); return -1; }
     if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->msl_text) {
@@ -32,6 +33,29 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     if (e->nout) { PyErr_SetString(PyExc_RuntimeError, "the engine was started already"); return -1; }
     Py_XSETREF(e->emit, emit == Py_None ? NULL : Py_NewRef(emit));
     e->py_timer_when = e->py_timer_id = -1;
+    /* where segments get lost: which anomaly kinds are evidence of it (rules.LOSS_EVIDENCE, as plain
+       (kind, down, local) tuples); what a call notes goes to the ``evidence`` callable when the call stands */
+    if (!PyCallable_Check(ev)) { PyErr_SetString(PyExc_TypeError, "evidence must be callable"); return -1; }
+    Py_INCREF(ev); Py_XSETREF(e->cb_evidence, ev);
+    e->nevid = 0;
+    if (!PyList_Check(lk) || PyList_GET_SIZE(lk) > MAXLK) {
+        PyErr_SetString(PyExc_TypeError, "loss_evidence: a list of at most 8 (kind, down, local)");
+        return -1;
+    }
+    e->nlk = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lk); i++) {
+        const char *kind;
+        int down, local;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(lk, i), "spp", &kind, &down, &local)) return -1;
+        if (strlen(kind) >= sizeof e->lk_kind[0]) {
+            PyErr_SetString(PyExc_ValueError, "loss_evidence: a kind too long");
+            return -1;
+        }
+        strcpy(e->lk_kind[e->nlk], kind);
+        e->lk_down[e->nlk] = (uint8_t)down;
+        e->lk_local[e->nlk] = (uint8_t)local;
+        e->nlk++;
+    }
     e->msl_ns = msl;
     e->hold_ns = hold;
     e->linger_ns = 2 * msl;
@@ -70,7 +94,7 @@ static void Engine_dealloc(Engine *e) {
     Py_XDECREF(e->cb_decode); Py_XDECREF(e->cb_has_pair); Py_XDECREF(e->cb_key_of); Py_XDECREF(e->cb_active);
     Py_XDECREF(e->cb_end_conns); Py_XDECREF(e->cb_end_prepare); Py_XDECREF(e->cb_end_finish);
     Py_XDECREF(e->cb_end_clear); Py_XDECREF(e->dumps); Py_XDECREF(e->write); Py_XDECREF(e->fmt6);
-    Py_XDECREF(e->make_seg);
+    Py_XDECREF(e->make_seg); Py_XDECREF(e->cb_evidence);
     filter_clear(&e->filter);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }

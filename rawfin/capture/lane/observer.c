@@ -2,7 +2,7 @@
 /* ------------------------------------------------------------------ the connection (rawfin/core/observer.py) */
 
 /* Connection._flush: deliver what was held for ``side`` (rules.FLUSH) */
-static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg) {
+static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg, int filled) {
     held_t h = c->pending[side];
     c->pending[side].present = 0;
     ctx_t x;
@@ -10,7 +10,35 @@ static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg) {
     x.x = side;
     x.h = &h;
     x.nowseg = now_seg;
+    x.filled = (uint8_t)filled;
+    x.nwq = c->nwq[side];           /* what waited behind it goes with it */
+    memcpy(x.wq, c->wq[side], sizeof x.wq);
+    c->nwq[side] = 0;
     return run(&x, PG_FLUSH);
+}
+
+/* Connection._deliver_rst: the RSTs held for ``side``, in order */
+static int deliver_rsts(Engine *e, conn_t *c, int side) {
+    uint32_t rq[MAXWAIT];
+    int n = c->nrq[side];
+    memcpy(rq, c->rq[side], sizeof rq);
+    c->nrq[side] = 0;
+    for (int i = 0; i < n; i++) {
+        ev_t s = c->log[rq[i]];
+        int r = receive(e, c, side, &s, s.time_ns);
+        if (r) return r;
+    }
+    return 0;
+}
+
+/* RSTs whose hold is over (rules.OBSERVER_TIMERS' final_ack: the same hold) */
+static int fire_rsts(Engine *e, conn_t *c, int64_t until) {
+    for (int i = 0; i < 2; i++)
+        if (c->nrq[i] && c->log[c->rq[i][c->nrq[i] - 1]].time_ns + e->hold_ns <= until) {
+            int r = deliver_rsts(e, c, i);
+            if (r) return r;
+        }
+    return 0;
 }
 
 static int deliver_final_ack(Engine *e, conn_t *c, int side) {
@@ -49,6 +77,11 @@ static int64_t next_deadline(const conn_t *c, const Engine *e) {
     for (int i = 0; i < 2; i++)
         if (c->held_ack[i].present) {
             int64_t t = c->held_ack[i].seg.time_ns + e->hold_ns;
+            if (d < 0 || t < d) d = t;
+        }
+    for (int i = 0; i < 2; i++)
+        if (c->nrq[i]) {
+            int64_t t = c->log[c->rq[i][c->nrq[i] - 1]].time_ns + e->hold_ns;
             if (d < 0 || t < d) d = t;
         }
     return d;
@@ -157,6 +190,7 @@ static int fire_timers(Engine *e, conn_t *c, int64_t until) {
     for (uint32_t k = 0; k < RULES.ntimer_order; k++) {
         if (RULES.timer_order[k] == TO_FINAL_ACK) {
             if ((r = fire_final_acks(e, c, until))) return r;
+            if ((r = fire_rsts(e, c, until))) return r;
         } else if (RULES.timer_order[k] == TO_ENDPOINTS) {
             for (int i = 0; i < 2; i++)
                 if ((r = endpoint_timers(e, c, i, until))) return r;
@@ -170,6 +204,7 @@ static int flush_all(Engine *e, conn_t *c) {
     int r;
     if (c->tw) return 0;
     if ((r = fire_final_acks(e, c, INT64_MAX))) return r;
+    if ((r = fire_rsts(e, c, INT64_MAX))) return r;
     int order[2] = {0, 1};
     if (c->pending[0].present && c->pending[1].present && c->pending[1].order < c->pending[0].order) {
         order[0] = 1; order[1] = 0;
@@ -181,6 +216,8 @@ static int flush_all(Engine *e, conn_t *c) {
         ctx_init(&x, e, c, NULL, e->now);
         x.x = i;
         x.h = &c->pending[i];
+        x.nwq = c->nwq[i];              /* what waits behind it (queue:x) */
+        memcpy(x.wq, c->wq[i], sizeof x.wq);
         if ((r = run(&x, PG_FLUSH_AT_END))) return r;
     }
     return 0;

@@ -152,9 +152,45 @@ static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int6
 /* an anomaly record (rawfin.records.anomaly_record), and the connection's count of its kind;
    BAIL when the connection has seen more kinds than the lane keeps. ``direct``: the observer's own
    (written now); else an endpoint call's (written after its transitions, by end_call) */
+/* a host's evidence of where its segments get lost, noted for the end of the call (evid_commit); BAIL
+   when one call notes more than the lane keeps */
+static int evid_note(Engine *e, const conn_t *c, int side, int down) {
+    if (e->nevid == MAXEVID) return 1;
+    const char *name = c->name[side], *colon = strrchr(name, ':');
+    size_t n = colon ? (size_t)(colon - name) : strlen(name);
+    if (n >= sizeof e->evid[0].host) return 1;
+    memcpy(e->evid[e->nevid].host, name, n);
+    e->evid[e->nevid].host[n] = 0;
+    e->evid[e->nevid++].down = (uint8_t)down;
+    return 0;
+}
+
+/* the call stands: its evidence to the Python side's count (Handback.evidence: [(host, down)]) */
+static int evid_commit(Engine *e) {
+    if (!e->nevid) return 0;
+    PyObject *notes = PyList_New(e->nevid);
+    if (!notes) return -1;
+    for (int i = 0; i < e->nevid; i++) {
+        PyObject *t = Py_BuildValue("(sO)", e->evid[i].host, e->evid[i].down ? Py_True : Py_False);
+        if (!t) { Py_DECREF(notes); return -1; }
+        PyList_SET_ITEM(notes, i, t);
+    }
+    e->nevid = 0;
+    PyObject *r = PyObject_CallOneArg(e->cb_evidence, notes);
+    Py_DECREF(notes);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 static int anomaly(Engine *e, conn_t *c, int side, const char *kind, const char *detail, int64_t now,
                    int64_t frame, int direct, PyObject *values) {
     int k;
+    for (k = 0; k < e->nlk; k++)
+        if (kind[0] == e->lk_kind[k][0] && strcmp(kind, e->lk_kind[k]) == 0) {
+            if (evid_note(e, c, e->lk_local[k] ? side : 1 - side, e->lk_down[k])) return 1;
+            break;
+        }
     for (k = 0; k < c->nanom; k++)
         if (strcmp(c->anom_kind[k], kind) == 0) break;
     if (k == c->nanom) {

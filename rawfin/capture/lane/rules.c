@@ -14,21 +14,24 @@
 /* the vocabulary: the names of the primitives this lane implements (rawfin/core/machine.py's) */
 enum { P_FLAG, P_PURE_ACK, P_DATA, P_OCCUPIES, P_CMP, P_ISSET, P_STATE, P_IN_WINDOW, P_ACK_KNOWN, P_CONFIG,
        P_PASSIVE, P_MARK, P_CONN, P_ROLE, P_SOME, P_ALL, P_TOOK, P_TIMER, P_HELD, P_HELD_FLAG, P_CROSSED,
-       P_ANSWERED, P_NOW, P_REACHED, P_RD_SHUT, NPRED };
+       P_ANSWERED, P_NOW, P_REACHED, P_RD_SHUT, P_WAITING, NPRED };
 static const char *PRED_NAMES[NPRED] = {"flag", "pure_ack", "data", "occupies", "cmp", "isset", "state",
                                         "in_window", "ack_known", "config", "passive", "mark", "conn", "role",
                                         "some", "all", "took", "timer", "held", "held_flag", "crossed",
-                                        "answered", "now", "reached", "rd_shut"};
+                                        "answered", "now", "reached", "rd_shut", "waiting"};
 enum { A_STOP, A_MOVE, A_ANOMALY, A_SET, A_SEND, A_MARK, A_REMOTE, A_SYNCHRONIZED, A_ACKED, A_TAKE_DATA,
        A_OPEN, A_OPEN_AT_SYN_ACK, A_PICK_UP, A_SERVER, A_KNOW, A_FLAG, A_DROP_CANDIDATES, A_CANDIDATE,
        A_NOTE_FIN, A_UNHOLD, A_FLUSH, A_CROSS, A_UNHOLD_FINAL, A_DELIVER_FINAL, A_OBSERVE_SEND, A_HOLD_FINAL,
-       A_HOLD, A_DELIVER_WITHOUT_FIN, A_DELIVER, A_LISTENING, A_DELIVER_HELD, A_UNHOLD_X, A_FLUSH_X, NACT };
+       A_HOLD, A_DELIVER_WITHOUT_FIN, A_DELIVER, A_LISTENING, A_DELIVER_HELD, A_UNHOLD_X, A_FLUSH_X, A_EVIDENCE,
+       A_DELIVER_ACK_ONLY, A_DELIVER_QUEUE, A_WAIT_BEHIND, A_HOLD_RST, A_DELIVER_RST, A_HOLD_AHEAD, A_FLUSH_FILLED,
+       NACT };
 static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized",
                                       "acked", "take_data", "open", "open_at_syn_ack", "pick_up", "server", "know",
                                       "flag", "drop_candidates", "candidate", "note_fin", "unhold", "flush", "cross",
                                       "unhold_final", "deliver_final", "observe_send", "hold_final", "hold",
                                       "deliver_without_fin", "deliver", "listening", "deliver_held", "unhold_x",
-                                      "flush_x"};
+                                      "flush_x", "evidence", "deliver_ack_only", "deliver_queue", "wait_behind",
+                                      "hold_rst", "deliver_rst", "hold_ahead", "flush_filled"};
 enum { W_SEG, W_SELF, W_TX, W_RX, W_X, W_A, W_B, W_CLIENT, W_FIRST_CLOSER, W_H, W_NOW, W_HELD_TX, W_HELD_RX,
        W_FINAL_TX, W_FINAL_RX, W_CONN, W_LIT, NWHO };
 static const char *WHO_NAMES[NWHO] = {"seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h",
@@ -43,18 +46,20 @@ static const char *VAL_NAMES[NVAL] = {"seq", "ack", "end", "len", "fin", "win", 
 enum { CF_OBSERVER, CF_CLOSE_ON_FIN, CF_HOLD_FINAL_ACK, NCONFIG };
 static const char *CONFIG_NAMES[NCONFIG] = {"observer", "close_on_fin", "hold_final_ack"};
 enum { K_FINS, K_MID_STREAM, K_REFUSED, K_RST_SEEN, K_DATA_AFTER_FIRST_FIN, K_FIRST_FIN_ACKED_ALONE,
-       K_FINS_COMPLETE, K_CANDIDATES, K_HELD, K_FINAL, K_SYNACK_UNSEEN, NCFLAG };
+       K_FINS_COMPLETE, K_CANDIDATES, K_HELD, K_FINAL, K_SYNACK_UNSEEN, K_RTT, K_RSTS, NCFLAG };
 static const char *CFLAG_NAMES[NCFLAG] = {"fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
                                           "first_fin_acked_alone", "fins_complete", "candidates", "held", "final",
-                                          "synack_unseen"};
+                                          "synack_unseen", "rtt", "rsts"};
 enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, R_DATA_UNANSWERED, NROLE };
 static const char *ROLE_NAMES[NROLE] = {"client", "first_closer", "fin_noted", "known", "seen", "synack_unseen",
                                         "data_unanswered"};
 enum { T_2MSL_DUE, T_FIN_WAIT_2_DUE, T_RTO_DUE, T_RTO_ARMED, T_UNACKED, T_RETRIES_EXHAUSTED, NTIMER };
 static const char *TIMER_NAMES[NTIMER] = {"2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked",
                                           "retries_exhausted"};
-enum { DH_SYN, DH_SYN_WITHOUT_DATA, DH_FIN, DH_FIN_AT_NOW, NDH };
-static const char *DH_NAMES[NDH] = {"syn", "syn_without_data", "fin", "fin_at_now"};
+enum { DH_SYN, DH_SYN_WITHOUT_DATA, DH_FIN, DH_FIN_AT_NOW, DH_FIN_AT_QUEUE, DH_AHEAD, NDH };
+static const char *DH_NAMES[NDH] = {"syn", "syn_without_data", "fin", "fin_at_now", "fin_at_queue", "ahead"};
+/* rules.WAITING: what the observer keeps for a side (rules' rst:rx, queue:x...) */
+enum { WT_RST, WT_QUEUE, WT_AHEAD, WT_FILLED, WT_RST_LATE, NWT };
 enum { OP_EQ, OP_LT, OP_GT, OP_LE, OP_GE, NOP };
 static const char *OP_NAMES[NOP] = {"=", "<", ">", "<=", ">="};
 enum { TO_FINAL_ACK, TO_ENDPOINTS, NTO };

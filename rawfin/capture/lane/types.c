@@ -30,9 +30,11 @@ typedef struct {
 typedef struct {
     ev_t seg;
     uint8_t present, crossed, order;
+    uint8_t ahead;          /* a FIN ahead of a gap: data and FIN wait in the receiver's queue (hold_ahead) */
 } held_t;
 
 #define MAXCAND 4
+#define MAXWAIT 3           /* segments waiting behind a held FIN, RSTs held, per side (more: Python's) */
 #define MAXVLAN 2
 #define KEY4 37             /* the 4-tuple part of a key */
 #define KEYLEN 48           /* ... then the VLAN count and ids */
@@ -75,6 +77,11 @@ typedef struct conn {
     held_t pending[2];      /* receiver side -> the FIN (or SYN) held for it */
     held_t held_ack[2];     /* sender side -> its final ACK, held for a retransmitted FIN */
     uint8_t hold_seq;       /* insertion order of the two dicts above */
+    /* receiver side -> what its FIN's sender sent after the FIN held for it, waiting until the order in
+       which the two reached it shows (rules.SEGMENT wait_behind); and the RSTs held for it until nothing
+       shows them lost (hold_rst). Both as indices into the log, where those segments are. */
+    uint32_t wq[2][MAXWAIT], rq[2][MAXWAIT];
+    uint8_t nwq[2], nrq[2];
     int64_t queued;         /* the deadline of its heap entry, -1: none */
     ev_t *log;
     uint32_t nlog, caplog;

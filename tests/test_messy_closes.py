@@ -107,6 +107,22 @@ def test_crossing_fins_seen_at_the_receiver_in_the_opposite_order():
     assert conn["close"] == "simultaneous"
 
 
+def test_simultaneous_close_order_at_the_receiver_is_marked_inferred():
+    """Crossing FINs, then the server's ACK of the client's FIN, captured before the client answered the
+    server's FIN: whether that ACK reached the client before the server's FIN (FIN_WAIT_2, as the kernel
+    did when the link reordered them: lossylink reorder seed 1 connection 34) or after it (CLOSING) the
+    packets cannot show. rawfin takes the FIN first and names the other reading."""
+    recs = run(opened() + [
+        seg("c", 101, 201, F | A, ms=10),
+        seg("s", 201, 101, F | A, ms=10.1),        # the server's FIN: it had not seen the client's
+        seg("s", 202, 102, ms=11),                 # the server took the client's FIN
+        seg("c", 102, 202, ms=12)])                # the client's ACK covers both
+    assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    (mark,) = inferred(recs, CN)
+    assert mark["to"] == "CLOSING" and mark["alternative"] == ["FIN_WAIT_2"]
+    assert mark["inferred"].startswith("or FIN_WAIT_2 if the segment its peer sent after the FIN in frame 8 ")
+
+
 # pattern 3 -------------------------------------------------------------------------------------------------
 
 def test_simultaneous_close_fin_lost_after_the_capture_point():

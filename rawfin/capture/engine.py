@@ -153,6 +153,11 @@ def lane_rules(compiled, vocab: dict) -> dict:
         elif name in ("server", "know", "unhold", "flush", "cross", "unhold_final", "deliver_final", "hold_final",
                       "hold", "wait_behind", "hold_rst", "deliver_rst", "hold_ahead", "flush_filled"):
             a = [who(args[0])]
+        elif name == "infer":         # up to two states the other reading enters, and when (a template)
+            states, when = args
+            a = [idx("states", states[0]), idx("states", states[1]) if len(states) > 1 else -1, tpl(when)]
+            if len(states) > 2:
+                code = -1
         elif name == "evidence":
             a = [int(args[0] == "down"), who(args[1])]
         return (code, *(a + [0, 0, 0])[:3])
@@ -543,7 +548,11 @@ def _event(t):
         return t
     kind = t[0]
     if kind == "t":
-        _, conn, frame, now, ep, peer, a, b, inp, cause, values = t
+        _, conn, frame, now, ep, peer, a, b, inp, cause, values, alt, when = t
+        if alt is not None:         # the capture cannot decide it: the other reading (rules' "infer")
+            return Transition(endpoint=ep, peer=peer, from_=State[a], to=State[b], input=_INPUT_OF[inp], cause=cause,
+                              time_ns=now, frame=frame, conn=conn, values=values or (),
+                              alternative=tuple(State[st] for st in alt), inferred=when)
         return Transition(endpoint=ep, peer=peer, from_=State[a], to=State[b], input=_INPUT_OF[inp], cause=cause,
                           time_ns=now, frame=frame, conn=conn, values=values or ())
     if kind == "a":

@@ -466,11 +466,7 @@ def endpoint_action(a: tuple):
     if name == "send":
         return _send(args[0])
     if name == "mark":
-        bit = M.mark_bit(args[0])
-
-        def mark(c):
-            c.marks |= bit
-        return mark
+        return M.marker(args[0])
     if name == "remote":
         return _remote(args[0])
     if name == "close":

@@ -55,7 +55,9 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
            # a lossy, reordering link (issue 14): the observer's side of what a capture point cannot see
            "fin_unseen", "first_fin_lost", "first_fin_arrived", "wait_behind", "drop_lost_acks", "hold_rst",
            "deliver_rst",
-           "rsts_unreceived", "evidence", "rtt", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue")
+           "rsts_unreceived", "evidence", "rtt", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue",
+           # the capture cannot decide the next transition: the states the other reading enters, and when
+           "infer")
 CONFIG = ("observer", "close_on_fin", "hold_final_ack")
 CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
               "first_fin_acked_alone", "fins_complete", "candidates", "held", "final", "synack_unseen",
@@ -63,7 +65,7 @@ CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin
 #: what the observer keeps for a side (``rst:rx``...): RSTs held until nothing shows them lost, segments
 #: waiting behind a FIN whose arrival is not shown yet, a FIN held ahead of a gap; ``filled``: the gap in
 #: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs
-WAITING = ("rst", "queue", "ahead", "filled", "rst_late")
+WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks")
 ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen", "data_unanswered")
 TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted")
 SENDS = ("ACK", "RST", "SYN,ACK", "SYN,ACK again")
@@ -204,6 +206,11 @@ def compile_action(act: tuple, ctx_who: str = "self") -> tuple:
         if args[0] not in SENDS:
             raise RuleError(f"cannot send {args[0]!r}")
         return ("send", (args[0],))
+    if name == "infer":
+        states, when = args
+        if not states or any(st not in State.__members__ for st in states):
+            raise RuleError(f"infer: {states!r} are not states")
+        return ("infer", (tuple(states), compile_template(when, ctx_who)))
     if name == "deliver_held" and args[0] not in HELD_KINDS:
         raise RuleError(f"deliver_held {args[0]!r}")
     return (name, tuple(args))
@@ -442,6 +449,15 @@ def mark_bit(name: str) -> int:
     return _MARKS.setdefault(name, 1 << len(_MARKS))
 
 
+def marker(name: str) -> Callable:
+    """The action ``mark``: sets the mark ``name`` for the rows after it (``#name``)."""
+    bit = mark_bit(name)
+
+    def mark(c) -> None:
+        c.marks |= bit
+    return mark
+
+
 def build_pred(p: tuple) -> Callable:
     name, neg, args = p
     f = _build_pred(name, args)
@@ -542,6 +558,12 @@ def _waiting(what: str, side: str) -> Callable:
         return lambda c: bool((e := entry(c)) and len(e) > 2 and e[2])
     if what == "ahead":
         return lambda c: bool((e := entry(c)) and len(e) > 3 and e[3])
+    if what == "acks":            # the first segment waiting behind the FIN acknowledges its receiver's FIN
+        def acks(c):
+            e, me = entry(c), getattr(c, key[:-1])
+            q = e[2][0] if e and len(e) > 2 and e[2] else None
+            return bool(q is not None and q.has_ack and me.fin_seq is not None and sq.ge(q.ack, sq.add(me.fin_seq, 1)))
+        return acks
     if what == "filled":
         def filled(c):
             e = entry(c)

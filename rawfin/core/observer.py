@@ -667,11 +667,7 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
     if name == "report_candidates":
         return _report_candidates
     if name == "mark":
-        bit = M.mark_bit(args[0])
-
-        def mark(c):
-            c.marks |= bit
-        return mark
+        return M.marker(args[0])
     if name == "fin_unseen":
         return _fin_unseen
     if name in ("first_fin_lost", "first_fin_arrived"):
@@ -698,6 +694,10 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
         return _deliver_ack_only
     if name == "deliver_queue":
         return _deliver_queue
+    if name == "infer":
+        states, when = args[0], args[1]
+        alt = tuple(State[st] for st in states)
+        return lambda c: setattr(c, "infer", (alt, M.render_template(when, c)[0]))
     raise M.RuleError(f"the observer cannot {name!r}")
 
 

@@ -496,8 +496,16 @@ FLUSH: tuple[Step, ...] = (
          # the capture, where the receiver showed it had it all the same)
          row("ahead:x", ("deliver_held", "ahead"), ("deliver_queue",), STOP),
          # crossed: no earlier than the first segment its sender sent after it that waited for it
+         # ... and when what waited behind it acknowledges the receiver's own FIN, the order the two reached it
+         # decides its path (FIN first: CLOSING; the ACK first: FIN_WAIT_2), which the capture cannot show
+         row("h.crossed queue:x acks:x x.state:FIN_WAIT_1", ("infer", ("FIN_WAIT_2",),
+             "the segment its peer sent after the FIN in frame {h.frame} overtook that FIN after the capture point"),
+             ("deliver_held", "fin_at_queue"), ("deliver_queue",), STOP),
          row("h.crossed queue:x", ("deliver_held", "fin_at_queue"), ("deliver_queue",), STOP),
          row("h.crossed now", ("deliver_held", "fin_at_now"), STOP),   # crossed: at the frame that shows it
+         row("queue:x acks:x x.state:FIN_WAIT_1", ("infer", ("FIN_WAIT_2",),
+             "the segment its peer sent after the FIN in frame {h.frame} overtook that FIN after the capture point"),
+             ("deliver_held", "fin"), ("deliver_queue",), STOP),
          row("", ("deliver_held", "fin"), ("deliver_queue",), STOP)),
 )
 

@@ -49,6 +49,11 @@ typedef struct {
     char lk_kind[MAXLK][48];
     uint8_t lk_down[MAXLK], lk_local[MAXLK];
     int nevid;
+    /* the capture cannot decide the next transition written (the rules' "infer"): the states the other
+       reading enters (-1: none) and when it holds; used by the first transition of the delivery it precedes */
+    int inf_alt[2];
+    uint8_t inf_on;
+    char inf_text[512];
     struct { char host[64]; uint8_t down; } evid[MAXEVID];
 } Engine;
 

@@ -351,6 +351,12 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
             r = h && h->ahead && (p->a[0] == WT_AHEAD || SGE(c->ep[side].rcv_nxt, h->seg.seq));
             break;
         }
+        case WT_ACKS: {             /* the first segment waiting behind the FIN acknowledges its receiver's FIN */
+            int n = side == x->x && x->h ? x->nwq : c->nwq[side];
+            const ev_t *q = n ? &c->log[side == x->x && x->h ? x->wq[0] : c->wq[side][0]] : NULL;
+            r = q && (q->flags & F_ACK) && c->ep[side].has_fin && SGE(q->ack, c->ep[side].fin_seq + 1);
+            break;
+        }
         default: return -BAIL;                        /* rst_late: whether RSTs were lost: Python's */
         }
         break;
@@ -611,6 +617,12 @@ static int act(ctx_t *x, const act_t *a) {
         side = side_of(x, a->a[0]);
         if (side < 0) return BAIL;
         return flush(e, c, side, s, 1);
+    case A_INFER:                   /* the next delivery's first transition names the other reading */
+        if ((r = format(x, a->a[2], e->inf_text, sizeof e->inf_text))) return r;
+        e->inf_alt[0] = a->a[0];
+        e->inf_alt[1] = a->a[1];
+        e->inf_on = 1;
+        return 0;
     case A_EVIDENCE:                /* where segments get lost (a[0]: 1 after the capture point) */
         side = side_of(x, a->a[1]);
         if (side < 0) return BAIL;
@@ -629,7 +641,7 @@ static int act(ctx_t *x, const act_t *a) {
             return receive(e, c, x->x, &h, when->time_ns);
         }
         case DH_FIN: case DH_FIN_AT_NOW: case DH_FIN_AT_QUEUE: {
-            if (a->a[0] == DH_FIN_AT_QUEUE && !x->nwq) return BAIL;
+            if (a->a[0] == DH_FIN_AT_QUEUE && !x->nwq) { e->inf_on = 0; return BAIL; }
             const ev_t *when = a->a[0] == DH_FIN_AT_NOW ? x->nowseg
                              : a->a[0] == DH_FIN_AT_QUEUE ? &c->log[x->wq[0]] : &x->h->seg;
             h.seq = fin_seq_of(&x->h->seg);
@@ -637,7 +649,9 @@ static int act(ctx_t *x, const act_t *a) {
             h.flags = (uint8_t)(F_FIN | (x->h->seg.flags & F_ACK));
             h.frame = when->frame;
             h.time_ns = when->time_ns;
-            return receive(e, c, x->x, &h, when->time_ns);
+            r = receive(e, c, x->x, &h, when->time_ns);
+            e->inf_on = 0;              /* (as the reference: only this delivery's first transition) */
+            return r;
         }
         default: return BAIL;
         }

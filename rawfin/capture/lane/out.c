@@ -130,11 +130,24 @@ static PyObject *frame_obj(int64_t frame) {
 
 static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int64_t frame, int64_t now,
                           const char *cause, int inp, PyObject *values) {
-    if (e->emit)
-        return out_object(e, Py_BuildValue("(sLNLssssisO)", "t", (long long)c->id, frame_obj(frame), (long long)now,
-                                           c->name[side], c->name[1 - side], ST_NAME[from], ST_NAME[to], inp, cause,
-                                           values ? values : Py_None));
-    if (out_head(e, "transition", c, side, frame, now, strlen(cause)) < 0) return -1;
+    if (e->emit) {                  /* (..., values, the other reading's states or None, when it holds) */
+        PyObject *alt = Py_None, *t;
+        if (e->inf_on) {
+            e->inf_on = 0;
+            alt = e->inf_alt[1] >= 0 ? Py_BuildValue("(ss)", ST_NAME[e->inf_alt[0]], ST_NAME[e->inf_alt[1]])
+                                     : Py_BuildValue("(s)", ST_NAME[e->inf_alt[0]]);
+            if (!alt) return -1;
+            t = Py_BuildValue("(sLNLssssisONs)", "t", (long long)c->id, frame_obj(frame), (long long)now,
+                              c->name[side], c->name[1 - side], ST_NAME[from], ST_NAME[to], inp, cause,
+                              values ? values : Py_None, alt, e->inf_text);
+        } else
+            t = Py_BuildValue("(sLNLssssisOOs)", "t", (long long)c->id, frame_obj(frame), (long long)now,
+                              c->name[side], c->name[1 - side], ST_NAME[from], ST_NAME[to], inp, cause,
+                              values ? values : Py_None, Py_None, "");
+        return out_object(e, t);
+    }
+    if (out_head(e, "transition", c, side, frame, now, strlen(cause) + (e->inf_on ? strlen(e->inf_text) + 128 : 0)) < 0)
+        return -1;
     OUT_LIT(e, "\",\"peer\":\"");
     out_cstr(e, c->name[1 - side]);
     OUT_LIT(e, "\",\"from\":\"");
@@ -144,6 +157,18 @@ static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int6
     OUT_LIT(e, "\",\"cause\":\"");
     out_cstr(e, cause);
     e->out[e->nout++] = '"';
+    if (e->inf_on) {                /* rawfin.render.records: "inferred" and "alternative" after the cause */
+        e->inf_on = 0;
+        OUT_LIT(e, ",\"inferred\":\"or ");
+        out_cstr(e, ST_NAME[e->inf_alt[0]]);
+        if (e->inf_alt[1] >= 0) { OUT_LIT(e, " \u2192 "); out_cstr(e, ST_NAME[e->inf_alt[1]]); }
+        OUT_LIT(e, " if ");
+        out_cstr(e, e->inf_text);
+        OUT_LIT(e, "\",\"alternative\":[\"");
+        out_cstr(e, ST_NAME[e->inf_alt[0]]);
+        if (e->inf_alt[1] >= 0) { OUT_LIT(e, "\",\""); out_cstr(e, ST_NAME[e->inf_alt[1]]); }
+        OUT_LIT(e, "\"]");
+    }
     out_cstr(e, e->file_suffix);
     OUT_LIT(e, "}\n");
     return 0;

@@ -211,38 +211,39 @@ def test_f_lost_final_ack_fin_retransmitted_with_backoff():
     p.at(2 * SEC).call(s, "close")
     assert c.state is S.TIME_WAIT and s.state is S.LAST_ACK
     assert c.time_wait_at == 62 * SEC
-    assert s.rto_at == 3 * SEC               # rto = 1 s
+    # the handshake measured an RTT of 0 on this link: rto = SRTT + max(4 * RTTVAR, 200 ms), Linux's floor
+    assert s.rto_at == 2200 * MS
 
-    assert p.advance_to_next_deadline() == 3 * SEC
+    assert p.advance_to_next_deadline() == 2200 * MS
     assert s.state is S.LAST_ACK
-    assert c.time_wait_at == 63 * SEC        # restarted: 3 s + 2MSL
-    assert s.rto_at == 5 * SEC               # backed off: 2 * rto
+    assert c.time_wait_at == 62200 * MS      # restarted: 2.2 s + 2MSL
+    assert s.rto_at == 2600 * MS             # backed off: 2 * rto
 
-    assert p.advance_to_next_deadline() == 5 * SEC
+    assert p.advance_to_next_deadline() == 2600 * MS
     assert s.state is S.CLOSED
-    assert c.time_wait_at == 65 * SEC
+    assert c.time_wait_at == 62600 * MS
     assert s.next_deadline() is None
 
     p.run_timers()
     assert wire_rows(p, m) == [
         (2 * SEC, "server", F | A, y, c.snd_nxt, 0, False),
         (2 * SEC, "client", A, c.snd_nxt, y + 1, 0, True),
-        (3 * SEC, "server", F | A, y, c.snd_nxt, 0, False),     # retransmission at rto
-        (3 * SEC, "client", A, c.snd_nxt, y + 1, 0, True),
-        (5 * SEC, "server", F | A, y, c.snd_nxt, 0, False),     # ... then 2 * rto later
-        (5 * SEC, "client", A, c.snd_nxt, y + 1, 0, False),
+        (2200 * MS, "server", F | A, y, c.snd_nxt, 0, False),     # retransmission at rto
+        (2200 * MS, "client", A, c.snd_nxt, y + 1, 0, True),
+        (2600 * MS, "server", F | A, y, c.snd_nxt, 0, False),     # ... then 2 * rto later
+        (2600 * MS, "client", A, c.snd_nxt, y + 1, 0, False),
     ]
     assert [(t, a, b) for t, a, b in p.path(c, m)] == [
         (2 * SEC, S.FIN_WAIT_2, S.TIME_WAIT),
-        (3 * SEC, S.TIME_WAIT, S.TIME_WAIT),
-        (5 * SEC, S.TIME_WAIT, S.TIME_WAIT),
-        (65 * SEC, S.TIME_WAIT, S.CLOSED),
+        (2200 * MS, S.TIME_WAIT, S.TIME_WAIT),
+        (2600 * MS, S.TIME_WAIT, S.TIME_WAIT),
+        (62600 * MS, S.TIME_WAIT, S.CLOSED),
     ]
-    assert p.path(s, m) == [(2 * SEC, S.CLOSE_WAIT, S.LAST_ACK), (5 * SEC, S.LAST_ACK, S.CLOSED)]
+    assert p.path(s, m) == [(2 * SEC, S.CLOSE_WAIT, S.LAST_ACK), (2600 * MS, S.LAST_ACK, S.CLOSED)]
     # the timer calls report what they retransmitted, and the TIME_WAIT side reports the repeat
     retrans = [seg for who, r in p.results if who == "server" for seg in r.retransmissions]
     assert [(x.flags, x.seq) for x in retrans] == [(F | A, y), (F | A, y)]
-    assert [(a.endpoint, a.time_ns) for a in p.anomalies] == [(c.name, 3 * SEC), (c.name, 5 * SEC)]
+    assert [(a.endpoint, a.time_ns) for a in p.anomalies] == [(c.name, 2200 * MS), (c.name, 2600 * MS)]
 
 
 # -- g ------------------------------------------------------------------------------------------------
@@ -412,13 +413,13 @@ def test_i_fin_beyond_a_gap_over_the_pair():
         (2 * SEC, "server", P | A, y, x1, 3, True),
         (2 * SEC, "server", F | A, y + 3, x1, 0, False),
         (2 * SEC, "client", A, x1, y, 0, False),         # not acted on: ACK asks for y
-        (3 * SEC, "server", P | A, y, x1, 3, False),     # the data, retransmitted at rto
-        (3 * SEC, "client", A, x1, y + 3, 0, False),
-        (3 * SEC, "client", A, x1, y + 4, 0, False),     # the FIN, now in order
+        (2200 * MS, "server", P | A, y, x1, 3, False),   # the data, retransmitted at rto (200 ms: RTT 0)
+        (2200 * MS, "client", A, x1, y + 3, 0, False),
+        (2200 * MS, "client", A, x1, y + 4, 0, False),   # the FIN, now in order
     ]
     assert p.data["client"] == b"abc"
-    assert p.path(c, m) == [(3 * SEC, S.FIN_WAIT_2, S.TIME_WAIT), (63 * SEC, S.TIME_WAIT, S.CLOSED)]
-    assert p.path(s, m) == [(2 * SEC, S.CLOSE_WAIT, S.LAST_ACK), (3 * SEC, S.LAST_ACK, S.CLOSED)]
+    assert p.path(c, m) == [(2200 * MS, S.FIN_WAIT_2, S.TIME_WAIT), (62200 * MS, S.TIME_WAIT, S.CLOSED)]
+    assert p.path(s, m) == [(2 * SEC, S.CLOSE_WAIT, S.LAST_ACK), (2200 * MS, S.LAST_ACK, S.CLOSED)]
 
 
 # -- j ------------------------------------------------------------------------------------------------
@@ -588,8 +589,8 @@ def test_l_lost_final_ack_across_the_wrap():
     p.at(2 * SEC).call(s, "close")
     assert s.fin_seq == TOP
     p.run_timers()
-    assert p.path(s)[-1] == (3 * SEC, S.LAST_ACK, S.CLOSED)
-    assert p.path(c)[-1] == (63 * SEC, S.TIME_WAIT, S.CLOSED)
+    assert p.path(s)[-1] == (2200 * MS, S.LAST_ACK, S.CLOSED)
+    assert p.path(c)[-1] == (62200 * MS, S.TIME_WAIT, S.CLOSED)
     assert s.snd_una == 0
 
 
@@ -619,8 +620,8 @@ def test_seed_timeline_with_lost_final_ack_exact_virtual_times(no_clock):
         (1 * SEC, "server", A, 2006, 1006, 0, False),               # 2. ACK ack=x+1
         (1500 * MS, "server", F | A, 2006, 1006, 0, False),         # 3. FIN seq=y
         (1500 * MS, "client", A, 1006, 2007, 0, True),              # 4. ACK ack=y+1, lost
-        (2500 * MS, "server", F | A, 2006, 1006, 0, False),         # FIN again after rto
-        (2500 * MS, "client", A, 1006, 2007, 0, False),             # TIME_WAIT ACKs again
+        (1700 * MS, "server", F | A, 2006, 1006, 0, False),         # FIN again after rto (RTT 0: 200 ms)
+        (1700 * MS, "client", A, 1006, 2007, 0, False),             # TIME_WAIT ACKs again
     ]
     assert [(t.time_ns, t.endpoint, t.from_, t.to) for t in p.transitions] == [
         (0, s.name, S.CLOSED, S.LISTEN),
@@ -633,9 +634,9 @@ def test_seed_timeline_with_lost_final_ack_exact_virtual_times(no_clock):
         (1 * SEC, c.name, S.FIN_WAIT_1, S.FIN_WAIT_2),
         (1500 * MS, s.name, S.CLOSE_WAIT, S.LAST_ACK),
         (1500 * MS, c.name, S.FIN_WAIT_2, S.TIME_WAIT),
-        (2500 * MS, c.name, S.TIME_WAIT, S.TIME_WAIT),              # re-ACK, 2MSL restarts
-        (2500 * MS, s.name, S.LAST_ACK, S.CLOSED),
-        (62500 * MS, c.name, S.TIME_WAIT, S.CLOSED),                # 2.5 s + 60 s
+        (1700 * MS, c.name, S.TIME_WAIT, S.TIME_WAIT),              # re-ACK, 2MSL restarts
+        (1700 * MS, s.name, S.LAST_ACK, S.CLOSED),
+        (61700 * MS, c.name, S.TIME_WAIT, S.CLOSED),                # 1.7 s + 60 s
     ]
     assert p.data == {"client": bytearray(b"200 OK"), "server": bytearray(b"GET /")}
     assert all(isinstance(t.time_ns, int) for t in p.transitions)
@@ -770,3 +771,93 @@ def test_m_after_close_old_data_with_the_fin_is_no_reset():
     seg = from_peer(c, seq=c.rcv_nxt - 0, ack=c.snd_nxt, flags=F | A)
     res = c.receive(seg, 5 * SEC)
     assert [(t.from_, t.to) for t in res.transitions] == [(S.FIN_WAIT_2, S.TIME_WAIT)]
+
+
+# -- the RTO as Linux computes it: RFC 6298 with its 200 ms floor, Karn, the tail loss probe, TCP_USER_TIMEOUT --
+def _server_after_handshake(rtt_ns: int, **cfg) -> Endpoint:
+    """A listening endpoint whose SYN,ACK is answered ``rtt_ns`` later."""
+    s = Endpoint(local=SERVER, iss=5000, config=Config(**cfg))
+    s.listen(0)
+    syn = Segment(src=CLIENT[0], dst=SERVER[0], sport=CLIENT[1], dport=SERVER[1], seq=100, flags=Flags.SYN)
+    (synack,) = s.receive(syn, 0).segments
+    s.receive(syn.with_(seq=101, ack=5001, flags=Flags.ACK), rtt_ns)
+    assert s.state is State.ESTABLISHED
+    return s
+
+
+def _ack(s: Endpoint, ack: int) -> Segment:
+    return Segment(src=CLIENT[0], dst=SERVER[0], sport=CLIENT[1], dport=SERVER[1], seq=101, ack=ack,
+                   flags=Flags.ACK)
+
+
+def test_the_handshake_measures_the_rtt_and_sets_linux_rto():
+    s = _server_after_handshake(100 * MS)
+    # RFC 6298 2.2: SRTT = R, RTTVAR = R/2; RTO = SRTT + max(4 * RTTVAR, 200 ms) = 100 + 200 ms
+    assert s.rtx_info()["srtt_ns"] == 100 * MS and s.rto_ns == 300 * MS
+    s.send(b"x" * 10, 1 * SEC)
+    assert s.rto_at == 1 * SEC + 300 * MS
+
+
+def test_a_second_measurement_moves_srtt_by_an_eighth_and_rttvar_as_linux_does():
+    s = _server_after_handshake(100 * MS)
+    s.send(b"x" * 100, 2 * SEC)
+    s.receive(_ack(s, 5101), 2 * SEC)                 # an RTT of 0
+    info = s.rtx_info()
+    # SRTT = 7/8 * 100 ms; a falling RTT moves the deviation 8 times less: 4 * MDEV = 200 + 6.25 ms
+    assert info["srtt_ns"] == 87_500_000 and s.rto_ns == 87_500_000 + 206_250_000
+
+
+def test_karn_no_measurement_from_a_retransmitted_segment():
+    s = _server_after_handshake(0)
+    s.send(b"x" * 10, 1 * SEC)
+    assert s.rto_at == 1 * SEC + 200 * MS             # RTT 0: the floor alone
+    s.handle_timer(s.rto_at)
+    assert s.rto_ns == 400 * MS and s.rtx_info()["backoff"] == 1
+    s.receive(_ack(s, 5011), 5 * SEC)                 # 3.8 s later: ambiguous, not a sample (RFC 6298 3)
+    assert s.rtx_info()["srtt_ns"] == 0 and s.rto_ns == 400 * MS   # the backed-off RTO stays (5.7)
+    s.send(b"y" * 10, 6 * SEC)
+    s.receive(_ack(s, 5021), 6 * SEC + 50 * MS)       # a clean sample ends the backoff: SRTT 0 + 50/8 ms
+    assert s.rtx_info()["backoff"] == 0 and s.rto_ns == 6_250_000 + 200 * MS
+
+
+def test_a_syn_sent_again_gives_no_measurement():
+    s = Endpoint(local=SERVER, iss=5000)
+    s.listen(0)
+    syn = Segment(src=CLIENT[0], dst=SERVER[0], sport=CLIENT[1], dport=SERVER[1], seq=100, flags=Flags.SYN)
+    s.receive(syn, 0)
+    s.handle_timer(1 * SEC)                            # the SYN,ACK again
+    s.receive(syn.with_(seq=101, ack=5001, flags=Flags.ACK), 1 * SEC + 10 * MS)
+    assert s.rtx_info()["srtt_ns"] == 0 and s.rto_ns == 1 * SEC   # RFC 6298 2.1's initial RTO
+
+
+def test_tail_loss_probe_then_the_rto_without_backoff():
+    # what Linux does with a lone FIN on a SACK connection (packetdrill's user_timeout.pkt): the probe at
+    # min(2 * SRTT + 200 ms, RTO), the RTO after it, then the RTO doubling
+    s = _server_after_handshake(100 * MS, loss_probe=True)
+    s.close(2100 * MS)
+    sent = []
+    for _ in range(4):
+        t = s.next_deadline()
+        res = s.handle_timer(t)
+        sent += [(t, seg.fin) for seg in res.retransmissions]
+    assert sent == [(2400 * MS, True), (2700 * MS, True), (3300 * MS, True), (4500 * MS, True)]
+
+
+def test_user_timeout_gives_up_after_the_first_retransmission_plus_the_timeout():
+    s = _server_after_handshake(100 * MS, user_timeout_ns=1 * SEC)
+    s.send(b"x" * 100, 100 * MS)
+    times = []
+    while s.state is State.ESTABLISHED:
+        t = s.next_deadline()
+        res = s.handle_timer(t)
+        times.append((t, len(res.retransmissions)))
+    # RTO 300 ms, then 600 ms; the next (1.2 s) cut to what the timeout leaves after the first at 0.4 s
+    assert times == [(400 * MS, 1), (1000 * MS, 1), (1400 * MS, 0)]
+    (t,) = res.transitions
+    assert (t.to, t.input) == (State.CLOSED, Input.TIMEOUT_GIVE_UP) and "TCP_USER_TIMEOUT" in t.cause
+    assert res.segments == ()                          # no RST: Linux says ETIMEDOUT to the application only
+
+
+def test_user_timeout_must_be_positive():
+    with pytest.raises(ValueError):
+        Config(user_timeout_ns=0)

@@ -77,7 +77,9 @@ SOCKET = "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n"
     (SOCKET + "+0 > Q 0:0(0)\n", 2, "bad TCP flags", 65),
     (SOCKET + "+0 < S 0:0(0) win 1 <mss 1460,nop>\n", 2, "not padded", 65),
     # the language, but not what rawfin runs: 69, "not supported by rawfin"
-    (SOCKET + "+0 %{ assert tcpi_probes == 0 }%\n", 2, "%{ }% code blocks", 69),
+    (SOCKET + "+0 %{ print(tcpi_probes) }%\n", 2, "rawfin runs only assert statements", 69),
+    (SOCKET + "+0 %{ assert __import__('os').system('true') }%\n", 2, "outside what rawfin runs", 69),
+    (SOCKET + "+0 %{ assert tcpi_snd_cwnd_clamp > 1 }%\n", 2, "a TCP_INFO field rawfin does not read", 69),
     (SOCKET + "+0 < S 0:0(0) win 1 <mss 1460,FO 1234,nop,nop>\n", 2, "Fast Open", 69),
     (SOCKET + "+0 < udp(10)\n", 2, "UDP packets", 69),
     (SOCKET + "+0 > S.1 0:0(0)\n", 2, "AccECN", 69),
@@ -197,7 +199,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     syntax.write_text("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 > S 0:1(0)\n")
     good = os.path.join(HERE, "packetdrill", "close-in-syn-sent.pkt")
     assert main(["packetdrill", "--against", "rawfin", str(unsupported)]) == 69
-    assert "u.pkt:3: not supported by rawfin: %{ }% code blocks" in capsys.readouterr().err
+    assert "u.pkt:3: not supported by rawfin: %{ }% block statement 'print(1)'" in capsys.readouterr().err
     assert main(["packetdrill", "--against", "rawfin", str(syntax)]) == 65
     assert "s.pkt:2: syntax error" in capsys.readouterr().err
     assert main(["packetdrill", "--against", "rawfin", str(tmp_path / "none.pkt")]) == 66
@@ -294,3 +296,39 @@ def test_kernel_target_without_privilege_says_so():
     r = subprocess.run([sys.executable, "-m", "rawfin", "packetdrill", SCRIPTS[0]], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode in (69, 77) and "--against kernel" in r.stderr
+
+
+# -- %{ }% blocks: assertions on TCP_INFO, evaluated without exec/eval ------------------------------------------
+def test_code_block_assertions_hold_or_fail_in_packetdrills_words():
+    from rawfin.sim import pktcode
+    spec = ps.parse(SOCKET + "+0 %{ assert tcpi_probes == 6, tcpi_probes; \\\n  assert tcpi_backoff == 0 }%\n",
+                    "c.pkt").events[1].action
+    assert spec.fields == {"tcpi_probes", "tcpi_backoff"}
+    assert pktcode.evaluate(spec, {"tcpi_probes": 6, "tcpi_backoff": 0}) is None
+    assert pktcode.evaluate(spec, {"tcpi_probes": 2, "tcpi_backoff": 0}) == \
+        "AssertionError: 2 (assert tcpi_probes == 6, tcpi_probes, where tcpi_probes = 2)"
+    ranged = pktcode.parse_code("K = 5000\nassert K <= tcpi_rtt <= 20000, 'srtt=%d us' % tcpi_rtt")
+    assert pktcode.evaluate(ranged, {"tcpi_rtt": 4999}).startswith("AssertionError: srtt=4999 us")
+    state = pktcode.parse_code("assert tcpi_state == TCP_CLOSE and not tcpi_options & TCPI_OPT_SACK")
+    assert pktcode.evaluate(state, {"tcpi_state": 7, "tcpi_options": 1}) is None
+
+
+def test_code_block_reading_a_field_rawfin_does_not_model_is_refused_against_rawfin_only(tmp_path, capsys):
+    f = tmp_path / "cwnd.pkt"
+    f.write_text(SOCKET + "+0 %{ assert tcpi_snd_cwnd == 10 }%\n")
+    assert main(["packetdrill", "--against", "rawfin", str(f)]) == 69
+    assert "cwnd.pkt:2: not supported by rawfin: %{ }% block reads tcpi_snd_cwnd" in capsys.readouterr().err
+    script = ps.parse_file(str(f))
+    pktrun.check_script(script, pktrun.make_config(script, {}))     # the kernel has every field
+
+
+def test_parse_tcp_info_reads_linux_struct_layout():
+    import struct
+    from rawfin.linux.pktkernel import parse_tcp_info
+    from rawfin.sim.pktcode import FIELDS
+    raw = bytes([1, 0, 2, 3, 4, 7, 0x87, 0]) + struct.pack("=24I", *range(100, 124)) + bytes(100)
+    info = parse_tcp_info(raw)
+    assert (info["tcpi_state"], info["tcpi_retransmits"], info["tcpi_probes"], info["tcpi_backoff"]) == (1, 2, 3, 4)
+    assert (info["tcpi_snd_wscale"], info["tcpi_rcv_wscale"]) == (7, 8)
+    assert (info["tcpi_rto"], info["tcpi_rtt"], info["tcpi_total_retrans"]) == (100, 115, 123)
+    assert set(info) == set(FIELDS)

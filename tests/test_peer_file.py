@@ -102,7 +102,8 @@ def test_builtin_file_against_the_kernel(name, kernel, tmp_path, no_leftovers):
 
 
 def _resent_fin(o, by_kernel: bool, since_ns: int) -> None:
-    """A FIN was sent again: the kernel's with its own RTO (or tail-loss probe), rawfin's after its rto (1 s)."""
+    """A FIN was sent again: the kernel's with its own RTO (or tail-loss probe), rawfin's after its RTO (the round
+    trip its handshake measured plus Linux's 200 ms floor)."""
     segs = kernel_segs(o) if by_kernel else rawfin_segs(o)
     fins = [s for s in segs if s.seg.fin]
     assert len(fins) >= 2, [s.seg.describe() for s in fins]
@@ -111,7 +112,7 @@ def _resent_fin(o, by_kernel: bool, since_ns: int) -> None:
         assert 0.01 < gap < 5, gap          # Linux: RTO (200 ms floor) or a tail-loss probe
         assert o.kernel_retransmits, "tcp_retransmit_skb saw it"
     else:
-        assert fins[1].note == "retransmission" and gap >= 0.99, gap
+        assert fins[1].note == "retransmission" and 0.2 <= gap < 1, gap
 
 
 def _lost_fin(o, kernel):

@@ -53,7 +53,11 @@ def run_one(path: str, args, faults, writer) -> tuple[int, object | None]:
         script = pktscript.parse_file(path, defines)
         cfg = pktrun.make_config(script, ov)
         cfg.defines.update(defines)
-        pktrun.check_script(script, cfg)
+        fields = None
+        if args.against != "kernel":
+            from rawfin.sim.pktsock import RawfinTarget
+            fields = RawfinTarget.tcp_info_fields
+        pktrun.check_script(script, cfg, fields)
     except FileNotFoundError:
         print(f"rawfin packetdrill: {path}: no such file", file=sys.stderr)
         return EXIT_NOINPUT, None

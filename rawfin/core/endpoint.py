@@ -18,7 +18,7 @@ from rawfin.core.segment import Flags, Segment, fmt_endpoint
 from rawfin.core import machine as M
 from rawfin.core.machine import STOP, Ctx, run
 from rawfin.core.states import Input, State, next_state
-from rawfin.core.units import SEC
+from rawfin.core.units import MS, SEC
 
 
 _ACK = Flags.ACK
@@ -32,8 +32,11 @@ class Config:
     """Knobs of one endpoint. Defaults follow Linux where RFC 9293 leaves a choice."""
 
     msl_ns: int = 30 * SEC            # TIME_WAIT lasts 2*MSL: Linux's 60 s
-    rto_ns: int = 1 * SEC             # initial retransmission timeout (RFC 6298)
+    rto_ns: int = 1 * SEC             # initial retransmission timeout, until an RTT is measured (RFC 6298 2.1)
     rto_max_ns: int = 120 * SEC
+    rto_min_ns: int = 200 * MS        # Linux's TCP_RTO_MIN: the floor of the variance term (RFC 6298 says 1 s)
+    user_timeout_ns: int | None = None   # TCP_USER_TIMEOUT (RFC 5482): give up on data unACKed this long
+    loss_probe: bool = False          # Linux's tail loss probe (RFC 8985 7), on when SACK was negotiated
     max_retries: int = 15             # Linux tcp_retries2
     fin_wait_2_timeout_ns: int | None = None   # Linux tcp_fin_timeout for orphans; None = RFC
     rcv_wnd: int = 65535
@@ -43,10 +46,13 @@ class Config:
     app_reads: bool = False           # the application reads with read(); False: it takes every byte as it comes
 
     def __post_init__(self) -> None:
-        for name in ("msl_ns", "rto_ns", "rto_max_ns", "mss", "max_retries"):
+        for name in ("msl_ns", "rto_ns", "rto_max_ns", "rto_min_ns", "mss", "max_retries"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.user_timeout_ns is not None and (not isinstance(self.user_timeout_ns, int)
+                                                 or self.user_timeout_ns <= 0):
+            raise ValueError(f"user_timeout_ns must be None or a positive integer, got {self.user_timeout_ns!r}")
         if not 0 <= self.rcv_wnd <= 0xFFFF:
             raise ValueError(f"rcv_wnd must be 0..65535, got {self.rcv_wnd}")
 
@@ -75,7 +81,8 @@ class Endpoint:
     __slots__ = ("config", "local", "remote", "vlan", "state", "iss", "irs", "snd_una", "snd_nxt", "snd_wnd",
                  "rcv_nxt", "rcv_wnd", "fin_seq", "peer_fin_seq", "passive", "rto_at", "time_wait_at",
                  "fin_wait_2_at", "_rto_cur", "_retries", "_unacked", "_ooo", "_name", "_peer_name",
-                 "rd_shut", "wr_shut", "app_closed", "unread")
+                 "rd_shut", "wr_shut", "app_closed", "unread", "_sent_at", "srtt8_ns", "mdev4_ns", "mdev_max4_ns",
+                 "rttvar4_ns", "_rtt_seq", "_retrans_stamp", "probing", "_tlp_high", "backoff", "total_retrans")
 
     def __init__(self, *, local: tuple[str, int], remote: tuple[str, int] | None = None,
                  iss: int = 0, config: Config | None = None, vlan: tuple[int, ...] = (),
@@ -103,6 +110,17 @@ class Endpoint:
         self._retries = 0
         # tuples, not lists: most endpoints (every observer's) never queue anything
         self._unacked: tuple[Segment, ...] = ()   # sent, not yet acknowledged (retransmission queue)
+        self._sent_at: tuple[int, ...] = ()       # when each of them was last sent; -1 once retransmitted (Karn)
+        # the RTT estimator (RFC 6298 as Linux's tcp_rtt_estimator keeps it, scaled as Linux scales it):
+        # 8 * SRTT, 4 * the mean deviation, its maximum over the current RTT, 4 * RTTVAR (at least rto_min)
+        self.srtt8_ns = 0           # 0: no measurement yet
+        self.mdev4_ns = self.mdev_max4_ns = self.rttvar4_ns = 0
+        self._rtt_seq = 0           # snd_nxt when rttvar last decayed: it decays once per RTT
+        self._retrans_stamp: int | None = None   # the first RTO retransmission of what is still unACKed
+        self.probing = False        # the armed rto_at is a tail loss probe's, not the RTO's
+        self._tlp_high: int | None = None        # snd_nxt when the loss probe went out, until it is ACKed
+        self.backoff = 0            # RTO doublings since the last RTT measurement (tcpi_backoff)
+        self.total_retrans = 0      # every retransmission, probes included (tcpi_total_retrans)
         self._ooo: tuple[Segment, ...] = ()       # arrived ahead of rcv_nxt
         self._name: str | None = None
         self._peer_name: str | None = None
@@ -150,15 +168,19 @@ class Endpoint:
         if state is State.TIME_WAIT:
             self.time_wait_at = now + 2 * cfg.msl_ns
             self.rto_at = None
-            self._unacked = ()
+            self._unacked = self._sent_at = ()
         elif state is State.FIN_WAIT_2 and cfg.fin_wait_2_timeout_ns is not None:
             self.fin_wait_2_at = now + cfg.fin_wait_2_timeout_ns
         if state in (State.CLOSED, State.LISTEN):
             self.rto_at = self.time_wait_at = self.fin_wait_2_at = None
-            self._unacked = ()
+            self._unacked = self._sent_at = ()
             self._ooo = ()
             # a reused endpoint (connect/listen again) starts with a fresh retransmission budget
             self._retries = 0
+            self._retrans_stamp = self._tlp_high = None
+            self.probing = False
+            # and knows nothing of the path yet: the next connection measures its own RTT
+            self.srtt8_ns = self.mdev4_ns = self.mdev_max4_ns = self.rttvar4_ns = self.backoff = 0
             self._rto_cur = cfg.rto_ns
         if state is not State.FIN_WAIT_2:
             self.fin_wait_2_at = None
@@ -181,8 +203,9 @@ class Endpoint:
         out.segments.append(seg)
         if track and seg.seg_len:
             self._unacked += (seg,)
-            if self.rto_at is None:
-                self.rto_at = now + self._rto_cur
+            self._sent_at += (now,)
+            if self.rto_at is None or self.probing:
+                self._arm(now)
 
     def _ack_now(self, out: _Out) -> None:
         if not self.config.observer:
@@ -313,14 +336,122 @@ class Endpoint:
         run(PROGRAMS.timers, c)
         return out.result()
 
+    # -- the retransmission timer: RFC 6298 with Linux's constants, RFC 8985's tail loss probe ------------------
+    @property
+    def rto_ns(self) -> int:
+        """The RTO the next transmission gets, backoff included (Linux's icsk_rto)."""
+        return self._rto_cur
+
+    def _rto_base(self) -> int:
+        """SRTT + 4 * RTTVAR (RFC 6298 2.3; the variance term at least rto_min, as Linux has it)."""
+        if not self.srtt8_ns:
+            return self.config.rto_ns
+        return min((self.srtt8_ns >> 3) + self.rttvar4_ns, self.config.rto_max_ns)
+
+    def _rtt_sample(self, m: int) -> None:
+        """One RTT measurement of ``m`` ns (Linux's tcp_rtt_estimator: RFC 6298 2.2/2.3 with its gains, a
+        mean deviation that shrinks slowly, and RTTVAR taken from the largest deviation of each RTT)."""
+        m = max(m, 0)
+        rto_min = self.config.rto_min_ns
+        if self.srtt8_ns:
+            err = m - (self.srtt8_ns >> 3)
+            srtt8 = self.srtt8_ns + err                  # SRTT = 7/8 SRTT + 1/8 R
+            if err < 0:
+                err = -err - (self.mdev4_ns >> 2)
+                if err > 0:
+                    err >>= 3                            # a falling RTT moves the deviation 8 times less
+            else:
+                err -= self.mdev4_ns >> 2
+            self.mdev4_ns += err                         # MDEV = 3/4 MDEV + 1/4 |err|
+            if self.mdev4_ns > self.mdev_max4_ns:
+                self.mdev_max4_ns = self.mdev4_ns
+                if self.mdev_max4_ns > self.rttvar4_ns:
+                    self.rttvar4_ns = self.mdev_max4_ns
+            if sq.gt(self.snd_una, self._rtt_seq):      # once per RTT: RTTVAR decays toward this RTT's maximum
+                if self.mdev_max4_ns < self.rttvar4_ns:
+                    self.rttvar4_ns -= (self.rttvar4_ns - self.mdev_max4_ns) >> 2
+                self._rtt_seq = self.snd_nxt
+                self.mdev_max4_ns = rto_min
+        else:                                            # the first measurement: SRTT = R, RTTVAR = R/2 (2.2)
+            srtt8 = m << 3
+            self.mdev4_ns = m << 1
+            self.rttvar4_ns = self.mdev_max4_ns = max(self.mdev4_ns, rto_min)
+            self._rtt_seq = self.snd_nxt
+        self.srtt8_ns = max(1, srtt8)
+        self._rto_cur = self._rto_base()
+        self.backoff = 0                                 # RFC 6298 5.7: a measurement ends the backoff
+
+    def _measure(self, acked: int, now: int) -> None:
+        """An RTT sample from the oldest of the first ``acked`` queued segments, unless one of them was
+        retransmitted (Karn's rule, RFC 6298 3)."""
+        sent = self._sent_at[:acked]
+        if sent and min(sent) >= 0:
+            self._rtt_sample(now - sent[0])
+
+    def _pto(self, now: int) -> int:
+        """When the tail loss probe fires (Linux's tcp_schedule_loss_probe): 2 * SRTT, plus rto_min for a lone
+        segment (the peer may delay its ACK) or 2 ms, and never after the RTO would."""
+        if self.srtt8_ns:
+            pto = (self.srtt8_ns >> 2) + (self.config.rto_min_ns if len(self._unacked) == 1 else 2 * MS)
+        else:
+            pto = 1 * SEC
+        rto_left = self._sent_at[0] + self._rto_cur - now if self._sent_at and self._sent_at[0] >= 0 \
+            else self._rto_cur
+        return min(pto, max(rto_left, 1))
+
+    def _arm(self, now: int) -> None:
+        """Arm the retransmission timer for what is queued: the loss probe when it may go (RFC 8985 7.2:
+        synchronized, no RTO since the last ACK, no probe unanswered), else the RTO."""
+        if (self.config.loss_probe and self._retries == 0 and self._tlp_high is None
+                and self.state not in (State.SYN_SENT, State.SYN_RECEIVED)):
+            self.rto_at, self.probing = now + self._pto(now), True
+        else:
+            self.rto_at, self.probing = now + self._rto_cur, False
+
     def _retransmit(self, out: _Out, now: int) -> None:
+        """The RTO fired: the oldest segment again, the RTO doubled (RFC 6298 5.4-5.6), never past what
+        TCP_USER_TIMEOUT leaves (Linux's tcp_clamp_rto_to_user_timeout)."""
         first = self._unacked[0]
         again = first.with_(ack=self.rcv_nxt if first.has_ack else 0)
         out.segments.append(again)
         out.retrans.append(again)
+        self._sent_at = (-1,) + self._sent_at[1:]
         self._retries += 1
+        self.total_retrans += 1
+        if self._retrans_stamp is None:
+            self._retrans_stamp = now
+        self.backoff += 1
         self._rto_cur = min(self._rto_cur * 2, self.config.rto_max_ns)
-        self.rto_at = now + self._rto_cur
+        wait = self._rto_cur
+        ut = self.config.user_timeout_ns
+        if ut is not None:
+            wait = max(min(wait, self._retrans_stamp + ut - now), 1)
+        self.rto_at, self.probing = now + wait, False
+
+    def _probe(self, out: _Out, now: int) -> None:
+        """The tail loss probe fired (RFC 8985 7.3): the last segment again, no backoff; then the RTO."""
+        last = self._unacked[-1]
+        again = last.with_(ack=self.rcv_nxt if last.has_ack else 0)
+        out.segments.append(again)
+        out.retrans.append(again)
+        self._sent_at = self._sent_at[:-1] + (-1,)
+        self.total_retrans += 1
+        self._tlp_high = self.snd_nxt
+        self.rto_at, self.probing = now + self._rto_cur, False
+
+    def rtx_info(self) -> dict[str, int]:
+        """The retransmission state as numbers (what Linux's TCP_INFO reports of it): SRTT and the mean
+        deviation (ns), the RTO with its backoff, RTO retransmissions of the segment now first in the queue,
+        segments queued and how many of them were sent again, every retransmission so far."""
+        return {"srtt_ns": self.srtt8_ns >> 3, "mdev_ns": self.mdev4_ns >> 2, "rto_ns": self._rto_cur,
+                "backoff": self.backoff, "retransmits": self._retries, "unacked": len(self._unacked),
+                "retrans": sum(1 for t in self._sent_at if t < 0), "total_retrans": self.total_retrans}
+
+    def user_timeout_expired(self, now: int) -> bool:
+        """TCP_USER_TIMEOUT has passed since the first retransmission of what is still unACKed (Linux's
+        retransmits_timed_out)."""
+        ut = self.config.user_timeout_ns
+        return ut is not None and self._retrans_stamp is not None and now - self._retrans_stamp >= ut
 
     # -- observer mode: what the wire shows this endpoint sending ------------------
     def pick_up(self, *, state: State, snd_nxt: int, rcv_nxt: int | None, remote: tuple[str, int]) -> None:
@@ -414,19 +545,34 @@ def _remote(side: str):
 
 def _synchronized(c: Ctx) -> None:
     ep = c.ep
-    ep._unacked = ()
+    if ep._unacked and ep._unacked[0].syn:
+        ep._measure(1, c.now)      # the SYN's (or SYN,ACK's) round trip, unless it was sent again (Karn)
+    ep._unacked = ep._sent_at = ()
     ep.rto_at = None
+    ep.probing = False
     ep._retries = 0                # SYN and SYN,ACK retries are not data retries
-    ep._rto_cur = ep.config.rto_ns
+    ep._retrans_stamp = None
+    if not ep.srtt8_ns:
+        ep._rto_cur = ep.config.rto_ns
+        ep.backoff = 0
 
 
 def _acked(c: Ctx) -> None:
     ep, ack = c.ep, c.seg.ack
     ep.snd_una = ack
-    ep._unacked = tuple(s for s in ep._unacked if sq.gt(s.seq_end, ack))
+    done = 0
+    while done < len(ep._unacked) and not sq.gt(ep._unacked[done].seq_end, ack):
+        done += 1
+    ep._measure(done, c.now)
+    ep._unacked, ep._sent_at = ep._unacked[done:], ep._sent_at[done:]
     ep._retries = 0
-    ep._rto_cur = ep.config.rto_ns
-    ep.rto_at = (c.now + ep._rto_cur) if ep._unacked else None
+    ep._retrans_stamp = None
+    if ep._tlp_high is not None and sq.ge(ack, ep._tlp_high):
+        ep._tlp_high = None        # the probe (or what it probed for) arrived
+    if ep._unacked:
+        ep._arm(c.now)
+    else:
+        ep.rto_at, ep.probing = None, False
 
 
 def _take_data(c: Ctx) -> None:
@@ -448,6 +594,7 @@ def _queue(c: Ctx) -> None:
 
 def _disarm_rto(c: Ctx) -> None:
     c.ep.rto_at = None
+    c.ep.probing = False
 
 
 def endpoint_action(a: tuple):
@@ -473,6 +620,8 @@ def endpoint_action(a: tuple):
         return lambda c: c.ep._close(c.out, c.now, frame=_frame(c))
     if name == "retransmit":
         return lambda c: c.ep._retransmit(c.out, c.now)
+    if name == "probe":
+        return lambda c: c.ep._probe(c.out, c.now)
     simple = {"synchronized": _synchronized, "acked": _acked, "take_data": _take_data, "queue": _queue,
               "disarm_rto": _disarm_rto}
     if name in simple:

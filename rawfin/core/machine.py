@@ -47,7 +47,7 @@ PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "
               "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
               "crossed", "answered", "now", "reached", "rd_shut", "waiting", "lost_after")
 ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
-           "queue", "close", "retransmit", "disarm_rto",
+           "queue", "close", "retransmit", "probe", "disarm_rto",
            "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
            "note_fin", "unhold", "flush", "cross", "unhold_final", "deliver_final", "observe_send", "hold_final",
            "hold", "deliver_without_fin", "synack_seen", "deliver", "listening", "deliver_held", "synack_unseen",
@@ -67,7 +67,8 @@ CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin
 #: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs
 WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks")
 ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen", "data_unanswered")
-TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted")
+TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted",
+          "user_timeout_expired", "loss_probe")
 SENDS = ("ACK", "RST", "SYN,ACK", "SYN,ACK again")
 HELD_KINDS = ("syn", "syn_without_data", "fin", "fin_at_now", "fin_at_queue", "ahead")
 _OPS = ("<=", ">=", "=", "<", ">")
@@ -649,6 +650,10 @@ def _timer(what: str) -> Callable:
         return lambda c: bool(c.ep._unacked)
     if what == "retries_exhausted":
         return lambda c: c.ep._retries >= c.ep.config.max_retries
+    if what == "user_timeout_expired":
+        return lambda c: c.ep.user_timeout_expired(c.now)
+    if what == "loss_probe":
+        return lambda c: c.ep.probing
     raise RuleError(what)
 
 

@@ -331,6 +331,9 @@ TIMERS: tuple[Step, ...] = (
     step("fin_wait_2", row("fin_wait_2_due", move("TIMEOUT_FIN_WAIT_2", "FIN_WAIT_2 timeout"))),
     step("rto",
          row("rto_due unacked retries_exhausted", move("TIMEOUT_GIVE_UP", "gave up after {retries} retransmissions")),
+         row("rto_due unacked user_timeout_expired",
+             move("TIMEOUT_GIVE_UP", "gave up: data unACKed past TCP_USER_TIMEOUT ({retries} retransmissions)")),
+         row("rto_due unacked loss_probe", ("probe",)),       # RFC 8985's tail loss probe: the last segment again
          row("rto_due unacked", ("retransmit",)),
          row("rto_armed !unacked", ("disarm_rto",))),
 )

@@ -87,6 +87,21 @@ class _Libc:
         return r, (ctypes.get_errno() if r < 0 else 0)
 
 
+def parse_tcp_info(raw: bytes) -> dict[str, int]:
+    """Linux's struct tcp_info (include/uapi/linux/tcp.h) as the fields packetdrill gives a %{ }% block:
+    eight bytes (two of them nibbles), then 32-bit counters in pktcode.FIELDS' order."""
+    from rawfin.sim.pktcode import FIELDS
+    u32 = FIELDS[8:]
+    need = 8 + 4 * len(u32)
+    if len(raw) < need:
+        raise ValueError(f"TCP_INFO: {len(raw)} bytes, expected at least {need}")
+    b = raw[:8]
+    out = {"tcpi_state": b[0], "tcpi_ca_state": b[1], "tcpi_retransmits": b[2], "tcpi_probes": b[3],
+           "tcpi_backoff": b[4], "tcpi_options": b[5], "tcpi_snd_wscale": b[6] & 0xF, "tcpi_rcv_wscale": b[6] >> 4}
+    out.update(zip(u32, struct.unpack_from(f"={len(u32)}I", raw, 8)))
+    return out
+
+
 def _sockaddr(ip: str, port: int) -> bytes:
     """struct sockaddr_in / sockaddr_in6 for ``ip``:``port``."""
     if ":" in ip:
@@ -451,6 +466,11 @@ class KernelTarget(Target):
                 elif len(raw) >= 4:
                     out = struct.unpack("i", raw[:4])[0]
             return r, e, out
+        if n == "tcp_info":
+            buf = ctypes.create_string_buffer(256)
+            ln = ctypes.c_uint32(256)
+            r, e = lc.call("getsockopt", fd, socket.IPPROTO_TCP, socket.TCP_INFO, buf, ctypes.byref(ln))
+            return r, e, (parse_tcp_info(buf.raw[:ln.value]) if r == 0 else None)
         if n == "fcntl":
             r, e = lc.call("fcntl", fd, a["cmd"], a["arg"])
             return r, e, None

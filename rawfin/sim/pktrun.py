@@ -27,6 +27,7 @@ observer reads the wire, and the first failure in packetdrill's words.
 
 from __future__ import annotations
 
+import errno as _errno
 import os
 import random
 import shlex
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 
 from rawfin.core.segment import Flags, Segment
 from rawfin.sim import pktscript as ps
+from rawfin.sim.pktcode import CodeSpec, evaluate
 from rawfin.sim.pktsyms import ERRNO, SOCKOPTS, symbol
 from rawfin.wire import tcpraw
 
@@ -231,6 +233,9 @@ class Target:
 
     name = "?"
     truth = ""
+    #: the TCP_INFO fields a ``%{ }%`` block may read against this target (None: all of pktcode.FIELDS);
+    #: a call ``tcp_info`` returns them as a dict in ``Pending.out``
+    tcp_info_fields: frozenset[str] | None = None
 
     def open(self, cfg: RunConfig) -> None:
         raise NotImplementedError
@@ -457,8 +462,10 @@ def _symbols_in(e, out: list) -> None:
         _symbols_in(e.value, out)
 
 
-def check_script(script: ps.Script, cfg: RunConfig) -> dict[int, list[ShellCommand]]:
-    """Refuse, before anything runs, what rawfin cannot run (Unsupported with the line)."""
+def check_script(script: ps.Script, cfg: RunConfig,
+                 tcp_info_fields: frozenset[str] | None = None) -> dict[int, list[ShellCommand]]:
+    """Refuse, before anything runs, what rawfin cannot run (Unsupported with the line); ``tcp_info_fields``
+    the TCP_INFO fields the target has (None: all)."""
     shells: dict[int, list[ShellCommand]] = {}
     if script.init_command is not None:
         shells[script.init_line or 1] = parse_shell(script.init_command.command, script.path,
@@ -470,6 +477,11 @@ def check_script(script: ps.Script, cfg: RunConfig) -> dict[int, list[ShellComma
         a = ev.action
         if isinstance(a, ps.CommandSpec):
             shells[ev.line] = parse_shell(a.command, script.path, ev.line, cfg.script_dir)
+        elif isinstance(a, CodeSpec):
+            missing = sorted(a.fields - tcp_info_fields) if tcp_info_fields is not None else []
+            if missing:
+                raise ps.Unsupported(script.path, ev.line, f"%{{ }}% block reads {', '.join(missing)}: not "
+                                                           f"modelled by rawfin's endpoint")
         elif isinstance(a, ps.SyscallSpec):
             if a.name not in SYSCALLS:
                 raise ps.Unsupported(script.path, ev.line, f"system call {a.name}() is not supported")
@@ -638,7 +650,7 @@ class Runner:
 
     # -- the main loop ---------------------------------------------------------------------
     def run(self) -> Outcome:
-        self.shells = check_script(self.script, self.cfg)
+        self.shells = check_script(self.script, self.cfg, self.t.tcp_info_fields)
         for ev in self.script.events:
             r = LineResult(line=ev.line, text=ev.text(), kind=self._kind(ev))
             self.out.lines.append(r)
@@ -675,6 +687,8 @@ class Runner:
         a = ev.action
         if isinstance(a, ps.PacketSpec):
             return "inbound" if a.direction == "<" else "outbound"
+        if isinstance(a, CodeSpec):
+            return "code"
         return "syscall" if isinstance(a, ps.SyscallSpec) else "command"
 
     def _event(self, ev: ps.Event) -> None:
@@ -692,6 +706,9 @@ class Runner:
         elif isinstance(a, ps.SyscallSpec):
             self._wait_for(ev, t0, r)
             self._syscall(ev, a, t0, r)
+        elif isinstance(a, CodeSpec):
+            self._wait_for(ev, t0, r)
+            self._code(ev, a, r)
         else:
             self._wait_for(ev, t0, r)
             r.detail = self._shell(ev.line, r)
@@ -749,7 +766,8 @@ class Runner:
         self._pump_until(t0)
         now = self.t.now()
         r.live_us = now
-        what = {"inbound": "inbound packet", "syscall": "system call start", "command": "command"}[r.kind]
+        what = {"inbound": "inbound packet", "syscall": "system call start", "command": "command",
+                "code": "%{ }% block"}[r.kind]
         if self.out.lines and ev is not self.script.events[0]:
             self._verify_time(ev, t0, None, now, what)
 
@@ -761,6 +779,25 @@ class Runner:
             rec.time_ns = self.t.now() * 1000
             rec.sut_state = self.t.inject(raw, pkt) or ""
         self.t.wait(t_us)
+
+    # -- %{ }% blocks: assertions on the socket's TCP_INFO, taken now ------------------------------
+    def _code(self, ev: ps.Event, spec: CodeSpec, r: LineResult) -> None:
+        sock = self.sut
+        if sock is None or sock.live_fd < 0:
+            raise ScriptFailed(ev.line, "%{ }% block: no socket under test to read TCP_INFO from")
+        p = Pending(call=Call(name="tcp_info", fd=sock.live_fd), start_us=self.t.now())
+        self.t.start_call(p)
+        if not self.t.wait_call(p, self.t.now() + 1_000_000):
+            raise ScriptFailed(ev.line, "%{ }% block: getsockopt(TCP_INFO) did not return")
+        if p.ret < 0 or not isinstance(p.out, dict):
+            raise ScriptFailed(ev.line, f"%{{ }}% block: getsockopt(TCP_INFO) failed: "
+                                        f"{_errno.errorcode.get(p.errno, p.errno)}")
+        info = p.out
+        failed = evaluate(spec, info)
+        r.detail = ", ".join(f"{f} = {info[f]}" for f in sorted(spec.fields) if f in info)
+        if failed:
+            raise ScriptFailed(ev.line, failed)
+        r.verdict = "ok"
 
     # -- shell commands --------------------------------------------------------------------
     def _shell(self, line: int, r: LineResult | None) -> str:

@@ -10,7 +10,8 @@ A script (``.pkt``) is a list of events, each with a time and an action::
 
 The tokens follow packetdrill's own lexer (``lexer.l``: longest match, then the
 first rule) and the grammar its parser (``parser.y``), restricted to TCP over
-IPv4/IPv6. What rawfin does not run (UDP/ICMP packets, ``%{ }%`` code blocks,
+IPv4/IPv6. ``%{ }%`` blocks are read by :mod:`rawfin.sim.pktcode` (assertions on
+TCP_INFO only). What rawfin does not run (UDP/ICMP packets, other code in blocks,
 Fast Open, MD5, AccECN, PSP/GRE/MPLS encapsulation, TCP options it does not know)
 is refused here with the line number and what is missing
 (:class:`Unsupported`); text that is not the language at all is a
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from rawfin.core.errors import RawfinError
+from rawfin.sim.pktcode import CodeError, CodeSpec, parse_code
 
 #: sysexits EX_DATAERR: the text is not packetdrill's language
 EXIT_SCRIPT_ERROR = 65
@@ -295,7 +297,7 @@ class CommandSpec:
         return f"`{self.command}`"
 
 
-Action = PacketSpec | SyscallSpec | CommandSpec
+Action = PacketSpec | SyscallSpec | CommandSpec | CodeSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -597,7 +599,11 @@ class Parser:
         if self._is("BACKQUOTED"):
             return CommandSpec(command=self._advance().value)
         if self._is("CODE"):
-            raise self._unsupported("%{ }% code blocks (Python run against TCP_INFO) are not supported")
+            t = self._advance()
+            try:
+                return parse_code(t.value)
+            except CodeError as e:
+                raise Unsupported(self.path, t.line, str(e)) from None
         if self._is("ELLIPSIS") or self._is("WORD"):
             return self._syscall()
         got = "the end of the script" if self.tok.kind == "EOF" else repr(self.tok.text)

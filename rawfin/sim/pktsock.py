@@ -45,8 +45,19 @@ SYSCTL_DEFAULTS = {
     "net.ipv4.tcp_timestamps": "1", "net.ipv4.tcp_sack": "1", "net.ipv4.tcp_window_scaling": "1",
     "net.ipv4.tcp_rmem": "4096 131072 6291456", "net.core.rmem_max": "212992",
     "net.ipv4.tcp_fin_timeout": "60", "net.ipv4.tcp_syn_retries": "6", "net.ipv4.tcp_synack_retries": "5",
-    "net.ipv4.tcp_retries2": "15",
+    "net.ipv4.tcp_retries2": "15", "net.ipv4.tcp_early_retrans": "3",
 }
+#: Linux's numbers for the states (tcpi_state; include/net/tcp_states.h)
+LINUX_STATE = {State.ESTABLISHED: 1, State.SYN_SENT: 2, State.SYN_RECEIVED: 3, State.FIN_WAIT_1: 4,
+               State.FIN_WAIT_2: 5, State.TIME_WAIT: 6, State.CLOSED: 7, State.CLOSE_WAIT: 8, State.LAST_ACK: 9,
+               State.LISTEN: 10, State.CLOSING: 11}
+#: the TCP_INFO fields rawfin's endpoint models (a %{ }% block reading another one is refused)
+TCP_INFO_FIELDS = frozenset({"tcpi_state", "tcpi_retransmits", "tcpi_probes", "tcpi_backoff", "tcpi_options",
+                             "tcpi_rto", "tcpi_snd_mss", "tcpi_unacked", "tcpi_retrans", "tcpi_rtt",
+                             "tcpi_rttvar", "tcpi_total_retrans"})
+_NO_CONN_INFO = {f: 0 for f in TCP_INFO_FIELDS}
+_NO_CONN_INFO["tcpi_rto"] = 1_000_000
+
 #: sysctls that change nothing rawfin models (said so in the output, never silently)
 NO_EFFECT = "no effect on rawfin's model"
 
@@ -222,7 +233,10 @@ class Stack:
         conn.peer = PeerOptions.of(peer_syn)
         conn.ts_on = conn.peer.ts is not None and self.pers._on("net.ipv4.tcp_timestamps")
         mss = min(conn.peer.mss, self.pers.adv_mss) - (12 if conn.ts_on else 0)
-        conn.ep.config = dataclasses.replace(conn.ep.config, mss=max(mss, 64))
+        # Linux probes a lost tail (RFC 8985) only on a SACK connection, with tcp_early_retrans 3 or 4
+        probe = (conn.peer.sack and self.pers._on("net.ipv4.tcp_sack")
+                 and self.sysctl.get("net.ipv4.tcp_early_retrans", "3").strip() in ("3", "4"))
+        conn.ep.config = dataclasses.replace(conn.ep.config, mss=max(mss, 64), loss_probe=bool(probe))
 
     # -- segments in -------------------------------------------------------------------------
     def find_any(self, seg: Segment) -> Conn | None:
@@ -460,6 +474,7 @@ class Stack:
         ns.conn = conn
         conn.sock = ns
         ns.opts = {k: v for k, v in s.opts.items() if k in ("TCP_USER_TIMEOUT", "TCP_LINGER2", "TCP_NODELAY")}
+        self._user_timeout(conn, ns)
         ns.rcvbuf = bytearray(conn.early)
         if conn.ep.peer_fin_seq is not None:
             ns.eof = True
@@ -481,6 +496,7 @@ class Stack:
             conn.sock = s
             s.conn = conn
             s.bound = local
+            self._user_timeout(conn, s)
             self._apply(conn, step.result)
             p.call.args["_started"] = True
             if s.nonblock:
@@ -608,13 +624,21 @@ class Stack:
         elif name == "TCP_LINGER2":
             s.opts[name] = value
         elif name in ("SO_REUSEADDR", "SO_REUSEPORT", "TCP_USER_TIMEOUT", "TCP_DEFER_ACCEPT"):
+            if name == "TCP_USER_TIMEOUT" and (not isinstance(value, int) or value < 0):
+                return self._done(p, -1, E.EINVAL)
             s.opts[name] = value
-            if name == "TCP_USER_TIMEOUT":
-                self.notes.append("TCP_USER_TIMEOUT: not modelled by rawfin's endpoint (kept for getsockopt)")
+            if name == "TCP_USER_TIMEOUT" and s.conn is not None:
+                self._user_timeout(s.conn, s)
         else:
             s.opts[name] = value
             self.notes.append(f"setsockopt {name}: {NO_EFFECT}")
         return self._done(p, 0)
+
+    @staticmethod
+    def _user_timeout(conn: Conn, s: Sock) -> None:
+        """The socket's TCP_USER_TIMEOUT (milliseconds, 0 = none) in its endpoint's Config."""
+        ms = int(s.opts.get("TCP_USER_TIMEOUT", 0) or 0)
+        conn.ep.config = dataclasses.replace(conn.ep.config, user_timeout_ns=ms * MS if ms > 0 else None)
 
     def _sys_getsockopt(self, p, s: Sock):
         name = p.call.args["opt"]
@@ -629,6 +653,26 @@ class Stack:
         if name == "SO_TYPE":
             return self._done(p, 0, 0, 1)
         return self._done(p, 0, 0, s.opts.get(name, 0))
+
+    def _sys_tcp_info(self, p, s: Sock):
+        """getsockopt(TCP_INFO) for a %{ }% block: the fields rawfin's endpoint models, in Linux's units."""
+        conn = s.conn
+        if conn is None:
+            return self._done(p, 0, 0, dict(_NO_CONN_INFO, tcpi_state=LINUX_STATE[
+                State.LISTEN if s.listening else State.CLOSED]))
+        ep = conn.ep
+        x = ep.rtx_info()
+        peer = conn.peer
+        options = ((1 if conn.ts_on else 0)
+                   | (2 if peer is not None and peer.sack and self.pers._on("net.ipv4.tcp_sack") else 0)
+                   | (4 if peer is not None and peer.wscale is not None
+                      and self.pers._on("net.ipv4.tcp_window_scaling") else 0))
+        return self._done(p, 0, 0, {
+            "tcpi_state": LINUX_STATE[ep.state], "tcpi_retransmits": x["retransmits"], "tcpi_probes": 0,
+            "tcpi_backoff": x["backoff"], "tcpi_options": options, "tcpi_rto": x["rto_ns"] // _US,
+            "tcpi_snd_mss": ep.config.mss, "tcpi_unacked": x["unacked"], "tcpi_retrans": x["retrans"],
+            "tcpi_rtt": x["srtt_ns"] // _US, "tcpi_rttvar": x["mdev_ns"] // _US,
+            "tcpi_total_retrans": x["total_retrans"]})
 
     def _sys_fcntl(self, p, s: Sock):
         cmd, arg = p.call.args["cmd"], p.call.args["arg"]
@@ -697,6 +741,7 @@ class RawfinTarget(Target):
 
     name = "rawfin"
     truth = "rawfin's endpoint (its own transitions)"
+    tcp_info_fields = TCP_INFO_FIELDS
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

@@ -53,9 +53,10 @@ static const char *CFLAG_NAMES[NCFLAG] = {"fins", "mid_stream", "refused", "rst_
 enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, R_DATA_UNANSWERED, NROLE };
 static const char *ROLE_NAMES[NROLE] = {"client", "first_closer", "fin_noted", "known", "seen", "synack_unseen",
                                         "data_unanswered"};
-enum { T_2MSL_DUE, T_FIN_WAIT_2_DUE, T_RTO_DUE, T_RTO_ARMED, T_UNACKED, T_RETRIES_EXHAUSTED, NTIMER };
+enum { T_2MSL_DUE, T_FIN_WAIT_2_DUE, T_RTO_DUE, T_RTO_ARMED, T_UNACKED, T_RETRIES_EXHAUSTED, T_USER_TIMEOUT_EXPIRED,
+       T_LOSS_PROBE, NTIMER };
 static const char *TIMER_NAMES[NTIMER] = {"2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked",
-                                          "retries_exhausted"};
+                                          "retries_exhausted", "user_timeout_expired", "loss_probe"};
 enum { DH_SYN, DH_SYN_WITHOUT_DATA, DH_FIN, DH_FIN_AT_NOW, DH_FIN_AT_QUEUE, DH_AHEAD, NDH };
 static const char *DH_NAMES[NDH] = {"syn", "syn_without_data", "fin", "fin_at_now", "fin_at_queue", "ahead"};
 /* rules.WAITING: what the observer keeps for a side (rules' rst:rx, queue:x...) */

@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--msl", type=seconds, default=None, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: the scenario's, else 30)")
     e.add_argument("--rto", type=seconds, default=None, metavar="SECONDS",
-                   help="retransmission timeout (default: the scenario's, else 1)")
+                   help="initial retransmission timeout, until a round trip is measured (then Linux's: "
+                        "SRTT + 4*RTTVAR, at least 200 ms over SRTT) (default: the scenario's, else 1)")
     e.add_argument("--isn-client", type=seqno, default=None, metavar="X",
                    help="the client's initial sequence number (default: the scenario's)")
     e.add_argument("--isn-server", type=seqno, default=None, metavar="Y",

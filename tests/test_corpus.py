@@ -401,7 +401,12 @@ def test_hand_checked_close(want):
                mid=c["mid_stream"], vlan=c.get("vlan"))
     expect = {k: want[k] for k in got}
     assert got == expect
-    assert c["server_active_close"] == (closer == "server" and c["close"] not in ("reset", "refused", "none"))
+    # TIME_WAIT on the server's port only where the server (the first closer) reached it: not for a
+    # capture that ends with it still in FIN_WAIT_1 (zeek__one-sided-2745)
+    assert c["server_active_close"] == (closer == "server" and c["close"] not in ("reset", "refused", "none")
+                                        and got["final"][1] in ("TIME_WAIT", "CLOSED"))
+    # a reset names who sent the RST; no other close does
+    assert (c["reset_by"] in (c["client"], c["server"])) == (c["close"] == "reset")
     for kind, n in want["anomalies"].items():
         assert c["anomalies"].get(kind) == n, (kind, c["anomalies"])
 
@@ -541,3 +546,45 @@ def test_conn_narrows_output():
     assert recs and {r["conn"] for r in recs} == {1}
     assert [r["client"] for r in recs if r["type"] == "connection"] == ["172.16.133.132:44305"]
     assert recs == [r for r in analyze("PcapPlusPlus__three_http_streams.pcap")[1] if r["conn"] == 1]
+
+
+# -- who did what: the close line and the anomalies (checked by hand with tshark) --------------------------
+
+@pytest.mark.parametrize("name, conn, words, reset_by", [
+    # the server's FIN (frame 7), then the client's RST (frame 10): not "reset by client" alone
+    ("PcapPlusPlus__one_http_stream_rst.pcap", 0, "close: reset by client after a FIN by SERVER", "client"),
+    # an RST with no FIN before it: the RST's sender
+    ("zeek__single-rst.pcap", 0, "close: reset by client", "client"),
+    ("nDPI__selfsigned.pcap", None, "close: reset by SERVER after its FIN", "server"),
+])
+def test_the_close_line_names_who_sent_the_fin_and_the_rst(name, conn, words, reset_by):
+    table = run_rawfin(str(CAPTURES / name)).stdout
+    assert words in table.replace("\n   ", " "), table
+    for c in connections(name).values():
+        if conn is None or c["conn"] == conn:
+            if c["close"] == "reset":
+                assert c["reset_by"] == c[reset_by]
+                break
+    else:
+        raise AssertionError(f"no reset close in {name}")
+
+
+def test_a_retransmission_is_its_senders():
+    """As Wireshark flags the packet: the retransmitted segment's sender, not its receiver."""
+    name = "PcapPlusPlus__650HttpResponses.pcap"
+    frames = tshark_senders(name)
+    seen = 0
+    for r in analyze(name)[1]:
+        if r["type"] == "anomaly" and r["kind"] in ("retransmission", "previous_segment_not_captured",
+                                                    "acked_unseen_segment"):
+            assert r["endpoint"] == frames[r["frame"]], r
+            seen += 1
+    assert seen >= 20
+
+
+def tshark_senders(name: str) -> dict[int, str]:
+    if TSHARK is None:
+        pytest.skip("tshark is not installed")
+    out = subprocess.run([TSHARK, "-r", str(CAPTURES / name), "-Y", "tcp", "-T", "fields", "-e", "frame.number",
+                          "-e", "ip.src", "-e", "tcp.srcport"], capture_output=True, text=True).stdout
+    return {int(f): f"{ip}:{port}" for f, ip, port in (line.split("\t") for line in out.splitlines())}

@@ -123,6 +123,15 @@ def test_filter_the_lost_final_ack_in_tshark(tmp_path):
     rows = tshark(out, "-Y", 'rawfin.closer == "client" && rawfin.sender == "server"', "-T", "fields", "-e",
                   "frame.number")
     assert [r[0] for r in rows] == ["2", "5", "6", "9", "10", "12"]
+    assert tshark(out, "-Y", 'rawfin.reset_by == "none"', "-T", "fields", "-e", "frame.number")[-1] == ["13"]
+
+
+@needs_lua
+def test_filter_who_reset_in_tshark(tmp_path):
+    out = annotate(CAPTURES / "rst-abort.pcap", tmp_path / "r.pcapng")
+    rows = tshark(out, "-Y", 'rawfin.close == "reset" && rawfin.reset_by == "client"', "-T", "fields", "-e",
+                  "frame.number")
+    assert [r[0] for r in rows] == [str(f) for f in range(1, 9)]
 
 
 def _check_every_packet(src: Path, tmp_path: Path) -> int:

@@ -173,7 +173,9 @@ def lane_rules(compiled, vocab: dict) -> dict:
         program(compiled.flush_at_end), program(compiled.end)]
     spec = {
         "programs": programs,
-        "close_kinds": [(k, cond(c), k in compiled.time_wait_closes) for k, c in compiled.close_kinds],
+        "close_kinds": [(k, cond(c), k in compiled.time_wait_closes, k in compiled.reset_closes)
+                        for k, c in compiled.close_kinds],
+        "time_wait_held": cond(compiled.time_wait_held),
         "settled": cond(compiled.settled),
         "new_syn": [(yes, cond(c)) for yes, c in compiled.new_syn],
         "fast_path": cond(compiled.fast_path),
@@ -559,10 +561,10 @@ def _event(t):
         _, conn, frame, now, ep, akind, detail, values = t
         return Anomaly(endpoint=ep, kind=akind, detail=detail, time_ns=now, frame=frame, conn=conn,
                        values=values or ())
-    (_, conn, client, server, guessed, active, passive, close, cstate, sstate, first_frame, last_frame, first_ns,
-     last_ns, packets, mid, server_active, anomalies, vlan) = t
+    (_, conn, client, server, guessed, active, passive, reset_by, close, cstate, sstate, first_frame, last_frame,
+     first_ns, last_ns, packets, mid, server_active, anomalies, vlan) = t
     return ConnectionEnd(conn=conn, client=client, server=server, server_guessed=guessed, active_closer=active,
-                         passive_closer=passive, close=close, final=((client, cstate), (server, sstate)),
+                         passive_closer=passive, reset_by=reset_by, close=close, final=((client, cstate), (server, sstate)),
                          first_frame=first_frame, last_frame=last_frame, first_time_ns=first_ns, last_time_ns=last_ns,
                          packets=packets, mid_stream=mid, server_active_close=server_active, anomalies=anomalies,
                          vlan=vlan)

@@ -211,9 +211,10 @@ class Endpoint:
         if not self.config.observer:
             out.segments.append(self._seg(Flags(0), self.snd_nxt))
 
-    def _anomaly(self, out: _Out, kind: str, detail: str, now: int, frame: int | None, values: tuple = ()) -> None:
-        out.anomalies.append(Anomaly(endpoint=self.name, kind=kind, detail=detail, time_ns=now, frame=frame,
-                                     values=values))
+    def _anomaly(self, out: _Out, kind: str, detail: str, now: int, frame: int | None, values: tuple = (),
+                 at: str | None = None) -> None:
+        out.anomalies.append(Anomaly(endpoint=self.name if at is None else at, kind=kind, detail=detail,
+                                     time_ns=now, frame=frame, values=values))
 
     # -- application calls ---------------------------------------------------
     def listen(self, now: int) -> Result:
@@ -607,6 +608,9 @@ def endpoint_action(a: tuple):
         return lambda c: c.ep._move(c.out, inp, *_text(tpl, c, c.now, _frame(c))) and None
     if name == "anomaly":
         kind, tpl = args[1], args[2]
+        if args[0] == "peer":           # what the arriving segment's sender did: the anomaly is the sender's
+            return lambda c: c.ep._anomaly(c.out, kind, *_text(tpl, c, c.now, _frame(c)),
+                                           at=fmt_endpoint(c.seg.src, c.seg.sport))
         return lambda c: c.ep._anomaly(c.out, kind, *_text(tpl, c, c.now, _frame(c)))
     if name == "set":
         return M.setter(*args)

@@ -83,6 +83,7 @@ class ConnectionEnd:
     server_guessed: bool
     active_closer: str | None      # who sent the first FIN
     passive_closer: str | None
+    reset_by: str | None           # a reset close: who sent the (first) RST; None for any other close
     close: str                     # rawfin.core.rules.CLOSE_KINDS
     final: tuple                   # ((client, state name), (server, state name))
     first_frame: int | None

@@ -32,7 +32,7 @@ from rawfin.core.states import Input, State
 
 FLAG_BITS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16}
 WHO = ("seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h", "now",
-       "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit")
+       "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit", "peer")
 #: segment fields, TCB fields (sequence numbers), and the other values a rule may name
 SEG_VALUES = ("seq", "ack", "end", "len", "fin", "win", "sport", "dport", "frame", "describe")
 SEQ_FIELDS = ("iss", "irs", "snd_una", "snd_nxt", "rcv_nxt", "fin_seq", "peer_fin_seq", "snd_wnd")
@@ -57,7 +57,9 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
            "deliver_rst",
            "rsts_unreceived", "evidence", "rtt", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue",
            # the capture cannot decide the next transition: the states the other reading enters, and when
-           "infer")
+           "infer",
+           # who sent the first RST (a reset close names its sender)
+           "note_rst")
 CONFIG = ("observer", "close_on_fin", "hold_final_ack")
 CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
               "first_fin_acked_alone", "fins_complete", "candidates", "held", "final", "synack_unseen",
@@ -249,14 +251,14 @@ def compile_condition(text: str, ctx_who: str = "self") -> tuple:
 
 
 _COMPILED_PARTS = ("receive", "observe_send", "timers", "birth", "guess_server", "segment", "flush", "flush_at_end",
-                   "end", "close_kinds", "time_wait_closes", "settled", "new_syn", "fast_path", "timer_order",
+                   "end", "close_kinds", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order",
                    "final_ack_hold_ns", "well_known_port")
 
 
 class Compiled:
     """Every program of :mod:`rawfin.core.rules`, read once: receive and observe_send per State (in
     State order), timers, birth, guess_server (BIRTH's guess alone), segment, flush, flush_at_end, end,
-    close_kinds ((kind, condition), ...), time_wait_closes, settled, new_syn ((accepts, condition), ...),
+    close_kinds ((kind, condition), ...), time_wait_closes, reset_closes, time_wait_held, settled, new_syn ((accepts, condition), ...),
     fast_path, timer_order, final_ack_hold_ns, well_known_port."""
 
     __slots__ = _COMPILED_PARTS
@@ -290,6 +292,8 @@ def _compile_rules(rules) -> Compiled:
         end=compile_program(rules.END, "a"),
         close_kinds=tuple((k, compile_condition(c, "a")) for k, c in rules.CLOSE_KINDS),
         time_wait_closes=frozenset(rules.TIME_WAIT_CLOSES),
+        reset_closes=frozenset(rules.RESET_CLOSES),
+        time_wait_held=compile_condition(rules.TIME_WAIT_HELD, "a"),
         settled=compile_condition(rules.SETTLED, "a"),
         new_syn=tuple((y, compile_condition(c, "tx")) for y, c in rules.NEW_SYN),
         fast_path=compile_condition(rules.FAST_PATH, "rx"),

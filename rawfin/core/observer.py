@@ -80,7 +80,7 @@ class Connection:
         self.packets = 0
         self.anomalies: Counter | None = None     # containers stay None until needed: memory
         self.fins: list[tuple[tuple[str, int], int, int | None]] = []  # (sender, fin seq, frame)
-        self.rst_seen = False
+        self.rst_seen: tuple[str, int] | bool = False    # the sender of the first RST seen (rules' note_rst)
         self.data_after_first_fin = False
         self.reached = 0         # the states either endpoint has entered (a bit per state, rules' reached:)
         self.fin_ack_candidates: list[Anomaly] | None = None
@@ -324,10 +324,13 @@ class Connection:
             conn=self.id, client=client, server=server, server_guessed=self.server_guessed,
             active_closer=fmt_endpoint(*closer) if closer else None,
             passive_closer=(fmt_endpoint(*(self.server if closer == self.client else self.client)) if closer else None),
+            reset_by=(fmt_endpoint(*self.rst_seen) if kind in PROGRAMS.reset_closes and self.rst_seen is not True
+                      else None),
             close=kind, final=((client, self.eps[self.client].state.value), (server, self.eps[self.server].state.value)),
             first_frame=self.first_frame, last_frame=self.last_frame, first_time_ns=self.first_ns,
             last_time_ns=self.last_ns, packets=self.packets, mid_stream=self.mid_stream,
-            server_active_close=closer == self.server and kind in PROGRAMS.time_wait_closes,
+            server_active_close=(closer == self.server and kind in PROGRAMS.time_wait_closes
+                                 and holds(PROGRAMS.time_wait_held, self._conn_ctx())),
             anomalies=tuple(sorted(self.anomalies.items())) if self.anomalies else (), vlan=tuple(self.vlan))
 
 
@@ -422,6 +425,11 @@ def _candidate(kind: str, tpl: tuple):
         conn.fin_ack_candidates.append(Anomaly(endpoint=c.tx.name, kind=kind, detail=detail,
                                                time_ns=seg.time_ns or 0, frame=seg.frame, values=values))
     return f
+
+
+def _note_rst(c: Ctx) -> None:
+    if not c.conn.rst_seen:
+        c.conn.rst_seen = c.txk
 
 
 def _note_fin(c: Ctx) -> None:
@@ -632,6 +640,8 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
         return _candidate(*args)
     if name == "note_fin":
         return _note_fin
+    if name == "note_rst":
+        return _note_rst
     if name == "unhold":
         return _on(args[0], lambda c, k: c.conn._unhold("pending", k))
     if name == "flush":
@@ -709,7 +719,7 @@ class _Programs(M.Lazy):
     """The observer's programs, built from the rules in force (rawfin.core.machine.install)."""
 
     __slots__ = ("_compiled", "birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds",
-                 "time_wait_closes", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns")
+                 "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns")
     builders = {
         "birth": lambda c: M.build_program(c.birth, _observer_action),
         "guess_server": lambda c: M.build_program(c.guess_server, _observer_action),
@@ -719,6 +729,8 @@ class _Programs(M.Lazy):
         "end": lambda c: M.build_program(c.end, _end_action),
         "close_kinds": lambda c: tuple((k, M.build_condition(cond)) for k, cond in c.close_kinds),
         "time_wait_closes": lambda c: c.time_wait_closes,
+        "reset_closes": lambda c: c.reset_closes,
+        "time_wait_held": lambda c: M.build_condition(c.time_wait_held),
         "settled": lambda c: M.build_condition(c.settled),
         "new_syn": lambda c: tuple((y, M.build_condition(cond)) for y, cond in c.new_syn),
         "fast_path": lambda c: M.build_condition(c.fast_path),
@@ -760,7 +772,8 @@ class TimeWait:
         closer = conn.active_closer()
         self.close = conn.close_kind()
         self.bits = ((1 if conn.server_guessed else 0) | (2 if conn.mid_stream else 0)
-                     | (4 if closer == self.server and self.close in PROGRAMS.time_wait_closes else 0)
+                     | (4 if closer == self.server and self.close in PROGRAMS.time_wait_closes
+                        and holds(PROGRAMS.time_wait_held, conn._conn_ctx()) else 0)
                      | (8 if closer == self.client else 16 if closer == self.server else 0))
         self.first_frame, self.first_ns = conn.first_frame, conn.first_ns
         # what a CLOSED side still needs to be itself: its FIN's number (a late copy of it is news)
@@ -868,7 +881,7 @@ class TimeWait:
         states = {ka: "CLOSED" if self.a is None else "TIME_WAIT", kb: "CLOSED" if self.b is None else "TIME_WAIT"}
         return ConnectionEnd(
             conn=self.id, client=client, server=server, server_guessed=bool(bits & 1), active_closer=closer,
-            passive_closer=passive, close=self.close,
+            passive_closer=passive, reset_by=None, close=self.close,
             final=((client, states[self.client]), (server, states[self.server])), first_frame=self.first_frame,
             last_frame=self.last_frame, first_time_ns=self.first_ns, last_time_ns=self.last_ns, packets=self.packets,
             mid_stream=bool(bits & 2), server_active_close=bool(bits & 4),

@@ -100,12 +100,19 @@ def move(inp: str, cause: str) -> tuple:
 
 
 def anomaly(kind: str, detail: str, at: str | None = None) -> tuple:
-    """Report an anomaly (a template for its detail); in the observer, ``at`` names the endpoint."""
+    """Report an anomaly (a template for its detail); ``at`` names the endpoint it belongs to (by
+    default the one whose rule it is; ``PEER`` for what the arriving segment's sender did)."""
     return ("anomaly", kind, detail) if at is None else ("anomaly", at, kind, detail)
 
 
 def set_(field: str, value: str) -> tuple:
     return ("set", field, value)
+
+
+#: An anomaly about the segment that arrived belongs to its sender, as Wireshark flags the packet
+#: (a retransmission is its sender's, an ACK of unseen data the ACK's sender's): an endpoint's
+#: receive rules report those with ``at=PEER``.
+PEER = "peer"
 
 
 def send(what: str) -> tuple:
@@ -123,7 +130,7 @@ def mark(name: str) -> tuple:
 CLOSED_RECEIVE = (
     step("report",
          row("SYN !ACK"),                                   # a SYN for a closed port: a refusal, no anomaly
-         row("", anomaly("segment_after_close", "{describe} arrived for a closed connection"))),
+         row("", anomaly("segment_after_close", "{describe} arrived for a closed connection", PEER))),
     step("answer",
          row("RST"),
          row("", send("RST"))),
@@ -143,14 +150,14 @@ LISTEN_RECEIVE = (
              send("SYN,ACK"), STOP)),
 )
 
+_BAD_SYN_ACK = "ack={ack} does not cover the SYN seq={iss} it answers"
 SYN_SENT_RECEIVE = (
     step("ack",
          row("ACK ack<=iss", mark("bad_ack")),
          row("ACK ack>snd_nxt", mark("bad_ack"))),
     step("bad_ack",
-         row("#bad_ack !RST", send("RST"), anomaly("unacceptable_ack", "ack={ack} does not cover our SYN seq={iss}"),
-             STOP),
-         row("#bad_ack", anomaly("unacceptable_ack", "ack={ack} does not cover our SYN seq={iss}"), STOP)),
+         row("#bad_ack !RST", send("RST"), anomaly("unacceptable_ack", _BAD_SYN_ACK, PEER), STOP),
+         row("#bad_ack", anomaly("unacceptable_ack", _BAD_SYN_ACK, PEER), STOP)),
     step("rst",
          row("RST ACK", move("RCV_RST", "rcv RST,ACK ack={ack}"), STOP),
          row("RST", STOP)),
@@ -163,22 +170,22 @@ SYN_SENT_RECEIVE = (
          row("", move("RCV_SYN", "rcv SYN seq={seq}"), send("SYN,ACK again"), STOP)),
 )
 
+_ALREADY = "{describe} already received (rcv_nxt={rcv_nxt})"
 TIME_WAIT_RECEIVE = (
     step("new_syn",
          row("SYN !ACK !RST seq>rcv_nxt", move("RCV_NEW_SYN", "rcv SYN seq={seq} (above rcv_nxt={rcv_nxt})"),
              STOP)),
     step("rst",
          row("RST seq=rcv_nxt", move("RCV_RST", "rcv RST seq={seq}"), STOP),
-         row("RST", anomaly("rst_out_of_window", "RST seq={seq} in TIME_WAIT, expected seq={rcv_nxt}"), STOP)),
+         row("RST", anomaly("rst_out_of_window", "RST seq={seq} in TIME_WAIT, expected seq={rcv_nxt}", PEER), STOP)),
     step("fin_again",
          row("FIN fin=peer_fin_seq", move("RCV_FIN", "rcv FIN seq={fin} again: re-ACK it"),
              anomaly("time_wait_reack", "FIN seq={fin} retransmitted; TIME_WAIT ACKs it again (ack={rcv_nxt})"),
              send("ACK"), STOP)),
     step("other",
          row("!data !FIN", STOP),
-         row("observer end<=rcv_nxt", anomaly("retransmission", "{describe} already received (rcv_nxt={rcv_nxt})"),
-             send("ACK"), STOP),
-         row("", anomaly("segment_in_time_wait", "{describe} arrived in TIME_WAIT"), send("ACK"), STOP)),
+         row("observer end<=rcv_nxt", anomaly("retransmission", _ALREADY, PEER), send("ACK"), STOP),
+         row("", anomaly("segment_in_time_wait", "{describe} arrived in TIME_WAIT", PEER), send("ACK"), STOP)),
 )
 
 # The synchronized states, as RFC 9293 3.10.7.4 orders the checks (and RFC 5961 for RST and SYN).
@@ -188,9 +195,9 @@ _WINDOW = step("window",
 #                                                               what opened it
 _RST_TEXT = "rcv RST seq={seq}"
 _RST_REST = (
-    row("RST #ok", anomaly("rst_not_exact", "RST seq={seq} in window but rcv_nxt={rcv_nxt}: challenge ACK"),
+    row("RST #ok", anomaly("rst_not_exact", "RST seq={seq} in window but rcv_nxt={rcv_nxt}: challenge ACK", PEER),
         send("ACK"), STOP),
-    row("RST", anomaly("rst_out_of_window", "RST seq={seq} outside the window starting at rcv_nxt={rcv_nxt}"),
+    row("RST", anomaly("rst_out_of_window", "RST seq={seq} outside the window starting at rcv_nxt={rcv_nxt}", PEER),
         STOP),
 )
 _RST = step("rst", row("RST seq=rcv_nxt", move("RCV_RST", _RST_TEXT), STOP), *_RST_REST)
@@ -202,32 +209,32 @@ _UNACCEPTABLE = step(
     row("#ok"),
     row("FIN fin=peer_fin_seq observer", send("ACK"), STOP),      # an observer hears of it from the sender
     row("FIN fin=peer_fin_seq",
-        anomaly("fin_retransmission", "FIN seq={fin} retransmitted (our ACK {rcv_nxt} was lost or late)"),
+        anomaly("fin_retransmission", "FIN seq={fin} retransmitted (the ACK {rcv_nxt} was lost or late)", PEER),
         send("ACK"), STOP),
     row("occupies observer end<=rcv_nxt",
-        anomaly("retransmission", "{describe} already received (rcv_nxt={rcv_nxt})"), send("ACK"), STOP),
-    row("occupies", anomaly("unacceptable_segment", "{describe} outside the receive window (rcv_nxt={rcv_nxt})"),
-        send("ACK"), STOP),
+        anomaly("retransmission", _ALREADY, PEER), send("ACK"), STOP),
+    row("occupies", anomaly("unacceptable_segment", "{describe} outside the receive window (rcv_nxt={rcv_nxt})",
+                            PEER), send("ACK"), STOP),
     row("", send("ACK"), STOP))
-_SYN = step("syn", row("SYN", anomaly("syn_in_window", "SYN seq={seq} on a synchronized connection: challenge ACK"),
-                       send("ACK"), STOP))
-_NO_ACK = step("no_ack", row("!ACK", anomaly("no_ack_flag", "{describe} without ACK is dropped"), STOP))
+_SYN = step("syn", row("SYN", anomaly("syn_in_window", "SYN seq={seq} on a synchronized connection: challenge ACK",
+                                       PEER), send("ACK"), STOP))
+_NO_ACK = step("no_ack", row("!ACK", anomaly("no_ack_flag", "{describe} without ACK is dropped", PEER), STOP))
 _ACK_OF_SYN = step(
     "ack_of_syn",
     row("snd_una<ack ack<=snd_nxt", set_("snd_una", "ack"), ("synchronized",), move("RCV_ACK_OF_SYN", "rcv ACK ack={ack}")),
     row("", send("RST"),
-        anomaly("unacceptable_ack", "ack={ack} does not acknowledge our SYN,ACK (expected {snd_nxt})"), STOP))
+        anomaly("unacceptable_ack", "ack={ack} does not acknowledge the SYN,ACK (expected {snd_nxt})", PEER), STOP))
 _ACK_BEYOND = step("ack_beyond", row("ack>snd_nxt", mark("beyond")))
 _ACK = step(
     "ack",
-    row("#beyond !observer", anomaly("ack_of_unsent_data", "ack={ack} beyond anything sent (snd_nxt={snd_nxt})"),
-        send("ACK"), STOP),
+    row("#beyond !observer", anomaly("ack_of_unsent_data", "ack={ack} beyond anything sent (snd_nxt={snd_nxt})",
+                                     PEER), send("ACK"), STOP),
     row("#beyond fin_seq ack>fin_seq+1",
         anomaly("ack_beyond_fin",
-                "ack={ack} is past FIN seq={fin_seq}: nothing follows a FIN, expected at most {fin_seq+1}"),
+                "ack={ack} is past FIN seq={fin_seq}: nothing follows a FIN, expected at most {fin_seq+1}", PEER),
         set_("snd_nxt", "ack")),
-    row("#beyond", anomaly("acked_unseen_segment", "ack={ack} beyond what the capture shows sent (snd_nxt={snd_nxt})"),
-        set_("snd_nxt", "ack")))
+    row("#beyond", anomaly("acked_unseen_segment", "ack={ack} beyond what the capture shows sent (snd_nxt={snd_nxt})",
+                           PEER), set_("snd_nxt", "ack")))
 _ACK_ADVANCE = step("advance", row("snd_una<ack", ("acked",)))
 _WINDOW_UPDATE = step("window_update", row("", set_("snd_wnd", "win")))
 _ACK_OF_FIN = step("ack_of_fin", row("fin_seq snd_una>=fin_seq+1", move("RCV_ACK_OF_FIN", "rcv ACK ack={ack} of FIN seq={fin_seq}")))
@@ -236,8 +243,8 @@ _DATA = step(
     "data",
     row("!data"),
     row("missing>0 !observer", ("queue",), send("ACK"), STOP),        # ahead of a gap: wait, ask with a dup ACK
-    row("missing>0", anomaly("previous_segment_not_captured", "seq={seq} but rcv_nxt={rcv_nxt}: {missing} bytes missing"),
-        ("take_data",), mark("need_ack")),
+    row("missing>0", anomaly("previous_segment_not_captured", "seq={seq} but rcv_nxt={rcv_nxt}: {missing} bytes missing",
+                             PEER), ("take_data",), mark("need_ack")),
     row("", ("take_data",), mark("need_ack")))
 # The application has closed (or shut reading): data beyond rcv_nxt can never be read. RFC 1122 4.2.2.13
 # says send a RST to show the data was lost; Linux does, answering the segment as a closed port would, and
@@ -251,7 +258,7 @@ _DATA_AFTER_CLOSE = step(
         move("RCV_DATA_AFTER_CLOSE", "rcv {len} bytes after close(): snd RST seq={ack}"), send("RST"), STOP))
 _DATA_AFTER_FIN = step(
     "data",
-    row("data", anomaly("data_after_fin", "{len} bytes at seq={seq} after the peer's FIN seq={peer_fin_seq}"),
+    row("data", anomaly("data_after_fin", "{len} bytes at seq={seq} after its FIN seq={peer_fin_seq}", PEER),
         send("ACK"), STOP))
 _TAKE_FIN = (set_("rcv_nxt", "fin+1"), set_("peer_fin_seq", "fin"), move("RCV_FIN", "rcv FIN seq={fin}"),
              mark("need_ack"), mark("took_fin"))
@@ -259,8 +266,8 @@ _FIN = step(
     "fin",
     row("!FIN"),
     row("fin>rcv_nxt !observer", ("queue",), send("ACK"), STOP),
-    row("fin>rcv_nxt", anomaly("previous_segment_not_captured", "FIN seq={fin} but rcv_nxt={rcv_nxt}: {fin_gap} bytes missing"),
-        *_TAKE_FIN),
+    row("fin>rcv_nxt", anomaly("previous_segment_not_captured", "FIN seq={fin} but rcv_nxt={rcv_nxt}: {fin_gap} bytes missing",
+                               PEER), *_TAKE_FIN),
     row("fin=rcv_nxt", *_TAKE_FIN))
 _CLOSE_ON_FIN = step("close_on_fin",      # the application closes the moment it reads EOF: our FIN carries the ACK
                      row("#took_fin close_on_fin state:CLOSE_WAIT", ("close",), STOP))
@@ -382,7 +389,7 @@ SEGMENT: tuple[Step, ...] = (
              ("candidate", "ack_not_covering_fin",
               "ack {ack} does not cover FIN seq={first_fin}: expected {first_fin+1} (FIN seq + 1)"))),
     step("note_fin", row("FIN !tx:fin_noted", ("note_fin",))),
-    step("note_rst", row("RST", ("flag", "rst_seen"))),
+    step("note_rst", row("RST", ("note_rst",))),             # rst_seen, and who sent the first RST
     # an RST after data the sender never answered (no data, FIN or SYN of its own since; the stack's bare
     # ACKs do not count): what Linux's close() does with data unread (RFC 1122 4.2.2.13, RFC 2525 2.17);
     # a SO_LINGER 0 abort after reading looks the same on the wire, hence "probably". Such an RST carries the
@@ -544,6 +551,12 @@ CLOSE_KINDS: tuple[tuple[str, str], ...] = (
 )
 #: Close kinds that leave TIME_WAIT with the active closer (server_active_close counts these).
 TIME_WAIT_CLOSES = frozenset(("incomplete", "simultaneous", "half_close", "three_way", "four_way"))
+#: Close kinds whose record names who sent the (first) RST: reset_by.
+RESET_CLOSES = frozenset(("reset",))
+#: ... server_active_close only where the first closer's TIME_WAIT was reached (it is in TIME_WAIT, or CLOSED after it)
+#: or is implied (its peer's FIN arrived: the observer has moved it): not a capture that ends with the
+#: first closer still in FIN_WAIT_1 or FIN_WAIT_2.
+TIME_WAIT_HELD = "reached:TIME_WAIT first_closer.state:TIME_WAIT|CLOSED"
 
 #: A connection whose record can only change in its final states (it may shrink to its TIME_WAIT form).
 SETTLED = "!held !final !rsts !synack_unseen fins_complete some:TIME_WAIT all:TIME_WAIT|CLOSED"

@@ -149,11 +149,11 @@ typedef struct { const char *k; size_t kl; int t; const char *v; size_t vl; } jf
 /* the record fields the writer reads, found once per record (the last of a repeated key, as a dict) */
 enum { K_TYPE, K_FILE, K_CONN, K_FRAME, K_TIME, K_ENDPOINT, K_FROM, K_TO, K_CAUSE, K_KIND, K_DETAIL, K_CLIENT,
        K_SERVER, K_SERVER_GUESSED, K_ACTIVE_CLOSER, K_CLOSE, K_FINAL, K_MID_STREAM, K_SERVER_ACTIVE_CLOSE,
-       K_ANOMALIES, K_VLAN, K_INFERRED, NK };
+       K_ANOMALIES, K_VLAN, K_INFERRED, K_RESET_BY, NK };
 static const char *KEY_NAMES[NK] = {"type", "file", "conn", "frame", "time", "endpoint", "from", "to", "cause",
                                      "kind", "detail", "client", "server", "server_guessed", "active_closer",
                                      "close", "final", "mid_stream", "server_active_close", "anomalies", "vlan",
-                                     "inferred"};
+                                     "inferred", "reset_by"};
 static size_t KEY_LEN[NK];
 static int8_t KEY_AT[32][128];      /* (length, first character) -> the first candidate, -1: none */
 static int8_t KEY_NEXT[NK];         /* -> the next candidate with the same length and first character */
@@ -458,10 +458,11 @@ static const char *jnext_item(const char *p, const char *e, const char **s, size
 
 enum { P_ARROW, P_CLIENT, P_SERVER, P_BY_CLIENT, P_BY_SERVER, P_MID, P_GUESSED, P_CLOSE, P_SERVER_TW,
        P_NO_CHANGES, P_ANOMALIES, P_END, P_MORE, P_NO_CONN, P_GUESS_MARK, P_INF_MARK, P_INF_OPEN, P_INF_CLOSE,
-       NPHR };
+       P_AFTER_FIN, P_AFTER_OWN_FIN, NPHR };
 static const char *PHR_KEYS[NPHR] = {"arrow", "client", "server", "by_client", "by_server", "mid_stream",
                                       "guessed", "close", "server_tw", "no_changes", "anomalies", "end", "more",
-                                      "no_conn", "guess_mark", "inferred_mark", "inferred_open", "inferred_close"};
+                                      "no_conn", "guess_mark", "inferred_mark", "inferred_open", "inferred_close",
+                                      "after_fin", "after_own_fin"};
 
 typedef struct { char *s; size_t n, w; } str_t;
 
@@ -1026,6 +1027,26 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
 }
 
 /* "conn N [file]: client C → server S (vlan V)" and "  close: ...", wrapped to the width */
+/* " by client" / " by SERVER": who, as one of the connection's two sides */
+static int by_whom(Writer *w, const jf_t *who, const jf_t *client, buf_t *b) {
+    int p = jeq(who, client) ? P_BY_CLIENT : P_BY_SERVER;
+    return bput(b, w->ph[p].s, w->ph[p].n);
+}
+
+/* the close and who did it (rawfin.render.sinks.close_words): "four_way by client", "reset by SERVER",
+   "reset by SERVER after a FIN by client", "reset by client after its FIN" */
+static int close_words(Writer *w, const jobj_t *r, const jf_t *client, const jf_t *close, buf_t *b) {
+    const jf_t *closer = JGET(r, K_ACTIVE_CLOSER), *rst = JGET(r, K_RESET_BY);
+    if (bvalue(b, close) < 0) return -1;
+    if (jtruthy(rst)) {
+        if (by_whom(w, rst, client, b) < 0) return -1;
+        if (!jtruthy(closer)) return 0;
+        if (jeq(closer, rst)) return bput(b, w->ph[P_AFTER_OWN_FIN].s, w->ph[P_AFTER_OWN_FIN].n);
+        if (bput(b, w->ph[P_AFTER_FIN].s, w->ph[P_AFTER_FIN].n) < 0) return -1;
+    }
+    return jtruthy(closer) ? by_whom(w, closer, client, b) : 0;
+}
+
 static int heading(Writer *w, const jobj_t *r, wconn_t *pc) {
     buf_t *h = &w->tmp;
     h->n = 0;
@@ -1077,13 +1098,7 @@ static int heading(Writer *w, const jobj_t *r, wconn_t *pc) {
     if (jtruthy(JGET(r, K_SERVER_GUESSED))) BIT(w->ph[P_GUESSED].s, w->ph[P_GUESSED].n);
     if (jtruthy(close)) {
         BIT(w->ph[P_CLOSE].s, w->ph[P_CLOSE].n);
-        if (bvalue(b, close) < 0) return -1;
-        const jf_t *closer = JGET(r, K_ACTIVE_CLOSER);
-        if (jtruthy(closer)) {
-            int ci = jeq(closer, client);
-            if (bput(b, w->ph[ci ? P_BY_CLIENT : P_BY_SERVER].s, w->ph[ci ? P_BY_CLIENT : P_BY_SERVER].n) < 0)
-                return -1;
-        }
+        if (close_words(w, r, client, close, b) < 0) return -1;
     }
     if (jtruthy(JGET(r, K_SERVER_ACTIVE_CLOSE))) BIT(w->ph[P_SERVER_TW].s, w->ph[P_SERVER_TW].n);
 #undef BIT
@@ -1307,11 +1322,8 @@ static int summary_cells(Writer *w, const jobj_t *r, buf_t *b, size_t *at) {
     if (bvalue(b, server) < 0) return -1;
     if (jtruthy(JGET(r, K_SERVER_GUESSED)) && bput(b, w->ph[P_GUESS_MARK].s, w->ph[P_GUESS_MARK].n) < 0) return -1;
     at[3] = b->n;
-    if (close && bvalue(b, close) < 0) return -1;
-    if (jtruthy(closer)) {
-        int ci = jeq(closer, client);
-        if (bput(b, w->ph[ci ? P_BY_CLIENT : P_BY_SERVER].s, w->ph[ci ? P_BY_CLIENT : P_BY_SERVER].n) < 0) return -1;
-    }
+    if (close && close_words(w, r, client, close, b) < 0) return -1;
+    else if (!close && jtruthy(closer) && by_whom(w, closer, client, b) < 0) return -1;
     at[4] = b->n;
     {
         jobj_t *fo = NULL;

@@ -116,7 +116,7 @@ def anomaly_comment(rec: dict) -> str:
 
 def connection_comment(rec: dict, after_first: dict[str, str]) -> str:
     """``rawfin: conn 0: client A, server B; after this frame SYN_SENT/SYN_RECEIVED; close four_way;
-    closed first by the client``: on a connection's first frame, its last comment there (the
+    closed first by the client`` (a reset close says ``; reset by the server`` before it): on a connection's first frame, its last comment there (the
     Wireshark post-dissector, rawfin/render/rawfin.lua, reads it: roles, the states after the
     frame, and what the close was, for every packet of the connection)."""
     client, server = rec["client"], rec["server"]
@@ -124,7 +124,9 @@ def connection_comment(rec: dict, after_first: dict[str, str]) -> str:
     states = [after_first.get(ep) or final.get(ep, "?") for ep in (client, server)]
     text = (f"{PREFIX}conn {rec['conn']}: client {client}, server {server}; after this frame "
             f"{states[0]}/{states[1]}; close {rec.get('close')}")
-    closer = rec.get("active_closer")
+    closer, rst = rec.get("active_closer"), rec.get("reset_by")
+    if rst:
+        text += f"; reset by the {'client' if rst == client else 'server'}"
     if closer:
         text += f"; closed first by the {'client' if closer == client else 'server'}"
     if rec.get("mid_stream"):

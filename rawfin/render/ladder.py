@@ -293,7 +293,14 @@ def from_capture(conn: dict, items: list[dict], segments: list, *, source: str =
     if conn.get("file"):
         head += f" of {conn['file']}"
     close = conn.get("close", "")
-    what = f"close: {close}" + (f", closed first by the {side_of[closer]}" if closer else "")
+    rst = conn.get("reset_by")
+    what = f"close: {close}"
+    if rst and rst in side_of:             # who sent the RST, and the FIN before it
+        what += f" by the {side_of[rst]}"
+        if closer:
+            what += " after its FIN" if closer == rst else f" after a FIN by the {side_of[closer]}"
+    elif closer:
+        what += f", closed first by the {side_of[closer]}"
     footer = ("Numbers are frame numbers" + (f" of {source}" if source else "") + "; times are seconds since "
               "the connection's first frame. States are drawn where the wire shows them: the capture sits "
               "somewhere between the two hosts, so a receiver's state changes when its answer shows it got "

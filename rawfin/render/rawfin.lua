@@ -14,6 +14,7 @@
 --   rawfin.anomaly               an anomaly rawfin reports at this packet: "final_ack_lost"
 --   rawfin.closer                who closed first: "client", "server" (or "none")
 --   rawfin.close                 the kind of close: four_way, three_way, simultaneous, reset, ...
+--   rawfin.reset_by              who sent the RST of a reset close: "client", "server" (or "none")
 --   rawfin.fin_ack               the ACK of a FIN: "covers" or "does not cover"
 --
 -- Install: `rawfin wireshark --install` (copies this file into Wireshark's personal Lua plugins
@@ -39,10 +40,11 @@ local F = {
   anomaly = ProtoField.string("rawfin.anomaly", "Anomaly"),
   closer = ProtoField.string("rawfin.closer", "Closed first by"),
   close = ProtoField.string("rawfin.close", "Kind of close"),
+  reset_by = ProtoField.string("rawfin.reset_by", "Reset by"),
   fin_ack = ProtoField.string("rawfin.fin_ack", "ACK of a FIN"),
 }
 rawfin.fields = { F.conn, F.sender, F.state, F.client, F.server, F.transition, F.moved, F.anomaly,
-                  F.closer, F.close, F.fin_ack }
+                  F.closer, F.close, F.reset_by, F.fin_ack }
 
 local f_comment = Field.new("frame.comment")
 local f_tcp_src = Field.new("tcp.srcport")
@@ -82,8 +84,10 @@ local function compute(comments, src, dst)
         "^conn (%d+): client (%S+), server (%S+); after this frame ([%u%d_?]+)/([%u%d_?]+); close ([%w_]+)")
       if conn then
         local closer = body:match("; closed first by the (%a+)") or "none"
+        local reset_by = body:match("; reset by the (%a+)") or "none"
         conns[key] = { conn = tonumber(conn), client = client, server = server,
-                       state = { [client] = cs, [server] = ss }, closer = closer, close = close }
+                       state = { [client] = cs, [server] = ss }, closer = closer, close = close,
+                       reset_by = reset_by }
       else
         local kind = body:match("^anomaly ([%w_]+)")
         if kind then
@@ -111,6 +115,7 @@ local function compute(comments, src, dst)
     out.server = cn.state[cn.server]
     out.closer = cn.closer
     out.close = cn.close
+    out.reset_by = cn.reset_by
   end
   return out
 end
@@ -144,6 +149,7 @@ function rawfin.dissector(tvb, pinfo, tree)
     t:add(F.server, out.server):set_hidden()
     t:add(F.closer, out.closer)
     t:add(F.close, out.close)
+    t:add(F.reset_by, out.reset_by)
   end
   for _, tr in ipairs(out.transitions) do
     t:add(F.transition, tr.text):append_text(" (" .. tr.ep .. ")")

@@ -76,6 +76,7 @@ def anomaly_record(a: Anomaly, conn: int | None = None, file: str | None = None)
 def connection_record(c: ConnectionEnd, file: str | None = None) -> dict:
     rec = {"type": "connection", "conn": c.conn, "client": c.client, "server": c.server,
            "server_guessed": c.server_guessed, "active_closer": c.active_closer, "passive_closer": c.passive_closer,
+           "reset_by": c.reset_by,
            "close": c.close, "final": dict(c.final), "first_frame": c.first_frame, "last_frame": c.last_frame,
            "first_time": seconds(c.first_time_ns), "last_time": seconds(c.last_time_ns), "packets": c.packets,
            "mid_stream": c.mid_stream, "server_active_close": c.server_active_close, "anomalies": dict(c.anomalies)}

@@ -29,12 +29,12 @@ ARROW = "→"
 
 #: csv columns: every record type's fields, in the order the records have them
 CSV_COLUMNS = ("type", "file", "conn", "frame", "time", "endpoint", "peer", "from", "to", "cause",
-               "kind", "detail", "client", "server", "server_guessed", "active_closer", "passive_closer",
+               "kind", "detail", "client", "server", "server_guessed", "active_closer", "passive_closer", "reset_by",
                "close", "final", "first_frame", "last_frame", "first_time", "last_time", "packets",
                "mid_stream", "server_active_close", "anomalies", "vlan")
 #: ``--summary --format csv``: one row per connection, the ``connection`` record's fields
 CSV_SUMMARY_COLUMNS = ("file", "conn", "client", "server", "server_guessed", "active_closer", "passive_closer",
-                       "close", "final", "first_frame", "last_frame", "first_time", "last_time", "packets",
+                       "reset_by", "close", "final", "first_frame", "last_frame", "first_time", "last_time", "packets",
                        "mid_stream", "server_active_close", "anomalies", "vlan")
 
 HEADERS = ("frame", "time", "endpoint", "transition", "cause")
@@ -55,6 +55,8 @@ PHRASES = {
     "server": "server",
     "by_client": " by client",
     "by_server": " by SERVER",
+    "after_fin": " after a FIN",
+    "after_own_fin": " after its FIN",
     "mid_stream": "picked up mid-stream",
     "guessed": "server guessed by port",
     "close": "close: ",
@@ -304,12 +306,30 @@ class TableSink(Sink):
         super().close()
 
 
+def _by(who: str, c: dict) -> str:
+    return PHRASES["by_client"] if who == c.get("client") else PHRASES["by_server"]
+
+
+def close_words(c: dict) -> str:
+    """A connection record's close and who did it: ``four_way by client`` (who sent the first FIN),
+    ``reset by SERVER`` (who sent the RST), ``reset by SERVER after a FIN by client`` (both), ``reset
+    by client after its FIN``."""
+    closer, rst = c.get("active_closer"), c.get("reset_by")
+    words = c["close"]
+    if rst:
+        words += _by(rst, c)
+        if closer == rst:
+            return words + PHRASES["after_own_fin"]
+        if closer:
+            words += PHRASES["after_fin"]
+    if closer:
+        words += _by(closer, c)
+    return words
+
+
 def summary_row(c: dict) -> list[str]:
     final = c.get("final") or {}
-    closer = c.get("active_closer")
-    close = c.get("close", "")
-    if closer:
-        close += PHRASES["by_client"] if closer == c.get("client") else PHRASES["by_server"]
+    close = close_words(c) if c.get("close") else _by(c.get("active_closer"), c) if c.get("active_closer") else ""
     server = c["server"] + (PHRASES["guess_mark"] if c.get("server_guessed") else "")
     conn = str(c["conn"]) if "file" not in c else f"{os.path.basename(c['file'])}#{c['conn']}"
     an = c.get("anomalies") or {}
@@ -337,13 +357,8 @@ def connection_heading(c: dict, width: int | None = None) -> str:
         bits.append(PHRASES["mid_stream"])
     if c.get("server_guessed"):
         bits.append(PHRASES["guessed"])
-    close = c.get("close")
-    if close:
-        closer = c.get("active_closer")
-        who = ""
-        if closer:
-            who = PHRASES["by_client"] if closer == c["client"] else PHRASES["by_server"]
-        bits.append(f"{PHRASES['close']}{close}{who}")
+    if c.get("close"):
+        bits.append(PHRASES["close"] + close_words(c))
     if c.get("server_active_close"):
         bits.append(PHRASES["server_tw"])
     lines = wrap(head, width, "", "  ")

@@ -53,6 +53,7 @@ static inline int side_of(const ctx_t *x, int who) {
     case W_B: return 1;
     case W_CLIENT: return x->c->client;
     case W_FIRST_CLOSER: return x->c->nfins ? x->c->fin_side[0] : -1;
+    case W_PEER: return x->self >= 0 ? 1 - x->self : -1;     /* the arriving segment's sender */
     default: return -1;
     }
 }
@@ -214,7 +215,7 @@ static int cflag(const conn_t *c, int which) {
     case K_FINS: return c->nfins > 0;
     case K_MID_STREAM: return c->mid;
     case K_REFUSED: return c->refused;
-    case K_RST_SEEN: return c->rst_seen;
+    case K_RST_SEEN: return c->rst_seen != 0;
     case K_DATA_AFTER_FIRST_FIN: return c->data_after_first_fin;
     case K_FIRST_FIN_ACKED_ALONE: return c->first_fin_acked_alone;
     case K_FINS_COMPLETE: return fins_complete(c);
@@ -541,7 +542,7 @@ static int act(ctx_t *x, const act_t *a) {
     case A_FLAG:
         switch (a->a[0]) {
         case K_REFUSED: c->refused = 1; return 0;
-        case K_RST_SEEN: c->rst_seen = 1; return 0;
+        case K_RST_SEEN: if (!c->rst_seen) c->rst_seen = 3; return 0;    /* seen, sender not noted */
         case K_DATA_AFTER_FIRST_FIN: c->data_after_first_fin = 1; return 0;
         case K_FIRST_FIN_ACKED_ALONE: c->first_fin_acked_alone = 1; return 0;
         default: return BAIL;
@@ -550,6 +551,9 @@ static int act(ctx_t *x, const act_t *a) {
     case A_CANDIDATE:                       /* counted; reported (by Python) only if it still matters at the end */
         if (c->ncand >= MAXCAND) return BAIL;
         c->ncand++;
+        return 0;
+    case A_NOTE_RST:                        /* rst_seen: the first RST's sender, as side + 1 */
+        if (!c->rst_seen) c->rst_seen = (uint8_t)(x->tx + 1);
         return 0;
     case A_NOTE_FIN:
         if (c->nfins >= 2) return BAIL;

@@ -244,7 +244,7 @@ static int close_kind(Engine *e, conn_t *c) {
 static PyObject *vlan_tuple(int nvlan, const uint16_t *vlan);
 
 /* events mode: the connection's end as a tuple (rawfin.capture.engine turns it into a ConnectionEnd) */
-static int emit_connection(Engine *e, conn_t *c, int kind, int closer, int cl, int sv, int server_active) {
+static int emit_connection(Engine *e, conn_t *c, int kind, int closer, int rst, int cl, int sv, int server_active) {
     int idx[MAXANOM];
     for (int i = 0; i < c->nanom; i++) idx[i] = i;
     for (int i = 1; i < c->nanom; i++)
@@ -260,9 +260,10 @@ static int emit_connection(Engine *e, conn_t *c, int kind, int closer, int cl, i
     }
     PyObject *vt = vlan_tuple(c->nvlan, c->vlan);
     if (!vt) { Py_DECREF(an); return -1; }
-    PyObject *t = Py_BuildValue("(sLssNzzsssLLLLLNNNN)", "c", (long long)c->id, c->name[cl], c->name[sv],
+    PyObject *t = Py_BuildValue("(sLssNzzzsssLLLLLNNNN)", "c", (long long)c->id, c->name[cl], c->name[sv],
                                 PyBool_FromLong(c->mid), closer >= 0 ? c->name[closer] : NULL,
-                                closer >= 0 ? c->name[1 - closer] : NULL, RULES.close_names[kind],
+                                closer >= 0 ? c->name[1 - closer] : NULL, rst >= 0 ? c->name[rst] : NULL,
+                                RULES.close_names[kind],
                                 ST_NAME[c->ep[cl].state], ST_NAME[c->ep[sv].state], (long long)c->first_frame,
                                 (long long)c->last_frame, (long long)c->first_ns, (long long)c->last_ns,
                                 (long long)c->packets, PyBool_FromLong(c->mid), PyBool_FromLong(server_active), an, vt);
@@ -273,9 +274,12 @@ static int write_connection(Engine *e, conn_t *c) {
     int kind = close_kind(e, c);
     int closer = c->nfins ? c->fin_side[0] : -1;
     int cl = c->client, sv = 1 - c->client;
-    int server_active = closer == sv && (RULES.time_wait_closes & (1u << kind));
+    int server_active = closer == sv && (RULES.time_wait_closes & (1u << kind))
+                        && cond_holds(e, c, &RULES.time_wait_held, NULL, -1) > 0;
+    /* a reset close: who sent the first RST (rules' note_rst) */
+    int rst = (RULES.reset_closes & (1u << kind)) && (c->rst_seen == 1 || c->rst_seen == 2) ? c->rst_seen - 1 : -1;
     if (e->emit) {
-        if (emit_connection(e, c, kind, closer, cl, sv, server_active) < 0) return -1;
+        if (emit_connection(e, c, kind, closer, rst, cl, sv, server_active) < 0) return -1;
         e->by_close[kind]++;
         if (server_active) e->server_active++;
         e->done++;
@@ -296,6 +300,12 @@ static int write_connection(Engine *e, conn_t *c) {
         out_cstr(e, c->name[closer]);
         OUT_LIT(e, "\",\"passive_closer\":\"");
         out_cstr(e, c->name[1 - closer]);
+        e->out[e->nout++] = '"';
+    }
+    if (rst < 0) OUT_LIT(e, ",\"reset_by\":null");
+    else {
+        OUT_LIT(e, ",\"reset_by\":\"");
+        out_cstr(e, c->name[rst]);
         e->out[e->nout++] = '"';
     }
     OUT_LIT(e, ",\"close\":\"");

@@ -24,18 +24,19 @@ enum { A_STOP, A_MOVE, A_ANOMALY, A_SET, A_SEND, A_MARK, A_REMOTE, A_SYNCHRONIZE
        A_NOTE_FIN, A_UNHOLD, A_FLUSH, A_CROSS, A_UNHOLD_FINAL, A_DELIVER_FINAL, A_OBSERVE_SEND, A_HOLD_FINAL,
        A_HOLD, A_DELIVER_WITHOUT_FIN, A_DELIVER, A_LISTENING, A_DELIVER_HELD, A_UNHOLD_X, A_FLUSH_X, A_EVIDENCE,
        A_DELIVER_ACK_ONLY, A_DELIVER_QUEUE, A_WAIT_BEHIND, A_HOLD_RST, A_DELIVER_RST, A_HOLD_AHEAD, A_FLUSH_FILLED,
-       A_INFER, NACT };
+       A_INFER, A_NOTE_RST, NACT };
 static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized",
                                       "acked", "take_data", "open", "open_at_syn_ack", "pick_up", "server", "know",
                                       "flag", "drop_candidates", "candidate", "note_fin", "unhold", "flush", "cross",
                                       "unhold_final", "deliver_final", "observe_send", "hold_final", "hold",
                                       "deliver_without_fin", "deliver", "listening", "deliver_held", "unhold_x",
                                       "flush_x", "evidence", "deliver_ack_only", "deliver_queue", "wait_behind",
-                                      "hold_rst", "deliver_rst", "hold_ahead", "flush_filled", "infer"};
+                                      "hold_rst", "deliver_rst", "hold_ahead", "flush_filled", "infer",
+                                      "note_rst"};
 enum { W_SEG, W_SELF, W_TX, W_RX, W_X, W_A, W_B, W_CLIENT, W_FIRST_CLOSER, W_H, W_NOW, W_HELD_TX, W_HELD_RX,
-       W_FINAL_TX, W_FINAL_RX, W_CONN, W_LIT, NWHO };
+       W_FINAL_TX, W_FINAL_RX, W_CONN, W_LIT, W_PEER, NWHO };
 static const char *WHO_NAMES[NWHO] = {"seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h",
-                                      "now", "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit"};
+                                      "now", "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit", "peer"};
 enum { V_SEQ, V_ACK, V_END, V_LEN, V_FIN, V_WIN, V_SPORT, V_DPORT, V_FRAME, V_DESCRIBE,
        V_ISS, V_IRS, V_SND_UNA, V_SND_NXT, V_RCV_NXT, V_FIN_SEQ, V_PEER_FIN_SEQ, V_SND_WND, V_NAME, V_STATE,
        V_MISSING, V_FIN_GAP, V_2MSL_S, V_FIRST_FIN, V_LITERAL, NVAL };
@@ -112,7 +113,9 @@ typedef struct {
     char *kinds[MAXKIND]; uint32_t nkinds;          /* anomaly kinds */
     char *close_names[MAXCLOSE]; cond_t close_cond[MAXCLOSE]; uint32_t nclose;
     uint32_t time_wait_closes;                      /* bit per close kind: leaves TIME_WAIT with the closer */
+    uint32_t reset_closes;                          /* bit per close kind: the record names the RST's sender */
     cond_t settled, fast_path;
+    cond_t time_wait_held;                          /* ... and only where the closer's TIME_WAIT was reached */
     int8_t new_syn_yes[8]; cond_t new_syn[8]; uint32_t nnew_syn;
     int8_t timer_order[4]; uint32_t ntimer_order;
     int64_t final_ack_hold_ns;
@@ -337,8 +340,9 @@ static int load_rules(rules_t *r, PyObject *spec) {
         PyObject *t = PySequence_GetItem(o, i);
         if (!t) return -1;
         PyObject *name = PySequence_GetItem(t, 0), *cond = PySequence_GetItem(t, 1), *tw = PySequence_GetItem(t, 2);
+        PyObject *rs = PySequence_GetItem(t, 3);
         Py_DECREF(t);
-        int bad = !name || !cond || !tw;
+        int bad = !name || !cond || !tw || !rs;
         if (!bad) {
             r->close_names[i] = ld_strdup(name);
             bad = !r->close_names[i];
@@ -348,7 +352,8 @@ static int load_rules(rules_t *r, PyObject *spec) {
             bad = ld_preds(r, cond, &r->close_cond[i].p0, &r->close_cond[i].np) < 0;
         }
         if (!bad && PyObject_IsTrue(tw)) r->time_wait_closes |= 1u << i;
-        Py_XDECREF(name); Py_XDECREF(cond); Py_XDECREF(tw);
+        if (!bad && PyObject_IsTrue(rs)) r->reset_closes |= 1u << i;
+        Py_XDECREF(name); Py_XDECREF(cond); Py_XDECREF(tw); Py_XDECREF(rs);
         if (bad) return -1;
     }
     if (!(o = PyDict_GetItemString(spec, "new_syn"))) goto missing;
@@ -369,7 +374,8 @@ static int load_rules(rules_t *r, PyObject *spec) {
         if (bad) return -1;
         r->nnew_syn++;
     }
-    if (ld_cond(r, spec, "settled", &r->settled) < 0 || ld_cond(r, spec, "fast_path", &r->fast_path) < 0) return -1;
+    if (ld_cond(r, spec, "settled", &r->settled) < 0 || ld_cond(r, spec, "fast_path", &r->fast_path) < 0
+        || ld_cond(r, spec, "time_wait_held", &r->time_wait_held) < 0) return -1;
     /* programs, in the order of PG_* */
     if (!(o = PyDict_GetItemString(spec, "programs"))) goto missing;
     n = PySequence_Size(o);
@@ -547,8 +553,8 @@ static void prepare_rules(rules_t *r) {
                 r->plan_len[pi][k] = r->nplan - r->plan_off[pi][k];
             }
     }
-    cond_t *conds[] = {&r->settled, &r->fast_path};
-    for (int i = 0; i < 2; i++)
+    cond_t *conds[] = {&r->settled, &r->fast_path, &r->time_wait_held};
+    for (int i = 0; i < 3; i++)
         if (!prepare_preds(r, conds[i]->p0, &conds[i]->np, &conds[i]->need, &conds[i]->forbid)) conds[i]->np = UINT32_MAX;
     for (uint32_t i = 0; i < r->nclose; i++)
         if (!prepare_preds(r, r->close_cond[i].p0, &r->close_cond[i].np, &r->close_cond[i].need,

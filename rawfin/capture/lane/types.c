@@ -68,7 +68,8 @@ typedef struct conn {
     uint8_t nfins, fin_side[2];
     uint32_t fin_seqv[2];
     int64_t fin_frame[2];
-    uint8_t rst_seen, data_after_first_fin, first_fin_acked_alone, refused;
+    uint8_t rst_seen;       /* 0, or the side that sent the first RST + 1 */
+    uint8_t data_after_first_fin, first_fin_acked_alone, refused;
     uint16_t reached;       /* the states either endpoint has entered (a bit per state) */
     uint8_t ncand;
     uint8_t nanom;          /* distinct anomaly kinds seen, and how many of each */

@@ -202,3 +202,12 @@ def test_the_lanes_lines_give_the_references_view(tmp_path):
             outs = [rawfin("analyze", "-q", "--by", "server", "--interval", "2s", "--format", fmt, "--engine", e,
                            *argv).stdout for e in ("c", "python")]
             assert outs[0] == outs[1] and outs[0]
+
+
+def test_the_plot_is_written_when_stdout_closes_early(tmp_path):
+    """`rawfin analyze --by server --plot p.svg CAPTURE | head -1`: the plot asked for is still written."""
+    svg = tmp_path / "p.svg"
+    p = subprocess.run(f"{sys.executable} -m rawfin analyze -q --by server --plot {svg} {SHIPPED} | head -1",
+                       shell=True, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.stdout.startswith("server")
+    assert svg.exists() and svg.read_text().lstrip().startswith("<svg")

@@ -241,7 +241,7 @@ def run(args) -> int:
 def summary_line(stats: dict, args) -> str:
     """tcpdump's closing words, with rawfin's count of connections."""
     msg = (f"rawfin live: {stats['segments']} segments received, {stats['dropped']} dropped by the kernel; "
-           f"{stats['connections']} connections")
+           f"{stats['connections']} connection{'' if stats['connections'] == 1 else 's'}")
     if stats["frames"] != stats["segments"]:
         msg += f" ({stats['frames']} frames)"
     if args.kernel_truth:

@@ -446,6 +446,8 @@ class PileupSink:
             r["series_bucket_s"] = (agg.width or 0) / 1e9
             r["time_wait_series"] = tw
             r["close_wait_series"] = cw
+        if self.plot:           # first: the file asked for is written even if stdout closes early (| head)
+            write_svg(self.plot, agg, groups)
         if self.fmt == "jsonl":
             from rawfin.render.records import to_json
             for r in recs:
@@ -456,8 +458,6 @@ class PileupSink:
         else:
             self._table(groups, recs)
         self.out.flush()
-        if self.plot:
-            write_svg(self.plot, agg, groups)
 
     def _table(self, groups: list[Group], recs: list[dict]) -> None:
         from rawfin.render.tables import terminal_width, wrap

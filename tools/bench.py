@@ -27,7 +27,13 @@ RSS is its own (``os.wait4``'s ``ru_maxrss``):
 * ``tshark -r FILE -q -z conv,tcp``, when tshark is installed;
 * rawfin's other formats on the same file: the default table, ``--summary``, ``--format csv``
   and ``--summary --format csv``, each as a ratio to ``--format jsonl``'s time, with peak RSS
-  (target: within 1.5x and under 150 MB). ``--repeat R`` keeps the best of R runs of each.
+  (target: within 1.5x and under 150 MB). ``--repeat R`` keeps the best of R runs of each;
+* a SYN flood (``tools/flood.py``: 1,000,000 unanswered SYNs from random sources in 20 s of
+  capture time, so no half-open connection times out before the end): ``rawfin analyze
+  --format jsonl`` at the defaults and with ``--max-connections 50000``, with peak RSS and the
+  number of ``connection`` records (one per connection: nothing may be dropped silently).
+  Targets: under 400 MB at the defaults, under 150 MB with the bound. ``--flood-syns N``,
+  ``--no-flood``.
 
 It prints packets/s, wall time, CPU time (user + system: steadier than wall time when
 the machine is busy) and peak RSS for each, rawfin's speed as a multiple of the
@@ -582,6 +588,56 @@ def measure_rawfin(cap: Capture, out_dir: str, engine: str = "auto", flags: list
                   packets=frames, wall_s=wall, cpu_s=cpu, rss_mb=rss, ok=ok, note=note), digest.hexdigest()
 
 
+TARGET_FLOOD_RSS_MB = 400.0          # the flood at the defaults
+TARGET_FLOOD_BOUNDED_RSS_MB = 150.0  # the flood with --max-connections FLOOD_MAX
+FLOOD_MAX = 50_000
+
+
+def measure_flood(flood: dict, out_dir: str, flags: list[str], name: str) -> Result:
+    """``rawfin analyze FLOOD --format jsonl FLAGS`` into a file; ok when it has a ``connection``
+    record for every connection of the flood."""
+    out_path = os.path.join(out_dir, f"flood-{name}.jsonl")
+    cmd = [sys.executable, "-m", "rawfin", "analyze", flood["path"], "--format", "jsonl", *flags]
+    with open(out_path, "wb") as out:
+        wall, cpu, rss, rc, err = run_child(cmd, out, _child_env())
+    records = kinds = 0
+    evicted = timeout = 0
+    with open(out_path, "rb") as f:
+        for line in f:
+            if line.startswith(b'{"type":"connection"'):
+                records += 1
+                if b'"close":"evicted"' in line:
+                    evicted += 1
+                elif b'"close":"timeout"' in line:
+                    timeout += 1
+            kinds += 1
+    os.unlink(out_path)
+    ok = rc == 0 and records == flood["connections"]
+    note = (f"{records:,} connection records of {flood['connections']:,}"
+            + (f"; {evicted:,} evicted" if evicted else "") + (f"; {timeout:,} timed out" if timeout else ""))
+    if rc != 0:
+        note = f"exit {rc}: {err.strip()[-300:]}"
+    return Result(tool=f"flood {name}", command=" ".join(["rawfin analyze FLOOD --format jsonl", *flags]),
+                  packets=flood["syns"], wall_s=wall, cpu_s=cpu, rss_mb=rss, ok=ok, note=note)
+
+
+def flood_report(flood: dict, results: list[tuple[Result, float]]) -> str:
+    from tabulate import tabulate
+
+    rows = [[r.tool, f"{r.wall_s:,.2f}", f"{r.cpu_s:,.2f}", f"{r.rss_mb:,.1f}", f"< {target:g}",
+             _verdict(r.ok and r.rss_mb < target), r.note] for r, target in results]
+    return "\n".join([f"SYN flood: {flood['path']}", f"  {flood['syns']:,} SYNs from random sources, "
+                      f"{flood['connections']:,} connections, {flood['duration_s']:,.1f} s of capture time", "",
+                      tabulate(rows, disable_numparse=True,
+                               headers=["run", "wall s", "CPU s", "peak RSS MB", "target MB", "", "notes"])])
+
+
+def _has_option(option: str) -> bool:
+    p = subprocess.run([sys.executable, "-m", "rawfin", "analyze", "--help"], capture_output=True, text=True,
+                       env=_child_env())
+    return option in p.stdout
+
+
 def format_report(cap: Capture, jsonl: Result, others: list[Result]) -> str:
     """Each format's time as a ratio to --format jsonl's, with peak RSS, and the targets."""
     from tabulate import tabulate
@@ -835,6 +891,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the reference run (--engine python), which also checks the output is the same")
     p.add_argument("--no-formats", action="store_true",
                    help="skip the other formats (table, --summary, csv, --summary csv)")
+    p.add_argument("--no-flood", action="store_true", help="skip the SYN flood")
+    p.add_argument("--flood-syns", type=int, default=1_000_000, metavar="N",
+                   help="SYNs in the flood (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1, metavar="R",
                    help="run jsonl and each format R times and keep the best wall time (default: %(default)s)")
     return p
@@ -896,6 +955,25 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + format_report(cap, rf, formats))
     if views:
         print("\n".join(views))
+    floods: list[Result] = []
+    if not args.no_flood:
+        from flood import cached_flood
+        flood = cached_flood(args.out, syns=args.flood_syns, log=log)
+        fdir = tempfile.mkdtemp(prefix="rawfin-flood-", dir=args.out)
+        runs = [([], "defaults", TARGET_FLOOD_RSS_MB)]
+        if _has_option("--max-connections"):
+            runs.append((["--max-connections", str(FLOOD_MAX)], f"--max-connections {FLOOD_MAX}",
+                         TARGET_FLOOD_BOUNDED_RSS_MB))
+        else:
+            log("rawfin analyze has no --max-connections yet: the flood runs at the defaults only")
+        measured = []
+        for flags, name, target in runs:
+            log(f"rawfin analyze FLOOD --format jsonl {' '.join(flags)} ...")
+            r = measure_flood(flood, fdir, flags, name)
+            measured.append((r, target))
+            floods.append(r)
+        shutil.rmtree(fdir, ignore_errors=True)
+        print("\n" + flood_report(flood, measured))
     print(f"\nrawfin ran {lane_note()}" + ("" if same is None else
           f"; its output is {'byte for byte' if same else 'NOT'} the same as the reference's"))
     res_path = os.path.join(args.out, os.path.basename(cap.path)[:-5] + "-results.json")
@@ -905,8 +983,9 @@ def main(argv: list[str] | None = None) -> int:
                                     packets_per_cpu_s=r.cpu_pps(cap.packets)) for r in results],
                    "formats": [dict(asdict(r), ratio_to_jsonl=r.wall_s / rf.wall_s if rf.wall_s else None,
                                     cpu_ratio_to_jsonl=r.cpu_s / rf.cpu_s if rf.cpu_s else None)
-                               for r in formats]}, f, indent=1)
-    return 0 if all(r.ok for r in results + formats) else 1
+                               for r in formats],
+                   "flood": [asdict(r) for r in floods]}, f, indent=1)
+    return 0 if all(r.ok for r in results + formats + floods) else 1
 
 
 if __name__ == "__main__":

@@ -104,10 +104,10 @@ def run(args) -> int:
             missing.append(path)
             print(f"rawfin check: {path}: {e.strerror or e}", file=sys.stderr)
     if args.format == "table":
-        from tabulate import tabulate
+        from rawfin.render.tables import table
         if rows:
-            print(tabulate(rows, headers=["conn", "frame", "connection", "failure", "expected / actual"],
-                           tablefmt=args.tablefmt, disable_numparse=True, maxcolwidths=[None, None, 34, 22, 44]))
+            print(table(["conn", "frame", "connection", "failure", "expected / actual"], rows, args.tablefmt,
+                        first=(0, 4, 3)))
         if total:
             verdict = "FAIL" if failed_conns else "PASS"
             print(f"{verdict}: {total - failed_conns} of {total} connection{'s' if total != 1 else ''} "

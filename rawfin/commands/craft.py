@@ -62,9 +62,8 @@ def run(args) -> int:
         for r in rows:
             sys.stdout.write(to_json({"type": "segment", **r}) + "\n")
         return 0
-    from tabulate import tabulate
-    print(tabulate([[r["frame"], r["src"], "→", r["dst"], r["flags"], r["seq"],
-                     "" if r["ack"] is None else r["ack"], r["len"]] for r in rows],
-                   headers=["frame", "from", "", "to", "flags", "seq", "ack", "len"], tablefmt=args.tablefmt,
-                   disable_numparse=True))
+    from rawfin.render.tables import table
+    print(table(["frame", "from", "", "to", "flags", "seq", "ack", "len"],
+                [[r["frame"], r["src"], "→", r["dst"], r["flags"], r["seq"], r["ack"], r["len"]] for r in rows],
+                args.tablefmt))
     return 0

@@ -54,12 +54,13 @@ def _overrides(args) -> dict:
 
 
 def list_scenarios(out=None) -> None:
+    from rawfin.render.tables import paragraph
     from rawfin.sim import scenarios
     out = out or sys.stdout
     names = scenarios.names()
     width = max(len(n) for n in names)
     for n in names:
-        out.write(f"{n:<{width}}  {scenarios.builtin(n).summary}\n")
+        out.write(paragraph(scenarios.builtin(n).summary, None, f"{n:<{width}}  ", " " * (width + 2)) + "\n")
 
 
 def records(pair, capture_at: str = "sender") -> list[dict]:
@@ -91,8 +92,10 @@ def render(scn, pair, fmt: str, out, *, capture_at: str = "sender", tablefmt: st
     if fmt == "table":
         from rawfin.render.records import seconds
         from rawfin.render.sinks import TableSink
+        from rawfin.render.tables import paragraph
         sink = TableSink(out, tablefmt=tablefmt, time_origin=seconds(pair.start_ns))
-        out.write(f"scenario {scn.name}: {scn.summary}\n" if scn.summary else f"scenario {scn.name}\n")
+        out.write(paragraph(f"scenario {scn.name}: {scn.summary}" if scn.summary else f"scenario {scn.name}",
+                            sink.width, "", "  ") + "\n")
         conns = sorted({r["conn"] for r in recs})
         for r in recs:
             sink.write(r)

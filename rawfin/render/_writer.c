@@ -158,14 +158,48 @@ static size_t KEY_LEN[NK];
 static int8_t KEY_AT[32][128];      /* (length, first character) -> the first candidate, -1: none */
 static int8_t KEY_NEXT[NK];         /* -> the next candidate with the same length and first character */
 
+/* the quoted keys ("type", ...) eight bytes at a time, zero-padded: for key_is */
+static uint64_t KEY_Q[NK][4];
+
 static void keys_init(void) {
     memset(KEY_AT, -1, sizeof KEY_AT);
+    memset(KEY_Q, 0, sizeof KEY_Q);
     for (int i = NK - 1; i >= 0; i--) {
         KEY_LEN[i] = strlen(KEY_NAMES[i]);
+        char q[32] = {0};
+        q[0] = '"';
+        memcpy(q + 1, KEY_NAMES[i], KEY_LEN[i]);
+        q[KEY_LEN[i] + 1] = '"';
+        memcpy(KEY_Q[i], q, sizeof KEY_Q[i]);
         int8_t *head = &KEY_AT[KEY_LEN[i]][(unsigned char)KEY_NAMES[i][0]];
         KEY_NEXT[i] = *head;
         *head = (int8_t)i;
     }
+}
+
+/* is the quoted key at p (its opening quote) KEY_NAMES[id]? */
+static inline int key_is(const char *p, const char *e, int id) {
+    size_t n = KEY_LEN[id] + 2, i = 0;
+    if ((size_t)(e - p) < n + 8) {          /* near the end of the line: byte by byte */
+        if ((size_t)(e - p) < n || p[n - 1] != '"') return 0;
+        return !memcmp(p + 1, KEY_NAMES[id], n - 2);
+    }
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        if (v != KEY_Q[id][i >> 3]) return 0;
+    }
+    if (i < n) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v &= ~0ULL >> (64 - 8 * (n - i));
+#else
+        v &= ~0ULL << (64 - 8 * (n - i));
+#endif
+        if (v != KEY_Q[id][i >> 3]) return 0;
+    }
+    return 1;
 }
 
 static inline int key_id(const char *k, size_t n) {
@@ -296,9 +330,11 @@ static const char *jskip(const char *p, const char *e) {
     while (p < e) {
         char c = *p++;
         if (c == '"') {
-            while (p < e && *p != '"') {
-                if (*p == '\\') p++;
-                p++;
+            for (;;) {
+                p = scan_quote(p, e);
+                if (p >= e) return NULL;
+                if (*p == '"') break;
+                p += 2;                     /* an escape: the character after the backslash */
             }
             p++;
         } else if (c == '{' || c == '[') {
@@ -344,7 +380,7 @@ static int jparse(const char *p, const char *e, jobj_t *o, char *scratch, shapes
         int id = -2, guess = (sh && shape >= 0) ? sh->id[shape][pos] : -1;
         if (guess >= 0) {
             size_t gl = KEY_LEN[guess];
-            if ((size_t)(e - p) > gl + 1 && p[gl + 1] == '"' && !memcmp(p + 1, KEY_NAMES[guess], gl)) {
+            if (key_is(p, e, guess)) {
                 f->k = p + 1;
                 kl = gl;
                 id = guess;
@@ -383,11 +419,27 @@ static int jparse(const char *p, const char *e, jobj_t *o, char *scratch, shapes
             f->t = J_FALSE; f->v = p; f->vl = 5; p += 5;
         } else if (c == 'n' && e - p >= 4 && !memcmp(p, "null", 4)) {
             f->t = J_NULL; f->v = p; f->vl = 4; p += 4;
-        } else {
+        } else {                            /* a number: -?digits[.digits][(e|E)[+-]digits] */
             const char *q = p;
-            while (q < e && ((*q >= '0' && *q <= '9') || *q == '-' || *q == '+' || *q == '.' || *q == 'e' ||
-                             *q == 'E'))
+            if (q < e && *q == '-') q++;
+            for (;;) {                      /* digits eight at a time, then one by one */
+                while (e - q >= 8) {
+                    uint64_t v;
+                    memcpy(&v, q, 8);
+                    if ((v & 0xF0F0F0F0F0F0F0F0ULL) != 0x3030303030303030ULL ||
+                        ((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) != 0x3030303030303030ULL)
+                        break;
+                    q += 8;
+                }
+                while (q < e && (unsigned)(*q - '0') < 10) q++;
+                if (q < e && *q == '.') { q++; continue; }
+                break;
+            }
+            if (q < e && (*q == 'e' || *q == 'E')) {
                 q++;
+                if (q < e && (*q == '+' || *q == '-')) q++;
+                while (q < e && (unsigned)(*q - '0') < 10) q++;
+            }
             if (q == p) return -1;
             f->t = J_NUM;
             f->v = p;
@@ -724,36 +776,54 @@ typedef struct {
     wanom_t kept[MAXKEEP];
 } wkind_t;
 
-/* a transition, packed in the connection's row buffer; then [endpoint], from, to, cause */
-typedef struct {
-    double t;
-    int64_t frame;
-    uint32_t lcause, lep;
-    uint16_t lfrom, lto;
-    uint8_t has_t, has_frame, ep;   /* ep: 0/1, one of the connection's two names; 2: its own text */
-} trow_t;
+/* A connection's transitions, packed one after another in its row buffer (a flood of SYNs
+   keeps a million of them until the end of the capture: every byte counts):
+     flags            bit 0: a time, bit 1: a frame, bits 2-3: the endpoint -- 0 or 1: the
+                      connection's first or second endpoint name, 2: a new name (its text follows
+                      and it becomes the next name), 3: a name given here only
+     [time]           8 bytes, a double
+     [frame]          varint, zigzag
+     [endpoint]       varint length, text
+     from, to         a byte each: a name of the writer's (255: varint length and text follow)
+     cause            varint length, text */
+#define ROW_T 1
+#define ROW_FRAME 2
+#define NONAME 255
 
 typedef struct wconn {
-    struct wconn *hnext, *prev, *next;
+    struct wconn *hnext;
     int64_t id;
-    uint8_t null_id;
-    char *file;
-    size_t lfile;
-    char *ep[2];
-    size_t lep[2];
-    uint8_t nep;
-    buf_t rows;
-    uint32_t nrows;
+    char *rows;
+    uint32_t n, cap, nrows, seq;    /* seq: the order connections came in (end_file prints in it) */
+    uint32_t epoff[2];              /* where the two endpoint names are in rows */
+    uint16_t eplen[2];
+    uint8_t null_id, nep;
+    uint32_t nkinds, norder;
     wkind_t *kinds;
-    uint32_t nkinds;
-    int64_t norder;
 } wconn_t;
 
+static size_t vput(char *d, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) { d[n++] = (char)(v | 0x80); v >>= 7; }
+    d[n++] = (char)v;
+    return n;
+}
+
+static const char *vget(const char *p, uint64_t *v) {
+    uint64_t x = 0;
+    int sh = 0;
+    unsigned char b;
+    do {
+        b = (unsigned char)*p++;
+        x |= (uint64_t)(b & 0x7F) << sh;
+        sh += 7;
+    } while (b & 0x80);
+    *v = x;
+    return p;
+}
+
 static void wconn_free(wconn_t *c) {
-    free(c->file);
-    free(c->ep[0]);
-    free(c->ep[1]);
-    bfree(&c->rows);
+    free(c->rows);
     for (uint32_t i = 0; i < c->nkinds; i++) {
         free(c->kinds[i].kind);
         for (int k = 0; k < c->kinds[i].nkept; k++) free(c->kinds[i].kept[k].detail);
@@ -788,8 +858,12 @@ typedef struct {
     lines_t L;
     /* table */
     wconn_t **tab;
-    uint32_t ntab, nconn;
-    wconn_t *head, *tail, *last;   /* last: the connection of the last record held */
+    uint32_t ntab, nconn, seq;
+    wconn_t *last;                  /* the connection of the last record held */
+    str_t names[NONAME];            /* state names, held once: a row names them by number */
+    int nnames;
+    char *file;                     /* the capture's label, as its records carry it */
+    size_t lfile;
     /* summary */
     buf_t srows;
     size_t nsrows;
@@ -825,8 +899,6 @@ static wconn_t *tab_find(Writer *w, int64_t id, int unlink) {
             if (unlink) {
                 if (w->last == c) w->last = NULL;
                 *pp = c->hnext;
-                if (c->prev) c->prev->next = c->next; else w->head = c->next;
-                if (c->next) c->next->prev = c->prev; else w->tail = c->prev;
                 w->nconn--;
             }
             return c;
@@ -853,12 +925,10 @@ static wconn_t *tab_add(Writer *w, int64_t id) {
     wconn_t *c = calloc(1, sizeof *c);
     if (!c) { werr_set(NULL); return NULL; }
     c->id = id;
+    c->seq = w->seq++;
     uint32_t h = (uint32_t)(hash_id(id) & (w->ntab - 1));
     c->hnext = w->tab[h];
     w->tab[h] = c;
-    c->prev = w->tail;
-    if (w->tail) w->tail->next = c; else w->head = c;
-    w->tail = c;
     w->nconn++;
     return c;
 }
@@ -918,6 +988,21 @@ static double jdouble(const jf_t *f) {
 
 #define NULL_ID INT64_MIN
 
+/* a state name as the writer's number for it (NONAME: too many names) */
+static int name_id(Writer *w, const char *s, size_t n) {
+    for (int i = 0; i < w->nnames; i++)
+        if (w->names[i].n == n && !memcmp(w->names[i].s, s, n)) return i;
+    if (w->nnames == NONAME) return NONAME;
+    char *d = malloc(n + 1);
+    if (!d) { werr_set(NULL); return -1; }
+    memcpy(d, s, n);
+    d[n] = 0;
+    w->names[w->nnames].s = d;
+    w->names[w->nnames].n = n;
+    w->names[w->nnames].w = cps(d, n);
+    return w->nnames++;
+}
+
 /* a transition or an anomaly, held for its connection */
 static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
     const jf_t *conn = JGET(r, K_CONN), *frame = JGET(r, K_FRAME), *time = JGET(r, K_TIME);
@@ -927,10 +1012,15 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
     if (!c) {
         if (!(c = tab_add(w, id))) return -1;
         c->null_id = id == NULL_ID;
-        if (file && file->t == J_STR) {
-            if (!(c->file = sdup(file->v, file->vl))) return -1;
-            c->lfile = file->vl;
-        }
+    }
+    if (file && file->t == J_STR && (file->vl != w->lfile || memcmp(file->v, w->file, file->vl))) {
+        char *f = malloc(file->vl + 1);
+        if (!f) { werr_set(NULL); return -1; }
+        memcpy(f, file->v, file->vl);
+        f[file->vl] = 0;
+        free(w->file);
+        w->file = f;
+        w->lfile = file->vl;
     }
     double t = (time && time->t == J_NUM) ? jdouble(time) : 0.0;
     int has_t = time && time->t == J_NUM;
@@ -947,38 +1037,57 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
         const jf_t *inf = JGET(r, K_INFERRED);
         int has_inf = inf && inf->t == J_STR;
         const str_t *im = &w->ph[P_INF_MARK], *io = &w->ph[P_INF_OPEN], *ic = &w->ph[P_INF_CLOSE];
-        size_t lto = to->vl + (has_inf ? im->n : 0), lcause = cause->vl + (has_inf ? io->n + inf->vl + ic->n : 0);
-        trow_t h = {t, fr, (uint32_t)lcause, 0, (uint16_t)from->vl, (uint16_t)lto, (uint8_t)has_t,
-                    (uint8_t)has_frame, 2};
+        const char *tov = to->v, *cv = cause->v;
+        size_t tol = to->vl, cl = cause->vl;
+        if (has_inf) {                      /* the texts as the table shows them, in the scratch */
+            buf_t *b = &w->tmp;
+            b->n = 0;
+            if (bput(b, to->v, to->vl) < 0 || bput(b, im->s, im->n) < 0 || bput(b, cause->v, cause->vl) < 0 ||
+                bput(b, io->s, io->n) < 0 || bput(b, inf->v, inf->vl) < 0 || bput(b, ic->s, ic->n) < 0)
+                return -1;
+            tov = b->p;
+            tol = to->vl + im->n;
+            cv = b->p + tol;
+            cl = b->n - tol;
+        }
+        int code = 3;
         for (int i = 0; i < c->nep; i++)
-            if (c->lep[i] == ep->vl && !memcmp(c->ep[i], ep->v, ep->vl)) h.ep = (uint8_t)i;
-        if (h.ep == 2 && c->nep < 2) {
-            if (!(c->ep[c->nep] = sdup(ep->v, ep->vl))) return -1;
-            c->lep[c->nep] = ep->vl;
-            h.ep = c->nep++;
+            if (c->eplen[i] == ep->vl && !memcmp(c->rows + c->epoff[i], ep->v, ep->vl)) code = i;
+        if (code == 3 && c->nep < 2 && ep->vl <= 0xFFFF) code = 2;
+        int fid = name_id(w, from->v, from->vl), tid = name_id(w, tov, tol);
+        if (fid < 0 || tid < 0) return -1;
+        size_t need = 1 + 8 + 10 + (code >= 2 ? 10 + ep->vl : 0) + 2 + (fid == NONAME ? 10 + from->vl : 0) +
+                      (tid == NONAME ? 10 + tol : 0) + 10 + cl;
+        if (c->n + need > c->cap) {
+            size_t cap = c->cap ? c->cap + c->cap / 2 : 0;
+            if (cap < c->n + need) cap = c->n + need;
+            if (cap > UINT32_MAX) { werr_set("a connection with more transitions than the table can hold"); return -1; }
+            char *q = realloc(c->rows, cap);
+            if (!q) { werr_set(NULL); return -1; }
+            c->rows = q;
+            c->cap = (uint32_t)cap;
         }
-        if (h.ep == 2) h.lep = (uint32_t)ep->vl;
-        if (from->vl > 0xFFFF || lto > 0xFFFF) {
-            werr_set("a state name too long for the table");
-            return -1;
+        char *d = c->rows + c->n;
+        *d++ = (char)((has_t ? ROW_T : 0) | (has_frame ? ROW_FRAME : 0) | code << 2);
+        if (has_t) { memcpy(d, &t, 8); d += 8; }
+        if (has_frame) d += vput(d, ((uint64_t)fr << 1) ^ (uint64_t)(fr >> 63));
+        if (code >= 2) {
+            d += vput(d, ep->vl);
+            if (code == 2) {
+                c->epoff[c->nep] = (uint32_t)(d - c->rows);
+                c->eplen[c->nep++] = (uint16_t)ep->vl;
+            }
+            memcpy(d, ep->v, ep->vl);
+            d += ep->vl;
         }
-        size_t need = sizeof h + h.lep + from->vl + lto + lcause;
-        if (!c->rows.cap && bgrow(&c->rows, need > 480 ? need : 480) < 0) return -1;
-        if (bgrow(&c->rows, need) < 0) return -1;
-        char *d = c->rows.p + c->rows.n;
-        memcpy(d, &h, sizeof h);
-        d += sizeof h;
-        if (h.ep == 2) { memcpy(d, ep->v, ep->vl); d += ep->vl; }
-        memcpy(d, from->v, from->vl); d += from->vl;
-        memcpy(d, to->v, to->vl); d += to->vl;
-        if (has_inf) { memcpy(d, im->s, im->n); d += im->n; }
-        memcpy(d, cause->v, cause->vl); d += cause->vl;
-        if (has_inf) {
-            memcpy(d, io->s, io->n); d += io->n;
-            memcpy(d, inf->v, inf->vl); d += inf->vl;
-            memcpy(d, ic->s, ic->n);
-        }
-        c->rows.n += need;
+        *d++ = (char)fid;
+        if (fid == NONAME) { d += vput(d, from->vl); memcpy(d, from->v, from->vl); d += from->vl; }
+        *d++ = (char)tid;
+        if (tid == NONAME) { d += vput(d, tol); memcpy(d, tov, tol); d += tol; }
+        d += vput(d, cl);
+        memcpy(d, cv, cl);
+        d += cl;
+        c->n = (uint32_t)(d - c->rows);
         c->nrows++;
         w->last = c;
         return 0;
@@ -1060,8 +1169,8 @@ static int heading(Writer *w, const jobj_t *r, wconn_t *pc) {
         } else if (bput(h, w->ph[P_NO_CONN].s, w->ph[P_NO_CONN].n) < 0) {
             return -1;
         }
-        if (r ? jtruthy(file) : pc->lfile > 0) {
-            if (bputs(h, " [") < 0 || (r ? bvalue(h, file) : bput(h, pc->file, pc->lfile)) < 0 || bputc(h, ']') < 0)
+        if (r ? jtruthy(file) : w->lfile > 0) {
+            if (bputs(h, " [") < 0 || (r ? bvalue(h, file) : bput(h, w->file, w->lfile)) < 0 || bputc(h, ']') < 0)
                 return -1;
         }
         if (wrap(&w->L, h->p, h->n, w->width, "", 0, "  ", 2) < 0) return -1;
@@ -1119,7 +1228,49 @@ emit:
     return 0;
 }
 
-typedef struct { double key; uint32_t idx; size_t off; } ord_t;
+/* a transition read back from its packed row */
+typedef struct {
+    double key, t;
+    uint32_t idx;
+    uint8_t has_t, has_frame;
+    int64_t frame;
+    const char *ep, *from, *to, *cause;
+    size_t lep, lfrom, lto, lcause;
+} ord_t;
+
+static const char *unpack_row(const Writer *w, const wconn_t *c, const char *p, ord_t *o) {
+    uint64_t v;
+    uint8_t flags = (uint8_t)*p++;
+    int code = flags >> 2 & 3;
+    o->has_t = flags & ROW_T;
+    o->has_frame = (flags & ROW_FRAME) != 0;
+    o->t = 0.0;
+    if (o->has_t) { memcpy(&o->t, p, 8); p += 8; }
+    o->key = o->t;
+    o->frame = 0;
+    if (o->has_frame) { p = vget(p, &v); o->frame = (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
+    if (code >= 2) {
+        p = vget(p, &v);
+        o->ep = p;
+        o->lep = (size_t)v;
+        p += v;
+    } else {
+        o->ep = c->rows + c->epoff[code];
+        o->lep = c->eplen[code];
+    }
+    for (int k = 0; k < 2; k++) {
+        int id = (uint8_t)*p++;
+        const char *s;
+        size_t n;
+        if (id == NONAME) { p = vget(p, &v); s = p; n = (size_t)v; p += v; }
+        else { s = w->names[id].s; n = w->names[id].n; }
+        if (k) { o->to = s; o->lto = n; } else { o->from = s; o->lfrom = n; }
+    }
+    p = vget(p, &v);
+    o->cause = p;
+    o->lcause = (size_t)v;
+    return p + v;
+}
 
 static int cmp_ord(const void *a, const void *b) {
     const ord_t *x = a, *y = b;
@@ -1159,28 +1310,19 @@ static int block(Writer *w, const jobj_t *r, wconn_t *pc) {
         ord = (ord_t *)w->ordb.p;
         cells = (cell_t *)w->cellb.p;
         size_t *at = (size_t *)w->atb.p;
-        size_t off = 0;
+        const char *rp = pc->rows;
         int sorted = 1;
         for (uint32_t i = 0; i < n; i++) {
-            trow_t h;
-            memcpy(&h, pc->rows.p + off, sizeof h);
-            ord[i].key = h.has_t ? h.t : 0.0;
+            rp = unpack_row(w, pc, rp, &ord[i]);
             ord[i].idx = i;
-            ord[i].off = off;
             if (i && ord[i].key < ord[i - 1].key) sorted = 0;
-            off += sizeof h + (h.ep == 2 ? h.lep : 0) + h.lfrom + h.lto + h.lcause;
         }
         if (!sorted) qsort(ord, n, sizeof *ord, cmp_ord);
         /* the cells' text first (offsets), then the cells (the text buffer may move while it grows) */
         for (uint32_t i = 0; i < n; i++) {
-            trow_t h;
-            const char *p = pc->rows.p + ord[i].off;
-            memcpy(&h, p, sizeof h);
-            p += sizeof h;
-            const char *ep = h.ep == 2 ? p : pc->ep[h.ep];
-            size_t lep = h.ep == 2 ? h.lep : pc->lep[h.ep];
-            if (h.ep == 2) p += h.lep;
-            const char *from = p, *to = p + h.lfrom, *cause = p + h.lfrom + h.lto;
+            const ord_t h = ord[i];
+            const char *ep = h.ep, *from = h.from, *to = h.to, *cause = h.cause;
+            size_t lep = h.lep;
             size_t *a = at + (size_t)i * 6;
             int role = -1;                                  /* the endpoint by role when the record says */
             if (client && client->t == J_STR && client->vl == lep && !memcmp(client->v, ep, lep)) role = P_CLIENT;
@@ -1576,17 +1718,31 @@ static PyObject *Writer_set_origin(Writer *w, PyObject *arg) {
 }
 
 /* the end of one capture: what came without a connection record is printed now */
+static int cmp_seq(const void *a, const void *b) {
+    uint32_t x = (*(wconn_t *const *)a)->seq, y = (*(wconn_t *const *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
 static int end_file(Writer *w) {
-    if (w->mode == M_TABLE) {
-        while (w->head) {
-            wconn_t *c = w->head;
-            tab_find(w, c->id, 1);
-            int rc = block(w, NULL, c);
-            wconn_free(c);
-            if (rc < 0) return -1;
-        }
+    if (w->mode != M_TABLE || !w->nconn) return 0;
+    /* what is left, in the order it came: out of the table first, then printed */
+    wconn_t **left = malloc(w->nconn * sizeof *left);
+    if (!left) { werr_set(NULL); return -1; }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < w->ntab; i++) {
+        for (wconn_t *c = w->tab[i]; c; c = c->hnext) left[n++] = c;
+        w->tab[i] = NULL;
     }
-    return 0;
+    w->nconn = 0;
+    w->last = NULL;
+    qsort(left, n, sizeof *left, cmp_seq);
+    int rc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (rc == 0) rc = block(w, NULL, left[i]);
+        wconn_free(left[i]);
+    }
+    free(left);
+    return rc;
 }
 
 static PyObject *Writer_end_file(Writer *w, PyObject *unused) {
@@ -1769,12 +1925,14 @@ static void Writer_dealloc(Writer *w) {
     bfree(&w->carry); bfree(&w->out); bfree(&w->scratch); bfree(&w->nscratch);
     bfree(&w->ordb); bfree(&w->cellb); bfree(&w->atb); bfree(&w->txt); bfree(&w->tmp); bfree(&w->tmp2); bfree(&w->srows);
     lines_free(&w->L);
-    while (w->head) {
-        wconn_t *c = w->head;
-        w->head = c->next;
-        wconn_free(c);
-    }
+    for (uint32_t i = 0; i < w->ntab; i++)
+        for (wconn_t *c = w->tab[i], *nx; c; c = nx) {
+            nx = c->hnext;
+            wconn_free(c);
+        }
     free(w->tab);
+    for (int i = 0; i < w->nnames; i++) free(w->names[i].s);
+    free(w->file);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 

@@ -210,3 +210,20 @@ def simple_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: i
     newline in a header or a cell starts a line of its own."""
     lay = Layout(headers, rows, terminal_width() if width is None else width, first, lines)
     return lay.head() + "".join(lay.row(r) for r in rows)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], tablefmt: str = "simple",
+          width: int | None = None, first: Sequence[int] = ()) -> str:
+    """Every command's table (without the last newline, as tabulate gives it): the layout above
+    for ``simple``, any other tabulate format through tabulate (cells as text, not reparsed as
+    numbers; it does not wrap). ``None`` is an empty cell; ``first``: the columns that wrap first."""
+    cells = [["" if c is None else str(c) for c in r] for r in rows]
+    if tablefmt == "simple":
+        return simple_table(headers, cells, width, first).rstrip("\n")
+    from tabulate import tabulate
+    return tabulate(cells, headers=list(headers), tablefmt=tablefmt, disable_numparse=True)
+
+
+def paragraph(text: str, width: int | None = None, first: str = "", rest: str = "") -> str:
+    """A line of prose wrapped to the width (``terminal_width()`` by default), without the last newline."""
+    return "\n".join(wrap(text, terminal_width() if width is None else width, first, rest))

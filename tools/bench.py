@@ -471,20 +471,33 @@ def cache_name(packets: int, connections: int, seed: int, rate: float) -> str:
     return f"bench-v{GENERATOR_VERSION}-p{packets}-c{connections}-s{seed}-r{rate:g}.pcap"
 
 
+def cached_info(path: str, version: int) -> dict | None:
+    """What is stored beside a cached capture (``path`` + ``.json``), when both are there and the
+    description still matches the file (its size, the generator's version)."""
+    meta = path + ".json"
+    if not (os.path.exists(path) and os.path.exists(meta)):
+        return None
+    try:
+        with open(meta, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(info, dict) and info.get("size_bytes") == os.path.getsize(path) and info.get("version") == version
+    return info if ok else None
+
+
 def cached_capture(out_dir: str, *, packets: int, connections: int, seed: int = DEFAULT_SEED,
                    rate: float = DEFAULT_RATE, log=None) -> Capture:
     """The capture for these parameters from ``out_dir``, generated first when it is not there."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, cache_name(packets, connections, seed, rate))
     meta = path + ".json"
-    if os.path.exists(path) and os.path.exists(meta):
+    info = cached_info(path, GENERATOR_VERSION)
+    if info is not None:
+        info.update(path=path, cached=True)
         try:
-            with open(meta, encoding="utf-8") as f:
-                info = json.load(f)
-            if info.get("size_bytes") == os.path.getsize(path) and info.get("version") == GENERATOR_VERSION:
-                info.update(path=path, cached=True)
-                return Capture(**info)
-        except (OSError, ValueError, TypeError):
+            return Capture(**info)
+        except TypeError:
             pass
     if log:
         log(f"generating {path} ({packets:,} packets, {connections:,} connections) ...")

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench import START_US, _finish_sum, _words  # noqa: E402
+from bench import START_US, _finish_sum, _words, cached_info  # noqa: E402
 from rawfin.wire.pcapio import LINKTYPE_ETHERNET, PcapWriter  # noqa: E402
 
 __all__ = ["generate_flood", "cached_flood", "SERVER"]
@@ -84,14 +84,9 @@ def cached_flood(out_dir: str, *, syns: int = DEFAULT_SYNS, rate: float = DEFAUL
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"flood-v{FLOOD_VERSION}-n{syns}-r{rate:g}-s{seed}.pcap")
     meta = path + ".json"
-    if os.path.exists(path) and os.path.exists(meta):
-        try:
-            with open(meta, encoding="utf-8") as f:
-                info = json.load(f)
-            if info.get("size_bytes") == os.path.getsize(path) and info.get("version") == FLOOD_VERSION:
-                return dict(info, cached=True)
-        except (OSError, ValueError):
-            pass
+    info = cached_info(path, FLOOD_VERSION)
+    if info is not None:
+        return dict(info, cached=True)
     if log:
         log(f"generating {path} ({syns:,} SYNs at {rate:g}/s) ...")
     info = generate_flood(path, syns=syns, rate=rate, seed=seed)

@@ -149,11 +149,13 @@ typedef struct { const char *k; size_t kl; int t; const char *v; size_t vl; } jf
 /* the record fields the writer reads, found once per record (the last of a repeated key, as a dict) */
 enum { K_TYPE, K_FILE, K_CONN, K_FRAME, K_TIME, K_ENDPOINT, K_FROM, K_TO, K_CAUSE, K_KIND, K_DETAIL, K_CLIENT,
        K_SERVER, K_SERVER_GUESSED, K_ACTIVE_CLOSER, K_CLOSE, K_FINAL, K_MID_STREAM, K_SERVER_ACTIVE_CLOSE,
-       K_ANOMALIES, K_VLAN, K_INFERRED, K_RESET_BY, NK };
+       K_ANOMALIES, K_VLAN, K_INFERRED, K_RESET_BY, K_PEER, K_PASSIVE_CLOSER, K_FIRST_FRAME, K_LAST_FRAME,
+       K_FIRST_TIME, K_LAST_TIME, K_PACKETS, NK };
 static const char *KEY_NAMES[NK] = {"type", "file", "conn", "frame", "time", "endpoint", "from", "to", "cause",
                                      "kind", "detail", "client", "server", "server_guessed", "active_closer",
                                      "close", "final", "mid_stream", "server_active_close", "anomalies", "vlan",
-                                     "inferred", "reset_by"};
+                                     "inferred", "reset_by", "peer", "passive_closer", "first_frame", "last_frame",
+                                     "first_time", "last_time", "packets"};
 static size_t KEY_LEN[NK];
 static int8_t KEY_AT[32][128];      /* (length, first character) -> the first candidate, -1: none */
 static int8_t KEY_NEXT[NK];         /* -> the next candidate with the same length and first character */
@@ -847,6 +849,7 @@ typedef struct {
     str_t ph[NPHR];
     str_t hdr[5], shdr[6];
     str_t *cols;
+    int8_t *colkey;                 /* each csv column's key number (-1: one the writer does not know) */
     str_t afirst_pad;           /* the anomaly lines' indent before the frame */
     size_t awhere;              /* the frame's right-aligned width */
     str_t arest;
@@ -855,6 +858,7 @@ typedef struct {
     buf_t carry, out, scratch, nscratch, tmp, tmp2;
     buf_t ordb, cellb, atb, txt;  /* a block's scratch, kept from one block to the next */
     shapes_t shapes;
+    jobj_t nested;                  /* a record's nested object (final, anomalies), read when needed */
     lines_t L;
     /* table */
     wconn_t **tab;
@@ -1468,14 +1472,11 @@ static int summary_cells(Writer *w, const jobj_t *r, buf_t *b, size_t *at) {
     else if (!close && jtruthy(closer) && by_whom(w, closer, client, b) < 0) return -1;
     at[4] = b->n;
     {
-        jobj_t *fo = NULL;
+        jobj_t *fo = &w->nested;
         const jf_t *fc = NULL, *fs = NULL;
         if (final && final->t == J_OBJ) {
-            fo = malloc(sizeof *fo);
-            if (!fo) { werr_set(NULL); return -1; }
-            if (bgrow(&w->nscratch, final->vl + 1) < 0) { free(fo); return -1; }
+            if (bgrow(&w->nscratch, final->vl + 1) < 0) return -1;
             if (jparse(final->v, final->v + final->vl, fo, w->nscratch.p, NULL) < 0) {
-                free(fo);
                 werr_set("cannot read a connection record's final states");
                 return -1;
             }
@@ -1489,10 +1490,9 @@ static int summary_cells(Writer *w, const jobj_t *r, buf_t *b, size_t *at) {
                 if (fo->f[i].kl == server->vl && !memcmp(fo->f[i].k, server->v, server->vl)) fs = &fo->f[i];
             }
         }
-        int fail = (fc ? bvalue(b, fc) : bputc(b, '?')) < 0 || bputc(b, '/') < 0 ||
-                   (fs ? bvalue(b, fs) : bputc(b, '?')) < 0;
-        free(fo);
-        if (fail) return -1;
+        if ((fc ? bvalue(b, fc) : bputc(b, '?')) < 0 || bputc(b, '/') < 0 ||
+            (fs ? bvalue(b, fs) : bputc(b, '?')) < 0)
+            return -1;
     }
     at[5] = b->n;
     if (an && an->t == J_OBJ) {
@@ -1570,10 +1570,25 @@ static int summary_row(Writer *w, const jobj_t *r) {
 
 /* ------------------------------------------------------------------ csv */
 
+/* does s have a character csv must quote for (, " CR LF)? Eight bytes at a time */
+static int csv_special(const char *s, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v, a, b, c, d;
+        memcpy(&v, s + i, 8);
+        a = v ^ (ONES * ',');
+        b = v ^ (ONES * '"');
+        c = v ^ (ONES * '\r');
+        d = v ^ (ONES * '\n');
+        if ((((a - ONES) & ~a) | ((b - ONES) & ~b) | ((c - ONES) & ~c) | ((d - ONES) & ~d)) & HIGHS) return 1;
+    }
+    for (; i < n; i++)
+        if (s[i] == ',' || s[i] == '"' || s[i] == '\r' || s[i] == '\n') return 1;
+    return 0;
+}
+
 static int csv_text(buf_t *o, const char *s, size_t n) {
-    int quote = 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == ',' || s[i] == '"' || s[i] == '\r' || s[i] == '\n') { quote = 1; break; }
+    int quote = csv_special(s, n);
     if (!quote) return bput(o, s, n);
     if (bputc(o, '"') < 0) return -1;
     for (size_t i = 0; i < n; i++) {
@@ -1592,18 +1607,16 @@ static int csv_cell(Writer *w, buf_t *o, const jf_t *f) {
     buf_t *t = &w->tmp;
     t->n = 0;
     if (f->t == J_OBJ) {                    /* "k=v; k=v" */
-        jobj_t *so = malloc(sizeof *so);
-        if (!so) { werr_set(NULL); return -1; }
-        if (bgrow(&w->nscratch, f->vl + 1) < 0 || jparse(f->v, f->v + f->vl, so, w->nscratch.p, NULL) < 0) {
-            free(so);
+        jobj_t *so = &w->nested;
+        if (bgrow(&w->nscratch, f->vl + 1) < 0) return -1;
+        if (jparse(f->v, f->v + f->vl, so, w->nscratch.p, NULL) < 0) {
             werr_set("cannot read a record's nested object");
             return -1;
         }
-        for (int i = 0; i < so->n; i++) {
+        for (int i = 0; i < so->n; i++)
             if ((i && bputs(t, "; ") < 0) || bput(t, so->f[i].k, so->f[i].kl) < 0 || bputc(t, '=') < 0 ||
-                bvalue(t, &so->f[i]) < 0) { free(so); return -1; }
-        }
-        free(so);
+                bvalue(t, &so->f[i]) < 0)
+                return -1;
     } else {                                /* a list: space-separated */
         const char *p = f->v, *e = f->v + f->vl, *s;
         size_t n;
@@ -1617,18 +1630,39 @@ static int csv_cell(Writer *w, buf_t *o, const jf_t *f) {
 static int csv_row(Writer *w, const jobj_t *r) {
     buf_t *o = &w->out;
     for (int i = 0; i < w->ncols; i++) {
-        if (i && bputc(o, ',') < 0) return -1;
         const jf_t *f = NULL;
-        for (int k = 0; k < r->n; k++)     /* the last of a repeated key, as a dict has it */
-            if (r->f[k].kl == w->cols[i].n && !memcmp(r->f[k].k, w->cols[i].s, w->cols[i].n)) f = &r->f[k];
+        int id = w->colkey[i];
+        if (id >= 0) {
+            f = r->by[id];
+        } else {
+            for (int k = 0; k < r->n; k++)     /* the last of a repeated key, as a dict has it */
+                if (r->f[k].kl == w->cols[i].n && !memcmp(r->f[k].k, w->cols[i].s, w->cols[i].n)) f = &r->f[k];
+        }
+        /* the common cells straight into the output: a number, a string with nothing to quote */
+        if (f && (f->t == J_NUM || (f->t == J_STR && !csv_special(f->v, f->vl)))) {
+            if (bgrow(o, f->vl + 1) < 0) return -1;
+            if (i) o->p[o->n++] = ',';
+            memcpy(o->p + o->n, f->v, f->vl);
+            o->n += f->vl;
+            continue;
+        }
+        if (i && bputc(o, ',') < 0) return -1;
         if (csv_cell(w, o, f) < 0) return -1;
     }
-    return bputs(o, "\r\n");
+    return bput(o, "\r\n", 2);
 }
 
 /* ------------------------------------------------------------------ one record */
 
 static int record(Writer *w, const char *line, size_t n) {
+    /* --summary reads connection records only: a line that says first it is something else is
+       passed over unread (the records put their type first; any other line is read whole) */
+    if (w->summary && n > 9 && !memcmp(line, "{\"type\":\"", 9)) {
+        const char *q = memchr(line + 9, '"', n - 9);
+        if (q && !memchr(line + 9, '\\', (size_t)(q - line - 9)) &&
+            !((size_t)(q - line - 9) == 10 && !memcmp(line + 9, "connection", 10)))
+            return 0;
+    }
     if (bgrow(&w->scratch, n + 1) < 0) return -1;
     jobj_t r;
     if (jparse(line, line + n, &r, w->scratch.p, &w->shapes) < 0) {
@@ -1901,6 +1935,10 @@ static int Writer_init(Writer *w, PyObject *args, PyObject *kw) {
     w->floor = floor < 0 ? 0 : (size_t)floor;
     if (get_strs(lay, "summary_headers", w->shdr, 6, NULL, NULL) < 0) return -1;
     if (get_strs(lay, "csv_columns", NULL, -1, &w->cols, &w->ncols) < 0) return -1;
+    w->colkey = malloc((size_t)w->ncols + 1);
+    if (!w->colkey) { PyErr_NoMemory(); return -1; }
+    for (int i = 0; i < w->ncols; i++)
+        w->colkey[i] = (int8_t)(w->cols[i].n ? key_id(w->cols[i].s, w->cols[i].n) : -1);
     if (w->mode == M_CSV) {                 /* the header row, as csv.writer writes it */
         for (int i = 0; i < w->ncols; i++)
             if ((i && bputc(&w->out, ',') < 0) || csv_text(&w->out, w->cols[i].s, w->cols[i].n) < 0) {
@@ -1920,6 +1958,7 @@ static void Writer_dealloc(Writer *w) {
     if (w->cols)
         for (int i = 0; i < w->ncols; i++) free(w->cols[i].s);
     free(w->cols);
+    free(w->colkey);
     free(w->afirst_pad.s);
     free(w->arest.s);
     bfree(&w->carry); bfree(&w->out); bfree(&w->scratch); bfree(&w->nscratch);

@@ -79,6 +79,17 @@ def seconds(text: str) -> float:
     return v
 
 
+def timeout(text: str) -> float:
+    """argparse type: a finite number of seconds >= 0 (0: never)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds, 0 or more (0: never)")
+    return v
+
+
 def speed(text: str) -> float:
     """argparse type: a finite factor >= 0 (0: as fast as the peer allows)."""
     try:
@@ -189,6 +200,31 @@ def _one_input(parser: argparse.ArgumentParser, args) -> None:
         parser.error(f"{args.command}: name the capture (or -r FILE)")
 
 
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    """How long half-open connections are followed, and how many connections at once (memory)."""
+    from rawfin.core.rules import SYN_ACK_TIMEOUT_NS, SYN_TIMEOUT_NS
+
+    p.add_argument("--syn-timeout", type=timeout, default=SYN_TIMEOUT_NS / 1e9, metavar="SECONDS",
+                   help="a SYN never answered: the connection is written out as it stands (close: timeout) this "
+                        "long after the client's first SYN, in capture time, as Linux gives up (tcp_syn_retries 6); "
+                        "0: never (default: %(default)g)")
+    p.add_argument("--syn-ack-timeout", type=timeout, default=SYN_ACK_TIMEOUT_NS / 1e9, metavar="SECONDS",
+                   help="a SYN,ACK never acknowledged: the same, this long after the server's first SYN,ACK "
+                        "(tcp_synack_retries 5); 0: never (default: %(default)g)")
+    p.add_argument("--max-connections", type=count, default=0, metavar="N",
+                   help="at most N connections tracked at once (memory: a flood of SYNs): the least recently "
+                        "active is written out as it stands (close: evicted) to make room, and counted at the "
+                        "end; every connection still gets its record (default: 0, no limit)")
+
+
+def limits(args) -> dict:
+    """The observer's limits from --syn-timeout, --syn-ack-timeout (and --max-connections)."""
+    out = {"syn_timeout_ns": round(args.syn_timeout * 1e9), "syn_ack_timeout_ns": round(args.syn_ack_timeout * 1e9)}
+    if getattr(args, "max_connections", None):
+        out["max_connections"] = args.max_connections
+    return out
+
+
 def _add_engine(p: argparse.ArgumentParser, when: str = "") -> None:
     p.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
                    help="who follows the connections: c, the compiled lane (the same records, some 30x faster "
@@ -245,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --by: draw TIME_WAIT and CLOSE_WAIT over time per group as an SVG (default: none)")
     a.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
+    _add_limits(a)
     a.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="a progress bar on stderr: auto shows it only on a terminal (default: %(default)s)")
     _add_engine(a)

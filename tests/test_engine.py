@@ -12,6 +12,8 @@ with the same code. This module runs both on:
 * about 200 captures from rawfin's emulator with random faults, merged connections and port
   reuse, and about 230 hand-made edge cases (``tests/enginegen.py``);
 * a few command lines with several files and odd ``--msl`` values;
+* rules.HALF_OPEN's timeouts and ``--max-connections``, made small enough to act (on the shipped,
+  corpus, generated and hand-made captures);
 * the other formats (table, ``--summary``, csv, ``--summary`` csv and JSON lines), which the C
   writer writes on one side and the Python sinks on the other: on the shipped captures, the
   corpus (table) and some of the command lines.
@@ -633,6 +635,37 @@ def test_format_command_line(differ, request, edges, variant, fmt):
             dst.write_bytes(Path(copy_of).read_bytes())
         return str(dst)
     check_group(differ, request, lambda p: [*FORMATS[p["fmt"]], *VARIANTS[p["variant"]](_CAPS, e)])
+
+
+# --------------------------------------------------------------------------- bounded memory
+
+#: rules.HALF_OPEN's timeouts and --max-connections, small enough to act inside small captures
+LIMITS = {"tight": ["--syn-timeout", "0.005", "--syn-ack-timeout", "0.002", "--max-connections", "1"],
+          "few": ["--max-connections", "2", "--syn-timeout", "0.5"]}
+
+
+@pytest.mark.parametrize("limits", list(LIMITS))
+@pytest.mark.parametrize("capture", SHIPPED)
+def test_limits_shipped(differ, request, capture, limits):
+    check_group(differ, request, lambda p: [*LIMITS[p["limits"]], str(REPO / "captures" / p["capture"])])
+
+
+@pytest.mark.corpus
+@needs_corpus
+@pytest.mark.parametrize("limits", list(LIMITS))
+@pytest.mark.parametrize("name", CORPUS_FILES or ["(no corpus)"])
+def test_limits_corpus(differ, request, name, limits):
+    check_group(differ, request, lambda p: [*LIMITS[p["limits"]], str(CORPUS / p["name"])])
+
+
+@pytest.mark.parametrize("case", sorted(GENERATED))
+def test_limits_generated(differ, request, generated, case):
+    check_group(differ, request, lambda p: [*LIMITS["few"], str(generated.path(p["case"]))], generated.about(case))
+
+
+@pytest.mark.parametrize("name", enginegen.edge_cases())
+def test_limits_edge_case(differ, request, edges, name):
+    check_group(differ, request, lambda p: [*LIMITS["tight"], str(edges.path(p["name"]))], edges.about(name))
 
 
 # --------------------------------------------------------------------------- the harness itself

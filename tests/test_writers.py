@@ -25,15 +25,15 @@ from pathlib import Path
 import pytest
 
 import enginegen
+import shared_corpus
 from rawfin.capture import engine
 from rawfin.core.errors import CaptureError
 from rawfin.render import sinks, tables
 from rawfin.render.records import json_line, record, to_json
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 SHIPPED = sorted((REPO / "captures").glob("*.pcap"))
-CORPUS_FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file()) if CORPUS.is_dir() else []
+CORPUS_FILES = shared_corpus.FILES
 
 needs_writer = pytest.mark.skipif(sinks._writer is None, reason="rawfin.render._writer is not built")
 MODES = [("table", False), ("table", True), ("csv", False), ("csv", True), ("jsonl", True)]

@@ -181,7 +181,11 @@ def lane_rules(compiled, vocab: dict) -> dict:
         "fast_path": cond(compiled.fast_path),
         "timer_order": [idx("timer_order", t) for t in compiled.timer_order],
         "final_ack_hold_ns": compiled.final_ack_hold_ns,
+        "half_open": [(cond(c), idx("half_open_clocks", clock), idx("half_open_timeouts", which))
+                      for c, clock, which in compiled.half_open],
     }
+    limits = {"syn": compiled.syn_timeout_ns, "syn_ack": compiled.syn_ack_timeout_ns}
+    spec["timeouts"] = [limits[t] for t in vocab["half_open_timeouts"]]
     spec["values"] = [v for v, _ in sorted(values.items(), key=lambda kv: kv[1])]
     spec["templates"] = [list(t) for t, _ in sorted(templates.items(), key=lambda kv: kv[1])]
     spec["kinds"] = [k for k, _ in sorted(kinds.items(), key=lambda kv: kv[1])]
@@ -195,10 +199,11 @@ def _fmt6(raw: bytes) -> str:
 
 def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None = None, msl_s: float = 30.0,
         label: str | None = None, progress=None, stats=None, counters: dict | None = None, fileobj=None, bpf=None,
-        on_first: Callable[[int], object] | None = None, emit: Callable[[list], object] | None = None) -> bool:
+        on_first: Callable[[int], object] | None = None, emit: Callable[[list], object] | None = None,
+        limits: dict | None = None) -> bool:
     """Write every record of one capture as JSON lines through ``write`` (bytes). ``json_of(event)``:
     the JSON line (no newline) of an event the Python observer gives (rawfin.render.records.json_line:
-    the record format is the output layer's).
+    the record format is the output layer's). ``limits``: as rawfin.capture.analysis.records takes them.
 
     As ``rawfin.analysis.records`` gives them, serialized by the jsonl sink; raises
     CaptureError after the good part on damage. ``progress(pos, frames)`` is called now
@@ -230,12 +235,15 @@ def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None
     _table_loaded()
     _rules_loaded()
     msl_ns = int(msl_s * SEC)
-    obs = Observer(msl_ns=msl_ns)
+    limits = dict(limits or {})
+    # the lane decides evictions (it asks the Python observer about the connections it holds)
+    obs = Observer(msl_ns=msl_ns, **{k: v for k, v in limits.items() if k != "max_connections"})
     suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
     hb = Handback(obs, decode)
     eng = _engine.Engine(**hb.callables(), dumps=json_of or _no_json, write=write, fmt6=_fmt6,
                          make_segment=make_segment, msl_ns=msl_ns, hold_ns=obs.hold_ns, file_suffix=suffix,
-                         msl_text=f"{2 * msl_ns / SEC:g}", emit=emit)
+                         msl_text=f"{2 * msl_ns / SEC:g}", emit=emit, syn_timeout_ns=obs.limits["syn"],
+                         syn_ack_timeout_ns=obs.limits["syn_ack"], max_connections=limits.get("max_connections") or 0)
     reader = open_capture(path, fileobj)
     if bpf is not None:
         eng.set_filter(*bpf.for_byte_order(reader.byte_order == "big").lane_args())
@@ -373,6 +381,7 @@ class Handback:
                 "decode": self.decode, "has_pair": self.has_pair, "key_of": self.key_of, "active": self.active,
                 "end_conns": self.end_conns, "end_prepare": self.end_prepare, "end_finish": self.end_finish,
                 "end_clear": self.end_clear, "evidence": self.evidence,
+                "tracked": self.tracked, "evict": self.evict, "evict_taken": self.evict_taken,
                 "loss_evidence": [(kind, where == "down", whose == "local")
                                   for kind, (where, whose) in self.obs.loss_evidence.items()]}
 
@@ -434,6 +443,21 @@ class Handback:
 
     def end_clear(self) -> None:
         self.obs.end_clear()
+
+    # --max-connections: the lane decides which connection goes (the least recently active pair)
+    def tracked(self) -> int:
+        """How many connections the Python observer follows now."""
+        return self.obs.tracked()
+
+    def evict(self, key) -> tuple | None:
+        """Write out the connection the Python observer follows on this pair (its key), as it stands:
+        (records, timer), or None when it follows none there any more."""
+        recs = self.obs.evict(key)
+        return None if recs is None else (recs, self.obs.first_timer())
+
+    def evict_taken(self, handle) -> tuple:
+        """The same for a connection the lane has just handed over: (records, timer)."""
+        return self.obs.evict_conn(handle), self.obs.first_timer()
 
 
 _TIME_LIMIT = 1 << 62
@@ -571,12 +595,12 @@ def _event(t):
 
 
 def events(path: str, *, msl_s: float = 30.0, label: str | None = None, progress=None, stats=None, fileobj=None,
-           bpf=None, on_first: Callable[[int], object] | None = None) -> Iterator:
+           bpf=None, on_first: Callable[[int], object] | None = None, limits: dict | None = None) -> Iterator:
     """``rawfin.capture.analysis.records`` through the lane: the same typed events, in the same order, as a
     generator (the lane hands them over as it makes them: no text is read back). The lane runs in a
     worker thread (:func:`chunks`); when it declines the capture, the reference gives the events."""
     it = chunks(path, write=_no_write, emit=None, msl_s=msl_s, label=label, progress=progress, stats=stats,
-                fileobj=fileobj, bpf=bpf, on_first=on_first)
+                fileobj=fileobj, bpf=bpf, on_first=on_first, limits=limits)
     while True:
         try:
             batch = next(it)
@@ -588,7 +612,7 @@ def events(path: str, *, msl_s: float = 30.0, label: str | None = None, progress
     if not ok:
         from rawfin.capture.analysis import records as reference
 
-        yield from reference(path, msl_s=msl_s, label=label, stats=stats, bpf=bpf)
+        yield from reference(path, msl_s=msl_s, label=label, stats=stats, bpf=bpf, limits=limits)
 
 
 def _no_write(data: bytes) -> None:  # pragma: no cover - events mode writes nothing
@@ -596,10 +620,12 @@ def _no_write(data: bytes) -> None:  # pragma: no cover - events mode writes not
 
 
 def records(path: str, *, record: Callable, json_of: Callable | None = None, msl_s: float = 30.0,
-            label: str | None = None, progress=None, stats=None, fileobj=None, bpf=None) -> Iterator[dict]:
+            label: str | None = None, progress=None, stats=None, fileobj=None, bpf=None,
+            limits: dict | None = None) -> Iterator[dict]:
     """``rawfin.capture.analysis.records(..., record=record)`` through the lane: ``record(event, label)`` of
     each of :func:`events` (for ``check`` and ``annotate``, which pull their records)."""
-    for ev in events(path, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj, bpf=bpf):
+    for ev in events(path, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj, bpf=bpf,
+                     limits=limits):
         yield record(ev, label)
 
 

@@ -8,6 +8,7 @@ import sys
 
 from rawfin.capture.analysis import CaptureStats, records
 from rawfin.capture.sources import Source, from_args, opened
+from rawfin.cli import limits
 from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
 from rawfin.render.progress import Progress
 from rawfin.render.records import json_line, record
@@ -44,7 +45,8 @@ def run(args) -> int:
                         continue
                     with Progress(os.path.basename(name), src.size(), args.progress) as bar:
                         for rec in records(name, msl_s=args.msl, label=label, progress=bar.callback,
-                                           select=only, stats=stats, fileobj=fileobj, bpf=select, record=record):
+                                           select=only, stats=stats, fileobj=fileobj, bpf=select, record=record,
+                                           limits=limits(args)):
                             if hasattr(sink, "set_origin") and stats.first_time is not None:
                                 sink.set_origin(stats.first_time)
                             sink.write(rec)
@@ -130,7 +132,7 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
 
     bar = Progress(os.path.basename(src.name), src.size(), args.progress)
     kw = dict(msl_s=args.msl, label=label, progress=bar.callback, stats=stats, fileobj=fileobj,
-              bpf=select, json_of=json_line(label))
+              bpf=select, json_of=json_line(label), limits=limits(args))
     try:
         if args.format == "jsonl" and not args.summary and getattr(args, "by", None) is None:
             sys.stdout.flush()
@@ -187,9 +189,10 @@ def _draw(args, inputs, select) -> int:
         with opened(src) as (name, fileobj):
             if engine.choose(getattr(args, "engine", "auto")):
                 pull = engine.records(name, msl_s=args.msl, stats=stats, fileobj=fileobj, bpf=select, record=record,
-                                      json_of=json_line(None))
+                                      json_of=json_line(None), limits=limits(args))
             else:
-                pull = records(name, msl_s=args.msl, stats=stats, fileobj=fileobj, bpf=select, record=record)
+                pull = records(name, msl_s=args.msl, stats=stats, fileobj=fileobj, bpf=select, record=record,
+                               limits=limits(args))
             try:
                 for rec in pull:
                     if rec.get("conn") != n:

@@ -32,7 +32,7 @@ from rawfin.core.states import Input, State
 
 FLAG_BITS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16}
 WHO = ("seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h", "now",
-       "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit", "peer")
+       "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit", "peer", "server")
 #: segment fields, TCB fields (sequence numbers), and the other values a rule may name
 SEG_VALUES = ("seq", "ack", "end", "len", "fin", "win", "sport", "dport", "frame", "describe")
 SEQ_FIELDS = ("iss", "irs", "snd_una", "snd_nxt", "rcv_nxt", "fin_seq", "peer_fin_seq", "snd_wnd")
@@ -63,11 +63,14 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
 CONFIG = ("observer", "close_on_fin", "hold_final_ack")
 CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
               "first_fin_acked_alone", "fins_complete", "candidates", "held", "final", "synack_unseen",
-              "rtt", "rsts")
+              "rtt", "rsts", "evicted", "timed_out")
 #: what the observer keeps for a side (``rst:rx``...): RSTs held until nothing shows them lost, segments
 #: waiting behind a FIN whose arrival is not shown yet, a FIN held ahead of a gap; ``filled``: the gap in
 #: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs
 WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks")
+#: the clocks rules.HALF_OPEN counts from, and its timeouts
+HALF_OPEN_CLOCKS = ("synack_at", "syn_at")
+HALF_OPEN_TIMEOUTS = ("syn_ack", "syn")
 ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen", "data_unanswered")
 TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted",
           "user_timeout_expired", "loss_probe")
@@ -252,14 +255,16 @@ def compile_condition(text: str, ctx_who: str = "self") -> tuple:
 
 _COMPILED_PARTS = ("receive", "observe_send", "timers", "birth", "guess_server", "segment", "flush", "flush_at_end",
                    "end", "close_kinds", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order",
-                   "final_ack_hold_ns", "well_known_port")
+                   "final_ack_hold_ns", "well_known_port", "half_open", "syn_timeout_ns",
+                   "syn_ack_timeout_ns")
 
 
 class Compiled:
     """Every program of :mod:`rawfin.core.rules`, read once: receive and observe_send per State (in
     State order), timers, birth, guess_server (BIRTH's guess alone), segment, flush, flush_at_end, end,
     close_kinds ((kind, condition), ...), time_wait_closes, reset_closes, time_wait_held, settled, new_syn ((accepts, condition), ...),
-    fast_path, timer_order, final_ack_hold_ns, well_known_port."""
+    fast_path, timer_order, final_ack_hold_ns, well_known_port, half_open ((condition, clock, timeout), ...),
+    syn_timeout_ns, syn_ack_timeout_ns."""
 
     __slots__ = _COMPILED_PARTS
 
@@ -300,7 +305,16 @@ def _compile_rules(rules) -> Compiled:
         timer_order=tuple(rules.OBSERVER_TIMERS),
         final_ack_hold_ns=rules.FINAL_ACK_HOLD_NS,
         well_known_port=rules.WELL_KNOWN_PORT,
+        half_open=tuple(_half_open_row(*r) for r in rules.HALF_OPEN),
+        syn_timeout_ns=rules.SYN_TIMEOUT_NS,
+        syn_ack_timeout_ns=rules.SYN_ACK_TIMEOUT_NS,
     )
+
+
+def _half_open_row(cond: str, clock: str, timeout: str) -> tuple:
+    if clock not in HALF_OPEN_CLOCKS or timeout not in HALF_OPEN_TIMEOUTS:
+        raise RuleError(f"HALF_OPEN: {clock!r} / {timeout!r}: clocks {HALF_OPEN_CLOCKS}, timeouts {HALF_OPEN_TIMEOUTS}")
+    return (compile_condition(cond, "a"), clock, timeout)
 
 
 # ----------------------------------------------------------------------------------- the Python side
@@ -329,6 +343,8 @@ def _ep_of(who: str) -> Callable:
         return lambda c, w=who: getattr(c, w)
     if who == "client":
         return lambda c: c.conn.eps[c.conn.client]
+    if who == "server":
+        return lambda c: c.conn.eps[c.conn.server]
     raise RuleError(f"{who!r} is not an endpoint")
 
 

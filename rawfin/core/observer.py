@@ -66,11 +66,18 @@ class Connection:
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
-                 "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "evidence")
+                 "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "evidence",
+                 "syn_at", "synack_at", "limits", "timed_out", "evicted")
 
-    def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0) -> None:
+    def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0,
+                 limits: dict | None = None) -> None:
         self.id = cid
         self.hold_ns = hold_ns
+        self.limits = limits if limits is not None else PROGRAMS.limits   # rules.HALF_OPEN's timeouts (ns)
+        self.syn_at: int | None = None      # the first SYN the client sent, the first SYN,ACK the server sent
+        self.synack_at: int | None = None
+        self.timed_out = False
+        self.evicted = False
         self.key = key
         self.cfg = cfg
         self.rules = PROGRAMS
@@ -149,7 +156,14 @@ class Connection:
         self.packets += 1
         self.last_frame = seg.frame
         self.last_ns = now
-        self.seen |= 1 if (seg.src, seg.sport) == self.first else 2
+        src = (seg.src, seg.sport)
+        self.seen |= 1 if src == self.first else 2
+        if seg.syn:                         # the clocks of rules.HALF_OPEN
+            if not seg.has_ack:
+                if self.syn_at is None and src == self.client:
+                    self.syn_at = now
+            elif self.synack_at is None and src == self.server:
+                self.synack_at = now
         run(PROGRAMS.segment, self._ctx(seg, now, out))
         self._answered(seg)
 
@@ -234,7 +248,14 @@ class Connection:
             self.evidence[M.host_of(e.name if where[1] == "local" else e.peer_name), where[0]] += 1
 
     def fire_timers(self, until: int, out: list) -> None:
-        """rules.OBSERVER_TIMERS: held final ACKs whose hold is over, then each endpoint's own."""
+        """rules.OBSERVER_TIMERS: held final ACKs whose hold is over, then each endpoint's own; then
+        rules.HALF_OPEN: a connection still half-open when its time is up is given up on."""
+        self._fire_timers(until, out)
+        h = self.half_open_deadline()
+        if h is not None and h <= until:
+            self.timed_out = True
+
+    def _fire_timers(self, until: int, out: list) -> None:
         for what in PROGRAMS.timer_order:
             if what == "final_ack":        # (and held RSTs: the same hold)
                 for ep, seg in list(self.held_ack.items()):
@@ -257,7 +278,25 @@ class Connection:
         ds = [d for d in (ep.next_deadline() for ep in self.eps.values()) if d is not None]
         ds += [(seg.time_ns or 0) + self.hold_ns for seg in self.held_ack.values()]
         ds += [(segs[-1].time_ns or 0) + self.hold_ns for segs in self.held_rst.values()]
+        h = self.half_open_deadline()
+        if h is not None:
+            ds.append(h)
         return min(ds) if ds else None
+
+    def half_open_deadline(self) -> int | None:
+        """rules.HALF_OPEN: when this connection is given up on, if it is half-open (else None)."""
+        if self.timed_out:
+            return None
+        c = None
+        for cond, clock, which in PROGRAMS.half_open:
+            if c is None:
+                c = self._conn_ctx()
+            if holds(cond, c):
+                start, limit = getattr(self, clock), self.limits[which]
+                if start is None or not limit:
+                    return None
+                return start + limit
+        return None
 
     def all_closed(self) -> bool:
         return all(ep.state is State.CLOSED for ep in self.eps.values())
@@ -719,7 +758,8 @@ class _Programs(M.Lazy):
     """The observer's programs, built from the rules in force (rawfin.core.machine.install)."""
 
     __slots__ = ("_compiled", "birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds",
-                 "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns")
+                 "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns",
+                 "half_open", "limits")
     builders = {
         "birth": lambda c: M.build_program(c.birth, _observer_action),
         "guess_server": lambda c: M.build_program(c.guess_server, _observer_action),
@@ -736,6 +776,8 @@ class _Programs(M.Lazy):
         "fast_path": lambda c: M.build_condition(c.fast_path),
         "timer_order": lambda c: c.timer_order,
         "final_ack_hold_ns": lambda c: c.final_ack_hold_ns,
+        "half_open": lambda c: tuple((M.build_condition(cond), clock, which) for cond, clock, which in c.half_open),
+        "limits": lambda c: {"syn": c.syn_timeout_ns, "syn_ack": c.syn_ack_timeout_ns},
     }
 
 
@@ -755,7 +797,7 @@ class TimeWait:
 
     __slots__ = ("id", "key", "alt_keys", "a", "b", "bits", "close", "first_frame", "first_ns", "anomalies",
                  "packets", "last_frame", "last_ns", "cfg", "client", "server", "client_iss", "first", "seen",
-                 "queued", "closed_fin")
+                 "queued", "closed_fin", "evicted")
 
     # what an Endpoint in TIME_WAIT needs to be itself again
     _FIELDS = ("iss", "irs", "snd_una", "snd_nxt", "rcv_nxt", "fin_seq", "peer_fin_seq", "passive",
@@ -783,6 +825,7 @@ class TimeWait:
         self.packets, self.last_frame, self.last_ns = conn.packets, conn.last_frame, conn.last_ns
         self.client_iss = conn.eps[conn.client].iss
         self.queued = conn.queued          # the heap entry names the key: it now finds this object
+        self.evicted = False
 
     @classmethod
     def _pack(cls, e: Endpoint) -> tuple | None:
@@ -879,12 +922,13 @@ class TimeWait:
         passive = (server if bits & 8 else client) if closer else None
         _, ka, kb = self.key
         states = {ka: "CLOSED" if self.a is None else "TIME_WAIT", kb: "CLOSED" if self.b is None else "TIME_WAIT"}
+        evicted = self.evicted         # rules.CLOSE_KINDS' first row (a settled connection has no other)
         return ConnectionEnd(
             conn=self.id, client=client, server=server, server_guessed=bool(bits & 1), active_closer=closer,
-            passive_closer=passive, reset_by=None, close=self.close,
+            passive_closer=passive, reset_by=None, close="evicted" if evicted else self.close,
             final=((client, states[self.client]), (server, states[self.server])), first_frame=self.first_frame,
             last_frame=self.last_frame, first_time_ns=self.first_ns, last_time_ns=self.last_ns, packets=self.packets,
-            mid_stream=bool(bits & 2), server_active_close=bool(bits & 4),
+            mid_stream=bool(bits & 2), server_active_close=bool(bits & 4) and not evicted,
             anomalies=tuple(sorted(self.anomalies.items())) if self.anomalies else (), vlan=tuple(self.key[0]))
 
 
@@ -895,11 +939,23 @@ class Observer:
 
     def __init__(self, *, msl_ns: int = 30 * SEC,
                  select: Callable[[Connection], bool] | None = None, fast_path: bool = True,
-                 final_ack_hold_ns: int | None = None, compact_time_wait: bool = True) -> None:
+                 final_ack_hold_ns: int | None = None, compact_time_wait: bool = True,
+                 syn_timeout_ns: int | None = None, syn_ack_timeout_ns: int | None = None,
+                 max_connections: int | None = None) -> None:
         """``final_ack_hold_ns``: how long a final ACK waits before LAST_ACK -> CLOSED is
         reported, in case a retransmitted FIN shows it was lost (0: report at once, as
-        ``rawfin live`` does, which must print each transition the moment it happens)."""
+        ``rawfin live`` does, which must print each transition the moment it happens).
+        ``syn_timeout_ns``, ``syn_ack_timeout_ns``: rules.HALF_OPEN's timeouts (None: the rules'
+        defaults, Linux's; 0: never). ``max_connections``: at most this many connections at once;
+        after a segment that makes one more, the least recently active (the one whose last segment
+        is the oldest) is written out as it stands, close kind ``evicted`` (None: no limit)."""
         self.hold_ns = PROGRAMS.final_ack_hold_ns if final_ack_hold_ns is None else final_ack_hold_ns
+        limits = dict(PROGRAMS.limits)
+        if syn_timeout_ns is not None:
+            limits["syn"] = syn_timeout_ns
+        if syn_ack_timeout_ns is not None:
+            limits["syn_ack"] = syn_ack_timeout_ns
+        self.limits = limits
         self.compact = compact_time_wait
         self.cfg = Config(msl_ns=msl_ns, observer=True)
         self.fast_path = fast_path
@@ -919,6 +975,11 @@ class Observer:
         #: (rules.LOSS_EVIDENCE; the compiled lane adds what its connections show, evidence_kinds says which)
         self.evidence: Counter = Counter()
         self.loss_evidence = LOSS_EVIDENCE
+        self.max_connections = max_connections or None
+        #: connection id -> connection, the least recently active first (kept with a limit only)
+        self.recent: dict[int, object] | None = {} if self.max_connections else None
+        self.evictions = 0
+        self.open_count = 0             # connections tracked now (the lane asks: tracked())
 
     @staticmethod
     def key_of(seg: Segment) -> tuple:
@@ -936,6 +997,8 @@ class Observer:
         conn = self.active.get(key)
         due = bool(timers) and timers[0][0] <= now
         if conn is not None and self.fast_path and not due and conn.fast(seg, now):
+            if self.recent is not None:
+                self._touch(conn)
             return _NOTHING             # (fast() applies the segment: ask it only when nothing else is due)
         out: list = []
         recs: list = []
@@ -951,8 +1014,9 @@ class Observer:
             self._finish(conn, recs)
             conn = None
         if conn is None:
-            conn = Connection(self.next_id, key, seg, self.cfg, self.hold_ns)
+            conn = Connection(self.next_id, key, seg, self.cfg, self.hold_ns, self.limits)
             conn.evidence = self.evidence
+            self.open_count += 1
             self.next_id += 1
             self.active[key] = conn
             if seg.vlan:
@@ -967,6 +1031,41 @@ class Observer:
         elif conn.all_closed():
             self._schedule(conn, now + self.linger_ns)
         self._records(out, recs)
+        if self.recent is not None:
+            self._touch(conn)
+            while len(self.recent) > self.max_connections:    # the least recently active makes room
+                self._evict(next(iter(self.recent.values())), recs)
+        return recs
+
+    def _touch(self, conn) -> None:
+        """``conn`` is now the most recently active."""
+        recent = self.recent
+        recent.pop(conn.id, None)
+        recent[conn.id] = conn
+
+    def _evict(self, conn, recs: list) -> None:
+        """Written out as it stands (its end, its record: close kind ``evicted``), to make room."""
+        self.evictions += 1
+        conn.evicted = True
+        self._finish(conn, recs)
+
+    def tracked(self) -> int:
+        """How many connections are tracked now (the compiled lane counts these with its own)."""
+        return self.open_count
+
+    def evict(self, key: tuple) -> list[dict] | None:
+        """The compiled lane evicts the connection tracked under ``key`` (None: there is none now)."""
+        conn = self.active.get(key)
+        if conn is None:
+            return None
+        recs: list = []
+        self._evict(conn, recs)
+        return recs
+
+    def evict_conn(self, conn) -> list[dict]:
+        """The compiled lane evicts a connection it has just handed over."""
+        recs: list = []
+        self._evict(conn, recs)
         return recs
 
     def _schedule(self, conn, when: int) -> None:
@@ -982,6 +1081,8 @@ class Observer:
         for k in (conn.key, *conn.alt_keys):
             if self.active.get(k) is conn:
                 self.active[k] = tw
+        if self.recent is not None and conn.id in self.recent:
+            self.recent[conn.id] = tw       # (in its place: the order is the order of activity)
         if self.by_tuple.get(conn.key[1:]) is conn:
             self.by_tuple[conn.key[1:]] = tw
         return tw
@@ -1031,6 +1132,11 @@ class Observer:
         """A connection's heap entry for deadline ``d`` is due at ``now``."""
         conn.queued = None
         conn.fire_timers(d, out)
+        if conn.__class__ is Connection and conn.timed_out:    # rules.HALF_OPEN: given up on
+            self._records(out, recs)
+            out.clear()
+            self._finish(conn, recs)
+            return
         if self.compact and conn.__class__ is Connection and conn.settled():
             conn = self._to_time_wait(conn)
         nd = conn.next_deadline()
@@ -1099,7 +1205,7 @@ class Observer:
                               window=window, data_len=dlen, frame=frame if frame >= 0 else None, time_ns=t,
                               vlan=vlan)
                 if conn is None:
-                    conn = Connection(cid, self.key_of(seg), seg, self.cfg, self.hold_ns)
+                    conn = Connection(cid, self.key_of(seg), seg, self.cfg, self.hold_ns, self.limits)
                     out.extend(("a", conn, a) for a in conn.born)
                 if not conn.fast(seg, t):
                     conn.process(seg, t, out)
@@ -1113,6 +1219,7 @@ class Observer:
         self.active[conn.key] = conn
         if conn.__class__ is Connection:      # (its replay counted nothing: the lane had)
             conn.evidence = self.evidence
+        self.open_count += 1
         if vlan:
             self.by_tuple[conn.key[1:]] = conn
         conn.queued = None
@@ -1161,6 +1268,9 @@ class Observer:
         if end.server_active_close:
             self.server_active_closes += 1
         self.connections_done += 1
+        self.open_count -= 1
+        if self.recent is not None:
+            self.recent.pop(conn.id, None)
         for k in [conn.key, *conn.alt_keys]:
             if self.active.get(k) is conn:
                 del self.active[k]

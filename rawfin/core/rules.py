@@ -41,6 +41,12 @@ from rawfin.core.units import SEC
 
 #: How long (capture time) a final ACK waits for a retransmitted FIN that would show it lost.
 FINAL_ACK_HOLD_NS = 3 * SEC
+#: Half-open connections leave the observer when Linux would give up on them, in capture time (the
+#: defaults of ``rawfin analyze --syn-timeout`` and ``--syn-ack-timeout``): a SYN never answered is sent
+#: again tcp_syn_retries (6) times, 1, 2, 4 ... 32 s apart, and given up 64 s after the last one, 127 s
+#: after the first; a SYN,ACK never acknowledged, tcp_synack_retries (5) times: 63 s after the first.
+SYN_TIMEOUT_NS = 127 * SEC
+SYN_ACK_TIMEOUT_NS = 63 * SEC
 #: With no SYN to tell who is the server: a port below this one is the server's.
 WELL_KNOWN_PORT = 1024
 
@@ -540,6 +546,8 @@ END: tuple[Step, ...] = (
 
 # The connection's close, first row that holds (Connection.close_kind): (kind, when).
 CLOSE_KINDS: tuple[tuple[str, str], ...] = (
+    ("evicted", "evicted"),             # --max-connections: written out as it stood, to make room
+    ("timeout", "timed_out"),           # HALF_OPEN: given up on, as Linux would, as it stood
     ("refused", "refused"),
     ("reset", "rst_seen some:CLOSED !fins_complete"),
     ("none", "!fins"),
@@ -557,6 +565,15 @@ RESET_CLOSES = frozenset(("reset",))
 #: or is implied (its peer's FIN arrived: the observer has moved it): not a capture that ends with the
 #: first closer still in FIN_WAIT_1 or FIN_WAIT_2.
 TIME_WAIT_HELD = "reached:TIME_WAIT first_closer.state:TIME_WAIT|CLOSED"
+
+#: A connection still half-open when its time is up (SYN_TIMEOUT_NS, SYN_ACK_TIMEOUT_NS, or the options)
+#: is written out as it stands, close kind ``timeout``. The first row that holds: what it still waits for,
+#: the time its clock started (the first SYN,ACK the server sent; the first SYN the client sent), which
+#: timeout.
+HALF_OPEN: tuple[tuple[str, str, str], ...] = (
+    ("server.state:SYN_RECEIVED", "synack_at", "syn_ack"),     # its SYN,ACK never acknowledged
+    ("client.state:SYN_SENT", "syn_at", "syn"),                # its SYN never answered
+)
 
 #: A connection whose record can only change in its final states (it may shrink to its TIME_WAIT form).
 SETTLED = "!held !final !rsts !synack_unseen fins_complete some:TIME_WAIT all:TIME_WAIT|CLOSED"

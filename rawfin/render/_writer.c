@@ -14,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -790,19 +791,53 @@ typedef struct {
      cause            varint length, text */
 #define ROW_T 1
 #define ROW_FRAME 2
+#define ROW_BIN 16          /* the endpoint given here is an IPv4 address and port, in 6 bytes */
 #define NONAME 255
+
+/* its anomalies, the few it shows of each kind (a connection that has some) */
+typedef struct {
+    wkind_t *kinds;
+    uint32_t nkinds, norder;
+} wanoms_t;
 
 typedef struct wconn {
     struct wconn *hnext;
+    wanoms_t *an;                   /* NULL: no anomaly */
     int64_t id;
-    char *rows;
-    uint32_t n, cap, nrows, seq;    /* seq: the order connections came in (end_file prints in it) */
+    uint32_t n, nrows, seq;         /* seq: the order connections came in (end_file prints in it) */
     uint32_t epoff[2];              /* where the two endpoint names are in rows */
     uint16_t eplen[2];
-    uint8_t null_id, nep;
-    uint32_t nkinds, norder;
-    wkind_t *kinds;
+    uint8_t null_id, nep, epbin;    /* epbin: a bit per name kept as an IPv4 address and port (6 bytes) */
+    char rows[];                    /* in the same allocation, to the byte: one malloc a connection */
 } wconn_t;
+
+#define WCONN_SIZE(n) (offsetof(wconn_t, rows) + (n) > sizeof(wconn_t) ? offsetof(wconn_t, rows) + (n) : sizeof(wconn_t))
+
+/* "a.b.c.d:port" as rawfin writes an IPv4 endpoint, in 6 bytes (0: not that form exactly) */
+static int ipv4_pack(const char *s, size_t n, uint8_t *out) {
+    const char *e = s + n;
+    for (int part = 0; part < 5; part++) {
+        if (s >= e || *s < '0' || *s > '9') return 0;
+        if (*s == '0' && s + 1 < e && s[1] >= '0' && s[1] <= '9') return 0;     /* no leading zeros */
+        uint32_t v = 0;
+        int digits = 0;
+        while (s < e && *s >= '0' && *s <= '9' && digits < 6) { v = v * 10 + (uint32_t)(*s++ - '0'); digits++; }
+        if (part < 4) {
+            if (v > 255 || s >= e || *s != (part < 3 ? '.' : ':')) return 0;
+            out[part] = (uint8_t)v;
+            s++;
+        } else {
+            if (v > 65535 || s != e) return 0;
+            out[4] = (uint8_t)(v >> 8);
+            out[5] = (uint8_t)v;
+        }
+    }
+    return 1;
+}
+
+static size_t ipv4_text(const uint8_t *b, char *out) {
+    return (size_t)snprintf(out, 24, "%u.%u.%u.%u:%u", b[0], b[1], b[2], b[3], (unsigned)(b[4] << 8 | b[5]));
+}
 
 static size_t vput(char *d, uint64_t v) {
     size_t n = 0;
@@ -825,12 +860,14 @@ static const char *vget(const char *p, uint64_t *v) {
 }
 
 static void wconn_free(wconn_t *c) {
-    free(c->rows);
-    for (uint32_t i = 0; i < c->nkinds; i++) {
-        free(c->kinds[i].kind);
-        for (int k = 0; k < c->kinds[i].nkept; k++) free(c->kinds[i].kept[k].detail);
+    if (c->an) {
+        for (uint32_t i = 0; i < c->an->nkinds; i++) {
+            free(c->an->kinds[i].kind);
+            for (int k = 0; k < c->an->kinds[i].nkept; k++) free(c->an->kinds[i].kept[k].detail);
+        }
+        free(c->an->kinds);
+        free(c->an);
     }
-    free(c->kinds);
     free(c);
 }
 
@@ -857,6 +894,7 @@ typedef struct {
     int has_origin, first, closed;
     buf_t carry, out, scratch, nscratch, tmp, tmp2;
     buf_t ordb, cellb, atb, txt;  /* a block's scratch, kept from one block to the next */
+    buf_t rowbuf;                   /* a transition's packed row, before it goes to its connection */
     shapes_t shapes;
     jobj_t nested;                  /* a record's nested object (final, anomalies), read when needed */
     lines_t L;
@@ -926,7 +964,7 @@ static wconn_t *tab_add(Writer *w, int64_t id) {
         w->tab = t;
         w->ntab = n;
     }
-    wconn_t *c = calloc(1, sizeof *c);
+    wconn_t *c = calloc(1, WCONN_SIZE(0));  /* (no room for rows yet: each row is sized to fit) */
     if (!c) { werr_set(NULL); return NULL; }
     c->id = id;
     c->seq = w->seq++;
@@ -1054,33 +1092,38 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
             cv = b->p + tol;
             cl = b->n - tol;
         }
+        uint8_t bin[6];
+        int isbin = ipv4_pack(ep->v, ep->vl, bin);
         int code = 3;
-        for (int i = 0; i < c->nep; i++)
-            if (c->eplen[i] == ep->vl && !memcmp(c->rows + c->epoff[i], ep->v, ep->vl)) code = i;
+        for (int i = 0; i < c->nep; i++) {
+            if (c->epbin >> i & 1) {
+                if (isbin && !memcmp(c->rows + c->epoff[i], bin, 6)) code = i;
+            } else if (!isbin && c->eplen[i] == ep->vl && !memcmp(c->rows + c->epoff[i], ep->v, ep->vl)) {
+                code = i;
+            }
+        }
         if (code == 3 && c->nep < 2 && ep->vl <= 0xFFFF) code = 2;
         int fid = name_id(w, from->v, from->vl), tid = name_id(w, tov, tol);
         if (fid < 0 || tid < 0) return -1;
-        size_t need = 1 + 8 + 10 + (code >= 2 ? 10 + ep->vl : 0) + 2 + (fid == NONAME ? 10 + from->vl : 0) +
-                      (tid == NONAME ? 10 + tol : 0) + 10 + cl;
-        if (c->n + need > c->cap) {
-            size_t cap = c->cap ? c->cap + c->cap / 2 : 0;
-            if (cap < c->n + need) cap = c->n + need;
-            if (cap > UINT32_MAX) { werr_set("a connection with more transitions than the table can hold"); return -1; }
-            char *q = realloc(c->rows, cap);
-            if (!q) { werr_set(NULL); return -1; }
-            c->rows = q;
-            c->cap = (uint32_t)cap;
-        }
-        char *d = c->rows + c->n;
-        *d++ = (char)((has_t ? ROW_T : 0) | (has_frame ? ROW_FRAME : 0) | code << 2);
+        /* the row into the scratch first, so the connection's memory grows by what it takes */
+        buf_t *rb = &w->rowbuf;
+        rb->n = 0;
+        if (bgrow(rb, 1 + 8 + 10 + (code >= 2 ? 10 + ep->vl : 0) + 2 + (fid == NONAME ? 10 + from->vl : 0) +
+                          (tid == NONAME ? 10 + tol : 0) + 10 + cl) < 0)
+            return -1;
+        char *d = rb->p;
+        size_t name_at = 0;
+        int binname = code >= 2 && isbin;
+        *d++ = (char)((has_t ? ROW_T : 0) | (has_frame ? ROW_FRAME : 0) | code << 2 | (binname ? ROW_BIN : 0));
         if (has_t) { memcpy(d, &t, 8); d += 8; }
         if (has_frame) d += vput(d, ((uint64_t)fr << 1) ^ (uint64_t)(fr >> 63));
-        if (code >= 2) {
+        if (binname) {                      /* an IPv4 endpoint: its 6 bytes */
+            name_at = (size_t)(d - rb->p);
+            memcpy(d, bin, 6);
+            d += 6;
+        } else if (code >= 2) {
             d += vput(d, ep->vl);
-            if (code == 2) {
-                c->epoff[c->nep] = (uint32_t)(d - c->rows);
-                c->eplen[c->nep++] = (uint16_t)ep->vl;
-            }
+            name_at = (size_t)(d - rb->p);
             memcpy(d, ep->v, ep->vl);
             d += ep->vl;
         }
@@ -1091,7 +1134,25 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
         d += vput(d, cl);
         memcpy(d, cv, cl);
         d += cl;
-        c->n = (uint32_t)(d - c->rows);
+        size_t len = (size_t)(d - rb->p);
+        if (c->n + len > UINT32_MAX) { werr_set("a connection with more transitions than the table can hold"); return -1; }
+        wconn_t *g = realloc(c, WCONN_SIZE(c->n + len));     /* to the byte: a connection has few rows */
+        if (!g) { werr_set(NULL); return -1; }
+        if (g != c) {                       /* it moved: its hash chain names it anew */
+            wconn_t **pp = &w->tab[hash_id(g->id) & (w->ntab - 1)];
+            while (*pp != c) pp = &(*pp)->hnext;
+            *pp = g;
+            if (w->last == c) w->last = g;
+            c = g;
+        }
+        if (code == 2) {
+            c->epoff[c->nep] = c->n + (uint32_t)name_at;
+            c->eplen[c->nep] = (uint16_t)(binname ? 6 : ep->vl);
+            if (binname) c->epbin |= (uint8_t)(1 << c->nep);
+            c->nep++;
+        }
+        memcpy(c->rows + c->n, rb->p, len);
+        c->n += (uint32_t)len;
         c->nrows++;
         w->last = c;
         return 0;
@@ -1102,19 +1163,21 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
         return -1;
     }
     w->last = c;
-    c->norder++;
+    if (!c->an && !(c->an = calloc(1, sizeof *c->an))) { werr_set(NULL); return -1; }
+    wanoms_t *an = c->an;
+    an->norder++;
     wkind_t *k = NULL;
-    for (uint32_t i = 0; i < c->nkinds; i++)
-        if (c->kinds[i].lkind == kind->vl && !memcmp(c->kinds[i].kind, kind->v, kind->vl)) k = &c->kinds[i];
+    for (uint32_t i = 0; i < an->nkinds; i++)
+        if (an->kinds[i].lkind == kind->vl && !memcmp(an->kinds[i].kind, kind->v, kind->vl)) k = &an->kinds[i];
     if (!k) {
-        wkind_t *ks = realloc(c->kinds, (c->nkinds + 1) * sizeof *ks);
+        wkind_t *ks = realloc(an->kinds, (an->nkinds + 1) * sizeof *ks);
         if (!ks) { werr_set(NULL); return -1; }
-        c->kinds = ks;
-        k = &ks[c->nkinds];
+        an->kinds = ks;
+        k = &ks[an->nkinds];
         memset(k, 0, sizeof *k);
         if (!(k->kind = sdup(kind->v, kind->vl))) return -1;
         k->lkind = kind->vl;
-        c->nkinds++;
+        an->nkinds++;
     }
     k->count++;
     double tkey = has_t ? t : 0.0;
@@ -1123,11 +1186,11 @@ static int hold(Writer *w, const jobj_t *r, int is_anomaly) {
         slot = k->nkept++;
     } else {
         wanom_t *last = &k->kept[k->nkept - 1];
-        if (!(tkey < last->tkey || (tkey == last->tkey && c->norder < last->order))) return 0;
+        if (!(tkey < last->tkey || (tkey == last->tkey && an->norder < last->order))) return 0;
         free(last->detail);
         slot = k->nkept - 1;
     }
-    wanom_t a = {tkey, c->norder, fr, (uint8_t)has_frame, NULL, detail->vl};
+    wanom_t a = {tkey, an->norder, fr, (uint8_t)has_frame, NULL, detail->vl};
     if (!(a.detail = sdup(detail->v, detail->vl))) { k->kept[slot].detail = NULL; return -1; }
     /* into place: the earliest of the kind, by time then arrival */
     while (slot > 0 && (a.tkey < k->kept[slot - 1].tkey ||
@@ -1239,6 +1302,7 @@ typedef struct {
     uint8_t has_t, has_frame;
     int64_t frame;
     const char *ep, *from, *to, *cause;
+    const uint8_t *epbin;           /* the endpoint as 6 bytes (an IPv4 address and port), else NULL */
     size_t lep, lfrom, lto, lcause;
 } ord_t;
 
@@ -1253,11 +1317,17 @@ static const char *unpack_row(const Writer *w, const wconn_t *c, const char *p, 
     o->key = o->t;
     o->frame = 0;
     if (o->has_frame) { p = vget(p, &v); o->frame = (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
-    if (code >= 2) {
+    o->epbin = NULL;
+    if (code >= 2 && (flags & ROW_BIN)) {
+        o->epbin = (const uint8_t *)p;
+        p += 6;
+    } else if (code >= 2) {
         p = vget(p, &v);
         o->ep = p;
         o->lep = (size_t)v;
         p += v;
+    } else if (c->epbin >> code & 1) {
+        o->epbin = (const uint8_t *)(c->rows + c->epoff[code]);
     } else {
         o->ep = c->rows + c->epoff[code];
         o->lep = c->eplen[code];
@@ -1327,6 +1397,11 @@ static int block(Writer *w, const jobj_t *r, wconn_t *pc) {
             const ord_t h = ord[i];
             const char *ep = h.ep, *from = h.from, *to = h.to, *cause = h.cause;
             size_t lep = h.lep;
+            char epbuf[24];
+            if (h.epbin) {
+                lep = ipv4_text(h.epbin, epbuf);
+                ep = epbuf;
+            }
             size_t *a = at + (size_t)i * 6;
             int role = -1;                                  /* the endpoint by role when the record says */
             if (client && client->t == J_STR && client->vl == lep && !memcmp(client->v, ep, lep)) role = P_CLIENT;
@@ -1376,24 +1451,25 @@ static int block(Writer *w, const jobj_t *r, wconn_t *pc) {
         for (uint32_t i = 0; i < n; i++)
             if (emit_row(o, 5, &cells[(size_t)i * 5], widths, &w->L) < 0) goto out;
     }
-    if (pc && pc->nkinds) {
+    if (pc && pc->an && pc->an->nkinds) {
+        const wanoms_t *an = pc->an;
         size_t na = 0;
-        for (uint32_t i = 0; i < pc->nkinds; i++) na += (size_t)pc->kinds[i].nkept;
+        for (uint32_t i = 0; i < an->nkinds; i++) na += (size_t)an->kinds[i].nkept;
         aord_t *ao = malloc(na * sizeof *ao);
         if (!ao) { werr_set(NULL); goto out; }
         na = 0;
-        for (uint32_t i = 0; i < pc->nkinds; i++)
-            for (int k = 0; k < pc->kinds[i].nkept; k++) {
-                const wanom_t *a = &pc->kinds[i].kept[k];
+        for (uint32_t i = 0; i < an->nkinds; i++)
+            for (int k = 0; k < an->kinds[i].nkept; k++) {
+                const wanom_t *a = &an->kinds[i].kept[k];
                 ao[na].key = a->tkey;
                 ao[na].order = a->order;
                 ao[na].a = a;
-                ao[na].k = &pc->kinds[i];
+                ao[na].k = &an->kinds[i];
                 na++;
             }
         qsort(ao, na, sizeof *ao, cmp_aord);
         if (bput(o, w->ph[P_ANOMALIES].s, w->ph[P_ANOMALIES].n) < 0 || bputc(o, '\n') < 0) { free(ao); goto out; }
-        const wkind_t **korder = malloc((pc->nkinds + 1) * sizeof *korder);
+        const wkind_t **korder = malloc((an->nkinds + 1) * sizeof *korder);
         if (!korder) { free(ao); werr_set(NULL); goto out; }
         uint32_t nk = 0;
         buf_t *pre = &w->tmp, *t = &w->tmp2;
@@ -1962,7 +2038,7 @@ static void Writer_dealloc(Writer *w) {
     free(w->afirst_pad.s);
     free(w->arest.s);
     bfree(&w->carry); bfree(&w->out); bfree(&w->scratch); bfree(&w->nscratch);
-    bfree(&w->ordb); bfree(&w->cellb); bfree(&w->atb); bfree(&w->txt); bfree(&w->tmp); bfree(&w->tmp2); bfree(&w->srows);
+    bfree(&w->ordb); bfree(&w->cellb); bfree(&w->atb); bfree(&w->txt); bfree(&w->rowbuf); bfree(&w->tmp); bfree(&w->tmp2); bfree(&w->srows);
     lines_free(&w->L);
     for (uint32_t i = 0; i < w->ntab; i++)
         for (wconn_t *c = w->tab[i], *nx; c; c = nx) {

@@ -57,7 +57,39 @@ static int table_put(Engine *e, conn_t *c) {
     c->next = e->buckets[i];
     e->buckets[i] = c;
     e->nconns++;
+    if (c->python) e->nmarkers++; else e->nlane++;
     return 0;
+}
+
+/* --max-connections: the connections (and markers) by activity, the least recently active first */
+static void lru_unlink(Engine *e, conn_t *c) {
+    if (!c->in_lru) return;
+    if (c->lru_prev) c->lru_prev->lru_next = c->lru_next; else e->lru_head = c->lru_next;
+    if (c->lru_next) c->lru_next->lru_prev = c->lru_prev; else e->lru_tail = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+    c->in_lru = 0;
+}
+
+static void lru_touch(Engine *e, conn_t *c) {
+    if (c->in_lru && e->lru_tail == c) return;
+    lru_unlink(e, c);
+    c->lru_prev = e->lru_tail;
+    c->lru_next = NULL;
+    if (e->lru_tail) e->lru_tail->lru_next = c; else e->lru_head = c;
+    e->lru_tail = c;
+    c->in_lru = 1;
+}
+
+/* ``nw`` takes ``old``'s place (a marker for a connection handed to Python) */
+static void lru_replace(Engine *e, conn_t *old, conn_t *nw) {
+    if (!old->in_lru) return;
+    nw->lru_prev = old->lru_prev;
+    nw->lru_next = old->lru_next;
+    if (nw->lru_prev) nw->lru_prev->lru_next = nw; else e->lru_head = nw;
+    if (nw->lru_next) nw->lru_next->lru_prev = nw; else e->lru_tail = nw;
+    nw->in_lru = 1;
+    old->in_lru = 0;
+    old->lru_prev = old->lru_next = NULL;
 }
 
 #define NBUCKETS4 (1u << 16)
@@ -91,19 +123,35 @@ static void index4_put(Engine *e, conn_t *c) {
 static void table_del(Engine *e, conn_t *c) {
     conn_t **pp = &e->buckets[c->hash & (e->nbuckets - 1)];
     while (*pp && *pp != c) pp = &(*pp)->next;
-    if (*pp) { *pp = c->next; e->nconns--; }
+    if (*pp) {
+        *pp = c->next;
+        e->nconns--;
+        if (c->python) e->nmarkers--; else e->nlane--;
+    }
     c->next = NULL;
-    index4_del(e, c);
+    if (!c->compact) index4_del(e, c);
+    lru_unlink(e, c);
 }
 
+static void heap_remove(Engine *e, conn_t *c);
+
 static void conn_release(Engine *e, conn_t *c) {
-    /* memory goes back when no heap entry names it any more */
-    if (c->heaprefs) return;
+    heap_remove(e, c);          /* its timer goes with it: the memory is free now */
+    if (c->compact) { free(c); return; }
     free(c->log);
     c->log = NULL;
     Py_CLEAR(c->pykey);
     c->next = e->free_list;
     e->free_list = c;
+}
+
+/* ``nw`` takes ``old``'s place in its hash chain (the same key) */
+static void table_swap(Engine *e, conn_t *old, conn_t *nw) {
+    conn_t **pp = &e->buckets[old->hash & (e->nbuckets - 1)];
+    while (*pp && *pp != old) pp = &(*pp)->next;
+    if (*pp) *pp = nw;
+    nw->next = old->next;
+    old->next = NULL;
 }
 
 static conn_t *conn_new(Engine *e) {
@@ -112,12 +160,13 @@ static conn_t *conn_new(Engine *e) {
     if (!c) { PyErr_NoMemory(); return NULL; }
     memset(c, 0, sizeof(conn_t));
     c->queued = -1;
+    c->heappos = -1;
     return c;
 }
 
 static int log_add(conn_t *c, const ev_t *ev) {
     if (c->nlog == c->caplog) {
-        uint32_t cap = c->caplog ? c->caplog * 2 : 8;
+        uint32_t cap = c->caplog ? c->caplog * 2 : 2;       /* most half-open connections stay at one */
         ev_t *p = realloc(c->log, cap * sizeof(ev_t));
         if (!p) { PyErr_NoMemory(); return -1; }
         c->log = p;

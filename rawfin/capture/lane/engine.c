@@ -8,9 +8,11 @@ typedef struct {
     PyObject_HEAD
     /* configuration */
     int64_t msl_ns, hold_ns, linger_ns;
+    int64_t timeout_ns[2];  /* rules.HALF_OPEN's timeouts, by HT_* (rules.c; 0: never) */
+    int64_t max_conns;      /* --max-connections (0: no limit) */
     /* the hand-off: the Python side's callables (rawfin/capture/engine.py Handback), all the lane calls */
     PyObject *cb_feed, *cb_expire_one, *cb_take, *cb_fire, *cb_decode, *cb_has_pair, *cb_key_of, *cb_active,
-             *cb_end_conns, *cb_end_prepare, *cb_end_finish, *cb_end_clear;
+             *cb_end_conns, *cb_end_prepare, *cb_end_finish, *cb_end_clear, *cb_tracked, *cb_evict, *cb_evict_taken;
     PyObject *dumps;        /* a Python-side event -> its JSON line (the output layer's) */
     PyObject *emit;         /* events mode: a list of records -> None (else NULL: JSON lines through write) */
     PyObject *write;        /* bytes -> None */
@@ -39,6 +41,9 @@ typedef struct {
     /* the transitions one segment made: a bit per input, per state it left (the rules' took:) */
     uint32_t took[NST];
     conn_t *free_list;
+    /* --max-connections: the lane's connections and the markers of Python's, by activity */
+    uint32_t nlane, nmarkers;
+    conn_t *lru_head, *lru_tail;
     /* --filter */
     filter_t filter;
     int64_t filtered;

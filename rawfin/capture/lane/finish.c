@@ -35,6 +35,7 @@ static int finish_all(Engine *e) {
         if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
         if (it[k].c) {
             conn_t *c = it[k].c;
+            if (c->compact) continue;           /* a SYN alone: nothing to say here (pass 2 expands it) */
             size_t mark = e->nout;
             ev_t fa = {e->now, -1, 0, 0, 0, 0, 0, 3};
             ev_t fire = {e->now, -1, 0, 0, 0, 0, 0, 2};
@@ -60,6 +61,19 @@ static int finish_all(Engine *e) {
         if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
         if (it[k].c) {
             conn_t *c = it[k].c;
+            if (c->compact) {                   /* pass 1 said nothing for it: do it now, then its end */
+                if (!(c = it[k].c = expand(e, c))) goto fail;
+                ev_t fa = {e->now, -1, 0, 0, 0, 0, 0, 3}, fire = {e->now, -1, 0, 0, 0, 0, 0, 2};
+                size_t quiet = e->nout;
+                int r1 = flush_all(e, c);
+                if (r1 == 0) r1 = fire_timers(e, c, e->now);
+                if (r1 == ERR) goto fail;
+                if (r1 || e->nout != quiet) {
+                    PyErr_SetString(PyExc_RuntimeError, "rawfin lane: a compact connection's end said more");
+                    goto fail;
+                }
+                if (log_add(c, &fa) < 0 || log_add(c, &fire) < 0) goto fail;
+            }
             size_t mark = e->nout;
             int r = finish_conn(e, c);
             if (r == ERR) goto fail;

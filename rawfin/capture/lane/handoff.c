@@ -41,6 +41,7 @@ static PyObject *handoff(Engine *e, conn_t *c) {
     m->hash = c->hash;
     m->python = 1;
     m->pykey = key;
+    lru_replace(e, c, m);       /* the pair keeps its place by activity */
     table_del(e, c);
     c->dead = 1;
     conn_release(e, c);

@@ -1,13 +1,58 @@
 /* rawfin._engine, part heap (included by rawfin/capture/_engine.c; one translation unit) */
-/* ------------------------------------------------------------------ the timer heap */
+/* ------------------------------------------------------------------ the timer heap
+ *
+ * One entry a connection at most, and the connection knows where it is (heappos), so an earlier
+ * deadline moves its entry up, and a connection that goes (finished, handed over, evicted) takes
+ * its entry out at once: its memory is free at once, not when a stale entry would have come up.
+ * The entries come out in the order Observer._expire's would: (deadline, connection id, the
+ * order they were (re)scheduled in).
+ */
 
 static inline int hless(const hent_t *a, const hent_t *b) {
     if (a->when != b->when) return a->when < b->when;
-    if (a->id != b->id) return a->id < b->id;
+    if (a->c->id != b->c->id) return a->c->id < b->c->id;
     return a->order < b->order;
 }
 
+static inline void hset(Engine *e, uint32_t i, hent_t x) {
+    e->heap[i] = x;
+    x.c->heappos = (int32_t)i;
+}
+
+static void sift_up(Engine *e, uint32_t i) {
+    hent_t x = e->heap[i];
+    while (i) {
+        uint32_t p = (i - 1) / 2;
+        if (!hless(&x, &e->heap[p])) break;
+        hset(e, i, e->heap[p]);
+        i = p;
+    }
+    hset(e, i, x);
+}
+
+static void sift_down(Engine *e, uint32_t i) {
+    hent_t x = e->heap[i];
+    uint32_t n = e->nheap;
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        const hent_t *best = &x;
+        if (l < n && hless(&e->heap[l], best)) { m = l; best = &e->heap[l]; }
+        if (r < n && hless(&e->heap[r], best)) { m = r; }
+        if (m == i) break;
+        hset(e, i, e->heap[m]);
+        i = m;
+    }
+    hset(e, i, x);
+}
+
 static int heap_push(Engine *e, int64_t when, conn_t *c) {
+    if (c->heappos >= 0) {                  /* an earlier deadline: the entry moves up */
+        hent_t *h = &e->heap[c->heappos];
+        h->when = when;
+        h->order = e->order++;
+        sift_up(e, (uint32_t)c->heappos);
+        return 0;
+    }
     if (e->nheap == e->capheap) {
         uint32_t cap = e->capheap ? e->capheap * 2 : 1024;
         hent_t *p = realloc(e->heap, cap * sizeof(hent_t));
@@ -15,34 +60,32 @@ static int heap_push(Engine *e, int64_t when, conn_t *c) {
         e->heap = p;
         e->capheap = cap;
     }
-    hent_t x = {when, c->id, e->order++, c};
-    uint32_t i = e->nheap++;
-    while (i) {
-        uint32_t p = (i - 1) / 2;
-        if (!hless(&x, &e->heap[p])) break;
-        e->heap[i] = e->heap[p];
-        i = p;
-    }
-    e->heap[i] = x;
-    c->heaprefs++;
+    hent_t x = {when, e->order++, c};
+    e->heap[e->nheap] = x;
+    sift_up(e, e->nheap++);
     return 0;
 }
 
 static hent_t heap_pop(Engine *e) {
     hent_t top = e->heap[0];
-    hent_t x = e->heap[--e->nheap];
-    uint32_t i = 0, n = e->nheap;
-    for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        const hent_t *best = &x;
-        if (l < n && hless(&e->heap[l], best)) { m = l; best = &e->heap[l]; }
-        if (r < n && hless(&e->heap[r], best)) { m = r; }
-        if (m == i) break;
-        e->heap[i] = e->heap[m];
-        i = m;
+    top.c->heappos = -1;
+    if (--e->nheap) {
+        e->heap[0] = e->heap[e->nheap];
+        sift_down(e, 0);
     }
-    if (n) e->heap[i] = x;
     return top;
+}
+
+/* a connection that goes takes its entry with it */
+static void heap_remove(Engine *e, conn_t *c) {
+    if (c->heappos < 0) return;
+    uint32_t i = (uint32_t)c->heappos;
+    c->heappos = -1;
+    if (i == --e->nheap) return;
+    hent_t x = e->heap[e->nheap];
+    e->heap[i] = x;
+    x.c->heappos = (int32_t)i;
+    if (i && hless(&x, &e->heap[(i - 1) / 2])) sift_up(e, i); else sift_down(e, i);
 }
 
 /* Observer._schedule: one heap entry a connection at a time */

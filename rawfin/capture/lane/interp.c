@@ -52,6 +52,7 @@ static inline int side_of(const ctx_t *x, int who) {
     case W_A: return 0;
     case W_B: return 1;
     case W_CLIENT: return x->c->client;
+    case W_SERVER: return 1 - x->c->client;
     case W_FIRST_CLOSER: return x->c->nfins ? x->c->fin_side[0] : -1;
     case W_PEER: return x->self >= 0 ? 1 - x->self : -1;     /* the arriving segment's sender */
     default: return -1;
@@ -227,6 +228,8 @@ static int cflag(const conn_t *c, int which) {
        measures it again as it replays the connection */
     case K_RTT: return 1;
     case K_RSTS: return c->nrq[0] || c->nrq[1];
+    case K_EVICTED: return c->evicted;
+    case K_TIMED_OUT: return c->timed_out;
     default: return -1;
     }
 }

@@ -1,6 +1,8 @@
 /* rawfin._engine, part loop (included by rawfin/capture/_engine.c; one translation unit) */
 /* ------------------------------------------------------------------ the observer's loop */
 
+static struct conn *expand(Engine *e, struct conn *kc);
+
 static PyObject *py_segment(Engine *e, const ev_t *s, const char *src, int sport, const char *dst, int dport,
                             int nvlan, const uint16_t *vlan) {
     PyObject *vt = vlan_tuple(nvlan, vlan);
@@ -26,6 +28,68 @@ static int py_feed(Engine *e, PyObject *seg) {
     return out_pyrecords(e, recs);
 }
 
+/* Observer._finish, now, for a connection given up on (rules.HALF_OPEN) or evicted: as the end of the
+   capture finishes one (what is held delivered, then the end's anomalies and the record) */
+static int give_up(Engine *e, conn_t *c) {
+    size_t mark = e->nout;
+    ev_t fa = {e->now, -1, 0, 0, 0, 0, 0, 3};
+    int evicting = c->evicted;
+    int r = flush_all(e, c);
+    if (r == 0 && !c->tw && log_add(c, &fa) < 0) return -1;
+    if (r == 0) r = finish_conn(e, c);
+    if (r == ERR) return -1;
+    if (r == 0) return 0;
+    out_rollback(e, mark);      /* Python's end says how: it replays the log, then finishes */
+    uint8_t key[KEYLEN];
+    uint32_t h = c->hash;
+    memcpy(key, c->key, KEYLEN);
+    PyObject *p = handoff(e, c);
+    if (!p) return -1;
+    int rr = evicting ? out_answer(e, PyObject_CallOneArg(e->cb_evict_taken, p))
+                      : out_pyrecords(e, PyObject_CallOneArg(e->cb_end_finish, p));
+    Py_DECREF(p);
+    if (rr < 0) return -1;
+    conn_t *m = table_get(e, key, h);       /* nobody follows the pair now: its marker goes */
+    if (m && m->python) {
+        table_del(e, m);
+        m->dead = 1;
+        conn_release(e, m);
+    }
+    return 0;
+}
+
+/* --max-connections: while more are tracked (the lane's and Python's), the least recently active
+   connection is written out as it stands (Observer._evict) */
+static int make_room(Engine *e) {
+    for (;;) {
+        int64_t n = e->nlane;
+        if (e->nmarkers) {
+            PyObject *v = PyObject_CallNoArgs(e->cb_tracked);
+            if (!v) return -1;
+            n += PyLong_AsLongLong(v);
+            Py_DECREF(v);
+            if (PyErr_Occurred()) return -1;
+        }
+        conn_t *c = e->lru_head;
+        if (n <= e->max_conns || !c) return 0;
+        if (e->nout > (1 << 20) && out_flush(e) < 0) return -1;
+        if (c->compact && !(c = expand(e, c))) return -1;
+        if (!c->python) {
+            c->evicted = 1;
+            if (give_up(e, c) < 0) return -1;
+            continue;
+        }
+        /* a pair Python follows: Python evicts its connection (None: it has finished it already) */
+        PyObject *ans = c->pykey ? PyObject_CallOneArg(e->cb_evict, c->pykey) : Py_NewRef(Py_None);
+        if (!ans) return -1;
+        table_del(e, c);
+        c->dead = 1;
+        conn_release(e, c);
+        if (ans == Py_None) { Py_DECREF(ans); continue; }
+        if (out_answer(e, ans) < 0) return -1;
+    }
+}
+
 /* Observer._expire, the lane's heap and Python's merged in (deadline, connection id) order */
 static int expire(Engine *e, int64_t now) {
     for (;;) {
@@ -33,18 +97,14 @@ static int expire(Engine *e, int64_t now) {
         int c_due = e->nheap && e->heap[0].when <= now;
         int p_due = pw >= 0 && pw <= now;
         if (!c_due && !p_due) return 0;
-        if (p_due && (!c_due || pw < e->heap[0].when || (pw == e->heap[0].when && pid < e->heap[0].id))) {
+        if (p_due && (!c_due || pw < e->heap[0].when || (pw == e->heap[0].when && pid < e->heap[0].c->id))) {
             if (out_answer(e, PyObject_CallFunction(e->cb_expire_one, "L", (long long)now)) < 0) return -1;
             continue;
         }
         if (e->nout > (1 << 20) && out_flush(e) < 0) return -1;
         hent_t h = heap_pop(e);
         conn_t *c = h.c;
-        c->heaprefs--;
-        if (c->dead || c->id != h.id || c->queued != h.when) {
-            if (c->dead) conn_release(e, c);
-            continue;
-        }
+        if (c->compact && !(c = expand(e, c))) return -1;
         c->queued = -1;
         ev_t fire = {h.when, -1, 0, 0, 0, 0, 0, 2};
         size_t mark = e->nout;
@@ -53,6 +113,10 @@ static int expire(Engine *e, int64_t now) {
         if (r == 0) {
             if (evid_commit(e) < 0) return -1;
             if (log_add(c, &fire) < 0) return -1;
+            if (c->timed_out) {                 /* rules.HALF_OPEN: given up on */
+                if (give_up(e, c) < 0) return -1;
+                continue;
+            }
             if (!c->tw && settled(e, c)) settle(c);
             int64_t nd = next_deadline(c, e);
             if (nd >= 0) {
@@ -121,6 +185,90 @@ static int addr_text(Engine *e, int fam, const uint8_t *a, char *out, size_t n) 
     return 0;
 }
 
+/* ------------------------------------------------------------------ compact connections
+ * A connection whose whole history is one SYN keeps only its table entry, its timer, its place by
+ * activity and the SYN (compact_t): a flood of a million SYNs costs about 200 bytes a connection
+ * instead of 1 KB. Anything that looks further first makes it a conn_t again (expand) by doing
+ * what on_segment did with that SYN: the same rules on the same segment, the same connection.
+ */
+
+/* is this connection, just born of one segment, one a SYN alone made (and so one expand can remake)? */
+static int can_compact(const Engine *e, const conn_t *c, const ev_t *s) {
+    return !e->max_conns && c->nlog == 1 && !c->nvlan && !c->python && !c->tw && (s->flags & (F_SYN | F_ACK | F_RST | F_FIN)) == F_SYN
+           && !s->data_len && !c->nanom;
+}
+
+/* the entry ``nw`` takes the place of ``old``: the table, the timer heap, the activity list */
+static void conn_replace(Engine *e, conn_t *old, conn_t *nw) {
+    table_swap(e, old, nw);
+    nw->heappos = old->heappos;
+    if (nw->heappos >= 0) e->heap[nw->heappos].c = nw;
+    old->heappos = -1;             /* (compact entries are never in the activity list) */
+}
+
+static int compact(Engine *e, conn_t *c) {
+    compact_t *k = calloc(1, sizeof *k);
+    if (!k) { PyErr_NoMemory(); return -1; }
+    conn_t *kc = (conn_t *)k;
+    memcpy(k->key, c->key, KEYLEN);
+    k->hash = c->hash;
+    k->id = c->id;
+    k->queued = c->queued;
+    k->compact = 1;
+    k->syn = c->log[0];
+    int alen = c->fam == 4 ? 4 : 16;
+    k->swap = !(memcmp(c->addr[0], c->key + 1, (size_t)alen) == 0 &&
+                c->port[0] == (uint16_t)(c->key[33] << 8 | c->key[34]));
+    conn_replace(e, c, kc);
+    c->dead = 1;
+    conn_release(e, c);
+    return 0;
+}
+
+static int birth(Engine *e, conn_t *c, const ev_t *s);
+static int process(Engine *e, conn_t *c, const ev_t *s, int dir);
+
+/* a compact connection made a conn_t again: its SYN through birth and the segment rules, as
+   on_segment first took it (what that wrote is written already: it is dropped) */
+static conn_t *expand(Engine *e, conn_t *kc) {
+    compact_t *k = (compact_t *)kc;
+    conn_t *c = conn_new(e);
+    if (!c) return NULL;
+    memcpy(c->key, k->key, KEYLEN);
+    c->hash = k->hash;
+    c->id = k->id;
+    c->queued = k->queued;
+    int fam = k->key[0], alen = fam == 4 ? 4 : 16;
+    int first = k->swap ? 1 : 0;            /* the first sender: the key's first address, or its second */
+    memcpy(c->addr[0], k->key + 1 + 16 * first, (size_t)alen);
+    memcpy(c->addr[1], k->key + 17 - 16 * first, (size_t)alen);
+    c->port[0] = (uint16_t)(k->key[33 + 2 * first] << 8 | k->key[34 + 2 * first]);
+    c->port[1] = (uint16_t)(k->key[35 - 2 * first] << 8 | k->key[36 - 2 * first]);
+    c->fam = (uint8_t)fam;
+    if (fmt_names(e, c) < 0) { conn_release(e, c); return NULL; }
+    ev_t s = k->syn;
+    c->first_frame = c->last_frame = s.frame;
+    c->first_ns = c->last_ns = s.time_ns;
+    for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
+    c->syn_at = c->synack_at = -1;
+    size_t mark = e->nout;
+    s.kind = 0;
+    int r = birth(e, c, &s);
+    if (r == 0) r = process(e, c, &s, 0);
+    out_rollback(e, mark);
+    if (r == 0) r = log_add(c, &s) < 0 ? ERR : 0;
+    if (r) {
+        if (r != ERR) PyErr_SetString(PyExc_RuntimeError, "rawfin lane: a compact connection did not replay");
+        c->dead = 1;
+        conn_release(e, c);
+        return NULL;
+    }
+    conn_replace(e, kc, c);
+    kc->dead = 1;
+    conn_release(e, kc);
+    return c;
+}
+
 /* does the Python observer hold a VLAN-tagged connection of this 4-tuple (Handback.has_pair)? */
 static int py_has_tuple(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport) {
     char a[48], b[48];
@@ -134,7 +282,7 @@ static int py_has_tuple(Engine *e, int fam, const uint8_t *src, uint16_t sport, 
 
 /* One TCP segment of the capture, decoded by the lane or by Python.
    ``pyseg``: the Python Segment when Python decoded it, else NULL (made only if needed). */
-static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
+static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
                       int nvlan, const uint16_t *vlan, ev_t *s, PyObject *pyseg) {
     int64_t now = s->time_ns;
     if (now > e->now) e->now = now;
@@ -143,6 +291,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
     make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
     uint32_t h = hash_key(key, KEYLEN);
     conn_t *c = table_get(e, key, h);
+    if (c && c->compact && !(c = expand(e, c))) return -1;
     size_t born_mark = e->nout;
     if (c && c->python) goto to_python;
     if (c == NULL) {
@@ -176,6 +325,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         c->id = e->next_id++;
         c->first_frame = c->last_frame = s->frame;
         c->first_ns = c->last_ns = now;
+        c->syn_at = c->synack_at = -1;
         for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
         s->kind = 0;
         born_mark = e->nout;
@@ -212,6 +362,7 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
         int64_t d = next_deadline(c, e);
         if (d >= 0) { if (schedule(e, c, d) < 0) return -1; }
         else if (all_closed(c)) { if (schedule(e, c, now + e->linger_ns) < 0) return -1; }
+        if (can_compact(e, c, s) && compact(e, c) < 0) return -1;   /* a SYN alone so far: keep little */
         if (e->nout > (1 << 20)) return out_flush(e);
         return 0;
     }
@@ -260,6 +411,19 @@ to_python:
     }
 }
 
+/* One TCP segment (on_segment_in); then, with --max-connections, the pair is the most recently
+   active and the least recently active make room (Observer.feed's end) */
+static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
+                      int nvlan, const uint16_t *vlan, ev_t *s, PyObject *pyseg) {
+    int r = on_segment_in(e, fam, src, sport, dst, dport, nvlan, vlan, s, pyseg);
+    if (r < 0 || !e->max_conns) return r;
+    uint8_t key[KEYLEN];
+    make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
+    conn_t *c = table_get(e, key, hash_key(key, KEYLEN));
+    if (c) lru_touch(e, c);
+    return make_room(e);
+}
+
 /* markers of pairs whose Python connection has finished: let them go (Handback.active) */
 static int sweep_markers(Engine *e) {
     PyObject *keys = PyList_New(0);
@@ -286,6 +450,8 @@ static int sweep_markers(Engine *e) {
                 if (!has) {
                     *pp = c->next;
                     e->nconns--;
+                    e->nmarkers--;
+                    lru_unlink(e, c);
                     c->dead = 1;
                     conn_release(e, c);
                     continue;

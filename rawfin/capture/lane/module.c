@@ -1,27 +1,31 @@
 /* rawfin._engine, part module (included by rawfin/capture/_engine.c; one translation unit) */
 /* ------------------------------------------------------------------ the Python type */
 
+#define NCB 15          /* the Handback's callables */
+
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"feed", "expire_one", "take", "fire", "decode", "has_pair", "key_of", "active",
-                             "end_conns", "end_prepare", "end_finish", "end_clear", "dumps", "write", "fmt6",
-                             "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text", "evidence",
-                             "loss_evidence", "emit", NULL};
-    PyObject *cb[12], *dumps, *wr, *f6, *mk, *ev, *lk, *emit = Py_None;
-    long long msl, hold;
+                             "end_conns", "end_prepare", "end_finish", "end_clear", "tracked", "evict", "evict_taken",
+                             "dumps", "write", "fmt6", "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text",
+                             "evidence", "loss_evidence", "emit", "syn_timeout_ns", "syn_ack_timeout_ns",
+                             "max_connections", NULL};
+    PyObject *cb[NCB], *dumps, *wr, *f6, *mk, *ev, *lk, *emit = Py_None;
+    long long msl, hold, syn_to = -1, synack_to = -1, maxc = 0;
     const char *suffix, *c2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOLLssOO|O", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
-                                     &cb[4], &cb[5], &cb[6], &cb[7], &cb[8], &cb[9], &cb[10], &cb[11], &dumps, &wr,
-                                     &f6, &mk, &msl, &hold, &suffix, &c2, &ev, &lk, &emit))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOOOOLLssOO|OLLL", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
+                                     &cb[4], &cb[5], &cb[6], &cb[7], &cb[8], &cb[9], &cb[10], &cb[11], &cb[12],
+                                     &cb[13], &cb[14], &dumps, &wr, &f6, &mk, &msl, &hold, &suffix, &c2, &ev, &lk,
+                                     &emit, &syn_to, &synack_to, &maxc))
         return -1;
     if (!table_set || !rules_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() and set_rules() first"); return -1; }
     if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->msl_text) {
         PyErr_SetString(PyExc_ValueError, "file label too long for the compiled engine");
         return -1;
     }
-    PyObject **slots[12] = {&e->cb_feed, &e->cb_expire_one, &e->cb_take, &e->cb_fire, &e->cb_decode, &e->cb_has_pair,
-                            &e->cb_key_of, &e->cb_active, &e->cb_end_conns, &e->cb_end_prepare, &e->cb_end_finish,
-                            &e->cb_end_clear};
-    for (int i = 0; i < 12; i++) {
+    PyObject **slots[NCB] = {&e->cb_feed, &e->cb_expire_one, &e->cb_take, &e->cb_fire, &e->cb_decode, &e->cb_has_pair,
+                             &e->cb_key_of, &e->cb_active, &e->cb_end_conns, &e->cb_end_prepare, &e->cb_end_finish,
+                             &e->cb_end_clear, &e->cb_tracked, &e->cb_evict, &e->cb_evict_taken};
+    for (int i = 0; i < NCB; i++) {
         if (!PyCallable_Check(cb[i])) { PyErr_Format(PyExc_TypeError, "%s must be callable", kwlist[i]); return -1; }
         Py_INCREF(cb[i]);
         Py_XSETREF(*slots[i], cb[i]);
@@ -58,6 +62,10 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     }
     e->msl_ns = msl;
     e->hold_ns = hold;
+    /* rules.HALF_OPEN's timeouts: the rules' defaults unless given (-1) */
+    e->max_conns = maxc > 0 ? maxc : 0;
+    e->timeout_ns[HT_SYN] = syn_to >= 0 ? syn_to : RULES.timeout_ns[HT_SYN];
+    e->timeout_ns[HT_SYN_ACK] = synack_to >= 0 ? synack_to : RULES.timeout_ns[HT_SYN_ACK];
     e->linger_ns = 2 * msl;
     strcpy(e->file_suffix, suffix);
     strcpy(e->msl_text, c2);
@@ -71,16 +79,16 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
 }
 
 static void Engine_dealloc(Engine *e) {
-    /* first the finished connections only heap entries still name (the table holds live ones) */
-    for (uint32_t i = 0; i < e->nheap; i++) {
-        conn_t *c = e->heap[i].c;
-        if (c && c->dead && --c->heaprefs == 0) { free(c->log); Py_XDECREF(c->pykey); free(c); }
-    }
-    free(e->heap);
+    free(e->heap);              /* (its entries name live connections only: the table frees them) */
     if (e->buckets) {
         for (uint32_t i = 0; i < e->nbuckets; i++) {
             conn_t *c = e->buckets[i];
-            while (c) { conn_t *nx = c->next; free(c->log); Py_XDECREF(c->pykey); free(c); c = nx; }
+            while (c) {
+                conn_t *nx = c->next;
+                if (!c->compact) { free(c->log); Py_XDECREF(c->pykey); }
+                free(c);
+                c = nx;
+            }
         }
         free(e->buckets);
     }
@@ -93,7 +101,8 @@ static void Engine_dealloc(Engine *e) {
     Py_XDECREF(e->cb_feed); Py_XDECREF(e->cb_expire_one); Py_XDECREF(e->cb_take); Py_XDECREF(e->cb_fire);
     Py_XDECREF(e->cb_decode); Py_XDECREF(e->cb_has_pair); Py_XDECREF(e->cb_key_of); Py_XDECREF(e->cb_active);
     Py_XDECREF(e->cb_end_conns); Py_XDECREF(e->cb_end_prepare); Py_XDECREF(e->cb_end_finish);
-    Py_XDECREF(e->cb_end_clear); Py_XDECREF(e->dumps); Py_XDECREF(e->write); Py_XDECREF(e->fmt6);
+    Py_XDECREF(e->cb_end_clear); Py_XDECREF(e->cb_tracked); Py_XDECREF(e->cb_evict); Py_XDECREF(e->cb_evict_taken);
+    Py_XDECREF(e->dumps); Py_XDECREF(e->write); Py_XDECREF(e->fmt6);
     Py_XDECREF(e->make_seg); Py_XDECREF(e->cb_evidence);
     filter_clear(&e->filter);
     Py_TYPE(e)->tp_free((PyObject *)e);

@@ -68,8 +68,22 @@ static int fins_complete(const conn_t *c) {
 /* rules.SETTLED */
 static int settled(Engine *e, conn_t *c) { return cond_holds(e, c, &RULES.settled, NULL, -1) > 0; }
 
+static int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int tx);
+
+/* rules.HALF_OPEN: when the connection is given up on, if it is half-open (-1: it is not) */
+static int64_t half_open_deadline(const conn_t *c, const Engine *e) {
+    if (c->timed_out || c->tw) return -1;
+    for (uint32_t i = 0; i < RULES.nhalf_open; i++) {
+        if (cond_holds((Engine *)e, (conn_t *)c, &RULES.half_open[i], NULL, -1) <= 0) continue;
+        int64_t start = RULES.half_open_clock[i] == HC_SYN_AT ? c->syn_at : c->synack_at;
+        int64_t limit = e->timeout_ns[RULES.half_open_timeout[i]];
+        return (start < 0 || limit <= 0) ? -1 : start + limit;
+    }
+    return -1;
+}
+
 static int64_t next_deadline(const conn_t *c, const Engine *e) {
-    int64_t d = -1;
+    int64_t d = half_open_deadline(c, e);
     for (int i = 0; i < 2; i++) {
         int64_t t = c->ep[i].time_wait_at;
         if (t >= 0 && (d < 0 || t < d)) d = t;
@@ -121,6 +135,13 @@ static int process(Engine *e, conn_t *c, const ev_t *s, int dir) {
     c->last_frame = s->frame;
     c->last_ns = s->time_ns;
     c->seen |= (uint8_t)side_bit(dir);
+    if (s->flags & F_SYN) {                     /* the clocks of rules.HALF_OPEN */
+        if (!(s->flags & F_ACK)) {
+            if (c->syn_at < 0 && dir == c->client) c->syn_at = s->time_ns;
+        } else if (c->synack_at < 0 && dir != c->client) {
+            c->synack_at = s->time_ns;
+        }
+    }
     ctx_t x;
     ctx_init(&x, e, c, s, s->time_ns);
     x.tx = dir;
@@ -196,6 +217,8 @@ static int fire_timers(Engine *e, conn_t *c, int64_t until) {
                 if ((r = endpoint_timers(e, c, i, until))) return r;
         } else return BAIL;
     }
+    int64_t h = half_open_deadline(c, e);      /* rules.HALF_OPEN: still half-open when its time is up */
+    if (h >= 0 && h <= until) c->timed_out = 1;
     return 0;
 }
 

@@ -34,9 +34,10 @@ static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", 
                                       "hold_rst", "deliver_rst", "hold_ahead", "flush_filled", "infer",
                                       "note_rst"};
 enum { W_SEG, W_SELF, W_TX, W_RX, W_X, W_A, W_B, W_CLIENT, W_FIRST_CLOSER, W_H, W_NOW, W_HELD_TX, W_HELD_RX,
-       W_FINAL_TX, W_FINAL_RX, W_CONN, W_LIT, W_PEER, NWHO };
+       W_FINAL_TX, W_FINAL_RX, W_CONN, W_LIT, W_PEER, W_SERVER, NWHO };
 static const char *WHO_NAMES[NWHO] = {"seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h",
-                                      "now", "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit", "peer"};
+                                      "now", "held:tx", "held:rx", "final:tx", "final:rx", "conn", "lit", "peer",
+                                      "server"};
 enum { V_SEQ, V_ACK, V_END, V_LEN, V_FIN, V_WIN, V_SPORT, V_DPORT, V_FRAME, V_DESCRIBE,
        V_ISS, V_IRS, V_SND_UNA, V_SND_NXT, V_RCV_NXT, V_FIN_SEQ, V_PEER_FIN_SEQ, V_SND_WND, V_NAME, V_STATE,
        V_MISSING, V_FIN_GAP, V_2MSL_S, V_FIRST_FIN, V_LITERAL, NVAL };
@@ -47,10 +48,16 @@ static const char *VAL_NAMES[NVAL] = {"seq", "ack", "end", "len", "fin", "win", 
 enum { CF_OBSERVER, CF_CLOSE_ON_FIN, CF_HOLD_FINAL_ACK, NCONFIG };
 static const char *CONFIG_NAMES[NCONFIG] = {"observer", "close_on_fin", "hold_final_ack"};
 enum { K_FINS, K_MID_STREAM, K_REFUSED, K_RST_SEEN, K_DATA_AFTER_FIRST_FIN, K_FIRST_FIN_ACKED_ALONE,
-       K_FINS_COMPLETE, K_CANDIDATES, K_HELD, K_FINAL, K_SYNACK_UNSEEN, K_RTT, K_RSTS, NCFLAG };
+       K_FINS_COMPLETE, K_CANDIDATES, K_HELD, K_FINAL, K_SYNACK_UNSEEN, K_RTT, K_RSTS, K_EVICTED, K_TIMED_OUT,
+       NCFLAG };
 static const char *CFLAG_NAMES[NCFLAG] = {"fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin",
                                           "first_fin_acked_alone", "fins_complete", "candidates", "held", "final",
-                                          "synack_unseen", "rtt", "rsts"};
+                                          "synack_unseen", "rtt", "rsts", "evicted", "timed_out"};
+/* rules.HALF_OPEN's clocks and timeouts (rawfin/core/machine.py HALF_OPEN_CLOCKS, HALF_OPEN_TIMEOUTS) */
+enum { HC_SYNACK_AT, HC_SYN_AT, NHCLOCK };
+static const char *HCLOCK_NAMES[NHCLOCK] = {"synack_at", "syn_at"};
+enum { HT_SYN_ACK, HT_SYN, NHTIMEOUT };
+static const char *HTIMEOUT_NAMES[NHTIMEOUT] = {"syn_ack", "syn"};
 enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, R_DATA_UNANSWERED, NROLE };
 static const char *ROLE_NAMES[NROLE] = {"client", "first_closer", "fin_noted", "known", "seen", "synack_unseen",
                                         "data_unanswered"};
@@ -117,6 +124,8 @@ typedef struct {
     cond_t settled, fast_path;
     cond_t time_wait_held;                          /* ... and only where the closer's TIME_WAIT was reached */
     int8_t new_syn_yes[8]; cond_t new_syn[8]; uint32_t nnew_syn;
+    cond_t half_open[4]; int8_t half_open_clock[4], half_open_timeout[4]; uint32_t nhalf_open;
+    int64_t timeout_ns[NHTIMEOUT];                  /* the rules' defaults (an Engine may have its own) */
     int8_t timer_order[4]; uint32_t ntimer_order;
     int64_t final_ack_hold_ns;
     /* plans: per program and per combination of FIN, SYN, RST, PSH, ACK, the steps and rows that can hold
@@ -376,6 +385,37 @@ static int load_rules(rules_t *r, PyObject *spec) {
     }
     if (ld_cond(r, spec, "settled", &r->settled) < 0 || ld_cond(r, spec, "fast_path", &r->fast_path) < 0
         || ld_cond(r, spec, "time_wait_held", &r->time_wait_held) < 0) return -1;
+    /* rules.HALF_OPEN: (condition, clock, timeout) rows, and the timeouts' defaults */
+    if (!(o = PyDict_GetItemString(spec, "half_open"))) goto missing;
+    n = PySequence_Size(o);
+    if (n < 0) return -1;
+    if (n > 4) { PyErr_SetString(PyExc_ValueError, "too many half-open rows for the lane"); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_GetItem(o, i);
+        if (!t) return -1;
+        PyObject *cond = PySequence_GetItem(t, 0);
+        int64_t clock, which;
+        int bad = !cond || ld_int(t, 1, &clock) < 0 || ld_int(t, 2, &which) < 0;
+        Py_DECREF(t);
+        if (!bad && (clock < 0 || clock >= NHCLOCK || which < 0 || which >= NHTIMEOUT)) {
+            PyErr_SetString(PyExc_ValueError, "rules: a half-open row the lane cannot read");
+            bad = 1;
+        }
+        if (!bad) bad = ld_preds(r, cond, &r->half_open[i].p0, &r->half_open[i].np) < 0;
+        Py_XDECREF(cond);
+        if (bad) return -1;
+        for (uint32_t k = 0; k < r->half_open[i].np; k++)
+            if (r->preds[r->half_open[i].p0 + k].code == UNSUPPORTED) {
+                PyErr_SetString(PyExc_ValueError, "rules: a half-open row names what the lane does not know");
+                return -1;
+            }
+        r->half_open_clock[i] = (int8_t)clock;
+        r->half_open_timeout[i] = (int8_t)which;
+        r->nhalf_open++;
+    }
+    if (!(o = PyDict_GetItemString(spec, "timeouts"))) goto missing;
+    for (Py_ssize_t i = 0; i < NHTIMEOUT; i++)
+        if (ld_int(o, i, &r->timeout_ns[i]) < 0) return -1;
     /* programs, in the order of PG_* */
     if (!(o = PyDict_GetItemString(spec, "programs"))) goto missing;
     n = PySequence_Size(o);
@@ -562,6 +602,9 @@ static void prepare_rules(rules_t *r) {
     for (uint32_t i = 0; i < r->nnew_syn; i++)
         if (!prepare_preds(r, r->new_syn[i].p0, &r->new_syn[i].np, &r->new_syn[i].need, &r->new_syn[i].forbid))
             r->new_syn[i].np = UINT32_MAX;
+    for (uint32_t i = 0; i < r->nhalf_open; i++)
+        if (!prepare_preds(r, r->half_open[i].p0, &r->half_open[i].np, &r->half_open[i].need, &r->half_open[i].forbid))
+            r->half_open[i].np = UINT32_MAX;
     RULES_PREP = NULL;
 }
 
@@ -590,12 +633,13 @@ static PyObject *names_tuple(const char **names, int n) {
 
 /* vocabulary(): what the lane implements, by name (the encoder maps rawfin.core.machine's IR onto it) */
 static PyObject *vocabulary(PyObject *self, PyObject *unused) {
-    return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N}",
+    return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N}",
                          "preds", names_tuple(PRED_NAMES, NPRED), "acts", names_tuple(ACT_NAMES, NACT),
                          "who", names_tuple(WHO_NAMES, NWHO), "values", names_tuple(VAL_NAMES, NVAL - 1),
                          "config", names_tuple(CONFIG_NAMES, NCONFIG), "conn", names_tuple(CFLAG_NAMES, NCFLAG),
                          "roles", names_tuple(ROLE_NAMES, NROLE), "timers", names_tuple(TIMER_NAMES, NTIMER),
                          "held_kinds", names_tuple(DH_NAMES, NDH), "ops", names_tuple(OP_NAMES, NOP),
                          "timer_order", names_tuple(TO_NAMES, NTO), "states", names_tuple(ST_NAME, NST),
-                         "inputs", names_tuple(IN_NAME, NIN));
+                         "inputs", names_tuple(IN_NAME, NIN), "half_open_clocks", names_tuple(HCLOCK_NAMES, NHCLOCK),
+                         "half_open_timeouts", names_tuple(HTIMEOUT_NAMES, NHTIMEOUT));
 }

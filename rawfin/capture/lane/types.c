@@ -41,20 +41,30 @@ typedef struct {
 #define MAXANOM 6
 #define MAXCLOSE 16         /* close kinds */
 
+/* What every entry of the connection table starts with: the table, the timer heap and the
+   activity list see no more of an entry than this, so a compact one (below) can stand in. */
+#define CONN_HEAD \
+    struct conn *next;      /* hash chain */ \
+    uint8_t key[KEYLEN];    /* family, (addr, port) of both sides in canonical order, then the VLAN ids */ \
+    uint32_t hash; \
+    int32_t heappos;        /* its entry in the timer heap, -1: none */ \
+    int64_t id; \
+    int64_t queued;         /* the deadline of its heap entry, -1: none */ \
+    uint8_t python;         /* 1: a marker -- the Python observer owns this pair */ \
+    uint8_t dead;           /* finished or handed over */ \
+    uint8_t in_lru;         /* in the activity list */ \
+    uint8_t compact;        /* 1: a compact_t (a connection that has sent one SYN, nothing else) */ \
+    uint8_t swap;           /* compact: its first sender is the key's second address */
+
 typedef struct conn {
-    struct conn *next;      /* hash chain */
-    uint8_t key[KEYLEN];    /* family, (addr, port) of both sides in canonical order, then the VLAN ids */
+    CONN_HEAD
+    struct conn *lru_prev, *lru_next;   /* --max-connections: the activity list, least recent first */
     struct conn *next4;     /* VLAN-tagged connections: the chain of the 4-tuple index */
     uint32_t hash4;
     uint8_t in4;            /* in that index (the 4-tuple's latest VLAN-tagged connection) */
     uint8_t nvlan;
     uint16_t vlan[MAXVLAN];
-    uint32_t hash;
-    uint8_t python;         /* 1: a marker -- the Python observer owns this pair */
-    uint8_t dead;           /* finished or handed over; freed when no heap entry names it */
-    uint32_t heaprefs;
     PyObject *pykey;        /* markers: the Python observer's key, to sweep finished ones */
-    int64_t id;
     uint8_t fam;            /* 4 or 6 */
     uint8_t addr[2][16];    /* side 0: the first sender (the client: C connections open with a SYN) */
     uint16_t port[2];
@@ -83,13 +93,24 @@ typedef struct conn {
        shows them lost (hold_rst). Both as indices into the log, where those segments are. */
     uint32_t wq[2][MAXWAIT], rq[2][MAXWAIT];
     uint8_t nwq[2], nrq[2];
-    int64_t queued;         /* the deadline of its heap entry, -1: none */
+    int64_t syn_at, synack_at;  /* rules.HALF_OPEN's clocks: the client's first SYN, the server's first SYN,ACK */
+    uint8_t timed_out, evicted;
     ev_t *log;
     uint32_t nlog, caplog;
 } conn_t;
 
+/* A connection whose whole history is one SYN (a SYN flood is a million of these): its table
+   entry, its timer and the SYN (without --max-connections only: it has no place by activity). Whatever looks further (a segment
+   of it, its timer firing, its eviction, the end of the capture) first makes it a conn_t again
+   by replaying the SYN, as the lane first followed it (expand(), loop.c); it is the same
+   connection, to the byte. */
 typedef struct {
-    int64_t when, id;
+    CONN_HEAD
+    ev_t syn;
+} compact_t;
+
+typedef struct {
+    int64_t when;           /* (the connection's id, the second key, is c->id: it never changes) */
     uint64_t order;
     conn_t *c;
 } hent_t;

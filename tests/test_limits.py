@@ -176,3 +176,14 @@ def test_the_end_says_how_many_were_evicted_and_timed_out(tmp_path):
     err = p.stderr.decode()
     assert "250 evicted to stay within --max-connections" in err and "timeout" not in err, err
     assert p.stdout.count(b",evicted,") == 250 and p.stdout.count(b"\r\n") == 301
+
+
+def test_a_connections_own_segment_is_not_cut_off_by_the_expiry_it_brings(tmp_path):
+    # A capture whose clock jumps (corpus PcapPlusPlus__pcapng-example.pcapng: a SYN,ACK stamped 47
+    # years after its SYN): the answer shows the SYN was not given up on; one connection, as tshark sees.
+    segs = [seg(C, S, SYN, 1000, 0, 0, 1), seg(S, C, SYNACK, 5000, 1001, 10_000, 2),
+            seg(C, S, ACK, 1001, 5001, 0.1, 3)]
+    cs = conns(feed_all(Observer(), segs))
+    assert [(r["conn"], r["close"], r["packets"]) for r in cs] == [(0, "none", 3)]
+    assert cs[0]["final"] == {"192.0.2.2:50001": "ESTABLISHED", "192.0.2.1:80": "ESTABLISHED"}
+    # (the lane against the reference on that corpus capture: tests/test_engine.py, tests/test_corpus.py)

@@ -382,6 +382,7 @@ class Handback:
                 "end_conns": self.end_conns, "end_prepare": self.end_prepare, "end_finish": self.end_finish,
                 "end_clear": self.end_clear, "evidence": self.evidence,
                 "tracked": self.tracked, "evict": self.evict, "evict_taken": self.evict_taken,
+                "reprieve": self.reprieve,
                 "loss_evidence": [(kind, where == "down", whose == "local")
                                   for kind, (where, whose) in self.obs.loss_evidence.items()]}
 
@@ -445,6 +446,10 @@ class Handback:
         self.obs.end_clear()
 
     # --max-connections: the lane decides which connection goes (the least recently active pair)
+    def reprieve(self, key) -> None:
+        """The expiry a segment of this pair brings does not give up on its connection (None: over)."""
+        self.obs.reprieve(key)
+
     def tracked(self) -> int:
         """How many connections the Python observer follows now."""
         return self.obs.tracked()

@@ -67,7 +67,7 @@ class Connection:
                  "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
                  "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "evidence",
-                 "syn_at", "synack_at", "limits", "timed_out", "evicted")
+                 "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0,
                  limits: dict | None = None) -> None:
@@ -77,6 +77,7 @@ class Connection:
         self.syn_at: int | None = None      # the first SYN the client sent, the first SYN,ACK the server sent
         self.synack_at: int | None = None
         self.timed_out = False
+        self.reprieve = False    # a segment of its own is arriving: its time is not up (Observer.feed)
         self.evicted = False
         self.key = key
         self.cfg = cfg
@@ -284,8 +285,11 @@ class Connection:
         return min(ds) if ds else None
 
     def half_open_deadline(self) -> int | None:
-        """rules.HALF_OPEN: when this connection is given up on, if it is half-open (else None)."""
-        if self.timed_out:
+        """rules.HALF_OPEN: when this connection is given up on, if it is half-open (else None).
+        Not while a segment of its own is arriving: that segment shows it is still there (a capture
+        whose clock jumps must not cut a connection in two); it is given up on at the next expiry
+        if it is still half-open then."""
+        if self.timed_out or self.reprieve:
             return None
         c = None
         for cond, clock, which in PROGRAMS.half_open:
@@ -980,6 +984,7 @@ class Observer:
         self.recent: dict[int, object] | None = {} if self.max_connections else None
         self.evictions = 0
         self.open_count = 0             # connections tracked now (the lane asks: tracked())
+        self._reprieved: Connection | None = None
 
     @staticmethod
     def key_of(seg: Segment) -> tuple:
@@ -1003,7 +1008,9 @@ class Observer:
         out: list = []
         recs: list = []
         if due:
+            self.reprieve(key)
             self._expire(now, out, recs)
+            self.reprieve(None)
             conn = self.active.get(key)     # expiry may have finished it or shrunk it to TIME_WAIT form
         if conn is None and seg.vlan:
             conn = self._adopt(key, seg)
@@ -1048,6 +1055,18 @@ class Observer:
         self.evictions += 1
         conn.evicted = True
         self._finish(conn, recs)
+
+    def reprieve(self, key: tuple | None) -> None:
+        """The connection on this pair is not given up on by the expiry its own segment brings
+        (rules.HALF_OPEN); None: the expiry is over."""
+        held = self._reprieved
+        if held is not None:
+            held.reprieve = False
+            self._reprieved = None
+        conn = self.active.get(key) if key is not None else None
+        if conn is not None and conn.__class__ is Connection:
+            conn.reprieve = True
+            self._reprieved = conn
 
     def tracked(self) -> int:
         """How many connections are tracked now (the compiled lane counts these with its own)."""
@@ -1191,7 +1210,8 @@ class Observer:
         """Take over a connection the lane has followed so far: replay what it saw.
 
         ``events`` are (kind, frame, time_ns, seq, ack, flags, window, data_len): kind 0 or 1 a
-        segment sent by ``first`` or ``other``, 2 a timer fired at time_ns, 3 the end's flush.
+        segment sent by ``first`` or ``other``, 2 a timer fired at time_ns (4: while a segment of its own
+        was arriving, see reprieve), 3 the end's flush.
         The records this replay makes were written by the lane already and are dropped;
         what is left is the connection exactly as this observer would have it.
         """
@@ -1211,6 +1231,12 @@ class Observer:
                     conn.process(seg, t, out)
             elif kind == 2:
                 conn.fire_timers(t, out)
+            elif kind == 4:                 # fired while a segment of its own was arriving (reprieve)
+                if conn.__class__ is Connection:
+                    conn.reprieve = True
+                conn.fire_timers(t, out)
+                if conn.__class__ is Connection:
+                    conn.reprieve = False
             else:
                 conn.flush_all(out)
             if self.compact and conn.__class__ is Connection and conn.settled():

@@ -12,7 +12,12 @@ typedef struct {
     int64_t max_conns;      /* --max-connections (0: no limit) */
     /* the hand-off: the Python side's callables (rawfin/capture/engine.py Handback), all the lane calls */
     PyObject *cb_feed, *cb_expire_one, *cb_take, *cb_fire, *cb_decode, *cb_has_pair, *cb_key_of, *cb_active,
-             *cb_end_conns, *cb_end_prepare, *cb_end_finish, *cb_end_clear, *cb_tracked, *cb_evict, *cb_evict_taken;
+             *cb_end_conns, *cb_end_prepare, *cb_end_finish, *cb_end_clear, *cb_tracked, *cb_evict, *cb_evict_taken,
+             *cb_reprieve;
+    /* the pair of the segment being taken: its own expiry does not give it up (rules.HALF_OPEN) */
+    int reprieve_on;
+    uint32_t reprieve_hash;
+    uint8_t reprieve_key[KEYLEN];
     PyObject *dumps;        /* a Python-side event -> its JSON line (the output layer's) */
     PyObject *emit;         /* events mode: a list of records -> None (else NULL: JSON lines through write) */
     PyObject *write;        /* bytes -> None */

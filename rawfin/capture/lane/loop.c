@@ -106,7 +106,7 @@ static int expire(Engine *e, int64_t now) {
         conn_t *c = h.c;
         if (c->compact && !(c = expand(e, c))) return -1;
         c->queued = -1;
-        ev_t fire = {h.when, -1, 0, 0, 0, 0, 0, 2};
+        ev_t fire = {h.when, -1, 0, 0, 0, 0, 0, reprieved(c, e) ? 4 : 2};    /* 4: replayed reprieved */
         size_t mark = e->nout;
         int r = fire_timers(e, c, h.when);
         if (r == ERR) return -1;
@@ -286,10 +286,32 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
                       int nvlan, const uint16_t *vlan, ev_t *s, PyObject *pyseg) {
     int64_t now = s->time_ns;
     if (now > e->now) e->now = now;
-    if (expire(e, now) < 0) return -1;     /* both heaps: the lane's and the Python observer's */
     uint8_t key[KEYLEN];
     make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
     uint32_t h = hash_key(key, KEYLEN);
+    {
+        /* the expiry this segment brings does not give up on the segment's own connection
+           (Observer.reprieve): in the lane by its key, in Python by the pair's key */
+        conn_t *own = table_get(e, key, h);
+        PyObject *pyk = own && own->python && own->pykey && e->py_timer_when >= 0 && e->py_timer_when <= now
+                        ? own->pykey : NULL;
+        if (pyk) {
+            PyObject *r = PyObject_CallOneArg(e->cb_reprieve, pyk);
+            if (!r) return -1;
+            Py_DECREF(r);
+        }
+        memcpy(e->reprieve_key, key, KEYLEN);
+        e->reprieve_hash = h;
+        e->reprieve_on = 1;
+        int rx = expire(e, now);            /* both heaps: the lane's and the Python observer's */
+        e->reprieve_on = 0;
+        if (pyk) {
+            PyObject *r = PyObject_CallOneArg(e->cb_reprieve, Py_None);
+            if (!r) return -1;
+            Py_DECREF(r);
+        }
+        if (rx < 0) return -1;
+    }
     conn_t *c = table_get(e, key, h);
     if (c && c->compact && !(c = expand(e, c))) return -1;
     size_t born_mark = e->nout;

@@ -1,21 +1,21 @@
 /* rawfin._engine, part module (included by rawfin/capture/_engine.c; one translation unit) */
 /* ------------------------------------------------------------------ the Python type */
 
-#define NCB 15          /* the Handback's callables */
+#define NCB 16          /* the Handback's callables */
 
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"feed", "expire_one", "take", "fire", "decode", "has_pair", "key_of", "active",
-                             "end_conns", "end_prepare", "end_finish", "end_clear", "tracked", "evict", "evict_taken",
+                             "end_conns", "end_prepare", "end_finish", "end_clear", "tracked", "evict", "evict_taken", "reprieve",
                              "dumps", "write", "fmt6", "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text",
                              "evidence", "loss_evidence", "emit", "syn_timeout_ns", "syn_ack_timeout_ns",
                              "max_connections", NULL};
     PyObject *cb[NCB], *dumps, *wr, *f6, *mk, *ev, *lk, *emit = Py_None;
     long long msl, hold, syn_to = -1, synack_to = -1, maxc = 0;
     const char *suffix, *c2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOOOOLLssOO|OLLL", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOOOOOLLssOO|OLLL", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
                                      &cb[4], &cb[5], &cb[6], &cb[7], &cb[8], &cb[9], &cb[10], &cb[11], &cb[12],
-                                     &cb[13], &cb[14], &dumps, &wr, &f6, &mk, &msl, &hold, &suffix, &c2, &ev, &lk,
-                                     &emit, &syn_to, &synack_to, &maxc))
+                                     &cb[13], &cb[14], &cb[15], &dumps, &wr, &f6, &mk, &msl, &hold, &suffix, &c2, &ev,
+                                     &lk, &emit, &syn_to, &synack_to, &maxc))
         return -1;
     if (!table_set || !rules_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() and set_rules() first"); return -1; }
     if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->msl_text) {
@@ -24,7 +24,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     }
     PyObject **slots[NCB] = {&e->cb_feed, &e->cb_expire_one, &e->cb_take, &e->cb_fire, &e->cb_decode, &e->cb_has_pair,
                              &e->cb_key_of, &e->cb_active, &e->cb_end_conns, &e->cb_end_prepare, &e->cb_end_finish,
-                             &e->cb_end_clear, &e->cb_tracked, &e->cb_evict, &e->cb_evict_taken};
+                             &e->cb_end_clear, &e->cb_tracked, &e->cb_evict, &e->cb_evict_taken, &e->cb_reprieve};
     for (int i = 0; i < NCB; i++) {
         if (!PyCallable_Check(cb[i])) { PyErr_Format(PyExc_TypeError, "%s must be callable", kwlist[i]); return -1; }
         Py_INCREF(cb[i]);
@@ -101,7 +101,7 @@ static void Engine_dealloc(Engine *e) {
     Py_XDECREF(e->cb_feed); Py_XDECREF(e->cb_expire_one); Py_XDECREF(e->cb_take); Py_XDECREF(e->cb_fire);
     Py_XDECREF(e->cb_decode); Py_XDECREF(e->cb_has_pair); Py_XDECREF(e->cb_key_of); Py_XDECREF(e->cb_active);
     Py_XDECREF(e->cb_end_conns); Py_XDECREF(e->cb_end_prepare); Py_XDECREF(e->cb_end_finish);
-    Py_XDECREF(e->cb_end_clear); Py_XDECREF(e->cb_tracked); Py_XDECREF(e->cb_evict); Py_XDECREF(e->cb_evict_taken);
+    Py_XDECREF(e->cb_end_clear); Py_XDECREF(e->cb_tracked); Py_XDECREF(e->cb_evict); Py_XDECREF(e->cb_evict_taken); Py_XDECREF(e->cb_reprieve);
     Py_XDECREF(e->dumps); Py_XDECREF(e->write); Py_XDECREF(e->fmt6);
     Py_XDECREF(e->make_seg); Py_XDECREF(e->cb_evidence);
     filter_clear(&e->filter);

@@ -70,9 +70,15 @@ static int settled(Engine *e, conn_t *c) { return cond_holds(e, c, &RULES.settle
 
 static int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int tx);
 
+/* the connection of the segment whose expiry is running (Observer.reprieve) */
+static int reprieved(const conn_t *c, const Engine *e) {
+    return e->reprieve_on && c->hash == e->reprieve_hash && memcmp(c->key, e->reprieve_key, KEYLEN) == 0;
+}
+
 /* rules.HALF_OPEN: when the connection is given up on, if it is half-open (-1: it is not) */
 static int64_t half_open_deadline(const conn_t *c, const Engine *e) {
     if (c->timed_out || c->tw) return -1;
+    if (reprieved(c, e)) return -1;     /* a segment of its own is arriving (Connection.half_open_deadline) */
     for (uint32_t i = 0; i < RULES.nhalf_open; i++) {
         if (cond_holds((Engine *)e, (conn_t *)c, &RULES.half_open[i], NULL, -1) <= 0) continue;
         int64_t start = RULES.half_open_clock[i] == HC_SYN_AT ? c->syn_at : c->synack_at;

@@ -34,7 +34,8 @@ static int give_up(Engine *e, conn_t *c) {
     size_t mark = e->nout;
     ev_t fa = {e->now, -1, 0, 0, 0, 0, 0, 3};
     int evicting = c->evicted;
-    int r = flush_all(e, c);
+    /* segments held by the loss and reordering rows (waiting behind a FIN, RSTs held): Python's end */
+    int r = (c->nwq[0] || c->nwq[1] || c->nrq[0] || c->nrq[1]) ? BAIL : flush_all(e, c);
     if (r == 0 && !c->tw && log_add(c, &fa) < 0) return -1;
     if (r == 0) r = finish_conn(e, c);
     if (r == ERR) return -1;

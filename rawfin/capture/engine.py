@@ -26,7 +26,7 @@ from rawfin.core.units import SEC
 from rawfin.core.errors import CaptureError
 from rawfin.core.events import Anomaly, ConnectionEnd, Transition
 from rawfin.core.observer import Observer
-from rawfin.core.segment import Segment
+from rawfin.core.segment import DESCRIBE_FLAGS, DESCRIBE_NO_FLAGS, DESCRIBE_NUMBERS, Segment
 from rawfin.core.states import Input, State
 
 try:  # the extension is optional: no compiler, no lane (rawfin then runs the reference)
@@ -189,6 +189,9 @@ def lane_rules(compiled, vocab: dict) -> dict:
     spec["values"] = [v for v, _ in sorted(values.items(), key=lambda kv: kv[1])]
     spec["templates"] = [list(t) for t, _ in sorted(templates.items(), key=lambda kv: kv[1])]
     spec["kinds"] = [k for k, _ in sorted(kinds.items(), key=lambda kv: kv[1])]
+    spec["describe"] = {"flags": [list(f) for f in DESCRIBE_FLAGS], "none": DESCRIBE_NO_FLAGS,
+                        "numbers": [(idx("values", name), need, int(nonzero), name)
+                                    for name, need, nonzero in DESCRIBE_NUMBERS]}
     return spec
 
 

@@ -22,11 +22,22 @@ class Flags(enum.IntFlag):
 
 _FLAG_ORDER = (Flags.SYN, Flags.FIN, Flags.RST, Flags.PSH, Flags.ACK, Flags.URG, Flags.ECE, Flags.CWR)
 
+# Segment.describe() as data ("FIN,ACK seq=1006 ack=2001 len=5"), written once: the compiled lane is
+# given the same table at start (rawfin/capture/engine.py lane_rules, lane/endpoint.c describe) and
+# makes its text from it. The flag names in the order people say them, joined by ","; what stands for
+# no flag; then each number as (its name, the flags it needs, shown only when not zero), " name=value".
+DESCRIBE_FLAGS: tuple[tuple[str, int], ...] = tuple((f.name, int(f)) for f in _FLAG_ORDER)
+DESCRIBE_NO_FLAGS = "none"
+DESCRIBE_NUMBERS: tuple[tuple[str, int, bool], ...] = (("seq", 0, False), ("ack", int(Flags.ACK), False),
+                                                       ("len", 0, True))
+#: the segment's numbers DESCRIBE_NUMBERS may name (the rules' value names for them)
+_DESCRIBED = {"seq": lambda s: s.seq, "ack": lambda s: s.ack, "len": lambda s: s.data_len}
+
 
 def flags_text(flags: int) -> str:
     """``SYN,ACK`` style text, in the order people say them."""
-    names = [f.name for f in _FLAG_ORDER if flags & f]
-    return ",".join(names) if names else "none"
+    names = [name for name, bit in DESCRIBE_FLAGS if flags & bit]
+    return ",".join(names) if names else DESCRIBE_NO_FLAGS
 
 
 def parse_flags(text: str) -> Flags:
@@ -180,11 +191,13 @@ class Segment:
 
     def describe(self) -> str:
         """Short text such as ``FIN,ACK seq=1006 ack=2001 len=0``."""
-        parts = [flags_text(self.flags), f"seq={self.seq}"]
-        if self.flags & 16:
-            parts.append(f"ack={self.ack}")
-        if self.data_len:
-            parts.append(f"len={self.data_len}")
+        flags = self.flags
+        parts = [flags_text(flags)]
+        for name, need, nonzero in DESCRIBE_NUMBERS:
+            if flags & need == need:
+                v = _DESCRIBED[name](self)
+                if v or not nonzero:
+                    parts.append(f"{name}={v}")
         return " ".join(parts)
 
     def reply_template(self) -> "Segment":

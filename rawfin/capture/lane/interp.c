@@ -78,19 +78,6 @@ enum { VK_NONE, VK_NUM, VK_STR, VK_BAIL };
 typedef struct { int kind; int64_t n; const char *s; } vres_t;
 static char DESCRIBED[96];      /* describe()'s text, for the template being formatted */
 
-/* a segment's own numbers (seq, ack, end, len, fin, win: the values "quick" 1 names); 0 for any other name */
-static inline int seg_number(const ev_t *s, int name, int64_t *n) {
-    switch (name) {
-    case V_SEQ: *n = s->seq; return 1;
-    case V_ACK: *n = s->ack; return 1;
-    case V_END: *n = seq_end(s); return 1;
-    case V_LEN: *n = s->data_len; return 1;
-    case V_FIN: *n = fin_seq_of(s); return 1;
-    case V_WIN: *n = s->window; return 1;
-    default: return 0;
-    }
-}
-
 static int value_slow(const ctx_t *x, const val_t *d, vres_t *v);
 
 static inline int value(const ctx_t *x, int vi, vres_t *v) {
@@ -195,17 +182,8 @@ static int format(const ctx_t *x, int ti, char *buf, size_t n) {
         vres_t v;
         int kind = value(x, p->val, &v);
         if (kind == VK_BAIL) return BAIL;
-        if (kind == VK_NUM) {
-            char tmp[24];
-            int m = 0;
-            uint64_t u = v.n < 0 ? (uint64_t)(-(v.n + 1)) + 1 : (uint64_t)v.n;
-            do { tmp[m++] = (char)('0' + u % 10); u /= 10; } while (u);
-            if (v.n < 0) tmp[m++] = '-';
-            while (m && k < n - 1) buf[k++] = tmp[--m];
-            continue;
-        }
-        const char *t = kind == VK_NONE ? "None" : v.s;
-        while (*t && k < n - 1) buf[k++] = *t++;
+        if (kind == VK_NUM) { k = put_int(buf, k, n, v.n); continue; }
+        k = put_text(buf, k, n, kind == VK_NONE ? "None" : v.s);
     }
     buf[k] = 0;
     return 0;

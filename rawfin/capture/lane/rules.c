@@ -132,6 +132,11 @@ typedef struct {
        (a step: -n, then its n rows' indices), so a segment is not held against rows its flags rule out */
     int32_t *plan; uint32_t nplan;
     uint32_t plan_off[NPROG][32], plan_len[NPROG][32];
+    /* Segment.describe() as rawfin/core/segment.py's DESCRIBE_* say: the flag names in order, the text
+       for no flag, the numbers after them (a value name, the flags it needs, shown only when not zero) */
+    char *flag_name[8]; uint8_t flag_bit[8]; uint32_t nflags;
+    char *no_flags;
+    struct { int8_t name; uint8_t need, nonzero; char *label; } dnum[4]; uint32_t ndnum;
 } rules_t;
 /* a plan's step: -n (its rows that the flags allow), the step's index (for its ``any``), the n rows */
 
@@ -145,6 +150,9 @@ static void rules_free(rules_t *r) {
     free(r->plan);
     for (uint32_t i = 0; i < r->nkinds; i++) free(r->kinds[i]);
     for (uint32_t i = 0; i < r->nclose; i++) free(r->close_names[i]);
+    for (uint32_t i = 0; i < r->nflags; i++) free(r->flag_name[i]);
+    free(r->no_flags);
+    for (uint32_t i = 0; i < r->ndnum; i++) free(r->dnum[i].label);
     memset(r, 0, sizeof *r);
 }
 
@@ -257,6 +265,8 @@ static int ld_cond(rules_t *r, PyObject *spec, const char *key, cond_t *c) {
     if (!l) { PyErr_Format(PyExc_KeyError, "rules: %s", key); return -1; }
     return ld_preds(r, l, &c->p0, &c->np);
 }
+
+static int ld_describe(rules_t *r, PyObject *spec);
 
 /* set_rules(spec): the rules in force, as rawfin/capture/engine.py encodes them (lane_rules) */
 static int load_rules(rules_t *r, PyObject *spec) {
@@ -439,6 +449,53 @@ static int load_rules(rules_t *r, PyObject *spec) {
     if (!(o = PyDict_GetItemString(spec, "final_ack_hold_ns"))) goto missing;
     r->final_ack_hold_ns = PyLong_AsLongLong(o);
     if (r->final_ack_hold_ns == -1 && PyErr_Occurred()) return -1;
+    return ld_describe(r, spec);
+missing:
+    PyErr_SetString(PyExc_KeyError, "rules: a part is missing");
+    return -1;
+}
+
+/* Segment.describe(): {"flags": [(name, bit), ...], "none": text, "numbers": [(value, need, nonzero, label), ...]} */
+static int ld_describe(rules_t *r, PyObject *spec) {
+    PyObject *d = PyDict_GetItemString(spec, "describe"), *o;
+    if (!d || !PyDict_Check(d)) goto missing;
+    if (!(o = PyDict_GetItemString(d, "flags"))) goto missing;
+    Py_ssize_t n = PySequence_Size(o);
+    if (n < 0) return -1;
+    if (n > 8) { PyErr_SetString(PyExc_ValueError, "rules: describe names more than 8 flags"); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_GetItem(o, i), *name = t ? PySequence_GetItem(t, 0) : NULL;
+        int64_t bit = 0;
+        int bad = !name || ld_int(t, 1, &bit) < 0 || !(r->flag_name[i] = ld_strdup(name));
+        Py_XDECREF(name); Py_XDECREF(t);
+        if (bad) return -1;
+        r->flag_bit[i] = (uint8_t)bit;
+        r->nflags = (uint32_t)i + 1;
+    }
+    if (!(o = PyDict_GetItemString(d, "none"))) goto missing;
+    if (!(r->no_flags = ld_strdup(o))) return -1;
+    if (!(o = PyDict_GetItemString(d, "numbers"))) goto missing;
+    n = PySequence_Size(o);
+    if (n < 0) return -1;
+    if (n > 4) { PyErr_SetString(PyExc_ValueError, "rules: describe names more than 4 numbers"); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_GetItem(o, i), *label = t ? PySequence_GetItem(t, 3) : NULL;
+        int64_t v[3] = {0, 0, 0};
+        int bad = !label;
+        for (int k = 0; k < 3 && !bad; k++) bad = ld_int(t, k, &v[k]) < 0;
+        if (!bad && !(v[0] == V_SEQ || v[0] == V_ACK || v[0] == V_LEN || v[0] == V_END || v[0] == V_FIN
+                      || v[0] == V_WIN)) {
+            PyErr_SetString(PyExc_ValueError, "rules: describe names a number that is not the segment's own");
+            bad = 1;
+        }
+        if (!bad) bad = !(r->dnum[i].label = ld_strdup(label));
+        Py_XDECREF(label); Py_XDECREF(t);
+        if (bad) return -1;
+        r->dnum[i].name = (int8_t)v[0];
+        r->dnum[i].need = (uint8_t)v[1];
+        r->dnum[i].nonzero = (uint8_t)(v[2] != 0);
+        r->ndnum = (uint32_t)i + 1;
+    }
     return 0;
 missing:
     PyErr_SetString(PyExc_KeyError, "rules: a part is missing");

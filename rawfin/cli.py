@@ -68,26 +68,26 @@ def _examples(name: str) -> str:
     return ("\nexamples:\n" + "".join(f"  {x}\n" for x in lines)) if lines else ""
 
 
-def seconds(text: str) -> float:
-    """argparse type: a finite, positive number of seconds."""
+def _seconds(text: str, *, zero: bool) -> float:
+    """A finite number of seconds, above 0 (``zero``: 0 or more, 0 meaning never)."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds above 0")
+    if not math.isfinite(v) or v < 0 or (v == 0 and not zero):
+        hint = "0 or more (0: never)" if zero else "above 0"
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds, {hint}")
     return v
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite, positive number of seconds."""
+    return _seconds(text, zero=False)
 
 
 def timeout(text: str) -> float:
     """argparse type: a finite number of seconds >= 0 (0: never)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds, 0 or more (0: never)")
-    return v
+    return _seconds(text, zero=True)
 
 
 def speed(text: str) -> float:
@@ -291,14 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(c, "checked")
     c.add_argument("--allow-reset", action="store_true", help="a connection ended by RST is not a failure")
     c.add_argument("--allow-incomplete", action="store_true",
-                   help="a close still under way at the end of the capture is not a failure")
+                   help="a close still under way at the end of the capture, or not followed to its end "
+                        "(close: evicted, --max-connections), is not a failure")
     c.add_argument("--allow-server-close", action="store_true",
                    help="the server closing first (TIME_WAIT on the server) is not a failure")
     c.add_argument("--allow-open", action="store_true",
-                   help="a connection that never starts closing is not a failure")
+                   help="a connection that never starts closing (half-open ones given up on, close: timeout, "
+                        "too) is not a failure")
     _add_format(c)
     c.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
+    _add_limits(c)
     _add_engine(c)
 
     # annotate
@@ -309,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (default: IN's name with .rawfin.pcapng, next to IN; '-' for stdout)")
     n.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
+    _add_limits(n)
     _add_engine(n)
 
     # craft
@@ -386,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(lv, ("table", "jsonl"))
     lv.add_argument("--msl", type=seconds, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
+    _add_limits(lv)
     _add_engine(lv)
 
     # peer

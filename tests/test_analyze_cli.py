@@ -42,7 +42,9 @@ def test_jsonl_contract(two_conns):
     p = cli("analyze", two_conns, "--format", "jsonl")
     assert p.returncode == 0
     recs = [json.loads(line) for line in p.stdout.splitlines()]
-    assert {r["type"] for r in recs} == {"transition", "connection"}
+    assert {r["type"] for r in recs} == {"transition", "connection", "stats"}
+    assert recs[-1] == {"type": "stats", "frames": 20, "filtered": 0, "segments": 20, "connections": 2, "timeout": 0,
+                        "evicted": 0}
     t = next(r for r in recs if r["type"] == "transition")
     assert list(t) == ["type", "conn", "frame", "time", "endpoint", "peer", "from", "to", "cause"]
     assert t["frame"] == 1 and t["conn"] == 0

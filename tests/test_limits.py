@@ -187,3 +187,146 @@ def test_a_connections_own_segment_is_not_cut_off_by_the_expiry_it_brings(tmp_pa
     assert [(r["conn"], r["close"], r["packets"]) for r in cs] == [(0, "none", 3)]
     assert cs[0]["final"] == {"192.0.2.2:50001": "ESTABLISHED", "192.0.2.1:80": "ESTABLISHED"}
     # (the lane against the reference on that corpus capture: tests/test_engine.py, tests/test_corpus.py)
+
+
+# -- one vocabulary: every command that reads captures or live traffic through the capture pipeline
+# (rawfin.capture.engine: analyze, check, annotate, live) takes the same three options
+
+@pytest.mark.parametrize("command", ["analyze", "check", "annotate", "live"])
+def test_every_capture_reading_command_takes_the_limits(command):
+    from rawfin.cli import build_parser, limits
+
+    args = build_parser().parse_args([command, "x.pcap"] if command != "live" else [command])
+    assert limits(args) == {"syn_timeout_ns": SYN_TIMEOUT_NS, "syn_ack_timeout_ns": SYN_ACK_TIMEOUT_NS}
+    argv = [command, "--syn-timeout", "5", "--syn-ack-timeout", "0", "--max-connections", "7"]
+    args = build_parser().parse_args(argv + (["x.pcap"] if command != "live" else []))
+    assert limits(args) == {"syn_timeout_ns": 5 * SEC, "syn_ack_timeout_ns": 0, "max_connections": 7}
+    for bad in ("-1", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--syn-timeout", bad])
+
+
+def test_seconds_and_timeouts_share_one_parser():
+    import argparse
+
+    from rawfin.cli import seconds, timeout
+
+    assert seconds("1.5") == timeout("1.5") == 1.5 and timeout("0") == 0.0
+    for parse, bad, says in ((seconds, "0", "above 0"), (timeout, "-1", "0 or more (0: never)"),
+                             (seconds, "inf", "above 0"), (timeout, "x", "is not a number of seconds")):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"\(?" + says.replace("(", r"\(").replace(")", r"\)")):
+            parse(bad)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rawfin", *argv], capture_output=True, timeout=300, cwd=REPO)
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_check_fails_what_it_could_not_follow_to_its_end(tmp_path, engine):
+    """check under --max-connections: an evicted connection was not followed to its end (a failure
+    unless --allow-incomplete); a half-open one given up on never closed (unless --allow-open)."""
+    from flood import generate_flood
+    from rawfin.capture import engine as lane
+
+    if engine == "c" and not lane.available():
+        pytest.skip("rawfin.capture._engine is not built")
+    cap = tmp_path / "f.pcap"
+    generate_flood(cap, syns=300, rate=1.0, seed=3)      # one SYN a second for 300 s
+    p = _cli("check", str(cap), "--engine", engine, "--max-connections", "50", "--format", "jsonl")
+    recs = [json.loads(x) for x in p.stdout.splitlines()]
+    assert p.returncode == 1 and len(recs) == 300
+    evicted = [r for r in recs if r["close"] == "evicted"]
+    assert len(evicted) == 250 and all(r["check"] == "fail" for r in evicted)
+    assert {f["problem"] for r in evicted for f in r["failures"]} == {"not followed to its end"}
+    p = _cli("check", str(cap), "--engine", engine, "--syn-timeout", "10", "--format", "jsonl")
+    recs = [json.loads(x) for x in p.stdout.splitlines()]
+    assert sum(r["close"] == "timeout" for r in recs) == 290 and p.returncode == 1     # the last 10 s: "none"
+    assert {f["problem"] for r in recs for f in r["failures"]} == {"never closed"}
+    assert sum("given up on" in f["detail"] for r in recs for f in r["failures"]) == 290
+    assert _cli("check", str(cap), "--engine", engine, "--syn-timeout", "10", "--allow-open").returncode == 0
+    p = _cli("check", str(cap), "--engine", engine, "--max-connections", "50", "--allow-incomplete")
+    assert p.returncode == 0, p.stdout
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_annotate_takes_the_limits(tmp_path, engine):
+    from flood import generate_flood
+    from rawfin.capture import engine as lane
+
+    if engine == "c" and not lane.available():
+        pytest.skip("rawfin.capture._engine is not built")
+    cap = tmp_path / "f.pcap"
+    generate_flood(cap, syns=200, rate=1000.0, seed=4)
+    plain, bounded = tmp_path / "plain.pcapng", tmp_path / "bounded.pcapng"
+    assert _cli("annotate", str(cap), "-o", str(plain), "--engine", engine).returncode == 0
+    p = _cli("annotate", str(cap), "-o", str(bounded), "--engine", engine, "--max-connections", "20")
+    assert p.returncode == 0, p.stderr
+    assert b"close evicted" not in plain.read_bytes()
+    assert bounded.read_bytes().count(b"close evicted") == 180     # a comment on each evicted one's SYN
+
+
+def test_the_jsonl_ends_each_capture_with_its_counts(tmp_path):
+    """The eviction and timeout counts in the machine output: a ``stats`` record (the type live ends
+    with) after each capture's records; not with --summary (connection records only)."""
+    from flood import generate_flood
+
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    generate_flood(a, syns=300, rate=1.0, seed=3)
+    generate_flood(b, syns=100, rate=1000.0, seed=5)
+    for engine in ("c", "python"):
+        p = rawfin(str(a), str(b), "--format", "jsonl", "--max-connections", "50", "--engine", engine)
+        recs = [json.loads(x) for x in p.stdout.splitlines()]
+        stats = [(i, r) for i, r in enumerate(recs) if r["type"] == "stats"]
+        assert [r for _, r in stats] == [
+            {"type": "stats", "file": str(a), "frames": 300, "filtered": 0, "segments": 300, "connections": 300,
+             "timeout": 0, "evicted": 250},
+            {"type": "stats", "file": str(b), "frames": 100, "filtered": 0, "segments": 100, "connections": 100,
+             "timeout": 0, "evicted": 50}]
+        assert stats[0][0] == 600 and stats[1][0] == len(recs) - 1 == 801     # each after its capture's records (2 a SYN)
+        assert sum(r.get("close") == "evicted" for r in recs) == 300
+    p = rawfin(str(a), "--format", "jsonl", "--summary", "--max-connections", "50")
+    assert [json.loads(x)["type"] for x in p.stdout.splitlines()] == ["connection"] * 300
+
+
+def test_a_damaged_capture_still_gets_its_counts(tmp_path):
+    from flood import generate_flood
+
+    a = tmp_path / "a.pcap"
+    generate_flood(a, syns=100, rate=1000.0, seed=5)
+    data = a.read_bytes()
+    a.write_bytes(data[: len(data) - 30])       # the last frame cut short
+    p = rawfin(str(a), "--format", "jsonl")
+    assert p.returncode == 65
+    last = json.loads(p.stdout.splitlines()[-1])
+    assert last["type"] == "stats" and last["frames"] == 99 and last["connections"] == 99
+    assert "frame 100" in last["error"]
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "python"])
+def test_live_streams_take_the_limits(lane, tmp_path):
+    """``rawfin live``'s pipeline (rawfin.capture.engine.Stream) with --max-connections and the
+    half-open timeouts: the records a file's run gives, and the counts (the live test with a real
+    interface: tests/test_live.py)."""
+    from flood import generate_flood
+    from rawfin.capture import engine
+    from rawfin.render.records import json_line
+    from rawfin.wire.pcapio import open_capture
+
+    if lane and not engine.available():
+        pytest.skip("rawfin.capture._engine is not built")
+    cap = tmp_path / "f.pcap"
+    generate_flood(cap, syns=300, rate=1.0, seed=3)
+    lims = {"syn_timeout_ns": 100 * SEC, "syn_ack_timeout_ns": SYN_ACK_TIMEOUT_NS, "max_connections": 50}
+    out: list[bytes] = []
+    st = engine.Stream(out.append, json_of=json_line(None), hold_ns=0, lane=lane, limits=lims)
+    with open_capture(str(cap)) as r:
+        for fr in r:
+            st.feed(fr.linktype, fr.data, fr.orig_len, fr.frame, fr.time_ns)
+    st.flush()
+    counts = st.finish()
+    recs = [json.loads(x) for x in b"".join(out).splitlines()]
+    closes = [r["close"] for r in recs if r["type"] == "connection"]
+    assert len(closes) == 300 and counts["connections"] == 300
+    assert counts["by_close"]["evicted"] == closes.count("evicted") == 250
+    assert counts["by_close"].get("timeout", 0) == closes.count("timeout") == 0

@@ -595,3 +595,35 @@ def test_live_table_fits_the_width():
     cont = lines[lines.index(event) + 1]
     assert cont.strip() and len(cont) - len(cont.lstrip()) == event.index("rcv ACK")   # under the cause
     assert "summary:" in lines and any("four_way" in x for x in lines)
+
+
+@needs_capture
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_max_connections_evicts_and_counts_live(engine):
+    """live takes analyze's limits (one vocabulary): with --max-connections 1, three connections
+    kept open make two evictions: each evicted one's record says so, the stats record and the
+    closing line count them."""
+    from rawfin.capture import engine as lane
+
+    if engine == "c" and not lane.available():
+        pytest.skip("rawfin.capture._engine is not built")
+    ls = listener()
+    port = ls.getsockname()[1]
+    p = _live_proc("-i", "lo", "-f", f"tcp port {port}", "--format", "jsonl", "--max-connections", "1",
+                   "--engine", engine)
+    held = []
+    for _ in range(3):
+        c = socket.create_connection(("127.0.0.1", port))
+        held += [c, ls.accept()[0]]
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    for s in held + [ls]:
+        s.close()
+    assert p.returncode == 0, err
+    recs = _records(out)
+    closes = [r["close"] for r in recs if r["type"] == "connection"]
+    assert closes.count("evicted") == 2 and len(closes) == 3, out
+    assert recs[-1]["type"] == "stats" and recs[-1]["evicted"] == 2 and recs[-1]["timeout"] == 0
+    assert "2 evicted to stay within --max-connections" in err, err

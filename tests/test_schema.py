@@ -83,7 +83,9 @@ def test_analyze(engine, tmp_path):
     seen |= validate(jsonl("analyze", "--by", "server", "--interval", "1s", str(CAPTURES / "pileup-kernel.pcap")),
                      "analyze --by server")
     seen |= validate(jsonl("analyze", "--by", "host", *caps[:3]), "analyze --by host")
-    assert {"transition", "anomaly", "connection", "pileup", "pileup_sample"} <= seen
+    seen |= validate(jsonl("analyze", "--engine", engine, "--max-connections", "2", "--syn-timeout", "0.001", *caps),
+                     "analyze --max-connections")
+    assert {"transition", "anomaly", "connection", "pileup", "pileup_sample", "stats"} <= seen
 
 
 @shared_corpus.needs_corpus

@@ -660,11 +660,15 @@ class Stream:
     """
 
     def __init__(self, write: Callable[[bytes], object], *, json_of: Callable, msl_ns: int = 30 * SEC,
-                 hold_ns: int = 0, label: str | None = None, lane: bool | None = None) -> None:
+                 hold_ns: int = 0, label: str | None = None, lane: bool | None = None,
+                 limits: dict | None = None) -> None:
         self.write = write
         self.json_of = json_of
-        self.obs = Observer(msl_ns=msl_ns, final_ack_hold_ns=hold_ns)
+        limits = dict(limits or {})
         self.lane = available() if lane is None else lane
+        # with the lane, the lane decides evictions (as in run); alone, the observer does
+        self.obs = Observer(msl_ns=msl_ns, final_ack_hold_ns=hold_ns,
+                            **{k: v for k, v in limits.items() if k != "max_connections" or not self.lane})
         self.frames = self.tcp = 0
         if self.lane:
             _table_loaded()
@@ -674,7 +678,10 @@ class Stream:
             suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
             self.eng = _engine.Engine(**Handback(self.obs, decode).callables(), dumps=json_of, write=write,
                                       fmt6=_fmt6, make_segment=make_segment, msl_ns=msl_ns, hold_ns=hold_ns,
-                                      file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}")
+                                      file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}",
+                                      syn_timeout_ns=self.obs.limits["syn"],
+                                      syn_ack_timeout_ns=self.obs.limits["syn_ack"],
+                                      max_connections=limits.get("max_connections") or 0)
             self.feed = self.eng.feed_frame
             self.tick = self.eng.tick
             self.flush = self.eng.flush

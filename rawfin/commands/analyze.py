@@ -27,6 +27,9 @@ def run(args) -> int:
     many = len(inputs.sources) > 1
     sink = _sink(args)
     only = _only_conn(args.conn)
+    # --format jsonl ends each capture with its counts (as live ends with its own): not with --summary
+    # (connection records only), --conn (one connection's records) or --by (the pile-up view's records)
+    wants_stats = args.format == "jsonl" and not args.summary and args.conn is None and getattr(args, "by", None) is None
     failed: list[CaptureError] = []
     all_stats: list[CaptureStats] = []
     for p in inputs.skipped:
@@ -39,9 +42,11 @@ def run(args) -> int:
             label = src.name if many else None
             if hasattr(sink, "start_file"):
                 sink.start_file()
+            read = False        # the capture was read (to its end or to its damage): its stats record
             try:
                 with opened(src) as (name, fileobj):
                     if use_engine and _run_engine(src, fileobj, args, label, stats, sink, select, only):
+                        read = True
                         continue
                     with Progress(os.path.basename(name), src.size(), args.progress) as bar:
                         for rec in records(name, msl_s=args.msl, label=label, progress=bar.callback,
@@ -50,10 +55,14 @@ def run(args) -> int:
                             if hasattr(sink, "set_origin") and stats.first_time is not None:
                                 sink.set_origin(stats.first_time)
                             sink.write(rec)
+                    read = True
             except CaptureError as e:
+                read = True
                 failed.append(e)
                 print(f"rawfin analyze: {e}", file=sys.stderr)
             finally:
+                if read and wants_stats:
+                    sink.write(stats_record(stats, label))
                 if hasattr(sink, "end_file"):
                     sink.end_file()
     finally:
@@ -77,6 +86,20 @@ def run(args) -> int:
               if most else f"rawfin analyze: no connection {args.conn}: no TCP connection at all", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def stats_record(s: CaptureStats, label: str | None = None) -> dict:
+    """A capture's ``stats`` record (the record type live ends with): what was read, the
+    connections, and how many were written out before their end (half-open ones given up on,
+    ``timeout``; made room for under --max-connections, ``evicted``)."""
+    rec = {"type": "stats", "file": label, "frames": s.frames, "filtered": s.filtered, "segments": s.tcp,
+           "connections": s.connections, "timeout": s.by_close.get("timeout", 0),
+           "evicted": s.by_close.get("evicted", 0)}
+    if label is None:       # the capture is named when there are several, as in every record
+        del rec["file"]
+    if s.error is not None:
+        rec["error"] = str(s.error)
+    return rec
 
 
 def _sink(args):

@@ -45,6 +45,12 @@ def judge(conn: dict, anomalies: list[dict], args) -> list[dict]:
     elif close == "none" and not (args.allow_open or args.allow_incomplete):
         fails.append({"frame": conn["last_frame"], "endpoint": "", "problem": "never closed",
                       "detail": f"no FIN or RST in the capture: {final}"})
+    elif close == "timeout" and not (args.allow_open or args.allow_incomplete):
+        fails.append({"frame": conn["last_frame"], "endpoint": "", "problem": "never closed",
+                      "detail": f"half-open, given up on as Linux would (--syn-timeout, --syn-ack-timeout): {final}"})
+    elif close == "evicted" and not args.allow_incomplete:
+        fails.append({"frame": conn["last_frame"], "endpoint": "", "problem": "not followed to its end",
+                      "detail": f"evicted to stay within --max-connections, as it stood: {final}"})
     if conn.get("server_active_close") and not args.allow_server_close:
         fails.append({"frame": conn["last_frame"], "endpoint": conn["server"],
                       "problem": "server closed first",
@@ -56,6 +62,7 @@ def judge(conn: dict, anomalies: list[dict], args) -> list[dict]:
 def run(args) -> int:
     from rawfin.capture import engine
     from rawfin.capture.sources import from_args, opened
+    from rawfin.cli import limits
     from rawfin.wire import bpf
 
     inputs = from_args(args)
@@ -81,7 +88,7 @@ def run(args) -> int:
         try:
             with opened(src) as (name, fileobj):
                 recs = source(name, msl_s=args.msl, label=path if many else None, stats=stats, fileobj=fileobj,
-                              bpf=select)
+                              bpf=select, limits=limits(args))
                 for rec in recs:
                     if rec["type"] == "anomaly":
                         pending.setdefault(rec["conn"], []).append(rec)

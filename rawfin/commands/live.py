@@ -170,18 +170,19 @@ class LiveJsonl:
         self.out.flush()
 
 
-def open_live(*, msl_ns: int = 30 * 10**9, lane: bool | None = None, **kw):
+def open_live(*, msl_ns: int = 30 * 10**9, lane: bool | None = None, limits: dict | None = None, **kw):
     """A :class:`rawfin.linux.live.Live` session whose segments go through the compiled lane
     (:class:`rawfin.capture.engine.Stream`, final-ACK hold 0: each transition the moment it
-    happens), or the Python observer alone with ``lane=False`` or no lane built. ``kw``:
-    Live's own (interface, bpf, kernel_truth, write, emit, raw, buffer_kib, ...)."""
+    happens), or the Python observer alone with ``lane=False`` or no lane built. ``limits``: the
+    half-open timeouts and --max-connections (rawfin.cli.limits). ``kw``: Live's own (interface,
+    bpf, kernel_truth, write, emit, raw, buffer_kib, ...)."""
     from rawfin.capture.engine import Stream
     from rawfin.linux.live import Live
 
     from rawfin.render.records import json_line
 
-    return Live(stream=lambda write: Stream(write, json_of=json_line(None), msl_ns=msl_ns, hold_ns=0, lane=lane),
-                **kw)
+    return Live(stream=lambda write: Stream(write, json_of=json_line(None), msl_ns=msl_ns, hold_ns=0, lane=lane,
+                                            limits=limits), **kw)
 
 
 def _drops_note(st: dict) -> None:
@@ -210,7 +211,9 @@ def run(args) -> int:
     stop = []          # a reader gone (broken pipe) ends the capture cleanly
     out = Out(sys.stdout, on_broken=lambda: stop and stop[0]())
     jl = LiveJsonl(out) if jsonl else None
-    live = open_live(interface=args.interface, bpf=args.bpf, msl_ns=int(args.msl * 1e9), lane=lane,
+    from rawfin.cli import limits
+
+    live = open_live(interface=args.interface, bpf=args.bpf, msl_ns=int(args.msl * 1e9), lane=lane, limits=limits(args),
                      kernel_truth=args.kernel_truth, write=args.write, emit=emit,
                      raw=jl.raw if jl is not None else None, buffer_kib=args.buffer_size,
                      on_drops=_drops_note if sys.stderr.isatty() else None, flush=flush)
@@ -244,6 +247,10 @@ def summary_line(stats: dict, args) -> str:
            f"{stats['connections']} connection{'' if stats['connections'] == 1 else 's'}")
     if stats["frames"] != stats["segments"]:
         msg += f" ({stats['frames']} frames)"
+    if stats.get("timeout"):
+        msg += f"; {stats['timeout']:,} half-open given up on (timeout)"
+    if stats.get("evicted"):
+        msg += f"; {stats['evicted']:,} evicted to stay within --max-connections"
     if args.kernel_truth:
         msg += f"; kernel transitions {stats['kernel_transitions']}, agreeing with the wire {stats['agree']}"
     if args.write:

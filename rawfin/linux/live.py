@@ -422,12 +422,15 @@ class Live:
                       "stopped_by": self.stopped_by, "dropped": st["drops"], "ring_full": st["freezes"],
                       "buffer_kib": self.ring.buffer_bytes // 1024, "ring_note": self.ring.note,
                       "gaps": self.gaps, "drops_at": self.gap_list,
+                      "timeout": counts.get("by_close", {}).get("timeout", 0),
+                      "evicted": counts.get("by_close", {}).get("evicted", 0),
                       "kernel_transitions": len(self.kernel_records),
                       "agree": sum(1 for r in self.kernel_records if r.get("agree"))}
             self.emit({"type": "stats", "interface": self.interface, "time": round(time.time_ns() / 1e9, 6),
                             "received": result["frames"], "segments": result["segments"],
                             "dropped": result["dropped"], "ring_full": result["ring_full"],
                             "buffer_kib": result["buffer_kib"], "connections": result["connections"],
+                            "timeout": result["timeout"], "evicted": result["evicted"],
                             "gaps": self.gaps, "drops_at": self.gap_list})
         finally:
             self._cleanup(abort=False)

@@ -134,8 +134,11 @@ def test_cli_runs_clean(name):
     else:
         assert out.returncode == 0, out.stderr
     for line, rec in zip(out.stdout.splitlines(), recs):
-        assert isinstance(rec, dict) and rec.get("type") in RECORD_TYPES, line
+        assert isinstance(rec, dict) and rec.get("type") in RECORD_TYPES | {"stats"}, line
         assert "file" not in rec, line          # one file: no "file" key
+    assert recs[-1]["type"] == "stats" and sum(r["type"] == "stats" for r in recs) == 1   # the capture's counts, last
+    assert recs[-1]["connections"] == sum(r["type"] == "connection" for r in recs)
+    assert ("error" in recs[-1]) == (name in DAMAGED)
     conns = [r for r in recs if r["type"] == "connection"]
     assert sorted(r["conn"] for r in conns) == list(range(len(conns))), "conn ids are 0..N-1, each once"
 

@@ -75,8 +75,9 @@ def run_rawfin(*args: str, columns: int | None = None) -> subprocess.CompletedPr
 
 @lru_cache(maxsize=None)
 def analyze(name: str) -> tuple[subprocess.CompletedProcess, tuple[dict, ...]]:
+    """The run and its records, without the stats record it ends with (test_cli_runs_clean reads that)."""
     out = run_rawfin(str(CAPTURES / name), "--format", "jsonl")
-    return out, tuple(json.loads(line) for line in out.stdout.splitlines())
+    return out, tuple(r for r in map(json.loads, out.stdout.splitlines()) if r["type"] != "stats")
 
 
 def connections(name: str) -> dict[int, dict]:
@@ -133,12 +134,14 @@ def test_cli_runs_clean(name):
         assert len(damage) == 1, out.stderr
     else:
         assert out.returncode == 0, out.stderr
-    for line, rec in zip(out.stdout.splitlines(), recs):
-        assert isinstance(rec, dict) and rec.get("type") in RECORD_TYPES | {"stats"}, line
+    lines = out.stdout.splitlines()
+    for line, rec in zip(lines, recs):
+        assert isinstance(rec, dict) and rec.get("type") in RECORD_TYPES, line
         assert "file" not in rec, line          # one file: no "file" key
-    assert recs[-1]["type"] == "stats" and sum(r["type"] == "stats" for r in recs) == 1   # the capture's counts, last
-    assert recs[-1]["connections"] == sum(r["type"] == "connection" for r in recs)
-    assert ("error" in recs[-1]) == (name in DAMAGED)
+    stats = json.loads(lines[-1])               # the capture's counts, last, once
+    assert stats["type"] == "stats" and len(lines) == len(recs) + 1
+    assert stats["connections"] == sum(r["type"] == "connection" for r in recs) and "file" not in stats
+    assert ("error" in stats) == (name in DAMAGED)
     conns = [r for r in recs if r["type"] == "connection"]
     assert sorted(r["conn"] for r in conns) == list(range(len(conns))), "conn ids are 0..N-1, each once"
 
@@ -508,8 +511,9 @@ def test_several_files_carry_file():
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     recs = [json.loads(line) for line in out.stdout.splitlines()]
     assert recs and all(r.get("file") in paths for r in recs)
+    assert [r["file"] for r in recs if r["type"] == "stats"] == paths      # each capture's counts, named
     for name, path in zip(names, paths):
-        mine = [{k: v for k, v in r.items() if k != "file"} for r in recs if r["file"] == path]
+        mine = [{k: v for k, v in r.items() if k != "file"} for r in recs if r["file"] == path and r["type"] != "stats"]
         assert mine == list(analyze(name)[1]), name
 
 
@@ -530,13 +534,14 @@ def test_filter_port_narrows_output():
     paths = [str(CAPTURES / n) for n in names]
     out = run_rawfin(*paths, "--format", "jsonl", "--filter", "port 80")
     assert out.returncode == 0, out.stderr
-    recs = [json.loads(line) for line in out.stdout.splitlines()]
+    recs = [r for r in map(json.loads, out.stdout.splitlines()) if r["type"] != "stats"]
     conns = [r for r in recs if r["type"] == "connection"]
     assert {(r["file"], r["conn"]) for r in conns} == {(paths[1], 0), (paths[1], 1), (paths[1], 2)}
     assert {r["file"] for r in recs} == {paths[1]}
     # only that connection's frames are analysed: it is the one connection, numbered 0
     one = run_rawfin(paths[2], "--format", "jsonl", "--filter", "host 129.187.139.43 and port 9991")
     recs = [json.loads(line) for line in one.stdout.splitlines()]
+    assert recs.pop()["filtered"] > 0         # the stats record: the frames the filter passed over
     assert recs and {r["conn"] for r in recs} == {0}
     whole = [r for r in analyze("nDPI__z3950.pcapng")[1] if r["conn"] == 1]
     assert [dict(r, conn=1) for r in recs] == whole

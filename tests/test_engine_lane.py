@@ -168,7 +168,8 @@ def test_without_the_extension_auto_runs_the_reference_and_c_is_a_usage_error(mo
     assert cli.main(["analyze", "--format", "jsonl", cap]) == 0
     out = capsys.readouterr().out
     ref = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records(cap, record=record))
-    assert out == ref
+    stats = '{"type":"stats","frames":11,"filtered":0,"segments":11,"connections":1,"timeout":0,"evicted":0}\n'
+    assert out == ref + stats
     assert cli.main(["analyze", "--format", "jsonl", "--engine", "c", cap]) == 2
     assert "rawfin.capture._engine is not built (test)" in capsys.readouterr().err
 

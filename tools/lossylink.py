@@ -62,6 +62,7 @@ CLIENT_PORT_BASE = 20000          # connection i's client port is CLIENT_PORT_BA
 KINDS = ("client_first", "server_first", "simultaneous", "half_close", "abort", "unread")
 APP_TIMEOUT_S = 15.0              # how long a side waits for data or EOF the link lost and retransmits
 SETTLE_MAX_S = 60.0               # how long the end waits for every socket to finish closing
+TIME_WAIT_NS = 60 * 10**9         # Linux's TCP_TIMEWAIT_LEN: a timewait socket gone after this expired
 
 
 # -- faults -------------------------------------------------------------------------
@@ -660,6 +661,7 @@ def run_mix(mix: Mix, seed: int, *, conns: int | None = None, only: list[int] | 
             if tr is not None:
                 by_ep.setdefault((tr.endpoint, tr.peer), []).append(tr)
         # a timewait socket killed by an RST is not traced: /proc/net/tcp shows it gone
+        left_at = time.time_ns()
         left = {(f"{l[0]}:{l[1]}", f"{r[0]}:{r[1]}"): st for ns in (ns_c, ns_s) for l, r, st, tw in _sockets_of(ns, port)}
 
     recs = {"before": analyze(before_path), "after": analyze(after_path)}
@@ -679,7 +681,11 @@ def run_mix(mix: Mix, seed: int, *, conns: int | None = None, only: list[int] | 
         for side, me, peer in (("client", cname, sname), ("server", sname, cname)):
             trs = by_ep.get((me, peer), [])
             k = history([tr.to.value for tr in trs])
-            if k and k[-1] == "TIME_WAIT" and (me, peer) not in left:
+            # gone from /proc/net/tcp: killed by an RST, unless it had been in TIME_WAIT long enough to
+            # expire (a long settle): that expiry is after anything the capture shows
+            tw_at = next((tr.time_ns for tr in reversed(trs) if tr.to.value == "TIME_WAIT"), None)
+            if (k and k[-1] == "TIME_WAIT" and (me, peer) not in left
+                    and (tw_at is None or left_at - tw_at < TIME_WAIT_NS)):
                 k.append("CLOSED")
             endpoints.append(Endpoint(conn=p.index, kind=p.kind, side=side, name=me, kernel=k,
                                       before=history(wire["before"].get((me, peer), [])),

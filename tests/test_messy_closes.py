@@ -219,3 +219,128 @@ def test_fin_ahead_of_the_data_in_front_of_it_is_out_of_order():
     (cw,) = [r for r in recs if r["type"] == "transition" and r["to"] == "CLOSE_WAIT"]
     assert cw["frame"] == 9                        # the segment that filled the gap
     assert "retransmission" not in kinds(recs) and "previous_segment_not_captured" not in kinds(recs)
+
+
+# what the capture cannot show: a FIN waiting behind data sent again (lossylink's unmarked misses) ---------------
+
+def both_engines(segs: list[Segment], tmp_path) -> list[dict]:
+    """The records of `rawfin analyze` for these segments written as a capture, by the compiled lane and by
+    the Python reference: they must be equal (the lane interprets the same rows)."""
+    import pytest
+    from rawfin.capture import engine
+    from rawfin.capture.analysis import records
+    from rawfin.render.records import json_line, record
+    from rawfin.wire.codec import to_bytes
+    from rawfin.wire.pcapio import LINKTYPE_RAW, PcapWriter
+    path = str(tmp_path / "messy.pcap")
+    w = PcapWriter(path, linktype=LINKTYPE_RAW, nanosecond=True)
+    for s in segs:
+        w.write(to_bytes(s), s.time_ns)
+    w.close()
+    ref = list(records(path, record=record))
+    if not engine.available():
+        pytest.skip("the compiled lane is not built (make venv)")
+    assert list(engine.records(path, record=record, json_of=json_line(None))) == ref
+    return ref
+
+
+def _resending_server_then_fins() -> list[Segment]:
+    """lossylink simul10 seed 4 connection 45 (before the faults): the server's first data segment is lost
+    after the capture point and sent again twice (RTO); both applications close at once, the server's FIN
+    waits behind its retransmission; the client's ACK of everything and its FIN cross it; the server ACKs
+    the FIN at once and its own FIN follows (kernel: ESTABLISHED -> FIN_WAIT_1 -> CLOSING -> TIME_WAIT)."""
+    return opened(resp=0) + [
+        seg("s", 1, 101, A, 1448, ms=4), seg("s", 1449, 101, P | A, 1023, ms=4.1),
+        seg("c", 101, 1, ms=5),                    # a duplicate ACK: 1..1449 missing
+        seg("s", 1, 101, A, 1448, ms=15),          # sent again
+        seg("s", 1, 101, A, 1448, ms=225),         # and again
+        seg("c", 101, 2472, ms=225.2),             # all of it acknowledged
+        seg("c", 101, 2472, F | A, ms=225.3),      # the client closes
+        seg("s", 2472, 102, ms=225.35),            # the server ACKs the FIN at once,
+        seg("s", 2472, 102, F | A, ms=225.37),     # its FIN right behind
+        seg("c", 102, 2473, ms=225.5)]
+
+
+def test_fin_to_a_side_sending_data_again_names_closing(tmp_path):
+    recs = both_engines(_resending_server_then_fins(), tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]    # the likelier reading
+    (mark,) = inferred(recs, SN)
+    assert (mark["from"], mark["to"]) == ("ESTABLISHED", "CLOSE_WAIT")
+    assert mark["alternative"] == ["FIN_WAIT_1", "CLOSING"]                         # the kernel's path
+    assert mark["inferred"].startswith("or FIN_WAIT_1 → CLOSING if its application had closed while it was "
+                                       "sending data again")
+    assert not inferred(recs, CN)
+
+
+def test_a_side_that_sent_again_and_went_on_is_not_marked(tmp_path):
+    """The same retransmissions, but the server sends again once all of it is acknowledged: a FIN waiting
+    behind that data would have gone first, so the FIN that comes later is plainly CLOSE_WAIT."""
+    segs = _resending_server_then_fins()
+    ack_all = next(i for i, s in enumerate(segs) if s.time_ns == int(225.2 * MS))
+    segs.insert(ack_all + 1, seg("s", 2472, 101, P | A, 10, ms=225.25))
+    segs = [s if s.time_ns < int(225.25 * MS) or (s.src, s.sport) != S
+            else s.with_(seq=(s.seq + 10) % 2**32) for s in segs]
+    segs = [s if s.time_ns <= int(225.25 * MS) or (s.src, s.sport) != C
+            else s.with_(ack=(s.ack + 10) % 2**32) for s in segs]
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    assert not inferred(recs, SN)
+
+
+def _unread_close_rst(all_acked: bool) -> list[Segment]:
+    """lossylink rst50 seed 2 connection 20: the server closes with the client's last data unread (RST);
+    the RSTs are lost after the capture point while the client sends that data again and again, and its
+    application closes meanwhile: its FIN waits behind the data (kernel: ESTABLISHED -> FIN_WAIT_1 ->
+    CLOSED when an RST gets through). ``all_acked``: the server had acknowledged the data before."""
+    return opened() + [
+        seg("c", 101, 201, P | A, 651, ms=4),
+        *([seg("s", 201, 752, ms=4.1)] if all_acked else []),
+        seg("s", 201, 752, R | A, ms=4.3),         # close() with the data unread
+        seg("c", 101, 201, P | A, 651, ms=210),    # the client never got it: sends its data again
+        seg("s", 201, 0, R, ms=210.2),
+        seg("c", 101, 201, P | A, 651, ms=420),
+        seg("s", 201, 0, R, ms=420.2)]             # this one arrives
+
+
+def test_rst_to_a_side_sending_data_again_names_fin_wait_1(tmp_path):
+    recs = both_engines(_unread_close_rst(all_acked=False), tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSED"]
+    (mark,) = inferred(recs, CN)
+    assert (mark["from"], mark["to"]) == ("ESTABLISHED", "CLOSED")
+    assert mark["alternative"] == ["FIN_WAIT_1", "CLOSED"]
+    assert "rst_not_received" in kinds(recs)
+
+
+def test_rst_after_everything_was_acknowledged_is_not_marked(tmp_path):
+    """(corpus zeek__retransmit-fast009.pcap: data sent again, all of it ACKed, an RST a minute later)"""
+    recs = both_engines(_unread_close_rst(all_acked=True), tmp_path)
+    assert path(recs, CN)[-1] == "CLOSED"
+    assert not inferred(recs, CN)
+
+
+def test_crossing_fin_sent_again_to_a_side_that_said_nothing_is_marked(tmp_path):
+    """lossylink simul10 seed 1 connection 12 (after the faults): the FINs cross; the server's FIN is sent
+    again before any ACK of it, and the client sent nothing after its own FIN. The first copy reached it
+    (CLOSING, its ACK lost on the way: the kernel's path) or was lost (FIN_WAIT_2): marked either way."""
+    recs = both_engines(opened() + [
+        seg("c", 101, 201, F | A, ms=10),
+        seg("s", 201, 101, F | A, ms=10.1),        # crosses it
+        seg("s", 201, 102, F | A, ms=210),         # again, now ACKing the client's FIN
+        seg("s", 201, 102, F | A, ms=830),
+        seg("c", 102, 202, ms=830.1)], tmp_path)
+    marks = inferred(recs, CN)
+    assert marks and any("CLOSING" in r["alternative"] or r["to"] == "CLOSING" for r in marks)
+
+
+def test_fin_reordered_behind_a_later_segment_of_its_sender_waits_for_the_receiver(tmp_path):
+    """lossylink reorder seed 2 connection 19 (after the faults): the client's FIN reaches the server after
+    a bare ACK the client sent after it; the server's FIN, captured later, does not cover the client's FIN:
+    the server had closed before the client's FIN reached it (FIN_WAIT_1 -> CLOSING, as the kernel)."""
+    recs = both_engines(opened() + [
+        seg("c", 102, 201, ms=10.0),               # sent after the FIN, arrived first
+        seg("c", 101, 201, F | A, ms=10.1),
+        seg("c", 102, 201, ms=10.3),               # again (a window update), after the FIN
+        seg("s", 201, 101, F | A, ms=14),          # the server's FIN: ack 101, it had not the client's FIN
+        seg("s", 202, 102, ms=15),
+        seg("c", 102, 202, ms=16)], tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]

@@ -151,7 +151,8 @@ def lane_rules(compiled, vocab: dict) -> dict:
         elif name == "deliver_held":
             a = [idx("held_kinds", args[0])]
         elif name in ("server", "know", "unhold", "flush", "cross", "unhold_final", "deliver_final", "hold_final",
-                      "hold", "wait_behind", "hold_rst", "deliver_rst", "hold_ahead", "flush_filled"):
+                      "hold", "wait_behind", "hold_rst", "deliver_rst", "hold_ahead", "flush_filled", "note_resent",
+                      "drop_resent"):
             a = [who(args[0])]
         elif name == "infer":         # up to two states the other reading enters, and when (a template)
             states, when = args
@@ -170,7 +171,7 @@ def lane_rules(compiled, vocab: dict) -> dict:
 
     programs = [program(p) for p in compiled.receive] + [program(p) for p in compiled.observe_send] + [
         program(compiled.timers), program(compiled.birth), program(compiled.segment), program(compiled.flush),
-        program(compiled.flush_at_end), program(compiled.end)]
+        program(compiled.flush_at_end), program(compiled.end), program(compiled.rst_held)]
     spec = {
         "programs": programs,
         "close_kinds": [(k, cond(c), k in compiled.time_wait_closes, k in compiled.reset_closes)

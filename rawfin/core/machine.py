@@ -56,6 +56,7 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
            "fin_unseen", "first_fin_lost", "first_fin_arrived", "wait_behind", "drop_lost_acks", "hold_rst",
            "deliver_rst",
            "rsts_unreceived", "evidence", "rtt", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue",
+           "note_resent", "drop_resent",
            # the capture cannot decide the next transition: the states the other reading enters, and when
            "infer",
            # who sent the first RST (a reset close names its sender)
@@ -71,7 +72,7 @@ WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks")
 #: the clocks rules.HALF_OPEN counts from, and its timeouts
 HALF_OPEN_CLOCKS = ("synack_at", "syn_at")
 HALF_OPEN_TIMEOUTS = ("syn_ack", "syn")
-ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen", "data_unanswered")
+ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen", "data_unanswered", "resent")
 TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted",
           "user_timeout_expired", "loss_probe")
 SENDS = ("ACK", "RST", "SYN,ACK", "SYN,ACK again")
@@ -165,7 +166,7 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
         return (parts[0], neg, (_states(parts[1]),))
     if parts[0] == "took" and len(parts) == 3:
         return ("took", neg, (_states(parts[1]), list(Input).index(Input[parts[2]])))
-    if parts[0] in ("tx", "rx") and len(parts) == 2 and parts[1] in ROLES:
+    if parts[0] in ("tx", "rx", "x") and len(parts) == 2 and parts[1] in ROLES:
         return ("role", neg, (parts[0], parts[1]))
     if parts[0] in WAITING and len(parts) == 2 and parts[1] in ("tx", "rx", "x"):
         return ("waiting", neg, (parts[0], parts[1]))
@@ -254,14 +255,14 @@ def compile_condition(text: str, ctx_who: str = "self") -> tuple:
 
 
 _COMPILED_PARTS = ("receive", "observe_send", "timers", "birth", "guess_server", "segment", "flush", "flush_at_end",
-                   "end", "close_kinds", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order",
+                   "end", "rst_held", "close_kinds", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order",
                    "final_ack_hold_ns", "well_known_port", "half_open", "syn_timeout_ns",
                    "syn_ack_timeout_ns")
 
 
 class Compiled:
     """Every program of :mod:`rawfin.core.rules`, read once: receive and observe_send per State (in
-    State order), timers, birth, guess_server (BIRTH's guess alone), segment, flush, flush_at_end, end,
+    State order), timers, birth, guess_server (BIRTH's guess alone), segment, flush, flush_at_end, end, rst_held,
     close_kinds ((kind, condition), ...), time_wait_closes, reset_closes, time_wait_held, settled, new_syn ((accepts, condition), ...),
     fast_path, timer_order, final_ack_hold_ns, well_known_port, half_open ((condition, clock, timeout), ...),
     syn_timeout_ns, syn_ack_timeout_ns."""
@@ -295,6 +296,7 @@ def _compile_rules(rules) -> Compiled:
         flush=compile_program(rules.FLUSH, "x"),
         flush_at_end=compile_program(rules.FLUSH_AT_END, "x"),
         end=compile_program(rules.END, "a"),
+        rst_held=compile_program(rules.RST_HELD, "x"),
         close_kinds=tuple((k, compile_condition(c, "a")) for k, c in rules.CLOSE_KINDS),
         time_wait_closes=frozenset(rules.TIME_WAIT_CLOSES),
         reset_closes=frozenset(rules.RESET_CLOSES),
@@ -638,7 +640,7 @@ def _conn_flag(what: str) -> Callable:
 
 
 def _role(who: str, role: str) -> Callable:
-    key = "txk" if who == "tx" else "rxk"
+    key = {"tx": "txk", "rx": "rxk", "x": "xk"}[who]
     bit = (lambda c: 1 if getattr(c, key) == c.conn.first else 2)
     if role == "client":
         return lambda c: getattr(c, key) == c.conn.client
@@ -654,6 +656,8 @@ def _role(who: str, role: str) -> Callable:
         return lambda c: c.conn.synack_unseen == getattr(c, key)
     if role == "data_unanswered":
         return lambda c: bool(c.conn.unanswered & bit(c))
+    if role == "resent":
+        return lambda c: bool(c.conn.resent & bit(c))
     raise RuleError(role)
 
 

@@ -67,7 +67,7 @@ class Connection:
                  "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
                  "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "evidence",
-                 "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve")
+                 "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0,
                  limits: dict | None = None) -> None:
@@ -98,6 +98,7 @@ class Connection:
         self.pending: dict[tuple[str, int], list] = _NO_DICT
         self.seen = 0            # bit 1: the first sender has sent, bit 2: the other side has
         self.unanswered = 0      # same bits: that side got data and its application has sent nothing since
+        self.resent = 0          # same bits: that side has sent data again that its peer already had (rules' resent)
         self.held_ack: dict[tuple[str, int], Segment] = _NO_DICT
         self.queued: int | None = None      # the deadline this connection has in the observer's heap
         self.synack_unseen: tuple[str, int] | None = None
@@ -204,8 +205,13 @@ class Connection:
         run(PROGRAMS.flush, c)
 
     def _deliver_rst(self, ep: tuple[str, int], out: list) -> None:
+        """The RSTs held for ``ep``, each after rules.RST_HELD (which may name the reading not taken)."""
+        x = self.eps[ep]
         for seg in self._unhold("held_rst", ep):
-            self._collect(self.eps[ep].receive(seg, seg.time_ns or 0), out)
+            c = Ctx()
+            c.conn, c.out, c.nowseg, c.h, c.xk, c.x = self, out, None, [seg], ep, x
+            run(PROGRAMS.rst_held, c)
+            self._collect(x.receive(seg, seg.time_ns or 0), out, c.infer)
 
     def _deliver_final_ack(self, ep: tuple[str, int], out: list) -> None:
         seg = self._unhold("held_ack", ep)
@@ -653,6 +659,24 @@ def _report_candidates(c: Ctx) -> None:
         c.out.append(("a", c.conn, a))
 
 
+def _flush_on(c: Ctx, k) -> None:
+    """Deliver what is held for k; a reading the rules named (``infer``) goes with its first transition."""
+    infer, c.infer = c.infer, None
+    c.conn._flush(k, c.seg, c.out, infer=infer)
+
+
+def _deliver(c: Ctx) -> None:
+    c.infer = c.conn._collect(c.rx.receive(c.seg, c.now), c.out, c.infer)
+
+
+def _note_resent(c: Ctx, k) -> None:
+    c.conn.resent |= 1 if k == c.conn.first else 2
+
+
+def _drop_resent(c: Ctx, k) -> None:
+    c.conn.resent &= ~(1 if k == c.conn.first else 2)
+
+
 def _listening(c: Ctx) -> None:
     c.x.state = State.LISTEN
 
@@ -688,7 +712,7 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
     if name == "unhold":
         return _on(args[0], lambda c, k: c.conn._unhold("pending", k))
     if name == "flush":
-        return _on(args[0], lambda c, k: c.conn._flush(k, c.seg, c.out))
+        return _on(args[0], _flush_on)
     if name == "cross":
         return _on(args[0], lambda c, k: c.conn.pending[k].__setitem__(1, True))
     if name == "unhold_final":
@@ -704,7 +728,7 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
     if name == "deliver_without_fin":
         return lambda c: c.conn._collect(c.rx.receive(c.seg.with_(flags=c.seg.flags & 0xFE), c.now), c.out, c.infer)
     if name == "deliver":
-        return lambda c: c.conn._collect(c.rx.receive(c.seg, c.now), c.out)
+        return _deliver
     if name == "synack_seen":
         return lambda c: setattr(c.conn, "synack_unseen", None)
     if name == "synack_unseen":
@@ -747,6 +771,10 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
         return _deliver_ack_only
     if name == "deliver_queue":
         return _deliver_queue
+    if name == "note_resent":
+        return _on(args[0], _note_resent)
+    if name == "drop_resent":
+        return _on(args[0], _drop_resent)
     if name == "infer":
         states, when = args[0], args[1]
         alt = tuple(State[st] for st in states)
@@ -762,7 +790,7 @@ class _Programs(M.Lazy):
     """The observer's programs, built from the rules in force (rawfin.core.machine.install)."""
 
     __slots__ = ("_compiled", "birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds",
-                 "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns",
+                 "rst_held", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns",
                  "half_open", "limits")
     builders = {
         "birth": lambda c: M.build_program(c.birth, _observer_action),
@@ -771,6 +799,7 @@ class _Programs(M.Lazy):
         "flush": lambda c: M.build_program(c.flush, _observer_action),
         "flush_at_end": lambda c: M.build_program(c.flush_at_end, _observer_action),
         "end": lambda c: M.build_program(c.end, _end_action),
+        "rst_held": lambda c: M.build_program(c.rst_held, _observer_action),
         "close_kinds": lambda c: tuple((k, M.build_condition(cond)) for k, cond in c.close_kinds),
         "time_wait_closes": lambda c: c.time_wait_closes,
         "reset_closes": lambda c: c.reset_closes,

@@ -374,6 +374,12 @@ BIRTH: tuple[Step, ...] = (
 # after it), what a side sent may never show (lost before it), and two segments may reach a host in
 # another order than they passed it. The rows below read the packets for that (issue 14); where they
 # cannot decide, the transition taken names the other reading (``inferred``).
+#: An RST that reaches a side which was sending data again, not all of it acknowledged yet: its application may
+#: have closed already, its FIN waiting behind that data (Linux sends nothing new while a retransmission is
+#: outstanding): FIN_WAIT_1, which the capture cannot show.
+_FIN_BEHIND_DATA = (("FIN_WAIT_1", "CLOSED"), "its application had closed while it was sending data again (its FIN "
+                    "waiting behind that data, not sent yet)")
+
 SEGMENT: tuple[Step, ...] = (
     # picked up mid-stream: the first segment each way says what the other side expects
     step("rx_expects", row("!rx:known", set_("rx.rcv_nxt", "seq"), set_("rx.irs", "seq"), ("know", "rx"))),
@@ -412,9 +418,9 @@ SEGMENT: tuple[Step, ...] = (
     step("fin_again",
          row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin queue:rx lost_after:rx", ("first_fin_lost", "rx")),
          row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin queue:rx", ("first_fin_arrived", "rx")),
-         row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin held:rx.crossed rx.state:FIN_WAIT_1 lost_after:rx",
+         row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin rx.state:FIN_WAIT_1 lost_after:rx",
              ("first_fin_lost", "rx")),
-         row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin held:rx.crossed rx.state:FIN_WAIT_1",
+         row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin rx.state:FIN_WAIT_1",
              ("first_fin_arrived", "rx")),
          row("held:rx FIN !SYN !held:rx.SYN !held:rx.crossed fin=held:rx.fin", ("unhold", "rx"))),
     # TCP delivers in order: a FIN held for the receiver arrives before a segment sent after it. One sent
@@ -428,6 +434,7 @@ SEGMENT: tuple[Step, ...] = (
          row("held:rx !seq>=held:rx.fin+1"),
          row("held:rx hold_final_ack held:rx.crossed", ("wait_behind", "rx"), mark("waits")),
          row("held:rx hold_final_ack rx.state:FIN_WAIT_1", ("wait_behind", "rx"), mark("waits")),
+         row("held:rx hold_final_ack !RST rx.state:ESTABLISHED", ("wait_behind", "rx"), mark("waits")),
          row("held:rx", ("flush", "rx"))),
     # RSTs held for the receiver: this segment of their sender's comes after them
     step("rst_rx", row("rst:rx !RST", ("deliver_rst", "rx"))),
@@ -438,6 +445,11 @@ SEGMENT: tuple[Step, ...] = (
          # its own FIN sent again: what acknowledged it among the segments waiting for it never arrived
          row("held:tx ACK ack>=held:tx.end FIN queue:tx tx.fin_seq fin=tx.fin_seq", ("drop_lost_acks", "tx"),
              ("flush", "tx")),
+         # it was sending data again: Linux queues a FIN behind data being retransmitted, so its application may
+         # have closed before this FIN reached it, its own FIN not sent yet (FIN_WAIT_1, then CLOSING here)
+         row("held:tx ACK ack>=held:tx.end tx.state:ESTABLISHED tx:resent", ("infer", ("FIN_WAIT_1", "CLOSING"),
+             "its application had closed while it was sending data again (its FIN waiting behind that data) "
+             "before the FIN in frame {held:tx.frame} reached it"), ("flush", "tx")),
          row("held:tx ACK ack>=held:tx.end", ("flush", "tx")),
          row("held:tx ahead:tx ACK ack=tx.rcv_nxt"),            # waits for the gap in front of the FIN
          row("held:tx", ("cross", "tx"))),                     # sent before the FIN reached it: the two crossed
@@ -453,7 +465,13 @@ SEGMENT: tuple[Step, ...] = (
     step("final_ack_rx", row("final:rx", ("deliver_final", "rx"))),
     # data the capture point saw, sent again, not the sender's last (a tail loss probe resends the last):
     # recovery from a loss after the capture point
-    step("resent", row("data end<=rx.rcv_nxt end<tx.snd_nxt", ("evidence", "down", "tx"))),
+    # (any data sent again, the last segment too: the side is recovering from a loss, and a FIN its application
+    # asks for waits behind that data (tx:resent); until it sends again with all of it acknowledged: a FIN
+    # waiting would have gone first)
+    step("resent",
+         row("data end<=rx.rcv_nxt end<tx.snd_nxt", ("evidence", "down", "tx"), ("note_resent", "tx")),
+         row("data end<=rx.rcv_nxt", ("note_resent", "tx")),
+         row("tx:resent tx.snd_una=tx.snd_nxt", ("drop_resent", "tx"))),
     step("sent", row("", ("observe_send",))),
     # the handshake's round trip as the capture point saw it (an RST's crossing window)
     step("rtt", row("rx.state:SYN_RECEIVED ACK !SYN tx:client !mid_stream !rtt", ("rtt",))),
@@ -470,6 +488,9 @@ SEGMENT: tuple[Step, ...] = (
          row("hold_final_ack RST !SYN rst:rx", ("hold_rst", "rx"), STOP),
          row("hold_final_ack RST !SYN seq=rx.rcv_nxt rx.state:SYN_RECEIVED|ESTABLISHED|FIN_WAIT_1|FIN_WAIT_2|"
              "CLOSE_WAIT|CLOSING|LAST_ACK", ("hold_rst", "rx"), STOP),
+         # (not held: at once, naming the reading RST_HELD names)
+         row("RST !SYN seq=rx.rcv_nxt rx.state:ESTABLISHED rx:resent rx.snd_una<rx.snd_nxt", ("infer", *_FIN_BEHIND_DATA),
+             ("deliver",), STOP),
          # a FIN ahead of a gap waits in the receiver's queue (its ACK counts now) until the gap is filled
          row("FIN !SYN seq>rx.rcv_nxt rx:known !rx.peer_fin_seq rx.state:ESTABLISHED|FIN_WAIT_1|FIN_WAIT_2",
              ("hold", "rx"), ("hold_ahead", "rx"), STOP),
@@ -498,6 +519,11 @@ LOSS_EVIDENCE: dict[str, tuple[str, str]] = {
     "final_ack_lost": ("down", "remote"),
     "rst_not_received": ("down", "remote"),
 }
+
+# An RST held for x (rules' hold_rst), as it is delivered (Connection._deliver_rst): what the capture cannot decide.
+RST_HELD: tuple[Step, ...] = (
+    step("fin_behind_data", row("x.state:ESTABLISHED x:resent x.snd_una<x.snd_nxt", ("infer", *_FIN_BEHIND_DATA))),
+)
 
 # Delivering what was held for an endpoint (Connection._flush), ``now`` the segment that shows it, if any.
 FLUSH: tuple[Step, ...] = (
@@ -596,4 +622,4 @@ OBSERVER_TIMERS = ("final_ack", "endpoints")
 
 #: In-order data or a plain ACK between two ESTABLISHED endpoints decides nothing: the fast path applies it
 #: without the programs above (the result is the same; the tests compare both).
-FAST_PATH = "pure_ack !fins !held tx:seen tx.state:ESTABLISHED rx.state:ESTABLISHED seq=rx.rcv_nxt ack_known"
+FAST_PATH = "pure_ack !fins !held tx:seen !tx:resent tx.state:ESTABLISHED rx.state:ESTABLISHED seq=rx.rcv_nxt ack_known"

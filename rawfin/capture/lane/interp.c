@@ -278,6 +278,7 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
         case R_SEEN: r = (c->seen & side_bit(side)) != 0; break;
         case R_SYNACK_UNSEEN: r = 0; break;
         case R_DATA_UNANSWERED: r = (c->unanswered & side_bit(side)) != 0; break;
+        case R_RESENT: r = (c->resent & side_bit(side)) != 0; break;
         default: return -BAIL;
         }
         break;
@@ -612,6 +613,12 @@ static int act(ctx_t *x, const act_t *a) {
         side = side_of(x, a->a[1]);
         if (side < 0) return BAIL;
         return evid_note(e, c, side, a->a[0]);
+    case A_NOTE_RESENT: case A_DROP_RESENT:     /* rules' resent: that side has sent data again */
+        side = side_of(x, a->a[0]);
+        if (side < 0) return BAIL;
+        if (a->code == A_NOTE_RESENT) c->resent |= (uint8_t)side_bit(side);
+        else c->resent &= (uint8_t)~side_bit(side);
+        return 0;
     case A_DELIVER: return receive(e, c, x->rx, s, x->now);
     case A_LISTENING: c->ep[x->x].state = LISTEN; return 0;
     case A_DELIVER_HELD: {

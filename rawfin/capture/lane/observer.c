@@ -14,7 +14,9 @@ static int flush(Engine *e, conn_t *c, int side, const ev_t *now_seg, int filled
     x.nwq = c->nwq[side];           /* what waited behind it goes with it */
     memcpy(x.wq, c->wq[side], sizeof x.wq);
     c->nwq[side] = 0;
-    return run(&x, PG_FLUSH);
+    int r = run(&x, PG_FLUSH);
+    e->inf_on = 0;                  /* a reading named for this delivery goes no further (the reference's is local) */
+    return r;
 }
 
 /* Connection._deliver_rst: the RSTs held for ``side``, in order */
@@ -25,7 +27,12 @@ static int deliver_rsts(Engine *e, conn_t *c, int side) {
     c->nrq[side] = 0;
     for (int i = 0; i < n; i++) {
         ev_t s = c->log[rq[i]];
-        int r = receive(e, c, side, &s, s.time_ns);
+        ctx_t x;                    /* rules.RST_HELD: the reading not taken, if the rules name one */
+        ctx_init(&x, e, c, NULL, s.time_ns);
+        x.x = side;
+        int r = run(&x, PG_RST_HELD);
+        if (!r) r = receive(e, c, side, &s, s.time_ns);
+        e->inf_on = 0;
         if (r) return r;
     }
     return 0;

@@ -24,7 +24,7 @@ enum { A_STOP, A_MOVE, A_ANOMALY, A_SET, A_SEND, A_MARK, A_REMOTE, A_SYNCHRONIZE
        A_NOTE_FIN, A_UNHOLD, A_FLUSH, A_CROSS, A_UNHOLD_FINAL, A_DELIVER_FINAL, A_OBSERVE_SEND, A_HOLD_FINAL,
        A_HOLD, A_DELIVER_WITHOUT_FIN, A_DELIVER, A_LISTENING, A_DELIVER_HELD, A_UNHOLD_X, A_FLUSH_X, A_EVIDENCE,
        A_DELIVER_ACK_ONLY, A_DELIVER_QUEUE, A_WAIT_BEHIND, A_HOLD_RST, A_DELIVER_RST, A_HOLD_AHEAD, A_FLUSH_FILLED,
-       A_INFER, A_NOTE_RST, NACT };
+       A_INFER, A_NOTE_RST, A_NOTE_RESENT, A_DROP_RESENT, NACT };
 static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized",
                                       "acked", "take_data", "open", "open_at_syn_ack", "pick_up", "server", "know",
                                       "flag", "drop_candidates", "candidate", "note_fin", "unhold", "flush", "cross",
@@ -32,7 +32,7 @@ static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", 
                                       "deliver_without_fin", "deliver", "listening", "deliver_held", "unhold_x",
                                       "flush_x", "evidence", "deliver_ack_only", "deliver_queue", "wait_behind",
                                       "hold_rst", "deliver_rst", "hold_ahead", "flush_filled", "infer",
-                                      "note_rst"};
+                                      "note_rst", "note_resent", "drop_resent"};
 enum { W_SEG, W_SELF, W_TX, W_RX, W_X, W_A, W_B, W_CLIENT, W_FIRST_CLOSER, W_H, W_NOW, W_HELD_TX, W_HELD_RX,
        W_FINAL_TX, W_FINAL_RX, W_CONN, W_LIT, W_PEER, W_SERVER, NWHO };
 static const char *WHO_NAMES[NWHO] = {"seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h",
@@ -58,9 +58,9 @@ enum { HC_SYNACK_AT, HC_SYN_AT, NHCLOCK };
 static const char *HCLOCK_NAMES[NHCLOCK] = {"synack_at", "syn_at"};
 enum { HT_SYN_ACK, HT_SYN, NHTIMEOUT };
 static const char *HTIMEOUT_NAMES[NHTIMEOUT] = {"syn_ack", "syn"};
-enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, R_DATA_UNANSWERED, NROLE };
+enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, R_DATA_UNANSWERED, R_RESENT, NROLE };
 static const char *ROLE_NAMES[NROLE] = {"client", "first_closer", "fin_noted", "known", "seen", "synack_unseen",
-                                        "data_unanswered"};
+                                        "data_unanswered", "resent"};
 enum { T_2MSL_DUE, T_FIN_WAIT_2_DUE, T_RTO_DUE, T_RTO_ARMED, T_UNACKED, T_RETRIES_EXHAUSTED, T_USER_TIMEOUT_EXPIRED,
        T_LOSS_PROBE, NTIMER };
 static const char *TIMER_NAMES[NTIMER] = {"2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked",
@@ -103,7 +103,7 @@ typedef struct { int32_t val; uint32_t lit0, nlit; } piece_t;    /* val >= 0: a 
 typedef struct { uint32_t p0, np; } tpl_t;
 
 enum { PG_RECEIVE = 0, PG_SEND = NST, PG_TIMERS = 2 * NST, PG_BIRTH, PG_SEGMENT, PG_FLUSH, PG_FLUSH_AT_END, PG_END,
-       NPROG };
+       PG_RST_HELD, NPROG };
 #define MAXKIND 64
 #define MAXCLOSE 16
 

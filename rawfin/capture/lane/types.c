@@ -73,6 +73,7 @@ typedef struct conn {
     int64_t first_frame, last_frame, first_ns, last_ns, packets;
     uint8_t seen, tw, ka;   /* tw: settled, as the Python observer's TimeWait form; ka: side of key[1] */
     uint8_t unanswered;     /* side bits: that side's last news is data from the peer, it has sent nothing since */
+    uint8_t resent;         /* side bits: that side has sent data again that its peer already had (rules' resent) */
     uint8_t client;         /* the client's side: 0 when a SYN opened it, else guessed by port */
     uint8_t mid, known;     /* picked up mid-stream; whose rcv_nxt is known (bit 1: side 0, bit 2: side 1) */
     uint8_t nfins, fin_side[2];

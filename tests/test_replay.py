@@ -29,6 +29,12 @@ def cap(name: str) -> str:
     return os.path.join(ROOT, "captures", name)
 
 
+def flat(text: str) -> str:
+    """``text`` with every run of whitespace as one space: what a table or a paragraph wrapped to the
+    terminal's width says, whatever the width."""
+    return " ".join(text.split())
+
+
 def edited(tmp_path, name="normal-close.pcap", copy=8, after_ns=200_000_000, drop=()) -> str:
     """The capture with frame ``copy`` sent again ``after_ns`` after it, at the end; frames in ``drop`` cut."""
     frames = list(iter_frames(cap(name)))
@@ -154,7 +160,7 @@ def test_side_by_side_states_are_each_sides_own(name, side):
 def test_edited_capture_diverges_against_the_emulator(tmp_path, capsys):
     p = edited(tmp_path)
     assert main(["replay", p, "--as", "server"]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert ("capture frame 12: the client retransmitted its FIN 200 ms after frame 8; the live emulator had "
             "received the ACK in frame 9 and did not") in out
 
@@ -162,7 +168,7 @@ def test_edited_capture_diverges_against_the_emulator(tmp_path, capsys):
 def test_table_and_jsonl(capsys, tmp_path):
     w = str(tmp_path / "live.pcap")
     assert main(["replay", cap("lost-final-ack.pcap"), "--as", "client", "--write", w]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "lost, as the capture implies" in out and "verdict: the live server followed the capture" in out
     assert len(list(iter_frames(w))) == 12          # the lost ACK never reached the live side
     assert main(["replay", cap("lost-final-ack.pcap"), "--as", "client", "--format", "jsonl"]) == 0
@@ -171,6 +177,49 @@ def test_table_and_jsonl(capsys, tmp_path):
     assert recs[-1] == {"type": "verdict", "conn": 0, "as": "client", "against": "emulator", "diverged": False,
                         "divergences": 0}
     assert sum(r["type"] == "replay" for r in recs) == 13
+
+
+@pytest.mark.parametrize("against", ["emulator", pytest.param("kernel", marks=needs_trace)])
+@pytest.mark.parametrize("columns", [100, 80])
+def test_side_by_side_fits_the_terminal(columns, against, capsys, monkeypatch, tmp_path, request):
+    """The side-by-side table, the lines above and under it, and a divergence fit COLUMNS: a frame is
+    two rows (the recorded run, the live run) and a note under them, and nothing is cut away."""
+    if against == "kernel":
+        request.getfixturevalue("no_leftovers")
+    monkeypatch.setenv("COLUMNS", str(columns))
+    extra = ["--against", against, "--speed", "0"]
+    assert main(["replay", cap("lost-final-ack.pcap"), "--as", "client", *extra]) == 0
+    out = capsys.readouterr().out
+    assert out and max(len(line) for line in out.splitlines()) <= columns, out
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("frame"))
+    assert lines[head].split() == ["frame", "run", "time", "dir", "segment", "client", "server"]
+    rec = next(i for i, line in enumerate(lines) if line.split()[:2] == ["11", "rec"])
+    assert lines[rec + 1].split()[0] == "live" and "TIME_WAIT" in lines[rec + 1]
+    assert flat(lines[rec + 2]).startswith("note: lost, as the capture implies")
+    if against == "emulator":   # the live server's states as its own transitions give them (its close() at 10)
+        nine = next(i for i, line in enumerate(lines) if line.split()[:2] == ["9", "rec"])
+        assert lines[nine + 1].split()[-2:] == ["FIN_WAIT_2", "CLOSE_WAIT"]
+    assert "verdict: the live server followed the capture" in flat(out)
+    # a divergence, wrapped, says all it says
+    assert main(["replay", edited(tmp_path), "--as", "server", *extra]) == 1
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= columns, out
+    assert (f"capture frame 12: the client retransmitted its FIN 200 ms after frame 8; the live {against} had "
+            "received the ACK in frame 9 and did not") in flat(out)
+
+
+def test_side_by_side_in_other_formats():
+    """Any other --tablefmt is tabulate's, with the note in a column of its own on the frame's first row."""
+    from rawfin.commands.replay import rows, side_by_side, side_by_side_text
+
+    o = run_emulator(load(cap("lost-final-ack.pcap")), "client")
+    headers, frames = side_by_side(rows(o), o.rec.frames[0].time_ns, o.rp.start_ns)
+    assert [r[1] for r in frames[10][0]] == ["rec", "live"] and frames[10][1].startswith("lost, as the capture")
+    text = side_by_side_text(headers, frames, "github")
+    assert "| note" in text.splitlines()[0]
+    line = next(x for x in text.splitlines() if "lost, as the capture implies" in x)
+    assert "| rec " in line and "| 11 " in line
 
 
 # -- scenario files ----------------------------------------------------------------------
@@ -223,7 +272,7 @@ def test_every_capture_against_the_kernel(name, side, no_leftovers):
 @needs_trace
 def test_lost_final_ack_against_the_kernel(capsys, no_leftovers):
     assert main(["replay", cap("lost-final-ack.pcap"), "--as", "client", "--against", "kernel"]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "LAST_ACK → CLOSED" in out and "retransmission" in out
     assert "none: the live server followed the capture's states and segments" in out
 
@@ -232,6 +281,6 @@ def test_lost_final_ack_against_the_kernel(capsys, no_leftovers):
 def test_edited_capture_diverges_against_the_kernel(tmp_path, capsys, no_leftovers):
     p = edited(tmp_path)
     assert main(["replay", p, "--as", "server", "--against", "kernel", "--speed", "0"]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert ("capture frame 12: the client retransmitted its FIN 200 ms after frame 8; the live kernel had "
             "received the ACK in frame 9 and did not") in out

@@ -149,59 +149,97 @@ def rows(o) -> list[dict]:
     return out
 
 
-def render_table(out, o, tablefmt: str = "simple") -> None:
-    from tabulate import tabulate
+#: the side-by-side table's columns: one row for the recorded run, one for the live run, per frame
+SIDE_BY_SIDE = ["frame", "run", "time", "dir", "segment", "client", "server"]
 
+
+def side_by_side(rs: list[dict], t0: int, live0: int) -> tuple[list[str], list[tuple[list[list[str]], str]]]:
+    """:func:`rows` as the table prints them: the headers, and per frame its rows (``rec``, the recorded
+    run, and ``live``, what the live run sent for it; a live-only segment has its ``live`` row alone)
+    with the frame's note. Times are seconds since the capture's first frame (``t0``) and since the live
+    run's start (``live0``)."""
+    def rel(t: float | None, origin: int) -> str:
+        return "" if t is None else f"{(round(t * 1e9) - origin) / 1e9:.6f}"
+    frames = []
+    for r in rs:
+        out = []
+        if r["frame"] is not None or r["recorded"]:
+            out.append([str(r["frame"]) if r["frame"] is not None else "", "rec", rel(r["time"], t0), r["dir"],
+                        r["recorded"], r["rec_client"], r["rec_server"]])
+        if r["live_segment"] or r["live_dir"] or not out:
+            out.append(["" if out else "-", "live", rel(r["live_time"], live0), r["live_dir"], r["live_segment"],
+                        r["live_client"], r["live_server"]])
+        frames.append((out, r["note"]))
+    return list(SIDE_BY_SIDE), frames
+
+
+def side_by_side_text(headers: list[str], frames: list[tuple[list[list[str]], str]], tablefmt: str = "simple",
+                      width: int | None = None) -> str:
+    """The side-by-side table fitted to ``width`` (default: the terminal's): in the default ``simple``
+    layout (rawfin.render.tables) each frame's rows, then its note on a line of its own (``note: ...``),
+    wrapped; any other tabulate format gets a note column on the frame's first row (it does not wrap)."""
+    from rawfin.render.tables import Layout, paragraph, table, terminal_width
+    if tablefmt != "simple":
+        body = [row + [note if k == 0 else ""] for rows_, note in frames for k, row in enumerate(rows_)]
+        return table([*headers, "note"], body, tablefmt) + "\n"
+    width = terminal_width() if width is None else width
+    seg = headers.index("segment")
+    lay = Layout(headers, [row for rows_, _ in frames for row in rows_], width, first=(seg,))
+    out = [lay.head()]
+    for rows_, note in frames:
+        out.extend(lay.row(row) for row in rows_)
+        if note:
+            out.append(paragraph(f"note: {note}", width, "  ", "    ") + "\n")
+    return "".join(out)
+
+
+def render_table(out, o, tablefmt: str = "simple", width: int | None = None) -> None:
     from rawfin.core.segment import fmt_endpoint
+    from rawfin.render.tables import paragraph, terminal_width
     rec, rp = o.rec, o.rp
-    w = out.write
+    width = terminal_width() if width is None else width
+
+    def w(text: str, first: str = "", rest: str = "    ") -> None:
+        """A line of prose, wrapped to the width (its continuation lines indented)."""
+        out.write(paragraph(text, width, first, rest) + "\n")
     live_what = ("the Linux kernel in rawfin's own network namespace (TUN)" if o.against == "kernel"
                  else "the emulator's endpoint (rawfin's core)")
     w(f"replay {rec.path}, connection {rec.conn}: rawfin plays the recorded {rp.me} "
-      f"({rec.name(rp.me)}); the {rp.live} is live: {live_what}\n")
-    w(f"  live run: rawfin {fmt_endpoint(*o.rawfin_addr)} <-> {o.against} {fmt_endpoint(*o.live_addr)}; "
+      f"({rec.name(rp.me)}); the {rp.live} is live: {live_what}")
+    w(f"live run: rawfin {fmt_endpoint(*o.rawfin_addr)} <-> {o.against} {fmt_endpoint(*o.live_addr)}; "
       f"speed {rp.speed:g}; the live {rp.live}'s ISN {rp.isn[rp.live]} (recorded {rec.isn[rp.live]}), "
-      f"seq/ack relative to each side's ISN\n")
-    w(f"  the live {rp.live}'s states: {o.truth}; rawfin's: the observer on the live wire\n")
+      f"seq/ack relative to each side's ISN", "  ")
+    w(f"the live {rp.live}'s states: {o.truth}; rawfin's: the observer on the live wire", "  ")
     if rec.mid_stream:
-        w("  mid-stream: no handshake in the capture; rawfin made one up before the first frame\n")
-    w("\n")
-    rs = rows(o)
-    headers = ["frame", "time", "dir", "recorded", "client", "server", "live time", "live", "client", "server",
-               "note"]
+        w("mid-stream: no handshake in the capture; rawfin made one up before the first frame", "  ")
+    out.write("\n")
     t0 = rec.frames[0].time_ns if rec.frames else 0
-
-    def rel(t: float | None, origin: int) -> str:
-        return "" if t is None else f"{(round(t * 1e9) - origin) / 1e9:.6f}"
-    table = [[r["frame"] if r["frame"] is not None else "", rel(r["time"], t0), r["dir"], r["recorded"],
-              r["rec_client"], r["rec_server"], rel(r["live_time"], rp.start_ns), r["live_segment"],
-              r["live_client"], r["live_server"], r["note"]]
-             for r in rs]
-    w(tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n")
-    w(f"\nthe live {rp.live} ({o.against}), its transitions:\n")
+    headers, frames = side_by_side(rows(o), t0, rp.start_ns)
+    out.write(side_by_side_text(headers, frames, tablefmt, width))
+    out.write(f"\nthe live {rp.live} ({o.against}), its transitions:\n")
     if o.live_moves:
         for m in o.live_moves:
-            w(f"  {_t(m.order[0], rp.start_ns):>10}  {m.from_.value} {ARROW} {m.to.value}"
-              + (f"   [{m.cause}]" if m.cause else "") + "\n")
+            w(f"{_t(m.order[0], rp.start_ns):>10}  {m.from_.value} {ARROW} {m.to.value}"
+              + (f"   [{m.cause}]" if m.cause else ""), "  ", " " * 14)
     else:
-        w("  (none recorded)\n")
+        out.write("  (none recorded)\n")
     rec_moves = rec.path_of(rp.live)
-    w(f"the recorded {rp.live}, its transitions:\n")
+    out.write(f"the recorded {rp.live}, its transitions:\n")
     for a, b, fr, cause in rec_moves:
-        w(f"  frame {fr if fr is not None else '-':>4}  {a.value} {ARROW} {b.value}   [{cause}]\n")
+        w(f"frame {fr if fr is not None else '-':>4}  {a.value} {ARROW} {b.value}   [{cause}]", "  ", " " * 14)
     for t, text in o.notes:
-        w(f"note: {text}\n")
-    w("\ndivergences:\n")
+        w(f"note: {text}")
+    out.write("\ndivergences:\n")
     if not o.divergences:
-        w(f"  none: the live {rp.live} followed the capture's states and segments\n")
+        w(f"none: the live {rp.live} followed the capture's states and segments", "  ")
     for d in o.divergences:
         tag = {"state": "STATE  ", "segment": "SEGMENT", "ack": "ack    "}[d.severity]
-        w(f"  {tag}  {d.text}\n")
+        w(f"{tag}  {d.text}", "  ", " " * 11)
     verdict = "DIVERGED" if o.diverged else "followed the capture"
     minor = sum(1 for d in o.divergences if d.severity == "ack")
-    w(f"\nverdict: the live {rp.live} {verdict}"
-      + (f" ({minor} ACK-only difference{'s' if minor != 1 else ''}: timing, not behaviour)" if minor else "")
-      + "\n")
+    out.write("\n")
+    w(f"verdict: the live {rp.live} {verdict}"
+      + (f" ({minor} ACK-only difference{'s' if minor != 1 else ''}: timing, not behaviour)" if minor else ""))
     out.flush()
 
 

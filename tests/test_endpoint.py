@@ -861,3 +861,81 @@ def test_user_timeout_gives_up_after_the_first_retransmission_plus_the_timeout()
 def test_user_timeout_must_be_positive():
     with pytest.raises(ValueError):
         Config(user_timeout_ns=0)
+
+
+# -- n: the congestion window (RFC 5681, RFC 6928) and the send queue ---------------------------------------
+def _data(res) -> list[tuple[int, int, bool, bool]]:
+    """(seq, len, PSH, FIN) of each segment sent."""
+    return [(seg.seq, seg.data_len, bool(seg.flags & Flags.PSH), seg.fin) for seg in res.segments]
+
+
+def test_n_a_write_larger_than_the_initial_window_sends_ten_segments():
+    s = _server_after_handshake(10 * MS, mss=1000)
+    res = s.send(bytes(15000), 20 * MS)
+    assert [(q, n) for q, n, _, _ in _data(res)] == [(5001 + 1000 * i, 1000) for i in range(10)]
+    assert (s.cwnd, s.in_flight, s.snd_nxt, s.write_seq) == (10, 10, 15001, 20001)
+
+
+def test_n_slow_start_opens_the_window_one_segment_per_segment_acked():
+    s = _server_after_handshake(10 * MS, mss=1000)
+    s.send(bytes(30000), 20 * MS)
+    res = s.receive(_ack(s, 7001), 30 * MS)            # 2 segments ACKed: cwnd 12, 8 in flight: 4 more
+    assert s.cwnd == 12 and [q for q, *_ in _data(res)] == [15001, 16001, 17001, 18001]
+    res = s.receive(_ack(s, 19001), 40 * MS)           # 12 more ACKed: cwnd 24, nothing in flight: the last 16
+    assert s.cwnd == 24 and len(res.segments) == 16 and s.snd_nxt == 35001
+
+
+def test_n_the_window_grows_only_while_it_is_used():
+    s = _server_after_handshake(10 * MS, mss=1000)
+    for i in range(20):                                # one segment at a time, each ACKed: never cwnd-limited
+        s.send(bytes(100), (20 + i) * MS)
+        s.receive(_ack(s, 5001 + 100 * (i + 1)), (20 + i) * MS + 500_000)
+    assert s.cwnd == 10
+
+
+def test_n_close_behind_a_full_window_queues_the_fin_on_the_last_segment():
+    s = _server_after_handshake(10 * MS, mss=1000)
+    s.send(bytes(12000), 20 * MS)
+    res = s.close(20 * MS)
+    (t,) = res.transitions
+    assert (t.to, res.segments) == (State.FIN_WAIT_1, ())
+    assert "queued behind 2000 unsent bytes" in t.cause and s.fin_seq == 5001 + 12000
+    res = s.receive(_ack(s, 6001), 30 * MS)            # cwnd 11, 9 in flight: both go, the FIN on the last
+    assert [(q, n, fin) for q, n, _, fin in _data(res)] == [(15001, 1000, False), (16001, 1000, True)]
+    assert s.snd_nxt == 17002
+    s.receive(_ack(s, 17002), 40 * MS)
+    assert s.state is State.FIN_WAIT_2
+
+
+def test_n_a_lone_fin_goes_even_when_the_window_is_full():
+    # Linux's tcp_cwnd_test: the congestion window is not strict about the final FIN
+    s = _server_after_handshake(10 * MS, mss=1000)
+    s.send(bytes(10000), 20 * MS)
+    res = s.close(20 * MS)
+    assert _data(res) == [(15001, 0, False, True)]
+
+
+def test_n_the_loss_probe_sends_new_data_without_psh_and_counts_no_retransmission():
+    s = _server_after_handshake(1 * MS, mss=1000, loss_probe=True)
+    s.send(bytes(12000), 10 * MS)
+    res = s.handle_timer(s.next_deadline())            # the probe: one new segment, not the last one again
+    assert _data(res) == [(15001, 1000, False, False)] and res.retransmissions == ()
+    assert s.total_retrans == 0 and not s.probing and s.rto_at is not None
+
+
+def test_n_the_rto_collapses_the_window_to_one_segment():
+    s = _server_after_handshake(10 * MS, mss=1000)
+    s.send(bytes(20000), 20 * MS)
+    s.receive(_ack(s, 10001), 30 * MS)                 # cwnd 15
+    s.handle_timer(s.next_deadline())                  # RTO: ssthresh = 0.7 * 15, cwnd 1 (RFC 5681 3.1)
+    assert (s.cwnd, s.ssthresh) == (1, 10)
+    s.handle_timer(s.next_deadline())                  # a second RTO of the same loss keeps the threshold
+    assert (s.cwnd, s.ssthresh) == (1, 10)
+
+
+def test_n_a_reset_drops_the_send_queue():
+    s = _server_after_handshake(10 * MS, mss=1000)
+    s.send(bytes(15000), 20 * MS)
+    s.close(20 * MS)
+    s.receive(_ack(s, 6001).with_(seq=101, flags=Flags.RST), 30 * MS)
+    assert s.state is State.CLOSED and s.write_seq == s.snd_nxt

@@ -314,10 +314,10 @@ def test_code_block_assertions_hold_or_fail_in_packetdrills_words():
 
 
 def test_code_block_reading_a_field_rawfin_does_not_model_is_refused_against_rawfin_only(tmp_path, capsys):
-    f = tmp_path / "cwnd.pkt"
-    f.write_text(SOCKET + "+0 %{ assert tcpi_snd_cwnd == 10 }%\n")
+    f = tmp_path / "rcvrtt.pkt"
+    f.write_text(SOCKET + "+0 %{ assert tcpi_rcv_rtt == 0 }%\n")
     assert main(["packetdrill", "--against", "rawfin", str(f)]) == 69
-    assert "cwnd.pkt:2: not supported by rawfin: %{ }% block reads tcpi_snd_cwnd" in capsys.readouterr().err
+    assert "rcvrtt.pkt:2: not supported by rawfin: %{ }% block reads tcpi_rcv_rtt" in capsys.readouterr().err
     script = ps.parse_file(str(f))
     pktrun.check_script(script, pktrun.make_config(script, {}))     # the kernel has every field
 

@@ -25,6 +25,12 @@ _ACK = Flags.ACK
 #: shutdown()'s ``how``, as Linux numbers them
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 _FIN_FROM = (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECEIVED)
+#: the states whose send queue may still go out (data before our FIN, then the FIN)
+_SENDING = frozenset((State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK))
+#: Linux's TCP_INFINITE_SSTHRESH: no slow-start threshold until the first loss
+INFINITE_SSTHRESH = 0x7FFFFFFF
+#: CUBIC's multiplicative decrease (Linux's tcp_cubic beta 717/1024, RFC 9438 4.6)
+_BETA_NUM, _BETA_DEN = 717, 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,12 +47,13 @@ class Config:
     fin_wait_2_timeout_ns: int | None = None   # Linux tcp_fin_timeout for orphans; None = RFC
     rcv_wnd: int = 65535
     mss: int = 1460
+    init_cwnd: int = 10               # the initial congestion window in segments (RFC 6928; Linux's TCP_INIT_CWND)
     close_on_fin: bool = False        # the application closes the moment it reads EOF
     observer: bool = False            # driven by a capture: send nothing, tolerate capture gaps
     app_reads: bool = False           # the application reads with read(); False: it takes every byte as it comes
 
     def __post_init__(self) -> None:
-        for name in ("msl_ns", "rto_ns", "rto_max_ns", "rto_min_ns", "mss", "max_retries"):
+        for name in ("msl_ns", "rto_ns", "rto_max_ns", "rto_min_ns", "mss", "max_retries", "init_cwnd"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -82,7 +89,9 @@ class Endpoint:
                  "rcv_nxt", "rcv_wnd", "fin_seq", "peer_fin_seq", "passive", "rto_at", "time_wait_at",
                  "fin_wait_2_at", "_rto_cur", "_retries", "_unacked", "_ooo", "_name", "_peer_name",
                  "rd_shut", "wr_shut", "app_closed", "unread", "_sent_at", "srtt8_ns", "mdev4_ns", "mdev_max4_ns",
-                 "rttvar4_ns", "_rtt_seq", "_retrans_stamp", "probing", "_tlp_high", "backoff", "total_retrans")
+                 "rttvar4_ns", "_rtt_seq", "_retrans_stamp", "probing", "_tlp_high", "backoff", "total_retrans",
+                 "cwnd", "ssthresh", "_cwnd_cnt", "_unsent", "_fin_queued", "_max_out", "_cwnd_usage_seq",
+                 "_cwnd_limited")
 
     def __init__(self, *, local: tuple[str, int], remote: tuple[str, int] | None = None,
                  iss: int = 0, config: Config | None = None, vlan: tuple[int, ...] = (),
@@ -122,6 +131,16 @@ class Endpoint:
         self.backoff = 0            # RTO doublings since the last RTT measurement (tcpi_backoff)
         self.total_retrans = 0      # every retransmission, probes included (tcpi_total_retrans)
         self._ooo: tuple[Segment, ...] = ()       # arrived ahead of rcv_nxt
+        # congestion control (RFC 5681 with RFC 6928's initial window, as Linux keeps it: in segments)
+        self.cwnd = self.config.init_cwnd
+        self.ssthresh = INFINITE_SSTHRESH
+        self._cwnd_cnt = 0          # segments ACKed toward the next +1 in congestion avoidance
+        self._max_out = 0           # the most segments in flight in the current window (Linux's max_packets_out)
+        self._cwnd_usage_seq = 0    # snd_nxt when _max_out was taken: a new window starts once it is ACKed
+        self._cwnd_limited = False  # the last transmission stopped at cwnd
+        # the send queue: written, not yet sent (the window was full); our FIN waits behind it
+        self._unsent = b""
+        self._fin_queued = False    # close()/shutdown() queued the FIN (fin_seq) and it has not been sent yet
         self._name: str | None = None
         self._peer_name: str | None = None
         # the application's side of the socket (Linux's sk_shutdown and receive queue)
@@ -171,10 +190,16 @@ class Endpoint:
             self._unacked = self._sent_at = ()
         elif state is State.FIN_WAIT_2 and cfg.fin_wait_2_timeout_ns is not None:
             self.fin_wait_2_at = now + cfg.fin_wait_2_timeout_ns
+        if state in (State.CLOSED, State.LISTEN, State.TIME_WAIT):
+            self._unsent = b""          # a reset (or the end) drops what was still waiting to go
+            self._fin_queued = False
         if state in (State.CLOSED, State.LISTEN):
             self.rto_at = self.time_wait_at = self.fin_wait_2_at = None
             self._unacked = self._sent_at = ()
             self._ooo = ()
+            self.cwnd, self.ssthresh, self._cwnd_cnt = cfg.init_cwnd, INFINITE_SSTHRESH, 0
+            self._max_out = self._cwnd_usage_seq = 0
+            self._cwnd_limited = False
             # a reused endpoint (connect/listen again) starts with a fresh retransmission budget
             self._retries = 0
             self._retrans_stamp = self._tlp_high = None
@@ -240,14 +265,83 @@ class Endpoint:
     def send(self, data: bytes, now: int) -> Result:
         if self.state not in (State.ESTABLISHED, State.CLOSE_WAIT):
             raise StateError("send", self.state, "the connection cannot send data now")
+        if self._fin_queued:
+            raise StateError("send", self.state, "the FIN is queued: nothing can follow it")
         out = _Out()
-        mss = self.config.mss
-        for i in range(0, len(data), mss):
-            chunk = data[i:i + mss]
-            seg = self._seg(Flags.PSH, self.snd_nxt, chunk)
-            self.snd_nxt = sq.add(self.snd_nxt, len(chunk))
-            self._emit(out, seg, now)
+        self._unsent += bytes(data)
+        self._push(out, now)
         return out.result()
+
+    # -- the send queue and the congestion window (RFC 5681, RFC 6928; Linux's tcp_write_xmit) ----------------
+    @property
+    def write_seq(self) -> int:
+        """The sequence number after everything written (and the queued FIN): snd_nxt plus the send queue."""
+        return sq.add(self.snd_nxt, len(self._unsent) + (1 if self._fin_queued else 0))
+
+    @property
+    def in_flight(self) -> int:
+        """Segments sent and not yet ACKed (Linux's tcp_packets_in_flight, no SACK)."""
+        return len(self._unacked)
+
+    def _push(self, out: _Out, now: int, probe: bool = False) -> None:
+        """Send what the congestion window allows of the send queue, the FIN riding on its last segment.
+        A FIN that fits one segment goes even when the window is full (Linux's tcp_cwnd_test). ``probe``:
+        the tail loss probe sends one new segment whatever the window (RFC 8985 7.3); Linux sends it
+        without PSH (a piece of the queued data, not the end of a write)."""
+        if (not self._unsent and not self._fin_queued) or self.state not in _SENDING:
+            return
+        mss = self.config.mss
+        sent = 0
+        self._cwnd_limited = False
+        while self._unsent or self._fin_queued:
+            chunk = self._unsent[:mss]
+            last = len(self._unsent) <= mss
+            fin = last and self._fin_queued
+            if self.in_flight >= self.cwnd and not fin and not (probe and not sent):
+                self._cwnd_limited = True
+                break
+            # PSH: the end of what was written; a probe's piece of the queue is not (the kernel sends it bare)
+            flags = (Flags.PSH if chunk and (last or not probe) else Flags(0)) | (Flags.FIN if fin else Flags(0))
+            seg = self._seg(flags, self.snd_nxt, chunk)
+            self._unsent = self._unsent[len(chunk):]
+            if fin:
+                self._fin_queued = False
+                self.snd_nxt = sq.add(self.fin_seq, 1)
+            else:
+                self.snd_nxt = sq.add(self.snd_nxt, len(chunk))
+            self._emit(out, seg, now)
+            sent += 1
+            if probe:
+                break
+        self._cwnd_validate()
+
+    def _cwnd_validate(self) -> None:
+        """Remember the most segments in flight in this window (Linux's tcp_cwnd_validate): slow start
+        grows the window only while it is used (RFC 7661's idea)."""
+        out = self.in_flight
+        if sq.ge(self.snd_una, self._cwnd_usage_seq) or self._cwnd_limited or out > self._max_out:
+            self._max_out = out
+            self._cwnd_usage_seq = self.snd_nxt
+
+    def _cong_avoid(self, acked: int) -> None:
+        """``acked`` segments newly ACKed: slow start (+1 segment each, RFC 5681 3.1) below ssthresh,
+        then +1 per window's worth (RFC 5681's congestion avoidance); only while the window limits."""
+        if acked <= 0:
+            return
+        if self.cwnd < self.ssthresh:
+            if self.cwnd >= 2 * self._max_out:
+                return                  # not cwnd-limited (Linux's tcp_is_cwnd_limited in slow start)
+            grown = min(self.cwnd + acked, self.ssthresh)
+            acked -= grown - self.cwnd
+            self.cwnd = grown
+            if not acked:
+                return
+        elif not self._cwnd_limited:
+            return
+        self._cwnd_cnt += acked
+        if self._cwnd_cnt >= self.cwnd:
+            self.cwnd += self._cwnd_cnt // self.cwnd
+            self._cwnd_cnt %= self.cwnd
 
     def close(self, now: int, data: bytes = b"") -> Result:
         """close(), as Linux's tcp_close: the FIN (carrying ``data`` when given); a RST instead when data
@@ -302,11 +396,17 @@ class Endpoint:
         if self.state in (State.LISTEN, State.SYN_SENT):
             self._move(out, Input.CLOSE, "close()", now, frame)
             return
-        self.fin_seq = sq.add(self.snd_nxt, len(data))
-        fin = self._seg(Flags.FIN | (Flags.PSH if data else 0), self.snd_nxt, data)
-        self.snd_nxt = sq.add(self.fin_seq, 1)
-        self._move(out, Input.CLOSE, f"close(): snd FIN seq={self.fin_seq}", now, frame)
-        self._emit(out, fin, now)
+        self._unsent += bytes(data)
+        self.fin_seq = sq.add(self.snd_nxt, len(self._unsent))
+        self._fin_queued = True
+        # the FIN rides on the last segment of the send queue, when the congestion window lets that go
+        n = -(-len(self._unsent) // self.config.mss)
+        if n == 0 or self.in_flight + n - 1 <= self.cwnd:
+            cause = f"close(): snd FIN seq={self.fin_seq}"
+        else:
+            cause = f"close(): FIN seq={self.fin_seq} queued behind {len(self._unsent)} unsent bytes"
+        self._move(out, Input.CLOSE, cause, now, frame)
+        self._push(out, now)
 
     def abort(self, now: int) -> Result:
         """close() with SO_LINGER 0: a RST instead of the FIN."""
@@ -414,6 +514,12 @@ class Endpoint:
         TCP_USER_TIMEOUT leaves (Linux's tcp_clamp_rto_to_user_timeout)."""
         first = self._unacked[0]
         again = first.with_(ack=self.rcv_nxt if first.has_ack else 0)
+        if not first.syn:
+            # RFC 5681 3.1 (Linux's tcp_enter_loss): the window collapses to one segment; the threshold is
+            # taken once per loss episode, CUBIC's 0.7 of the window (RFC 9438 4.6), at least 2
+            if self._retries == 0:
+                self.ssthresh = max(self.cwnd * _BETA_NUM // _BETA_DEN, 2)
+            self.cwnd, self._cwnd_cnt = 1, 0
         out.segments.append(again)
         out.retrans.append(again)
         self._sent_at = (-1,) + self._sent_at[1:]
@@ -430,7 +536,13 @@ class Endpoint:
         self.rto_at, self.probing = now + wait, False
 
     def _probe(self, out: _Out, now: int) -> None:
-        """The tail loss probe fired (RFC 8985 7.3): the last segment again, no backoff; then the RTO."""
+        """The tail loss probe fired (RFC 8985 7.3): a new segment when the send queue has one, else the last
+        segment again; no backoff; then the RTO."""
+        if self._unsent or self._fin_queued:
+            self._push(out, now, probe=True)
+            self._tlp_high = self.snd_nxt
+            self.rto_at, self.probing = now + self._rto_cur, False
+            return
         last = self._unacked[-1]
         again = last.with_(ack=self.rcv_nxt if last.has_ack else 0)
         out.segments.append(again)
@@ -485,6 +597,8 @@ class Endpoint:
             self._ooo = tuple(s for s in self._ooo if s not in ready)
             for s in sorted(ready, key=lambda s: sq.sub(s.seq, self.rcv_nxt)):
                 self._receive(out, s, now)
+        if self._unsent or self._fin_queued:
+            self._push(out, now)        # an ACK opened the congestion window: what waited goes now
         return out.result()
 
     def _receive(self, out: _Out, seg: Segment, now: int) -> None:
@@ -566,6 +680,8 @@ def _acked(c: Ctx) -> None:
         done += 1
     ep._measure(done, c.now)
     ep._unacked, ep._sent_at = ep._unacked[done:], ep._sent_at[done:]
+    if not ep.config.observer:
+        ep._cong_avoid(done)
     ep._retries = 0
     ep._retrans_stamp = None
     if ep._tlp_high is not None and sq.ge(ack, ep._tlp_high):

@@ -54,9 +54,11 @@ LINUX_STATE = {State.ESTABLISHED: 1, State.SYN_SENT: 2, State.SYN_RECEIVED: 3, S
 #: the TCP_INFO fields rawfin's endpoint models (a %{ }% block reading another one is refused)
 TCP_INFO_FIELDS = frozenset({"tcpi_state", "tcpi_retransmits", "tcpi_probes", "tcpi_backoff", "tcpi_options",
                              "tcpi_rto", "tcpi_snd_mss", "tcpi_unacked", "tcpi_retrans", "tcpi_rtt",
-                             "tcpi_rttvar", "tcpi_total_retrans"})
+                             "tcpi_rttvar", "tcpi_total_retrans", "tcpi_snd_cwnd", "tcpi_snd_ssthresh"})
 _NO_CONN_INFO = {f: 0 for f in TCP_INFO_FIELDS}
 _NO_CONN_INFO["tcpi_rto"] = 1_000_000
+_NO_CONN_INFO["tcpi_snd_cwnd"] = 10
+_NO_CONN_INFO["tcpi_snd_ssthresh"] = 0x7FFFFFFF
 
 #: sysctls that change nothing rawfin models (said so in the output, never silently)
 NO_EFFECT = "no effect on rawfin's model"
@@ -202,8 +204,8 @@ class Stack:
         for t in res.transitions:
             self.transitions.append((t.time_ns, t.endpoint, t.peer, t.from_.value, t.to.value, t.cause))
         segs = list(res.segments)
-        # PSH on the last segment of a burst of data only, as Linux does for one write
-        data = [i for i, s in enumerate(segs) if s.data_len and s.flags & Flags.PSH and not s.fin]
+        # PSH on the last segment of a burst of data only, as Linux does for one write (or one ACK's worth)
+        data = [i for i, s in enumerate(segs) if s.data_len and s.flags & Flags.PSH]
         for i in data[:-1]:
             segs[i] = segs[i].with_(flags=segs[i].flags & ~Flags.PSH)
         state = (conn.ep.state.value if conn is not None else "CLOSED")
@@ -672,7 +674,7 @@ class Stack:
             "tcpi_backoff": x["backoff"], "tcpi_options": options, "tcpi_rto": x["rto_ns"] // _US,
             "tcpi_snd_mss": ep.config.mss, "tcpi_unacked": x["unacked"], "tcpi_retrans": x["retrans"],
             "tcpi_rtt": x["srtt_ns"] // _US, "tcpi_rttvar": x["mdev_ns"] // _US,
-            "tcpi_total_retrans": x["total_retrans"]})
+            "tcpi_total_retrans": x["total_retrans"], "tcpi_snd_cwnd": ep.cwnd, "tcpi_snd_ssthresh": ep.ssthresh})
 
     def _sys_fcntl(self, p, s: Sock):
         cmd, arg = p.call.args["cmd"], p.call.args["arg"]
@@ -690,7 +692,7 @@ class Stack:
         if req == 0x541B:
             return self._done(p, 0, 0, len(s.rcvbuf))
         ep = s.conn.ep if s.conn else None
-        return self._done(p, 0, 0, 0 if ep is None else sq.sub(ep.snd_nxt, ep.snd_una))
+        return self._done(p, 0, 0, 0 if ep is None else sq.sub(ep.write_seq, ep.snd_una))
 
     def _revents(self, s: Sock, events: int) -> int:
         r = 0

@@ -210,13 +210,30 @@ def test_mid_stream_pickup_guesses_the_server_by_port():
 
 
 def test_same_four_tuple_on_two_vlans_is_two_connections():
-    segs = craft.connection(close="4way")
-    a = [s.with_(vlan=(10,)) for s in segs]
-    b = [s.with_(vlan=(20,), time_ns=s.time_ns + 500) for s in segs]
+    # overlapping address spaces: each connection has its own ISNs
+    a = [s.with_(vlan=(10,)) for s in craft.connection(close="4way")]
+    b = [s.with_(vlan=(20,), time_ns=s.time_ns + 500) for s in craft.connection(isn_c=7_000_000, isn_s=9_000_000)]
     merged = sorted(a + b, key=lambda s: s.time_ns)
     cs = conns(run(merged))
     assert len(cs) == 2 and all(c["close"] == "four_way" for c in cs)
     assert sorted(tuple(c["vlan"]) for c in cs) == [(10,), (20,)]
+
+
+def test_the_same_packets_on_two_vlan_views_are_one_connection():
+    # a capture that sees each packet twice (trunk and access port; one tag and two): the copies
+    # are counted and passed over (tests/test_vlan.py has the captures, both engines)
+    segs = craft.connection(close="4way")
+    for views in (((), (10,)), ((10,), ()), ((10,), (100, 10)), ((10,), (20,))):
+        merged = sorted([s.with_(vlan=views[0]) for s in segs] + [s.with_(vlan=views[1], time_ns=s.time_ns + 500)
+                                                                    for s in segs], key=lambda s: s.time_ns)
+        obs = Observer()
+        recs = []
+        for s in merged:
+            recs += _recs(obs.feed(s))
+        recs += _recs(obs.finish())
+        cs = conns(recs)
+        assert len(cs) == 1 and cs[0]["close"] == "four_way" and cs[0]["packets"] == len(segs), views
+        assert obs.stats["vlan_copy"] == len(segs) and not [r for r in recs if r["type"] == "anomaly"], views
 
 
 def test_directions_on_different_vlans_are_one_connection():

@@ -427,7 +427,7 @@ class Handback:
         return ("seg", r, r.src, r.dst, r.sport, r.dport, r.seq, r.ack, r.flags, r.window, r.data_len, r.vlan)
 
     def has_pair(self, a: str, ap: int, b: str, bp: int) -> bool:
-        """Does the Python observer hold a VLAN-tagged connection of this 4-tuple?"""
+        """Does the Python observer hold a connection of this 4-tuple (VLAN-tagged or not)?"""
         return self.obs.holds_pair((a, ap), (b, bp))
 
     def key_of(self, seg) -> tuple:

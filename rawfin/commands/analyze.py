@@ -97,6 +97,9 @@ def stats_record(s: CaptureStats, label: str | None = None) -> dict:
            "evicted": s.by_close.get("evicted", 0)}
     if label is None:       # the capture is named when there are several, as in every record
         del rec["file"]
+    passed = {k: v for k, v in sorted(s.skipped.items()) if v}
+    if passed:
+        rec["passed_over"] = passed
     if s.error is not None:
         rec["error"] = str(s.error)
     return rec

@@ -55,6 +55,11 @@ def guess_server(a: tuple[str, int], b: tuple[str, int]) -> tuple[str, int]:
     return c.conn.server
 
 
+#: a connection picked up mid-stream (no ISN seen): how far below what was acknowledged a copy's
+#: sequence number may lie (Connection.copy_of)
+COPY_SPAN = 1 << 20
+
+
 class Connection:
     """One instance of a 4-tuple (and VLAN): two observer endpoints and what they did.
 
@@ -153,6 +158,22 @@ class Connection:
         receiver.snd_wnd = seg.window
         self._answered(seg)
         return True
+
+    def copy_of(self, seg: Segment) -> bool:
+        """Could ``seg`` be a copy of a segment this connection has seen from its sender (the same
+        packet seen on another VLAN view)? Its sequence numbers say: a SYN with the sender's ISN; any
+        other segment within what the sender has sent and, with an ACK, what its peer has."""
+        tx = self.eps.get((seg.src, seg.sport))
+        if tx is None:
+            return False
+        rx = self.eps[(seg.dst, seg.dport)]
+        if seg.syn:
+            return seg.seq == tx.iss and (not seg.has_ack or seg.ack == sq.add(rx.iss, 1))
+        lo = tx.iss if not self.mid_stream else sq.sub(tx.snd_una, COPY_SPAN)
+        if not sq.between_incl(lo, seg.seq, tx.snd_nxt):
+            return False
+        rlo = rx.iss if not self.mid_stream else sq.sub(rx.snd_una, COPY_SPAN)
+        return not seg.has_ack or sq.between_incl(rlo, seg.ack, sq.add(rx.snd_nxt, 1))
 
     def process(self, seg: Segment, now: int, out: list) -> None:
         self.packets += 1
@@ -906,6 +927,22 @@ class TimeWait:
             self._collect(e.receive(seg, now), out)
             self._store(ep, e)
 
+    def copy_of(self, seg: Segment) -> bool:
+        """Could ``seg`` be a copy of a segment this connection has seen from its sender (the same
+        packet seen on another VLAN view)? Its sequence numbers say: a SYN with the sender's ISN; any
+        other segment within what the sender has sent and, with an ACK, what its peer has."""
+        tx = self.eps.get((seg.src, seg.sport))
+        if tx is None:
+            return False
+        rx = self.eps[(seg.dst, seg.dport)]
+        if seg.syn:
+            return seg.seq == tx.iss and (not seg.has_ack or seg.ack == sq.add(rx.iss, 1))
+        lo = tx.iss if not self.mid_stream else sq.sub(tx.snd_una, COPY_SPAN)
+        if not sq.between_incl(lo, seg.seq, tx.snd_nxt):
+            return False
+        rlo = rx.iss if not self.mid_stream else sq.sub(rx.snd_una, COPY_SPAN)
+        return not seg.has_ack or sq.between_incl(rlo, seg.ack, sq.add(rx.snd_nxt, 1))
+
     def process(self, seg: Segment, now: int, out: list) -> None:
         self.packets += 1
         self.last_frame = seg.frame
@@ -996,6 +1033,9 @@ class Observer:
         self.linger_ns = 2 * msl_ns
         self.active: dict[tuple, Connection] = {}
         self.by_tuple: dict[tuple, Connection] = {}
+        #: keys of a pair's other VLAN view that sees the same packets again (Observer._adopt): its
+        #: segments are counted (stats["vlan_copy"]) and passed over, never analysed twice
+        self.mirrors: set[tuple] = set()
         self.next_id = 0
         self._timers: list[tuple] = []     # (deadline, conn id, order, connection key)
         self._order = itertools.count()
@@ -1030,6 +1070,8 @@ class Observer:
         key = self.key_of(seg)
         conn = self.active.get(key)
         due = bool(timers) and timers[0][0] <= now
+        if self.mirrors and key in self.mirrors:
+            return self._copy(key, now, due)
         if conn is not None and self.fast_path and not due and conn.fast(seg, now):
             if self.recent is not None:
                 self._touch(conn)
@@ -1041,8 +1083,12 @@ class Observer:
             self._expire(now, out, recs)
             self.reprieve(None)
             conn = self.active.get(key)     # expiry may have finished it or shrunk it to TIME_WAIT form
-        if conn is None and seg.vlan:
+        if conn is None and (seg.vlan or self.by_tuple):
             conn = self._adopt(key, seg)
+            if conn is not None and key in self.mirrors:     # the first copy of a mirror view
+                self.stats["vlan_copy"] += 1
+                self._records(out, recs)
+                return recs or _NOTHING
         if conn is not None and seg.syn and not seg.has_ack and conn.accepts_new_syn(seg):
             conn.take_new_syn(seg, now, out)   # the SYN itself counts in the new connection
             self._records(out, recs)
@@ -1072,6 +1118,19 @@ class Observer:
             while len(self.recent) > self.max_connections:    # the least recently active makes room
                 self._evict(next(iter(self.recent.values())), recs)
         return recs
+
+    def _copy(self, key: tuple, now: int, due: bool) -> list | tuple:
+        """A segment on a mirror view (the same packet seen again on another VLAN view): time
+        passes, the copy is counted, nothing else."""
+        recs: list = []
+        if due:
+            out: list = []
+            self.reprieve(key)
+            self._expire(now, out, recs)
+            self.reprieve(None)
+            self._records(out, recs)
+        self.stats["vlan_copy"] += 1
+        return recs or _NOTHING
 
     def _touch(self, conn) -> None:
         """``conn`` is now the most recently active."""
@@ -1136,13 +1195,23 @@ class Observer:
         return tw
 
     def _adopt(self, key: tuple, seg: Segment) -> Connection | None:
-        """One direction of a connection on one VLAN, the other direction on another (a router
-        on a stick): the same connection, as long as this direction has not been seen yet."""
+        """The pair held on another VLAN view (another tag, another stack of tags, or none), and is
+        this segment that connection's? One direction on one VLAN and the other on another (a router
+        on a stick) is, as long as this direction has not been seen yet; so is a copy of what was
+        seen there (a capture that sees each packet twice, on the trunk and untagged, or with one
+        tag and with two): the same connection, once, as tshark's tcp.stream and Zeek (its
+        five-tuple key, the default) count it. Another connection of the same pair on another VLAN
+        (overlapping address spaces) has sequence numbers of its own: it stays its own."""
         other = self.by_tuple.get(key[1:])
-        if other is None or self.active.get(other.key) is not other:
+        if other is None and seg.vlan:
+            other = self.active.get(((),) + key[1:])        # the untagged view of the pair
+        if other is None or other.key == key or self.active.get(other.key) is not other \
+                or other.__class__ is not Connection:
             return None
         if other.seen & (1 if (seg.src, seg.sport) == other.first else 2):
-            return None
+            if not other.copy_of(seg):
+                return None
+            self.mirrors.add(key)
         self.active[key] = other
         other.alt_keys += (key,)
         return other
@@ -1207,8 +1276,9 @@ class Observer:
         return (t[0][0], t[0][1]) if t else None
 
     def holds_pair(self, a: tuple[str, int], b: tuple[str, int]) -> bool:
-        """A VLAN-tagged connection of this 4-tuple (in either order) is held."""
-        return ((a, b) if a <= b else (b, a)) in self.by_tuple
+        """A connection of this 4-tuple (in either order) is held, VLAN-tagged or untagged."""
+        pair = (a, b) if a <= b else (b, a)
+        return pair in self.by_tuple or ((),) + pair in self.active
 
     def follows(self, key: tuple) -> bool:
         """The pair with this key still has a connection here."""
@@ -1329,6 +1399,7 @@ class Observer:
         for k in [conn.key, *conn.alt_keys]:
             if self.active.get(k) is conn:
                 del self.active[k]
+                self.mirrors.discard(k)
         if self.by_tuple.get(conn.key[1:]) is conn:
             del self.by_tuple[conn.key[1:]]
 

@@ -30,6 +30,7 @@ typedef struct {
     conn_t **buckets;
     uint32_t nbuckets, nconns;
     conn_t **buckets4;      /* VLAN-tagged connections by 4-tuple: Observer.by_tuple */
+    int vlan_seen;          /* a VLAN-tagged segment has come: a new pair may be another view's copy */
     hent_t *heap;
     uint32_t nheap, capheap;
     uint64_t order;

@@ -270,7 +270,7 @@ static conn_t *expand(Engine *e, conn_t *kc) {
     return c;
 }
 
-/* does the Python observer hold a VLAN-tagged connection of this 4-tuple (Handback.has_pair)? */
+/* does the Python observer hold a connection of this 4-tuple, tagged or not (Handback.has_pair)? */
 static int py_has_tuple(Engine *e, int fam, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport) {
     char a[48], b[48];
     if (addr_text(e, fam, src, a, sizeof a) < 0 || addr_text(e, fam, dst, b, sizeof b) < 0) return -1;
@@ -317,10 +317,20 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
     if (c && c->compact && !(c = expand(e, c))) return -1;
     size_t born_mark = e->nout;
     if (c && c->python) goto to_python;
+    if (nvlan) e->vlan_seen = 1;
     if (c == NULL) {
-        if (nvlan) {
-            /* the same 4-tuple on another VLAN (a router on a stick): Observer._adopt decides, in Python */
+        if (nvlan || e->vlan_seen) {
+            /* the same 4-tuple on another VLAN view -- another tag, or none (a router on a stick; a
+               capture that sees each packet twice, tagged and untagged): Observer._adopt decides, in
+               Python. A capture without tags pays nothing here. */
             conn_t *o = index4_get(e, key);
+            if (!o && nvlan) {
+                uint8_t k0[KEYLEN];
+                make_key(k0, fam, src, sport, dst, dport, 0, NULL);
+                o = table_get(e, k0, hash_key(k0, KEYLEN));
+                if (o && o->python) goto new_python;
+                if (o && o->compact && !(o = expand(e, o))) return -1;
+            }
             if (o) {
                 PyObject *p = handoff(e, o);
                 if (!p) return -1;

@@ -939,3 +939,53 @@ def test_n_a_reset_drops_the_send_queue():
     s.close(20 * MS)
     s.receive(_ack(s, 6001).with_(seq=101, flags=Flags.RST), 30 * MS)
     assert s.state is State.CLOSED and s.write_seq == s.snd_nxt
+
+
+# -- o: a local device that drops what the endpoint sends (Linux's qdisc drop) and the probe timer -----------
+def test_o_a_refused_write_waits_and_is_probed_every_500_ms_until_the_user_timeout():
+    s = _server_after_handshake(100 * MS, user_timeout_ns=3 * SEC)
+    s.local_drops(True)
+    res = s.send(bytes(24), 200 * MS)
+    assert res.segments == () and s.snd_nxt == 5001 and s.write_seq == 5025
+    assert (s.rto_at, s.probe0_at) == (None, 500 * MS)          # the RTO (300 ms) after the write
+    fired = []
+    while s.state is State.ESTABLISHED:
+        t = s.next_deadline()
+        res = s.handle_timer(t)
+        fired.append(t // MS)
+        assert res.segments == ()
+    # the first probe starts the clock; 500 ms apart; 3 s after the first, Linux gives up (tcp_probe_timer)
+    assert fired == [500, 1000, 1500, 2000, 2500, 3000, 3500]
+    assert s.probes_out == 6 and s.rtx_info()["probes"] == 6 and s.backoff == 0
+    (t,) = res.transitions
+    assert (t.to, t.input) == (State.CLOSED, Input.TIMEOUT_GIVE_UP) and "6 probes" in t.cause
+
+
+def test_o_when_the_device_takes_packets_again_the_next_probe_sends_the_queue():
+    s = _server_after_handshake(100 * MS)
+    s.local_drops(True)
+    s.send(bytes(1000), 200 * MS)
+    s.handle_timer(500 * MS)
+    s.local_drops(False)
+    res = s.handle_timer(s.next_deadline())
+    assert [(x.seq, x.data_len) for x in res.segments] == [(5001, 1000)] and s.rto_at is not None
+    assert s.probes_out == 0 and s.probe0_at is None
+
+
+def test_o_a_refused_retransmission_is_tried_again_in_500_ms_without_backoff():
+    s = _server_after_handshake(100 * MS)
+    s.send(bytes(100), 200 * MS)                       # sent: the RTO at 500 ms
+    s.local_drops(True)
+    res = s.handle_timer(500 * MS)
+    assert res.segments == () and s.rto_at == 1000 * MS and s.backoff == 0 and s.rto_ns == 300 * MS
+    s.local_drops(False)
+    res = s.handle_timer(1000 * MS)
+    assert [x.seq for x in res.retransmissions] == [5001] and s.backoff == 1
+
+
+def test_o_acks_and_resets_are_lost_while_the_device_drops():
+    s = _server_after_handshake(100 * MS)
+    s.local_drops(True)
+    data = _ack(s, 5001).with_(payload=b"abc")
+    assert s.receive(data, 200 * MS).segments == ()
+    assert s.abort(300 * MS).segments == () and s.state is State.CLOSED

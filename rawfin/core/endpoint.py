@@ -31,6 +31,8 @@ _SENDING = frozenset((State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, Sta
 INFINITE_SSTHRESH = 0x7FFFFFFF
 #: CUBIC's multiplicative decrease (Linux's tcp_cubic beta 717/1024, RFC 9438 4.6)
 _BETA_NUM, _BETA_DEN = 717, 1024
+#: Linux's TCP_RESOURCE_PROBE_INTERVAL: how often a send queue the local device refused is tried again
+RESOURCE_PROBE_NS = 500 * MS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,7 +93,7 @@ class Endpoint:
                  "rd_shut", "wr_shut", "app_closed", "unread", "_sent_at", "srtt8_ns", "mdev4_ns", "mdev_max4_ns",
                  "rttvar4_ns", "_rtt_seq", "_retrans_stamp", "probing", "_tlp_high", "backoff", "total_retrans",
                  "cwnd", "ssthresh", "_cwnd_cnt", "_unsent", "_fin_queued", "_max_out", "_cwnd_usage_seq",
-                 "_cwnd_limited")
+                 "_cwnd_limited", "tx_blocked", "probes_out", "_probes_stamp", "probe0_at")
 
     def __init__(self, *, local: tuple[str, int], remote: tuple[str, int] | None = None,
                  iss: int = 0, config: Config | None = None, vlan: tuple[int, ...] = (),
@@ -141,6 +143,11 @@ class Endpoint:
         # the send queue: written, not yet sent (the window was full); our FIN waits behind it
         self._unsent = b""
         self._fin_queued = False    # close()/shutdown() queued the FIN (fin_seq) and it has not been sent yet
+        # the local device (Linux's qdisc) drops what is handed to it: see local_drops()
+        self.tx_blocked = False
+        self.probes_out = 0         # probes of a send queue that could not go (Linux's icsk_probes_out, tcpi_probes)
+        self._probes_stamp: int | None = None     # when the first of those probes fired
+        self.probe0_at: int | None = None         # the probe timer (Linux's ICSK_TIME_PROBE0), None when not armed
         self._name: str | None = None
         self._peer_name: str | None = None
         # the application's side of the socket (Linux's sk_shutdown and receive queue)
@@ -193,6 +200,9 @@ class Endpoint:
         if state in (State.CLOSED, State.LISTEN, State.TIME_WAIT):
             self._unsent = b""          # a reset (or the end) drops what was still waiting to go
             self._fin_queued = False
+            self.probe0_at = self._probes_stamp = None    # probes_out stays: TCP_INFO still reports it
+        if state is State.LISTEN:
+            self.probes_out = 0
         if state in (State.CLOSED, State.LISTEN):
             self.rto_at = self.time_wait_at = self.fin_wait_2_at = None
             self._unacked = self._sent_at = ()
@@ -225,7 +235,8 @@ class Endpoint:
     def _emit(self, out: _Out, seg: Segment, now: int, track: bool = True) -> None:
         if self.config.observer:
             return
-        out.segments.append(seg)
+        if not self.tx_blocked:         # a SYN or SYN,ACK the device dropped is lost: its timer sends it again
+            out.segments.append(seg)
         if track and seg.seg_len:
             self._unacked += (seg,)
             self._sent_at += (now,)
@@ -233,7 +244,7 @@ class Endpoint:
                 self._arm(now)
 
     def _ack_now(self, out: _Out) -> None:
-        if not self.config.observer:
+        if not self.config.observer and not self.tx_blocked:
             out.segments.append(self._seg(Flags(0), self.snd_nxt))
 
     def _anomaly(self, out: _Out, kind: str, detail: str, now: int, frame: int | None, values: tuple = (),
@@ -255,6 +266,7 @@ class Endpoint:
         self.remote = remote
         self._peer_name = None
         self.passive = False
+        self.probes_out = 0
         self.snd_una = self.iss
         self.snd_nxt = sq.add(self.iss, 1)
         syn = self._seg(Flags.SYN, self.iss, ack=False)
@@ -289,6 +301,12 @@ class Endpoint:
         the tail loss probe sends one new segment whatever the window (RFC 8985 7.3); Linux sends it
         without PSH (a piece of the queued data, not the end of a write)."""
         if (not self._unsent and not self._fin_queued) or self.state not in _SENDING:
+            return
+        if self.tx_blocked:
+            # the device refuses it (Linux: the qdisc drops the skb, it stays in the write queue): with
+            # nothing in flight to clock it out, the probe timer tries again (tcp_check_probe_timer)
+            if not self._unacked and self.rto_at is None and self.probe0_at is None:
+                self.probe0_at = now + max(self._rto_cur, self.config.rto_min_ns)
             return
         mss = self.config.mss
         sent = 0
@@ -423,15 +441,52 @@ class Endpoint:
         self.app_closed = self.rd_shut = self.wr_shut = True
         return out.result()
 
+    def local_drops(self, on: bool) -> None:
+        """From now on the local device drops (``on``) or takes what this endpoint hands it: Linux's qdisc
+        refusing a packet (``tc qdisc ... pfifo limit 0``; NET_XMIT_DROP). Nothing is sent while it drops:
+        written data stays in the send queue and the probe timer tries it every 500 ms (Linux's
+        TCP_RESOURCE_PROBE_INTERVAL), counting probes (tcpi_probes) until TCP_USER_TIMEOUT or tcp_retries2
+        gives up; a retransmission the device refuses is tried again 500 ms later, without backoff; ACKs
+        and RSTs are lost. Taking effect at the next transmission, as a qdisc change does."""
+        self.tx_blocked = bool(on)
+
+    def _probe0(self, out: _Out, now: int) -> None:
+        """The probe timer fired (Linux's tcp_probe_timer/tcp_send_probe0 for a queue the device refused)."""
+        self.probe0_at = None
+        if self._unacked or not (self._unsent or self._fin_queued) or self.state not in _SENDING:
+            self.probes_out, self._probes_stamp = 0, None
+            return
+        ut = self.config.user_timeout_ns
+        if self._probes_stamp is None:
+            self._probes_stamp = now
+        elif ut is not None and now - self._probes_stamp >= ut:
+            self._move(out, Input.TIMEOUT_GIVE_UP, f"gave up: nothing could be sent for TCP_USER_TIMEOUT "
+                                                   f"({self.probes_out} probes)", now)
+            return
+        if self.probes_out >= self.config.max_retries:
+            self._move(out, Input.TIMEOUT_GIVE_UP, f"gave up after {self.probes_out} probes", now)
+            return
+        if not self.tx_blocked:
+            self._push(out, now)        # the device takes it again: the queue goes, the RTO takes over
+            self.probes_out, self._probes_stamp = 0, None
+            return
+        self.probes_out += 1
+        wait = RESOURCE_PROBE_NS
+        if ut is not None:              # never past the user timeout (tcp_clamp_probe0_to_user_timeout)
+            wait = min(wait, max(ut - (now - self._probes_stamp), 2 * MS))
+        self.probe0_at = now + wait
+
     # -- time ------------------------------------------------------------------
     def next_deadline(self) -> int | None:
         """The earliest armed timer, or None."""
-        ds = [d for d in (self.rto_at, self.time_wait_at, self.fin_wait_2_at) if d is not None]
+        ds = [d for d in (self.rto_at, self.time_wait_at, self.fin_wait_2_at, self.probe0_at) if d is not None]
         return min(ds) if ds else None
 
     def handle_timer(self, now: int) -> Result:
         """Fire every timer due at ``now``, in rawfin.core.rules.TIMERS' order."""
         out = _Out()
+        if self.probe0_at is not None and now >= self.probe0_at:
+            self._probe0(out, now)      # never armed on an observer's endpoint: not one of the shared TIMERS
         c = Ctx()
         c.ep, c.seg, c.now, c.out = self, None, now, out
         run(PROGRAMS.timers, c)
@@ -514,6 +569,18 @@ class Endpoint:
         TCP_USER_TIMEOUT leaves (Linux's tcp_clamp_rto_to_user_timeout)."""
         first = self._unacked[0]
         again = first.with_(ack=self.rcv_nxt if first.has_ack else 0)
+        if self.tx_blocked and not first.syn:
+            # the device refused the retransmission (tcp_retransmit_timer): counted, tried again in 500 ms,
+            # no backoff
+            self._retries += 1
+            if self._retrans_stamp is None:
+                self._retrans_stamp = now
+            wait = RESOURCE_PROBE_NS
+            ut = self.config.user_timeout_ns
+            if ut is not None:
+                wait = max(min(wait, self._retrans_stamp + ut - now), 1)
+            self.rto_at, self.probing = now + wait, False
+            return
         if not first.syn:
             # RFC 5681 3.1 (Linux's tcp_enter_loss): the window collapses to one segment; the threshold is
             # taken once per loss episode, CUBIC's 0.7 of the window (RFC 9438 4.6), at least 2
@@ -538,6 +605,9 @@ class Endpoint:
     def _probe(self, out: _Out, now: int) -> None:
         """The tail loss probe fired (RFC 8985 7.3): a new segment when the send queue has one, else the last
         segment again; no backoff; then the RTO."""
+        if self.tx_blocked:             # the device refused the probe: the RTO is next (tcp_send_loss_probe)
+            self.rto_at, self.probing = now + self._rto_cur, False
+            return
         if self._unsent or self._fin_queued:
             self._push(out, now, probe=True)
             self._tlp_high = self.snd_nxt
@@ -558,7 +628,8 @@ class Endpoint:
         segments queued and how many of them were sent again, every retransmission so far."""
         return {"srtt_ns": self.srtt8_ns >> 3, "mdev_ns": self.mdev4_ns >> 2, "rto_ns": self._rto_cur,
                 "backoff": self.backoff, "retransmits": self._retries, "unacked": len(self._unacked),
-                "retrans": sum(1 for t in self._sent_at if t < 0), "total_retrans": self.total_retrans}
+                "retrans": sum(1 for t in self._sent_at if t < 0), "total_retrans": self.total_retrans,
+                "probes": self.probes_out}
 
     def user_timeout_expired(self, now: int) -> bool:
         """TCP_USER_TIMEOUT has passed since the first retransmission of what is still unACKed (Linux's
@@ -588,6 +659,8 @@ class Endpoint:
     # -- arriving segments ---------------------------------------------------------
     def receive(self, seg: Segment, now: int) -> Result:
         out = _Out()
+        if self.probes_out and seg.has_ack:
+            self.probes_out = 0         # the peer answers (Linux's tcp_ack): probing starts over
         self._receive(out, seg, now)
         # segments that arrived ahead of a gap, now in order
         while self._ooo and self.state not in (State.CLOSED, State.LISTEN):
@@ -633,7 +706,7 @@ def _send(what: str):
 
     if what == "RST":
         def rst(c):
-            if not c.ep.config.observer:
+            if not c.ep.config.observer and not c.ep.tx_blocked:
                 c.out.segments.append(c.ep._reset_reply(c.seg))
         return rst
     track = what == "SYN,ACK"

@@ -190,6 +190,7 @@ class Stack:
         self.transitions: list[tuple] = []
         self.notes: list[str] = []
         self.pending: list[tuple[Pending, object]] = []
+        self.qdisc_drops = False          # tun0's root qdisc drops every packet (pfifo/bfifo limit 0)
         self._ports = iter(range(40000 + self.rng.randrange(0, 10000), 65536))
 
     # -- segments out ----------------------------------------------------------------------
@@ -209,6 +210,9 @@ class Stack:
         for i in data[:-1]:
             segs[i] = segs[i].with_(flags=segs[i].flags & ~Flags.PSH)
         state = (conn.ep.state.value if conn is not None else "CLOSED")
+        if self.qdisc_drops and segs:    # what no endpoint sent (the closed port's RST): the qdisc drops it too
+            self.notes.append(f"the qdisc dropped {len(segs)} segment(s) at {self.now / SEC:.6f} s")
+            segs = []
         for s in segs:
             self.out.append((self.now, self._decorate(conn, s), state))
         if res.data and conn is not None:
@@ -252,6 +256,7 @@ class Stack:
         return None
 
     def _new_conn(self, ep: Endpoint) -> Conn:
+        ep.local_drops(self.qdisc_drops)
         conn = Conn(ep, self.rng.randrange(2**32))
         self.conns[ep] = conn
         return conn
@@ -670,7 +675,7 @@ class Stack:
                    | (4 if peer is not None and peer.wscale is not None
                       and self.pers._on("net.ipv4.tcp_window_scaling") else 0))
         return self._done(p, 0, 0, {
-            "tcpi_state": LINUX_STATE[ep.state], "tcpi_retransmits": x["retransmits"], "tcpi_probes": 0,
+            "tcpi_state": LINUX_STATE[ep.state], "tcpi_retransmits": x["retransmits"], "tcpi_probes": x["probes"],
             "tcpi_backoff": x["backoff"], "tcpi_options": options, "tcpi_rto": x["rto_ns"] // _US,
             "tcpi_snd_mss": ep.config.mss, "tcpi_unacked": x["unacked"], "tcpi_retrans": x["retrans"],
             "tcpi_rtt": x["srtt_ns"] // _US, "tcpi_rttvar": x["mdev_ns"] // _US,
@@ -735,7 +740,33 @@ class Stack:
                                          f"sysctl {', '.join(unused)}: {NO_EFFECT}" if unused else "") if x)
         if cmd.kind == "tcp-metrics-flush":
             return "ip tcp_metrics flush: rawfin keeps no metrics"
-        return f"tc {' '.join(cmd.args)}: {NO_EFFECT}"
+        return self._qdisc(cmd.args)
+
+    def _qdisc(self, args: tuple[str, ...]) -> str:
+        """``tc qdisc add|replace|change|del dev tun0 root ...``: a pfifo or bfifo with ``limit 0`` drops
+        everything the stack sends (Linux's NET_XMIT_DROP: endpoint.local_drops); deleting the root
+        qdisc, or any other, lets it through. Pacing and delays of other qdiscs are not modelled."""
+        text = "tc " + " ".join(args)
+        words = [w for w in args if not w.startswith("2>") and not w.startswith(">")]
+        verb = words[1] if len(words) > 1 else ""
+        if verb in ("del", "delete"):
+            drops = False
+        elif verb in ("add", "replace", "change"):
+            kind = next((w for w in words[2:] if w in ("pfifo", "bfifo", "pfifo_fast", "fq", "fq_codel", "netem",
+                                                           "noqueue", "sfq", "tbf", "htb", "prio")), "")
+            limit = words[words.index("limit") + 1] if "limit" in words[:-1] else None
+            drops = kind in ("pfifo", "bfifo") and limit is not None and limit.strip() == "0"
+            if not drops and kind not in ("pfifo", "bfifo", "pfifo_fast"):
+                return f"{text}: {NO_EFFECT} (rawfin models only a qdisc that drops everything)"
+        else:
+            return f"{text}: {NO_EFFECT}"
+        if drops != self.qdisc_drops:
+            self.qdisc_drops = drops
+            for conn in self.conns.values():
+                conn.ep.local_drops(drops)
+            return f"{text}: from {self.now / SEC:.6f} s everything rawfin sends is " + (
+                "dropped by the qdisc (data waits, probed every 500 ms)" if drops else "sent again")
+        return f"{text}: " + ("drops everything, as before" if drops else "lets everything through")
 
 
 class RawfinTarget(Target):

@@ -225,6 +225,26 @@ def limits(args) -> dict:
     return out
 
 
+SEQ_HELP = ("sequence and acknowledgment numbers in what rawfin writes for people (segment descriptions, "
+            "transition causes, anomaly details): 'absolute', as on the wire, or 'relative' to each side's "
+            "initial sequence number, as Wireshark and tcpdump show them (a SYN is 0, the first data byte 1; a "
+            "side first seen mid-stream counts from one before its first number, as Wireshark does); numeric "
+            "fields of jsonl/csv records stay absolute (default: %(default)s)")
+
+
+def _add_seq(p: argparse.ArgumentParser) -> None:
+    """``--seq absolute|relative``, one default in every command that writes sequence numbers; tcpdump's
+    ``-S`` (absolute) is taken too."""
+    p.add_argument("--seq", choices=("absolute", "relative"), default="absolute", help=SEQ_HELP)
+    p.add_argument("-S", dest="seq", action="store_const", const="absolute",
+                   help="absolute sequence numbers, as tcpdump -S: the same as --seq absolute")
+
+
+def relative_seq(args) -> bool:
+    """``--seq relative`` was asked for."""
+    return getattr(args, "seq", "absolute") == "relative"
+
+
 def _add_engine(p: argparse.ArgumentParser, when: str = "") -> None:
     p.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
                    help="who follows the connections: c, the compiled lane (the same records, some 30x faster "
@@ -285,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="a progress bar on stderr: auto shows it only on a terminal (default: %(default)s)")
     _add_engine(a)
+    _add_seq(a)
 
     # check
     c = add("check", "exit 0 when every close in the captures is consistent and complete, 1 otherwise")
@@ -303,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
     _add_limits(c)
     _add_engine(c)
+    _add_seq(c)
 
     # annotate
     n = add("annotate", "write a pcapng with rawfin's findings as packet comments (for Wireshark)")
@@ -314,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
     _add_limits(n)
     _add_engine(n)
+    _add_seq(n)
 
     # craft
     k = add("craft", "craft a TCP close (the 4-way close or a variant) as real segments and write a capture")
@@ -334,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the payload of fin-with-data and connection (default: %(default)s)")
     k.add_argument("-w", "--write", metavar="FILE.pcap", default=None, help="write the segments as a pcap")
     _add_format(k, ("table", "jsonl"))
+    _add_seq(k)
 
     # scenario
     e = add("scenario", "run two emulated endpoints over a faulty link: the classic closes and what goes "
@@ -343,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--all", action="store_true", help="run every built-in scenario")
     e.add_argument("--file", metavar="FILE.toml", default=None, help="run a scenario file")
     _add_format(e, ("table", "jsonl", "csv", "ladder", "mermaid"))
+    _add_seq(e)
     e.add_argument("-w", "--write", metavar="FILE.pcap", default=None, help="write the run as a capture")
     e.add_argument("--write-dir", metavar="DIR", default=None, help="with --all: write NAME.pcap for each")
     e.add_argument("--capture-at", choices=("sender", "client", "server"), default="sender",
@@ -392,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum segment lifetime; TIME_WAIT lasts 2*MSL (default: %(default)s, Linux)")
     _add_limits(lv)
     _add_engine(lv)
+    _add_seq(lv)
 
     # peer
     pe = add("peer", "play one side of a connection against the real Linux stack over TUN "
@@ -430,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-w", "--write", metavar="FILE.pcap", default=None,
                     help="write the live run's segments as a capture (at the live side's interface)")
     _add_format(rp, ("table", "jsonl"))
+    _add_seq(rp)
 
     # wireshark
     w = add("wireshark", "the Wireshark plugin that turns rawfin's packet comments (rawfin annotate) into "

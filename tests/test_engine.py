@@ -668,6 +668,36 @@ def test_limits_edge_case(differ, request, edges, name):
     check_group(differ, request, lambda p: [*LIMITS["tight"], str(edges.path(p["name"]))], edges.about(name))
 
 
+# --------------------------------------------------------------------------- relative sequence numbers
+
+#: --seq relative: every text's sequence numbers relative to each side's base, formatted by the lane's
+#: template interpreter (interp.c) on one side and rawfin.core.machine on the other
+RELATIVE = ["--seq", "relative"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "table"])
+@pytest.mark.parametrize("capture", SHIPPED)
+def test_relative_shipped(differ, request, capture, fmt):
+    check_group(differ, request, lambda p: [*RELATIVE, "--format", p["fmt"], str(REPO / "captures" / p["capture"])])
+
+
+@pytest.mark.corpus
+@needs_corpus
+@pytest.mark.parametrize("name", CORPUS_FILES or ["(no corpus)"])
+def test_relative_corpus(differ, request, name):
+    check_group(differ, request, lambda p: [*RELATIVE, "--msl", "1", str(CORPUS / p["name"])])
+
+
+@pytest.mark.parametrize("case", sorted(GENERATED))
+def test_relative_generated(differ, request, generated, case):
+    check_group(differ, request, lambda p: [*RELATIVE, str(generated.path(p["case"]))], generated.about(case))
+
+
+@pytest.mark.parametrize("name", enginegen.edge_cases())
+def test_relative_edge_case(differ, request, edges, name):
+    check_group(differ, request, lambda p: [*RELATIVE, "--msl", "1", str(edges.path(p["name"]))], edges.about(name))
+
+
 # --------------------------------------------------------------------------- the harness itself
 
 

@@ -51,13 +51,14 @@ def listener() -> socket.socket:
     return ls
 
 
-def run_live(port: int, action, *, kernel_truth: bool = True, write: str | None = None, settle: float = 0.3):
+def run_live(port: int, action, *, kernel_truth: bool = True, write: str | None = None, settle: float = 0.3,
+             relative_seq: bool = False):
     """Sniff ``port`` on lo while ``action()`` runs; return (records, stats, live)."""
     from rawfin.commands.live import open_live
 
     records: list[dict] = []
     live = open_live(interface="lo", bpf=f"tcp and port {port}", kernel_truth=kernel_truth, write=write,
-                emit=records.append)
+                     emit=records.append, relative_seq=relative_seq)
     result = {}
     t = threading.Thread(target=lambda: result.update(live.run(duration=10)), daemon=True)
     t.start()
@@ -224,6 +225,24 @@ def test_live_without_kernel_truth_writes_complete_capture(tmp_path):
     frames = list(iter_frames(out))
     assert len(frames) == stats["segments"] >= 7
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
+
+
+@needs_capture
+@pytest.mark.parametrize("lane", [False, None])
+def test_relative_sequence_numbers(lane, monkeypatch):
+    """--seq relative: the kernel's random ISNs show as 0, its FIN after 5 bytes as seq=6 (the lane and
+    the Python observer alike)."""
+    from rawfin.commands import live as live_cmd
+
+    real = live_cmd.open_live
+    monkeypatch.setattr(live_cmd, "open_live", lambda **kw: real(lane=lane, **kw))
+    ls = listener()
+    port = ls.getsockname()[1]
+    recs, _, _ = run_live(port, lambda: client_first(ls), kernel_truth=False, relative_seq=True)
+    ls.close()
+    causes = [r["cause"] for r in recs if r["type"] == "transition"]
+    assert causes.count("snd SYN seq=0") == 1 and causes.count("rcv SYN seq=0") == 1, causes
+    assert "rcv SYN,ACK seq=0 ack=1" in causes and "snd FIN seq=6" in causes and "rcv FIN seq=6" in causes
 
 
 @needs_capture

@@ -195,8 +195,11 @@ def test_side_by_side_fits_the_terminal(columns, against, capsys, monkeypatch, t
     head = next(i for i, line in enumerate(lines) if line.startswith("frame"))
     assert lines[head].split() == ["frame", "run", "time", "dir", "segment", "client", "server"]
     rec = next(i for i, line in enumerate(lines) if line.split()[:2] == ["11", "rec"])
-    assert lines[rec + 1].split()[0] == "live" and "TIME_WAIT" in lines[rec + 1]
-    assert flat(lines[rec + 2]).startswith("note: lost, as the capture implies")
+    live = next(i for i in range(rec + 1, len(lines)) if lines[i].split()[0] == "live")   # (a cell may wrap)
+    assert "TIME_WAIT" in lines[live]
+    note = next(i for i in range(live + 1, len(lines)) if lines[i].lstrip().startswith("note:"))
+    assert flat(" ".join(lines[note:note + 2])).startswith("note: lost, as the capture implies")
+    assert all(not line.split() or line.split()[0] not in ("12", "rec") for line in lines[live + 1:note])
     if against == "emulator":   # the live server's states as its own transitions give them (its close() at 10)
         nine = next(i for i, line in enumerate(lines) if line.split()[:2] == ["9", "rec"])
         assert lines[nine + 1].split()[-2:] == ["FIN_WAIT_2", "CLOSE_WAIT"]
@@ -207,6 +210,27 @@ def test_side_by_side_fits_the_terminal(columns, against, capsys, monkeypatch, t
     assert max(len(line) for line in out.splitlines()) <= columns, out
     assert (f"capture frame 12: the client retransmitted its FIN 200 ms after frame 8; the live {against} had "
             "received the ACK in frame 9 and did not") in flat(out)
+
+
+@pytest.mark.parametrize("seq", ["absolute", "relative"])
+def test_sequence_numbers_follow_the_option(seq, capsys):
+    """The default (absolute) shows each run's own numbers: the capture's on 'rec' rows, the live ISN's on
+    'live' rows; --seq relative shows both relative to their side's ISN, so a run that follows the
+    capture has the same text on both rows, and the transitions under the table are relative too."""
+    argv = ["replay", cap("lost-final-ack.pcap"), "--as", "client", "--format", "jsonl"]
+    assert main(argv + ([] if seq == "absolute" else ["--seq", seq])) == 0
+    import json
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = {r["frame"]: r for r in recs if r["type"] == "replay" and r["frame"] is not None}
+    if seq == "absolute":
+        assert rows[1]["recorded"] == "SYN seq=1000" and rows[10]["recorded"] == "FIN,ACK seq=2201 ack=1102"
+        assert rows[10]["live_segment"] != rows[10]["recorded"]          # the live server's own ISN
+        assert rows[10]["live_segment"].endswith(" ack=1102")             # rawfin's side keeps its ISN
+    else:
+        assert rows[1]["recorded"] == "SYN seq=0" and rows[10]["recorded"] == "FIN,ACK seq=201 ack=102"
+        assert all(r["live_segment"] == r["recorded"] for r in rows.values())
+        causes = [r["cause"] for r in recs if r["type"] == "live_transition"]
+        assert "rcv SYN seq=0" in causes and "close(): snd FIN seq=201" in causes
 
 
 def test_side_by_side_in_other_formats():

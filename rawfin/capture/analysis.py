@@ -54,7 +54,7 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
             select: Callable[[Connection], bool] | None = None,
             progress: Callable[[int, int], None] | None = None, stats: CaptureStats | None = None,
             fileobj: BinaryIO | None = None, bpf=None, record: Callable | None = None,
-            limits: dict | None = None) -> Iterator:
+            limits: dict | None = None, relative_seq: bool = False) -> Iterator:
     """What the observer makes of one capture, in order: its typed events (rawfin.core.events), or
     ``record(event, label)`` of each when ``record`` is given (rawfin.render.records.record makes the
     records every format shows). Raises CaptureError (after the good part) on damage.
@@ -64,12 +64,13 @@ def records(path: str, *, msl_s: float = 30.0, label: str | None = None,
     ``fileobj``: read the capture from this stream (``path`` then only names it); ``bpf``: a
     :class:`rawfin.wire.bpf.Filter`: only the frames it passes are analysed (the others are
     counted in ``stats.filtered`` and keep their frame numbers). ``limits``: the observer's
-    (``syn_timeout_ns``, ``syn_ack_timeout_ns``, ``max_connections``; default: the rules')."""
+    (``syn_timeout_ns``, ``syn_ack_timeout_ns``, ``max_connections``; default: the rules').
+    ``relative_seq``: the texts show sequence numbers relative to each side's base (--seq relative)."""
     from rawfin.wire.decode import decode
     from rawfin.wire.pcapio import open_capture
 
     stats = stats if stats is not None else CaptureStats(path=path)
-    obs = Observer(msl_ns=int(msl_s * SEC), select=select, **(limits or {}))
+    obs = Observer(msl_ns=int(msl_s * SEC), select=select, relative_seq=relative_seq, **(limits or {}))
     if record is not None:
         made = _made(record, label)
         feed = lambda seg: made(obs.feed(seg))                                     # noqa: E731

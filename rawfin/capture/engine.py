@@ -204,7 +204,7 @@ def _fmt6(raw: bytes) -> str:
 def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None = None, msl_s: float = 30.0,
         label: str | None = None, progress=None, stats=None, counters: dict | None = None, fileobj=None, bpf=None,
         on_first: Callable[[int], object] | None = None, emit: Callable[[list], object] | None = None,
-        limits: dict | None = None) -> bool:
+        limits: dict | None = None, relative_seq: bool = False) -> bool:
     """Write every record of one capture as JSON lines through ``write`` (bytes). ``json_of(event)``:
     the JSON line (no newline) of an event the Python observer gives (rawfin.render.records.json_line:
     the record format is the output layer's). ``limits``: as rawfin.capture.analysis.records takes them.
@@ -241,13 +241,15 @@ def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None
     msl_ns = int(msl_s * SEC)
     limits = dict(limits or {})
     # the lane decides evictions (it asks the Python observer about the connections it holds)
-    obs = Observer(msl_ns=msl_ns, **{k: v for k, v in limits.items() if k != "max_connections"})
+    obs = Observer(msl_ns=msl_ns, relative_seq=relative_seq,
+                   **{k: v for k, v in limits.items() if k != "max_connections"})
     suffix = "" if label is None else ',"file":' + json.dumps(label, ensure_ascii=False)
     hb = Handback(obs, decode)
     eng = _engine.Engine(**hb.callables(), dumps=json_of or _no_json, write=write, fmt6=_fmt6,
                          make_segment=make_segment, msl_ns=msl_ns, hold_ns=obs.hold_ns, file_suffix=suffix,
                          msl_text=f"{2 * msl_ns / SEC:g}", emit=emit, syn_timeout_ns=obs.limits["syn"],
-                         syn_ack_timeout_ns=obs.limits["syn_ack"], max_connections=limits.get("max_connections") or 0)
+                         syn_ack_timeout_ns=obs.limits["syn_ack"], max_connections=limits.get("max_connections") or 0,
+                         relative_seq=relative_seq)
     reader = open_capture(path, fileobj)
     if bpf is not None:
         eng.set_filter(*bpf.for_byte_order(reader.byte_order == "big").lane_args())
@@ -604,12 +606,13 @@ def _event(t):
 
 
 def events(path: str, *, msl_s: float = 30.0, label: str | None = None, progress=None, stats=None, fileobj=None,
-           bpf=None, on_first: Callable[[int], object] | None = None, limits: dict | None = None) -> Iterator:
+           bpf=None, on_first: Callable[[int], object] | None = None, limits: dict | None = None,
+           relative_seq: bool = False) -> Iterator:
     """``rawfin.capture.analysis.records`` through the lane: the same typed events, in the same order, as a
     generator (the lane hands them over as it makes them: no text is read back). The lane runs in a
     worker thread (:func:`chunks`); when it declines the capture, the reference gives the events."""
     it = chunks(path, write=_no_write, emit=None, msl_s=msl_s, label=label, progress=progress, stats=stats,
-                fileobj=fileobj, bpf=bpf, on_first=on_first, limits=limits)
+                fileobj=fileobj, bpf=bpf, on_first=on_first, limits=limits, relative_seq=relative_seq)
     while True:
         try:
             batch = next(it)
@@ -621,7 +624,8 @@ def events(path: str, *, msl_s: float = 30.0, label: str | None = None, progress
     if not ok:
         from rawfin.capture.analysis import records as reference
 
-        yield from reference(path, msl_s=msl_s, label=label, stats=stats, bpf=bpf, limits=limits)
+        yield from reference(path, msl_s=msl_s, label=label, stats=stats, bpf=bpf, limits=limits,
+                             relative_seq=relative_seq)
 
 
 def _no_write(data: bytes) -> None:  # pragma: no cover - events mode writes nothing
@@ -630,11 +634,11 @@ def _no_write(data: bytes) -> None:  # pragma: no cover - events mode writes not
 
 def records(path: str, *, record: Callable, json_of: Callable | None = None, msl_s: float = 30.0,
             label: str | None = None, progress=None, stats=None, fileobj=None, bpf=None,
-            limits: dict | None = None) -> Iterator[dict]:
+            limits: dict | None = None, relative_seq: bool = False) -> Iterator[dict]:
     """``rawfin.capture.analysis.records(..., record=record)`` through the lane: ``record(event, label)`` of
     each of :func:`events` (for ``check`` and ``annotate``, which pull their records)."""
     for ev in events(path, msl_s=msl_s, label=label, progress=progress, stats=stats, fileobj=fileobj, bpf=bpf,
-                     limits=limits):
+                     limits=limits, relative_seq=relative_seq):
         yield record(ev, label)
 
 
@@ -662,13 +666,13 @@ class Stream:
 
     def __init__(self, write: Callable[[bytes], object], *, json_of: Callable, msl_ns: int = 30 * SEC,
                  hold_ns: int = 0, label: str | None = None, lane: bool | None = None,
-                 limits: dict | None = None) -> None:
+                 limits: dict | None = None, relative_seq: bool = False) -> None:
         self.write = write
         self.json_of = json_of
         limits = dict(limits or {})
         self.lane = available() if lane is None else lane
         # with the lane, the lane decides evictions (as in run); alone, the observer does
-        self.obs = Observer(msl_ns=msl_ns, final_ack_hold_ns=hold_ns,
+        self.obs = Observer(msl_ns=msl_ns, final_ack_hold_ns=hold_ns, relative_seq=relative_seq,
                             **{k: v for k, v in limits.items() if k != "max_connections" or not self.lane})
         self.frames = self.tcp = 0
         if self.lane:
@@ -682,7 +686,8 @@ class Stream:
                                       file_suffix=suffix, msl_text=f"{2 * msl_ns / SEC:g}",
                                       syn_timeout_ns=self.obs.limits["syn"],
                                       syn_ack_timeout_ns=self.obs.limits["syn_ack"],
-                                      max_connections=limits.get("max_connections") or 0)
+                                      max_connections=limits.get("max_connections") or 0,
+                                      relative_seq=relative_seq)
             self.feed = self.eng.feed_frame
             self.tick = self.eng.tick
             self.flush = self.eng.flush

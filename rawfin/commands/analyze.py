@@ -8,7 +8,7 @@ import sys
 
 from rawfin.capture.analysis import CaptureStats, records
 from rawfin.capture.sources import Source, from_args, opened
-from rawfin.cli import limits
+from rawfin.cli import limits, relative_seq
 from rawfin.core.errors import EXIT_DATAERR, EXIT_USAGE, CaptureError, UsageError
 from rawfin.render.progress import Progress
 from rawfin.render.records import json_line, record
@@ -51,7 +51,7 @@ def run(args) -> int:
                     with Progress(os.path.basename(name), src.size(), args.progress) as bar:
                         for rec in records(name, msl_s=args.msl, label=label, progress=bar.callback,
                                            select=only, stats=stats, fileobj=fileobj, bpf=select, record=record,
-                                           limits=limits(args)):
+                                           limits=limits(args), relative_seq=relative_seq(args)):
                             if hasattr(sink, "set_origin") and stats.first_time is not None:
                                 sink.set_origin(stats.first_time)
                             sink.write(rec)
@@ -158,7 +158,7 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
 
     bar = Progress(os.path.basename(src.name), src.size(), args.progress)
     kw = dict(msl_s=args.msl, label=label, progress=bar.callback, stats=stats, fileobj=fileobj,
-              bpf=select, json_of=json_line(label), limits=limits(args))
+              bpf=select, json_of=json_line(label), limits=limits(args), relative_seq=relative_seq(args))
     try:
         if args.format == "jsonl" and not args.summary and getattr(args, "by", None) is None:
             sys.stdout.flush()
@@ -215,10 +215,10 @@ def _draw(args, inputs, select) -> int:
         with opened(src) as (name, fileobj):
             if engine.choose(getattr(args, "engine", "auto")):
                 pull = engine.records(name, msl_s=args.msl, stats=stats, fileobj=fileobj, bpf=select, record=record,
-                                      json_of=json_line(None), limits=limits(args))
+                                      json_of=json_line(None), limits=limits(args), relative_seq=relative_seq(args))
             else:
                 pull = records(name, msl_s=args.msl, stats=stats, fileobj=fileobj, bpf=select, record=record,
-                               limits=limits(args))
+                               limits=limits(args), relative_seq=relative_seq(args))
             try:
                 for rec in pull:
                     if rec.get("conn") != n:
@@ -239,7 +239,7 @@ def _draw(args, inputs, select) -> int:
         segs = _segments(src, conn, select)
     name = inputs.sources[0].name
     d = ladder.from_capture(conn, items, segs, source="standard input" if name == "-" else os.path.basename(name),
-                            msl_s=args.msl)
+                            msl_s=args.msl, relative_seq=relative_seq(args))
     sys.stdout.write(ladder.text(d) if args.format == "ladder" else ladder.mermaid(d))
     if args.conn is None and stats.connections > 1 and not args.quiet:
         print(f"rawfin analyze: drew connection 0 of {stats.connections}; --conn N draws another",

@@ -15,11 +15,14 @@ from rawfin.core.errors import EXIT_DATAERR
 
 
 def annotate_capture(path: str, output: str | None = None, *, msl_s: float = 30.0, progress: str = "never",
-                     stream=None, run_size: int = 100_000, lane: bool = False, limits: dict | None = None):
+                     stream=None, run_size: int = 100_000, lane: bool = False, limits: dict | None = None,
+                     relative_seq: bool = False):
     """Annotate ``path`` into ``output`` (see :func:`rawfin.render.annotate.annotate`), its analysis
     pass through the compiled lane when ``lane`` (the same records), else the reference.
     ``limits``: the half-open timeouts and --max-connections, as rawfin.capture.analysis.records
-    takes them."""
+    takes them. With ``relative_seq`` the comments' texts show relative sequence numbers (--seq
+    relative); the ACK-of-FIN verdict line keeps the wire's numbers (it is arithmetic on the raw
+    fields, as tshark's tcp.ack_raw)."""
     from rawfin.capture import analysis, engine
     from rawfin.render.annotate import annotate
     from rawfin.render.progress import Progress
@@ -32,17 +35,17 @@ def annotate_capture(path: str, output: str | None = None, *, msl_s: float = 30.
         with Progress(os.path.basename(path), engine.size_of(path), progress) as bar:
             if lane:
                 yield from engine.records(path, msl_s=msl_s, progress=bar.callback, stats=stats, record=record,
-                                          limits=limits)
+                                          limits=limits, relative_seq=relative_seq)
             else:
                 yield from analysis.records(path, msl_s=msl_s, progress=bar.callback, stats=stats, record=record,
-                                            limits=limits)
+                                            limits=limits, relative_seq=relative_seq)
 
     return annotate(path, output, records(), stats, stream=stream, run_size=run_size)
 
 
 def run(args) -> int:
+    from rawfin.cli import limits, relative_seq
     from rawfin.capture import engine
-    from rawfin.cli import limits
     from rawfin.render.annotate import frames_span
 
     lane = engine.choose(getattr(args, "engine", "auto"))
@@ -55,7 +58,8 @@ def run(args) -> int:
             return 2
         stream = sys.stdout.buffer
     res = annotate_capture(args.capture, None if stream is not None else out, msl_s=args.msl,
-                   progress=getattr(args, "progress", "auto"), stream=stream, lane=lane, limits=limits(args))
+                   progress=getattr(args, "progress", "auto"), stream=stream, lane=lane, limits=limits(args),
+                   relative_seq=relative_seq(args))
     if stream is not None:
         stream.flush()
     where = "stdout" if stream is not None else res.output

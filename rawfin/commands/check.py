@@ -61,8 +61,8 @@ def judge(conn: dict, anomalies: list[dict], args) -> list[dict]:
 
 def run(args) -> int:
     from rawfin.capture import engine
+    from rawfin.cli import limits, relative_seq
     from rawfin.capture.sources import from_args, opened
-    from rawfin.cli import limits
     from rawfin.wire import bpf
 
     inputs = from_args(args)
@@ -88,7 +88,7 @@ def run(args) -> int:
         try:
             with opened(src) as (name, fileobj):
                 recs = source(name, msl_s=args.msl, label=path if many else None, stats=stats, fileobj=fileobj,
-                              bpf=select, limits=limits(args))
+                              bpf=select, limits=limits(args), relative_seq=relative_seq(args))
                 for rec in recs:
                     if rec["type"] == "anomaly":
                         pending.setdefault(rec["conn"], []).append(rec)

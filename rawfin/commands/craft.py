@@ -63,6 +63,14 @@ def run(args) -> int:
             sys.stdout.write(to_json({"type": "segment", **r}) + "\n")
         return 0
     from rawfin.render.tables import table
+    if args.seq == "relative":      # the table (not the jsonl fields) counts from each side's base, as Wireshark
+        from rawfin.core import seq as sq
+        bases: dict = {}
+        for r, s in zip(rows, segs):
+            sq.note_bases(bases, (s.src, s.sport), (s.dst, s.dport), s.seq, s.ack, s.syn, s.has_ack)
+            r["seq"] = sq.relative(s.seq, bases[(s.src, s.sport)])
+            if r["ack"] is not None:
+                r["ack"] = sq.relative(s.ack, bases.get((s.dst, s.dport)))
     print(table(["frame", "from", "", "to", "flags", "seq", "ack", "len"],
                 [[r["frame"], r["src"], "→", r["dst"], r["flags"], r["seq"], r["ack"], r["len"]] for r in rows],
                 args.tablefmt))

@@ -40,8 +40,8 @@ def _state_text(m: Moved, pair: Pair | None = None) -> str:
     return text
 
 
-def _seg_label(s: Sent) -> str:
-    text = f"{s.number}. {s.seg.describe()}"
+def _seg_label(s: Sent, bases: dict | None = None) -> str:
+    text = f"{s.number}. {s.seg.describe(bases)}"
     tags = []
     if s.retransmission:
         tags.append("retransmission: RTO")
@@ -76,12 +76,16 @@ def _roles(pair: Pair) -> dict[str, str]:
     return roles
 
 
-def steps(pair: Pair) -> list[Step]:
+def steps(pair: Pair, relative_seq: bool = False) -> list[Step]:
     """The log entries a diagram draws, each with the connection it belongs to.
 
     An anomaly that comes with a transition of the same endpoint for the same segment
-    (TIME_WAIT re-ACKing a retransmitted FIN) is left out: the state row says it.
+    (TIME_WAIT re-ACKing a retransmitted FIN) is left out: the state row says it. With
+    ``relative_seq`` the arrows' numbers are relative to each side's base in its connection
+    (rawfin.core.seq.note_bases over the segments sent, in order).
     """
+    from rawfin.core import seq as sq
+    bases: dict[int, dict] = {}
     conn = pair.connections()
     explained = {(e.side, e.ref) for e in pair.log if isinstance(e, Moved) and e.ref is not None}
     out = []
@@ -97,7 +101,12 @@ def steps(pair: Pair) -> list[Step]:
             why = None
             if e.dropped:
                 why = "lost" + (f": {e.rules[0]}" if e.rules else "")
-            out.append(Step(kind="arrow", time_ns=e.time_ns, side=e.sender, text=_seg_label(e), lost=why, conn=c))
+            b = None
+            if relative_seq:
+                b = bases.setdefault(c, {})
+                s = e.seg
+                sq.note_bases(b, (s.src, s.sport), (s.dst, s.dport), s.seq, s.ack, s.syn, s.has_ack)
+            out.append(Step(kind="arrow", time_ns=e.time_ns, side=e.sender, text=_seg_label(e, b), lost=why, conn=c))
         elif isinstance(e, Moved):
             out.append(Step(kind="state", time_ns=e.transition.time_ns, side=e.side, text=_state_text(e, pair),
                             conn=c))
@@ -110,21 +119,21 @@ def steps(pair: Pair) -> list[Step]:
     return out
 
 
-def of_pair(pair: Pair, title: str = "", description: str = "") -> Diagram:
+def of_pair(pair: Pair, title: str = "", description: str = "", relative_seq: bool = False) -> Diagram:
     c, s = pair.client, pair.server
     return Diagram(client=f"client {fmt_endpoint(c.ip, c.port)}", server=f"server {fmt_endpoint(s.ip, s.port)}",
-                   start_ns=pair.start_ns, steps=steps(pair), roles=_roles(pair), title=title,
+                   start_ns=pair.start_ns, steps=steps(pair, relative_seq), roles=_roles(pair), title=title,
                    description=description,
                    footer=("Numbers are segment numbers (the frame numbers of the --capture-at sender capture); "
                            f"times are seconds of virtual time since the start; the link delay is "
                            f"{pair.link.delay_ns / SEC * 1000:g} ms each way."))
 
 
-def ladder(pair: Pair, title: str = "", description: str = "") -> str:
+def ladder(pair: Pair, title: str = "", description: str = "", relative_seq: bool = False) -> str:
     """The run as a text ladder diagram, client on the left, server on the right."""
-    return _text(of_pair(pair, title, description))
+    return _text(of_pair(pair, title, description, relative_seq))
 
 
-def mermaid(pair: Pair, title: str = "") -> str:
+def mermaid(pair: Pair, title: str = "", relative_seq: bool = False) -> str:
     """The same run as a Mermaid ``sequenceDiagram``."""
-    return _mermaid(of_pair(pair, title))
+    return _mermaid(of_pair(pair, title, relative_seq=relative_seq))

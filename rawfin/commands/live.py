@@ -170,11 +170,13 @@ class LiveJsonl:
         self.out.flush()
 
 
-def open_live(*, msl_ns: int = 30 * 10**9, lane: bool | None = None, limits: dict | None = None, **kw):
+def open_live(*, msl_ns: int = 30 * 10**9, lane: bool | None = None, limits: dict | None = None,
+              relative_seq: bool = False, **kw):
     """A :class:`rawfin.linux.live.Live` session whose segments go through the compiled lane
     (:class:`rawfin.capture.engine.Stream`, final-ACK hold 0: each transition the moment it
     happens), or the Python observer alone with ``lane=False`` or no lane built. ``limits``: the
-    half-open timeouts and --max-connections (rawfin.cli.limits). ``kw``: Live's own (interface,
+    half-open timeouts and --max-connections (rawfin.cli.limits). ``relative_seq``: the texts'
+    sequence numbers relative to each side's base (--seq relative). ``kw``: Live's own (interface,
     bpf, kernel_truth, write, emit, raw, buffer_kib, ...)."""
     from rawfin.capture.engine import Stream
     from rawfin.linux.live import Live
@@ -182,7 +184,7 @@ def open_live(*, msl_ns: int = 30 * 10**9, lane: bool | None = None, limits: dic
     from rawfin.render.records import json_line
 
     return Live(stream=lambda write: Stream(write, json_of=json_line(None), msl_ns=msl_ns, hold_ns=0, lane=lane,
-                                            limits=limits), **kw)
+                                            limits=limits, relative_seq=relative_seq), **kw)
 
 
 def _drops_note(st: dict) -> None:
@@ -216,7 +218,8 @@ def run(args) -> int:
     live = open_live(interface=args.interface, bpf=args.bpf, msl_ns=int(args.msl * 1e9), lane=lane, limits=limits(args),
                      kernel_truth=args.kernel_truth, write=args.write, emit=emit,
                      raw=jl.raw if jl is not None else None, buffer_kib=args.buffer_size,
-                     on_drops=_drops_note if sys.stderr.isatty() else None, flush=flush)
+                     on_drops=_drops_note if sys.stderr.isatty() else None, flush=flush,
+                     relative_seq=args.seq == "relative")
     stop.append(live.stop)
     sink = jl if jl is not None else LiveTable(out, kernel=args.kernel_truth, origin_ns=live.start_ns,
                                                tablefmt=args.tablefmt)

@@ -16,9 +16,10 @@ from rawfin.render.records import to_json
 from rawfin.render.sinks import ARROW
 
 
-def load(path: str, conn: int = 0, *, mid_stream: bool = False):
+def load(path: str, conn: int = 0, *, mid_stream: bool = False, relative_seq: bool = False):
     """Connection ``conn`` of the capture at ``path`` as a :class:`~rawfin.sim.replay.Recording`:
-    its segments and the analysis records of the capture (CaptureError / ReplayError: exit 65)."""
+    its segments and the analysis records of the capture (CaptureError / ReplayError: exit 65);
+    ``relative_seq``: its texts show relative sequence numbers (--seq relative)."""
     from rawfin.capture.analysis import records
     from rawfin.core.segment import Segment
     from rawfin.sim.replay import ReplayError, recording
@@ -40,8 +41,8 @@ def load(path: str, conn: int = 0, *, mid_stream: bool = False):
         raise ReplayError(f"{path}: not TCP: none of its {frames} frames is a TCP segment")
     from rawfin.render.records import record
 
-    recs = list(records(path, msl_s=30.0, record=record))
-    return recording(path, segs, recs, conn, mid_stream=mid_stream)
+    recs = list(records(path, msl_s=30.0, record=record, relative_seq=relative_seq))
+    return recording(path, segs, recs, conn, mid_stream=mid_stream, relative_seq=relative_seq)
 
 
 def _usage(msg: str) -> int:
@@ -207,8 +208,9 @@ def render_table(out, o, tablefmt: str = "simple", width: int | None = None) -> 
     w(f"replay {rec.path}, connection {rec.conn}: rawfin plays the recorded {rp.me} "
       f"({rec.name(rp.me)}); the {rp.live} is live: {live_what}")
     w(f"live run: rawfin {fmt_endpoint(*o.rawfin_addr)} <-> {o.against} {fmt_endpoint(*o.live_addr)}; "
-      f"speed {rp.speed:g}; the live {rp.live}'s ISN {rp.isn[rp.live]} (recorded {rec.isn[rp.live]}), "
-      f"seq/ack relative to each side's ISN", "  ")
+      f"speed {rp.speed:g}; the live {rp.live}'s ISN {rp.isn[rp.live]} (recorded {rec.isn[rp.live]}); "
+      + ("seq/ack relative to each side's ISN" if rec.relative else "seq/ack absolute (--seq relative: "
+                                                                      "relative to each side's ISN)"), "  ")
     w(f"the live {rp.live}'s states: {o.truth}; rawfin's: the observer on the live wire", "  ")
     if rec.mid_stream:
         w("mid-stream: no handshake in the capture; rawfin made one up before the first frame", "  ")
@@ -270,7 +272,7 @@ def run(args) -> int:
         kind, target = args.export
         if kind != "scenario":
             return _usage(f"--export {kind}: the only export is 'scenario' (--export scenario FILE.toml)")
-        rec = load(args.capture, args.conn, mid_stream=args.mid_stream)
+        rec = load(args.capture, args.conn, mid_stream=args.mid_stream, relative_seq=args.seq == "relative")
         text = scenario_toml(rec)
         if target == "-":
             sys.stdout.write(text)
@@ -282,7 +284,7 @@ def run(args) -> int:
             return 0
     if not args.as_side:
         return _usage("say which side rawfin plays: --as client or --as server")
-    rec = load(args.capture, args.conn, mid_stream=args.mid_stream)
+    rec = load(args.capture, args.conn, mid_stream=args.mid_stream, relative_seq=args.seq == "relative")
     if args.against == "kernel":
         o = run_kernel(rec, args.as_side, speed=args.speed, write=args.write)
     else:

@@ -50,6 +50,8 @@ def _overrides(args) -> dict:
         kw["ipv6"] = True
     kw["seed"] = args.seed
     kw["faults"] = _faults(args)
+    if args.seq == "relative":
+        kw["relative_seq"] = True
     return kw
 
 
@@ -74,15 +76,18 @@ def records(pair, capture_at: str = "sender") -> list[dict]:
 
 
 def render(scn, pair, fmt: str, out, *, capture_at: str = "sender", tablefmt: str = "simple",
-           file: str | None = None) -> None:
-    """Write one run in ``fmt`` to ``out``."""
+           file: str | None = None, relative_seq: bool = False) -> None:
+    """Write one run in ``fmt`` to ``out`` (``relative_seq``: the ladder's arrows too, as the run's
+    endpoints write their texts)."""
     if fmt == "ladder":
         from rawfin.commands.ladders import ladder
-        out.write(ladder(pair, f"{scn.name}: {scn.summary}" if scn.summary else scn.name, scn.description))
+        out.write(ladder(pair, f"{scn.name}: {scn.summary}" if scn.summary else scn.name, scn.description,
+                         relative_seq=relative_seq))
         return
     if fmt == "mermaid":
         from rawfin.commands.ladders import mermaid
-        out.write(mermaid(pair, f"{scn.name}: {scn.summary}" if scn.summary else scn.name))
+        out.write(mermaid(pair, f"{scn.name}: {scn.summary}" if scn.summary else scn.name,
+                          relative_seq=relative_seq))
         return
     from rawfin.render.sinks import make_sink
     recs = records(pair, capture_at)
@@ -164,5 +169,5 @@ def run(args) -> int:
         if i and args.format in ("table", "ladder", "mermaid"):
             out.write("\n")
         render(scn, pair, args.format, out, capture_at=args.capture_at, tablefmt=args.tablefmt,
-               file=(target or scn.name) if args.all else None)
+               file=(target or scn.name) if args.all else None, relative_seq=args.seq == "relative")
     return 0

@@ -52,6 +52,7 @@ class Config:
     init_cwnd: int = 10               # the initial congestion window in segments (RFC 6928; Linux's TCP_INIT_CWND)
     close_on_fin: bool = False        # the application closes the moment it reads EOF
     observer: bool = False            # driven by a capture: send nothing, tolerate capture gaps
+    relative_seq: bool = False        # texts show sequence numbers relative to each side's ISN (--seq relative)
     app_reads: bool = False           # the application reads with read(); False: it takes every byte as it comes
 
     def __post_init__(self) -> None:
@@ -84,6 +85,25 @@ class _Out:
                       retransmissions=tuple(self.retrans))
 
 
+class OwnBases:
+    """A lone endpoint's bases for relative sequence numbers: its own ISN and, once it has it, the peer's
+    (``get((ip, port))`` as the observer's dict of bases answers; None: not known, shown absolute)."""
+
+
+    __slots__ = ("ep",)
+
+    def __init__(self, ep: "Endpoint") -> None:
+        self.ep = ep
+
+    def get(self, key):
+        ep = self.ep
+        if key == ep.local:
+            return ep.iss
+        if key == ep.remote:
+            return ep.irs           # 0 until the peer's SYN arrives: absolute until then
+        return None
+
+
 class Endpoint:
     """One TCP endpoint and its TCB (RFC 9293 names: snd_una, snd_nxt, rcv_nxt, iss, irs)."""
 
@@ -93,7 +113,7 @@ class Endpoint:
                  "rd_shut", "wr_shut", "app_closed", "unread", "_sent_at", "srtt8_ns", "mdev4_ns", "mdev_max4_ns",
                  "rttvar4_ns", "_rtt_seq", "_retrans_stamp", "probing", "_tlp_high", "backoff", "total_retrans",
                  "cwnd", "ssthresh", "_cwnd_cnt", "_unsent", "_fin_queued", "_max_out", "_cwnd_usage_seq",
-                 "_cwnd_limited", "tx_blocked", "probes_out", "_probes_stamp", "probe0_at")
+                 "_cwnd_limited", "tx_blocked", "probes_out", "_probes_stamp", "probe0_at", "bases")
 
     def __init__(self, *, local: tuple[str, int], remote: tuple[str, int] | None = None,
                  iss: int = 0, config: Config | None = None, vlan: tuple[int, ...] = (),
@@ -154,6 +174,9 @@ class Endpoint:
         self.rd_shut = False        # close(), or shutdown(SHUT_RD): nobody will read what arrives
         self.wr_shut = False        # shutdown(SHUT_WR) (or close()): our FIN is queued or sent
         self.app_closed = False     # close() (or abort()) was called: the socket is an orphan
+        # relative sequence numbers in texts (rawfin.core.machine.bases_of): None, absolute; an observer's
+        # connection gives its endpoints its own bases (what the capture shows of each side)
+        self.bases = OwnBases(self) if self.config.relative_seq and not self.config.observer else None
         self.unread = 0             # bytes delivered that the application has not read (Config.app_reads)
 
     # -- names ------------------------------------------------------------
@@ -220,6 +243,10 @@ class Endpoint:
         if state is not State.FIN_WAIT_2:
             self.fin_wait_2_at = None
 
+    def shown(self, n: int) -> int:
+        """A sequence number of this endpoint's own, as texts show it (absolute, or relative to its ISN)."""
+        return n if self.bases is None else sq.relative(n, self.bases.get(self.local))
+
     def _app(self, call: str, inp: Input) -> None:
         if next_state(self.state, inp) is None:
             raise StateError(call, self.state)
@@ -270,7 +297,7 @@ class Endpoint:
         self.snd_una = self.iss
         self.snd_nxt = sq.add(self.iss, 1)
         syn = self._seg(Flags.SYN, self.iss, ack=False)
-        self._move(out, Input.CONNECT, f"connect(): snd SYN seq={self.iss}", now)
+        self._move(out, Input.CONNECT, f"connect(): snd SYN seq={self.shown(self.iss)}", now)
         self._emit(out, syn, now)
         return out.result()
 
@@ -374,7 +401,7 @@ class Endpoint:
         if self.unread and st not in (State.CLOSED, State.LISTEN, State.SYN_SENT, State.TIME_WAIT):
             n = self.unread
             self.unread = 0
-            return self._abort(now, f"close() with {n} bytes unread: snd RST seq={self.snd_nxt}")
+            return self._abort(now, f"close() with {n} bytes unread: snd RST seq={self.shown(self.snd_nxt)}")
         out = _Out()
         if st in (State.LISTEN, State.SYN_SENT) or (st in _FIN_FROM and self.fin_seq is None):
             self._close(out, now, data)
@@ -420,16 +447,16 @@ class Endpoint:
         # the FIN rides on the last segment of the send queue, when the congestion window lets that go
         n = -(-len(self._unsent) // self.config.mss)
         if n == 0 or self.in_flight + n - 1 <= self.cwnd:
-            cause = f"close(): snd FIN seq={self.fin_seq}"
+            cause = f"close(): snd FIN seq={self.shown(self.fin_seq)}"
         else:
-            cause = f"close(): FIN seq={self.fin_seq} queued behind {len(self._unsent)} unsent bytes"
+            cause = f"close(): FIN seq={self.shown(self.fin_seq)} queued behind {len(self._unsent)} unsent bytes"
         self._move(out, Input.CLOSE, cause, now, frame)
         self._push(out, now)
 
     def abort(self, now: int) -> Result:
         """close() with SO_LINGER 0: a RST instead of the FIN."""
         self._app("abort", Input.ABORT)
-        return self._abort(now, f"abort(): snd RST seq={self.snd_nxt}")
+        return self._abort(now, f"abort(): snd RST seq={self.shown(self.snd_nxt)}")
 
     def _abort(self, now: int, cause: str) -> Result:
         out = _Out()

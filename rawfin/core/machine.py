@@ -413,24 +413,77 @@ def value_label(v: tuple) -> str:
     return base + ("" if not off else f"{off:+d}")
 
 
+#: sequence-number values by whose space they are in: the segment's sender's, its receiver's; an
+#: endpoint's own, its peer's
+_SENDER_SPACE = frozenset(("seq", "end", "fin"))
+_OWN_SPACE = frozenset(("iss", "snd_una", "snd_nxt", "fin_seq"))
+_PEER_SPACE = frozenset(("irs", "rcv_nxt", "peer_fin_seq"))
+
+
+def space_getter(v: tuple) -> Callable | None:
+    """For a value that is a sequence number: a function of the context giving the side (its
+    ``(ip, port)``) whose sequence space it is in, the side whose base a relative number is counted
+    from; for ``describe``, the segment itself (it is shown relative to both sides); None for any
+    other value. The compiled lane decides the same in interp.c (space_of)."""
+    who, name, off = v
+    if who == "lit":
+        return None
+    if who == "conn":
+        return (lambda c: c.conn.fins[0][0] if c.conn.fins else None) if name == "first_fin" else None
+    if who in ("seg", "h", "now") or ":" in who:
+        seg = _seg_of(who)
+        if name in _SENDER_SPACE:
+            return lambda c: (lambda s: (s.src, s.sport))(seg(c))
+        if name == "ack":
+            return lambda c: (lambda s: (s.dst, s.dport))(seg(c))
+        if name == "describe":
+            return seg
+        return None
+    if name not in _OWN_SPACE and name not in _PEER_SPACE:
+        return None
+    ep = _ep_of(who)
+    if name in _OWN_SPACE:
+        return lambda c: ep(c).local
+    return lambda c: ep(c).remote
+
+
+def bases_of(c: Ctx):
+    """The bases relative sequence numbers are counted from (``(ip, port) -> base``), or None when
+    numbers are shown absolute: the connection's (the observer's), else the endpoint's own."""
+    conn = getattr(c, "conn", None)
+    if conn is not None:
+        return conn.bases
+    ep = getattr(c, "ep", None)
+    return None if ep is None else ep.bases
+
+
 _TEXTS: dict = {}
 
 
 def render_template(template: tuple, c: Ctx) -> tuple[str, tuple]:
-    """A template's text and the values it names: ``("rcv FIN seq=1101", (("fin", 1101),))``."""
+    """A template's text and the values it names: ``("rcv FIN seq=1101", (("fin", 1101),))``. With
+    relative sequence numbers on (:func:`bases_of`), the text shows each sequence number relative to
+    its side's base (rawfin.core.seq.relative); the values stay absolute."""
     got = _TEXTS.get(template)
     if got is None:
-        got = _TEXTS[template] = tuple((p, None, None) if p.__class__ is str else (None, value_getter(p), value_label(p))
-                                       for p in template)
+        got = _TEXTS[template] = tuple((p, None, None, None, False) if p.__class__ is str
+                                       else (None, value_getter(p), value_label(p), space_getter(p),
+                                             p[1] == "describe") for p in template)
     parts = []
     values = []
-    for p, g, label in got:
+    bases = None
+    for p, g, label, space, desc in got:
         if g is None:
             parts.append(p)
         else:
             v = g(c)
-            parts.append(str(v))
             values.append((label, v))
+            if space is not None and v is not None and (bases := bases_of(c)) is not None:
+                if desc:
+                    v = space(c).describe(bases)
+                else:
+                    v = sq.relative(v, bases.get(space(c)))
+            parts.append(str(v))
     return "".join(parts), tuple(values)
 
 

@@ -60,6 +60,17 @@ def guess_server(a: tuple[str, int], b: tuple[str, int]) -> tuple[str, int]:
 COPY_SPAN = 1 << 20
 
 
+def _note(bases: dict, seg: Segment) -> None:
+    """rawfin.core.seq.note_bases for one segment."""
+    sq.note_bases(bases, (seg.src, seg.sport), (seg.dst, seg.dport), seg.seq, seg.ack, seg.syn, seg.has_ack)
+
+
+def shown(conn, side: tuple[str, int], n: int) -> int:
+    """A sequence number in ``side``'s space as the connection's texts show it (absolute, or relative)."""
+    bases = conn.bases
+    return n if bases is None else sq.relative(n, bases.get(side))
+
+
 class Connection:
     """One instance of a 4-tuple (and VLAN): two observer endpoints and what they did.
 
@@ -72,7 +83,7 @@ class Connection:
                  "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
                  "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "evidence",
-                 "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent")
+                 "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent", "bases")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0,
                  limits: dict | None = None) -> None:
@@ -114,6 +125,12 @@ class Connection:
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
         a = Endpoint(local=src, remote=dst, config=cfg, vlan=seg.vlan)
         b = Endpoint(local=dst, remote=src, config=cfg, vlan=seg.vlan)
+        # relative sequence numbers (--seq relative): each side's base as the capture shows it, for every
+        # text the connection's rows write (rawfin.core.seq.note_bases); None: absolute
+        self.bases: dict | None = None
+        if cfg.relative_seq:
+            self.bases = a.bases = b.bases = {}
+            _note(self.bases, seg)
         self.eps = {src: a, dst: b}
         self.first = src
         self.client, self.server = src, dst
@@ -146,6 +163,8 @@ class Connection:
         for p in PROGRAMS.fast_path:
             if not p(c):
                 return False
+        if self.bases is not None and len(self.bases) < 2:
+            _note(self.bases, seg)
         sender, receiver = c.tx, c.rx
         self.packets += 1
         self.last_frame = seg.frame
@@ -181,6 +200,8 @@ class Connection:
         self.last_ns = now
         src = (seg.src, seg.sport)
         self.seen |= 1 if src == self.first else 2
+        if self.bases is not None and len(self.bases) < 2:
+            _note(self.bases, seg)
         if seg.syn:                         # the clocks of rules.HALF_OPEN
             if not seg.has_ack:
                 if self.syn_at is None and src == self.client:
@@ -553,14 +574,17 @@ def _fin_unseen(c: Ctx) -> None:
             # the peer sent its FIN again before this ACK: nothing had come back for the first copy, so
             # this side's answer (its FIN, carrying the ACK) was lost: it had the peer's FIN first
             conn._flush(c.txk, None, c.out, infer=(
-                (State.FIN_WAIT_1, State.CLOSING), f"its FIN seq={fseq} (not captured) crossed the peer's FIN in "
+                (State.FIN_WAIT_1, State.CLOSING), f"its FIN seq={shown(conn, c.txk, fseq)} (not captured) crossed "
+                f"the peer's FIN in "
                 f"frame {first}"))
         else:
             infer = ((State.CLOSE_WAIT, State.LAST_ACK),
-                     f"the peer's FIN in frame {peer[0].frame} reached it before it sent its FIN seq={fseq} (not "
+                     f"the peer's FIN in frame {peer[0].frame} reached it before it sent its FIN "
+                     f"seq={shown(conn, c.txk, fseq)} (not "
                      f"captured), and its ACK of that FIN was lost before the capture point too")
     a = Anomaly(endpoint=tx.name, kind="fin_not_captured",
-                detail=f"{seg.describe()} is one past everything seen sent: a FIN seq={fseq} not in the capture",
+                detail=(f"{seg.describe(conn.bases)} is one past everything seen sent: a FIN "
+                        f"seq={shown(conn, c.txk, fseq)} not in the capture"),
                 time_ns=c.now, frame=seg.frame)
     conn._collect(Result(anomalies=(a,)), c.out)
     conn._collect(tx.observe_send(seg.with_(seq=fseq, flags=0x11), c.now), c.out, infer)
@@ -583,7 +607,8 @@ def _first_fin(lost: bool):
             return
         conn._unhold("pending", ep)
         a = Anomaly(endpoint=rx.name, kind="fin_lost",
-                    detail=(f"the FIN seq={first.fin_seq} in frame {first.frame} never reached {rx.name}: it was "
+                    detail=(f"the FIN seq={shown(conn, (first.src, first.sport), first.fin_seq)} in frame {first.frame} "
+                            f"never reached {rx.name}: it was "
                             f"sent again in frame {again.frame} before any ACK of it"),
                     time_ns=c.now, frame=again.frame)
         conn._collect(Result(anomalies=(a,)), c.out)
@@ -611,8 +636,9 @@ def _drop_lost_acks(c: Ctx, k) -> None:
     for q in _queue(held):
         if q.has_ack and sq.ge(q.ack, want) and not q.fin and not q.data_len:
             a = Anomaly(endpoint=me.name, kind="final_ack_lost",
-                        detail=(f"the ACK ack={q.ack} in frame {q.frame} never reached {me.name}: it sent its FIN "
-                                f"seq={me.fin_seq} again"), time_ns=c.now, frame=c.seg.frame)
+                        detail=(f"the ACK ack={shown(conn, k, q.ack)} in frame {q.frame} never reached {me.name}: it "
+                                f"sent its FIN seq={shown(conn, k, me.fin_seq)} again"), time_ns=c.now,
+                        frame=c.seg.frame)
             conn._collect(Result(anomalies=(a,)), c.out)
         else:
             keep.append(q)
@@ -636,8 +662,8 @@ def _rsts_unreceived(c: Ctx, k) -> None:
             conn._collect(me.receive(rst, rst.time_ns or 0), c.out)
             continue
         a = Anomaly(endpoint=me.name, kind="rst_not_received",
-                    detail=(f"the RST seq={rst.seq} in frame {rst.frame} had not reached {me.name}: it sent "
-                            f"{seg.describe()} after it"), time_ns=c.now, frame=seg.frame)
+                    detail=(f"the RST seq={shown(conn, me.remote, rst.seq)} in frame {rst.frame} had not reached "
+                            f"{me.name}: it sent {seg.describe(conn.bases)} after it"), time_ns=c.now, frame=seg.frame)
         conn._collect(Result(anomalies=(a,)), c.out)
 
 
@@ -851,7 +877,7 @@ class TimeWait:
 
     __slots__ = ("id", "key", "alt_keys", "a", "b", "bits", "close", "first_frame", "first_ns", "anomalies",
                  "packets", "last_frame", "last_ns", "cfg", "client", "server", "client_iss", "first", "seen",
-                 "queued", "closed_fin", "evicted")
+                 "queued", "closed_fin", "evicted", "bases")
 
     # what an Endpoint in TIME_WAIT needs to be itself again
     _FIELDS = ("iss", "irs", "snd_una", "snd_nxt", "rcv_nxt", "fin_seq", "peer_fin_seq", "passive",
@@ -880,6 +906,7 @@ class TimeWait:
         self.client_iss = conn.eps[conn.client].iss
         self.queued = conn.queued          # the heap entry names the key: it now finds this object
         self.evicted = False
+        self.bases = conn.bases
 
     @classmethod
     def _pack(cls, e: Endpoint) -> tuple | None:
@@ -894,6 +921,7 @@ class TimeWait:
         packed = self.a if ep == ka else self.b
         e = Endpoint(local=ep, remote=kb if ep == ka else ka, config=self.cfg, vlan=self.key[0],
                      state=State.TIME_WAIT if packed is not None else State.CLOSED)
+        e.bases = self.bases
         if packed is not None:
             for f, v in zip(self._FIELDS, packed):
                 setattr(e, f, v)
@@ -1011,7 +1039,7 @@ class Observer:
                  select: Callable[[Connection], bool] | None = None, fast_path: bool = True,
                  final_ack_hold_ns: int | None = None, compact_time_wait: bool = True,
                  syn_timeout_ns: int | None = None, syn_ack_timeout_ns: int | None = None,
-                 max_connections: int | None = None) -> None:
+                 max_connections: int | None = None, relative_seq: bool = False) -> None:
         """``final_ack_hold_ns``: how long a final ACK waits before LAST_ACK -> CLOSED is
         reported, in case a retransmitted FIN shows it was lost (0: report at once, as
         ``rawfin live`` does, which must print each transition the moment it happens).
@@ -1027,7 +1055,7 @@ class Observer:
             limits["syn_ack"] = syn_ack_timeout_ns
         self.limits = limits
         self.compact = compact_time_wait
-        self.cfg = Config(msl_ns=msl_ns, observer=True)
+        self.cfg = Config(msl_ns=msl_ns, observer=True, relative_seq=relative_seq)
         self.fast_path = fast_path
         self.select = select
         self.linger_ns = 2 * msl_ns

@@ -32,6 +32,8 @@ DESCRIBE_NUMBERS: tuple[tuple[str, int, bool], ...] = (("seq", 0, False), ("ack"
                                                        ("len", 0, True))
 #: the segment's numbers DESCRIBE_NUMBERS may name (the rules' value names for them)
 _DESCRIBED = {"seq": lambda s: s.seq, "ack": lambda s: s.ack, "len": lambda s: s.data_len}
+#: whose sequence space those numbers are in (relative numbers: that side's base): the sender's, the receiver's
+_SPACE = {"seq": lambda s: (s.src, s.sport), "ack": lambda s: (s.dst, s.dport)}
 
 
 def flags_text(flags: int) -> str:
@@ -189,13 +191,17 @@ class Segment:
     def dst_ep(self) -> str:
         return fmt_endpoint(self.dst, self.dport)
 
-    def describe(self) -> str:
-        """Short text such as ``FIN,ACK seq=1006 ack=2001 len=0``."""
+    def describe(self, bases=None) -> str:
+        """Short text such as ``FIN,ACK seq=1006 ack=2001 len=5``: absolute numbers, or with ``bases``
+        (``(ip, port) -> base``, rawfin.core.seq.note_bases) relative to each side's base: seq to the
+        sender's, ack to the receiver's (the lane: interp.c format(), on a copy of the segment)."""
         flags = self.flags
         parts = [flags_text(flags)]
         for name, need, nonzero in DESCRIBE_NUMBERS:
             if flags & need == need:
                 v = _DESCRIBED[name](self)
+                if bases is not None and name in _SPACE:
+                    v = sq.relative(v, bases.get(_SPACE[name](self)))
                 if v or not nonzero:
                     parts.append(f"{name}={v}")
         return " ".join(parts)

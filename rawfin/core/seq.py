@@ -65,3 +65,23 @@ def acceptable(seg_seq: int, seg_len: int, rcv_nxt: int, rcv_wnd: int) -> bool:
     end = add(seg_seq, seg_len - 1)
     hi = add(rcv_nxt, rcv_wnd)
     return between(rcv_nxt, seg_seq, hi) or between(rcv_nxt, end, hi)
+
+
+# -- relative sequence numbers (Wireshark's default view, tcpdump's without -S) ------------------------
+
+def relative(n: int, base: int | None) -> int:
+    """``n`` shown relative to its side's ``base``: ``(n - base) mod 2**32``; ``n`` itself while the
+    base is not known (None)."""
+    return n if base is None else (n - base) & MASK
+
+
+def note_bases(bases: dict, src, dst, seq: int, ack: int, syn: bool, has_ack: bool) -> None:
+    """What one segment from ``src`` to ``dst`` says about each side's base, as Wireshark reads it:
+    a side's base is its SYN's sequence number (the SYN is 0, the first data byte 1); a side first seen
+    without its SYN, one before the first sequence number it sends (that segment shows 1), or, when
+    the other side speaks first, one before the first acknowledgment number it is sent. A base once
+    known never changes."""
+    if src not in bases:
+        bases[src] = seq if syn else (seq - 1) & MASK
+    if has_ack and dst not in bases:
+        bases[dst] = (ack - 1) & MASK

@@ -75,7 +75,7 @@ def _observe(rp: Replayer) -> list[Move]:
     link: what rawfin sent (also what the link then lost, as the capture implies) and what it took
     in (not the live side's segments it ignored, as the capture implies)."""
     from rawfin.core.observer import Observer
-    obs = Observer(final_ack_hold_ns=0)
+    obs = Observer(final_ack_hold_ns=0, relative_seq=rp.rec.relative)
     recs = []
     for i, w in enumerate(rp.wire):
         if w.lost and w.live:
@@ -115,7 +115,7 @@ def run_emulator(rec: Recording, as_side: str, *, speed: float = 1.0, live_isn: 
     addrs = {"client": rec.client, "server": rec.server}
     if live_isn is None:
         live_isn = sq.add(rec.isn[L], 0x5EED0000)       # not the recorded ISN: the mapping must work
-    host = Host(L, addrs[L], config or Config(), live_isn)
+    host = Host(L, addrs[L], config or Config(relative_seq=rec.relative), live_isn)
     rp = Replayer(rec, as_side, addrs, speed=speed, wait_ns=wait_ns, settle_ns=2 * delay_ns)
     o = Outcome(rec=rec, rp=rp, against="emulator", truth="the emulator's endpoint (rawfin's core)",
                 live_addr=addrs[L], rawfin_addr=addrs[as_side])

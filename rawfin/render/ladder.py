@@ -197,7 +197,7 @@ def _state_words(rec: dict, msl_s: float | None) -> str:
 
 
 def from_capture(conn: dict, items: list[dict], segments: list, *, source: str = "",
-                 msl_s: float | None = None) -> Diagram:
+                 msl_s: float | None = None, relative_seq: bool = False) -> Diagram:
     """A captured connection as a :class:`Diagram`.
 
     ``conn`` is its ``connection`` record, ``items`` its ``transition`` and ``anomaly`` records,
@@ -206,7 +206,9 @@ def from_capture(conn: dict, items: list[dict], segments: list, *, source: str =
     (``ack=x+1``); a retransmission is marked on its arrow; a segment the capture saw but that
     never reached its receiver (the final ACK before a retransmitted FIN) ends in an ``X``;
     anomalies are notes at the side they belong to; each side's states are drawn where the
-    wire shows them, the sender's before its segment, the receiver's after.
+    wire shows them, the sender's before its segment, the receiver's after. With ``relative_seq``
+    the arrows' numbers are relative to each side's base, as the records' texts then are
+    (rawfin.core.seq.note_bases over the connection's segments in order).
     """
     from rawfin.core import seq as sq
     from rawfin.core.segment import fmt_endpoint
@@ -259,6 +261,7 @@ def from_capture(conn: dict, items: list[dict], segments: list, *, source: str =
                 steps.append(Step(kind="note", time_ns=t, side=side, text=f"{r['kind']}: {r['detail']}",
                                   paren=True))
 
+    bases: dict | None = {} if relative_seq else None
     first_ack_of_fin: set[tuple[str, int]] = set()
     pending_timed = sorted(timed, key=lambda r: r["time"] or 0)
     for s in segments:
@@ -267,14 +270,17 @@ def from_capture(conn: dict, items: list[dict], segments: list, *, source: str =
         sender = fmt_endpoint(s.src, s.sport)
         recs = by_frame.get(s.frame, [])
         notes(recs, "before", sender)
-        label = f"{s.frame}. {s.describe()}"
+        if bases is not None:
+            sq.note_bases(bases, (s.src, s.sport), (s.dst, s.dport), s.seq, s.ack, s.syn, s.has_ack)
+        label = f"{s.frame}. {s.describe(bases)}"
         if s.fin:
             fins[sender] = sq.add(s.seq, s.data_len + (1 if s.syn else 0))
         peer = fmt_endpoint(s.dst, s.dport)
         tags = []
         if s.has_ack and peer in fins and s.ack == sq.add(fins[peer], 1) and (sender, s.ack) not in first_ack_of_fin:
             first_ack_of_fin.add((sender, s.ack))
-            tags.append(f"ack = FIN {fins[peer]} + 1")
+            fin = fins[peer] if bases is None else sq.relative(fins[peer], bases.get((s.dst, s.dport)))
+            tags.append(f"ack = FIN {fin} + 1")
         if s.frame in retrans:
             tags.append("retransmission")
         if tags:

@@ -23,7 +23,7 @@ The drivers (emulator, kernel over TUN) are in :mod:`rawfin.linux.replayrun`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rawfin.core import seq as sq
 from rawfin.core.units import MS, SEC
@@ -57,6 +57,7 @@ class Frame:
     rel_seq: int
     rel_ack: int | None
     retransmission: bool = False
+    relative: bool = False      # described with relative numbers (--seq relative), else the wire's
     lost: bool = False          # the capture implies it never reached the other side
     lost_why: str = ""
     call: str | None = None     # the application call behind it: connect, send, close, shutdown, abort
@@ -66,6 +67,9 @@ class Frame:
         return f"frame {self.frame}" if self.frame is not None else "(made-up handshake)"
 
     def describe(self) -> str:
+        if not self.relative:
+            return describe(self.seg.flags, self.seg.seq, self.seg.ack if self.seg.has_ack else None,
+                            self.seg.data_len)
         return describe(self.seg.flags, self.rel_seq, self.rel_ack, self.seg.data_len)
 
 
@@ -88,6 +92,7 @@ class Recording:
     isn: dict                   # side -> the ISN relative numbers count from
     transitions: tuple[dict, ...]   # the analysis' transition records of this connection
     mid_stream: bool = False
+    relative: bool = False      # texts show numbers relative to each side's ISN (--seq relative)
 
     def endpoint(self, side: str) -> tuple[str, int]:
         return self.client if side == "client" else self.server
@@ -128,7 +133,7 @@ def _endpoint(text: str) -> tuple[str, int]:
 
 
 def recording(path: str, segments: list[Segment], records: list[dict], conn: int, *,
-              mid_stream: bool = False) -> Recording:
+              mid_stream: bool = False, relative_seq: bool = False) -> Recording:
     """Connection ``conn`` of a capture, from its TCP segments and ``rawfin analyze``'s records.
 
     Raises :class:`ReplayError` when there is no such connection, or it has no
@@ -199,8 +204,10 @@ def recording(path: str, segments: list[Segment], records: list[dict], conn: int
     frames = _mark_retransmissions(frames)
     frames = _mark_losses(frames)
     frames = _mark_calls(frames, trans, cname, mine["server"])
+    if relative_seq:
+        frames = [replace(f, relative=True) for f in frames]
     return Recording(path=path, conn=conn, client=client, server=server, frames=tuple(frames), isn=isn,
-                     transitions=trans, mid_stream=made_up)
+                     transitions=trans, mid_stream=made_up, relative=relative_seq)
 
 
 def _frame(i: int, frame: int | None, t: int, sender: str, seg: Segment, isn: dict) -> Frame:
@@ -339,10 +346,14 @@ class Wire:
     frame: Frame | None = None      # the capture frame it replays (rawfin) or stands for (live)
     lost: bool = False              # rawfin dropped it, as the capture implies
     live: bool = False
+    relative: bool = False          # described with relative numbers (--seq relative), else the wire's
 
     def describe(self) -> str:
         if self.rel_seq is None:
             return self.seg.describe()
+        if not self.relative:
+            return describe(self.seg.flags, self.seg.seq, self.seg.ack if self.seg.has_ack else None,
+                            self.seg.data_len)
         return describe(self.seg.flags, self.rel_seq, self.rel_ack, self.seg.data_len)
 
 
@@ -494,7 +505,7 @@ class Replayer:
         self.done_at[f.index] = now
         self.wire.append(Wire(time_ns=now, order=self.next_order(now), sender=self.me, seg=seg,
                               rel_seq=self.rel(self.me, seq), rel_ack=self.rel(self.live, ack) if rec.has_ack
-                              else None, frame=f, lost=f.lost))
+                              else None, frame=f, lost=f.lost, relative=self.rec.relative))
         return Send(seg=seg, frame=f, lost=f.lost)
 
     def on_live(self, seg: Segment, now: int) -> list:
@@ -504,7 +515,7 @@ class Replayer:
         rs = self.rel(self.live, seg.seq)
         ra = self.rel(self.me, seg.ack) if seg.has_ack else None
         w = Wire(time_ns=now, order=self.next_order(now), sender=self.live, seg=seg, rel_seq=rs, rel_ack=ra,
-                 live=True)
+                 live=True, relative=self.rec.relative)
         if rs is not None:
             sig = (seg.flags & _SIGNIFICANT, rs, ra, seg.data_len)
             for j in range(self.k, len(self.frames)):

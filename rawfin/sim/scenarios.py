@@ -339,11 +339,12 @@ def peer_builtin(name: str) -> Scenario:
 
 def run(scn: Scenario, *, msl_ns: int | None = None, rto_ns: int | None = None, isn_client: int | None = None,
         isn_server: int | None = None, faults: tuple[str, ...] = (), seed: int | None = None,
-        ipv6: bool | None = None, delay_ns: int | None = None):
+        ipv6: bool | None = None, delay_ns: int | None = None, relative_seq: bool = False):
     """Play ``scn`` to the end and return the :class:`~rawfin.sim.emulator.Pair`.
 
     The keyword arguments are the command line's overrides; ``faults`` are
-    added to the scenario's own.
+    added to the scenario's own; ``relative_seq``: the endpoints' texts show sequence numbers
+    relative to each side's ISN (--seq relative).
     """
     from rawfin.sim.emulator import (CLIENT, CLIENT6, DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, SERVER,
                            SERVER6, AddressInUse, EmulatorError, Pair)
@@ -361,6 +362,8 @@ def run(scn: Scenario, *, msl_ns: int | None = None, rto_ns: int | None = None, 
             kw["msl_ns"] = msl_ns
         if rto_ns is not None:
             kw["rto_ns"] = rto_ns
+        if relative_seq:
+            kw["relative_seq"] = True
         try:
             return Config(**kw)
         except ValueError as e:

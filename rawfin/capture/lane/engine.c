@@ -10,6 +10,7 @@ typedef struct {
     int64_t msl_ns, hold_ns, linger_ns;
     int64_t timeout_ns[2];  /* rules.HALF_OPEN's timeouts, by HT_* (rules.c; 0: never) */
     int64_t max_conns;      /* --max-connections (0: no limit) */
+    int relative;           /* --seq relative: texts show sequence numbers relative to each side's base */
     /* the hand-off: the Python side's callables (rawfin/capture/engine.py Handback), all the lane calls */
     PyObject *cb_feed, *cb_expire_one, *cb_take, *cb_fire, *cb_decode, *cb_has_pair, *cb_key_of, *cb_active,
              *cb_end_conns, *cb_end_prepare, *cb_end_finish, *cb_end_clear, *cb_tracked, *cb_evict, *cb_evict_taken,

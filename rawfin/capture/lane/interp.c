@@ -167,6 +167,31 @@ static PyObject *template_values(const ctx_t *x, int ti) {
     return out;
 }
 
+/* --seq relative (rawfin.core.machine.space_getter): the side whose sequence space a value is in, whose base
+   its text is counted from; -1: not a sequence number */
+static int space_of(const ctx_t *x, const val_t *d) {
+    if (d->who == W_LIT) return -1;
+    if (d->who == W_CONN) return d->name == V_FIRST_FIN && x->c->nfins ? x->c->fin_side[0] : -1;
+    if (d->who == W_SEG || d->who == W_H || d->who == W_NOW || (d->who >= W_HELD_TX && d->who <= W_FINAL_RX)) {
+        const ev_t *s = seg_of(x, d->who);
+        if (!s) return -1;
+        switch (d->name) {
+        case V_SEQ: case V_END: case V_FIN: return s->kind & 1;
+        case V_ACK: return 1 - (s->kind & 1);
+        default: return -1;
+        }
+    }
+    int side = side_of(x, d->who);
+    if (side < 0) return -1;
+    switch (d->name) {
+    case V_ISS: case V_SND_UNA: case V_SND_NXT: case V_FIN_SEQ: return side;
+    case V_IRS: case V_RCV_NXT: case V_PEER_FIN_SEQ: return 1 - side;
+    default: return -1;
+    }
+}
+
+static inline int based(const conn_t *c, int side) { return side >= 0 && (c->based & (side == 0 ? 1 : 2)); }
+
 /* a template into buf; BAIL when it names a value the lane cannot give */
 static int format(const ctx_t *x, int ti, char *buf, size_t n) {
     const tpl_t *t = &RULES.tpls[ti];
@@ -182,6 +207,19 @@ static int format(const ctx_t *x, int ti, char *buf, size_t n) {
         vres_t v;
         int kind = value(x, p->val, &v);
         if (kind == VK_BAIL) return BAIL;
+        if (x->e->relative) {
+            const val_t *d = &RULES.vals[p->val];
+            if (kind == VK_NUM) {
+                int sp = space_of(x, d);
+                if (based(x->c, sp)) v.n = (uint32_t)((uint32_t)v.n - x->c->base[sp]);
+            } else if (kind == VK_STR && d->name == V_DESCRIBE) {
+                ev_t t = *seg_of(x, d->who);       /* Segment.describe(bases): seq by the sender's, ack the receiver's */
+                int tx = t.kind & 1;
+                if (based(x->c, tx)) t.seq -= x->c->base[tx];
+                if (based(x->c, 1 - tx)) t.ack -= x->c->base[1 - tx];
+                describe(&t, DESCRIBED, sizeof DESCRIBED);
+            }
+        }
         if (kind == VK_NUM) { k = put_int(buf, k, n, v.n); continue; }
         k = put_text(buf, k, n, kind == VK_NONE ? "None" : v.s);
     }

@@ -8,14 +8,15 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
                              "end_conns", "end_prepare", "end_finish", "end_clear", "tracked", "evict", "evict_taken", "reprieve",
                              "dumps", "write", "fmt6", "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text",
                              "evidence", "loss_evidence", "emit", "syn_timeout_ns", "syn_ack_timeout_ns",
-                             "max_connections", NULL};
+                             "max_connections", "relative_seq", NULL};
     PyObject *cb[NCB], *dumps, *wr, *f6, *mk, *ev, *lk, *emit = Py_None;
     long long msl, hold, syn_to = -1, synack_to = -1, maxc = 0;
+    int relative = 0;
     const char *suffix, *c2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOOOOOLLssOO|OLLL", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOOOOOLLssOO|OLLLp", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
                                      &cb[4], &cb[5], &cb[6], &cb[7], &cb[8], &cb[9], &cb[10], &cb[11], &cb[12],
                                      &cb[13], &cb[14], &cb[15], &dumps, &wr, &f6, &mk, &msl, &hold, &suffix, &c2, &ev,
-                                     &lk, &emit, &syn_to, &synack_to, &maxc))
+                                     &lk, &emit, &syn_to, &synack_to, &maxc, &relative))
         return -1;
     if (!table_set || !rules_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() and set_rules() first"); return -1; }
     if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->msl_text) {
@@ -64,6 +65,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     e->hold_ns = hold;
     /* rules.HALF_OPEN's timeouts: the rules' defaults unless given (-1) */
     e->max_conns = maxc > 0 ? maxc : 0;
+    e->relative = relative;
     e->timeout_ns[HT_SYN] = syn_to >= 0 ? syn_to : RULES.timeout_ns[HT_SYN];
     e->timeout_ns[HT_SYN_ACK] = synack_to >= 0 ? synack_to : RULES.timeout_ns[HT_SYN_ACK];
     e->linger_ns = 2 * msl;

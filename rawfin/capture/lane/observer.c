@@ -125,9 +125,23 @@ static inline void answered(conn_t *c, const ev_t *s, int dir) {
     c->unanswered = u;
 }
 
+/* rawfin.core.seq.note_bases (--seq relative): a side's base is its SYN's seq, else one before the first seq it
+   sends, else one before the first ack the other side sends it; once known it stays */
+static inline void note_bases(conn_t *c, const ev_t *s, int dir) {
+    if (!(c->based & side_bit(dir))) {
+        c->base[dir] = (s->flags & F_SYN) ? s->seq : s->seq - 1;
+        c->based |= (uint8_t)side_bit(dir);
+    }
+    if ((s->flags & F_ACK) && !(c->based & side_bit(1 - dir))) {
+        c->base[1 - dir] = s->ack - 1;
+        c->based |= (uint8_t)side_bit(1 - dir);
+    }
+}
+
 /* Connection.fast: when rules.FAST_PATH holds, in-order data or a plain ACK decides nothing */
 static int fast(Engine *e, conn_t *c, const ev_t *s, int dir) {
     if (c->tw || cond_holds(e, c, &RULES.fast_path, s, dir) <= 0) return 0;
+    if (e->relative && c->based != 3) note_bases(c, s, dir);
     cep_t *rx = &c->ep[1 - dir], *tx = &c->ep[dir];
     c->packets++;
     c->last_frame = s->frame;
@@ -148,6 +162,7 @@ static int process(Engine *e, conn_t *c, const ev_t *s, int dir) {
     c->last_frame = s->frame;
     c->last_ns = s->time_ns;
     c->seen |= (uint8_t)side_bit(dir);
+    if (e->relative && c->based != 3) note_bases(c, s, dir);
     if (s->flags & F_SYN) {                     /* the clocks of rules.HALF_OPEN */
         if (!(s->flags & F_ACK)) {
             if (c->syn_at < 0 && dir == c->client) c->syn_at = s->time_ns;
@@ -167,6 +182,7 @@ static int process(Engine *e, conn_t *c, const ev_t *s, int dir) {
 /* Connection.__init__: rules.BIRTH, on the connection's first segment (side 0 sent it) */
 static int birth(Engine *e, conn_t *c, const ev_t *s) {
     ctx_t x;
+    if (e->relative) note_bases(c, s, 0);
     ctx_init(&x, e, c, s, s->time_ns);
     x.tx = 0;
     x.rx = 1;

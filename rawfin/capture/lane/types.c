@@ -72,6 +72,8 @@ typedef struct conn {
     cep_t ep[2];
     int64_t first_frame, last_frame, first_ns, last_ns, packets;
     uint8_t seen, tw, ka;   /* tw: settled, as the Python observer's TimeWait form; ka: side of key[1] */
+    uint8_t based;          /* --seq relative: whose base is known (side bits); base: each side's (note_bases) */
+    uint32_t base[2];
     uint8_t unanswered;     /* side bits: that side's last news is data from the peer, it has sent nothing since */
     uint8_t resent;         /* side bits: that side has sent data again that its peer already had (rules' resent) */
     uint8_t client;         /* the client's side: 0 when a SYN opened it, else guessed by port */

@@ -344,3 +344,48 @@ def test_fin_reordered_behind_a_later_segment_of_its_sender_waits_for_the_receiv
         seg("s", 202, 102, ms=15),
         seg("c", 102, 202, ms=16)], tmp_path)
     assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+
+
+def _on_port(segs: list[Segment], port: int, after_ms: float) -> list[Segment]:
+    """The same segments for a client on ``port``, ``after_ms`` later (another connection of the capture)."""
+    out = []
+    for s in segs:
+        s = s.with_(time_ns=s.time_ns + int(after_ms * MS))
+        out.append(s.with_(sport=port) if s.sport == C[1] else s.with_(dport=port))
+    return out
+
+
+def _crossing_fin_lost() -> list[Segment]:
+    """lossylink fin30 seed 3 connection 9 (before the faults): the FINs cross, the server's is lost after
+    the capture point; its ACK of the client's FIN arrives, then its FIN again (kernel: the client
+    FIN_WAIT_1 -> FIN_WAIT_2 -> TIME_WAIT)."""
+    return opened() + [
+        seg("c", 101, 201, F | A, ms=10),
+        seg("s", 201, 101, F | A, ms=10.02),       # crosses it; lost after the capture point
+        seg("s", 202, 102, ms=10.06),              # the server ACKs the client's FIN
+        seg("s", 201, 102, F | A, ms=216),         # its FIN again (RTO)
+        seg("c", 102, 202, ms=216.1)]
+
+
+def test_a_fin_sent_again_after_its_captured_ack_shows_losses_after_the_capture_point(tmp_path):
+    """Earlier in the capture, a client sends its FIN again although the server's FIN,ACK acknowledging it
+    is in the capture: that FIN,ACK never arrived, segments get lost after the capture point here. So in
+    the crossing close that follows, the server's first FIN is taken as lost (FIN_WAIT_2, the kernel's
+    path), and CLOSING is named as the other reading."""
+    earlier = opened() + [
+        seg("c", 101, 201, F | A, ms=10),
+        seg("s", 201, 102, F | A, ms=10.1),        # lost after the capture point
+        seg("c", 101, 201, F | A, ms=210),         # the client's FIN again: it never got that FIN,ACK
+        seg("s", 202, 102, ms=210.1),
+        seg("s", 201, 102, F | A, ms=410),
+        seg("c", 102, 202, ms=410.1)]
+    later = _on_port(_crossing_fin_lost(), 20002, after_ms=1000)
+    recs = both_engines(earlier + later, tmp_path)
+    client2 = "198.51.100.1:20002"
+    assert path(recs, client2) == ["ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"]
+    assert any("CLOSING" in str(r["inferred"]) for r in inferred(recs, client2))
+    assert "fin_lost" in kinds(recs)
+    # with nothing to show where segments get lost, the first copy is taken as arrived (CLOSING), marked
+    alone = both_engines(_crossing_fin_lost(), tmp_path)
+    assert path(alone, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    assert any("FIN_WAIT_2" in str(r["inferred"]) for r in inferred(alone, CN))

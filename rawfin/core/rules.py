@@ -411,6 +411,11 @@ SEGMENT: tuple[Step, ...] = (
              anomaly("close_with_unread_data", "RST seq={seq} after data {tx.name} never answered: "
                      "probably close() with the data unread (Linux resets then instead of sending a FIN)",
                      "tx"))),
+    # its FIN again although the capture showed it acknowledged (it had moved on to FIN_WAIT_2): that ACK never
+    # arrived, lost after the capture point (where this pair's segments get lost: the rows below read it)
+    step("ack_lost_after",
+         row("FIN !SYN tx.fin_seq fin=tx.fin_seq tx.state:FIN_WAIT_2 tx.snd_una>=tx.fin_seq+1",
+             ("evidence", "down", "rx"))),
     # the FIN again before the receiver acknowledged it. If the FINs crossed (or the sender's later
     # segments wait behind this FIN), the first copy was lost after the capture point, or it arrived
     # and the receiver's ACK of it was lost before: where this pair's segments get lost decides, and

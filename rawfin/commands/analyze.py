@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 from rawfin.capture.analysis import CaptureStats, records
@@ -121,28 +120,17 @@ def _sink(args):
 
 
 class _OnlyConn:
-    """``--conn N``: the records of connection N (and those of no connection, a malformed frame),
-    for the reference (a select on the observer) and the lane (its JSON lines, by their head)."""
+    """``--conn N``: the records of connection N (and those of no connection, a malformed frame): a
+    select on the reference's observer, and for the lane its typed events by their connection number."""
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.head = re.compile(rb'^\{"type":"[a-z_]+","conn":(?:%d|null)[,}]' % n)
-        self.rest = b""
 
     def __call__(self, conn) -> bool:
         return conn.id == self.n
 
-    def lines(self, write):
-        """A ``write`` for the lane that passes on only the lines of connection N."""
-        head = self.head.match
-
-        def take(chunk: bytes) -> None:
-            lines = (self.rest + chunk).split(b"\n")
-            self.rest = lines.pop()
-            keep = [ln for ln in lines if head(ln)]
-            if keep:
-                write(b"\n".join(keep) + b"\n")
-        return take
+    def wants(self, ev) -> bool:
+        return ev.conn is None or ev.conn == self.n
 
 
 def _only_conn(n: int | None) -> _OnlyConn | None:
@@ -160,12 +148,11 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
     kw = dict(msl_s=args.msl, label=label, progress=bar.callback, stats=stats, fileobj=fileobj,
               bpf=select, json_of=json_line(label), limits=limits(args), relative_seq=relative_seq(args))
     try:
-        if args.format == "jsonl" and not args.summary and getattr(args, "by", None) is None:
+        if only is None and args.format == "jsonl" and not args.summary and getattr(args, "by", None) is None:
             sys.stdout.flush()
             out = sys.stdout.buffer
-            write = out.write if only is None else only.lines(out.write)
             try:
-                return engine.run(src.name, write, **kw)
+                return engine.run(src.name, out.write, **kw)
             finally:
                 out.flush()
         if hasattr(sink, "set_origin"):
@@ -175,13 +162,13 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
                     sink.set_origin(first)
             else:
                 kw["on_first"] = lambda t: sink.set_origin(t / 1e9)
-        if isinstance(sink, FastSink):      # the C writer works beside the lane, on another core
-            return engine.run_beside(src.name, sink.feed if only is None else only.lines(sink.feed), **kw)
-        if hasattr(sink, "feed"):           # a sink that reads the lane's JSON lines itself (the pile-up view)
-            return engine.run(src.name, sink.feed if only is None else only.lines(sink.feed), **kw)
+        if only is None and isinstance(sink, FastSink):     # the C writer works beside the lane, on another core
+            return engine.run_beside(src.name, sink.feed, **kw)
+        if only is None and hasattr(sink, "feed"):          # the pile-up view reads the lane's JSON lines itself
+            return engine.run(src.name, sink.feed, **kw)
         kw.pop("json_of")
-        for ev in engine.events(src.name, **kw):        # the typed events, as the lane makes them
-            if only is None or ev.conn in (only.n, None):
+        for ev in engine.events(src.name, **kw):            # the typed events, as the lane makes them
+            if only is None or only.wants(ev):
                 sink.write(record(ev, label))
         return True
     finally:

@@ -40,10 +40,9 @@ import select
 import time
 from dataclasses import dataclass
 
-from rawfin.core import seq as sq
 from rawfin.core.units import US
 from rawfin.sim.emulator import DEFAULT_DELAY_NS, DEFAULT_ISN_CLIENT, DEFAULT_ISN_SERVER, Link
-from rawfin.sim.host import AddressInUse, Host, HostError, Step, is_final_ack, other, perform
+from rawfin.sim.host import AddressInUse, Host, HostError, Step, final_ack, is_final_ack, other, perform
 from rawfin.core.units import MS, SEC
 from rawfin.core.endpoint import Config
 from rawfin.core.errors import StateError, UsageError
@@ -249,11 +248,10 @@ class FileRun(PeerRun):
         if seg.syn and not seg.has_ack:
             self.k_fin_sent = False
         ep = self.host.table.get((seg.dport, seg.src, seg.sport))
-        final_ack = (seg.pure_ack and self.k_fin_sent and ep is not None and ep.fin_seq is not None
-                     and seg.ack == sq.add(ep.fin_seq, 1))
+        last = final_ack(seg, self.k_fin_sent, None if ep is None else ep.fin_seq)   # acks rawfin's FIN
         if seg.fin:
             self.k_fin_sent = True
-        self.transmit("in", seg, raw, now, final_ack, note)
+        self.transmit("in", seg, raw, now, last, note)
 
     def _is_mine(self, ev) -> bool:
         # the connection, and (the kernel as server) its listening socket
@@ -461,8 +459,8 @@ class _KernelFacts(Facts):
         if (frm, to) == ("TIME_WAIT", "TIME_WAIT"):
             # the timewait socket's re-ACK is not traced: the wire shows it
             fin = next((ep.fin_seq for ep in reversed(r.host.endpoints) if ep.fin_seq is not None), None)
-            acks = [s for s in r.out.segments if s.direction == "kernel → rawfin" and fin is not None
-                    and s.seg.pure_ack and s.seg.ack == sq.add(fin, 1)]
+            acks = [s for s in r.out.segments if s.direction == "kernel → rawfin"
+                    and final_ack(s.seg, True, fin)]     # (a timewait socket has sent its FIN)
             return len(acks) >= 2, (f"on the wire: the kernel ACKed rawfin's FIN {len(acks)} times "
                                     "(a timewait socket's re-ACK is not traced)")
         if (frm, to) == ("TIME_WAIT", "CLOSED"):

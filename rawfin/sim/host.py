@@ -44,7 +44,7 @@ from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import Input, State
 from rawfin.core.units import SEC
 
-__all__ = ["SIDES", "other", "Host", "Step", "HostError", "AddressInUse", "perform", "CALLS", "ISN_STEP", "is_final_ack", "OPENING",
+__all__ = ["SIDES", "other", "Host", "Step", "HostError", "AddressInUse", "perform", "CALLS", "ISN_STEP", "final_ack", "is_final_ack", "OPENING",
            "payload"]
 
 #: The two sides of a connection, as scenarios, replays and the emulator name them.
@@ -114,10 +114,16 @@ class Step:
         return any(t.input is Input.RCV_FIN and t.from_ is not State.TIME_WAIT for t in self.result.transitions)
 
 
+def final_ack(seg: Segment, fin_sent: bool, peer_fin_seq: int | None) -> bool:
+    """``seg`` is the last segment of a close: a pure ACK of the peer's FIN (``peer_fin_seq``, None
+    while none is known) from a side that has sent its own FIN. The one test, whoever knows the
+    facts: the sender's endpoint (:func:`is_final_ack`) or a driver watching another stack's wire."""
+    return seg.pure_ack and fin_sent and peer_fin_seq is not None and seg.ack == sq.add(peer_fin_seq, 1)
+
+
 def is_final_ack(ep: Endpoint, seg: Segment) -> bool:
     """``seg``, sent by ``ep``, is the last segment of a close: the ACK of the peer's FIN after ep's own FIN."""
-    return (seg.pure_ack and ep.fin_seq is not None and ep.peer_fin_seq is not None
-            and seg.ack == sq.add(ep.peer_fin_seq, 1))
+    return final_ack(seg, ep.fin_seq is not None, ep.peer_fin_seq)
 
 
 class Host:

@@ -80,7 +80,7 @@ static char DESCRIBED[96];      /* describe()'s text, for the template being for
 
 static int value_slow(const ctx_t *x, const val_t *d, vres_t *v);
 
-static inline int value(const ctx_t *x, int vi, vres_t *v) {
+static inline __attribute__((always_inline)) int value(const ctx_t *x, int vi, vres_t *v) {
     const val_t *d = &RULES.vals[vi];
     if (d->quick == 1 && x->s) {
         v->kind = VK_NUM;
@@ -388,7 +388,7 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
 }
 
 /* the segment's flags and the connection's facts the rows' masks test (rules.c, SIT_*) */
-static inline sit_t situation(const ctx_t *x) {
+static inline __attribute__((always_inline)) sit_t situation(const ctx_t *x) {
     const conn_t *c = x->c;
     sit_t t = ((sit_t)x->marks << SIT_MARKS) | (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u)
               | (c->known != 3 ? SIT_UNKNOWN : 0u);
@@ -411,7 +411,7 @@ static inline int fits(sit_t t, sit_t need, sit_t forbid) {
     return (t & need) == need && !(t & forbid);
 }
 
-static int holds(const ctx_t *x, uint32_t p0, uint32_t np) {
+static inline __attribute__((always_inline)) int holds(const ctx_t *x, uint32_t p0, uint32_t np) {
     for (uint32_t i = 0; i < np; i++) {
         int r = pred(x, &RULES.preds[p0 + i]);
         if (r <= 0) return r;
@@ -693,38 +693,50 @@ static int act(ctx_t *x, const act_t *a) {
 }
 
 static int run(ctx_t *x, int prog) {
-    uint32_t k = x->s ? (uint32_t)((x->s->flags & 0xF) | ((x->s->flags & F_ACK) ? 0x10 : 0)) : 0;
-    const int32_t *pl = RULES.plan + RULES.plan_off[prog][k], *end = pl + RULES.plan_len[prog][k];
     sit_t t = situation(x);                 /* changes only when a row's actions run */
-    while (pl < end) {
-        int32_t n = -pl[0];
-        const step_t *st = &RULES.steps[pl[1]];
-        const int32_t *rows = pl + 2;
-        pl += 2 + n;
-        if (st->any && !(t & st->any)) continue;
-        for (int32_t i = 0; i < n; i++) {
-            const row_t *rw = &RULES.rows[rows[i]];
-            if (!fits(t, rw->need, rw->forbid)) continue;
+    uint32_t n;
+    const int32_t *d = dispatch(prog, t, &n);
+    for (uint32_t i = 0; i < n;) {
+        int32_t place = d[2 * i];
+        const row_t *rw = &RULES.rows[d[2 * i + 1]];
+        if (rw->np) {
             int h = holds(x, rw->p0, rw->np);
             if (h < 0) return BAIL;
-            if (!h) continue;
-            for (uint32_t ai = 0; ai < rw->na; ai++) {
-                int r = act(x, &RULES.acts[rw->a0 + ai]);
-                if (r == STOPPED) return 0;
-                if (r) return r;
-            }
-            t = situation(x);
-            break;
+            if (!h) { i++; continue; }
         }
+        for (uint32_t ai = 0; ai < rw->na; ai++) {
+            int r = act(x, &RULES.acts[rw->a0 + ai]);
+            if (r == STOPPED) return 0;
+            if (r) return r;
+        }
+        t = situation(x);
+        d = dispatch(prog, t, &n);          /* (the actions may have run other programs: look it up again) */
+        uint32_t lo = 0, hi = n;            /* the first row of a later step (places ascend) */
+        while (lo < hi) {
+            uint32_t mid = (lo + hi) / 2;
+            if (d[2 * mid] <= place) lo = mid + 1; else hi = mid;
+        }
+        i = lo;
     }
     return 0;
 }
 
 /* a condition (a list of predicates) over a connection: 1, 0, or -BAIL */
 static int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int tx) {
+    if (cd->np == UINT32_MAX) return 0;
     ctx_t x;
-    ctx_init(&x, e, c, s, s ? s->time_ns : 0);
-    if (tx >= 0) { x.tx = tx; x.rx = 1 - tx; }
-    if (cd->np == UINT32_MAX || !fits(situation(&x), cd->need, cd->forbid)) return 0;
+    sit_t t;
+    if (!s && tx < 0) {     /* the connection's facts alone: situation() of such a context, without making it */
+        t = (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u) | (c->known != 3 ? SIT_UNKNOWN : 0u)
+            | ((c->pending[0].present | c->pending[1].present) ? SIT_HELD : 0u)
+            | ((c->held_ack[0].present | c->held_ack[1].present) ? SIT_FINAL : 0u);
+        if (!fits(t, cd->need, cd->forbid)) return 0;
+        if (!cd->np) return 1;
+        ctx_init(&x, e, c, s, 0);
+    } else {
+        ctx_init(&x, e, c, s, s ? s->time_ns : 0);
+        if (tx >= 0) { x.tx = tx; x.rx = 1 - tx; }
+        if (!fits(situation(&x), cd->need, cd->forbid)) return 0;
+    }
     return holds(&x, cd->p0, cd->np);
 }

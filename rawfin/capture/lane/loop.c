@@ -148,41 +148,45 @@ static int expire(Engine *e, int64_t now) {
     }
 }
 
-static int fmt_names(Engine *e, conn_t *c) {
-    char ip[2][48];
-    for (int i = 0; i < 2; i++) {
-        if (c->fam == 4) {
-            const uint8_t *a = c->addr[i];
-            snprintf(ip[i], sizeof ip[i], "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
-            snprintf(c->name[i], sizeof c->name[i], "%.15s:%u", ip[i], c->port[i]);
-        } else {
-            PyObject *s = PyObject_CallFunction(e->fmt6, "y#", (const char *)c->addr[i], (Py_ssize_t)16);
-            if (!s) return -1;
-            const char *u = PyUnicode_AsUTF8(s);
-            if (!u) { Py_DECREF(s); return -1; }
-            snprintf(ip[i], sizeof ip[i], "%s", u);
-            snprintf(c->name[i], sizeof c->name[i], "[%.45s]:%u", u, c->port[i]);
-            Py_DECREF(s);
-        }
-    }
-    /* the Python key's order: (ip text, port) tuples compared */
-    int cmp = strcmp(ip[0], ip[1]);
-    c->ka = (cmp < 0 || (cmp == 0 && c->port[0] <= c->port[1])) ? 0 : 1;
-    return 0;
-}
-
-/* the address text of a raw address, as rawfin prints it */
+/* the address text of a raw address, as rawfin prints it (IPv6: rawfin's own text, from Python); its length */
 static int addr_text(Engine *e, int fam, const uint8_t *a, char *out, size_t n) {
+    size_t k = 0;
     if (fam == 4) {
-        snprintf(out, n, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
-        return 0;
+        for (int i = 0; i < 4; i++) {
+            if (i && k < n - 1) out[k++] = '.';
+            k = put_int(out, k, n, a[i]);
+        }
+        out[k] = 0;
+        return (int)k;
     }
     PyObject *t = PyObject_CallFunction(e->fmt6, "y#", (const char *)a, (Py_ssize_t)16);
     if (!t) return -1;
     const char *u = PyUnicode_AsUTF8(t);
     if (!u) { Py_DECREF(t); return -1; }
-    snprintf(out, n, "%s", u);
+    k = put_text(out, 0, n, u);
+    out[k] = 0;
     Py_DECREF(t);
+    return (int)k;
+}
+
+/* the endpoints' names, "a.b.c.d:port" / "[v6]:port", and which sorts first as Python's key does */
+static int fmt_names(Engine *e, conn_t *c) {
+    char ip[2][48];
+    for (int i = 0; i < 2; i++) {
+        int len = addr_text(e, c->fam, c->addr[i], ip[i], sizeof ip[i]);
+        if (len < 0) return -1;
+        size_t n = sizeof c->name[i], k = 0;
+        char *out = c->name[i];
+        if (c->fam != 4 && k < n - 1) out[k++] = '[';
+        k = put_text(out, k, n, ip[i]);
+        if (c->fam != 4 && k < n - 1) out[k++] = ']';
+        if (k < n - 1) out[k++] = ':';
+        k = put_int(out, k, n, c->port[i]);
+        out[k] = 0;
+    }
+    /* the Python key's order: (ip text, port) tuples compared */
+    int cmp = strcmp(ip[0], ip[1]);
+    c->ka = (cmp < 0 || (cmp == 0 && c->port[0] <= c->port[1])) ? 0 : 1;
     return 0;
 }
 

@@ -72,12 +72,7 @@ static inline void out_str(Engine *e, const char *s, size_t n) {
 #define OUT_LIT(e, s) out_str((e), (s), sizeof(s) - 1)
 
 static inline void out_i64(Engine *e, int64_t v) {
-    char tmp[24];
-    int n = 0;
-    uint64_t u;
-    if (v < 0) { e->out[e->nout++] = '-'; u = (uint64_t)(-(v + 1)) + 1; } else u = (uint64_t)v;
-    do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
-    while (n) e->out[e->nout++] = tmp[--n];
+    e->nout = put_int(e->out, e->nout, e->nout + 24, v);      /* (the caller reserved the room) */
 }
 
 /* a record's time, as rawfin.core.units.seconds_of gives it and json.dumps prints it: the time rounded
@@ -97,10 +92,12 @@ static int out_time(Engine *e, int64_t ns) {
     }
     out_i64(e, us / 1000000);
     e->out[e->nout++] = '.';
-    int64_t frac = us % 1000000;
+    uint32_t frac = (uint32_t)(us % 1000000);
     char d[6];
     int k = 6;
-    for (int i = 5; i >= 0; i--) { d[i] = (char)('0' + frac % 10); frac /= 10; }
+    memcpy(d, D2 + 2 * (frac / 10000), 2);
+    memcpy(d + 2, D2 + 2 * (frac / 100 % 100), 2);
+    memcpy(d + 4, D2 + 2 * (frac % 100), 2);
     while (k > 1 && d[k - 1] == '0') k--;
     out_str(e, d, (size_t)k);
     return 0;

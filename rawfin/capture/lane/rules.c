@@ -665,15 +665,72 @@ static void prepare_rules(rules_t *r) {
     RULES_PREP = NULL;
 }
 
+/* ------------------------------------------------------------------ dispatch by situation
+ * In one situation (the segment's flags and the connection's facts the rows' masks test: sit_t) a
+ * program can reach the same rows every time: the plan's rows whose masks that situation fits, each
+ * with its step's place in the plan. They are listed on first use and kept, keyed by (program,
+ * situation), in a direct-mapped cache; a full pool starts the cache afresh. Which row holds, and what
+ * it does, is still only in the rows: this spares testing masks the situation rules out. */
+#define DC_SIZE 4096                /* entries (a power of 2) */
+#define DC_POOL (1u << 19)          /* int32 pairs (step place, row) for all the lists together */
+typedef struct { sit_t t; int32_t prog; uint32_t off, n; } dc_ent_t;
+static dc_ent_t DC[DC_SIZE];
+static int32_t *DC_LIST;
+static uint32_t DC_USED;
+
+static void dispatch_reset(void) {
+    for (uint32_t i = 0; i < DC_SIZE; i++) DC[i].prog = -1;
+    DC_USED = 0;
+}
+
+static const int32_t *dispatch_make(dc_ent_t *d, int prog, sit_t t) {
+    uint32_t k = (uint32_t)(t & 0x1F);      /* the plan's key: FIN, SYN, RST, PSH, ACK (sit_t's bits 0-4) */
+    const int32_t *pl = RULES.plan + RULES.plan_off[prog][k], *end = pl + RULES.plan_len[prog][k];
+    if (DC_USED + 2 * RULES.plan_len[prog][k] > 2 * DC_POOL) dispatch_reset();
+    int32_t *out = DC_LIST + DC_USED;
+    uint32_t m = 0;
+    for (int32_t place = 0; pl < end; place++) {
+        int32_t n = -pl[0];
+        const step_t *st = &RULES.steps[pl[1]];
+        const int32_t *rows = pl + 2;
+        pl += 2 + n;
+        if (st->any && !(t & st->any)) continue;
+        for (int32_t i = 0; i < n; i++) {
+            const row_t *rw = &RULES.rows[rows[i]];
+            if ((t & rw->need) != rw->need || (t & rw->forbid)) continue;
+            out[2 * m] = place;
+            out[2 * m + 1] = rows[i];
+            m++;
+        }
+    }
+    d->t = t;
+    d->prog = prog;
+    d->off = DC_USED;
+    d->n = m;
+    DC_USED += 2 * m;
+    return out;
+}
+
+/* the rows program prog can reach in situation t: n (place, row) pairs, in the plan's order */
+static inline const int32_t *dispatch(int prog, sit_t t, uint32_t *n) {
+    uint64_t h = (t ^ ((uint64_t)prog << 58)) * 0x9E3779B97F4A7C15ull;
+    dc_ent_t *d = &DC[h >> (64 - 12)];
+    if (d->prog != prog || d->t != t) dispatch_make(d, prog, t);
+    *n = d->n;
+    return DC_LIST + d->off;
+}
+
 static PyObject *set_rules(PyObject *self, PyObject *spec) {
     rules_t r;
     memset(&r, 0, sizeof r);
     if (load_rules(&r, spec) < 0) { rules_free(&r); return NULL; }
     prepare_rules(&r);
     if (!r.plan) { rules_free(&r); return PyErr_NoMemory(); }
+    if (!DC_LIST && !(DC_LIST = malloc(2 * (size_t)DC_POOL * sizeof *DC_LIST))) { rules_free(&r); return PyErr_NoMemory(); }
     if (rules_set) rules_free(&RULES);
     RULES = r;
     rules_set = 1;
+    dispatch_reset();
     Py_RETURN_NONE;
 }
 

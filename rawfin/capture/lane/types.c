@@ -117,3 +117,33 @@ typedef struct {
     uint64_t order;
     conn_t *c;
 } hent_t;
+
+/* two decimal digits at a time, for the writers below */
+static const char D2[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                            "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                            "8081828384858687888990919293949596979899";
+
+/* str(n) into buf at k (at most n_buf - 1 bytes in all); the new k. Two digits a step. */
+static inline size_t put_int(char *buf, size_t k, size_t n_buf, int64_t v) {
+    char tmp[24];
+    int m = sizeof tmp;
+    uint64_t u = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
+    while (u >= 100) {
+        unsigned d = (unsigned)(u % 100);
+        u /= 100;
+        tmp[--m] = D2[2 * d + 1];
+        tmp[--m] = D2[2 * d];
+    }
+    if (u >= 10) { tmp[--m] = D2[2 * u + 1]; tmp[--m] = D2[2 * u]; }
+    else tmp[--m] = (char)('0' + u);
+    if (v < 0) tmp[--m] = '-';
+    size_t len = sizeof tmp - (size_t)m;
+    if (len > n_buf - 1 - k) len = n_buf - 1 - k;
+    memcpy(buf + k, tmp + m, len);
+    return k + len;
+}
+
+static inline size_t put_text(char *buf, size_t k, size_t n_buf, const char *t) {
+    while (*t && k < n_buf - 1) buf[k++] = *t++;
+    return k;
+}

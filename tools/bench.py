@@ -539,13 +539,14 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_child(cmd: list[str], stdout, env: dict[str, str] | None = None) -> tuple[float, float, float, int, str]:
+def run_child(cmd: list[str], stdout, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> tuple[float, float, float, int, str]:
     """Run ``cmd``; (wall seconds, CPU seconds, peak RSS in MB, exit code, stderr text).
 
     CPU is the child's user + system time: steadier than wall time on a busy machine.
     """
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=cwd)
     assert p.stderr is not None
     err = p.stderr.read()
     p.stderr.close()
@@ -672,6 +673,68 @@ def format_report(cap: Capture, jsonl: Result, others: list[Result]) -> str:
                                               "notes"],
                                colalign=("left", "right", "right", "right", "right", "right", "left")),
                       "", tabulate(targets, headers=["target", "measured", ""])])
+
+
+#: issue 13: the lane within 10% of the lane before the rules became a table (commit 4f51ba3), same capture
+TARGET_BASELINE_RATIO = 1.10
+
+
+def _instructions(cmd: list[str], env: dict[str, str], cwd: str) -> int | None:
+    """The instructions ``cmd`` executes, whole process, as valgrind's callgrind counts them (the same
+    however loaded the machine is); None without valgrind or when it fails."""
+    vg = shutil.which("valgrind")
+    if not vg:
+        return None
+    with open(os.devnull, "wb") as out:
+        p = subprocess.run([vg, "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd], stdout=out,
+                           stderr=subprocess.PIPE, env=env, cwd=cwd)
+    m = re.search(rb"Collected : (\d+)", p.stderr)
+    return int(m.group(1)) if p.returncode == 0 and m else None
+
+
+def measure_baseline(cap: Capture, tree: str, repeat: int, instructions: bool) -> list[str]:
+    """``rawfin analyze FILE --format jsonl`` of this rawfin against another checkout ``tree`` (with its
+    own ``.venv``, ``make venv`` there), on the same capture: both trees' modules compiled first (as an
+    install leaves them), then ``repeat`` runs of each in turn (A B A B ...), the median CPU time of each
+    and their ratio; with ``instructions``, the instructions of one run of each (callgrind), the figure
+    to quote on a shared machine."""
+    import statistics
+
+    py = os.path.join(tree, ".venv", "bin", "python")
+    if not os.path.exists(py):
+        return [f"baseline: no {py} (run `make venv` in {tree})"]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base_env = dict(os.environ, PYTHONPATH=tree)
+    path = os.path.abspath(cap.path)       # (each runs in its own tree: `-m` puts the directory first on the path)
+    runs = {"this": ([sys.executable, "-m", "rawfin", "analyze", path, "--format", "jsonl"], _child_env(), here),
+            "baseline": ([py, "-m", "rawfin", "analyze", path, "--format", "jsonl"], base_env, tree)}
+    for exe, root in ((sys.executable, here), (py, tree)):
+        subprocess.run([exe, "-m", "compileall", "-q", os.path.join(root, "rawfin")], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    cpu: dict[str, list[float]] = {"this": [], "baseline": []}
+    for _ in range(max(1, repeat)):
+        for name, (cmd, env, cwd) in runs.items():
+            with open(os.devnull, "wb") as out:
+                _wall, c, _rss, rc, err = run_child(cmd, out, env, cwd)
+            if rc:
+                return [f"baseline: {' '.join(cmd)}: exit {rc}: {err.strip()[-300:]}"]
+            cpu[name].append(c)
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    ratio = med["this"] / med["baseline"] if med["baseline"] else 0.0
+    lines = ["", f"The lane against the baseline {tree} ({_tree(tree) or 'not a git checkout'}), "
+                 f"`rawfin analyze FILE --format jsonl`, {len(cpu['this'])} runs each in turn:",
+             f"  CPU s (median): this {med['this']:.2f}, baseline {med['baseline']:.2f}: {ratio:.2f}x "
+             f"(target <= {TARGET_BASELINE_RATIO:g}x: {'ok' if ratio <= TARGET_BASELINE_RATIO else 'OVER'})"]
+    if instructions:
+        n = {k: _instructions(cmd, env, cwd) for k, (cmd, env, cwd) in runs.items()}
+        if None in n.values():
+            lines.append("  instructions: valgrind's callgrind is not available or failed")
+        else:
+            r = n["this"] / n["baseline"]
+            lines.append(f"  instructions (callgrind, whole process): this {n['this']:,}, baseline "
+                         f"{n['baseline']:,}: {r:.2f}x (target <= {TARGET_BASELINE_RATIO:g}x: "
+                         f"{'ok' if r <= TARGET_BASELINE_RATIO else 'OVER'})")
+    return lines
 
 
 #: how much a user's way of asking may cost beside `rawfin analyze FILE --format jsonl` (CPU seconds)
@@ -864,9 +927,10 @@ def report(cap: Capture, results: list[Result], load: tuple[float, float] | None
     return "\n".join(lines)
 
 
-def _tree() -> str | None:
-    """The git commit rawfin runs from, with "+dirty" for uncommitted changes (None outside git)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def _tree(root: str | None = None) -> str | None:
+    """The git commit rawfin runs from (or the checkout ``root``), with "+dirty" for uncommitted changes
+    (None outside git)."""
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10).stdout.strip()
@@ -909,6 +973,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SYNs in the flood (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=1, metavar="R",
                    help="run jsonl and each format R times and keep the best wall time (default: %(default)s)")
+    p.add_argument("--baseline", metavar="TREE",
+                   help="another rawfin checkout with its own .venv to compare the lane with, e.g. the lane "
+                        "before the rules became a table: git worktree add ../rawfin-4f51ba3 4f51ba3 && "
+                        "make -C ../rawfin-4f51ba3 venv (R runs each, --repeat; target <= 1.1x)")
+    p.add_argument("--instructions", action="store_true",
+                   help="with --baseline: also count both runs' instructions with valgrind's callgrind "
+                        "(load independent)")
     return p
 
 
@@ -951,6 +1022,9 @@ def main(argv: list[str] | None = None) -> int:
             rf.ok = False
             rf.note = "output differs from the reference's (--engine python)"
     views = [] if args.no_views else measure_views(cap, outs)
+    if args.baseline:
+        log(f"rawfin analyze --format jsonl against {args.baseline} ...")
+        views += measure_baseline(cap, args.baseline, args.repeat, args.instructions)
     if not keep_dir:
         shutil.rmtree(outs, ignore_errors=True)
     if not args.no_scapy:

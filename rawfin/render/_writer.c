@@ -835,8 +835,27 @@ static int ipv4_pack(const char *s, size_t n, uint8_t *out) {
     return 1;
 }
 
+/* v in decimal at p; returns the end (what snprintf's "%u" writes, without its call: a table's
+   endpoints are written this way once per row) */
+static char *udec(char *p, unsigned v) {
+    char t[10];
+    int n = 0;
+    do { t[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) *p++ = t[--n];
+    return p;
+}
+
+/* "a.b.c.d:port" of the packed endpoint (4 address bytes, the port big-endian), NUL-terminated in
+   out (24 bytes at least); returns its length */
 static size_t ipv4_text(const uint8_t *b, char *out) {
-    return (size_t)snprintf(out, 24, "%u.%u.%u.%u:%u", b[0], b[1], b[2], b[3], (unsigned)(b[4] << 8 | b[5]));
+    char *p = out;
+    for (int i = 0; i < 4; i++) {
+        p = udec(p, b[i]);
+        *p++ = i < 3 ? '.' : ':';
+    }
+    p = udec(p, (unsigned)(b[4] << 8 | b[5]));
+    *p = 0;
+    return (size_t)(p - out);
 }
 
 static size_t vput(char *d, uint64_t v) {

@@ -126,3 +126,21 @@ def test_tshark_finds_checksums_good_and_no_tcp_analysis_warnings(capture):
     assert all(ip in ("", "1") and tcp == "1" for ip, tcp, _ in rows)
     # no lost segments, ACKs of unseen data, retransmissions, window trouble ...
     assert [n for n, (_ip, _tcp, flags) in enumerate(rows, 1) if flags] == []
+
+
+def test_a_childs_peak_memory_is_its_own_whatever_the_benchmark_holds():
+    """A child's ru_maxrss counts the address space it was forked from; bench measures through a
+    small starter, so a benchmark that holds 200 MB (a flood it just generated) reads a command's
+    own peak, and the exit code comes through."""
+    import os
+    import sys
+
+    held = bytearray(200 * 2**20)
+    held[::4096] = b"x" * len(held[::4096])          # resident
+    with open(os.devnull, "wb") as out:
+        _wall, _cpu, rss, rc, _err = bench.run_child([sys.executable, "-c", "pass"], out)
+        assert rc == 0 and rss < 100, rss
+        code = "b = bytearray(120 * 2**20); b[::4096] = b'x' * len(b[::4096]); raise SystemExit(3)"
+        _wall, _cpu, rss2, rc, _err = bench.run_child([sys.executable, "-c", code], out)
+        assert rc == 3 and 120 < rss2 < 200, rss2
+    del held

@@ -989,3 +989,78 @@ def test_o_acks_and_resets_are_lost_while_the_device_drops():
     data = _ack(s, 5001).with_(payload=b"abc")
     assert s.receive(data, 200 * MS).segments == ()
     assert s.abort(300 * MS).segments == () and s.state is State.CLOSED
+
+
+# -- p: Linux's delayed ACK (Config.delayed_ack; RFC 1122 4.2.3.2) --------------------------------------------
+def _data_from_client(s: Endpoint, seq: int, n: int, flags=Flags.ACK | Flags.PSH) -> Segment:
+    return _ack(s, 5001).with_(seq=seq, flags=flags, payload=bytes(n))
+
+
+def test_p_data_is_acked_at_once_in_quick_ack_mode_then_delayed():
+    s = _server_after_handshake(10 * MS, delayed_ack=True, mss=1000)
+    seq = 101
+    for i in range(16):                                # TCP_MAX_QUICKACKS ACKs at once
+        res = s.receive(_data_from_client(s, seq, 100), (20 + i) * MS)
+        seq += 100
+        assert [x.ack for x in res.segments] == [seq] and s.delack_at is None
+    res = s.receive(_data_from_client(s, seq, 100), 40 * MS)
+    assert res.segments == () and s.delack_at == 80 * MS
+    res = s.handle_timer(80 * MS)
+    assert [x.ack for x in res.segments] == [seq + 100] and s.delack_at is None
+
+
+def test_p_more_than_a_full_segment_unacked_is_acked_at_once():
+    s = _server_after_handshake(10 * MS, delayed_ack=True, mss=1000)
+    s._quick = 0
+    s._ato = 40 * MS
+    assert s.receive(_data_from_client(s, 101, 500), 20 * MS).segments == ()
+    res = s.receive(_data_from_client(s, 601, 1000), 21 * MS)
+    assert [x.ack for x in res.segments] == [1601] and s.delack_at is None
+
+
+def test_p_the_ack_of_a_fin_waits_40_ms_and_rides_on_our_fin_when_we_close_first():
+    s = _server_after_handshake(10 * MS, delayed_ack=True)
+    s.receive(_data_from_client(s, 101, 10), 20 * MS)          # ACKed at once (quick-ACK mode)
+    fin = _ack(s, 5001).with_(seq=111, flags=Flags.ACK | Flags.FIN)
+    res = s.receive(fin, 30 * MS)
+    assert res.segments == () and s.state is State.CLOSE_WAIT and s.pingpong and s.delack_at == 70 * MS
+    res = s.close(50 * MS)
+    (f,) = res.segments
+    assert f.fin and f.ack == 112 and s.delack_at is None      # one segment: FIN and ACK
+    assert s.next_deadline() == s.rto_at
+
+
+def test_p_the_delayed_ack_of_a_fin_goes_when_the_timer_fires():
+    s = _server_after_handshake(10 * MS, delayed_ack=True)
+    s.receive(_data_from_client(s, 101, 10), 20 * MS)
+    s.receive(_ack(s, 5001).with_(seq=111, flags=Flags.ACK | Flags.FIN), 30 * MS)
+    res = s.handle_timer(70 * MS)
+    (a,) = res.segments
+    assert a.flags == Flags.ACK and a.ack == 112 and not s.pingpong
+
+
+def test_p_a_fin_before_any_data_and_a_fin_in_fin_wait_are_acked_at_once():
+    s = _server_after_handshake(10 * MS, delayed_ack=True)
+    res = s.receive(_ack(s, 5001).with_(seq=101, flags=Flags.ACK | Flags.FIN), 20 * MS)
+    assert [x.ack for x in res.segments] == [102]
+    s = _server_after_handshake(10 * MS, delayed_ack=True)
+    s.receive(_data_from_client(s, 101, 10), 20 * MS)
+    s.close(30 * MS)
+    res = s.receive(_ack(s, 5002).with_(seq=111, flags=Flags.ACK | Flags.FIN), 40 * MS)
+    assert s.state is State.TIME_WAIT and [x.ack for x in res.segments] == [112]
+
+
+def test_p_without_delayed_ack_every_ack_goes_at_once():
+    s = _server_after_handshake(10 * MS)
+    s.receive(_data_from_client(s, 101, 10), 20 * MS)
+    res = s.receive(_ack(s, 5001).with_(seq=111, flags=Flags.ACK | Flags.FIN), 30 * MS)
+    assert [x.ack for x in res.segments] == [112] and s.delack_at is None
+
+
+def test_p_a_filled_gap_is_acked_at_once():
+    s = _server_after_handshake(10 * MS, delayed_ack=True, mss=1000)
+    s._quick, s._ato = 0, 40 * MS
+    res = s.receive(_data_from_client(s, 201, 100), 20 * MS)     # ahead of a gap: a duplicate ACK at once
+    assert [x.ack for x in res.segments] == [101]
+    res = s.receive(_data_from_client(s, 101, 100), 21 * MS)     # the gap filled: everything ACKed at once
+    assert res.segments[-1].ack == 301 and s.delack_at is None

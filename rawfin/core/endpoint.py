@@ -33,6 +33,9 @@ INFINITE_SSTHRESH = 0x7FFFFFFF
 _BETA_NUM, _BETA_DEN = 717, 1024
 #: Linux's TCP_RESOURCE_PROBE_INTERVAL: how often a send queue the local device refused is tried again
 RESOURCE_PROBE_NS = 500 * MS
+#: Linux's TCP_ATO_MIN (TCP_DELACK_MIN): the delayed-ACK timeout; TCP_MAX_QUICKACKS: ACKs sent at once at first
+DELACK_MIN_NS = 40 * MS
+QUICKACKS = 16
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +53,7 @@ class Config:
     rcv_wnd: int = 65535
     mss: int = 1460
     init_cwnd: int = 10               # the initial congestion window in segments (RFC 6928; Linux's TCP_INIT_CWND)
+    delayed_ack: bool = False         # Linux's delayed ACK (RFC 1122 4.2.3.2); False: every ACK at once (RFC 9293)
     close_on_fin: bool = False        # the application closes the moment it reads EOF
     observer: bool = False            # driven by a capture: send nothing, tolerate capture gaps
     relative_seq: bool = False        # texts show sequence numbers relative to each side's ISN (--seq relative)
@@ -113,7 +117,8 @@ class Endpoint:
                  "rd_shut", "wr_shut", "app_closed", "unread", "_sent_at", "srtt8_ns", "mdev4_ns", "mdev_max4_ns",
                  "rttvar4_ns", "_rtt_seq", "_retrans_stamp", "probing", "_tlp_high", "backoff", "total_retrans",
                  "cwnd", "ssthresh", "_cwnd_cnt", "_unsent", "_fin_queued", "_max_out", "_cwnd_usage_seq",
-                 "_cwnd_limited", "tx_blocked", "probes_out", "_probes_stamp", "probe0_at", "bases")
+                 "_cwnd_limited", "tx_blocked", "probes_out", "_probes_stamp", "probe0_at", "bases",
+                 "delack_at", "_ato", "_quick", "pingpong", "_rcv_wup")
 
     def __init__(self, *, local: tuple[str, int], remote: tuple[str, int] | None = None,
                  iss: int = 0, config: Config | None = None, vlan: tuple[int, ...] = (),
@@ -168,6 +173,13 @@ class Endpoint:
         self.probes_out = 0         # probes of a send queue that could not go (Linux's icsk_probes_out, tcpi_probes)
         self._probes_stamp: int | None = None     # when the first of those probes fired
         self.probe0_at: int | None = None         # the probe timer (Linux's ICSK_TIME_PROBE0), None when not armed
+        # delayed ACK (Config.delayed_ack; Linux's icsk_ack): the timer, its timeout, ACKs left in quick-ACK
+        # mode, the interactive ("pingpong") mode a received FIN starts, rcv_nxt when we last sent an ACK
+        self.delack_at: int | None = None
+        self._ato = 0
+        self._quick = 0
+        self.pingpong = False
+        self._rcv_wup = 0
         self._name: str | None = None
         self._peer_name: str | None = None
         # the application's side of the socket (Linux's sk_shutdown and receive queue)
@@ -224,8 +236,11 @@ class Endpoint:
             self._unsent = b""          # a reset (or the end) drops what was still waiting to go
             self._fin_queued = False
             self.probe0_at = self._probes_stamp = None    # probes_out stays: TCP_INFO still reports it
+            self.delack_at = None
         if state is State.LISTEN:
             self.probes_out = 0
+            self._ato = self._quick = 0
+            self.pingpong = False
         if state in (State.CLOSED, State.LISTEN):
             self.rto_at = self.time_wait_at = self.fin_wait_2_at = None
             self._unacked = self._sent_at = ()
@@ -270,6 +285,57 @@ class Endpoint:
             if self.rto_at is None or self.probing:
                 self._arm(now)
 
+    def _delay_ack(self, c: Ctx) -> bool:
+        """Whether the ACK owed for data or a FIN just taken waits (Linux's __tcp_ack_snd_check): the first
+        16 ACKs of a connection go at once (quick-ACK mode) unless a FIN made it interactive; more than a
+        full segment unACKed goes at once; else the delayed-ACK timer (40 ms, Linux's TCP_ATO_MIN) is armed,
+        and whatever we send first carries the ACK. A FIN taken in FIN_WAIT_1/2, or before any data (the
+        timer has no timeout yet), is ACKed at once."""
+        st = self.state
+        if c.marks & _TOOK_FIN:
+            if st is not State.CLOSE_WAIT:
+                return False
+            self.pingpong = True        # tcp_fin: the peer closed first, our answer (the FIN) may carry the ACK
+        if st not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.FIN_WAIT_2):
+            return False
+        if not self._ato:
+            if not c.seg.data_len:
+                return False            # no data yet, no delayed-ACK timeout: Linux's timer fires at once
+            self._ato = DELACK_MIN_NS   # the first data: the delayed-ACK engine starts, in quick-ACK mode
+            self._quick = QUICKACKS
+        if sq.sub(self.rcv_nxt, self._rcv_wup) > self.config.mss or self._ooo:
+            return False
+        if self._quick and not self.pingpong:
+            self._quick -= 1
+            return False
+        if self.delack_at is None:
+            self.delack_at = c.now + self._ato
+        return True
+
+    def _result(self, out: _Out) -> Result:
+        """The call's Result; with delayed ACKs, a segment it sent carrying the ACK of everything received
+        means no ACK is owed any more (Linux's tcp_event_ack_sent)."""
+        if self.config.delayed_ack:
+            for seg in out.segments:
+                if seg.has_ack and not seg.rst and seg.ack == self.rcv_nxt:
+                    self.delack_at = None
+                    self._rcv_wup = self.rcv_nxt
+                    break
+        return out.result()
+
+    def _delack(self, out: _Out, now: int) -> None:
+        """The delayed-ACK timer fired (Linux's tcp_delack_timer_handler): the ACK goes; an interactive
+        connection leaves that mode, otherwise the timeout doubles (up to the RTO)."""
+        self.delack_at = None
+        if self.pingpong:
+            self.pingpong = False
+            self._ato = DELACK_MIN_NS
+        else:
+            self._ato = min(self._ato * 2, self._rto_cur)
+        if self.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.FIN_WAIT_2,
+                          State.CLOSING, State.LAST_ACK):
+            self._ack_now(out)
+
     def _ack_now(self, out: _Out) -> None:
         if not self.config.observer and not self.tx_blocked:
             out.segments.append(self._seg(Flags(0), self.snd_nxt))
@@ -293,7 +359,8 @@ class Endpoint:
         self.remote = remote
         self._peer_name = None
         self.passive = False
-        self.probes_out = 0
+        self.probes_out = self._ato = self._quick = 0
+        self.pingpong = False
         self.snd_una = self.iss
         self.snd_nxt = sq.add(self.iss, 1)
         syn = self._seg(Flags.SYN, self.iss, ack=False)
@@ -309,7 +376,7 @@ class Endpoint:
         out = _Out()
         self._unsent += bytes(data)
         self._push(out, now)
-        return out.result()
+        return self._result(out)
 
     # -- the send queue and the congestion window (RFC 5681, RFC 6928; Linux's tcp_write_xmit) ----------------
     @property
@@ -406,7 +473,7 @@ class Endpoint:
         if st in (State.LISTEN, State.SYN_SENT) or (st in _FIN_FROM and self.fin_seq is None):
             self._close(out, now, data)
         self.app_closed = self.rd_shut = self.wr_shut = True
-        return out.result()
+        return self._result(out)
 
     def shutdown(self, now: int, how: int = SHUT_WR, data: bytes = b"") -> Result:
         """shutdown(): SHUT_WR sends our FIN (carrying ``data``, bytes written just before, when given;
@@ -429,7 +496,7 @@ class Endpoint:
             self.wr_shut = True
             if st is State.SYN_SENT or (st in _FIN_FROM and self.fin_seq is None):
                 self._close(out, now, data)
-        return out.result()
+        return self._result(out)
 
     def read(self, n: int) -> int:
         """The application reads up to ``n`` bytes of what arrived (Config.app_reads); how many it got."""
@@ -506,7 +573,8 @@ class Endpoint:
     # -- time ------------------------------------------------------------------
     def next_deadline(self) -> int | None:
         """The earliest armed timer, or None."""
-        ds = [d for d in (self.rto_at, self.time_wait_at, self.fin_wait_2_at, self.probe0_at) if d is not None]
+        ds = [d for d in (self.rto_at, self.time_wait_at, self.fin_wait_2_at, self.probe0_at, self.delack_at)
+              if d is not None]
         return min(ds) if ds else None
 
     def handle_timer(self, now: int) -> Result:
@@ -514,10 +582,12 @@ class Endpoint:
         out = _Out()
         if self.probe0_at is not None and now >= self.probe0_at:
             self._probe0(out, now)      # never armed on an observer's endpoint: not one of the shared TIMERS
+        if self.delack_at is not None and now >= self.delack_at:
+            self._delack(out, now)      # the same: an observer's endpoint sends nothing
         c = Ctx()
         c.ep, c.seg, c.now, c.out = self, None, now, out
         run(PROGRAMS.timers, c)
-        return out.result()
+        return self._result(out)
 
     # -- the retransmission timer: RFC 6298 with Linux's constants, RFC 8985's tail loss probe ------------------
     @property
@@ -686,6 +756,7 @@ class Endpoint:
     # -- arriving segments ---------------------------------------------------------
     def receive(self, seg: Segment, now: int) -> Result:
         out = _Out()
+        had_gap = bool(self._ooo)
         if self.probes_out and seg.has_ack:
             self.probes_out = 0         # the peer answers (Linux's tcp_ack): probing starts over
         self._receive(out, seg, now)
@@ -697,9 +768,11 @@ class Endpoint:
             self._ooo = tuple(s for s in self._ooo if s not in ready)
             for s in sorted(ready, key=lambda s: sq.sub(s.seq, self.rcv_nxt)):
                 self._receive(out, s, now)
+        if had_gap and self.delack_at is not None:
+            self._ack_now(out)          # a gap filled, or still open: Linux ACKs at once (ICSK_ACK_NOW)
         if self._unsent or self._fin_queued:
             self._push(out, now)        # an ACK opened the congestion window: what waited goes now
-        return out.result()
+        return self._result(out)
 
     def _receive(self, out: _Out, seg: Segment, now: int) -> None:
         """One segment, classified and acted on as rawfin.core.rules.RECEIVE has it for this state."""
@@ -729,7 +802,12 @@ def _text(tpl: tuple, c: Ctx, now: int, frame: int | None) -> tuple:
 
 def _send(what: str):
     if what == "ACK":
-        return lambda c: c.ep._ack_now(c.out)
+        def ack(c):
+            ep = c.ep
+            if ep.config.delayed_ack and c.marks & _NEED_ACK and ep._delay_ack(c):
+                return
+            ep._ack_now(c.out)
+        return ack
 
     if what == "RST":
         def rst(c):
@@ -850,6 +928,7 @@ def endpoint_action(a: tuple):
 
 
 _INPUTS = list(Input)
+_NEED_ACK, _TOOK_FIN = M.mark_bit("need_ack"), M.mark_bit("took_fin")
 
 
 class _Programs(M.Lazy):

@@ -12,7 +12,8 @@ What the endpoint leaves to the host, the stack does as Linux does it
 (:class:`Personality`): the TCP options of SYN and SYN,ACK (MSS from the MTU,
 SACK permitted, timestamps, window scale from ``tcp_rmem``), timestamps on every
 segment once both sides offered them, the sending MSS from the peer's, PSH on
-the last segment of a write only, and the ``sysctl`` settings a script makes
+the last segment of a write only, Linux's delayed ACK (the endpoint's, turned on here), a
+``tc qdisc`` on tun0 that drops everything, and the ``sysctl`` settings a script makes
 (``tcp_timestamps``, ``tcp_sack``, ``tcp_window_scaling``, ``tcp_rmem``,
 ``tcp_fin_timeout``, ``tcp_syn_retries``...). Time is virtual: nothing sleeps.
 """
@@ -199,7 +200,8 @@ class Stack:
         # app_reads: the endpoint counts what the application has not read (close() then resets)
         return Config(msl_ns=30 * SEC, rto_ns=1 * SEC, max_retries=int(self.sysctl.get("net.ipv4.tcp_retries2",
                                                                                         "15") or 15),
-                      fin_wait_2_timeout_ns=None if fin <= 0 else None, mss=self.pers.adv_mss, app_reads=True)
+                      fin_wait_2_timeout_ns=None if fin <= 0 else None, mss=self.pers.adv_mss, app_reads=True,
+                      delayed_ack=True)
 
     def _apply(self, conn: Conn | None, res: Result) -> None:
         for t in res.transitions:

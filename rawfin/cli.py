@@ -435,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("-w", "--write", metavar="FILE.pcap", default=None,
                     help="write the segments that crossed the TUN device as a capture")
     _add_format(pe, ("table", "jsonl"))
+    _add_seq(pe)
 
     # replay
     rp = add("replay", "play one side of a captured connection against a live peer (the emulator, or the "

@@ -18,6 +18,7 @@ import subprocess
 import pytest
 
 import shared_corpus
+from kernelcaps import needs_netns
 from rawfin.capture import analysis, engine
 from rawfin.cli import main
 from rawfin.core import seq as sq
@@ -212,7 +213,8 @@ def test_one_default_and_tcpdumps_S(capsys):
     assert strip(rel) == strip(default)
 
 
-@pytest.mark.parametrize("command", ["analyze", "check", "annotate", "live", "replay", "scenario", "craft"])
+@pytest.mark.parametrize("command", ["analyze", "check", "annotate", "live", "replay", "scenario", "craft",
+                                     "peer"])
 def test_every_command_takes_it(command, capsys):
     try:
         assert main([command, "--help"]) == 0
@@ -281,3 +283,21 @@ if given is not None:
         sq.note_bases(b, "b", "a", 12345, sq.add(base, 1), False, True)
         assert b["a"] == first                      # the ack does not move a base already known
         assert sq.relative(sq.add(b["b"], n), b["b"]) == n
+
+
+@needs_netns
+def test_peer_against_the_kernel(no_leftovers):
+    """peer --seq relative: rawfin's texts count from its own ISN and the kernel's, the segment table
+    and the kernel's retransmissions from each side's SYN (the kernel's ISN is random)."""
+    from rawfin.linux.peerfile import run_scenario
+
+    o = run_scenario("lost-final-ack", relative_seq=True)
+    assert o.ok, [(c.what, c.detail) for c in o.checks if c.ok is False]
+    causes = [t.cause for t in o.rawfin]
+    assert causes[:2] == ["connect(): snd SYN seq=0", "rcv SYN,ACK seq=0 ack=1"]
+    assert "rcv FIN seq=1 again: re-ACK it" in causes
+    shown = [s.shown for s in o.segments]
+    assert shown[:3] == ["SYN seq=0", "SYN,ACK seq=0 ack=1", "ACK seq=1 ack=1"]
+    assert any("kernel sent FIN,ACK seq=1 ack=2 again" in text for _, text in o.retransmissions)
+    absolute = run_scenario("lost-final-ack")
+    assert absolute.segments[1].shown == absolute.segments[1].seg.describe() != "SYN,ACK seq=0 ack=1"

@@ -62,7 +62,7 @@ def render_table(out, o, tablefmt: str = "simple") -> None:
         for a in o.anomalies:
             para(f"{a.kind}: {a.detail}", f"    {_t(a.time_ns, t0)}  ", " " * 16)
     w("\nsegments at the TUN device:\n")
-    rows = [[_t(s.time_ns, t0), s.direction, s.seg.describe(), s.note] for s in o.segments]
+    rows = [[_t(s.time_ns, t0), s.direction, s.shown or s.seg.describe(), s.note] for s in o.segments]
     w(_table(["time", "direction", "segment", "note"], rows, tablefmt, (3,)))
     if o.retransmissions or o.kernel_retransmits:
         w("\nthe kernel's retransmissions (its own timing):\n")
@@ -107,7 +107,8 @@ def run(args) -> int:
         raise UsageError("give --file FILE.toml or --scenario NAME (or --list), not both")
     if args.file:
         scn = load(args.file)
-        o = run_file(scn, kernel_side=args.kernel or scn.kernel or "server", write=args.write)
+        o = run_file(scn, kernel_side=args.kernel or scn.kernel or "server", write=args.write,
+                     relative_seq=args.seq == "relative")
     elif args.list or not args.scenario:
         import textwrap
         for name in peer_names():
@@ -115,7 +116,7 @@ def run(args) -> int:
                                 subsequent_indent=" " * 22))
         return 0 if args.list else 2
     else:
-        o = run_scenario(args.scenario, write=args.write)
+        o = run_scenario(args.scenario, write=args.write, relative_seq=args.seq == "relative")
     if args.format == "jsonl":
         render_jsonl(sys.stdout, o)
     else:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from rawfin.core import seq as sq
 from rawfin.core.units import MS
 from rawfin.core.events import Result
 from rawfin.core.segment import Segment
@@ -60,6 +61,7 @@ class SegLog:
     direction: str       # "rawfin → kernel" / "kernel → rawfin"
     seg: Segment
     note: str = ""
+    shown: str = ""      # the segment as the table shows it (absolute, or relative: --seq relative)
 
 
 @dataclass
@@ -108,6 +110,8 @@ class PeerRun:
         self.out = Outcome(scenario="", description="")
         self.ep = ep
         self._kernel_segs: dict[tuple, list[int]] = {}   # (flags, seq, ack, len) -> times sent
+        #: --seq relative: each connection's bases (rawfin.core.seq.note_bases), by its pair; None: absolute
+        self.bases: dict | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> "PeerRun":
@@ -174,8 +178,22 @@ class PeerRun:
         t = self.fin_at.get((local, remote))
         return t is not None and t <= time_ns + 1000
 
+    def _bases_of(self, seg: Segment) -> dict | None:
+        """The bases ``seg``'s connection counts from, noted from ``seg`` too (None: absolute numbers).
+        A SYN with another ISN on the same pair is a new connection: it counts afresh."""
+        if self.bases is None:
+            return None
+        src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+        pair = frozenset((src, dst))
+        b = self.bases.get(pair)
+        if b is None or (seg.syn and not seg.has_ack and b.get(src, seg.seq) != seg.seq):
+            b = self.bases[pair] = {}
+        sq.note_bases(b, src, dst, seg.seq, seg.ack, seg.syn, seg.has_ack)
+        return b
+
     def _log(self, direction: str, seg: Segment, now: int, note: str = "") -> None:
-        self.out.segments.append(SegLog(time_ns=now, direction=direction, seg=seg, note=note))
+        self.out.segments.append(SegLog(time_ns=now, direction=direction, seg=seg, note=note,
+                                        shown=seg.describe(self._bases_of(seg))))
 
     def _capture(self, raw: bytes, now: int) -> None:
         if self.writer is not None:
@@ -237,7 +255,7 @@ class PeerRun:
             note = f"retransmission #{len(sent) - 1}, {(now - first) / 1e9:.3f} s after the first"
             gap = (now - sent[-2]) / 1e9
             self.out.retransmissions.append(
-                (now, f"kernel sent {seg.describe()} again {gap:.3f} s after the previous copy "
+                (now, f"kernel sent {seg.describe(self._bases_of(seg))} again {gap:.3f} s after the previous copy "
                       f"({(now - first) / 1e9:.3f} s after the first)"))
         elif len(sent) > 1:
             note = "the same ACK again"

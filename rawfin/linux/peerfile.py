@@ -76,7 +76,7 @@ class FileRun(PeerRun):
 
     def __init__(self, scn: Scenario, *, kernel_side: str = "server", write: str | None = None,
                  kernel_truth: bool = True, horizon_s: float = HORIZON_S, bound_s: float = BOUND_S,
-                 slow: float = 1.0) -> None:
+                 slow: float = 1.0, relative_seq: bool = False) -> None:
         if kernel_side not in ("client", "server"):
             raise UsageError(f"--kernel must be client or server, got {kernel_side!r}")
         where = scn.path or scn.name
@@ -97,6 +97,9 @@ class FileRun(PeerRun):
         self.slow = slow
         self.bound_ns = round(bound_s * SEC)
         kw = {**scn.config, **getattr(scn, self.rside).config}
+        if relative_seq:            # rawfin's texts and the segments' relative to each side's ISN
+            kw["relative_seq"] = True
+            self.bases = {}
         try:
             self.rcfg = Config(**kw)
         except ValueError as e:
@@ -244,7 +247,8 @@ class FileRun(PeerRun):
             if n:
                 self.kernel_retrans_wire += 1
                 note = f"retransmission #{n}"
-                self.out.retransmissions.append((now, f"kernel sent {seg.describe()} again (copy #{n})"))
+                self.out.retransmissions.append(
+                    (now, f"kernel sent {seg.describe(self._bases_of(seg))} again (copy #{n})"))
         if seg.syn and not seg.has_ack:
             self.k_fin_sent = False
         ep = self.host.table.get((seg.dport, seg.src, seg.sport))
@@ -510,12 +514,14 @@ def _join(a: str, b: str) -> str:
 
 def run_file(scn: Scenario, *, kernel_side: str = "server", write: str | None = None,
              kernel_truth: bool = True, horizon_s: float = HORIZON_S, bound_s: float = BOUND_S,
-             title: str | None = None, summary: str | None = None, slow: float = 1.0) -> Outcome:
+             title: str | None = None, summary: str | None = None, slow: float = 1.0,
+             relative_seq: bool = False) -> Outcome:
     """Play ``scn`` with the kernel as ``kernel_side``; always leaves no namespace, device or trace behind.
     ``title`` and ``summary`` name the run in the outcome (default: the scenario's); ``slow`` stretches
-    the applications' times (a call at t is made at slow * t)."""
+    the applications' times (a call at t is made at slow * t); ``relative_seq``: texts show relative
+    sequence numbers (--seq relative)."""
     run = FileRun(scn, kernel_side=kernel_side, write=write, kernel_truth=kernel_truth, horizon_s=horizon_s,
-                  bound_s=bound_s, slow=slow)
+                  bound_s=bound_s, slow=slow, relative_seq=relative_seq)
     with run:
         run.play()
         run.expect_checks()
@@ -526,14 +532,16 @@ def run_file(scn: Scenario, *, kernel_side: str = "server", write: str | None = 
     return run.out
 
 
-def run_scenario(name: str, *, write: str | None = None, kernel_truth: bool = True) -> Outcome:
+def run_scenario(name: str, *, write: str | None = None, kernel_truth: bool = True,
+                 relative_seq: bool = False) -> Outcome:
     """``rawfin peer --scenario NAME``: the scenario file ``rawfin/sim/scenarios/peer/NAME.toml`` with the
     kernel on the side it names. Raises ScenarioUnknown for a name there is not."""
     try:
         scn = peer_builtin(name)
     except ScenarioError:
         raise ScenarioUnknown(name) from None
-    return run_file(scn, kernel_side=scn.kernel or "server", write=write, kernel_truth=kernel_truth, title=name)
+    return run_file(scn, kernel_side=scn.kernel or "server", write=write, kernel_truth=kernel_truth, title=name,
+                    relative_seq=relative_seq)
 
 
 class ScenarioUnknown(UsageError):

@@ -389,3 +389,33 @@ def test_a_fin_sent_again_after_its_captured_ack_shows_losses_after_the_capture_
     alone = both_engines(_crossing_fin_lost(), tmp_path)
     assert path(alone, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
     assert any("FIN_WAIT_2" in str(r["inferred"]) for r in inferred(alone, CN))
+
+
+def _answer_an_rto_later(rtt_ms: float) -> list[Segment]:
+    """lossylink simul10 seed 10 connection 0 (after the faults): both close at once; the client's FIN and its
+    ACK of the server's FIN are lost before the capture point; the server's FIN is the client's first news,
+    and the client's answer is its FIN sent again, an RTO (204 ms) later, ACKing the server's (kernel:
+    FIN_WAIT_1 -> CLOSING -> TIME_WAIT). ``rtt_ms``: the handshake's round trip."""
+    r = rtt_ms
+    return [seg("c", 0, 0, Flags.SYN), seg("s", 0, 1, Flags.SYN | A, ms=r / 2), seg("c", 1, 1, ms=r),
+            seg("c", 1, 1, P | A, 100, ms=r + 1), seg("s", 1, 101, P | A, 200, ms=r + 2),
+            seg("c", 101, 201, ms=r + 3),
+            seg("s", 201, 101, F | A, ms=r + 10),
+            seg("c", 101, 202, F | A, ms=r + 10 + 204),     # its FIN (sent again), the first the capture shows
+            seg("s", 202, 102, ms=r + 10 + 204.1)]
+
+
+def test_a_fin_answered_only_an_rto_later_names_the_fin_sent_again(tmp_path):
+    recs = both_engines(_answer_an_rto_later(rtt_ms=0.2), tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    (mark,) = inferred(recs, CN)
+    assert (mark["to"], mark["alternative"]) == ("CLOSE_WAIT", ["FIN_WAIT_1", "CLOSING"])
+    assert mark["inferred"].startswith("or FIN_WAIT_1 → CLOSING if its FIN in frame 8 was one sent again")
+
+
+def test_a_fin_answered_a_long_round_trip_later_is_not_marked(tmp_path):
+    """(corpus zeek__truncated-header.pcap: the client's FIN,ACK 211 ms after the server's FIN, its round trip
+    199 ms: a prompt answer from far away)"""
+    recs = both_engines(_answer_an_rto_later(rtt_ms=190), tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    assert not inferred(recs, CN)

@@ -127,7 +127,7 @@ def lane_rules(compiled, vocab: dict) -> dict:
         elif name == "held_flag":
             a = [who(args[0]), args[1]]
         elif name == "waiting":
-            a = [M.WAITING.index(args[0]), who(args[1])]
+            a = [M.WAITING.index(args[0]), who(args[1]), *args[2:]]
         if -1 in a[:1] and name not in ("flag", "some", "all", "reached", "took", "mark"):
             code = -1
         return (code, int(neg), *(a + [0, 0, 0, 0])[:4])

@@ -68,7 +68,7 @@ CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin
 #: what the observer keeps for a side (``rst:rx``...): RSTs held until nothing shows them lost, segments
 #: waiting behind a FIN whose arrival is not shown yet, a FIN held ahead of a gap; ``filled``: the gap in
 #: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs
-WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks")
+WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks", "late")
 #: the clocks rules.HALF_OPEN counts from, and its timeouts
 HALF_OPEN_CLOCKS = ("synack_at", "syn_at")
 HALF_OPEN_TIMEOUTS = ("syn_ack", "syn")
@@ -169,6 +169,8 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
     if parts[0] in ("tx", "rx", "x") and len(parts) == 2 and parts[1] in ROLES:
         return ("role", neg, (parts[0], parts[1]))
     if parts[0] in WAITING and len(parts) == 2 and parts[1] in ("tx", "rx", "x"):
+        if parts[0] == "late":      # the held FIN was captured a round trip and rules.ANSWER_LATE_NS before now
+            return ("waiting", neg, (parts[0], parts[1], _CONSTANTS["answer_late"]))
         return ("waiting", neg, (parts[0], parts[1]))
     if parts[0] == "lost_after" and len(parts) == 2 and parts[1] in ("tx", "rx"):
         return ("lost_after", neg, (parts[1],))
@@ -278,6 +280,7 @@ def compile_rules(rules=R) -> Compiled:
     _CONSTANTS.clear()
     _MEMO.clear()
     _CONSTANTS["well_known"] = rules.WELL_KNOWN_PORT
+    _CONSTANTS["answer_late"] = rules.ANSWER_LATE_NS
     try:
         return _compile_rules(rules)
     finally:
@@ -625,7 +628,7 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
     raise RuleError(f"no predicate {name!r}")
 
 
-def _waiting(what: str, side: str) -> Callable:
+def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
     key = "txk" if side == "tx" else "rxk" if side == "rx" else "xk"
     if what == "rst":
         return lambda c: getattr(c, key) in c.conn.held_rst
@@ -640,6 +643,9 @@ def _waiting(what: str, side: str) -> Callable:
             q = e[2][0] if e and len(e) > 2 and e[2] else None
             return bool(q is not None and q.has_ack and me.fin_seq is not None and sq.ge(q.ack, sq.add(me.fin_seq, 1)))
         return acks
+    if what == "late":            # a round trip (the handshake's; unknown: never late) and late_ns after the held FIN
+        return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None
+                              and c.now - (e[0].time_ns or 0) >= late_ns + c.conn.rtt_ns)
     if what == "filled":
         def filled(c):
             e = entry(c)

@@ -41,6 +41,11 @@ from rawfin.core.units import SEC
 
 #: How long (capture time) a final ACK waits for a retransmitted FIN that would show it lost.
 FINAL_ACK_HOLD_NS = 3 * SEC
+#: A side's first answer to its peer's FIN this long (beyond the handshake's round trip) after that FIN (rules'
+#: ``late:``) is no prompt answer: every stack ACKs a FIN within its delayed-ACK time (Linux at most 200 ms,
+#: TCP_DELACK_MAX), and a FIN that comes only after Linux's shortest retransmission timeout (TCP_RTO_MIN,
+#: 200 ms) may be one sent again.
+ANSWER_LATE_NS = 200 * SEC // 1000
 #: Half-open connections leave the observer when Linux would give up on them, in capture time (the
 #: defaults of ``rawfin analyze --syn-timeout`` and ``--syn-ack-timeout``): a SYN never answered is sent
 #: again tcp_syn_retries (6) times, 1, 2, 4 ... 32 s apart, and given up 64 s after the last one, 127 s
@@ -452,6 +457,13 @@ SEGMENT: tuple[Step, ...] = (
              ("flush", "tx")),
          # it was sending data again: Linux queues a FIN behind data being retransmitted, so its application may
          # have closed before this FIN reached it, its own FIN not sent yet (FIN_WAIT_1, then CLOSING here)
+         # its first answer to that FIN is its own FIN, an RTO later: its FIN sent again may be the first this
+         # capture shows, the first copy (sent before that FIN reached it) lost before the capture point, and its
+         # ACK of that FIN too: it was in FIN_WAIT_1, then CLOSING. Nothing in the packets but the time tells
+         row("held:tx ACK ack>=held:tx.end FIN tx.state:ESTABLISHED !held:tx.crossed late:tx",
+             ("infer", ("FIN_WAIT_1", "CLOSING"), "its FIN in frame {frame} was one sent again: the first, sent before "
+              "the FIN in frame {held:tx.frame} reached it, lost before the capture point with its ACK of that FIN"),
+             ("flush", "tx")),
          row("held:tx ACK ack>=held:tx.end tx.state:ESTABLISHED tx:resent", ("infer", ("FIN_WAIT_1", "CLOSING"),
              "its application had closed while it was sending data again (its FIN waiting behind that data) "
              "before the FIN in frame {held:tx.frame} reached it"), ("flush", "tx")),

@@ -240,9 +240,9 @@ static int cflag(const conn_t *c, int which) {
     case K_HELD: return c->pending[0].present || c->pending[1].present;
     case K_FINAL: return c->held_ack[0].present || c->held_ack[1].present;
     case K_SYNACK_UNSEEN: return 0;       /* the lane hands such a connection to Python (synack_unseen) */
-    /* the lane keeps no round trip: it hands a connection to Python before it matters (rst_late); Python
+    /* the handshake's round trip (rules' rtt action); rst_late still hands the connection to Python, which
        measures it again as it replays the connection */
-    case K_RTT: return 1;
+    case K_RTT: return c->has_rtt;
     case K_RSTS: return c->nrq[0] || c->nrq[1];
     case K_EVICTED: return c->evicted;
     case K_TIMED_OUT: return c->timed_out;
@@ -376,6 +376,11 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
             int n = side == x->x && x->h ? x->nwq : c->nwq[side];
             const ev_t *q = n ? &c->log[side == x->x && x->h ? x->wq[0] : c->wq[side][0]] : NULL;
             r = q && (q->flags & F_ACK) && c->ep[side].has_fin && SGE(q->ack, c->ep[side].fin_seq + 1);
+            break;
+        }
+        case WT_LATE: {             /* the FIN held for it was captured a round trip and a[2] ns before now, or more */
+            const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
+            r = h && c->has_rtt && x->now - h->seg.time_ns >= p->a[2] + c->rtt_ns;
             break;
         }
         default: return -BAIL;                        /* rst_late: whether RSTs were lost: Python's */
@@ -651,6 +656,7 @@ static int act(ctx_t *x, const act_t *a) {
         side = side_of(x, a->a[1]);
         if (side < 0) return BAIL;
         return evid_note(e, c, side, a->a[0]);
+    case A_RTT: c->rtt_ns = x->now - c->first_ns; c->has_rtt = 1; return 0;
     case A_NOTE_RESENT: case A_DROP_RESENT:     /* rules' resent: that side has sent data again */
         side = side_of(x, a->a[0]);
         if (side < 0) return BAIL;

@@ -71,6 +71,8 @@ typedef struct conn {
     char name[2][56];       /* "a.b.c.d:port" / "[v6]:port" */
     cep_t ep[2];
     int64_t first_frame, last_frame, first_ns, last_ns, packets;
+    int64_t rtt_ns;         /* the handshake's round trip as the capture point saw it (rules' rtt), if has_rtt */
+    uint8_t has_rtt;
     uint8_t seen, tw, ka;   /* tw: settled, as the Python observer's TimeWait form; ka: side of key[1] */
     uint8_t based;          /* --seq relative: whose base is known (side bits); base: each side's (note_bases) */
     uint32_t base[2];

@@ -294,6 +294,25 @@ def test_every_capture_against_the_kernel(name, side, no_leftovers):
 
 
 @needs_trace
+@pytest.mark.parametrize("speed", [1.0, 0.0])
+def test_kernel_side_by_side_states_are_its_own(speed, no_leftovers):
+    """Against the kernel the live server's close() shows on its FIN's row (frame 10), not on the
+    delayed ACK that leaves just before it (frame 9), and the live client is in FIN_WAIT_2 at
+    frame 9 and TIME_WAIT from its ACK of the FIN on: the rows agree with the capture's own."""
+    from rawfin.commands.replay import rows
+    from rawfin.linux.replayrun import run_kernel
+
+    o = run_kernel(load(cap("lost-final-ack.pcap")), "client", speed=speed)
+    assert not o.diverged, [d.text for d in o.divergences]
+    live = {r["frame"]: (r["live_client"], r["live_server"]) for r in rows(o)
+            if r["frame"] is not None and r["live_segment"] and r["live_segment"] != "—"}
+    assert live[8] == ("FIN_WAIT_1", "CLOSE_WAIT")
+    assert live[9] == ("FIN_WAIT_2", "CLOSE_WAIT")
+    assert live[10] == ("TIME_WAIT", "LAST_ACK")
+    assert live[11] == ("TIME_WAIT", "LAST_ACK")
+
+
+@needs_trace
 def test_lost_final_ack_against_the_kernel(capsys, no_leftovers):
     assert main(["replay", cap("lost-final-ack.pcap"), "--as", "client", "--against", "kernel"]) == 0
     out = flat(capsys.readouterr().out)

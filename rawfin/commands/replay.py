@@ -66,10 +66,12 @@ def _arrow(sender: str) -> str:
     return "C→S" if sender == "client" else "S→C"
 
 
-#: the kernel's moves that only an application's call makes, with the segment it sends (the
-#: tracepoint does not say what moved it): connect's SYN, close's FIN
-_SENDING = {("CLOSED", "SYN_SENT"), ("ESTABLISHED", "FIN_WAIT_1"), ("SYN_RECEIVED", "FIN_WAIT_1"),
-            ("CLOSE_WAIT", "LAST_ACK")}
+#: the kernel's moves that only an application's call makes, and whether the segment that call
+#: sends carries a SYN (connect) or a FIN (close, shutdown); the tracepoint does not say what moved it
+_SENDING = {("CLOSED", "SYN_SENT"): "syn", ("ESTABLISHED", "FIN_WAIT_1"): "fin",
+            ("SYN_RECEIVED", "FIN_WAIT_1"): "fin", ("CLOSE_WAIT", "LAST_ACK"): "fin"}
+#: where the live kernel's moves come from (the emulator's application moves say so themselves)
+_KERNEL_SOURCES = ("tracepoint", "/proc/net/tcp")
 
 
 def rows(o) -> list[dict]:
@@ -81,9 +83,12 @@ def rows(o) -> list[dict]:
     # each side's state in the live run after each wire entry (before the next one): a move made
     # by the side's own call that sends a segment (close() sends the FIN) shows on that segment's row
     def placed(m) -> tuple:
-        if m.app or (m.source == "kernel" and (m.from_.name, m.to.name) in _SENDING):
+        flag = _SENDING.get((m.from_.name, m.to.name)) if m.source in _KERNEL_SOURCES else None
+        if m.app or flag:
+            # the side's first segment from the move on; for a kernel's move, the first that carries
+            # the move's SYN or FIN (a delayed ACK sent just before close() is not close()'s segment)
             for w in wire:
-                if w.sender == m.side and w.order >= m.order:
+                if w.sender == m.side and w.order >= m.order and (not flag or getattr(w.seg, flag)):
                     return w.order
         return m.order
     moves = sorted([(placed(m), m.side, m.to) for m in [*o.live_moves, *o.rawfin_moves]], key=lambda x: x[0])

@@ -71,6 +71,23 @@ def shown(conn, side: tuple[str, int], n: int) -> int:
     return n if bases is None else sq.relative(n, bases.get(side))
 
 
+def _copy_of(conn, seg: Segment) -> bool:
+    """Could ``seg`` be a copy of a segment ``conn`` (a Connection or its TimeWait) has seen from its
+    sender (the same packet seen on another VLAN view)? Its sequence numbers say: a SYN with the sender's ISN; any
+    other segment within what the sender has sent and, with an ACK, what its peer has."""
+    tx = conn.eps.get((seg.src, seg.sport))
+    if tx is None:
+        return False
+    rx = conn.eps[(seg.dst, seg.dport)]
+    if seg.syn:
+        return seg.seq == tx.iss and (not seg.has_ack or seg.ack == sq.add(rx.iss, 1))
+    lo = tx.iss if not conn.mid_stream else sq.sub(tx.snd_una, COPY_SPAN)
+    if not sq.between_incl(lo, seg.seq, tx.snd_nxt):
+        return False
+    rlo = rx.iss if not conn.mid_stream else sq.sub(rx.snd_una, COPY_SPAN)
+    return not seg.has_ack or sq.between_incl(rlo, seg.ack, sq.add(rx.snd_nxt, 1))
+
+
 class Connection:
     """One instance of a 4-tuple (and VLAN): two observer endpoints and what they did.
 
@@ -179,20 +196,8 @@ class Connection:
         return True
 
     def copy_of(self, seg: Segment) -> bool:
-        """Could ``seg`` be a copy of a segment this connection has seen from its sender (the same
-        packet seen on another VLAN view)? Its sequence numbers say: a SYN with the sender's ISN; any
-        other segment within what the sender has sent and, with an ACK, what its peer has."""
-        tx = self.eps.get((seg.src, seg.sport))
-        if tx is None:
-            return False
-        rx = self.eps[(seg.dst, seg.dport)]
-        if seg.syn:
-            return seg.seq == tx.iss and (not seg.has_ack or seg.ack == sq.add(rx.iss, 1))
-        lo = tx.iss if not self.mid_stream else sq.sub(tx.snd_una, COPY_SPAN)
-        if not sq.between_incl(lo, seg.seq, tx.snd_nxt):
-            return False
-        rlo = rx.iss if not self.mid_stream else sq.sub(rx.snd_una, COPY_SPAN)
-        return not seg.has_ack or sq.between_incl(rlo, seg.ack, sq.add(rx.snd_nxt, 1))
+        """Could ``seg`` be a copy, seen on another VLAN view, of a segment this connection has seen?"""
+        return _copy_of(self, seg)
 
     def process(self, seg: Segment, now: int, out: list) -> None:
         self.packets += 1
@@ -956,20 +961,8 @@ class TimeWait:
             self._store(ep, e)
 
     def copy_of(self, seg: Segment) -> bool:
-        """Could ``seg`` be a copy of a segment this connection has seen from its sender (the same
-        packet seen on another VLAN view)? Its sequence numbers say: a SYN with the sender's ISN; any
-        other segment within what the sender has sent and, with an ACK, what its peer has."""
-        tx = self.eps.get((seg.src, seg.sport))
-        if tx is None:
-            return False
-        rx = self.eps[(seg.dst, seg.dport)]
-        if seg.syn:
-            return seg.seq == tx.iss and (not seg.has_ack or seg.ack == sq.add(rx.iss, 1))
-        lo = tx.iss if not self.mid_stream else sq.sub(tx.snd_una, COPY_SPAN)
-        if not sq.between_incl(lo, seg.seq, tx.snd_nxt):
-            return False
-        rlo = rx.iss if not self.mid_stream else sq.sub(rx.snd_una, COPY_SPAN)
-        return not seg.has_ack or sq.between_incl(rlo, seg.ack, sq.add(rx.snd_nxt, 1))
+        """Could ``seg`` be a copy, seen on another VLAN view, of a segment this connection has seen?"""
+        return _copy_of(self, seg)
 
     def process(self, seg: Segment, now: int, out: list) -> None:
         self.packets += 1

@@ -474,14 +474,14 @@ def render_template(template: tuple, c: Ctx) -> tuple[str, tuple]:
                                              p[1] == "describe") for p in template)
     parts = []
     values = []
-    bases = None
+    bases = bases_of(c)
     for p, g, label, space, desc in got:
         if g is None:
             parts.append(p)
         else:
             v = g(c)
             values.append((label, v))
-            if space is not None and v is not None and (bases := bases_of(c)) is not None:
+            if space is not None and v is not None and bases is not None:
                 if desc:
                     v = space(c).describe(bases)
                 else:

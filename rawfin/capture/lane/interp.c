@@ -702,9 +702,10 @@ static int run(ctx_t *x, int prog) {
     sit_t t = situation(x);                 /* changes only when a row's actions run */
     uint32_t n;
     const int32_t *d = dispatch(prog, t, &n);
+    uint32_t gen = DC_GEN;
     for (uint32_t i = 0; i < n;) {
-        int32_t place = d[2 * i];
-        const row_t *rw = &RULES.rows[d[2 * i + 1]];
+        int32_t place = d[3 * i];
+        const row_t *rw = &RULES.rows[d[3 * i + 1]];
         if (rw->np) {
             int h = holds(x, rw->p0, rw->np);
             if (h < 0) return BAIL;
@@ -715,12 +716,16 @@ static int run(ctx_t *x, int prog) {
             if (r == STOPPED) return 0;
             if (r) return r;
         }
-        t = situation(x);
+        if (rw->still) { i = (uint32_t)d[3 * i + 2]; continue; }     /* the same situation: the same list */
+        sit_t now = situation(x);
+        if (now == t && gen == DC_GEN) { i = (uint32_t)d[3 * i + 2]; continue; }
+        t = now;
         d = dispatch(prog, t, &n);          /* (the actions may have run other programs: look it up again) */
+        gen = DC_GEN;
         uint32_t lo = 0, hi = n;            /* the first row of a later step (places ascend) */
         while (lo < hi) {
             uint32_t mid = (lo + hi) / 2;
-            if (d[2 * mid] <= place) lo = mid + 1; else hi = mid;
+            if (d[3 * mid] <= place) lo = mid + 1; else hi = mid;
         }
         i = lo;
     }
@@ -730,6 +735,8 @@ static int run(ctx_t *x, int prog) {
 /* a condition (a list of predicates) over a connection: 1, 0, or -BAIL */
 static int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int tx) {
     if (cd->np == UINT32_MAX) return 0;
+    uint32_t k = c->ep[0].state * NST + c->ep[1].state;
+    if (!((cd->pairs[k >> 6] >> (k & 63)) & 1)) return 0;
     ctx_t x;
     sit_t t;
     if (!s && tx < 0) {     /* the connection's facts alone: situation() of such a context, without making it */

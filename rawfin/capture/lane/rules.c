@@ -93,10 +93,11 @@ typedef struct { int16_t code; int32_t a[3]; } act_t;
 #define SIT_STATE_A 32          /* bits 32-42: the state of the endpoint the program runs for (self, or tx) */
 #define SIT_STATE_B 48          /* bits 48-58: the state of rx */
 typedef uint64_t sit_t;
-typedef struct { uint32_t p0, np, a0, na; sit_t need, forbid; } row_t;   /* what the situation must have, not have */
+typedef struct { uint32_t p0, np, a0, na; sit_t need, forbid; uint8_t still; } row_t;   /* need, forbid: what the
+    situation must have, not have; still: its actions cannot change the situation (act_still) */
 typedef struct { uint32_t r0, nr; sit_t any; } step_t;     /* any: one of these bits, or no row holds */
 typedef struct { uint32_t s0, ns; } prog_t;
-typedef struct { uint32_t p0, np; sit_t need, forbid; } cond_t;
+typedef struct { uint32_t p0, np; sit_t need, forbid; uint64_t pairs[2]; } cond_t;   /* pairs: cond_pairs */
 typedef struct { int8_t who, name, quick; int64_t off; } val_t;   /* quick: 1 the segment's, 2 a TCB field */
 typedef struct { int32_t val; uint32_t lit0, nlit; } piece_t;    /* val >= 0: a value (lit0/nlit: its name);
                                                                      else literal text */
@@ -585,6 +586,49 @@ static int act_visible(const act_t *a) {
     return 1;
 }
 
+/* an action that changes nothing the situation shows (no state, mark, hold, FIN noted, nothing known, no
+   program run): after a row of such actions the rows left to try are the same */
+static int act_still(const act_t *a) {
+    switch (a->code) {
+    case A_SET: case A_ACKED: case A_TAKE_DATA: case A_SERVER: case A_FLAG: case A_DROP_CANDIDATES:
+    case A_CANDIDATE: case A_NOTE_RST: case A_CROSS: case A_EVIDENCE: case A_RTT: case A_NOTE_RESENT:
+    case A_DROP_RESENT: case A_INFER: case A_WAIT_BEHIND: case A_HOLD_RST: case A_ANOMALY:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* the pairs (state of side 0, state of side 1; bit s0 * NST + s1) in which a condition can hold: its tests of
+   the states alone (some, all, a side's state) decide that, anything else may hold; a side named by its role
+   (client, tx...) may be either. A connection in any other pair is not tested further (cond_holds). */
+_Static_assert(NST * NST <= 128, "cond_t.pairs: a bit per pair of states");
+static void cond_pairs(const rules_t *r, cond_t *cd) {
+    cd->pairs[0] = cd->pairs[1] = 0;
+    for (int s0 = 0; s0 < NST; s0++)
+        for (int s1 = 0; s1 < NST; s1++) {
+            uint32_t b0 = 1u << s0, b1 = 1u << s1;
+            int may = 1;
+            for (uint32_t i = 0; i < cd->np && may; i++) {
+                const pred_t *p = &r->preds[cd->p0 + i];
+                int v = -1;                     /* 1 holds, 0 does not, -1 cannot tell */
+                if (p->code == P_SOME) v = ((b0 | b1) & (uint32_t)p->a[0]) != 0;
+                else if (p->code == P_ALL) v = (b0 & (uint32_t)p->a[0]) && (b1 & (uint32_t)p->a[0]);
+                else if (p->code == P_STATE && p->a[0] == W_A) v = (b0 & (uint32_t)p->a[1]) != 0;
+                else if (p->code == P_STATE && p->a[0] == W_B) v = (b1 & (uint32_t)p->a[1]) != 0;
+                else if (p->code == P_STATE && !p->neg && !((b0 | b1) & (uint32_t)p->a[1])) v = 0;  /* neither side */
+                if (v >= 0 && p->neg && !(p->code == P_STATE && p->a[0] != W_A && p->a[0] != W_B)) v = !v;
+                if (v == 0) may = 0;
+            }
+            if (may) cd->pairs[(s0 * NST + s1) >> 6] |= 1ull << ((s0 * NST + s1) & 63);
+        }
+}
+
+static void prepare_cond(rules_t *r, cond_t *cd) {
+    cond_pairs(r, cd);
+    if (!prepare_preds(r, cd->p0, &cd->np, &cd->need, &cd->forbid)) cd->np = UINT32_MAX;
+}
+
 static void prepare_rules(rules_t *r) {
     RULES_PREP = r;
     for (uint32_t i = 0; i < r->nvals; i++) {
@@ -608,6 +652,8 @@ static void prepare_rules(rules_t *r) {
                 for (uint32_t ai = 0; ai < rw.na; ai++)
                     if (act_visible(&r->acts[rw.a0 + ai])) r->acts[rw.a0 + ka++] = r->acts[rw.a0 + ai];
                 rw.na = ka;
+                rw.still = 1;
+                for (uint32_t ai = 0; ai < ka; ai++) rw.still &= (uint8_t)act_still(&r->acts[rw.a0 + ai]);
                 visible |= ka > 0;
                 r->rows[st.r0 + kr++] = rw;
             }
@@ -650,18 +696,12 @@ static void prepare_rules(rules_t *r) {
                 r->plan_len[pi][k] = r->nplan - r->plan_off[pi][k];
             }
     }
-    cond_t *conds[] = {&r->settled, &r->fast_path, &r->time_wait_held};
-    for (int i = 0; i < 3; i++)
-        if (!prepare_preds(r, conds[i]->p0, &conds[i]->np, &conds[i]->need, &conds[i]->forbid)) conds[i]->np = UINT32_MAX;
-    for (uint32_t i = 0; i < r->nclose; i++)
-        if (!prepare_preds(r, r->close_cond[i].p0, &r->close_cond[i].np, &r->close_cond[i].need,
-                           &r->close_cond[i].forbid)) r->close_cond[i].np = UINT32_MAX;
-    for (uint32_t i = 0; i < r->nnew_syn; i++)
-        if (!prepare_preds(r, r->new_syn[i].p0, &r->new_syn[i].np, &r->new_syn[i].need, &r->new_syn[i].forbid))
-            r->new_syn[i].np = UINT32_MAX;
-    for (uint32_t i = 0; i < r->nhalf_open; i++)
-        if (!prepare_preds(r, r->half_open[i].p0, &r->half_open[i].np, &r->half_open[i].need, &r->half_open[i].forbid))
-            r->half_open[i].np = UINT32_MAX;
+    prepare_cond(r, &r->settled);
+    prepare_cond(r, &r->fast_path);
+    prepare_cond(r, &r->time_wait_held);
+    for (uint32_t i = 0; i < r->nclose; i++) prepare_cond(r, &r->close_cond[i]);
+    for (uint32_t i = 0; i < r->nnew_syn; i++) prepare_cond(r, &r->new_syn[i]);
+    for (uint32_t i = 0; i < r->nhalf_open; i++) prepare_cond(r, &r->half_open[i]);
     RULES_PREP = NULL;
 }
 
@@ -672,21 +712,23 @@ static void prepare_rules(rules_t *r) {
  * situation), in a direct-mapped cache; a full pool starts the cache afresh. Which row holds, and what
  * it does, is still only in the rows: this spares testing masks the situation rules out. */
 #define DC_SIZE 4096                /* entries (a power of 2) */
-#define DC_POOL (1u << 19)          /* int32 pairs (step place, row) for all the lists together */
+#define DC_POOL (1u << 19)          /* int32 triples (step place, row, next) for all the lists together */
 typedef struct { sit_t t; int32_t prog; uint32_t off, n; } dc_ent_t;
 static dc_ent_t DC[DC_SIZE];
 static int32_t *DC_LIST;
 static uint32_t DC_USED;
+static uint32_t DC_GEN;             /* counts the resets: a list looked up before one is gone */
 
 static void dispatch_reset(void) {
     for (uint32_t i = 0; i < DC_SIZE; i++) DC[i].prog = -1;
     DC_USED = 0;
+    DC_GEN++;
 }
 
 static const int32_t *dispatch_make(dc_ent_t *d, int prog, sit_t t) {
     uint32_t k = (uint32_t)(t & 0x1F);      /* the plan's key: FIN, SYN, RST, PSH, ACK (sit_t's bits 0-4) */
     const int32_t *pl = RULES.plan + RULES.plan_off[prog][k], *end = pl + RULES.plan_len[prog][k];
-    if (DC_USED + 2 * RULES.plan_len[prog][k] > 2 * DC_POOL) dispatch_reset();
+    if (DC_USED + 3 * RULES.plan_len[prog][k] > 3 * DC_POOL) dispatch_reset();
     int32_t *out = DC_LIST + DC_USED;
     uint32_t m = 0;
     for (int32_t place = 0; pl < end; place++) {
@@ -698,20 +740,23 @@ static const int32_t *dispatch_make(dc_ent_t *d, int prog, sit_t t) {
         for (int32_t i = 0; i < n; i++) {
             const row_t *rw = &RULES.rows[rows[i]];
             if ((t & rw->need) != rw->need || (t & rw->forbid)) continue;
-            out[2 * m] = place;
-            out[2 * m + 1] = rows[i];
+            out[3 * m] = place;
+            out[3 * m + 1] = rows[i];
             m++;
         }
     }
+    for (uint32_t i = m; i-- > 0;)         /* next: the first entry of a later step */
+        out[3 * i + 2] = i + 1 < m && out[3 * i + 3] == out[3 * i] ? out[3 * i + 5] : (int32_t)(i + 1);
     d->t = t;
     d->prog = prog;
     d->off = DC_USED;
     d->n = m;
-    DC_USED += 2 * m;
+    DC_USED += 3 * m;
     return out;
 }
 
-/* the rows program prog can reach in situation t: n (place, row) pairs, in the plan's order */
+/* the rows program prog can reach in situation t: n (place, row, next) triples, in the plan's order (next: the
+   index of the first entry of a later step) */
 static inline const int32_t *dispatch(int prog, sit_t t, uint32_t *n) {
     uint64_t h = (t ^ ((uint64_t)prog << 58)) * 0x9E3779B97F4A7C15ull;
     dc_ent_t *d = &DC[h >> (64 - 12)];
@@ -726,7 +771,7 @@ static PyObject *set_rules(PyObject *self, PyObject *spec) {
     if (load_rules(&r, spec) < 0) { rules_free(&r); return NULL; }
     prepare_rules(&r);
     if (!r.plan) { rules_free(&r); return PyErr_NoMemory(); }
-    if (!DC_LIST && !(DC_LIST = malloc(2 * (size_t)DC_POOL * sizeof *DC_LIST))) { rules_free(&r); return PyErr_NoMemory(); }
+    if (!DC_LIST && !(DC_LIST = malloc(3 * (size_t)DC_POOL * sizeof *DC_LIST))) { rules_free(&r); return PyErr_NoMemory(); }
     if (rules_set) rules_free(&RULES);
     RULES = r;
     rules_set = 1;

@@ -419,3 +419,19 @@ def test_a_fin_answered_a_long_round_trip_later_is_not_marked(tmp_path):
     recs = both_engines(_answer_an_rto_later(rtt_ms=190), tmp_path)
     assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
     assert not inferred(recs, CN)
+
+
+def test_crossing_ack_behind_another_segment_of_its_sender_is_still_marked(tmp_path):
+    """lossylink reorder seed 16 connection 32 (before the faults): the FINs cross; after its FIN the server
+    sends a bare ACK that does not cover the client's FIN, then its ACK of the client's FIN. The segment that
+    decides the client's path (FIN first: CLOSING; that ACK first: FIN_WAIT_2, the kernel's path there) is
+    the second one waiting behind the server's FIN, not the first: the reading is marked all the same."""
+    recs = both_engines(opened() + [
+        seg("c", 101, 201, F | A, ms=10),
+        seg("s", 201, 101, F | A, ms=10.02),       # crosses it
+        seg("s", 202, 101, ms=10.04),              # after its FIN: it has not the client's FIN yet
+        seg("s", 202, 102, ms=10.3),               # the server ACKs the client's FIN
+        seg("c", 102, 202, ms=10.35)], tmp_path)   # the client's answer to the server's FIN
+    assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    (mark,) = inferred(recs, CN)
+    assert mark["to"] == "CLOSING" and mark["alternative"] == ["FIN_WAIT_2"]

@@ -637,11 +637,13 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
         return lambda c: bool((e := entry(c)) and len(e) > 2 and e[2])
     if what == "ahead":
         return lambda c: bool((e := entry(c)) and len(e) > 3 and e[3])
-    if what == "acks":            # the first segment waiting behind the FIN acknowledges its receiver's FIN
+    if what == "acks":            # a segment waiting behind the FIN acknowledges its receiver's FIN
         def acks(c):
             e, me = entry(c), getattr(c, key[:-1])
-            q = e[2][0] if e and len(e) > 2 and e[2] else None
-            return bool(q is not None and q.has_ack and me.fin_seq is not None and sq.ge(q.ack, sq.add(me.fin_seq, 1)))
+            if not (e and len(e) > 2 and e[2]) or me.fin_seq is None:
+                return False
+            end = sq.add(me.fin_seq, 1)
+            return any(q.has_ack and sq.ge(q.ack, end) for q in e[2])
         return acks
     if what == "late":            # a round trip (the handshake's; unknown: never late) and late_ns after the held FIN
         return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None

@@ -372,10 +372,13 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
             r = h && h->ahead && (p->a[0] == WT_AHEAD || SGE(c->ep[side].rcv_nxt, h->seg.seq));
             break;
         }
-        case WT_ACKS: {             /* the first segment waiting behind the FIN acknowledges its receiver's FIN */
-            int n = side == x->x && x->h ? x->nwq : c->nwq[side];
-            const ev_t *q = n ? &c->log[side == x->x && x->h ? x->wq[0] : c->wq[side][0]] : NULL;
-            r = q && (q->flags & F_ACK) && c->ep[side].has_fin && SGE(q->ack, c->ep[side].fin_seq + 1);
+        case WT_ACKS: {             /* a segment waiting behind the FIN acknowledges its receiver's FIN */
+            int flush = side == x->x && x->h, n = flush ? x->nwq : c->nwq[side];
+            r = 0;
+            for (int i = 0; i < n && !r && c->ep[side].has_fin; i++) {
+                const ev_t *q = &c->log[flush ? x->wq[i] : c->wq[side][i]];
+                r = (q->flags & F_ACK) && SGE(q->ack, c->ep[side].fin_seq + 1);
+            }
             break;
         }
         case WT_LATE: {             /* the FIN held for it was captured a round trip and a[2] ns before now, or more */

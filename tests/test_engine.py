@@ -124,6 +124,10 @@ if os.environ.get("RAWFIN_ENGINE_RULES"):
     _rules = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_rules)
     _machine.install(_machine.compile_rules(_rules))
+# the lane's compaction of SYN-alone connections made to act (RAWFIN_ENGINE_COMPACT_AFTER: 0 at once)
+if os.environ.get("RAWFIN_ENGINE_COMPACT_AFTER"):
+    import rawfin.capture.engine as _lane
+    _lane.COMPACT_AFTER = int(os.environ["RAWFIN_ENGINE_COMPACT_AFTER"])
 libc = ctypes.CDLL(None)
 import gc
 gc.freeze()                            # the children need not copy pages to count references
@@ -229,18 +233,28 @@ class Outcome:
             p.unlink(missing_ok=True)
 
 
+#: ``python -m rawfin ARGV`` with rawfin.capture.engine.COMPACT_AFTER set first (the spawn runner's)
+_SPAWN_COMPACT = ("import runpy, sys; import rawfin.capture.engine as lane; lane.COMPACT_AFTER = int(sys.argv.pop(1)); "
+                  "runpy.run_module('rawfin', run_name='__main__', alter_sys=True)")
+
+
 class Runner:
     """Runs ``python -m rawfin ARGV`` commands, many at once, outputs on files in ``workdir``.
 
     ``rules``: a file of other rules for every command (like rawfin/core/rules.py; the fork runner
-    only), else ``RAWFIN_ENGINE_RULES`` from the environment."""
+    only), else ``RAWFIN_ENGINE_RULES`` from the environment. ``compact_after``: the lane's
+    rawfin.capture.engine.COMPACT_AFTER in every command (0: every SYN-alone connection made compact at once)."""
 
-    def __init__(self, workdir: Path, how: str = RUNNER, rules: str | None = None) -> None:
+    def __init__(self, workdir: Path, how: str = RUNNER, rules: str | None = None,
+                 compact_after: int | None = None) -> None:
         self.workdir = workdir
         self.how = how
         self.env = dict(os.environ)
+        self.compact_after = compact_after
         if rules is not None:
             self.env["RAWFIN_ENGINE_RULES"] = str(rules)
+        if compact_after is not None:
+            self.env["RAWFIN_ENGINE_COMPACT_AFTER"] = str(compact_after)
         if self.env.get("RAWFIN_ENGINE_RULES") and how != "fork":
             raise ValueError("RAWFIN_ENGINE_RULES needs RAWFIN_ENGINE_RUNNER=fork")
         self.count = itertools.count()
@@ -260,10 +274,13 @@ class Runner:
         return [Outcome(a, rc, o, e) for a, rc, (o, e) in zip(argvs, rcs, paths)]
 
     def _spawn(self, argvs, paths) -> list[int]:
+        start = [sys.executable, "-m", "rawfin"] if self.compact_after is None else \
+            [sys.executable, "-c", _SPAWN_COMPACT, str(self.compact_after)]
+
         def one(argv, out, err) -> int:
             with open(out, "wb") as fo, open(err, "wb") as fe:
                 try:
-                    return subprocess.run([sys.executable, "-m", "rawfin", *argv], stdin=subprocess.DEVNULL,
+                    return subprocess.run([*start, *argv], stdin=subprocess.DEVNULL,
                                           stdout=fo, stderr=fe, cwd=REPO, timeout=TIMEOUT_S).returncode
                 except subprocess.TimeoutExpired:
                     return -9
@@ -666,6 +683,64 @@ def test_limits_generated(differ, request, generated, case):
 @pytest.mark.parametrize("name", enginegen.edge_cases())
 def test_limits_edge_case(differ, request, edges, name):
     check_group(differ, request, lambda p: [*LIMITS["tight"], str(edges.path(p["name"]))], edges.about(name))
+
+
+# --------------------------------------------------------------------------- compact connections
+
+#: The lane keeps a connection a SYN alone made in a compact form, and replays its SYN when more comes,
+#: only under pressure (rawfin.capture.engine.COMPACT_AFTER newer connections born while it waits): the
+#: captures above never get there. Here it is made to act: at once (0), as the lane did for every SYN
+#: before, and after one newer connection (1), so the one that leaves the list may be compacted long after
+#: its SYN, or answered already.
+
+
+@pytest.fixture(scope="session")
+def compact_differs(work):
+    out = {}
+    for n in (0, 1):
+        d = work / f"outputs-compact-{n}"
+        d.mkdir()
+        out[n] = Differ(Runner(d, compact_after=n))
+    yield out
+    for dif in out.values():
+        dif.runner.close()
+
+
+@pytest.mark.parametrize("capture", SHIPPED)
+def test_compact_at_once_shipped(compact_differs, request, capture):
+    check_group(compact_differs[0], request, lambda p: [str(REPO / "captures" / p["capture"])])
+
+
+@pytest.mark.parametrize("case", sorted(GENERATED))
+def test_compact_at_once_generated(compact_differs, request, generated, case):
+    check_group(compact_differs[0], request, lambda p: ["--msl", "1", str(generated.path(p["case"]))],
+                generated.about(case))
+
+
+@pytest.mark.parametrize("name", enginegen.edge_cases())
+def test_compact_at_once_edge_case(compact_differs, request, edges, name):
+    check_group(compact_differs[0], request, lambda p: [str(edges.path(p["name"]))], edges.about(name))
+
+
+@pytest.mark.parametrize("seed,rate", BENCH, ids=[f"seed{s}-rate{r:g}" for s, r in BENCH])
+def test_compact_after_one_bench(compact_differs, request, bench_dir, seed, rate):
+    check_group(compact_differs[1], request,
+                lambda p: ["--msl", "1", str(bench_dir / f"bench-s{p['seed']}-r{p['rate']:g}.pcap")],
+                f"bench.generate(path, packets=20_000, connections=2_000, seed={seed}, rate={rate})")
+
+
+@pytest.mark.parametrize("name", enginegen.edge_cases())
+def test_compact_after_one_edge_case(compact_differs, request, edges, name):
+    check_group(compact_differs[1], request, lambda p: ["--msl", "1", str(edges.path(p["name"]))], edges.about(name))
+
+
+@pytest.mark.parametrize("name", enginegen.edge_cases())
+def test_compact_after_one_timeouts_edge_case(compact_differs, request, edges, name):
+    """rules.HALF_OPEN's timeouts give up on compact connections (with --max-connections the lane never
+    compacts: the limit is the bound)"""
+    check_group(compact_differs[1], request,
+                lambda p: ["--syn-timeout", "0.005", "--syn-ack-timeout", "0.002", str(edges.path(p["name"]))],
+                edges.about(name))
 
 
 # --------------------------------------------------------------------------- relative sequence numbers

@@ -103,6 +103,30 @@ def test_the_bench_mix_runs_entirely_in_the_lane(tmp_path):
     assert out.decode() == ref
 
 
+@needs_lane
+def test_syn_alone_connections_are_compacted_only_under_pressure(tmp_path, monkeypatch):
+    """A connection a SYN alone made is kept compact (and its SYN replayed when more comes) only once
+    COMPACT_AFTER newer connections have been born while nothing answered it: the benchmark's SYNs are
+    answered within a round trip and none is; a flood keeps COMPACT_AFTER full entries and compacts the
+    rest; 0 compacts every one at once. The records are the same every way."""
+    from flood import generate_flood
+
+    bench_cap, flood_cap = tmp_path / "b.pcap", tmp_path / "f.pcap"
+    generate(bench_cap, packets=20_000, connections=2_000, seed=7, rate=20000.0)
+    generate_flood(flood_cap, syns=3000, rate=1000.0, seed=7)
+    assert engine.COMPACT_AFTER == 256
+    outs = {}
+    for cap, at_once, pressure in ((bench_cap, 2_000, 0), (flood_cap, 3_000, 3_000 - 256)):
+        out, _, seen = _run_lane(cap)
+        assert seen["compacted"] == pressure, (cap.name, seen)
+        monkeypatch.setattr(engine, "COMPACT_AFTER", 0)
+        out0, _, seen0 = _run_lane(cap)
+        monkeypatch.setattr(engine, "COMPACT_AFTER", 256)
+        assert seen0["compacted"] == at_once and out0 == out, (cap.name, seen0)
+        outs[cap.name] = out
+    assert outs["f.pcap"].count(b'"type":"connection"') == 3_000
+
+
 def _assert_lane_agrees(path: Path) -> None:
     """The lane writes what the reference writes and fails with the same message, or neither fails
     (or it declines the file, writing nothing, and the command then runs the reference)."""

@@ -42,6 +42,16 @@ def available() -> bool:
     return _engine is not None
 
 
+#: Memory under pressure: a connection whose whole history is one SYN is kept in about 200 bytes
+#: instead of 1 KB ("compact", lane/loop.c) once this many newer connections have been born and
+#: nothing has answered it yet -- a SYN flood then holds at most this many full entries beside its
+#: compact ones (about 250 KB), while an ordinary capture, whose SYNs are answered within a round trip,
+#: never pays for compacting and replaying them. 0: every SYN alone at once (the test trigger of that
+#: path: tests/test_engine.py, tests/test_limits.py). Without --max-connections only (with it the
+#: bound is the limit itself).
+COMPACT_AFTER = 256
+
+
 @functools.lru_cache(maxsize=1)
 def _table_loaded() -> bool:
     from rawfin.core.states import TRANSITIONS
@@ -212,7 +222,8 @@ def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None
     As ``rawfin.analysis.records`` gives them, serialized by the jsonl sink; raises
     CaptureError after the good part on damage. ``progress(pos, frames)`` is called now
     and then; ``stats`` (a CaptureStats) is filled in, and ``counters`` with the lane's own
-    (``python_calls``: how many times a connection's event went to the Python observer). False (nothing written) when the
+    (``python_calls``: how many times a connection's event went to the Python observer; ``compacted``: how
+    many connections a SYN alone made were made compact, see COMPACT_AFTER). False (nothing written) when the
     capture is one the lane cannot take: not a regular file (a pipe is read once), or
     timestamps outside 0..2**62 ns (a pcapng can say anything there); the caller then runs
     the reference.
@@ -249,7 +260,7 @@ def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None
                          make_segment=make_segment, msl_ns=msl_ns, hold_ns=obs.hold_ns, file_suffix=suffix,
                          msl_text=f"{2 * msl_ns / SEC:g}", emit=emit, syn_timeout_ns=obs.limits["syn"],
                          syn_ack_timeout_ns=obs.limits["syn_ack"], max_connections=limits.get("max_connections") or 0,
-                         relative_seq=relative_seq)
+                         relative_seq=relative_seq, compact_after=COMPACT_AFTER)
     reader = open_capture(path, fileobj)
     if bpf is not None:
         eng.set_filter(*bpf.for_byte_order(reader.byte_order == "big").lane_args())
@@ -687,7 +698,7 @@ class Stream:
                                       syn_timeout_ns=self.obs.limits["syn"],
                                       syn_ack_timeout_ns=self.obs.limits["syn_ack"],
                                       max_connections=limits.get("max_connections") or 0,
-                                      relative_seq=relative_seq)
+                                      relative_seq=relative_seq, compact_after=COMPACT_AFTER)
             self.feed = self.eng.feed_frame
             self.tick = self.eng.tick
             self.flush = self.eng.flush

@@ -133,11 +133,31 @@ static void table_del(Engine *e, conn_t *c) {
     lru_unlink(e, c);
 }
 
+/* the connections a SYN alone made, newest last (compaction under pressure, loop.c) */
+static void syn_unlink(Engine *e, conn_t *c) {
+    if (!c->in_syn) return;
+    if (c->syn_prev) c->syn_prev->syn_next = c->syn_next; else e->syn_head = c->syn_next;
+    if (c->syn_next) c->syn_next->syn_prev = c->syn_prev; else e->syn_tail = c->syn_prev;
+    c->syn_prev = c->syn_next = NULL;
+    c->in_syn = 0;
+    e->nsyn--;
+}
+
+static void syn_append(Engine *e, conn_t *c) {
+    c->syn_prev = e->syn_tail;
+    c->syn_next = NULL;
+    if (e->syn_tail) e->syn_tail->syn_next = c; else e->syn_head = c;
+    e->syn_tail = c;
+    c->in_syn = 1;
+    e->nsyn++;
+}
+
 static void heap_remove(Engine *e, conn_t *c);
 
 static void conn_release(Engine *e, conn_t *c) {
     heap_remove(e, c);          /* its timer goes with it: the memory is free now */
     if (c->compact) { free(c); return; }
+    syn_unlink(e, c);
     free(c->log);
     c->log = NULL;
     Py_CLEAR(c->pykey);

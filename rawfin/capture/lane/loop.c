@@ -195,6 +195,14 @@ static int fmt_names(Engine *e, conn_t *c) {
  * activity and the SYN (compact_t): a flood of a million SYNs costs about 200 bytes a connection
  * instead of 1 KB. Anything that looks further first makes it a conn_t again (expand) by doing
  * what on_segment did with that SYN: the same rules on the same segment, the same connection.
+ *
+ * Only under pressure: a connection a SYN alone made joins the list of the last ones (syn_append);
+ * when more than compact_after are in it, the oldest leaves it, and is made compact if it is still
+ * a SYN alone (nothing has answered it while compact_after newer connections were born). A SYN that
+ * is answered as usual (within a round trip) never is: making it compact and then expanding and
+ * replaying it on its SYN,ACK cost about 5% of all the work on an ordinary capture. A flood holds at
+ * most compact_after full entries beside its compact ones (rawfin.capture.engine.COMPACT_AFTER;
+ * 0: every one at once, the test trigger of this path).
  */
 
 /* is this connection, just born of one segment, one a SYN alone made (and so one expand can remake)? */
@@ -221,12 +229,26 @@ static int compact(Engine *e, conn_t *c) {
     k->queued = c->queued;
     k->compact = 1;
     k->syn = c->log[0];
+    e->compacted++;
     int alen = c->fam == 4 ? 4 : 16;
     k->swap = !(memcmp(c->addr[0], c->key + 1, (size_t)alen) == 0 &&
                 c->port[0] == (uint16_t)(c->key[33] << 8 | c->key[34]));
     conn_replace(e, c, kc);
     c->dead = 1;
     conn_release(e, c);
+    return 0;
+}
+
+/* a connection a SYN alone made: compact now, or when compact_after newer ones show it is not
+   answered -- the oldest of the list leaves it, made compact if it is still a SYN alone */
+static int syn_alone(Engine *e, conn_t *c) {
+    if (!e->compact_after) return compact(e, c);
+    syn_append(e, c);
+    while (e->nsyn > e->compact_after) {
+        conn_t *o = e->syn_head;
+        syn_unlink(e, o);
+        if (o->nlog == 1 && can_compact(e, o, &o->log[0]) && compact(e, o) < 0) return -1;
+    }
     return 0;
 }
 
@@ -399,7 +421,7 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         int64_t d = next_deadline(c, e);
         if (d >= 0) { if (schedule(e, c, d) < 0) return -1; }
         else if (all_closed(c)) { if (schedule(e, c, now + e->linger_ns) < 0) return -1; }
-        if (can_compact(e, c, s) && compact(e, c) < 0) return -1;   /* a SYN alone so far: keep little */
+        if (can_compact(e, c, s) && syn_alone(e, c) < 0) return -1;   /* a SYN alone so far: keep little */
         if (e->nout > (1 << 20)) return out_flush(e);
         return 0;
     }

@@ -8,15 +8,15 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
                              "end_conns", "end_prepare", "end_finish", "end_clear", "tracked", "evict", "evict_taken", "reprieve",
                              "dumps", "write", "fmt6", "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text",
                              "evidence", "loss_evidence", "emit", "syn_timeout_ns", "syn_ack_timeout_ns",
-                             "max_connections", "relative_seq", NULL};
+                             "max_connections", "relative_seq", "compact_after", NULL};
     PyObject *cb[NCB], *dumps, *wr, *f6, *mk, *ev, *lk, *emit = Py_None;
-    long long msl, hold, syn_to = -1, synack_to = -1, maxc = 0;
+    long long msl, hold, syn_to = -1, synack_to = -1, maxc = 0, compact_after = 256;
     int relative = 0;
     const char *suffix, *c2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOOOOOLLssOO|OLLLp", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOOOOOLLssOO|OLLLpL", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
                                      &cb[4], &cb[5], &cb[6], &cb[7], &cb[8], &cb[9], &cb[10], &cb[11], &cb[12],
                                      &cb[13], &cb[14], &cb[15], &dumps, &wr, &f6, &mk, &msl, &hold, &suffix, &c2, &ev,
-                                     &lk, &emit, &syn_to, &synack_to, &maxc, &relative))
+                                     &lk, &emit, &syn_to, &synack_to, &maxc, &relative, &compact_after))
         return -1;
     if (!table_set || !rules_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() and set_rules() first"); return -1; }
     if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->msl_text) {
@@ -66,6 +66,11 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     /* rules.HALF_OPEN's timeouts: the rules' defaults unless given (-1) */
     e->max_conns = maxc > 0 ? maxc : 0;
     e->relative = relative;
+    if (compact_after < 0 || compact_after > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "compact_after: 0 (every SYN alone at once) or a count");
+        return -1;
+    }
+    e->compact_after = compact_after;
     e->timeout_ns[HT_SYN] = syn_to >= 0 ? syn_to : RULES.timeout_ns[HT_SYN];
     e->timeout_ns[HT_SYN_ACK] = synack_to >= 0 ? synack_to : RULES.timeout_ns[HT_SYN_ACK];
     e->linger_ns = 2 * msl;
@@ -448,11 +453,12 @@ static PyObject *Engine_stats(Engine *e, PyObject *unused) {
     }
     PyObject *first = e->have_first ? PyLong_FromLongLong(e->first_time) : Py_NewRef(Py_None);
     if (!first) { Py_DECREF(bc); return NULL; }
-    return Py_BuildValue("{s:L,s:L,s:L,s:N,s:L,s:L,s:N,s:L,s:L,s:L}", "frames", (long long)e->frames,
+    return Py_BuildValue("{s:L,s:L,s:L,s:N,s:L,s:L,s:N,s:L,s:L,s:L,s:L}", "frames", (long long)e->frames,
                          "filtered", (long long)e->filtered, "tcp",
                          (long long)e->tcp, "first_time_ns", first, "connections", (long long)e->done,
                          "server_active_closes", (long long)e->server_active, "by_close", bc, "python_calls",
-                         (long long)e->py_calls, "handoffs", (long long)e->handoffs, "now", (long long)e->now);
+                         (long long)e->py_calls, "handoffs", (long long)e->handoffs, "now", (long long)e->now,
+                         "compacted", (long long)e->compacted);
 }
 
 static PyMethodDef Engine_methods[] = {

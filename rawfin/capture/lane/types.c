@@ -53,12 +53,16 @@ typedef struct {
     uint8_t python;         /* 1: a marker -- the Python observer owns this pair */ \
     uint8_t dead;           /* finished or handed over */ \
     uint8_t in_lru;         /* in the activity list */ \
+    uint8_t in_syn;         /* in the list of the last connections a SYN alone made */ \
     uint8_t compact;        /* 1: a compact_t (a connection that has sent one SYN, nothing else) */ \
     uint8_t swap;           /* compact: its first sender is the key's second address */
 
 typedef struct conn {
     CONN_HEAD
-    struct conn *lru_prev, *lru_next;   /* --max-connections: the activity list, least recent first */
+    union {                 /* one list or the other: compaction is without --max-connections only */
+        struct { struct conn *lru_prev, *lru_next; };  /* --max-connections: the activity list, least recent first */
+        struct { struct conn *syn_prev, *syn_next; };  /* the last connections a SYN alone made, oldest first (loop.c) */
+    };
     struct conn *next4;     /* VLAN-tagged connections: the chain of the 4-tuple index */
     uint32_t hash4;
     uint8_t in4;            /* in that index (the 4-tuple's latest VLAN-tagged connection) */

@@ -435,3 +435,65 @@ def test_crossing_ack_behind_another_segment_of_its_sender_is_still_marked(tmp_p
     assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
     (mark,) = inferred(recs, CN)
     assert mark["to"] == "CLOSING" and mark["alternative"] == ["FIN_WAIT_2"]
+
+
+def test_a_syn_sent_again_does_not_stretch_the_round_trip(tmp_path):
+    """lossylink loss12 seed 5 connection 1 (after the faults): the server's SYN,ACK to the first SYN is lost
+    and the client sends its SYN again a second later. Counted from the first SYN the handshake's round trip
+    would be a second and the FIN answered 204 ms later would look prompt; counted from the SYN the SYN,ACK
+    answers (the latest: Karn's rule) it is 0.2 ms, and the answer names the FIN sent again (kernel:
+    FIN_WAIT_1 -> CLOSING -> TIME_WAIT)."""
+    segs = [s.with_(time_ns=s.time_ns + 1000 * MS) for s in _answer_an_rto_later(rtt_ms=0.2)]
+    recs = both_engines([seg("c", 0, 0, Flags.SYN)] + segs, tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    (mark,) = inferred(recs, CN)
+    assert (mark["to"], mark["alternative"]) == ("CLOSE_WAIT", ["FIN_WAIT_1", "CLOSING"])
+
+
+def _fin_again_answered_at_once(answer_ms: float) -> list[Segment]:
+    """lossylink loss12 seed 3 connection 7 (after the faults): both close at once; the server's FIN and its
+    ACK of the client's FIN are lost before the capture point. The client's FIN is sent again an RTO
+    (212 ms) later, and the server's FIN sent again (its timer armed with the client's) comes ``answer_ms``
+    after that copy, ACKing it (kernel: FIN_WAIT_1 -> CLOSING -> TIME_WAIT)."""
+    return opened() + [
+        seg("c", 101, 201, F | A, ms=10),
+        seg("c", 101, 201, F | A, ms=222),                  # the client's FIN sent again
+        seg("s", 201, 102, F | A, ms=222 + answer_ms),      # the server's first FIN the capture shows
+        seg("c", 102, 202, ms=222.2 + answer_ms)]
+
+
+def test_a_fin_answered_within_a_round_trip_of_its_copy_counts_from_the_first_copy(tmp_path):
+    """15 us after the copy sent again, well within the handshake's round trip (0.2 ms): no answer to that
+    copy, so the server had the first, 212 ms earlier, and answered it only an RTO later."""
+    recs = both_engines(_fin_again_answered_at_once(answer_ms=0.015), tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    (mark,) = inferred(recs, SN)
+    assert (mark["to"], mark["alternative"]) == ("CLOSE_WAIT", ["FIN_WAIT_1", "CLOSING"])
+    assert not inferred(recs, CN)
+
+
+def test_a_fin_answered_a_round_trip_after_its_copy_is_not_marked(tmp_path):
+    """2 ms after the copy sent again (ten round trips): an answer to that copy, the first lost after the
+    capture point (a capture next to the client): a plain passive close."""
+    recs = both_engines(_fin_again_answered_at_once(answer_ms=2), tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    assert not inferred(recs, SN)
+
+
+def test_a_fin_answered_right_after_its_copy_where_losses_happen_after_the_capture_point(tmp_path):
+    """Earlier in the capture a FIN,ACK in the capture never arrived (its FIN was sent again): segments get lost
+    after this capture point, so the first copy of the client's FIN may be the one lost and the server's FIN an
+    answer to the copy sent again: nothing to count from the first copy, no mark."""
+    earlier = opened() + [
+        seg("c", 101, 201, F | A, ms=10),
+        seg("s", 201, 102, F | A, ms=10.1),        # lost after the capture point
+        seg("c", 101, 201, F | A, ms=210),         # the client's FIN again: it never got that FIN,ACK
+        seg("s", 202, 102, ms=210.1),
+        seg("s", 201, 102, F | A, ms=410),
+        seg("c", 102, 202, ms=410.1)]
+    later = _on_port(_fin_again_answered_at_once(answer_ms=0.015), 20002, after_ms=1000)
+    recs = [r for r in both_engines(earlier + later, tmp_path) if r.get("peer") == "198.51.100.1:20002"]
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    assert not inferred(recs, SN)
+    # the same close alone (nothing shows where segments get lost) is marked
+    assert inferred(both_engines(_fin_again_answered_at_once(answer_ms=0.015), tmp_path), SN)

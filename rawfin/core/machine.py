@@ -55,7 +55,7 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
            # a lossy, reordering link (issue 14): the observer's side of what a capture point cannot see
            "fin_unseen", "first_fin_lost", "first_fin_arrived", "wait_behind", "drop_lost_acks", "hold_rst",
            "deliver_rst",
-           "rsts_unreceived", "evidence", "rtt", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue",
+           "rsts_unreceived", "evidence", "rtt", "syn_time", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue",
            "note_resent", "drop_resent",
            # the capture cannot decide the next transition: the states the other reading enters, and when
            "infer",
@@ -68,7 +68,7 @@ CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin
 #: what the observer keeps for a side (``rst:rx``...): RSTs held until nothing shows them lost, segments
 #: waiting behind a FIN whose arrival is not shown yet, a FIN held ahead of a gap; ``filled``: the gap in
 #: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs
-WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks", "late")
+WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks", "late", "late_first")
 #: the clocks rules.HALF_OPEN counts from, and its timeouts
 HALF_OPEN_CLOCKS = ("synack_at", "syn_at")
 HALF_OPEN_TIMEOUTS = ("syn_ack", "syn")
@@ -169,7 +169,7 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
     if parts[0] in ("tx", "rx", "x") and len(parts) == 2 and parts[1] in ROLES:
         return ("role", neg, (parts[0], parts[1]))
     if parts[0] in WAITING and len(parts) == 2 and parts[1] in ("tx", "rx", "x"):
-        if parts[0] == "late":      # the held FIN was captured a round trip and rules.ANSWER_LATE_NS before now
+        if parts[0] in ("late", "late_first"):  # rules.ANSWER_LATE_NS and a round trip after the held FIN
             return ("waiting", neg, (parts[0], parts[1], _CONSTANTS["answer_late"]))
         return ("waiting", neg, (parts[0], parts[1]))
     if parts[0] == "lost_after" and len(parts) == 2 and parts[1] in ("tx", "rx"):
@@ -648,6 +648,14 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
     if what == "late":            # a round trip (the handshake's; unknown: never late) and late_ns after the held FIN
         return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None
                               and c.now - (e[0].time_ns or 0) >= late_ns + c.conn.rtt_ns)
+    if what == "late_first":      # within a round trip of the held copy of a FIN sent again, late after its first
+        def late_first(c):
+            e, rtt = entry(c), c.conn.rtt_ns
+            if not e or rtt is None or c.now - (e[0].time_ns or 0) >= rtt:
+                return False
+            first = c.conn.fin_copy.get(getattr(c, key))
+            return bool(first is not None and first[0] == e[0].fin_seq and c.now - first[1] >= late_ns + rtt)
+        return late_first
     if what == "filled":
         def filled(c):
             e = entry(c)

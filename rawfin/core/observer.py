@@ -100,7 +100,7 @@ class Connection:
                  "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
                  "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "evidence",
-                 "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent", "bases")
+                 "syn_ns", "fin_copy", "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent", "bases")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0,
                  limits: dict | None = None) -> None:
@@ -137,6 +137,9 @@ class Connection:
         self.synack_unseen: tuple[str, int] | None = None
         self.held_rst: dict[tuple[str, int], list] = _NO_DICT   # receiver -> RSTs held until it is silent
         self.rtt_ns: int | None = None     # the handshake's round trip, as the capture point saw it
+        self.syn_ns = seg.time_ns or 0      # the client's latest SYN (the round trip counts from it: Karn)
+        # receiver -> (FIN seq, time): the first capture of the FIN held for it (rules' late:)
+        self.fin_copy: dict[tuple[str, int], tuple[int, int]] = _NO_DICT
         self.evidence: Counter = _NO_EVIDENCE   # the observer's: (host, "up"/"down") -> segments lost there
         self.alt_keys: tuple = ()
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
@@ -682,7 +685,22 @@ def _evidence(where: str, who: str):
 
 
 def _rtt(c: Ctx) -> None:
-    c.conn.rtt_ns = c.now - c.conn.first_ns
+    c.conn.rtt_ns = c.now - c.conn.syn_ns
+
+
+def _syn_time(c: Ctx) -> None:
+    c.conn.syn_ns = c.now
+
+
+def _hold(c: Ctx, k) -> None:
+    """Hold this segment for k; a FIN's first capture is kept across its copies (rules' late:)."""
+    conn, seg = c.conn, c.seg
+    conn._hold("pending", k, [seg, False])
+    if seg.flags & 0x01:
+        fin = seg.fin_seq
+        had = conn.fin_copy.get(k)
+        if had is None or had[0] != fin:
+            conn._hold("fin_copy", k, (fin, seg.time_ns or 0))
 
 
 def _hold_ahead(c: Ctx, k) -> None:
@@ -774,7 +792,7 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
     if name == "hold_final":
         return _on(args[0], lambda c, k: c.conn._hold("held_ack", k, c.seg))
     if name == "hold":
-        return _on(args[0], lambda c, k: c.conn._hold("pending", k, [c.seg, False]))
+        return _on(args[0], _hold)
     if name == "observe_send":
         return lambda c: c.conn._collect(c.tx.observe_send(c.seg, c.now), c.out)
     if name == "deliver_without_fin":
@@ -815,6 +833,8 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
         return _evidence(*args)
     if name == "rtt":
         return _rtt
+    if name == "syn_time":
+        return _syn_time
     if name == "hold_ahead":
         return _on(args[0], _hold_ahead)
     if name == "flush_filled":

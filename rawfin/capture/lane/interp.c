@@ -386,6 +386,12 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
             r = h && c->has_rtt && x->now - h->seg.time_ns >= p->a[2] + c->rtt_ns;
             break;
         }
+        case WT_LATE_FIRST: {       /* within a round trip of the held copy of a FIN sent again, late after its first */
+            const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
+            r = h && c->has_rtt && x->now - h->seg.time_ns < c->rtt_ns && (c->has_copy >> side) & 1
+                && c->copy_fin[side] == fin_seq_of(&h->seg) && x->now - c->copy_ns[side] >= p->a[2] + c->rtt_ns;
+            break;
+        }
         default: return -BAIL;                        /* rst_late: whether RSTs were lost: Python's */
         }
         break;
@@ -601,7 +607,14 @@ static int act(ctx_t *x, const act_t *a) {
         case A_UNHOLD_FINAL: c->held_ack[side].present = 0; return 0;
         case A_DELIVER_FINAL: return deliver_final_ack(e, c, side);
         case A_HOLD_FINAL: return hold(c, &c->held_ack[side], s);
-        default: return hold(c, &c->pending[side], s);
+        default:
+            hold(c, &c->pending[side], s);
+            if ((s->flags & F_FIN) && !((c->has_copy >> side) & 1 && c->copy_fin[side] == fin_seq_of(s))) {
+                c->copy_ns[side] = s->time_ns;      /* a FIN's first capture, kept across its copies */
+                c->copy_fin[side] = fin_seq_of(s);
+                c->has_copy |= (uint8_t)(1 << side);
+            }
+            return 0;
         }
     case A_OBSERVE_SEND: return endpoint_call(e, c, x->tx, PG_SEND + c->ep[x->tx].state, s, x->now);
     case A_DELIVER_WITHOUT_FIN: {
@@ -659,7 +672,8 @@ static int act(ctx_t *x, const act_t *a) {
         side = side_of(x, a->a[1]);
         if (side < 0) return BAIL;
         return evid_note(e, c, side, a->a[0]);
-    case A_RTT: c->rtt_ns = x->now - c->first_ns; c->has_rtt = 1; return 0;
+    case A_RTT: c->rtt_ns = x->now - c->syn_ns; c->has_rtt = 1; return 0;
+    case A_SYN_TIME: c->syn_ns = x->now; return 0;
     case A_NOTE_RESENT: case A_DROP_RESENT:     /* rules' resent: that side has sent data again */
         side = side_of(x, a->a[0]);
         if (side < 0) return BAIL;

@@ -275,7 +275,7 @@ static conn_t *expand(Engine *e, conn_t *kc) {
     if (fmt_names(e, c) < 0) { conn_release(e, c); return NULL; }
     ev_t s = k->syn;
     c->first_frame = c->last_frame = s.frame;
-    c->first_ns = c->last_ns = s.time_ns;
+    c->first_ns = c->last_ns = c->syn_ns = s.time_ns;
     for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
     c->syn_at = c->synack_at = -1;
     size_t mark = e->nout;
@@ -383,7 +383,7 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         if (fmt_names(e, c) < 0) { free(c); return -1; }
         c->id = e->next_id++;
         c->first_frame = c->last_frame = s->frame;
-        c->first_ns = c->last_ns = now;
+        c->first_ns = c->last_ns = c->syn_ns = now;
         c->syn_at = c->synack_at = -1;
         for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
         s->kind = 0;

@@ -77,6 +77,10 @@ typedef struct conn {
     int64_t first_frame, last_frame, first_ns, last_ns, packets;
     int64_t rtt_ns;         /* the handshake's round trip as the capture point saw it (rules' rtt), if has_rtt */
     uint8_t has_rtt;
+    int64_t syn_ns;         /* the client's latest SYN: the round trip counts from it (rules' syn_time, Karn) */
+    int64_t copy_ns[2];     /* receiver side -> the first capture of the FIN held for it (rules' late:) ... */
+    uint32_t copy_fin[2];   /* ... that FIN's sequence number, if has_copy has the side's bit */
+    uint8_t has_copy;
     uint8_t seen, tw, ka;   /* tw: settled, as the Python observer's TimeWait form; ka: side of key[1] */
     uint8_t based;          /* --seq relative: whose base is known (side bits); base: each side's (note_bases) */
     uint32_t base[2];

@@ -654,6 +654,28 @@ def test_format_command_line(differ, request, edges, variant, fmt):
     check_group(differ, request, lambda p: [*FORMATS[p["fmt"]], *VARIANTS[p["variant"]](_CAPS, e)])
 
 
+# --------------------------------------------------------------------------- the pile-up view
+
+#: --by: the lane hands the view its moves (state codes, ns, a connection's names once) and the Python
+#: observer's typed events, the reference the records; every socket counted (host) and samples written
+BY = ["--by", "host", "--interval", "1s"]
+
+
+@pytest.mark.parametrize("case", sorted(GENERATED))
+def test_by_generated(differ, request, generated, case):
+    check_group(differ, request, lambda p: [*BY, str(generated.path(p["case"]))], generated.about(case))
+
+
+@pytest.mark.parametrize("name", enginegen.edge_cases())
+def test_by_edge_case(differ, request, edges, name):
+    check_group(differ, request, lambda p: [*BY, "--msl", "1", str(edges.path(p["name"]))], edges.about(name))
+
+
+@pytest.mark.parametrize("name", enginegen.edge_cases())
+def test_by_compact_at_once_edge_case(compact_differs, request, edges, name):
+    check_group(compact_differs[0], request, lambda p: [*BY, str(edges.path(p["name"]))], edges.about(name))
+
+
 # --------------------------------------------------------------------------- bounded memory
 
 #: rules.HALF_OPEN's timeouts and --max-connections, small enough to act inside small captures

@@ -499,3 +499,43 @@ def test_the_lane_hands_over_the_same_typed_events(tmp_path):
     for path in (cap, CAPTURES / "lost-final-ack.pcap", CAPTURES / "simultaneous-close.pcap"):
         lane, ref = list(engine.events(str(path))), list(records(str(path)))
         assert lane == ref and any(getattr(ev, "values", ()) for ev in lane), path
+
+
+@needs_lane
+@pytest.mark.parametrize("compact_after", [256, 0])
+def test_moves_are_the_transitions_by_code_and_nothing_else(tmp_path, monkeypatch, compact_after):
+    """engine.run(moves=True): each transition of a connection the lane follows as (conn, time_ns, side, from,
+    to, names), the states by code (engine.state_names()), the sides' names with a connection's first move
+    only; no anomaly; connection ends as engine.events gives them. Every move is a transition of the
+    reference's, in its order; connections the Python observer follows come as its typed events."""
+    from rawfin.core.events import Anomaly, ConnectionEnd, Transition
+
+    monkeypatch.setattr(engine, "COMPACT_AFTER", compact_after)     # (0: every SYN alone replayed, named again)
+    cap = tmp_path / "mix.pcap"
+    generate(cap, packets=3_000, connections=300, seed=15)
+    states = engine.state_names()
+    for path in (cap, CAPTURES / "port-reuse.pcap", CAPTURES / "lost-final-ack.pcap"):
+        got: list = []
+        assert engine.run(str(path), None, emit=got.extend, moves=True)
+        names: dict[int, tuple] = {}
+        seen = []
+        for t in got:
+            if t.__class__ is tuple and t[0].__class__ is int:
+                conn, ns, side, a, b, nm = t
+                assert (nm is None) == (conn in names), t      # named once: with the first move
+                if nm is not None:
+                    names[conn] = nm
+                seen.append((conn, ns, names[conn][side], names[conn][1 - side],
+                             states[a], states[b]))
+                continue
+            ev = engine.event_of(t)
+            assert not isinstance(ev, Anomaly), ev
+            if isinstance(ev, Transition):
+                seen.append((ev.conn, ev.time_ns, ev.endpoint, ev.peer, ev.from_.name, ev.to.name))
+            else:
+                assert isinstance(ev, ConnectionEnd), ev
+                seen.append(ev)
+        ref = [(ev.conn, ev.time_ns, ev.endpoint, ev.peer, ev.from_.name, ev.to.name) if isinstance(ev, Transition)
+               else ev for ev in records(str(path)) if not isinstance(ev, Anomaly)]
+        assert seen == ref, path
+        assert names, path

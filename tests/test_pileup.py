@@ -190,18 +190,21 @@ def test_sparkline():
 
 
 @pytest.mark.skipif(not engine.available(), reason="the compiled lane is not built")
-def test_the_lanes_lines_give_the_references_view(tmp_path):
-    """Through the lane the view reads the JSON lines itself and parses only what it needs; the
-    result is the reference's, every format, on a generated capture and the shipped ones."""
+def test_the_lanes_moves_give_the_references_view(tmp_path):
+    """Through the lane the view takes the lane's moves (engine.run's moves mode: state codes, times in
+    ns, no text read back) and the Python observer's typed events for the connections it follows
+    (port-reuse.pcap's second connection on a pair); the result is the reference's, every format and
+    grouping, on a generated capture and on two shipped ones read as one timeline ("file" in the keys)."""
     from bench import generate
 
     cap = tmp_path / "g.pcap"
     generate(cap, packets=6_000, connections=600, seed=3)
     for argv in ([str(cap)], [str(SHIPPED), str(CAPTURES / "port-reuse.pcap")]):
-        for fmt in ("jsonl", "csv", "table"):
-            outs = [rawfin("analyze", "-q", "--by", "server", "--interval", "2s", "--format", fmt, "--engine", e,
+        for by, fmt in (("server", "jsonl"), ("server", "csv"), ("server", "table"), ("client", "jsonl"),
+                        ("host", "table")):
+            outs = [rawfin("analyze", "-q", "--by", by, "--interval", "2s", "--format", fmt, "--engine", e,
                            *argv).stdout for e in ("c", "python")]
-            assert outs[0] == outs[1] and outs[0]
+            assert outs[0] == outs[1] and outs[0], (argv, by, fmt)
 
 
 def test_the_plot_is_written_when_stdout_closes_early(tmp_path):

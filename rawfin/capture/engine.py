@@ -211,10 +211,15 @@ def _fmt6(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
+def state_names() -> tuple[str, ...]:
+    """The lane's state codes (a move's ``from`` and ``to``, see :func:`run`): the name of each."""
+    return _engine.names()[0]
+
+
 def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None = None, msl_s: float = 30.0,
         label: str | None = None, progress=None, stats=None, counters: dict | None = None, fileobj=None, bpf=None,
         on_first: Callable[[int], object] | None = None, emit: Callable[[list], object] | None = None,
-        limits: dict | None = None, relative_seq: bool = False) -> bool:
+        limits: dict | None = None, relative_seq: bool = False, moves: bool = False) -> bool:
     """Write every record of one capture as JSON lines through ``write`` (bytes). ``json_of(event)``:
     the JSON line (no newline) of an event the Python observer gives (rawfin.render.records.json_line:
     the record format is the output layer's). ``limits``: as rawfin.capture.analysis.records takes them.
@@ -234,7 +239,13 @@ def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None
     :class:`rawfin.wire.bpf.Filter` the lane runs on every frame (libpcap's ``bpf_filter``).
 
     ``emit``: instead of JSON lines, the records as they are made, in lists (:func:`events` turns
-    them into the core's typed events); ``write`` and ``json_of`` are then not used.
+    them into the core's typed events); ``write`` and ``json_of`` are then not used. ``moves`` (with
+    ``emit``): what a consumer of state changes alone needs (the pile-up view), cheaply -- each
+    transition of a connection the lane follows as a move ``(conn, time_ns, side, from, to, names)``:
+    ``side`` 0 or 1, ``from``/``to`` state codes (:func:`state_names`), ``names`` the two sides' endpoint
+    names ``(side 0, side 1)`` with the connection's first move and None after it; no anomaly; the
+    rest (connection ends, and the events of connections the Python observer follows) as in :func:`events`,
+    for :func:`event_of`.
     """
     if emit is None and json_of is None:
         raise TypeError("run() needs json_of (the output layer's JSON line of an event), or emit")
@@ -260,7 +271,7 @@ def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None
                          make_segment=make_segment, msl_ns=msl_ns, hold_ns=obs.hold_ns, file_suffix=suffix,
                          msl_text=f"{2 * msl_ns / SEC:g}", emit=emit, syn_timeout_ns=obs.limits["syn"],
                          syn_ack_timeout_ns=obs.limits["syn_ack"], max_connections=limits.get("max_connections") or 0,
-                         relative_seq=relative_seq, compact_after=COMPACT_AFTER)
+                         relative_seq=relative_seq, compact_after=COMPACT_AFTER, moves=moves)
     reader = open_capture(path, fileobj)
     if bpf is not None:
         eng.set_filter(*bpf.for_byte_order(reader.byte_order == "big").lane_args())
@@ -589,7 +600,7 @@ def _no_json(ev) -> str:  # pragma: no cover - events mode never serializes
 _INPUT_OF = tuple(Input)
 
 
-def _event(t):
+def event_of(t):
     """A record the lane made (a tuple, see lane/out.c), as the core's typed event; the Python
     observer's own events pass as they are."""
     if t.__class__ is not tuple:
@@ -631,7 +642,7 @@ def events(path: str, *, msl_s: float = 30.0, label: str | None = None, progress
             ok = stop.value
             break
         for t in batch:
-            yield _event(t)
+            yield event_of(t)
     if not ok:
         from rawfin.capture.analysis import records as reference
 

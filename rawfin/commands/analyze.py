@@ -137,11 +137,15 @@ def _only_conn(n: int | None) -> _OnlyConn | None:
     return None if n is None else _OnlyConn(n)
 
 
+def _no_text(data: bytes) -> None:  # pragma: no cover - the lane in moves mode writes no text
+    raise TypeError("text from the lane in moves mode")
+
+
 def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureStats, sink, select, only) -> bool:
     """One capture through the compiled lane; False when the lane cannot take this capture
     (nothing is written then). JSON lines go straight to stdout's bytes; the other formats go
-    to the C writer as JSON lines, beside the lane (or, for a tabulate format or --by, are read
-    back and handed to the sink as the reference's would be)."""
+    to the C writer as JSON lines, beside the lane; --by takes the lane's moves (typed, engine.run's
+    moves mode); the rest takes the typed events as the lane makes them."""
     from rawfin.capture import engine
 
     bar = Progress(os.path.basename(src.name), src.size(), args.progress)
@@ -164,9 +168,10 @@ def _run_engine(src: Source, fileobj, args, label: str | None, stats: CaptureSta
                 kw["on_first"] = lambda t: sink.set_origin(t / 1e9)
         if only is None and isinstance(sink, FastSink):     # the C writer works beside the lane, on another core
             return engine.run_beside(src.name, sink.feed, **kw)
-        if only is None and hasattr(sink, "feed"):          # the pile-up view reads the lane's JSON lines itself
-            return engine.run(src.name, sink.feed, **kw)
         kw.pop("json_of")
+        if only is None and hasattr(sink, "moves"):         # the pile-up view: the lane's moves, typed
+            return engine.run(src.name, _no_text, emit=sink.moves(label, engine.state_names(), engine.event_of),
+                              moves=True, **kw)
         for ev in engine.events(src.name, **kw):            # the typed events, as the lane makes them
             if only is None or only.wants(ev):
                 sink.write(record(ev, label))

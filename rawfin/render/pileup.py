@@ -23,15 +23,15 @@ not carry over from one file to the next (each file's observer starts afresh).
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import os
-import re
 from array import array
 from collections import Counter
-from typing import IO
+from typing import IO, Callable
 
+from rawfin.core.events import ConnectionEnd, Transition
 from rawfin.core.observer import guess_server
+from rawfin.core.units import seconds_of
 
 GROUP_BY = ("server", "client", "host")
 WATCHED = ("TIME_WAIT", "CLOSE_WAIT")
@@ -162,16 +162,26 @@ class Pileup:
     def _transition(self, rec: dict) -> None:
         self.move((rec.get("file"), rec["conn"]), rec["time"], rec["endpoint"], rec["peer"], rec["from"], rec["to"])
 
+    def opened(self, ck: tuple, ep: str, peer: str, frm: str, to: str, names: tuple | None = None) -> list:
+        """A connection's first transition: its roles (``names``: its sides' endpoint names, when its
+        moves name a side instead of an endpoint)."""
+        client, server = _roles({"endpoint": ep, "peer": peer, "from": frm, "to": to})
+        st = self.open[ck] = [client, server, None, names]
+        return st
+
     def move(self, ck: tuple, time_s: float | None, ep: str, peer: str, frm: str, to: str) -> None:
         """One transition record's fields: connection key (file, conn), time, endpoint, peer, from, to."""
         st = self.open.get(ck)
         if st is None:
-            client, server = _roles({"endpoint": ep, "peer": peer, "from": frm, "to": to})
-            st = self.open[ck] = [client, server, None]
+            st = self.opened(ck, ep, peer, frm, to)
         a, b = _INDEX.get(frm), _INDEX.get(to)
         if a is None and b is None:
             return
-        t = int(round(time_s * 1e9)) if time_s is not None else (self.latest or 0)
+        self.moved(ck, st, int(round(time_s * 1e9)) if time_s is not None else (self.latest or 0), ep, a, b)
+
+    def moved(self, ck: tuple, st: list, t: int, ep: str, a: int | None, b: int | None) -> None:
+        """A move into or out of TIME_WAIT or CLOSE_WAIT (``a``/``b``: TW, CW or None) of ``ep`` at ``t``
+        (ns, as the record's time gives it), on the connection ``st`` (:meth:`opened`)."""
         self._seen(t)
         key = self._keys(ep, st)
         if key is None:
@@ -188,22 +198,26 @@ class Pileup:
             self._push(t, key, b, +1)
 
     def _connection(self, rec: dict) -> None:
-        ck = (rec.get("file"), rec["conn"])
+        self.ended((rec.get("file"), rec["conn"]), rec["client"], rec["server"], rec["close"],
+                   rec.get("active_closer"), rec.get("last_time"))
+
+    def ended(self, ck: tuple, client: str, server: str, close: str, closer: str | None,
+              last_time_s: float | None) -> None:
+        """A connection record's fields: connection key (file, conn), client, server, close kind, active
+        closer, last time (s, as the record gives it)."""
         st = self.open.pop(ck, None)
-        client, server = rec["client"], rec["server"]
         if st is not None and (st[0], st[1]) != (client, server):
             self.mismatched += 1
-        if rec.get("last_time") is not None:
-            self._seen(int(round(rec["last_time"] * 1e9)))
+        if last_time_s is not None:
+            self._seen(int(round(last_time_s * 1e9)))
         if self.by == "host":
             keys = {_host(client), _host(server)}
         else:
             keys = {server if self.by == "server" else _host(client)}
-        closer = rec.get("active_closer")
         for k in keys:
             g = self._group(k)
             g.connections += 1
-            g.closes[rec["close"]] += 1
+            g.closes[close] += 1
             if closer:
                 g.first_closer["client" if closer == client else "server"] += 1
         if st is not None and st[2]:
@@ -385,7 +399,6 @@ class PileupSink:
             self.csv = csv.DictWriter(self.out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
             self.csv.writeheader()
         self.agg = Pileup(by, None if interval_s is None else int(round(interval_s * 1e9)), emit=self._sample)
-        self._rest = b""
 
     def set_origin(self, seconds: float | None) -> None:
         self.agg.set_origin(seconds)
@@ -393,40 +406,46 @@ class PileupSink:
     def write(self, rec: dict) -> None:
         self.agg.write(rec)
 
-    _TRANSITION = b'{"type":"transition","conn":'
-    _FIELDS = re.compile(rb'\{"type":"transition","conn":(\d+),"frame":(?:\d+|null),"time":([^,]+),'
-                         rb'"endpoint":"([^"\\]*)","peer":"([^"\\]*)","from":"([A-Z_0-9]+)","to":"([A-Z_0-9]+)",'
-                         rb'"cause":"(?:[^"\\]|\\.)*"\}$')
+    def moves(self, label: str | None, states: tuple, event_of) -> Callable[[list], None]:
+        """What takes the compiled lane's hand-over in moves mode (rawfin.capture.engine.run(moves=True)),
+        for one capture (``label``: its "file", None for one capture alone): lists of
 
-    def feed(self, chunk: bytes) -> None:
-        """The compiled lane's JSON lines, as they come: only what the view needs is read (a
-        connection's first transition, the moves into and out of TIME_WAIT and CLOSE_WAIT, the
-        connection records); the other lines are passed over by their first bytes, and a
-        transition's fields are taken by one pattern (JSON decoding only when it does not fit,
-        as with a "file" key)."""
-        lines = (self._rest + chunk).split(b"\n")
-        self._rest = lines.pop()
+        * moves ``(conn, time_ns, side, from, to, names)``: ``from``/``to`` codes of ``states`` (their
+          names), ``names`` the two sides' endpoint names with a connection's first move (None after);
+        * anything else as ``event_of`` makes it the core's typed event: Transition and ConnectionEnd
+          (the lane's connection ends, and the events of the connections the Python observer follows).
+
+        No text is read back: the states by code, the time in ns (made the record's time, to the
+        microsecond, as the reference's records give it)."""
         agg = self.agg
-        known = agg.open
-        fields = self._FIELDS.match
-        loads = json.loads
-        head = self._TRANSITION
-        n = len(head)
-        for line in lines:
-            if line.startswith(head):
-                conn = int(line[n:line.index(b",", n)])
-                if b"TIME_WAIT" not in line and b"CLOSE_WAIT" not in line and (None, conn) in known:
+        known = agg.open.get
+        watched = tuple(_INDEX.get(n) for n in states)
+
+        def take(batch: list) -> None:
+            for t in batch:
+                conn = t[0] if t.__class__ is tuple else None
+                if conn.__class__ is int:               # a move
+                    ck = (label, conn)
+                    st = known(ck)
+                    if st is None:
+                        names, side = t[5], t[2]
+                        if names is None:
+                            raise RuntimeError(f"the lane's first move of connection {conn} names nobody")
+                        st = agg.opened(ck, names[side], names[1 - side], states[t[3]], states[t[4]], names)
+                    a, b = watched[t[3]], watched[t[4]]
+                    if a is None and b is None:
+                        continue
+                    agg.moved(ck, st, int(round((t[1] + 500) // 1000 / 1_000_000 * 1e9)), st[3][t[2]], a, b)
                     continue
-                m = fields(line)
-                if m is not None:
-                    t = m[2]
-                    agg.move((None, conn), None if t == b"null" else float(t), m[3].decode(), m[4].decode(),
-                             m[5].decode(), m[6].decode())
-                    continue
-            elif line.startswith(b'{"type":"anomaly"'):
-                continue
-            if line:
-                agg.write(loads(line.decode("utf-8")))
+                ev = event_of(t)
+                cls = ev.__class__
+                if cls is Transition:
+                    agg.move((label, ev.conn), seconds_of(ev.time_ns), ev.endpoint, ev.peer, ev.from_.name,
+                             ev.to.name)
+                elif cls is ConnectionEnd:
+                    agg.ended((label, ev.conn), ev.client, ev.server, ev.close, ev.active_closer,
+                              seconds_of(ev.last_time_ns))
+        return take
 
     def _sample(self, rec: dict) -> None:
         if self.fmt == "jsonl":

@@ -21,6 +21,8 @@ typedef struct {
     uint8_t reprieve_key[KEYLEN];
     PyObject *dumps;        /* a Python-side event -> its JSON line (the output layer's) */
     PyObject *emit;         /* events mode: a list of records -> None (else NULL: JSON lines through write) */
+    int moves;              /* events mode, moves only: a transition as (conn, time_ns, side, from, to, names or
+                               None), state codes as names() gives them; no anomaly (rawfin.capture.engine.run) */
     PyObject *write;        /* bytes -> None */
     PyObject *fmt6;         /* 16 bytes -> IPv6 text as rawfin prints it */
     PyObject *make_seg;     /* rawfin.wire.decode.make_segment */

@@ -8,15 +8,15 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
                              "end_conns", "end_prepare", "end_finish", "end_clear", "tracked", "evict", "evict_taken", "reprieve",
                              "dumps", "write", "fmt6", "make_segment", "msl_ns", "hold_ns", "file_suffix", "msl_text",
                              "evidence", "loss_evidence", "emit", "syn_timeout_ns", "syn_ack_timeout_ns",
-                             "max_connections", "relative_seq", "compact_after", NULL};
+                             "max_connections", "relative_seq", "compact_after", "moves", NULL};
     PyObject *cb[NCB], *dumps, *wr, *f6, *mk, *ev, *lk, *emit = Py_None;
     long long msl, hold, syn_to = -1, synack_to = -1, maxc = 0, compact_after = 256;
-    int relative = 0;
+    int relative = 0, moves = 0;
     const char *suffix, *c2;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOOOOOLLssOO|OLLLpL", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOOOOOOOOOLLssOO|OLLLpLp", kwlist, &cb[0], &cb[1], &cb[2], &cb[3],
                                      &cb[4], &cb[5], &cb[6], &cb[7], &cb[8], &cb[9], &cb[10], &cb[11], &cb[12],
                                      &cb[13], &cb[14], &cb[15], &dumps, &wr, &f6, &mk, &msl, &hold, &suffix, &c2, &ev,
-                                     &lk, &emit, &syn_to, &synack_to, &maxc, &relative, &compact_after))
+                                     &lk, &emit, &syn_to, &synack_to, &maxc, &relative, &compact_after, &moves))
         return -1;
     if (!table_set || !rules_set) { PyErr_SetString(PyExc_RuntimeError, "set_table() and set_rules() first"); return -1; }
     if (strlen(suffix) >= sizeof e->file_suffix || strlen(c2) >= sizeof e->msl_text) {
@@ -37,6 +37,8 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     Py_INCREF(mk); Py_XSETREF(e->make_seg, mk);
     if (e->nout) { PyErr_SetString(PyExc_RuntimeError, "the engine was started already"); return -1; }
     Py_XSETREF(e->emit, emit == Py_None ? NULL : Py_NewRef(emit));
+    if (moves && !e->emit) { PyErr_SetString(PyExc_ValueError, "moves: with emit only"); return -1; }
+    e->moves = moves;
     e->py_timer_when = e->py_timer_id = -1;
     /* where segments get lost: which anomaly kinds are evidence of it (rules.LOSS_EVIDENCE, as plain
        (kind, down, local) tuples); what a call notes goes to the ``evidence`` callable when the call stands */

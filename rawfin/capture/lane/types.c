@@ -82,6 +82,7 @@ typedef struct conn {
     uint32_t copy_fin[2];   /* ... that FIN's sequence number, if has_copy has the side's bit */
     uint8_t has_copy;
     uint8_t seen, tw, ka;   /* tw: settled, as the Python observer's TimeWait form; ka: side of key[1] */
+    uint8_t named;          /* moves mode: its endpoints' names have been handed over (with its first move) */
     uint8_t based;          /* --seq relative: whose base is known (side bits); base: each side's (note_bases) */
     uint32_t base[2];
     uint8_t unanswered;     /* side bits: that side's last news is data from the peer, it has sent nothing since */

@@ -61,35 +61,45 @@ static int table_put(Engine *e, conn_t *c) {
     return 0;
 }
 
-/* --max-connections: the connections (and markers) by activity, the least recently active first */
-static void lru_unlink(Engine *e, conn_t *c) {
-    if (!c->in_lru) return;
-    if (c->lru_prev) c->lru_prev->lru_next = c->lru_next; else e->lru_head = c->lru_next;
-    if (c->lru_next) c->lru_next->lru_prev = c->lru_prev; else e->lru_tail = c->lru_prev;
-    c->lru_prev = c->lru_next = NULL;
-    c->in_lru = 0;
+/* the list by age (age_t): with --max-connections the connections (and markers) by activity, else the
+   last connections a SYN alone made */
+static void age_unlink(Engine *e, conn_t *c) {
+    age_t *l = &e->by_age;
+    if (!c->in_age) return;
+    if (c->age_prev) c->age_prev->age_next = c->age_next; else l->head = c->age_next;
+    if (c->age_next) c->age_next->age_prev = c->age_prev; else l->tail = c->age_prev;
+    c->age_prev = c->age_next = NULL;
+    c->in_age = 0;
+    l->n--;
 }
 
+static void age_append(Engine *e, conn_t *c) {
+    age_t *l = &e->by_age;
+    c->age_prev = l->tail;
+    c->age_next = NULL;
+    if (l->tail) l->tail->age_next = c; else l->head = c;
+    l->tail = c;
+    c->in_age = 1;
+    l->n++;
+}
+
+/* --max-connections: the pair is the most recently active */
 static void lru_touch(Engine *e, conn_t *c) {
-    if (c->in_lru && e->lru_tail == c) return;
-    lru_unlink(e, c);
-    c->lru_prev = e->lru_tail;
-    c->lru_next = NULL;
-    if (e->lru_tail) e->lru_tail->lru_next = c; else e->lru_head = c;
-    e->lru_tail = c;
-    c->in_lru = 1;
+    if (c->in_age && e->by_age.tail == c) return;
+    age_unlink(e, c);
+    age_append(e, c);
 }
 
-/* ``nw`` takes ``old``'s place (a marker for a connection handed to Python) */
+/* --max-connections: ``nw`` takes ``old``'s place by activity (a marker for a connection handed to Python) */
 static void lru_replace(Engine *e, conn_t *old, conn_t *nw) {
-    if (!old->in_lru) return;
-    nw->lru_prev = old->lru_prev;
-    nw->lru_next = old->lru_next;
-    if (nw->lru_prev) nw->lru_prev->lru_next = nw; else e->lru_head = nw;
-    if (nw->lru_next) nw->lru_next->lru_prev = nw; else e->lru_tail = nw;
-    nw->in_lru = 1;
-    old->in_lru = 0;
-    old->lru_prev = old->lru_next = NULL;
+    if (!old->in_age || !e->max_conns) return;
+    nw->age_prev = old->age_prev;
+    nw->age_next = old->age_next;
+    if (nw->age_prev) nw->age_prev->age_next = nw; else e->by_age.head = nw;
+    if (nw->age_next) nw->age_next->age_prev = nw; else e->by_age.tail = nw;
+    nw->in_age = 1;
+    old->in_age = 0;
+    old->age_prev = old->age_next = NULL;
 }
 
 #define NBUCKETS4 (1u << 16)
@@ -130,26 +140,7 @@ static void table_del(Engine *e, conn_t *c) {
     }
     c->next = NULL;
     if (!c->compact) index4_del(e, c);
-    lru_unlink(e, c);
-}
-
-/* the connections a SYN alone made, newest last (compaction under pressure, loop.c) */
-static void syn_unlink(Engine *e, conn_t *c) {
-    if (!c->in_syn) return;
-    if (c->syn_prev) c->syn_prev->syn_next = c->syn_next; else e->syn_head = c->syn_next;
-    if (c->syn_next) c->syn_next->syn_prev = c->syn_prev; else e->syn_tail = c->syn_prev;
-    c->syn_prev = c->syn_next = NULL;
-    c->in_syn = 0;
-    e->nsyn--;
-}
-
-static void syn_append(Engine *e, conn_t *c) {
-    c->syn_prev = e->syn_tail;
-    c->syn_next = NULL;
-    if (e->syn_tail) e->syn_tail->syn_next = c; else e->syn_head = c;
-    e->syn_tail = c;
-    c->in_syn = 1;
-    e->nsyn++;
+    age_unlink(e, c);
 }
 
 static void heap_remove(Engine *e, conn_t *c);
@@ -157,7 +148,7 @@ static void heap_remove(Engine *e, conn_t *c);
 static void conn_release(Engine *e, conn_t *c) {
     heap_remove(e, c);          /* its timer goes with it: the memory is free now */
     if (c->compact) { free(c); return; }
-    syn_unlink(e, c);
+    age_unlink(e, c);
     free(c->log);
     c->log = NULL;
     Py_CLEAR(c->pykey);

@@ -52,12 +52,8 @@ typedef struct {
     conn_t *free_list;
     /* --max-connections: the lane's connections and the markers of Python's, by activity */
     uint32_t nlane, nmarkers;
-    conn_t *lru_head, *lru_tail;
-    /* compaction under pressure (loop.c): the connections a SYN alone made, not compact yet, newest last;
-       more than compact_after of them and the oldest is made compact if it is still a SYN alone */
-    conn_t *syn_head, *syn_tail;
-    uint32_t nsyn;
-    int64_t compact_after, compacted;
+    age_t by_age;           /* by activity with --max-connections, else the last SYN-alone connections */
+    int64_t compact_after, compacted;   /* compaction under pressure (loop.c) */
     /* --filter */
     filter_t filter;
     int64_t filtered;

@@ -71,7 +71,7 @@ static int make_room(Engine *e) {
             Py_DECREF(v);
             if (PyErr_Occurred()) return -1;
         }
-        conn_t *c = e->lru_head;
+        conn_t *c = e->by_age.head;
         if (n <= e->max_conns || !c) return 0;
         if (e->nout > (1 << 20) && out_flush(e) < 0) return -1;
         if (c->compact && !(c = expand(e, c))) return -1;
@@ -196,7 +196,7 @@ static int fmt_names(Engine *e, conn_t *c) {
  * instead of 1 KB. Anything that looks further first makes it a conn_t again (expand) by doing
  * what on_segment did with that SYN: the same rules on the same segment, the same connection.
  *
- * Only under pressure: a connection a SYN alone made joins the list of the last ones (syn_append);
+ * Only under pressure: a connection a SYN alone made joins the list of the last ones (by_age);
  * when more than compact_after are in it, the oldest leaves it, and is made compact if it is still
  * a SYN alone (nothing has answered it while compact_after newer connections were born). A SYN that
  * is answered as usual (within a round trip) never is: making it compact and then expanding and
@@ -243,10 +243,10 @@ static int compact(Engine *e, conn_t *c) {
    answered -- the oldest of the list leaves it, made compact if it is still a SYN alone */
 static int syn_alone(Engine *e, conn_t *c) {
     if (!e->compact_after) return compact(e, c);
-    syn_append(e, c);
-    while (e->nsyn > e->compact_after) {
-        conn_t *o = e->syn_head;
-        syn_unlink(e, o);
+    age_append(e, c);
+    while (e->by_age.n > e->compact_after) {
+        conn_t *o = e->by_age.head;
+        age_unlink(e, o);
         if (o->nlog == 1 && can_compact(e, o, &o->log[0]) && compact(e, o) < 0) return -1;
     }
     return 0;
@@ -510,7 +510,7 @@ static int sweep_markers(Engine *e) {
                     *pp = c->next;
                     e->nconns--;
                     e->nmarkers--;
-                    lru_unlink(e, c);
+                    age_unlink(e, c);
                     c->dead = 1;
                     conn_release(e, c);
                     continue;

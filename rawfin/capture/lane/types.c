@@ -52,17 +52,13 @@ typedef struct {
     int64_t queued;         /* the deadline of its heap entry, -1: none */ \
     uint8_t python;         /* 1: a marker -- the Python observer owns this pair */ \
     uint8_t dead;           /* finished or handed over */ \
-    uint8_t in_lru;         /* in the activity list */ \
-    uint8_t in_syn;         /* in the list of the last connections a SYN alone made */ \
+    uint8_t in_age;         /* in the engine's list by age (by_age) */ \
     uint8_t compact;        /* 1: a compact_t (a connection that has sent one SYN, nothing else) */ \
     uint8_t swap;           /* compact: its first sender is the key's second address */
 
 typedef struct conn {
     CONN_HEAD
-    union {                 /* one list or the other: compaction is without --max-connections only */
-        struct { struct conn *lru_prev, *lru_next; };  /* --max-connections: the activity list, least recent first */
-        struct { struct conn *syn_prev, *syn_next; };  /* the last connections a SYN alone made, oldest first (loop.c) */
-    };
+    struct conn *age_prev, *age_next;   /* the engine's list by age (age_t), oldest first */
     struct conn *next4;     /* VLAN-tagged connections: the chain of the 4-tuple index */
     uint32_t hash4;
     uint8_t in4;            /* in that index (the 4-tuple's latest VLAN-tagged connection) */
@@ -122,6 +118,14 @@ typedef struct {
     CONN_HEAD
     ev_t syn;
 } compact_t;
+
+/* Connections by age, oldest first (conntable.c): with --max-connections, the lane's connections and the
+   markers of Python's by activity (the least recently active is evicted first); without it, the last
+   connections a SYN alone made, not compact yet (loop.c: compaction under pressure). */
+typedef struct {
+    conn_t *head, *tail;
+    uint32_t n;
+} age_t;
 
 typedef struct {
     int64_t when;           /* (the connection's id, the second key, is c->id: it never changes) */

@@ -497,3 +497,76 @@ def test_a_fin_answered_right_after_its_copy_where_losses_happen_after_the_captu
     assert not inferred(recs, SN)
     # the same close alone (nothing shows where segments get lost) is marked
     assert inferred(both_engines(_fin_again_answered_at_once(answer_ms=0.015), tmp_path), SN)
+
+
+# which of two crossing segments reached the receiver first: the capture's round trips (rawfin.core.delays) -------
+
+def opened_2ms() -> list[Segment]:
+    """opened(), where the capture point sees a round trip of 2 ms to each side (rawfin.core.delays)."""
+    return [seg("c", 0, 0, Flags.SYN), seg("s", 0, 1, Flags.SYN | A, ms=2), seg("c", 1, 1, ms=4),
+            seg("c", 1, 1, P | A, 100, ms=4.1), seg("s", 1, 101, P | A, 200, ms=6), seg("c", 101, 201, ms=8)]
+
+
+def _data_reordered_after_the_capture_point(reordered: bool) -> list[Segment]:
+    """Two data segments of the client; the server's duplicate ACK shows the second reached it first, and its
+    next ACK covers both with nothing sent again: the link reorders after the capture point. Or (not
+    ``reordered``) it ACKs them in order."""
+    if reordered:
+        acks = [seg("s", 201, 101, ms=12), seg("s", 201, 301, ms=13)]
+    else:
+        acks = [seg("s", 201, 201, ms=12), seg("s", 201, 301, ms=13)]
+    return [seg("c", 101, 201, P | A, 100, ms=10), seg("c", 201, 201, P | A, 100, ms=10.1), *acks]
+
+
+def _crossing_fins(answer_ms: float) -> list[Segment]:
+    """lossylink reorder seed 1 connection 34 (before the faults): the FINs cross, the server's ACK of the
+    client's FIN follows its own FIN, and the client answers the server's FIN ``answer_ms`` after that ACK was
+    captured (the kernel: FIN_WAIT_2 when the ACK overtook the FIN on the way)."""
+    return [seg("c", 301, 201, F | A, ms=20),
+            seg("s", 201, 301, F | A, ms=20.02),      # crosses it
+            seg("s", 202, 302, ms=21),                # the server ACKs the client's FIN
+            seg("c", 302, 202, ms=21 + answer_ms)]    # the client's answer to the server's FIN
+
+
+def test_crossing_order_from_the_round_trips_when_the_link_reorders(tmp_path):
+    """The link reorders after the capture point, and the client answered the server's FIN 5 ms after the
+    server's ACK of its FIN was captured, where every round trip to the client took 2 ms: that ACK more likely
+    reached it first (FIN_WAIT_2), the FIN first (CLOSING) named as the other reading."""
+    recs = both_engines(opened_2ms() + _data_reordered_after_the_capture_point(True) + _crossing_fins(5), tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"]
+    (mark,) = inferred(recs, CN)
+    assert (mark["from"], mark["to"]) == ("FIN_WAIT_1", "FIN_WAIT_2") and mark["alternative"] == ["CLOSING"]
+    assert mark["inferred"].startswith("or CLOSING if the FIN in frame ")
+    assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+
+
+def test_crossing_order_stays_the_sending_order_within_a_round_trip(tmp_path):
+    """The same link, but the client answered 1 ms after that ACK was captured, less than every round trip to
+    it: the FIN (sent first) more likely arrived first: CLOSING, FIN_WAIT_2 named."""
+    recs = both_engines(opened_2ms() + _data_reordered_after_the_capture_point(True) + _crossing_fins(1), tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    (mark,) = inferred(recs, CN)
+    assert mark["alternative"] == ["FIN_WAIT_2"]
+
+
+def test_crossing_order_stays_the_sending_order_on_a_link_not_seen_reordering(tmp_path):
+    """The answer 5 ms after the ACK, but nothing in the capture shows the link reordering (a link that keeps
+    the order never lets the ACK overtake the FIN sent before it): CLOSING, FIN_WAIT_2 named."""
+    recs = both_engines(opened_2ms() + _data_reordered_after_the_capture_point(False) + _crossing_fins(5), tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    (mark,) = inferred(recs, CN)
+    assert mark["alternative"] == ["FIN_WAIT_2"]
+
+
+def test_crossing_order_not_read_from_times_when_segments_go_missing_before_the_capture_point(tmp_path):
+    """Reordering shown, the answer 5 ms after the ACK, but the capture also misses a segment of the client's
+    (lost, or reordered, before the capture point): it may sit next to the receivers, where what it shows is the
+    order segments arrived in. The FIN first (as captured): CLOSING, FIN_WAIT_2 named."""
+    segs = opened_2ms() + _data_reordered_after_the_capture_point(True) + [
+        seg("c", 401, 201, P | A, 100, ms=15),        # 301..401 never captured
+        seg("s", 201, 501, ms=16)] + [
+        seg("c", 501, 201, F | A, ms=20), seg("s", 201, 501, F | A, ms=20.02), seg("s", 202, 502, ms=21),
+        seg("c", 502, 202, ms=26)]
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    assert [m["alternative"] for m in inferred(recs, CN)] == [["FIN_WAIT_2"]]

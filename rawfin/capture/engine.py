@@ -272,6 +272,7 @@ def run(path: str, write: Callable[[bytes], object], *, json_of: Callable | None
                          msl_text=f"{2 * msl_ns / SEC:g}", emit=emit, syn_timeout_ns=obs.limits["syn"],
                          syn_ack_timeout_ns=obs.limits["syn_ack"], max_connections=limits.get("max_connections") or 0,
                          relative_seq=relative_seq, compact_after=COMPACT_AFTER, moves=moves)
+    obs.trips.pull = eng.take_trips     # the round trips the lane counted, taken in before a reading
     reader = open_capture(path, fileobj)
     if bpf is not None:
         eng.set_filter(*bpf.for_byte_order(reader.byte_order == "big").lane_args())

@@ -26,6 +26,7 @@ from typing import Callable
 
 from rawfin.core import rules as R
 from rawfin.core import seq as sq
+from rawfin.core.delays import CLIENT, SERVER
 from rawfin.core.states import Input, State
 
 # --------------------------------------------------------------------------------------------- the IR
@@ -45,7 +46,7 @@ _CONN_NAMES = {"first_fin": "conn"}
 
 PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "in_window", "ack_known",
               "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
-              "crossed", "answered", "now", "reached", "rd_shut", "waiting", "lost_after")
+              "crossed", "answered", "now", "reached", "rd_shut", "waiting", "lost_after", "dup_ack")
 ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
            "queue", "close", "retransmit", "probe", "disarm_rto",
            "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
@@ -56,7 +57,7 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
            "fin_unseen", "first_fin_lost", "first_fin_arrived", "wait_behind", "drop_lost_acks", "hold_rst",
            "deliver_rst",
            "rsts_unreceived", "evidence", "rtt", "syn_time", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue",
-           "note_resent", "drop_resent",
+           "note_resent", "drop_resent", "note_hole", "drop_hole", "reordered",
            # the capture cannot decide the next transition: the states the other reading enters, and when
            "infer",
            # who sent the first RST (a reset close names its sender)
@@ -68,15 +69,16 @@ CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin
 #: what the observer keeps for a side (``rst:rx``...): RSTs held until nothing shows them lost, segments
 #: waiting behind a FIN whose arrival is not shown yet, a FIN held ahead of a gap; ``filled``: the gap in
 #: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs
-WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks", "late", "late_first")
+WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks", "late", "late_first", "ack_first")
 #: the clocks rules.HALF_OPEN counts from, and its timeouts
 HALF_OPEN_CLOCKS = ("synack_at", "syn_at")
 HALF_OPEN_TIMEOUTS = ("syn_ack", "syn")
-ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen", "data_unanswered", "resent")
+ROLES = ("client", "first_closer", "fin_noted", "known", "seen", "synack_unseen", "data_unanswered", "resent",
+         "hole")
 TIMERS = ("2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked", "retries_exhausted",
           "user_timeout_expired", "loss_probe")
 SENDS = ("ACK", "RST", "SYN,ACK", "SYN,ACK again")
-HELD_KINDS = ("syn", "syn_without_data", "fin", "fin_at_now", "fin_at_queue", "ahead")
+HELD_KINDS = ("syn", "syn_without_data", "fin", "fin_at_now", "fin_at_queue", "ahead", "fin_last")
 _OPS = ("<=", ">=", "=", "<", ">")
 
 
@@ -153,7 +155,7 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
             return ("cmp", neg, (op, _value(a, ctx_who), _value(b, ctx_who)))
     if t in FLAG_BITS:
         return ("flag", neg, (FLAG_BITS[t],))
-    if t in ("pure_ack", "data", "occupies", "in_window", "ack_known", "answered", "now", "rd_shut"):
+    if t in ("pure_ack", "data", "occupies", "in_window", "ack_known", "answered", "now", "rd_shut", "dup_ack"):
         return (t, neg, ())
     if t in CONFIG:
         return ("config", neg, (t,))
@@ -551,6 +553,9 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
         return lambda c: bool(c.seg.flags & bit)
     if name == "pure_ack":
         return lambda c: c.seg.flags & 0x17 == 0x10
+    if name == "dup_ack":           # a bare ACK of nothing new while the peer's data is outstanding (a duplicate ACK)
+        return lambda c: (c.seg.flags & 0x17 == 0x10 and not c.seg.data_len and c.seg.ack == c.rx.snd_una
+                          and c.rx.snd_una != c.rx.snd_nxt)
     if name == "data":
         return lambda c: c.seg.data_len > 0
     if name == "occupies":
@@ -645,6 +650,27 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
             end = sq.add(me.fin_seq, 1)
             return any(q.has_ack and sq.ge(q.ack, end) for q in e[2])
         return acks
+    if what == "ack_first":       # the link reorders after the capture point, and the receiver's answer (now) came
+        #                           later after the first segment waiting behind the FIN that acknowledges its FIN
+        #                           than most round trips to its side (rawfin.core.delays)
+        def ack_first(c):
+            e, me = entry(c), getattr(c, key[:-1])
+            if c.nowseg is None or not (e and len(e) > 2 and e[2]) or me.fin_seq is None:
+                return False
+            # the capture has seen segments reach a host out of order, and nothing shows segments missing before
+            # the capture point (it saw them as they were sent: the reordering happened after it)
+            if not c.conn.trips.reorders():
+                return False
+            ev = c.conn.evidence
+            if any(ev.get((host_of(n), "up"), 0) for n in (me.name, me.peer_name)):
+                return False
+            end = sq.add(me.fin_seq, 1)
+            q = next((q for q in e[2] if q.has_ack and sq.ge(q.ack, end)), None)
+            if q is None:
+                return False
+            side = CLIENT if getattr(c, key) == c.conn.client else SERVER
+            return c.conn.trips.mostly_below(side, (c.nowseg.time_ns or 0) - (q.time_ns or 0))
+        return ack_first
     if what == "late":            # a round trip (the handshake's; unknown: never late) and late_ns after the held FIN
         return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None
                               and c.now - (e[0].time_ns or 0) >= late_ns + c.conn.rtt_ns)
@@ -727,6 +753,8 @@ def _role(who: str, role: str) -> Callable:
         return lambda c: bool(c.conn.unanswered & bit(c))
     if role == "resent":
         return lambda c: bool(c.conn.resent & bit(c))
+    if role == "hole":
+        return lambda c: bool(c.conn.hole & bit(c))
     raise RuleError(role)
 
 

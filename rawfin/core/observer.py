@@ -24,6 +24,7 @@ from rawfin.core.segment import Segment, fmt_endpoint
 from rawfin.core.states import State
 from rawfin.core import machine as M
 from rawfin.core.machine import STOP, Ctx, holds, run
+from rawfin.core.delays import CLIENT, NO_ROUND_TRIPS, SERVER, RoundTrips
 from rawfin.core.rules import LOSS_EVIDENCE
 
 _EST = State.ESTABLISHED
@@ -100,7 +101,9 @@ class Connection:
                  "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
                  "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "evidence",
-                 "syn_ns", "fin_copy", "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent", "bases")
+                 "trips",
+                 "syn_ns", "fin_copy", "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent", "bases",
+                 "hole")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0,
                  limits: dict | None = None) -> None:
@@ -132,6 +135,7 @@ class Connection:
         self.seen = 0            # bit 1: the first sender has sent, bit 2: the other side has
         self.unanswered = 0      # same bits: that side got data and its application has sent nothing since
         self.resent = 0          # same bits: that side has sent data again that its peer already had (rules' resent)
+        self.hole = 0            # same bits: that side's duplicate ACK showed a hole in what it got (rules' hole)
         self.held_ack: dict[tuple[str, int], Segment] = _NO_DICT
         self.queued: int | None = None      # the deadline this connection has in the observer's heap
         self.synack_unseen: tuple[str, int] | None = None
@@ -141,6 +145,7 @@ class Connection:
         # receiver -> (FIN seq, time): the first capture of the FIN held for it (rules' late:)
         self.fin_copy: dict[tuple[str, int], tuple[int, int]] = _NO_DICT
         self.evidence: Counter = _NO_EVIDENCE   # the observer's: (host, "up"/"down") -> segments lost there
+        self.trips: RoundTrips = NO_ROUND_TRIPS   # the observer's: the capture's round trips to each side
         self.alt_keys: tuple = ()
         src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
         a = Endpoint(local=src, remote=dst, config=cfg, vlan=seg.vlan)
@@ -556,7 +561,10 @@ def _deliver_held(kind: str):
             c.infer = conn._collect(x.receive(seg.with_(frame=when.frame, time_ns=when.time_ns), when.time_ns or 0),
                                     c.out, c.infer)
             return
-        when = c.nowseg if kind == "fin_at_now" else _queue(c.h)[0] if kind == "fin_at_queue" else seg
+        if kind == "fin_last":     # what waited behind the FIN overtook it: that first, the FIN where now shows it
+            for q in _queue(c.h):
+                c.infer = conn._collect(x.receive(q, q.time_ns or 0), c.out, c.infer)
+        when = c.nowseg if kind in ("fin_at_now", "fin_last") else _queue(c.h)[0] if kind == "fin_at_queue" else seg
         fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=1 | (seg.flags & 16),
                         frame=when.frame, time_ns=when.time_ns)
         c.infer = conn._collect(x.receive(fin, when.time_ns or 0), c.out, c.infer)
@@ -685,7 +693,14 @@ def _evidence(where: str, who: str):
 
 
 def _rtt(c: Ctx) -> None:
-    c.conn.rtt_ns = c.now - c.conn.syn_ns
+    """The handshake's round trip; its two halves are round trips from the capture point to each side (the SYN
+    to the server and its SYN,ACK back; the SYN,ACK to the client and its ACK back): rawfin.core.delays."""
+    conn = c.conn
+    conn.rtt_ns = c.now - conn.syn_ns
+    syn, synack = conn.syn_at, conn.synack_at
+    if conn.trips is not NO_ROUND_TRIPS and syn is not None and synack is not None and syn <= synack <= c.now:
+        conn.trips.add(SERVER, synack - syn)
+        conn.trips.add(CLIENT, c.now - synack)
 
 
 def _syn_time(c: Ctx) -> None:
@@ -745,6 +760,20 @@ def _note_resent(c: Ctx, k) -> None:
 
 def _drop_resent(c: Ctx, k) -> None:
     c.conn.resent &= ~(1 if k == c.conn.first else 2)
+
+
+def _note_hole(c: Ctx, k) -> None:
+    c.conn.hole |= 1 if k == c.conn.first else 2
+
+
+def _drop_hole(c: Ctx, k) -> None:
+    c.conn.hole &= ~(1 if k == c.conn.first else 2)
+
+
+def _reordered(c: Ctx) -> None:
+    """A hole filled with nothing sent again: segments reached a host out of order (rawfin.core.delays)."""
+    if c.conn.trips is not NO_ROUND_TRIPS:
+        c.conn.trips.reordered += 1
 
 
 def _listening(c: Ctx) -> None:
@@ -847,6 +876,12 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
         return _on(args[0], _note_resent)
     if name == "drop_resent":
         return _on(args[0], _drop_resent)
+    if name == "note_hole":
+        return _on(args[0], _note_hole)
+    if name == "drop_hole":
+        return _on(args[0], _drop_hole)
+    if name == "reordered":
+        return _reordered
     if name == "infer":
         states, when = args[0], args[1]
         alt = tuple(State[st] for st in states)
@@ -1089,6 +1124,9 @@ class Observer:
         #: (rules.LOSS_EVIDENCE; the compiled lane adds what its connections show, evidence_kinds says which)
         self.evidence: Counter = Counter()
         self.loss_evidence = LOSS_EVIDENCE
+        #: the round trips from the capture point to the clients' and to the servers' side the capture so far
+        #: shows (rawfin.core.delays; the compiled lane counts those of its connections: trips.pull)
+        self.trips = RoundTrips()
         self.max_connections = max_connections or None
         #: connection id -> connection, the least recently active first (kept with a limit only)
         self.recent: dict[int, object] | None = {} if self.max_connections else None
@@ -1139,6 +1177,7 @@ class Observer:
         if conn is None:
             conn = Connection(self.next_id, key, seg, self.cfg, self.hold_ns, self.limits)
             conn.evidence = self.evidence
+            conn.trips = self.trips
             self.open_count += 1
             self.next_id += 1
             self.active[key] = conn
@@ -1385,6 +1424,7 @@ class Observer:
         self.active[conn.key] = conn
         if conn.__class__ is Connection:      # (its replay counted nothing: the lane had)
             conn.evidence = self.evidence
+            conn.trips = self.trips
         self.open_count += 1
         if vlan:
             self.by_tuple[conn.key[1:]] = conn

@@ -494,6 +494,13 @@ SEGMENT: tuple[Step, ...] = (
                      "{tx.name}: it sent its FIN seq={tx.fin_seq} again", "tx"), ("unhold_final", "tx")),
          row("final:tx", ("deliver_final", "tx"))),
     step("final_ack_rx", row("final:rx", ("deliver_final", "rx"))),
+    # a duplicate ACK (nothing new acknowledged while its peer's data is outstanding): something reached it above a
+    # hole. Filled with nothing sent again, the segments that filled it arrived after later ones: the link reorders
+    # (what the crossing-order rows of FLUSH read, with the capture's round trips: rawfin.core.delays)
+    step("hole",
+         row("ACK tx:hole ack>rx.snd_una !rx:resent", ("reordered",), ("drop_hole", "tx")),
+         row("ACK tx:hole ack>rx.snd_una", ("drop_hole", "tx")),
+         row("dup_ack !tx:hole !rx:resent", ("note_hole", "tx"))),
     # data the capture point saw, sent again, not the sender's last (a tail loss probe resends the last):
     # recovery from a loss after the capture point
     # (any data sent again, the last segment too: the side is recovering from a loss, and a FIN its application
@@ -560,6 +567,10 @@ RST_HELD: tuple[Step, ...] = (
     step("fin_behind_data", row("x.state:ESTABLISHED x:resent x.snd_una<x.snd_nxt", ("infer", *_FIN_BEHIND_DATA))),
 )
 
+#: the other reading when what its peer sent after its FIN is taken as having overtaken that FIN
+_FIN_FIRST = ("the FIN in frame {h.frame} reached it before what its peer sent after it (the capture's round trips "
+              "to this side say that is the less likely order)")
+
 # Delivering what was held for an endpoint (Connection._flush), ``now`` the segment that shows it, if any.
 FLUSH: tuple[Step, ...] = (
     step("flush",
@@ -574,12 +585,20 @@ FLUSH: tuple[Step, ...] = (
          row("ahead:x", ("deliver_held", "ahead"), ("deliver_queue",), STOP),
          # crossed: no earlier than the first segment its sender sent after it that waited for it
          # ... and when what waited behind it acknowledges the receiver's own FIN, the order the two reached it
-         # decides its path (FIN first: CLOSING; the ACK first: FIN_WAIT_2), which the capture cannot show
+         # decides its path (FIN first: CLOSING; the ACK first: FIN_WAIT_2), which the capture cannot show. It
+         # shows how likely each is: the ACK came first if its way to the receiver and the answer's way back took
+         # less than the time from capturing it to capturing the receiver's answer to the FIN, and the capture's
+         # round trips to that side (rawfin.core.delays) say how often a trip is that short. More often than not:
+         # the ACK first (FIN_WAIT_2); else the FIN first (CLOSING, the order it was sent in). Marked either way.
+         row("h.crossed queue:x acks:x x.state:FIN_WAIT_1 now ack_first:x", ("infer", ("CLOSING",), _FIN_FIRST),
+             ("deliver_held", "fin_last"), STOP),
          row("h.crossed queue:x acks:x x.state:FIN_WAIT_1", ("infer", ("FIN_WAIT_2",),
              "the segment its peer sent after the FIN in frame {h.frame} overtook that FIN after the capture point"),
              ("deliver_held", "fin_at_queue"), ("deliver_queue",), STOP),
          row("h.crossed queue:x", ("deliver_held", "fin_at_queue"), ("deliver_queue",), STOP),
          row("h.crossed now", ("deliver_held", "fin_at_now"), STOP),   # crossed: at the frame that shows it
+         row("queue:x acks:x x.state:FIN_WAIT_1 now ack_first:x", ("infer", ("CLOSING",), _FIN_FIRST),
+             ("deliver_held", "fin_last"), STOP),
          row("queue:x acks:x x.state:FIN_WAIT_1", ("infer", ("FIN_WAIT_2",),
              "the segment its peer sent after the FIN in frame {h.frame} overtook that FIN after the capture point"),
              ("deliver_held", "fin"), ("deliver_queue",), STOP),
@@ -657,4 +676,5 @@ OBSERVER_TIMERS = ("final_ack", "endpoints")
 
 #: In-order data or a plain ACK between two ESTABLISHED endpoints decides nothing: the fast path applies it
 #: without the programs above (the result is the same; the tests compare both).
-FAST_PATH = "pure_ack !fins !held tx:seen !tx:resent tx.state:ESTABLISHED rx.state:ESTABLISHED seq=rx.rcv_nxt ack_known"
+FAST_PATH = ("pure_ack !fins !held tx:seen !tx:resent !tx:hole !dup_ack tx.state:ESTABLISHED rx.state:ESTABLISHED "
+             "seq=rx.rcv_nxt ack_known")

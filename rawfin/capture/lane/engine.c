@@ -3,6 +3,8 @@
 
 #define MAXLK 8          /* anomaly kinds that are evidence */
 #define MAXEVID 16       /* evidence one call may note */
+#define TRIP_SUB 8       /* round-trip buckets per octave (rawfin.core.delays.SUB) */
+#define TRIP_BUCKETS (61 * TRIP_SUB)   /* rawfin.core.delays.NBUCKETS */
 
 typedef struct {
     PyObject_HEAD
@@ -70,5 +72,14 @@ typedef struct {
     uint8_t inf_on;
     char inf_text[512];
     struct { char host[64]; uint8_t down; } evid[MAXEVID];
+    /* round trips from the capture point (rules' rtt action; rawfin.core.delays): noted during a call, counted
+       when it stands (dropped when it hands over), taken by the Python side before it reads them (take_trips) */
+    int ntrip;
+    struct { uint8_t side; uint16_t b; } trip_note[2];
+    uint32_t trips[2][TRIP_BUCKETS];
+    int nreo;                   /* holes filled with nothing sent again (rules' reordered): this call's, and counted */
+    int64_t reordered;
+    uint8_t reorder_seen;       /* ... any, since the start (reordered starts again when Python takes it) */
+    uint8_t ever_python;        /* a connection of this capture has been the Python observer's */
 } Engine;
 

@@ -20,6 +20,7 @@ static PyObject *events_list(conn_t *c) {
 static PyObject *handoff(Engine *e, conn_t *c) {
     char ip0[48], ip1[48];
     e->handoffs++;
+    e->ever_python = 1;
     ip_text(c, 0, ip0, sizeof ip0);
     ip_text(c, 1, ip1, sizeof ip1);
     PyObject *evs = events_list(c);

@@ -260,6 +260,12 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
     switch (p->code) {
     case P_FLAG: r = (s->flags & p->a[0]) != 0; break;
     case P_PURE_ACK: r = (s->flags & 0x17) == 0x10; break;
+    case P_DUP_ACK: {               /* a bare ACK of nothing new while the peer's data is outstanding */
+        if (x->rx < 0) return -BAIL;
+        const cep_t *rx = &c->ep[x->rx];
+        r = (s->flags & 0x17) == 0x10 && !s->data_len && s->ack == rx->snd_una && rx->snd_una != rx->snd_nxt;
+        break;
+    }
     case P_DATA: r = s->data_len > 0; break;
     case P_OCCUPIES: r = seg_len(s) > 0; break;
     case P_CMP: {
@@ -317,6 +323,7 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
         case R_SYNACK_UNSEEN: r = 0; break;
         case R_DATA_UNANSWERED: r = (c->unanswered & side_bit(side)) != 0; break;
         case R_RESENT: r = (c->resent & side_bit(side)) != 0; break;
+        case R_HOLE: r = (c->hole & side_bit(side)) != 0; break;
         default: return -BAIL;
         }
         break;
@@ -392,6 +399,12 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
                 && c->copy_fin[side] == fin_seq_of(&h->seg) && x->now - c->copy_ns[side] >= p->a[2] + c->rtt_ns;
             break;
         }
+        case WT_ACK_FIRST:
+            /* the round trips and the loss evidence are the Python observer's (rawfin.core.delays): but where
+               no segment has been seen reordered and every connection so far was the lane's, the answer is no */
+            if (x->e->reorder_seen || x->e->nreo || x->e->ever_python) return -BAIL;
+            r = 0;
+            break;
         default: return -BAIL;                        /* rst_late: whether RSTs were lost: Python's */
         }
         break;
@@ -482,6 +495,13 @@ static int endpoint_call(Engine *e, conn_t *c, int side, int prog, const ev_t *s
 
 static int receive(Engine *e, conn_t *c, int side, const ev_t *s, int64_t now) {
     return endpoint_call(e, c, side, PG_RECEIVE + c->ep[side].state, s, now);
+}
+
+/* rawfin.core.delays.bucket: eight buckets per octave of nanoseconds (below eight, one per nanosecond) */
+static inline uint16_t trip_bucket(int64_t ns) {
+    if (ns < TRIP_SUB) return (uint16_t)ns;
+    int o = 63 - __builtin_clzll((unsigned long long)ns);
+    return (uint16_t)((o - 2) * TRIP_SUB + ((ns >> (o - 3)) & (TRIP_SUB - 1)));
 }
 
 static int act(ctx_t *x, const act_t *a) {
@@ -672,7 +692,15 @@ static int act(ctx_t *x, const act_t *a) {
         side = side_of(x, a->a[1]);
         if (side < 0) return BAIL;
         return evid_note(e, c, side, a->a[0]);
-    case A_RTT: c->rtt_ns = x->now - c->syn_ns; c->has_rtt = 1; return 0;
+    case A_RTT:             /* the round trip, and the two halves as round trips to each side (rawfin.core.delays) */
+        c->rtt_ns = x->now - c->syn_ns;
+        c->has_rtt = 1;
+        if (c->syn_at >= 0 && c->synack_at >= c->syn_at && x->now >= c->synack_at) {
+            e->trip_note[0].side = 1; e->trip_note[0].b = trip_bucket(c->synack_at - c->syn_at);     /* the server's */
+            e->trip_note[1].side = 0; e->trip_note[1].b = trip_bucket(x->now - c->synack_at);        /* the client's */
+            e->ntrip = 2;
+        }
+        return 0;
     case A_SYN_TIME: c->syn_ns = x->now; return 0;
     case A_NOTE_RESENT: case A_DROP_RESENT:     /* rules' resent: that side has sent data again */
         side = side_of(x, a->a[0]);
@@ -680,6 +708,13 @@ static int act(ctx_t *x, const act_t *a) {
         if (a->code == A_NOTE_RESENT) c->resent |= (uint8_t)side_bit(side);
         else c->resent &= (uint8_t)~side_bit(side);
         return 0;
+    case A_NOTE_HOLE: case A_DROP_HOLE:         /* rules' hole: that side's duplicate ACK showed a hole */
+        side = side_of(x, a->a[0]);
+        if (side < 0) return BAIL;
+        if (a->code == A_NOTE_HOLE) c->hole |= (uint8_t)side_bit(side);
+        else c->hole &= (uint8_t)~side_bit(side);
+        return 0;
+    case A_REORDERED: e->nreo++; return 0;      /* a hole filled with nothing sent again: counted when the call stands */
     case A_DELIVER: return receive(e, c, x->rx, s, x->now);
     case A_LISTENING: c->ep[x->x].state = LISTEN; return 0;
     case A_DELIVER_HELD: {

@@ -138,7 +138,7 @@ static int expire(Engine *e, int64_t now) {
         }
         /* BAIL: Python takes the connection, then this timer */
         out_rollback(e, mark);
-        e->nevid = 0;
+        e->nevid = 0; e->ntrip = 0; e->nreo = 0;
         int64_t q = h.when;
         PyObject *pc = handoff(e, c);
         if (!pc) return -1;
@@ -392,7 +392,7 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         if (rb == ERR) return -1;
         if (rb == BAIL) {
             out_rollback(e, born_mark);
-            e->nevid = 0;
+            e->nevid = 0; e->ntrip = 0; e->nreo = 0;
             e->next_id = c->id;
             c->next = e->free_list;
             e->free_list = c;
@@ -414,7 +414,7 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         size_t mark = c->nlog ? e->nout : born_mark;
         int r = process(e, c, s, dir);
         if (r == ERR) return -1;
-        if (r == BAIL) { out_rollback(e, mark); e->nevid = 0; goto bail; }
+        if (r == BAIL) { out_rollback(e, mark); e->nevid = 0; e->ntrip = 0; e->nreo = 0; goto bail; }
         if (evid_commit(e) < 0) return -1;
         if (log_add(c, s) < 0) return -1;
         if (!c->tw && settled(e, c)) settle(c);
@@ -442,6 +442,7 @@ bail:
         goto to_python;
     }
 new_python:
+    e->ever_python = 1;
     {
         conn_t *m = conn_new(e);
         if (!m) return -1;

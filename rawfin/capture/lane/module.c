@@ -44,7 +44,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
        (kind, down, local) tuples); what a call notes goes to the ``evidence`` callable when the call stands */
     if (!PyCallable_Check(ev)) { PyErr_SetString(PyExc_TypeError, "evidence must be callable"); return -1; }
     Py_INCREF(ev); Py_XSETREF(e->cb_evidence, ev);
-    e->nevid = 0;
+    e->nevid = 0; e->ntrip = 0; e->nreo = 0;
     if (!PyList_Check(lk) || PyList_GET_SIZE(lk) > MAXLK) {
         PyErr_SetString(PyExc_TypeError, "loss_evidence: a list of at most 8 (kind, down, local)");
         return -1;
@@ -444,6 +444,23 @@ static PyObject *Engine_finish(Engine *e, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* rawfin.core.delays.RoundTrips.pull: the round trips of the lane's connections since the last call */
+static PyObject *Engine_take_trips(Engine *e, PyObject *unused) {
+    PyObject *l = PyList_New(0);
+    if (!l) return NULL;
+    for (int side = 0; side < 2; side++)
+        for (int b = 0; b < TRIP_BUCKETS; b++) {
+            if (!e->trips[side][b]) continue;
+            PyObject *t = Py_BuildValue("(iik)", side, b, (unsigned long)e->trips[side][b]);
+            if (!t || PyList_Append(l, t) < 0) { Py_XDECREF(t); Py_DECREF(l); return NULL; }
+            Py_DECREF(t);
+            e->trips[side][b] = 0;
+        }
+    PyObject *ans = Py_BuildValue("(NL)", l, (long long)e->reordered);
+    e->reordered = 0;
+    return ans;
+}
+
 static PyObject *Engine_stats(Engine *e, PyObject *unused) {
     PyObject *bc = PyDict_New();
     if (!bc) return NULL;
@@ -472,6 +489,9 @@ static PyMethodDef Engine_methods[] = {
     {"flush", (PyCFunction)Engine_flush, METH_NOARGS, "Write out the records held."},
     {"finish", (PyCFunction)Engine_finish, METH_NOARGS, "The end of the capture."},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Counts, for the summary line."},
+    {"take_trips", (PyCFunction)Engine_take_trips, METH_NOARGS,
+     "The round trips counted since the last call, as (side, bucket, count), and the holes filled with nothing "
+     "sent again; the counts start again."},
     {NULL}};
 
 static PyTypeObject EngineType = {

@@ -214,6 +214,11 @@ static int evid_note(Engine *e, const conn_t *c, int side, int down) {
 
 /* the call stands: its evidence to the Python side's count (Handback.evidence: [(host, down)]) */
 static int evid_commit(Engine *e) {
+    for (int i = 0; i < e->ntrip; i++) e->trips[e->trip_note[i].side][e->trip_note[i].b]++;
+    e->ntrip = 0;
+    e->reordered += e->nreo;
+    if (e->nreo) e->reorder_seen = 1;
+    e->nreo = 0;
     if (!e->nevid) return 0;
     PyObject *notes = PyList_New(e->nevid);
     if (!notes) return -1;

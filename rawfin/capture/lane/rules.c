@@ -14,17 +14,18 @@
 /* the vocabulary: the names of the primitives this lane implements (rawfin/core/machine.py's) */
 enum { P_FLAG, P_PURE_ACK, P_DATA, P_OCCUPIES, P_CMP, P_ISSET, P_STATE, P_IN_WINDOW, P_ACK_KNOWN, P_CONFIG,
        P_PASSIVE, P_MARK, P_CONN, P_ROLE, P_SOME, P_ALL, P_TOOK, P_TIMER, P_HELD, P_HELD_FLAG, P_CROSSED,
-       P_ANSWERED, P_NOW, P_REACHED, P_RD_SHUT, P_WAITING, NPRED };
+       P_ANSWERED, P_NOW, P_REACHED, P_RD_SHUT, P_WAITING, P_DUP_ACK, NPRED };
 static const char *PRED_NAMES[NPRED] = {"flag", "pure_ack", "data", "occupies", "cmp", "isset", "state",
                                         "in_window", "ack_known", "config", "passive", "mark", "conn", "role",
                                         "some", "all", "took", "timer", "held", "held_flag", "crossed",
-                                        "answered", "now", "reached", "rd_shut", "waiting"};
+                                        "answered", "now", "reached", "rd_shut", "waiting", "dup_ack"};
 enum { A_STOP, A_MOVE, A_ANOMALY, A_SET, A_SEND, A_MARK, A_REMOTE, A_SYNCHRONIZED, A_ACKED, A_TAKE_DATA,
        A_OPEN, A_OPEN_AT_SYN_ACK, A_PICK_UP, A_SERVER, A_KNOW, A_FLAG, A_DROP_CANDIDATES, A_CANDIDATE,
        A_NOTE_FIN, A_UNHOLD, A_FLUSH, A_CROSS, A_UNHOLD_FINAL, A_DELIVER_FINAL, A_OBSERVE_SEND, A_HOLD_FINAL,
        A_HOLD, A_DELIVER_WITHOUT_FIN, A_DELIVER, A_LISTENING, A_DELIVER_HELD, A_UNHOLD_X, A_FLUSH_X, A_EVIDENCE,
        A_DELIVER_ACK_ONLY, A_DELIVER_QUEUE, A_WAIT_BEHIND, A_HOLD_RST, A_DELIVER_RST, A_HOLD_AHEAD, A_FLUSH_FILLED,
-       A_INFER, A_NOTE_RST, A_NOTE_RESENT, A_DROP_RESENT, A_RTT, A_SYN_TIME, NACT };
+       A_INFER, A_NOTE_RST, A_NOTE_RESENT, A_DROP_RESENT, A_RTT, A_SYN_TIME, A_NOTE_HOLE, A_DROP_HOLE, A_REORDERED,
+       NACT };
 static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized",
                                       "acked", "take_data", "open", "open_at_syn_ack", "pick_up", "server", "know",
                                       "flag", "drop_candidates", "candidate", "note_fin", "unhold", "flush", "cross",
@@ -32,7 +33,8 @@ static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", 
                                       "deliver_without_fin", "deliver", "listening", "deliver_held", "unhold_x",
                                       "flush_x", "evidence", "deliver_ack_only", "deliver_queue", "wait_behind",
                                       "hold_rst", "deliver_rst", "hold_ahead", "flush_filled", "infer",
-                                      "note_rst", "note_resent", "drop_resent", "rtt", "syn_time"};
+                                      "note_rst", "note_resent", "drop_resent", "rtt", "syn_time", "note_hole",
+                                      "drop_hole", "reordered"};
 enum { W_SEG, W_SELF, W_TX, W_RX, W_X, W_A, W_B, W_CLIENT, W_FIRST_CLOSER, W_H, W_NOW, W_HELD_TX, W_HELD_RX,
        W_FINAL_TX, W_FINAL_RX, W_CONN, W_LIT, W_PEER, W_SERVER, NWHO };
 static const char *WHO_NAMES[NWHO] = {"seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h",
@@ -58,9 +60,10 @@ enum { HC_SYNACK_AT, HC_SYN_AT, NHCLOCK };
 static const char *HCLOCK_NAMES[NHCLOCK] = {"synack_at", "syn_at"};
 enum { HT_SYN_ACK, HT_SYN, NHTIMEOUT };
 static const char *HTIMEOUT_NAMES[NHTIMEOUT] = {"syn_ack", "syn"};
-enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, R_DATA_UNANSWERED, R_RESENT, NROLE };
+enum { R_CLIENT, R_FIRST_CLOSER, R_FIN_NOTED, R_KNOWN, R_SEEN, R_SYNACK_UNSEEN, R_DATA_UNANSWERED, R_RESENT, R_HOLE,
+       NROLE };
 static const char *ROLE_NAMES[NROLE] = {"client", "first_closer", "fin_noted", "known", "seen", "synack_unseen",
-                                        "data_unanswered", "resent"};
+                                        "data_unanswered", "resent", "hole"};
 enum { T_2MSL_DUE, T_FIN_WAIT_2_DUE, T_RTO_DUE, T_RTO_ARMED, T_UNACKED, T_RETRIES_EXHAUSTED, T_USER_TIMEOUT_EXPIRED,
        T_LOSS_PROBE, NTIMER };
 static const char *TIMER_NAMES[NTIMER] = {"2msl_due", "fin_wait_2_due", "rto_due", "rto_armed", "unacked",
@@ -68,7 +71,7 @@ static const char *TIMER_NAMES[NTIMER] = {"2msl_due", "fin_wait_2_due", "rto_due
 enum { DH_SYN, DH_SYN_WITHOUT_DATA, DH_FIN, DH_FIN_AT_NOW, DH_FIN_AT_QUEUE, DH_AHEAD, NDH };
 static const char *DH_NAMES[NDH] = {"syn", "syn_without_data", "fin", "fin_at_now", "fin_at_queue", "ahead"};
 /* rules.WAITING: what the observer keeps for a side (rules' rst:rx, queue:x...) */
-enum { WT_RST, WT_QUEUE, WT_AHEAD, WT_FILLED, WT_RST_LATE, WT_ACKS, WT_LATE, WT_LATE_FIRST, NWT };
+enum { WT_RST, WT_QUEUE, WT_AHEAD, WT_FILLED, WT_RST_LATE, WT_ACKS, WT_LATE, WT_LATE_FIRST, WT_ACK_FIRST, NWT };
 enum { OP_EQ, OP_LT, OP_GT, OP_LE, OP_GE, NOP };
 static const char *OP_NAMES[NOP] = {"=", "<", ">", "<=", ">="};
 enum { TO_FINAL_ACK, TO_ENDPOINTS, NTO };
@@ -593,6 +596,7 @@ static int act_still(const act_t *a) {
     case A_SET: case A_ACKED: case A_TAKE_DATA: case A_SERVER: case A_FLAG: case A_DROP_CANDIDATES:
     case A_CANDIDATE: case A_NOTE_RST: case A_CROSS: case A_EVIDENCE: case A_RTT: case A_NOTE_RESENT:
     case A_DROP_RESENT: case A_INFER: case A_WAIT_BEHIND: case A_HOLD_RST: case A_ANOMALY: case A_SYN_TIME:
+    case A_NOTE_HOLE: case A_DROP_HOLE: case A_REORDERED:
         return 1;
     default:
         return 0;

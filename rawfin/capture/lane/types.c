@@ -83,6 +83,7 @@ typedef struct conn {
     uint32_t base[2];
     uint8_t unanswered;     /* side bits: that side's last news is data from the peer, it has sent nothing since */
     uint8_t resent;         /* side bits: that side has sent data again that its peer already had (rules' resent) */
+    uint8_t hole;           /* side bits: that side's duplicate ACK showed a hole in what it got (rules' hole) */
     uint8_t client;         /* the client's side: 0 when a SYN opened it, else guessed by port */
     uint8_t mid, known;     /* picked up mid-stream; whose rcv_nxt is known (bit 1: side 0, bit 2: side 1) */
     uint8_t nfins, fin_side[2];

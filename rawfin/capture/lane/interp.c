@@ -414,15 +414,42 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
     return p->neg ? !r : r;
 }
 
+/* a side's facts the rows' masks test (rules.c's sit_bit: role resent and hole, waiting rst, queue and ahead,
+   isset fin_seq and peer_fin_seq, as pred() reads them), for side A (k 0) or B (k 1) */
+static inline __attribute__((always_inline)) sit_t side_facts(const ctx_t *x, int side, int k) {
+    const conn_t *c = x->c;
+    sit_t t = 0;
+    uint8_t sb = (uint8_t)side_bit(side);
+    if ((c->resent | c->hole) & sb) t |= ((c->resent & sb) ? SIT_RESENT_A : 0u) | ((c->hole & sb) ? SIT_HOLE_A : 0u);
+    if (c->nrq[side]) t |= SIT_RST_A;
+    const held_t *h;
+    int nq;
+    if (side == x->x && x->h) { h = x->h; nq = x->nwq; }
+    else { h = c->pending[side].present ? &c->pending[side] : NULL; nq = c->nwq[side]; }
+    if (nq > 0) t |= SIT_QUEUE_A;
+    if (h && h->ahead) t |= SIT_AHEAD_A;
+    if (c->ep[side].has_fin) t |= SIT_FIN_A;
+    if (c->ep[side].has_peer_fin) t |= SIT_PFIN_A;
+    return k ? t << 1 : t;          /* each B bit is its A bit's neighbour */
+}
+
 /* the segment's flags and the connection's facts the rows' masks test (rules.c, SIT_*) */
 static inline __attribute__((always_inline)) sit_t situation(const ctx_t *x) {
     const conn_t *c = x->c;
-    sit_t t = ((sit_t)x->marks << SIT_MARKS) | (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u)
+    sit_t t = ((sit_t)(x->marks & SIT_MARKS_MASK) << SIT_MARKS) | (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u)
               | (c->known != 3 ? SIT_UNKNOWN : 0u);
-    int a = x->self >= 0 ? x->self : x->tx;
-    if (a >= 0) t |= (sit_t)1 << (SIT_STATE_A + c->ep[a].state);
-    if (x->rx >= 0) t |= (sit_t)1 << (SIT_STATE_B + c->ep[x->rx].state);
-    if (x->s) t |= (x->s->flags & 0x3Fu) | (x->s->data_len ? SIT_DATA : 0u);
+    int a = x->self >= 0 ? x->self : x->tx >= 0 ? x->tx : x->x;
+    if (a >= 0) t |= ((sit_t)1 << (SIT_STATE_A + c->ep[a].state)) | side_facts(x, a, 0);
+    if (x->rx >= 0) t |= ((sit_t)1 << (SIT_STATE_B + c->ep[x->rx].state)) | side_facts(x, x->rx, 1);
+    if (x->h) t |= ((x->h->seg.flags & F_SYN) ? SIT_H_SYN : 0u) | (x->h->crossed ? SIT_H_CROSSED : 0u);
+    if (x->s) {
+        const ev_t *s = x->s;
+        t |= (s->flags & 0x3Fu) | (s->data_len ? SIT_DATA : 0u);
+        if (x->rx >= 0 && (s->flags & 0x17) == 0x10 && !s->data_len) {       /* pred's dup_ack */
+            const cep_t *rx = &c->ep[x->rx];
+            if (s->ack == rx->snd_una && rx->snd_una != rx->snd_nxt) t |= SIT_DUP_ACK;
+        }
+    }
     if (c->pending[0].present | c->pending[1].present) {
         t |= SIT_HELD;
         if (x->tx >= 0) t |= (c->pending[x->tx].present ? SIT_HELD_TX : 0u) | (c->pending[x->rx].present ? SIT_HELD_RX : 0u);

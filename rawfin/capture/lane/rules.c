@@ -92,8 +92,29 @@ typedef struct { int16_t code; int32_t a[3]; } act_t;
 #define SIT_FINAL_RX (1u << 15)
 #define SIT_DATA (1u << 7)      /* the segment carries data (CWR, bit 7, is never tested: its place) */
 #define SIT_UNKNOWN (1u << 6)   /* a side's rcv_nxt is not known yet (ECE's place) */
-#define SIT_MARKS 16
-#define SIT_STATE_A 32          /* bits 32-42: the state of the endpoint the program runs for (self, or tx) */
+#define SIT_MARKS 16            /* bits 16-23: the call's first eight marks (a later one stays a predicate) */
+#define SIT_MARKS_MASK 0xFFu
+/* bits 24-31, 43-47, 59-62: facts of the program's own sides (A: self, tx or x; B: rx), folded only in the
+   programs where that side always exists (prep_cls), so a predicate that would hand the connection over for
+   want of its side is never folded */
+#define SIT_RESENT_A (1ull << 24)   /* role resent, hole */
+#define SIT_RESENT_B (1ull << 25)
+#define SIT_HOLE_A (1ull << 26)
+#define SIT_HOLE_B (1ull << 27)
+#define SIT_RST_A (1ull << 28)      /* waiting rst: RSTs held for it */
+#define SIT_RST_B (1ull << 29)
+#define SIT_DUP_ACK (1ull << 30)    /* dup_ack (of the segment and rx) */
+#define SIT_H_SYN (1ull << 31)      /* h.SYN: the held segment being delivered (FLUSH) */
+#define SIT_H_CROSSED (1ull << 43)  /* h.crossed */
+#define SIT_QUEUE_A (1ull << 44)    /* waiting queue, ahead */
+#define SIT_QUEUE_B (1ull << 45)
+#define SIT_AHEAD_A (1ull << 46)
+#define SIT_AHEAD_B (1ull << 47)
+#define SIT_FIN_A (1ull << 59)      /* isset fin_seq, peer_fin_seq */
+#define SIT_FIN_B (1ull << 60)
+#define SIT_PFIN_A (1ull << 61)
+#define SIT_PFIN_B (1ull << 62)
+#define SIT_STATE_A 32          /* bits 32-42: the state of the endpoint the program runs for (self, tx, or x) */
 #define SIT_STATE_B 48          /* bits 48-58: the state of rx */
 typedef uint64_t sit_t;
 typedef struct { uint32_t p0, np, a0, na; sit_t need, forbid; uint8_t still; } row_t;   /* need, forbid: what the
@@ -529,6 +550,30 @@ static int pred_constant(const rules_t *r, const pred_t *p) {
     return p->neg ? !v : v;
 }
 
+/* which sides a program always has (the A and B of the situation): CLS_NONE none for sure (the conditions over a
+   connection, END), CLS_SELF an endpoint's programs (A: self), CLS_TXRX a segment's (A: tx, B: rx), CLS_X and CLS_XH
+   what is held for x (A: x; XH: the held segment h too) */
+enum { CLS_NONE, CLS_SELF, CLS_TXRX, CLS_X, CLS_XH };
+static int prep_cls = CLS_NONE;     /* the class of the program being prepared */
+
+static int prog_cls(int prog) {
+    if (prog < PG_BIRTH) return CLS_SELF;           /* receive, send, timers */
+    if (prog == PG_BIRTH || prog == PG_SEGMENT) return CLS_TXRX;
+    if (prog == PG_FLUSH || prog == PG_FLUSH_AT_END) return CLS_XH;
+    if (prog == PG_RST_HELD) return CLS_X;
+    return CLS_NONE;
+}
+
+/* 0: the side A of the situation, 1: B, -1: neither (or not sure to exist in this class) */
+static int sit_side(int who) {
+    switch (prep_cls) {
+    case CLS_SELF: return who == W_SELF ? 0 : -1;
+    case CLS_TXRX: return who == W_TX ? 0 : who == W_RX ? 1 : -1;
+    case CLS_X: case CLS_XH: return who == W_X ? 0 : -1;
+    default: return -1;
+    }
+}
+
 /* the bit of the situation that is this predicate, if one is */
 static sit_t sit_bit(const pred_t *p) {
     if (p->code == P_CONN) {
@@ -543,7 +588,29 @@ static sit_t sit_bit(const pred_t *p) {
     if (p->code == P_HELD && (p->a[1] == W_TX || p->a[1] == W_RX))
         return p->a[0] ? (p->a[1] == W_TX ? SIT_FINAL_TX : SIT_FINAL_RX) : (p->a[1] == W_TX ? SIT_HELD_TX : SIT_HELD_RX);
     if (p->code == P_DATA) return SIT_DATA;
-    if (p->code == P_MARK && p->a[0] > 0 && p->a[0] <= 0xFFFF) return (sit_t)(uint32_t)p->a[0] << SIT_MARKS;
+    if (p->code == P_MARK && p->a[0] > 0 && (uint32_t)p->a[0] <= SIT_MARKS_MASK)
+        return (sit_t)(uint32_t)p->a[0] << SIT_MARKS;
+    if (p->code == P_DUP_ACK && prep_cls == CLS_TXRX) return SIT_DUP_ACK;
+    if (prep_cls == CLS_XH && p->code == P_HELD_FLAG && p->a[0] == W_H && p->a[1] == F_SYN) return SIT_H_SYN;
+    if (prep_cls == CLS_XH && p->code == P_CROSSED && p->a[0] == W_H) return SIT_H_CROSSED;
+    if (p->code == P_ROLE && (p->a[1] == R_RESENT || p->a[1] == R_HOLE)) {
+        int k = sit_side(p->a[0]);
+        if (k < 0) return 0;
+        return p->a[1] == R_RESENT ? (k ? SIT_RESENT_B : SIT_RESENT_A) : (k ? SIT_HOLE_B : SIT_HOLE_A);
+    }
+    if (p->code == P_WAITING && (p->a[0] == WT_RST || p->a[0] == WT_QUEUE || p->a[0] == WT_AHEAD)) {
+        int k = sit_side(p->a[1]);
+        if (k < 0) return 0;
+        return p->a[0] == WT_RST ? (k ? SIT_RST_B : SIT_RST_A) : p->a[0] == WT_QUEUE ? (k ? SIT_QUEUE_B : SIT_QUEUE_A)
+                                                                                    : (k ? SIT_AHEAD_B : SIT_AHEAD_A);
+    }
+    if (p->code == P_ISSET && p->a[0] >= 0 && (uint32_t)p->a[0] < RULES_PREP->nvals) {
+        const val_t *v = &RULES_PREP->vals[p->a[0]];
+        if (v->name != V_FIN_SEQ && v->name != V_PEER_FIN_SEQ) return 0;
+        int k = sit_side(v->who);
+        if (k < 0) return 0;
+        return v->name == V_FIN_SEQ ? (k ? SIT_FIN_B : SIT_FIN_A) : (k ? SIT_PFIN_B : SIT_PFIN_A);
+    }
     return 0;
 }
 
@@ -551,7 +618,9 @@ static sit_t sit_bit(const pred_t *p) {
    situation (a test of one state is one bit; a negated test forbids them all) */
 static int state_bits(const pred_t *p, sit_t *bits) {
     if (p->code != P_STATE) return 0;
-    int shift = p->a[0] == W_SELF || p->a[0] == W_TX ? SIT_STATE_A : p->a[0] == W_RX ? SIT_STATE_B : -1;
+    int shift;
+    if (prep_cls == CLS_X || prep_cls == CLS_XH) shift = p->a[0] == W_X ? SIT_STATE_A : -1;    /* A is x there */
+    else shift = p->a[0] == W_SELF || p->a[0] == W_TX ? SIT_STATE_A : p->a[0] == W_RX ? SIT_STATE_B : -1;
     if (shift < 0) return 0;
     uint32_t mask = (uint32_t)p->a[1] & ((1u << NST) - 1);
     if (!p->neg && (mask & (mask - 1))) return 0;        /* one of several states: a predicate still */
@@ -590,13 +659,13 @@ static int act_visible(const act_t *a) {
 }
 
 /* an action that changes nothing the situation shows (no state, mark, hold, FIN noted, nothing known, no
-   program run): after a row of such actions the rows left to try are the same */
+   program run, no TCB field, no side's resent, hole or waiting): after a row of such actions the rows left to try
+   are the same */
 static int act_still(const act_t *a) {
     switch (a->code) {
-    case A_SET: case A_ACKED: case A_TAKE_DATA: case A_SERVER: case A_FLAG: case A_DROP_CANDIDATES:
-    case A_CANDIDATE: case A_NOTE_RST: case A_CROSS: case A_EVIDENCE: case A_RTT: case A_NOTE_RESENT:
-    case A_DROP_RESENT: case A_INFER: case A_WAIT_BEHIND: case A_HOLD_RST: case A_ANOMALY: case A_SYN_TIME:
-    case A_NOTE_HOLE: case A_DROP_HOLE: case A_REORDERED:
+    case A_TAKE_DATA: case A_SERVER: case A_FLAG: case A_DROP_CANDIDATES:
+    case A_CANDIDATE: case A_NOTE_RST: case A_EVIDENCE: case A_RTT:
+    case A_INFER: case A_ANOMALY: case A_SYN_TIME: case A_REORDERED:
         return 1;
     default:
         return 0;
@@ -645,6 +714,7 @@ static void prepare_rules(rules_t *r) {
     for (int pi = 0; pi < NPROG; pi++) {
         prog_t *pg = &r->progs[pi];
         uint32_t ks = 0;
+        prep_cls = prog_cls(pi);
         for (uint32_t si = 0; si < pg->ns; si++) {
             step_t st = r->steps[pg->s0 + si];
             uint32_t kr = 0;
@@ -700,11 +770,13 @@ static void prepare_rules(rules_t *r) {
                 r->plan_len[pi][k] = r->nplan - r->plan_off[pi][k];
             }
     }
-    prepare_cond(r, &r->settled);
+    prep_cls = CLS_TXRX;                /* fast_path and new_syn: a segment and its sides (cond_holds' tx) */
     prepare_cond(r, &r->fast_path);
+    for (uint32_t i = 0; i < r->nnew_syn; i++) prepare_cond(r, &r->new_syn[i]);
+    prep_cls = CLS_NONE;
+    prepare_cond(r, &r->settled);
     prepare_cond(r, &r->time_wait_held);
     for (uint32_t i = 0; i < r->nclose; i++) prepare_cond(r, &r->close_cond[i]);
-    for (uint32_t i = 0; i < r->nnew_syn; i++) prepare_cond(r, &r->new_syn[i]);
     for (uint32_t i = 0; i < r->nhalf_open; i++) prepare_cond(r, &r->half_open[i]);
     RULES_PREP = NULL;
 }

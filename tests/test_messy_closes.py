@@ -282,9 +282,70 @@ def test_a_side_that_sent_again_and_went_on_is_not_marked(tmp_path):
             else s.with_(seq=(s.seq + 10) % 2**32) for s in segs]
     segs = [s if s.time_ns <= int(225.25 * MS) or (s.src, s.sport) != C
             else s.with_(ack=(s.ack + 10) % 2**32) for s in segs]
+    # (its FIN well after its immediate ACK of the client's: 20 us after it, it is read as a FIN that waited behind
+    # the 10 bytes the client's FIN acknowledged: test_an_immediate_ack_of_a_fin_then_a_fin_was_fin_wait_1)
+    segs[-2:] = [segs[-2].with_(time_ns=int(300 * MS)), segs[-1].with_(time_ns=int(300.2 * MS))]
     recs = both_engines(segs, tmp_path)
     assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
     assert not inferred(recs, SN)
+
+
+def _fin_waiting_behind_data(fin_after_ack_ms: float = 0.012, fin_frees_data: bool = True) -> list[Segment]:
+    """lossylink simul10 seed 8 connection 22 (after the faults): the server's last data arrives only when sent
+    again (its first copy lost before the capture point); both applications close at once, the server's FIN
+    waits behind that data (congestion window); the client's FIN acknowledges it; the server ACKs the FIN at once
+    (Linux does so in FIN_WAIT_1, not in ESTABLISHED) and its FIN follows 12 us later, in the same pass
+    (kernel: ESTABLISHED -> FIN_WAIT_1 -> CLOSING -> TIME_WAIT)."""
+    return opened() + [
+        seg("s", 201, 101, P | A, 1308, ms=413),
+        *([] if fin_frees_data else [seg("c", 101, 1509, ms=413.2)]),
+        seg("c", 101, 1509, F | A, ms=413.3),
+        seg("s", 1509, 102, ms=413.349),
+        seg("s", 1509, 102, F | A, ms=413.349 + fin_after_ack_ms),
+        seg("c", 102, 1510, ms=413.5 + fin_after_ack_ms)]
+
+
+def test_an_immediate_ack_of_a_fin_then_a_fin_was_fin_wait_1(tmp_path):
+    recs = both_engines(_fin_waiting_behind_data(), tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"]
+    (mark,) = inferred(recs, SN)
+    assert (mark["from"], mark["to"]) == ("ESTABLISHED", "FIN_WAIT_1")
+    assert mark["alternative"] == ["CLOSE_WAIT", "LAST_ACK"]                        # the passive close, named
+    assert not inferred(recs, CN)
+
+
+def test_an_application_closing_after_an_immediate_ack_is_a_passive_close(tmp_path):
+    """Its FIN 5 ms after its ACK (an application woken by the FIN), or a FIN that acknowledged nothing new (a FIN
+    waiting would have gone before it): CLOSE_WAIT, LAST_ACK, as before (corpus zeek__pipelining-example.pcap,
+    zeek__nflog-http.pcap: a BSD stack's immediate ACK of the FIN, its FIN 176 us or 0 us after it)."""
+    for segs in (_fin_waiting_behind_data(fin_after_ack_ms=5), _fin_waiting_behind_data(fin_frees_data=False)):
+        recs = both_engines(segs, tmp_path)
+        assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+        assert not inferred(recs, SN)
+
+
+def test_an_rst_to_time_wait_where_segments_get_lost_after_the_capture_point_is_marked(tmp_path):
+    """lossylink messy seed 3 connection 11 (before the faults): a copy of the server's final ACK reaches the client
+    after it closed; its RST to the server's TIME_WAIT is lost after the capture point (kernel: the server stays in
+    TIME_WAIT). The capture showed the server's data sent again, received already: segments get lost after it."""
+    segs = opened(resp=0) + [
+        seg("s", 1, 101, A, 100, ms=4), seg("s", 101, 101, P | A, 100, ms=4.1),
+        seg("s", 1, 101, A, 100, ms=210),          # sent again: its ACK from the client was lost after the capture
+        seg("c", 101, 201, ms=210.1),
+        seg("s", 201, 101, F | A, ms=300),         # the server closes first
+        seg("c", 101, 202, ms=300.1),
+        seg("c", 101, 202, F | A, ms=300.2),
+        seg("s", 202, 102, ms=300.3),              # the final ACK (a copy of it, not captured here, reached the
+        seg("c", 102, 0, R, ms=310.1)]             # client after it closed): its RST
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT", "CLOSED"]
+    (mark,) = inferred(recs, SN)
+    assert (mark["from"], mark["to"]) == ("TIME_WAIT", "CLOSED")
+    assert mark["alternative"] == ["TIME_WAIT"]
+    # nothing shows segments lost after the capture point: no mark
+    recs = both_engines([x for i, x in enumerate(segs) if x.time_ns != 210 * MS], tmp_path)
+    assert path(recs, SN)[-1] == "CLOSED" and not inferred(recs, SN)
 
 
 def _unread_close_rst(all_acked: bool) -> list[Segment]:

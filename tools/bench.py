@@ -328,7 +328,9 @@ class _Builder:
         if close == "4way":
             emit(a, _FA, x, y, gap=idle)
             emit(p, _ACK, y, x1)
-            emit(p, _FA, y, x1, gap=randint(20, 5000))
+            # (its application's close, woken by the FIN, 150 us or more after its stack's ACK: sooner, the FIN reads
+            # as one that was waiting in FIN_WAIT_1, rawfin.core.rules.FIN_SOON_NS)
+            emit(p, _FA, y, x1, gap=randint(150, 5000))
             emit(a, _ACK, x1, y1)
         elif close == "3way":
             emit(a, _FA, x, y, gap=idle)

@@ -57,7 +57,7 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
            "fin_unseen", "first_fin_lost", "first_fin_arrived", "wait_behind", "drop_lost_acks", "hold_rst",
            "deliver_rst",
            "rsts_unreceived", "evidence", "rtt", "syn_time", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue",
-           "note_resent", "drop_resent", "note_hole", "drop_hole", "reordered",
+           "note_resent", "drop_resent", "note_hole", "drop_hole", "reordered", "note_prompt", "note_freed",
            # the capture cannot decide the next transition: the states the other reading enters, and when
            "infer",
            # who sent the first RST (a reset close names its sender)
@@ -68,8 +68,12 @@ CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin
               "rtt", "rsts", "evicted", "timed_out")
 #: what the observer keeps for a side (``rst:rx``...): RSTs held until nothing shows them lost, segments
 #: waiting behind a FIN whose arrival is not shown yet, a FIN held ahead of a gap; ``filled``: the gap in
-#: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs
-WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks", "late", "late_first", "ack_first")
+#: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs;
+#: ``quick``: this comes within a round trip and rules.ANSWER_QUICK_NS of the FIN held for the side; ``prompt``: the
+#: side's pure ACK of that FIN came so (note_prompt), ``soon``: rules.FIN_SOON_NS ago at most; ``freed``: that FIN
+#: acknowledged data of the side's not acknowledged before (note_freed)
+WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks", "late", "late_first", "ack_first", "quick", "prompt",
+           "soon", "freed")
 #: the clocks rules.HALF_OPEN counts from, and its timeouts
 HALF_OPEN_CLOCKS = ("synack_at", "syn_at")
 HALF_OPEN_TIMEOUTS = ("syn_ack", "syn")
@@ -173,6 +177,8 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
     if parts[0] in WAITING and len(parts) == 2 and parts[1] in ("tx", "rx", "x"):
         if parts[0] in ("late", "late_first"):  # rules.ANSWER_LATE_NS and a round trip after the held FIN
             return ("waiting", neg, (parts[0], parts[1], _CONSTANTS["answer_late"]))
+        if parts[0] in ("quick", "soon"):        # rules.ANSWER_QUICK_NS (and a round trip), rules.FIN_SOON_NS
+            return ("waiting", neg, (parts[0], parts[1], _CONSTANTS["answer_quick" if parts[0] == "quick" else "fin_soon"]))
         return ("waiting", neg, (parts[0], parts[1]))
     if parts[0] == "lost_after" and len(parts) == 2 and parts[1] in ("tx", "rx"):
         return ("lost_after", neg, (parts[1],))
@@ -283,6 +289,8 @@ def compile_rules(rules=R) -> Compiled:
     _MEMO.clear()
     _CONSTANTS["well_known"] = rules.WELL_KNOWN_PORT
     _CONSTANTS["answer_late"] = rules.ANSWER_LATE_NS
+    _CONSTANTS["answer_quick"] = rules.ANSWER_QUICK_NS
+    _CONSTANTS["fin_soon"] = rules.FIN_SOON_NS
     try:
         return _compile_rules(rules)
     finally:
@@ -682,6 +690,15 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
             first = c.conn.fin_copy.get(getattr(c, key))
             return bool(first is not None and first[0] == e[0].fin_seq and c.now - first[1] >= late_ns + rtt)
         return late_first
+    if what == "quick":           # within a round trip (the handshake's; unknown: never) and late_ns of the held FIN
+        return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None
+                              and c.now - (e[0].time_ns or 0) <= late_ns + c.conn.rtt_ns)
+    if what == "prompt":          # the side's pure ACK of the held FIN came at once (the observer's note_prompt)
+        return lambda c: bool((e := entry(c)) and len(e) > 4 and e[4] is not None)
+    if what == "soon":            # ... and this segment within late_ns of that ACK
+        return lambda c: bool((e := entry(c)) and len(e) > 4 and e[4] is not None and c.now - e[4] <= late_ns)
+    if what == "freed":           # the held FIN acknowledged data of the side's not acknowledged before (note_freed)
+        return lambda c: bool((e := entry(c)) and len(e) > 5 and e[5])
     if what == "filled":
         def filled(c):
             e = entry(c)

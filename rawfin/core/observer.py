@@ -754,6 +754,32 @@ def _deliver(c: Ctx) -> None:
     c.infer = c.conn._collect(c.rx.receive(c.seg, c.now), c.out, c.infer)
 
 
+def _observe_send(c: Ctx) -> None:
+    c.infer = c.conn._collect(c.tx.observe_send(c.seg, c.now), c.out, c.infer)
+
+
+def _note_prompt(c: Ctx, k) -> None:
+    """k's pure ACK of the FIN held for it came at once: its time, in the held entry's fifth place (rules' prompt:,
+    soon:); the FIN stays held."""
+    _widen(c.conn.pending[k])[4] = c.now
+
+
+def _note_freed(c: Ctx, k) -> None:
+    """The FIN just held for k acknowledged data of k's not acknowledged before (rules' freed:)."""
+    _widen(c.conn.pending[k])[5] = True
+
+
+def _widen(held: list) -> list:
+    """A held entry with all its places: [seg, crossed, queue, ahead, prompt ACK's time, freed]."""
+    if len(held) == 2:
+        held.append([])
+    if len(held) == 3:
+        held.append(False)
+    if len(held) == 4:
+        held += [None, False]
+    return held
+
+
 def _note_resent(c: Ctx, k) -> None:
     c.conn.resent |= 1 if k == c.conn.first else 2
 
@@ -822,8 +848,8 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
         return _on(args[0], lambda c, k: c.conn._hold("held_ack", k, c.seg))
     if name == "hold":
         return _on(args[0], _hold)
-    if name == "observe_send":
-        return lambda c: c.conn._collect(c.tx.observe_send(c.seg, c.now), c.out)
+    if name == "observe_send":       # a reading the rules named goes with its first transition (as the lane's)
+        return _observe_send
     if name == "deliver_without_fin":
         return lambda c: c.conn._collect(c.rx.receive(c.seg.with_(flags=c.seg.flags & 0xFE), c.now), c.out, c.infer)
     if name == "deliver":
@@ -874,6 +900,10 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
         return _deliver_queue
     if name == "note_resent":
         return _on(args[0], _note_resent)
+    if name == "note_prompt":
+        return _on(args[0], _note_prompt)
+    if name == "note_freed":
+        return _on(args[0], _note_freed)
     if name == "drop_resent":
         return _on(args[0], _drop_resent)
     if name == "note_hole":

@@ -48,6 +48,15 @@ FINAL_ACK_HOLD_NS = 3 * SEC
 #: Counted from the copy of that FIN the capture showed last (``late:``), or from its first capture when the answer
 #: comes within a round trip of a copy sent again (``late_first:``).
 ANSWER_LATE_NS = 200 * SEC // 1000
+#: A side's pure ACK of its peer's FIN this soon (beyond the handshake's round trip) after that FIN (rules' ``quick:``)
+#: was sent at once: Linux ACKs a FIN that reaches it in ESTABLISHED only after its delayed-ACK time (the FIN puts
+#: the connection in pingpong mode, tcp_fin; TCP_DELACK_MIN, 40 ms), unless unacknowledged data forces it; in
+#: FIN_WAIT_1 it ACKs at once. Its own FIN this soon after that ACK (rules' ``soon:``) had been waiting already: the
+#: kernel sends it right behind the ACK, in the same pass (Linux through lossylink's relay: 8-30 us apart), sooner
+#: than an application woken by the end of its peer's data closes (a BSD stack's immediate ACK of the FIN and its
+#: application's FIN: 176 us apart in zeek__pipelining-example.pcap, a four-way close).
+ANSWER_QUICK_NS = 10 * SEC // 1000
+FIN_SOON_NS = 100 * SEC // 1000_000
 #: Half-open connections leave the observer when Linux would give up on them, in capture time (the
 #: defaults of ``rawfin analyze --syn-timeout`` and ``--syn-ack-timeout``): a SYN never answered is sent
 #: again tcp_syn_retries (6) times, 1, 2, 4 ... 32 s apart, and given up 64 s after the last one, 127 s
@@ -454,6 +463,21 @@ SEGMENT: tuple[Step, ...] = (
     step("held_answered",
          row("held:tx held:tx.SYN RST ACK ack=held:tx.end", ("unhold", "tx")),   # nobody listening: refused
          row("held:tx held:tx.SYN RST"),                       # an RST that does not answer the SYN
+         # its FIN right after its ACK of the held FIN, an ACK sent at once (below): its application had closed before
+         # that FIN reached it, its FIN waiting (behind data its peer had not acknowledged, or for the congestion
+         # window): FIN_WAIT_1, and the held FIN takes it to CLOSING. Linux ACKs a FIN in ESTABLISHED only after its
+         # delayed-ACK time, and its FIN would carry that ACK. (lossylink simul10 seed 8 connection 22 and seed 41
+         # connection 14, after the faults: the ACK 37-49 us after the FIN, its FIN 8-12 us after the ACK)
+         row("held:tx ACK ack>=held:tx.end FIN !held:tx.SYN tx.state:ESTABLISHED freed:tx soon:tx",
+             ("infer", ("CLOSE_WAIT", "LAST_ACK"), "the FIN in frame {held:tx.frame} reached it before its application "
+              "closed, and a stack that ACKs such a FIN at once (not Linux's delayed ACK) sent that ACK"),
+             ("observe_send",), mark("sent"), ("cross", "tx"), ("flush", "tx")),
+         # a pure ACK of the held FIN (nothing before it unacknowledged), within the handshake's round trip and
+         # ANSWER_QUICK_NS of it, from a side whose data that FIN acknowledged (its FIN may have waited behind that
+         # data; with all of it acknowledged before, a FIN would have gone at once): the FIN stays held until the
+         # side's next segment shows whether its FIN follows at once (above) or not (the rows below)
+         row("held:tx ACK ack>=held:tx.end !FIN !data !held:tx.SYN tx.state:ESTABLISHED rx.snd_una=held:tx.fin "
+             "freed:tx quick:tx !prompt:tx", ("note_prompt", "tx")),
          # its own FIN sent again: what acknowledged it among the segments waiting for it never arrived
          row("held:tx ACK ack>=held:tx.end FIN queue:tx tx.fin_seq fin=tx.fin_seq", ("drop_lost_acks", "tx"),
              ("flush", "tx")),
@@ -509,8 +533,9 @@ SEGMENT: tuple[Step, ...] = (
     step("resent",
          row("data end<=rx.rcv_nxt end<tx.snd_nxt", ("evidence", "down", "tx"), ("note_resent", "tx")),
          row("data end<=rx.rcv_nxt", ("note_resent", "tx")),
-         row("tx:resent tx.snd_una=tx.snd_nxt", ("drop_resent", "tx"))),
-    step("sent", row("", ("observe_send",))),
+         # (kept while its prompt ACK of a FIN waits for its next segment: the rows that read it have not yet)
+         row("tx:resent tx.snd_una=tx.snd_nxt !prompt:tx", ("drop_resent", "tx"))),
+    step("sent", row("#sent"), row("", ("observe_send",))),
     # the handshake's round trip as the capture point saw it (an RST's crossing window), from the client's
     # latest SYN: a SYN sent again leaves it unknown which copy the SYN,ACK answers (Karn's rule, RFC 6298 3),
     # and counting from the first would add the SYN's retransmission timeout (1 s) to the round trip
@@ -530,6 +555,13 @@ SEGMENT: tuple[Step, ...] = (
          row("hold_final_ack RST !SYN rst:rx", ("hold_rst", "rx"), STOP),
          row("hold_final_ack RST !SYN seq=rx.rcv_nxt rx.state:SYN_RECEIVED|ESTABLISHED|FIN_WAIT_1|FIN_WAIT_2|"
              "CLOSE_WAIT|CLOSING|LAST_ACK", ("hold_rst", "rx"), STOP),
+         # an RST for a side in TIME_WAIT (the answer to a segment that reached its peer after it had closed) takes it
+         # to CLOSED (Linux's TIME_WAIT assassination, tcp_rfc1337 off), if it arrives: where the capture shows this
+         # pair's segments lost after it, it may not have, and nothing the TIME_WAIT side sends later tells
+         # (lossylink messy seed 3 connection 11, before the faults: a duplicate of the final ACK reset by the
+         # closed peer, that RST lost)
+         row("RST !SYN seq=rx.rcv_nxt rx.state:TIME_WAIT lost_after:rx", ("infer", ("TIME_WAIT",),
+             "the RST was lost after the capture point"), ("deliver",), STOP),
          # (not held: at once, naming the reading RST_HELD names)
          row("RST !SYN seq=rx.rcv_nxt rx.state:ESTABLISHED rx:resent rx.snd_una<rx.snd_nxt", ("infer", *_FIN_BEHIND_DATA),
              ("deliver",), STOP),
@@ -539,7 +571,9 @@ SEGMENT: tuple[Step, ...] = (
          # a FIN the receiver has already taken, sent again: its ACK field still counts (Linux takes a
          # segment whose end reaches rcv_nxt, though its sequence number is behind)
          row("FIN !SYN ACK rx.peer_fin_seq fin=rx.peer_fin_seq", ("deliver_ack_only",), ("hold", "rx"), STOP),
-         # the data and the ACK now; the FIN once the receiver shows it has it (or at the end)
+         # the data and the ACK now; the FIN once the receiver shows it has it (or at the end); noted when it
+         # acknowledges data of the receiver's not acknowledged before (rules' freed:)
+         row("FIN !SYN ACK ack>rx.snd_una", ("deliver_without_fin",), ("hold", "rx"), ("note_freed", "rx"), STOP),
          row("FIN !SYN", ("deliver_without_fin",), ("hold", "rx"), STOP),
          row("rx:synack_unseen ACK rx.state:SYN_RECEIVED", ("synack_seen",), set_("rx.iss", "ack-1"),
              set_("rx.snd_una", "ack-1"), set_("rx.snd_nxt", "ack"),

@@ -399,6 +399,20 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
                 && c->copy_fin[side] == fin_seq_of(&h->seg) && x->now - c->copy_ns[side] >= p->a[2] + c->rtt_ns;
             break;
         }
+        case WT_QUICK: {            /* the FIN held for it was captured no more than a round trip and a[2] ns ago */
+            const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
+            r = h && c->has_rtt && x->now - h->seg.time_ns <= p->a[2] + c->rtt_ns;
+            break;
+        }
+        case WT_PROMPT: case WT_SOON:   /* its pure ACK of the FIN held for it came at once (note_prompt); a[2] ns ago */
+            r = c->pending[side].present && c->prompt_ns[side] >= 0
+                && (p->a[0] == WT_PROMPT || x->now - c->prompt_ns[side] <= p->a[2]);
+            break;
+        case WT_FREED: {
+            const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
+            r = h && h->freed;
+            break;
+        }
         case WT_ACK_FIRST:
             /* the round trips and the loss evidence are the Python observer's (rawfin.core.delays): but where
                no segment has been seen reordered and every connection so far was the lane's, the answer is no */
@@ -507,6 +521,7 @@ static int hold(conn_t *c, held_t *h, const ev_t *s) {
     h->present = 1;
     h->crossed = 0;
     h->ahead = 0;
+    h->freed = 0;
     h->order = ++c->hold_seq;
     return 0;
 }
@@ -656,6 +671,7 @@ static int act(ctx_t *x, const act_t *a) {
         case A_HOLD_FINAL: return hold(c, &c->held_ack[side], s);
         default:
             hold(c, &c->pending[side], s);
+            c->prompt_ns[side] = -1;
             if ((s->flags & F_FIN) && !((c->has_copy >> side) & 1 && c->copy_fin[side] == fin_seq_of(s))) {
                 c->copy_ns[side] = s->time_ns;      /* a FIN's first capture, kept across its copies */
                 c->copy_fin[side] = fin_seq_of(s);
@@ -695,6 +711,16 @@ static int act(ctx_t *x, const act_t *a) {
         side = side_of(x, a->a[0]);
         if (side < 0) return BAIL;
         return deliver_rsts(e, c, side);
+    case A_NOTE_PROMPT:
+        side = side_of(x, a->a[0]);
+        if (side < 0 || !c->pending[side].present) return BAIL;
+        c->prompt_ns[side] = x->now;
+        return 0;
+    case A_NOTE_FREED:
+        side = side_of(x, a->a[0]);
+        if (side < 0 || !c->pending[side].present) return BAIL;
+        c->pending[side].freed = 1;
+        return 0;
     case A_HOLD_AHEAD: {            /* the FIN just held waits ahead of a gap; the ACK in it counts now */
         side = side_of(x, a->a[0]);
         if (side < 0 || !s || !c->pending[side].present) return BAIL;

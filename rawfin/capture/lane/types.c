@@ -31,6 +31,7 @@ typedef struct {
     ev_t seg;
     uint8_t present, crossed, order;
     uint8_t ahead;          /* a FIN ahead of a gap: data and FIN wait in the receiver's queue (hold_ahead) */
+    uint8_t freed;          /* the FIN acknowledged data of its receiver's not acknowledged before (note_freed) */
 } held_t;
 
 #define MAXCAND 4
@@ -97,6 +98,7 @@ typedef struct conn {
     const char *anom_kind[MAXANOM];
     uint32_t anom_n[MAXANOM];
     held_t pending[2];      /* receiver side -> the FIN (or SYN) held for it */
+    int64_t prompt_ns[2];   /* receiver side -> its pure ACK of that FIN, sent at once (note_prompt); -1: none */
     held_t held_ack[2];     /* sender side -> its final ACK, held for a retransmitted FIN */
     uint8_t hold_seq;       /* insertion order of the two dicts above */
     /* receiver side -> what its FIN's sender sent after the FIN held for it, waiting until the order in

@@ -30,6 +30,10 @@ typedef struct {
     PyObject *make_seg;     /* rawfin.wire.decode.make_segment */
     int64_t py_timer_when, py_timer_id;   /* the Python observer's first timer, as its last answer said (-1: none) */
     char file_suffix[1024]; /* ',"file":"..."' or empty */
+    size_t file_suffix_len;
+    int64_t tc_us;          /* out_time's last time (whole microseconds) and its text: a segment's records share it */
+    char tc_text[32];
+    size_t tc_len;
     char msl_text[32];      /* 2 MSL in seconds, as the templates print it */
     /* state */
     conn_t **buckets;

@@ -183,6 +183,7 @@ static int fmt_names(Engine *e, conn_t *c) {
         if (k < n - 1) out[k++] = ':';
         k = put_int(out, k, n, c->port[i]);
         out[k] = 0;
+        c->name_len[i] = (uint8_t)k;
     }
     /* the Python key's order: (ip text, port) tuples compared */
     int cmp = strcmp(ip[0], ip[1]);

@@ -77,6 +77,9 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     e->timeout_ns[HT_SYN_ACK] = synack_to >= 0 ? synack_to : RULES.timeout_ns[HT_SYN_ACK];
     e->linger_ns = 2 * msl;
     strcpy(e->file_suffix, suffix);
+    e->file_suffix_len = strlen(suffix);
+    e->tc_us = INT64_MIN;
+    e->tc_len = 0;
     strcpy(e->msl_text, c2);
     e->nbuckets = 1 << 16;
     free(e->buckets);
@@ -552,6 +555,7 @@ static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "rawfin._engine",
 
 PyMODINIT_FUNC PyInit__engine(void) {
     if (PyType_Ready(&EngineType) < 0) return NULL;
+    for (int i = 0; i < NST; i++) ST_LEN[i] = strlen(ST_NAME[i]);
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     Py_INCREF(&EngineType);

@@ -337,21 +337,21 @@ static int write_connection(Engine *e, conn_t *c) {
         e->done++;
         return 0;
     }
-    if (out_reserve(e, 1024 + strlen(e->file_suffix)) < 0) return -1;
+    if (out_reserve(e, 1024 + e->file_suffix_len) < 0) return -1;
     OUT_LIT(e, "{\"type\":\"connection\",\"conn\":");
     out_i64(e, c->id);
     OUT_LIT(e, ",\"client\":\"");
-    out_cstr(e, c->name[cl]);
+    out_name(e, c, cl);
     OUT_LIT(e, "\",\"server\":\"");
-    out_cstr(e, c->name[sv]);
+    out_name(e, c, sv);
     if (c->mid) OUT_LIT(e, "\",\"server_guessed\":true,\"active_closer\":");
     else OUT_LIT(e, "\",\"server_guessed\":false,\"active_closer\":");
     if (closer < 0) OUT_LIT(e, "null,\"passive_closer\":null");
     else {
         e->out[e->nout++] = '"';
-        out_cstr(e, c->name[closer]);
+        out_name(e, c, closer);
         OUT_LIT(e, "\",\"passive_closer\":\"");
-        out_cstr(e, c->name[1 - closer]);
+        out_name(e, c, 1 - closer);
         e->out[e->nout++] = '"';
     }
     if (rst < 0) OUT_LIT(e, ",\"reset_by\":null");
@@ -363,13 +363,13 @@ static int write_connection(Engine *e, conn_t *c) {
     OUT_LIT(e, ",\"close\":\"");
     out_cstr(e, RULES.close_names[kind]);
     OUT_LIT(e, "\",\"final\":{\"");
-    out_cstr(e, c->name[cl]);
+    out_name(e, c, cl);
     OUT_LIT(e, "\":\"");
-    out_cstr(e, ST_NAME[c->ep[cl].state]);
+    out_state(e, c->ep[cl].state);
     OUT_LIT(e, "\",\"");
-    out_cstr(e, c->name[sv]);
+    out_name(e, c, sv);
     OUT_LIT(e, "\":\"");
-    out_cstr(e, ST_NAME[c->ep[sv].state]);
+    out_state(e, c->ep[sv].state);
     OUT_LIT(e, "\"},\"first_frame\":");
     out_i64(e, c->first_frame);
     OUT_LIT(e, ",\"last_frame\":");
@@ -408,7 +408,7 @@ static int write_connection(Engine *e, conn_t *c) {
         }
         e->out[e->nout++] = ']';
     }
-    out_cstr(e, e->file_suffix);
+    out_str(e, e->file_suffix, e->file_suffix_len);
     OUT_LIT(e, "}\n");
     e->by_close[kind]++;
     if (server_active) e->server_active++;

@@ -77,9 +77,24 @@ static inline void out_i64(Engine *e, int64_t v) {
 
 /* a record's time, as rawfin.core.units.seconds_of gives it and json.dumps prints it: the time rounded
    to whole microseconds (half up), written as repr(us / 10**6) is: "12.03", "1.0", "0.0001", "5e-05" */
+static int out_time_text(Engine *e, int64_t us);
+
 static int out_time(Engine *e, int64_t ns) {
     int64_t us = ns >= 0 ? (ns + 500) / 1000 : -((-ns + 499) / 1000);   /* floor((ns + 500) / 1000) */
     if (out_reserve(e, 32) < 0) return -1;
+    if (us != e->tc_us) {           /* a new time: written, and kept for the records after it */
+        size_t start = e->nout;
+        out_time_text(e, us);
+        e->tc_us = us;
+        e->tc_len = e->nout - start;
+        memcpy(e->tc_text, e->out + start, e->tc_len);
+        return 0;
+    }
+    out_str(e, e->tc_text, e->tc_len);
+    return 0;
+}
+
+static int out_time_text(Engine *e, int64_t us) {
     if (us < 0) { e->out[e->nout++] = '-'; us = -us; }
     if (us == 0) { OUT_LIT(e, "0.0"); return 0; }
     if (us < 100) {                      /* below 1e-4: Python's repr has an exponent */
@@ -104,12 +119,15 @@ static int out_time(Engine *e, int64_t ns) {
 }
 
 static void out_cstr(Engine *e, const char *s) { out_str(e, s, strlen(s)); }
+static inline void out_state(Engine *e, int st) { out_str(e, ST_NAME[st], ST_LEN[st]); }
+static inline void out_name(Engine *e, const conn_t *c, int side) { out_str(e, c->name[side], c->name_len[side]); }
 
 /* what transition and anomaly records begin with: type, conn, frame, time, endpoint */
-static int out_head(Engine *e, const char *type, conn_t *c, int side, int64_t frame, int64_t now, size_t more) {
-    if (out_reserve(e, 512 + more + strlen(e->file_suffix)) < 0) return -1;
+static int out_head(Engine *e, const char *type, size_t type_len, conn_t *c, int side, int64_t frame, int64_t now,
+                    size_t more) {
+    if (out_reserve(e, 512 + more + e->file_suffix_len) < 0) return -1;
     OUT_LIT(e, "{\"type\":\"");
-    out_cstr(e, type);
+    out_str(e, type, type_len);
     OUT_LIT(e, "\",\"conn\":");
     out_i64(e, c->id);
     OUT_LIT(e, ",\"frame\":");
@@ -117,7 +135,7 @@ static int out_head(Engine *e, const char *type, conn_t *c, int side, int64_t fr
     OUT_LIT(e, ",\"time\":");
     if (out_time(e, now) < 0) return -1;
     OUT_LIT(e, ",\"endpoint\":\"");
-    out_cstr(e, c->name[side]);
+    out_name(e, c, side);
     return 0;
 }
 
@@ -168,16 +186,18 @@ static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int6
                               values ? values : Py_None, Py_None, "");
         return out_object(e, t);
     }
-    if (out_head(e, "transition", c, side, frame, now, strlen(cause) + (e->inf_on ? strlen(e->inf_text) + 128 : 0)) < 0)
+    size_t cause_len = strlen(cause);
+    if (out_head(e, "transition", sizeof "transition" - 1, c, side, frame, now,
+                 cause_len + (e->inf_on ? strlen(e->inf_text) + 128 : 0)) < 0)
         return -1;
     OUT_LIT(e, "\",\"peer\":\"");
-    out_cstr(e, c->name[1 - side]);
+    out_name(e, c, 1 - side);
     OUT_LIT(e, "\",\"from\":\"");
-    out_cstr(e, ST_NAME[from]);
+    out_state(e, from);
     OUT_LIT(e, "\",\"to\":\"");
-    out_cstr(e, ST_NAME[to]);
+    out_state(e, to);
     OUT_LIT(e, "\",\"cause\":\"");
-    out_cstr(e, cause);
+    out_str(e, cause, cause_len);
     e->out[e->nout++] = '"';
     if (e->inf_on) {                /* rawfin.render.records: "inferred" and "alternative" after the cause */
         e->inf_on = 0;
@@ -191,7 +211,7 @@ static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int6
         if (e->inf_alt[1] >= 0) { OUT_LIT(e, "\",\""); out_cstr(e, ST_NAME[e->inf_alt[1]]); }
         OUT_LIT(e, "\"]");
     }
-    out_cstr(e, e->file_suffix);
+    out_str(e, e->file_suffix, e->file_suffix_len);
     OUT_LIT(e, "}\n");
     return 0;
 }
@@ -260,13 +280,14 @@ static int anomaly(Engine *e, conn_t *c, int side, const char *kind, const char 
         if (direct) return 0;
         goto aside;
     }
-    if (out_head(e, "anomaly", c, side, frame, now, strlen(detail)) < 0) return -1;
+    size_t detail_len = strlen(detail);
+    if (out_head(e, "anomaly", sizeof "anomaly" - 1, c, side, frame, now, detail_len) < 0) return -1;
     OUT_LIT(e, "\",\"kind\":\"");
     out_cstr(e, kind);
     OUT_LIT(e, "\",\"detail\":\"");
-    out_cstr(e, detail);        /* digits, names and punctuation: nothing JSON must escape */
+    out_str(e, detail, detail_len);     /* digits, names and punctuation: nothing JSON must escape */
     e->out[e->nout++] = '"';
-    out_cstr(e, e->file_suffix);
+    out_str(e, e->file_suffix, e->file_suffix_len);
     OUT_LIT(e, "}\n");
     if (direct) return 0;
 aside:;

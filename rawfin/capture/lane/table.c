@@ -14,6 +14,7 @@ static const char *IN_NAME[NIN] = {"LISTEN", "CONNECT", "CLOSE", "ABORT", "RCV_S
                                    "RCV_NEW_SYN", "TIMEOUT_2MSL", "TIMEOUT_FIN_WAIT_2", "TIMEOUT_GIVE_UP",
                                    "RCV_DATA_AFTER_CLOSE"};
 static signed char TABLE[NST][NIN];
+static size_t ST_LEN[NST];          /* strlen(ST_NAME[i]), made at import */
 static int table_set = 0;
 
 static int name_index(const char *name, const char **names, int n) {

@@ -447,23 +447,23 @@ static inline __attribute__((always_inline)) sit_t side_facts(const ctx_t *x, in
     return k ? t << 1 : t;          /* each B bit is its A bit's neighbour */
 }
 
-/* the segment's flags and the connection's facts the rows' masks test (rules.c, SIT_*) */
-static inline __attribute__((always_inline)) sit_t situation(const ctx_t *x) {
-    const conn_t *c = x->c;
-    sit_t t = ((sit_t)(x->marks & SIT_MARKS_MASK) << SIT_MARKS) | (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u)
-              | (c->known != 3 ? SIT_UNKNOWN : 0u);
-    int a = x->self >= 0 ? x->self : x->tx >= 0 ? x->tx : x->x;
-    if (a >= 0) t |= ((sit_t)1 << (SIT_STATE_A + c->ep[a].state)) | side_facts(x, a, 0);
-    if (x->rx >= 0) t |= ((sit_t)1 << (SIT_STATE_B + c->ep[x->rx].state)) | side_facts(x, x->rx, 1);
+/* the situation (the segment's flags and the connection's facts the rows' masks test: rules.c, SIT_*) in parts, as
+   rules.c's act_changes names what an action may change: what stays through a call (the segment, the held segment),
+   the marks, the connection's facts, side A's, side B's */
+static inline __attribute__((always_inline)) sit_t sit_fixed(const ctx_t *x) {
+    sit_t t = 0;
     if (x->h) t |= ((x->h->seg.flags & F_SYN) ? SIT_H_SYN : 0u) | (x->h->crossed ? SIT_H_CROSSED : 0u);
-    if (x->s) {
-        const ev_t *s = x->s;
-        t |= (s->flags & 0x3Fu) | (s->data_len ? SIT_DATA : 0u);
-        if (x->rx >= 0 && (s->flags & 0x17) == 0x10 && !s->data_len) {       /* pred's dup_ack */
-            const cep_t *rx = &c->ep[x->rx];
-            if (s->ack == rx->snd_una && rx->snd_una != rx->snd_nxt) t |= SIT_DUP_ACK;
-        }
-    }
+    if (x->s) t |= (x->s->flags & 0x3Fu) | (x->s->data_len ? SIT_DATA : 0u);
+    return t;
+}
+
+static inline __attribute__((always_inline)) sit_t sit_marks(const ctx_t *x) {
+    return (sit_t)(x->marks & SIT_MARKS_MASK) << SIT_MARKS;
+}
+
+static inline __attribute__((always_inline)) sit_t sit_conn(const ctx_t *x) {
+    const conn_t *c = x->c;
+    sit_t t = (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u) | (c->known != 3 ? SIT_UNKNOWN : 0u);
     if (c->pending[0].present | c->pending[1].present) {
         t |= SIT_HELD;
         if (x->tx >= 0) t |= (c->pending[x->tx].present ? SIT_HELD_TX : 0u) | (c->pending[x->rx].present ? SIT_HELD_RX : 0u);
@@ -473,6 +473,25 @@ static inline __attribute__((always_inline)) sit_t situation(const ctx_t *x) {
         if (x->tx >= 0) t |= (c->held_ack[x->tx].present ? SIT_FINAL_TX : 0u) | (c->held_ack[x->rx].present ? SIT_FINAL_RX : 0u);
     }
     return t;
+}
+
+static inline __attribute__((always_inline)) sit_t sit_a(const ctx_t *x) {
+    int a = x->self >= 0 ? x->self : x->tx >= 0 ? x->tx : x->x;
+    return a >= 0 ? ((sit_t)1 << (SIT_STATE_A + x->c->ep[a].state)) | side_facts(x, a, 0) : 0;
+}
+
+static inline __attribute__((always_inline)) sit_t sit_b(const ctx_t *x) {
+    if (x->rx < 0) return 0;
+    const cep_t *rx = &x->c->ep[x->rx];
+    sit_t t = ((sit_t)1 << (SIT_STATE_B + rx->state)) | side_facts(x, x->rx, 1);
+    const ev_t *s = x->s;           /* pred's dup_ack */
+    if (s && (s->flags & 0x17) == 0x10 && !s->data_len && s->ack == rx->snd_una && rx->snd_una != rx->snd_nxt)
+        t |= SIT_DUP_ACK;
+    return t;
+}
+
+static inline __attribute__((always_inline)) sit_t situation(const ctx_t *x) {
+    return sit_fixed(x) | sit_marks(x) | sit_conn(x) | sit_a(x) | sit_b(x);
 }
 
 static inline int fits(sit_t t, sit_t need, sit_t forbid) {
@@ -804,7 +823,9 @@ static int act(ctx_t *x, const act_t *a) {
 }
 
 static int run(ctx_t *x, int prog) {
-    sit_t t = situation(x);                 /* changes only when a row's actions run */
+    /* the situation changes only when a row's actions run, and then only in the parts they may change (chg) */
+    sit_t fixed = sit_fixed(x), marks = sit_marks(x), conn = sit_conn(x), sa = sit_a(x), sb = sit_b(x);
+    sit_t t = fixed | marks | conn | sa | sb;
     uint32_t n;
     const int32_t *d = dispatch(prog, t, &n);
     uint32_t gen = DC_GEN;
@@ -821,8 +842,24 @@ static int run(ctx_t *x, int prog) {
             if (r == STOPPED) return 0;
             if (r) return r;
         }
-        if (rw->still) { i = (uint32_t)d[3 * i + 2]; continue; }     /* the same situation: the same list */
-        sit_t now = situation(x);
+        int chg = rw->chg;
+#ifdef LANE_CHECK_SIT
+        {
+            sit_t m = chg & CH_MARKS ? sit_marks(x) : marks, k = chg & CH_CONN ? sit_conn(x) : conn;
+            sit_t a = chg & CH_A ? sit_a(x) : sa, b = chg & CH_B ? sit_b(x) : sb;
+            if ((fixed | m | k | a | b) != situation(x)) {
+                fprintf(stderr, "rawfin lane: after row %d (chg %d) the situation is %llx, not %llx\n", d[3 * i + 1], chg,
+                        (unsigned long long)situation(x), (unsigned long long)(fixed | m | k | a | b));
+                abort();
+            }
+        }
+#endif
+        if (!chg && gen == DC_GEN) { i = (uint32_t)d[3 * i + 2]; continue; }   /* the same situation: the same list */
+        if (chg & CH_MARKS) marks = sit_marks(x);
+        if (chg & CH_CONN) conn = sit_conn(x);
+        if (chg & CH_A) sa = sit_a(x);
+        if (chg & CH_B) sb = sit_b(x);
+        sit_t now = fixed | marks | conn | sa | sb;
         if (now == t && gen == DC_GEN) { i = (uint32_t)d[3 * i + 2]; continue; }
         t = now;
         d = dispatch(prog, t, &n);          /* (the actions may have run other programs: look it up again) */

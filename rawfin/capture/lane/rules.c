@@ -118,8 +118,8 @@ typedef struct { int16_t code; int32_t a[3]; } act_t;
 #define SIT_STATE_A 32          /* bits 32-42: the state of the endpoint the program runs for (self, tx, or x) */
 #define SIT_STATE_B 48          /* bits 48-58: the state of rx */
 typedef uint64_t sit_t;
-typedef struct { uint32_t p0, np, a0, na; sit_t need, forbid; uint8_t still; } row_t;   /* need, forbid: what the
-    situation must have, not have; still: its actions cannot change the situation (act_still) */
+typedef struct { uint32_t p0, np, a0, na; sit_t need, forbid; uint8_t chg; } row_t;   /* need, forbid: what the
+    situation must have, not have; chg: what of it its actions may change (act_changes: CH_*, 0 none) */
 typedef struct { uint32_t r0, nr; sit_t any; } step_t;     /* any: one of these bits, or no row holds */
 typedef struct { uint32_t s0, ns; } prog_t;
 typedef struct { uint32_t p0, np; sit_t need, forbid; uint64_t pairs[2]; } cond_t;   /* pairs: cond_pairs */
@@ -659,18 +659,79 @@ static int act_visible(const act_t *a) {
     return 1;
 }
 
-/* an action that changes nothing the situation shows (no state, mark, hold, FIN noted, nothing known, no
-   program run, no TCB field, no side's resent, hole or waiting): after a row of such actions the rows left to try
-   are the same */
-static int act_still(const act_t *a) {
+/* what an action can change of the situation (interp.c's parts of it): CH_MARKS the call's marks, CH_CONN the
+   connection's facts (FIN noted, mid-stream, known, what is held), CH_A / CH_B side A's / B's state and facts (B's
+   with dup_ack, which reads rx's snd_una and snd_nxt). After a row the parts its actions may have changed are
+   looked at again; none (still): the rows left to try are the same. */
+enum { CH_MARKS = 1, CH_CONN = 2, CH_A = 4, CH_B = 8, CH_ALL = 15 };
+static int ep_local;        /* every action of the endpoint programs changes only its own endpoint (prepare_rules) */
+
+/* the sides of the situation a side named ``who`` may be, in the program class being prepared */
+static int ch_side(int who) {
+    int k = sit_side(who);
+    if (k == 0) return CH_A;
+    if (k == 1) return CH_B;
+    if (prep_cls == CLS_SELF && (who == W_TX || who == W_RX || who == W_X)) return 0;   /* no such side there */
+    return CH_A | CH_B;
+}
+
+/* a TCB field set on side ``who``: fin_seq and peer_fin_seq are side facts, snd_una and snd_nxt rx's dup_ack's */
+static int ch_field(int who, int name) {
+    if (name == V_FIN_SEQ || name == V_PEER_FIN_SEQ) return ch_side(who);
+    if (name == V_SND_UNA || name == V_SND_NXT) return ch_side(who) & CH_B;
+    return 0;
+}
+
+static int act_changes(const act_t *a) {
     switch (a->code) {
     case A_TAKE_DATA: case A_SERVER: case A_FLAG: case A_DROP_CANDIDATES:
     case A_CANDIDATE: case A_NOTE_RST: case A_EVIDENCE: case A_RTT:
     case A_INFER: case A_ANOMALY: case A_SYN_TIME: case A_REORDERED:
-        return 1;
-    default:
+    case A_NOTE_PROMPT: case A_NOTE_FREED:
+    case A_SEND: case A_REMOTE: case A_SYNCHRONIZED:
         return 0;
+    case A_MARK: return CH_MARKS;
+    case A_SET: return ch_field(RULES_PREP->vals[a->a[0]].who, RULES_PREP->vals[a->a[0]].name);
+    case A_ACKED: return ch_field(W_SELF, V_SND_UNA);
+    case A_MOVE: return prep_cls == CLS_SELF ? CH_A : CH_ALL;              /* self's state */
+    case A_LISTENING: return ch_side(W_X);
+    case A_OPEN: case A_KNOW: case A_NOTE_FIN: return CH_CONN;
+    case A_NOTE_RESENT: case A_DROP_RESENT: case A_NOTE_HOLE: case A_DROP_HOLE: return ch_side(a->a[0]);
+    case A_UNHOLD: case A_UNHOLD_FINAL: case A_HOLD_FINAL: case A_HOLD: case A_WAIT_BEHIND: case A_HOLD_RST:
+        return CH_CONN | ch_side(a->a[0]);
+    case A_UNHOLD_X: return CH_CONN | ch_side(W_X);
+    /* an endpoint program run for one side: that side's state and fields, if that is all those programs change */
+    case A_OBSERVE_SEND: return ep_local ? ch_side(W_TX) : CH_ALL;
+    case A_DELIVER: case A_DELIVER_WITHOUT_FIN: case A_DELIVER_ACK_ONLY: return ep_local ? ch_side(W_RX) : CH_ALL;
+    case A_DELIVER_QUEUE: case A_DELIVER_HELD: return ep_local ? ch_side(W_X) : CH_ALL;
+    case A_DELIVER_FINAL: return ep_local ? CH_CONN | ch_side(a->a[0]) : CH_ALL;
+    default: return CH_ALL;     /* flushes, pick-up, crossing...: anything */
     }
+}
+
+/* is every action of the endpoint programs (receive, send, timers) one that changes only that endpoint? */
+static int endpoint_local(const rules_t *r) {
+    for (int pi = 0; pi < PG_BIRTH; pi++)
+        for (uint32_t si = 0; si < r->progs[pi].ns; si++) {
+            const step_t *st = &r->steps[r->progs[pi].s0 + si];
+            for (uint32_t ri = 0; ri < st->nr; ri++) {
+                const row_t *rw = &r->rows[st->r0 + ri];
+                for (uint32_t ai = 0; ai < rw->na; ai++) {
+                    const act_t *a = &r->acts[rw->a0 + ai];
+                    switch (a->code) {
+                    case A_STOP: case A_MOVE: case A_ANOMALY: case A_MARK: case A_ACKED: case A_TAKE_DATA:
+                    case A_SEND: case A_REMOTE: case A_SYNCHRONIZED:
+                        break;
+                    case A_SET:
+                        if (r->vals[a->a[0]].who != W_SELF) return 0;
+                        break;
+                    default:
+                        if (a->code >= 0 && a->code < NACT) return 0;   /* (one the lane lacks hands the connection over) */
+                    }
+                }
+            }
+        }
+    return 1;
 }
 
 /* the pairs (state of side 0, state of side 1; bit s0 * NST + s1) in which a condition can hold: its tests of
@@ -705,6 +766,7 @@ static void prepare_cond(rules_t *r, cond_t *cd) {
 
 static void prepare_rules(rules_t *r) {
     RULES_PREP = r;
+    ep_local = endpoint_local(r);
     for (uint32_t i = 0; i < r->nvals; i++) {
         val_t *v = &r->vals[i];
         v->quick = 0;
@@ -727,8 +789,8 @@ static void prepare_rules(rules_t *r) {
                 for (uint32_t ai = 0; ai < rw.na; ai++)
                     if (act_visible(&r->acts[rw.a0 + ai])) r->acts[rw.a0 + ka++] = r->acts[rw.a0 + ai];
                 rw.na = ka;
-                rw.still = 1;
-                for (uint32_t ai = 0; ai < ka; ai++) rw.still &= (uint8_t)act_still(&r->acts[rw.a0 + ai]);
+                rw.chg = 0;
+                for (uint32_t ai = 0; ai < ka; ai++) rw.chg |= (uint8_t)act_changes(&r->acts[rw.a0 + ai]);
                 visible |= ka > 0;
                 r->rows[st.r0 + kr++] = rw;
             }

@@ -343,16 +343,42 @@ def test_an_rst_to_time_wait_where_segments_get_lost_after_the_capture_point_is_
     (mark,) = inferred(recs, SN)
     assert (mark["from"], mark["to"]) == ("TIME_WAIT", "CLOSED")
     assert mark["alternative"] == ["TIME_WAIT"]
-    # nothing shows segments lost after the capture point: no mark
-    recs = both_engines([x for i, x in enumerate(segs) if x.time_ns != 210 * MS], tmp_path)
+    # nothing shows where segments get lost (lossylink messy seed 3 connection 34: the capture's third connection):
+    # marked all the same
+    recs = both_engines([x for x in segs if x.time_ns != 210 * MS], tmp_path)
+    (mark,) = inferred(recs, SN)
+    assert (mark["to"], mark["alternative"]) == ("CLOSED", ["TIME_WAIT"])
+    # segments lost before the capture point (the client acknowledges the server's data the capture never saw): it
+    # sits next to the receivers, the RST arrived: no mark
+    recs = both_engines([x for x in segs if x.time_ns not in (int(4.1 * MS), 210 * MS)], tmp_path)
     assert path(recs, SN)[-1] == "CLOSED" and not inferred(recs, SN)
+
+
+def test_an_rst_to_the_compact_time_wait_form_is_marked_too(tmp_path):
+    """lossylink messy seed 9 connection 46 (before the faults): the same RST after the connection shrank to its
+    compact TimeWait form (nothing held any more): rules.TIME_WAIT_FORM names the same reading."""
+    segs = opened(resp=0) + [
+        seg("s", 1, 101, A, 100, ms=4), seg("c", 101, 101, ms=4.1),
+        seg("c", 101, 101, F | A, ms=300),          # the client closes first
+        seg("s", 101, 102, F | A, ms=300.2),
+        seg("c", 102, 102, ms=300.3),
+        seg("c", 102, 102, ms=4000),                # a copy of the final ACK, after the hold: the server answers
+        seg("s", 102, 0, R, ms=4000.1)]             # with an RST, lost after the capture point
+    for compact in (True, False):
+        recs = run(segs, Observer(compact_time_wait=compact))
+        assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT", "CLOSED"]
+        (mark,) = inferred(recs, CN)
+        assert (mark["from"], mark["to"], mark["alternative"]) == ("TIME_WAIT", "CLOSED", ["TIME_WAIT"])
+    recs = both_engines(segs, tmp_path)
+    assert [m["alternative"] for m in inferred(recs, CN)] == [["TIME_WAIT"]]
 
 
 def _unread_close_rst(all_acked: bool) -> list[Segment]:
     """lossylink rst50 seed 2 connection 20: the server closes with the client's last data unread (RST);
     the RSTs are lost after the capture point while the client sends that data again and again, and its
     application closes meanwhile: its FIN waits behind the data (kernel: ESTABLISHED -> FIN_WAIT_1 ->
-    CLOSED when an RST gets through). ``all_acked``: the server had acknowledged the data before."""
+    CLOSED when an RST gets through). ``all_acked``: the capture showed the server acknowledging the data before:
+    sent again all the same, that ACK never reached the client (lossylink messy seed 305 connection 1): the same."""
     return opened() + [
         seg("c", 101, 201, P | A, 651, ms=4),
         *([seg("s", 201, 752, ms=4.1)] if all_acked else []),
@@ -364,17 +390,41 @@ def _unread_close_rst(all_acked: bool) -> list[Segment]:
 
 
 def test_rst_to_a_side_sending_data_again_names_fin_wait_1(tmp_path):
-    recs = both_engines(_unread_close_rst(all_acked=False), tmp_path)
-    assert path(recs, CN) == ["ESTABLISHED", "CLOSED"]
-    (mark,) = inferred(recs, CN)
-    assert (mark["from"], mark["to"]) == ("ESTABLISHED", "CLOSED")
-    assert mark["alternative"] == ["FIN_WAIT_1", "CLOSED"]
-    assert "rst_not_received" in kinds(recs)
+    for all_acked in (False, True):
+        recs = both_engines(_unread_close_rst(all_acked=all_acked), tmp_path)
+        assert path(recs, CN) == ["ESTABLISHED", "CLOSED"]
+        (mark,) = inferred(recs, CN)
+        assert (mark["from"], mark["to"]) == ("ESTABLISHED", "CLOSED")
+        assert mark["alternative"] == ["FIN_WAIT_1", "CLOSED"]
+        assert "rst_not_received" in kinds(recs)
+
+
+def test_rst_to_a_side_sending_data_its_closed_peer_never_took_names_fin_wait_1(tmp_path):
+    """lossylink rst50 seed 303 connection 34 (before the faults): the server's last data, sent after the client
+    closed with data unread (its RST lost after the capture point), sent again and again: the client never took it,
+    the server's application closed meanwhile (FIN_WAIT_1, its FIN behind that data) when an RST got through."""
+    segs = opened() + [
+        seg("c", 101, 201, R | A, ms=4),           # the client closes with the server's data unread
+        seg("s", 201, 101, P | A, 10, ms=4.1),     # the server's last data: the client is closed
+        seg("c", 101, 0, R, ms=4.2),
+        seg("s", 201, 101, P | A, 10, ms=210),     # sent again: the RSTs never reached it
+        seg("c", 101, 0, R, ms=210.2),
+        seg("s", 201, 101, P | A, 10, ms=620),
+        seg("c", 101, 0, R, ms=620.2)]             # this one arrives
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSED"]
+    (mark,) = inferred(recs, SN)
+    assert (mark["from"], mark["to"], mark["alternative"]) == ("ESTABLISHED", "CLOSED", ["FIN_WAIT_1", "CLOSED"])
 
 
 def test_rst_after_everything_was_acknowledged_is_not_marked(tmp_path):
     """(corpus zeek__retransmit-fast009.pcap: data sent again, all of it ACKed, an RST a minute later)"""
-    recs = both_engines(_unread_close_rst(all_acked=True), tmp_path)
+    segs = opened() + [
+        seg("c", 101, 201, P | A, 651, ms=4),
+        seg("c", 101, 201, P | A, 651, ms=210),    # sent again (its first copy lost after the capture point)
+        seg("s", 201, 752, ms=210.1),              # all of it acknowledged
+        seg("s", 201, 752, R | A, ms=60_000)]
+    recs = both_engines(segs, tmp_path)
     assert path(recs, CN)[-1] == "CLOSED"
     assert not inferred(recs, CN)
 

@@ -58,6 +58,8 @@ def programs(close_only: bool = False) -> list[tuple[str, str | None, str, tuple
                 R.FLUSH))
     out.append(("flush_at_end", None, "observer: what is still held for x at the end", R.FLUSH_AT_END))
     out.append(("rst_held", None, "observer: an RST held for x, as it is delivered", R.RST_HELD))
+    out.append(("time_wait_form", None, "observer: a segment for a settled connection's compact form (tx, rx)",
+                R.TIME_WAIT_FORM))
     out.append(("end", None, "observer: what only the end of a connection tells (a, b: its two sides)", R.END))
     return out
 

@@ -46,7 +46,8 @@ _CONN_NAMES = {"first_fin": "conn"}
 
 PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "in_window", "ack_known",
               "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
-              "crossed", "answered", "now", "reached", "rd_shut", "waiting", "lost_after", "dup_ack")
+              "crossed", "answered", "now", "reached", "rd_shut", "waiting", "lost_after", "lost_before",
+              "dup_ack")
 ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
            "queue", "close", "retransmit", "probe", "disarm_rto",
            "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
@@ -180,8 +181,8 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
         if parts[0] in ("quick", "soon"):        # rules.ANSWER_QUICK_NS (and a round trip), rules.FIN_SOON_NS
             return ("waiting", neg, (parts[0], parts[1], _CONSTANTS["answer_quick" if parts[0] == "quick" else "fin_soon"]))
         return ("waiting", neg, (parts[0], parts[1]))
-    if parts[0] == "lost_after" and len(parts) == 2 and parts[1] in ("tx", "rx"):
-        return ("lost_after", neg, (parts[1],))
+    if parts[0] in ("lost_after", "lost_before") and len(parts) == 2 and parts[1] in ("tx", "rx"):
+        return (parts[0], neg, (parts[1],))
     if t in ("held:tx", "held:rx", "final:tx", "final:rx"):
         return ("held", neg, (t,))
     m = re.fullmatch(r"(?:([a-z_]+|(?:held|final):(?:tx|rx))\.)?(state:[A-Z_|0-9]+|[A-Za-z_]+)", t)
@@ -265,7 +266,7 @@ def compile_condition(text: str, ctx_who: str = "self") -> tuple:
 
 
 _COMPILED_PARTS = ("receive", "observe_send", "timers", "birth", "guess_server", "segment", "flush", "flush_at_end",
-                   "end", "rst_held", "close_kinds", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order",
+                   "end", "rst_held", "time_wait_form", "close_kinds", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order",
                    "final_ack_hold_ns", "well_known_port", "half_open", "syn_timeout_ns",
                    "syn_ack_timeout_ns")
 
@@ -273,6 +274,7 @@ _COMPILED_PARTS = ("receive", "observe_send", "timers", "birth", "guess_server",
 class Compiled:
     """Every program of :mod:`rawfin.core.rules`, read once: receive and observe_send per State (in
     State order), timers, birth, guess_server (BIRTH's guess alone), segment, flush, flush_at_end, end, rst_held,
+    time_wait_form,
     close_kinds ((kind, condition), ...), time_wait_closes, reset_closes, time_wait_held, settled, new_syn ((accepts, condition), ...),
     fast_path, timer_order, final_ack_hold_ns, well_known_port, half_open ((condition, clock, timeout), ...),
     syn_timeout_ns, syn_ack_timeout_ns."""
@@ -310,6 +312,7 @@ def _compile_rules(rules) -> Compiled:
         flush_at_end=compile_program(rules.FLUSH_AT_END, "x"),
         end=compile_program(rules.END, "a"),
         rst_held=compile_program(rules.RST_HELD, "x"),
+        time_wait_form=compile_program(rules.TIME_WAIT_FORM, "rx"),
         close_kinds=tuple((k, compile_condition(c, "a")) for k, c in rules.CLOSE_KINDS),
         time_wait_closes=frozenset(rules.TIME_WAIT_CLOSES),
         reset_closes=frozenset(rules.RESET_CLOSES),
@@ -367,14 +370,14 @@ def _seg_of(who: str) -> Callable:
     if who == "seg":
         return lambda c: c.seg
     if who == "h":
-        return lambda c: c.h[0]
+        return lambda c: c.h.seg
     if who == "now":
         return lambda c: c.nowseg
     kind, side = who.split(":")
     attr = "pending" if kind == "held" else "held_ack"
     key = "txk" if side == "tx" else "rxk"
     if kind == "held":
-        return lambda c: c.conn.pending[getattr(c, key)][0]
+        return lambda c: c.conn.pending[getattr(c, key)].seg
     return lambda c: c.conn.held_ack[getattr(c, key)]
 
 
@@ -626,9 +629,9 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
         return lambda c: bool(seg(c).flags & bit)
     if name == "crossed":
         if args[0] == "h":
-            return lambda c: c.h[1]
+            return lambda c: c.h.crossed
         key = "txk" if args[0].endswith("tx") else "rxk"
-        return lambda c: c.conn.pending[getattr(c, key)][1]
+        return lambda c: c.conn.pending[getattr(c, key)].crossed
     if name == "answered":
         return lambda c: (c.nowseg is not None and c.nowseg.syn
                           and (c.nowseg.src, c.nowseg.sport) == c.xk)
@@ -638,6 +641,8 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
         return _waiting(*args)
     if name == "lost_after":
         return _lost_after(args[0])
+    if name == "lost_before":
+        return _lost_before(args[0])
     raise RuleError(f"no predicate {name!r}")
 
 
@@ -646,24 +651,24 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
     if what == "rst":
         return lambda c: getattr(c, key) in c.conn.held_rst
     entry = (lambda c: c.h) if side == "x" else (lambda c: c.conn.pending.get(getattr(c, key)))
-    if what == "queue":           # [seg, crossed, queue, ahead]: see Connection.pending
-        return lambda c: bool((e := entry(c)) and len(e) > 2 and e[2])
+    if what == "queue":           # the held entry's fields: rawfin.core.observer.Held
+        return lambda c: bool((e := entry(c)) and e.queue)
     if what == "ahead":
-        return lambda c: bool((e := entry(c)) and len(e) > 3 and e[3])
+        return lambda c: bool((e := entry(c)) and e.ahead)
     if what == "acks":            # a segment waiting behind the FIN acknowledges its receiver's FIN
         def acks(c):
             e, me = entry(c), getattr(c, key[:-1])
-            if not (e and len(e) > 2 and e[2]) or me.fin_seq is None:
+            if not (e and e.queue) or me.fin_seq is None:
                 return False
             end = sq.add(me.fin_seq, 1)
-            return any(q.has_ack and sq.ge(q.ack, end) for q in e[2])
+            return any(q.has_ack and sq.ge(q.ack, end) for q in e.queue)
         return acks
     if what == "ack_first":       # the link reorders after the capture point, and the receiver's answer (now) came
         #                           later after the first segment waiting behind the FIN that acknowledges its FIN
         #                           than most round trips to its side (rawfin.core.delays)
         def ack_first(c):
             e, me = entry(c), getattr(c, key[:-1])
-            if c.nowseg is None or not (e and len(e) > 2 and e[2]) or me.fin_seq is None:
+            if c.nowseg is None or not (e and e.queue) or me.fin_seq is None:
                 return False
             # the capture has seen segments reach a host out of order, and nothing shows segments missing before
             # the capture point (it saw them as they were sent: the reordering happened after it)
@@ -673,7 +678,7 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
             if any(ev.get((host_of(n), "up"), 0) for n in (me.name, me.peer_name)):
                 return False
             end = sq.add(me.fin_seq, 1)
-            q = next((q for q in e[2] if q.has_ack and sq.ge(q.ack, end)), None)
+            q = next((q for q in e.queue if q.has_ack and sq.ge(q.ack, end)), None)
             if q is None:
                 return False
             side = CLIENT if getattr(c, key) == c.conn.client else SERVER
@@ -681,28 +686,28 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
         return ack_first
     if what == "late":            # a round trip (the handshake's; unknown: never late) and late_ns after the held FIN
         return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None
-                              and c.now - (e[0].time_ns or 0) >= late_ns + c.conn.rtt_ns)
+                              and c.now - (e.seg.time_ns or 0) >= late_ns + c.conn.rtt_ns)
     if what == "late_first":      # within a round trip of the held copy of a FIN sent again, late after its first
         def late_first(c):
             e, rtt = entry(c), c.conn.rtt_ns
-            if not e or rtt is None or c.now - (e[0].time_ns or 0) >= rtt:
+            if not e or rtt is None or c.now - (e.seg.time_ns or 0) >= rtt:
                 return False
             first = c.conn.fin_copy.get(getattr(c, key))
-            return bool(first is not None and first[0] == e[0].fin_seq and c.now - first[1] >= late_ns + rtt)
+            return bool(first is not None and first[0] == e.seg.fin_seq and c.now - first[1] >= late_ns + rtt)
         return late_first
     if what == "quick":           # within a round trip (the handshake's; unknown: never) and late_ns of the held FIN
         return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None
-                              and c.now - (e[0].time_ns or 0) <= late_ns + c.conn.rtt_ns)
+                              and c.now - (e.seg.time_ns or 0) <= late_ns + c.conn.rtt_ns)
     if what == "prompt":          # the side's pure ACK of the held FIN came at once (the observer's note_prompt)
-        return lambda c: bool((e := entry(c)) and len(e) > 4 and e[4] is not None)
+        return lambda c: bool((e := entry(c)) and e.prompt_ns is not None)
     if what == "soon":            # ... and this segment within late_ns of that ACK
-        return lambda c: bool((e := entry(c)) and len(e) > 4 and e[4] is not None and c.now - e[4] <= late_ns)
+        return lambda c: bool((e := entry(c)) and e.prompt_ns is not None and c.now - e.prompt_ns <= late_ns)
     if what == "freed":           # the held FIN acknowledged data of the side's not acknowledged before (note_freed)
-        return lambda c: bool((e := entry(c)) and len(e) > 5 and e[5])
+        return lambda c: bool((e := entry(c)) and e.freed)
     if what == "filled":
         def filled(c):
             e = entry(c)
-            return bool(e and len(e) > 3 and e[3] and sq.ge(getattr(c, key[:2]).rcv_nxt, e[0].seq))
+            return bool(e and e.ahead and sq.ge(getattr(c, key[:2]).rcv_nxt, e.seg.seq))
         return filled
     if what == "rst_late":          # a round trip (twice the handshake's, and a millisecond) after the last
         def late(c):
@@ -728,6 +733,16 @@ def _lost_after(side: str) -> Callable:
         up = sum(ev.get((h, "up"), 0) for h in hosts)
         down = sum(ev.get((h, "down"), 0) for h in hosts)
         return down > 0 and not up
+    return f
+
+
+def _lost_before(side: str) -> Callable:
+    """The capture point shows this pair's segments lost before it (segments it never saw): the evidence of the
+    whole capture so far, for both hosts of the connection. Without it, what the capture point saw sent may not
+    have arrived (``!lost_before:``: it may sit anywhere between the hosts)."""
+    def f(c):
+        ev = c.conn.evidence
+        return any(ev.get((host_of(n), "up"), 0) for n in (c.tx.name, c.rx.name))
     return f
 
 

@@ -72,6 +72,22 @@ def shown(conn, side: tuple[str, int], n: int) -> int:
     return n if bases is None else sq.relative(n, bases.get(side))
 
 
+class Held:
+    """What is held for a receiver (Connection.pending): the FIN (or SYN) that has not yet shown to reach it, and
+    what the observer learns about it meanwhile. One shape, made by the hold action (rules' hold; the lane's
+    held_t, made by its hold()): every rule's predicate reads a field that is always there."""
+
+    __slots__ = ("seg", "crossed", "queue", "ahead", "prompt_ns", "freed")
+
+    def __init__(self, seg: Segment) -> None:
+        self.seg = seg
+        self.crossed = False         # sent before the receiver's own segment that did not show it (rules' cross)
+        self.queue: list[Segment] = []   # its sender's segments waiting behind it (rules' wait_behind, queue:)
+        self.ahead = False           # ahead of a gap, waiting in the receiver's queue (hold_ahead, ahead:)
+        self.prompt_ns: int | None = None   # the receiver's pure ACK of it, sent at once (note_prompt, prompt:)
+        self.freed = False           # it acknowledged data of the receiver's not acknowledged before (freed:)
+
+
 def _copy_of(conn, seg: Segment) -> bool:
     """Could ``seg`` be a copy of a segment ``conn`` (a Connection or its TimeWait) has seen from its
     sender (the same packet seen on another VLAN view)? Its sequence numbers say: a SYN with the sender's ISN; any
@@ -130,8 +146,8 @@ class Connection:
         self.fin_ack_candidates: list[Anomaly] | None = None
         self.first_fin_acked_alone = False
         self.refused = False
-        # receiver -> [FIN (or SYN) held, crossed?, later: the sender's segments waiting behind it, ahead of a gap?]
-        self.pending: dict[tuple[str, int], list] = _NO_DICT
+        # receiver -> the FIN (or SYN) held for it, and what is known about it (Held)
+        self.pending: dict[tuple[str, int], Held] = _NO_DICT
         self.seen = 0            # bit 1: the first sender has sent, bit 2: the other side has
         self.unanswered = 0      # same bits: that side got data and its application has sent nothing since
         self.resent = 0          # same bits: that side has sent data again that its peer already had (rules' resent)
@@ -264,7 +280,7 @@ class Connection:
         x = self.eps[ep]
         for seg in self._unhold("held_rst", ep):
             c = Ctx()
-            c.conn, c.out, c.nowseg, c.h, c.xk, c.x = self, out, None, [seg], ep, x
+            c.conn, c.out, c.nowseg, c.h, c.xk, c.x = self, out, None, Held(seg), ep, x
             run(PROGRAMS.rst_held, c)
             self._collect(x.receive(seg, seg.time_ns or 0), out, c.infer)
 
@@ -547,7 +563,7 @@ def _on(who: str, fn):
 
 def _deliver_held(kind: str):
     def f(c):
-        seg, x, conn = c.h[0], c.x, c.conn
+        seg, x, conn = c.h.seg, c.x, c.conn
         if kind == "syn":
             conn._collect(x.receive(seg, seg.time_ns or 0), c.out)
             return
@@ -557,14 +573,14 @@ def _deliver_held(kind: str):
             conn._collect(x.receive(seg, seg.time_ns or 0), c.out)
             return
         if kind == "ahead":        # data and FIN, where the gap was filled or the receiver showed it had it
-            when = c.nowseg if (c.filled or c.h[1]) and c.nowseg is not None else seg
+            when = c.nowseg if (c.filled or c.h.crossed) and c.nowseg is not None else seg
             c.infer = conn._collect(x.receive(seg.with_(frame=when.frame, time_ns=when.time_ns), when.time_ns or 0),
                                     c.out, c.infer)
             return
         if kind == "fin_last":     # what waited behind the FIN overtook it: that first, the FIN where now shows it
-            for q in _queue(c.h):
+            for q in c.h.queue:
                 c.infer = conn._collect(x.receive(q, q.time_ns or 0), c.out, c.infer)
-        when = c.nowseg if kind in ("fin_at_now", "fin_last") else _queue(c.h)[0] if kind == "fin_at_queue" else seg
+        when = c.nowseg if kind in ("fin_at_now", "fin_last") else c.h.queue[0] if kind == "fin_at_queue" else seg
         fin = seg.with_(seq=seg.fin_seq, payload=b"", data_len=0, flags=1 | (seg.flags & 16),
                         frame=when.frame, time_ns=when.time_ns)
         c.infer = conn._collect(x.receive(fin, when.time_ns or 0), c.out, c.infer)
@@ -573,20 +589,15 @@ def _deliver_held(kind: str):
 
 # -- a lossy, reordering link (issue 14) -----------------------------------------------------------------------
 
-def _queue(entry: list) -> list:
-    """The segments waiting behind a held FIN (Connection.pending's third place)."""
-    return entry[2] if len(entry) > 2 else []
-
-
 def _fin_unseen(c: Ctx) -> None:
     """tx's bare ACK is one past everything it was seen to send: its FIN, not captured, went before it."""
     conn, seg, tx = c.conn, c.seg, c.tx
     fseq = tx.snd_nxt
     peer = conn.pending.get(c.txk)
     infer = None
-    if peer is not None and not peer[0].syn:
+    if peer is not None and not peer.seg.syn:
         first = next((f[2] for f in conn.fins if f[0] == c.rxk), None)
-        if first is not None and peer[0].frame != first:
+        if first is not None and peer.seg.frame != first:
             # the peer sent its FIN again before this ACK: nothing had come back for the first copy, so
             # this side's answer (its FIN, carrying the ACK) was lost: it had the peer's FIN first
             conn._flush(c.txk, None, c.out, infer=(
@@ -595,7 +606,7 @@ def _fin_unseen(c: Ctx) -> None:
                 f"frame {first}"))
         else:
             infer = ((State.CLOSE_WAIT, State.LAST_ACK),
-                     f"the peer's FIN in frame {peer[0].frame} reached it before it sent its FIN "
+                     f"the peer's FIN in frame {peer.seg.frame} reached it before it sent its FIN "
                      f"seq={shown(conn, c.txk, fseq)} (not "
                      f"captured), and its ACK of that FIN was lost before the capture point too")
     a = Anomaly(endpoint=tx.name, kind="fin_not_captured",
@@ -614,7 +625,7 @@ def _first_fin(lost: bool):
     def f(c):
         conn, again, ep, rx = c.conn, c.seg, c.rxk, c.rx
         held = conn.pending[ep]
-        first, queue = held[0], _queue(held)
+        first, queue = held.seg, held.queue
         after = queue[0].frame if queue else again.frame
         if not lost:
             conn._flush(ep, None if queue else again, c.out, infer=(
@@ -637,10 +648,7 @@ def _first_fin(lost: bool):
 
 
 def _wait_behind(c: Ctx, k) -> None:
-    held = c.conn.pending[k]
-    if len(held) == 2:
-        held.append([])
-    held[2].append(c.seg)
+    c.conn.pending[k].queue.append(c.seg)
 
 
 def _drop_lost_acks(c: Ctx, k) -> None:
@@ -649,7 +657,7 @@ def _drop_lost_acks(c: Ctx, k) -> None:
     conn, me, held = c.conn, c.conn.eps[k], c.conn.pending[k]
     want = sq.add(me.fin_seq, 1)
     keep = []
-    for q in _queue(held):
+    for q in held.queue:
         if q.has_ack and sq.ge(q.ack, want) and not q.fin and not q.data_len:
             a = Anomaly(endpoint=me.name, kind="final_ack_lost",
                         detail=(f"the ACK ack={shown(conn, k, q.ack)} in frame {q.frame} never reached {me.name}: it "
@@ -658,7 +666,7 @@ def _drop_lost_acks(c: Ctx, k) -> None:
             conn._collect(Result(anomalies=(a,)), c.out)
         else:
             keep.append(q)
-    held[2] = keep
+    held.queue = keep
 
 
 def _hold_rst(c: Ctx, k) -> None:
@@ -710,7 +718,7 @@ def _syn_time(c: Ctx) -> None:
 def _hold(c: Ctx, k) -> None:
     """Hold this segment for k; a FIN's first capture is kept across its copies (rules' late:)."""
     conn, seg = c.conn, c.seg
-    conn._hold("pending", k, [seg, False])
+    conn._hold("pending", k, Held(seg))
     if seg.flags & 0x01:
         fin = seg.fin_seq
         had = conn.fin_copy.get(k)
@@ -720,8 +728,7 @@ def _hold(c: Ctx, k) -> None:
 
 def _hold_ahead(c: Ctx, k) -> None:
     """The FIN (just held for k) is ahead of a gap: it waits in k's queue; the ACK in it counts now."""
-    held = c.conn.pending[k]
-    held[2:] = [[], True]
+    c.conn.pending[k].ahead = True
     rx = c.conn.eps[k]
     body = c.seg.with_(flags=c.seg.flags & 0xFE, seq=rx.rcv_nxt, payload=b"", data_len=0)
     c.conn._collect(rx.receive(body, c.now), c.out)
@@ -734,7 +741,7 @@ def _deliver_ack_only(c: Ctx) -> None:
 
 
 def _deliver_queue(c: Ctx) -> None:
-    for q in _queue(c.h):
+    for q in c.h.queue:
         c.conn._collect(c.x.receive(q, q.time_ns or 0), c.out)
 
 
@@ -759,25 +766,17 @@ def _observe_send(c: Ctx) -> None:
 
 
 def _note_prompt(c: Ctx, k) -> None:
-    """k's pure ACK of the FIN held for it came at once: its time, in the held entry's fifth place (rules' prompt:,
-    soon:); the FIN stays held."""
-    _widen(c.conn.pending[k])[4] = c.now
+    """k's pure ACK of the FIN held for it came at once: its time (rules' prompt:, soon:); the FIN stays held."""
+    c.conn.pending[k].prompt_ns = c.now
 
 
 def _note_freed(c: Ctx, k) -> None:
     """The FIN just held for k acknowledged data of k's not acknowledged before (rules' freed:)."""
-    _widen(c.conn.pending[k])[5] = True
+    c.conn.pending[k].freed = True
 
 
-def _widen(held: list) -> list:
-    """A held entry with all its places: [seg, crossed, queue, ahead, prompt ACK's time, freed]."""
-    if len(held) == 2:
-        held.append([])
-    if len(held) == 3:
-        held.append(False)
-    if len(held) == 4:
-        held += [None, False]
-    return held
+def _cross(c: Ctx, k) -> None:
+    c.conn.pending[k].crossed = True
 
 
 def _note_resent(c: Ctx, k) -> None:
@@ -839,7 +838,7 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
     if name == "flush":
         return _on(args[0], _flush_on)
     if name == "cross":
-        return _on(args[0], lambda c, k: c.conn.pending[k].__setitem__(1, True))
+        return _on(args[0], _cross)
     if name == "unhold_final":
         return _on(args[0], lambda c, k: c.conn._unhold("held_ack", k))
     if name == "deliver_final":
@@ -927,7 +926,7 @@ class _Programs(M.Lazy):
     """The observer's programs, built from the rules in force (rawfin.core.machine.install)."""
 
     __slots__ = ("_compiled", "birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds",
-                 "rst_held", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns",
+                 "rst_held", "time_wait_form", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns",
                  "half_open", "limits")
     builders = {
         "birth": lambda c: M.build_program(c.birth, _observer_action),
@@ -937,6 +936,7 @@ class _Programs(M.Lazy):
         "flush_at_end": lambda c: M.build_program(c.flush_at_end, _observer_action),
         "end": lambda c: M.build_program(c.end, _end_action),
         "rst_held": lambda c: M.build_program(c.rst_held, _observer_action),
+        "time_wait_form": lambda c: M.build_program(c.time_wait_form, _observer_action),
         "close_kinds": lambda c: tuple((k, M.build_condition(cond)) for k, cond in c.close_kinds),
         "time_wait_closes": lambda c: c.time_wait_closes,
         "reset_closes": lambda c: c.reset_closes,
@@ -967,7 +967,7 @@ class TimeWait:
 
     __slots__ = ("id", "key", "alt_keys", "a", "b", "bits", "close", "first_frame", "first_ns", "anomalies",
                  "packets", "last_frame", "last_ns", "cfg", "client", "server", "client_iss", "first", "seen",
-                 "queued", "closed_fin", "evicted", "bases")
+                 "queued", "closed_fin", "evicted", "bases", "evidence")
 
     # what an Endpoint in TIME_WAIT needs to be itself again
     _FIELDS = ("iss", "irs", "snd_una", "snd_nxt", "rcv_nxt", "fin_seq", "peer_fin_seq", "passive",
@@ -997,6 +997,7 @@ class TimeWait:
         self.queued = conn.queued          # the heap entry names the key: it now finds this object
         self.evicted = False
         self.bases = conn.bases
+        self.evidence = conn.evidence      # the observer's (shared): where segments get lost (rules' lost_after:)
 
     @classmethod
     def _pack(cls, e: Endpoint) -> tuple | None:
@@ -1057,12 +1058,18 @@ class TimeWait:
         self.seen |= 1 if src == self.first else 2
         sender, receiver = self._endpoint(src), self._endpoint(dst)
         self._collect(sender.observe_send(seg, now), out)
-        self._collect(receiver.receive(seg, now), out)
+        c = Ctx()           # rules.TIME_WAIT_FORM: what the capture cannot decide (the reading not taken)
+        c.conn, c.seg, c.now, c.out, c.txk, c.rxk, c.tx, c.rx = self, seg, now, out, src, dst, sender, receiver
+        run(PROGRAMS.time_wait_form, c)
+        self._collect(receiver.receive(seg, now), out, c.infer)
         self._store(src, sender)
         self._store(dst, receiver)
 
-    def _collect(self, res: Result, out: list) -> None:
+    def _collect(self, res: Result, out: list, infer: tuple | None = None) -> None:
+        """``infer``: (alternative states, when they would hold) for the first transition of ``res``."""
         for t in res.transitions:
+            if infer:
+                t, infer = replace(t, alternative=tuple(infer[0]), inferred=infer[1]), None
             out.append(("t", self, t))
         for a in res.anomalies:
             if self.anomalies is None:

@@ -396,6 +396,15 @@ BIRTH: tuple[Step, ...] = (
 _FIN_BEHIND_DATA = (("FIN_WAIT_1", "CLOSED"), "its application had closed while it was sending data again (its FIN "
                     "waiting behind that data, not sent yet)")
 
+#: An RST for a side in TIME_WAIT (the answer to a segment that reached its peer after it had closed) takes it to
+#: CLOSED (Linux's TIME_WAIT assassination, tcp_rfc1337 off), if it arrives: unless the capture has shown this
+#: pair's segments lost before it (then it sits next to the receivers), it may not have, and nothing the TIME_WAIT
+#: side sends later tells (lossylink messy seed 3 connection 11, before the faults: a duplicate of the final ACK reset
+#: by the closed peer, that RST lost; seed 3 connection 34: the same, the third connection of the capture, before
+#: any loss had shown where). The same in the full connection (SEGMENT) and in its compact form (TIME_WAIT_FORM).
+_RST_TO_TIME_WAIT = "RST !SYN seq=rx.rcv_nxt rx.state:TIME_WAIT !lost_before:rx"
+_RST_LOST_AFTER = ("infer", ("TIME_WAIT",), "the RST was lost after the capture point")
+
 SEGMENT: tuple[Step, ...] = (
     # picked up mid-stream: the first segment each way says what the other side expects
     step("rx_expects", row("!rx:known", set_("rx.rcv_nxt", "seq"), set_("rx.irs", "seq"), ("know", "rx"))),
@@ -530,9 +539,18 @@ SEGMENT: tuple[Step, ...] = (
     # (any data sent again, the last segment too: the side is recovering from a loss, and a FIN its application
     # asks for waits behind that data (tx:resent); until it sends again with all of it acknowledged: a FIN
     # waiting would have gone first)
+    # data sent again that the capture showed acknowledged: that ACK never reached the sender (lost after the capture
+    # point; or this copy crossed it), which sends again from what it has acknowledged (lossylink messy seed 305
+    # connection 1, before the faults: the client resending data the server's lost ACK acknowledged, its application
+    # closing meanwhile, its FIN waiting behind that data when the server's RST got through)
+    step("ack_unreceived", row("data end<=tx.snd_una", set_("tx.snd_una", "seq"))),
     step("resent",
          row("data end<=rx.rcv_nxt end<tx.snd_nxt", ("evidence", "down", "tx"), ("note_resent", "tx")),
          row("data end<=rx.rcv_nxt", ("note_resent", "tx")),
+         # ... or one its receiver could not take (it had closed): what the sender had sent already (lossylink rst50
+         # seed 303 connection 34, before the faults: the server's last data sent again and again, its peer's RSTs
+         # lost, its application closing meanwhile: FIN_WAIT_1 behind that data when an RST got through)
+         row("data end<=tx.snd_nxt", ("note_resent", "tx")),
          # (kept while its prompt ACK of a FIN waits for its next segment: the rows that read it have not yet)
          row("tx:resent tx.snd_una=tx.snd_nxt !prompt:tx", ("drop_resent", "tx"))),
     step("sent", row("#sent"), row("", ("observe_send",))),
@@ -555,13 +573,8 @@ SEGMENT: tuple[Step, ...] = (
          row("hold_final_ack RST !SYN rst:rx", ("hold_rst", "rx"), STOP),
          row("hold_final_ack RST !SYN seq=rx.rcv_nxt rx.state:SYN_RECEIVED|ESTABLISHED|FIN_WAIT_1|FIN_WAIT_2|"
              "CLOSE_WAIT|CLOSING|LAST_ACK", ("hold_rst", "rx"), STOP),
-         # an RST for a side in TIME_WAIT (the answer to a segment that reached its peer after it had closed) takes it
-         # to CLOSED (Linux's TIME_WAIT assassination, tcp_rfc1337 off), if it arrives: where the capture shows this
-         # pair's segments lost after it, it may not have, and nothing the TIME_WAIT side sends later tells
-         # (lossylink messy seed 3 connection 11, before the faults: a duplicate of the final ACK reset by the
-         # closed peer, that RST lost)
-         row("RST !SYN seq=rx.rcv_nxt rx.state:TIME_WAIT lost_after:rx", ("infer", ("TIME_WAIT",),
-             "the RST was lost after the capture point"), ("deliver",), STOP),
+         # an RST for a side in TIME_WAIT, perhaps lost after the capture point (_RST_TO_TIME_WAIT)
+         row(_RST_TO_TIME_WAIT, _RST_LOST_AFTER, ("deliver",), STOP),
          # (not held: at once, naming the reading RST_HELD names)
          row("RST !SYN seq=rx.rcv_nxt rx.state:ESTABLISHED rx:resent rx.snd_una<rx.snd_nxt", ("infer", *_FIN_BEHIND_DATA),
              ("deliver",), STOP),
@@ -599,6 +612,14 @@ LOSS_EVIDENCE: dict[str, tuple[str, str]] = {
 # An RST held for x (rules' hold_rst), as it is delivered (Connection._deliver_rst): what the capture cannot decide.
 RST_HELD: tuple[Step, ...] = (
     step("fin_behind_data", row("x.state:ESTABLISHED x:resent x.snd_una<x.snd_nxt", ("infer", *_FIN_BEHIND_DATA))),
+)
+
+# A segment for a settled connection in its compact form (TimeWait.process), before its endpoints take it: what the
+# capture cannot decide there (tx, rx as in SEGMENT). (lossylink messy seed 3 connection 34, seed 9 connection 46,
+# before the faults: the closed side's RST answering a duplicate of the final ACK, lost after the capture point, after
+# the connection had shrunk to its compact form.) The lane hands every segment for that form to Python.
+TIME_WAIT_FORM: tuple[Step, ...] = (
+    step("rst_lost", row(_RST_TO_TIME_WAIT, _RST_LOST_AFTER)),
 )
 
 #: the other reading when what its peer sent after its FIN is taken as having overtaken that FIN

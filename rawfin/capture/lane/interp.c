@@ -545,6 +545,21 @@ static int hold(conn_t *c, held_t *h, const ev_t *s) {
     return 0;
 }
 
+/* the FIN (or SYN) held for a receiver, made whole here and only here (rules' hold; Python's observer.Held): the
+   segment, nothing crossed, ahead or freed, no prompt ACK, nothing waiting behind it; a FIN's first capture kept
+   across its copies (rules' late:) */
+static int hold_pending(conn_t *c, int side, const ev_t *s) {
+    hold(c, &c->pending[side], s);
+    c->prompt_ns[side] = -1;
+    c->nwq[side] = 0;
+    if ((s->flags & F_FIN) && !((c->has_copy >> side) & 1 && c->copy_fin[side] == fin_seq_of(s))) {
+        c->copy_ns[side] = s->time_ns;
+        c->copy_fin[side] = fin_seq_of(s);
+        c->has_copy |= (uint8_t)(1 << side);
+    }
+    return 0;
+}
+
 /* the endpoint programs: one call (its anomalies after its transitions, as a Result lists them) */
 static int endpoint_call(Engine *e, conn_t *c, int side, int prog, const ev_t *s, int64_t now) {
     ctx_t x;
@@ -688,15 +703,7 @@ static int act(ctx_t *x, const act_t *a) {
         case A_UNHOLD_FINAL: c->held_ack[side].present = 0; return 0;
         case A_DELIVER_FINAL: return deliver_final_ack(e, c, side);
         case A_HOLD_FINAL: return hold(c, &c->held_ack[side], s);
-        default:
-            hold(c, &c->pending[side], s);
-            c->prompt_ns[side] = -1;
-            if ((s->flags & F_FIN) && !((c->has_copy >> side) & 1 && c->copy_fin[side] == fin_seq_of(s))) {
-                c->copy_ns[side] = s->time_ns;      /* a FIN's first capture, kept across its copies */
-                c->copy_fin[side] = fin_seq_of(s);
-                c->has_copy |= (uint8_t)(1 << side);
-            }
-            return 0;
+        default: return hold_pending(c, side, s);
         }
     case A_OBSERVE_SEND: return endpoint_call(e, c, x->tx, PG_SEND + c->ep[x->tx].state, s, x->now);
     case A_DELIVER_WITHOUT_FIN: {

@@ -681,3 +681,50 @@ def test_crossing_order_not_read_from_times_when_segments_go_missing_before_the_
     recs = both_engines(segs, tmp_path)
     assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
     assert [m["alternative"] for m in inferred(recs, CN)] == [["FIN_WAIT_2"]]
+
+
+def _slow_handshake(syn_ack_ms: float, ack_ms: float) -> list[Segment]:
+    """A handshake whose halves the capture point sees as syn_ack_ms (to the server's side and back) and
+    ack_ms - syn_ack_ms (to the client's), a request and a response (client's next seq 101, server's 201)."""
+    return [seg("c", 0, 0, Flags.SYN), seg("s", 0, 1, Flags.SYN | A, ms=syn_ack_ms), seg("c", 1, 1, ms=ack_ms),
+            seg("c", 1, 1, P | A, 100, ms=ack_ms + 0.1), seg("s", 1, 101, P | A, 200, ms=ack_ms + 8),
+            seg("c", 101, 201, ms=ack_ms + 14)]
+
+
+def test_a_fin_copied_by_the_network_is_not_a_fin_sent_again(tmp_path):
+    """lossylink messy seed 305 connection 18 (after the faults): the server's FIN, duplicated on the way 6 ms after
+    the first (round trip 12 ms), crosses the client's FIN. Read as a FIN sent again, the first copy was taken as
+    lost and the client as the passive closer; a copy that soon says nothing (kernel: the client FIN_WAIT_1 ->
+    CLOSING -> TIME_WAIT)."""
+    segs = _slow_handshake(6, 12) + [
+        seg("s", 201, 101, F | A, ms=100),
+        seg("c", 101, 1, ms=101),                  # an old ACK of the client's, held back by the link
+        seg("s", 202, 101, ms=102),                # the server's, behind its FIN
+        seg("s", 201, 101, F | A, ms=106),         # the link's copy of the server's FIN
+        seg("c", 101, 201, F | A, ms=109),         # the client's FIN: sent before the server's reached it
+        seg("c", 102, 202, ms=112),
+        seg("s", 202, 102, ms=120)]
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    assert "fin_lost" not in kinds(recs)
+
+
+def test_a_fin_answered_an_rto_later_is_late_from_the_sides_own_round_trip(tmp_path):
+    """lossylink messy seed 202 connection 23, seed 305 connection 30 (after the faults): the client's FIN is lost
+    before the capture point, its ACK of the server's FIN too; the first thing the capture shows of it after the
+    server's FIN is an old ACK the link held back, then its FIN sent again 220 ms after the server's FIN reached it.
+    The round trip is 32 ms, the client's side of it 15 ms: late counts from the client's side (the FIN's way to
+    it and the answer's way back), crossed or not: marked with FIN_WAIT_1 -> CLOSING."""
+    segs = _slow_handshake(17, 32) + [
+        seg("s", 201, 101, F | A, ms=100),
+        seg("c", 101, 1, ms=103),                  # an old ACK, held back by the link
+        seg("c", 101, 202, F | A, ms=320),         # its FIN, sent again
+        seg("s", 202, 102, ms=330)]
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    (mark,) = inferred(recs, CN)
+    assert mark["alternative"] == ["FIN_WAIT_1", "CLOSING"]
+    # answered 210 ms after: within the delayed ACK's time and the client's round trip: not marked
+    segs[-2:] = [seg("c", 101, 202, F | A, ms=310), seg("s", 202, 102, ms=320)]
+    assert not inferred(both_engines(segs, tmp_path), CN)

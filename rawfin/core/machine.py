@@ -74,7 +74,7 @@ CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin
 #: side's pure ACK of that FIN came so (note_prompt), ``soon``: rules.FIN_SOON_NS ago at most; ``freed``: that FIN
 #: acknowledged data of the side's not acknowledged before (note_freed)
 WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks", "late", "late_first", "ack_first", "quick", "prompt",
-           "soon", "freed")
+           "soon", "freed", "copy_soon")
 #: the clocks rules.HALF_OPEN counts from, and its timeouts
 HALF_OPEN_CLOCKS = ("synack_at", "syn_at")
 HALF_OPEN_TIMEOUTS = ("syn_ack", "syn")
@@ -176,7 +176,7 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
     if parts[0] in ("tx", "rx", "x") and len(parts) == 2 and parts[1] in ROLES:
         return ("role", neg, (parts[0], parts[1]))
     if parts[0] in WAITING and len(parts) == 2 and parts[1] in ("tx", "rx", "x"):
-        if parts[0] in ("late", "late_first"):  # rules.ANSWER_LATE_NS and a round trip after the held FIN
+        if parts[0] in ("late", "late_first", "copy_soon"):  # rules.ANSWER_LATE_NS (and a round trip)
             return ("waiting", neg, (parts[0], parts[1], _CONSTANTS["answer_late"]))
         if parts[0] in ("quick", "soon"):        # rules.ANSWER_QUICK_NS (and a round trip), rules.FIN_SOON_NS
             return ("waiting", neg, (parts[0], parts[1], _CONSTANTS["answer_quick" if parts[0] == "quick" else "fin_soon"]))
@@ -684,9 +684,15 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
             side = CLIENT if getattr(c, key) == c.conn.client else SERVER
             return c.conn.trips.mostly_below(side, (c.nowseg.time_ns or 0) - (q.time_ns or 0))
         return ack_first
-    if what == "late":            # a round trip (the handshake's; unknown: never late) and late_ns after the held FIN
-        return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None
-                              and c.now - (e.seg.time_ns or 0) >= late_ns + c.conn.rtt_ns)
+    if what == "late":            # a round trip to the side (the handshake's half; unknown: never late) and late_ns after
+        #                           the held FIN: the FIN's way from the capture point to the side and its answer's back
+        def late(c):
+            e, conn = entry(c), c.conn
+            if not e or conn.rtt_ns is None:
+                return False
+            trip = conn.trip_ns[0 if getattr(c, key) == conn.client else 1]
+            return c.now - (e.seg.time_ns or 0) >= late_ns + trip
+        return late
     if what == "late_first":      # within a round trip of the held copy of a FIN sent again, late after its first
         def late_first(c):
             e, rtt = entry(c), c.conn.rtt_ns
@@ -702,6 +708,9 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
         return lambda c: bool((e := entry(c)) and e.prompt_ns is not None)
     if what == "soon":            # ... and this segment within late_ns of that ACK
         return lambda c: bool((e := entry(c)) and e.prompt_ns is not None and c.now - e.prompt_ns <= late_ns)
+    if what == "copy_soon":       # the held FIN was captured less than a round trip (the handshake's) and late_ns ago
+        return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None
+                              and c.now - (e.seg.time_ns or 0) < min(c.conn.rtt_ns, late_ns))
     if what == "freed":           # the held FIN acknowledged data of the side's not acknowledged before (note_freed)
         return lambda c: bool((e := entry(c)) and e.freed)
     if what == "filled":

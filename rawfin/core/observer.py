@@ -116,7 +116,7 @@ class Connection:
                  "last_frame", "first_ns", "last_ns", "packets", "anomalies", "fins", "rst_seen",
                  "data_after_first_fin", "reached", "fin_ack_candidates", "first_fin_acked_alone",
                  "refused", "known", "vlan", "cfg", "born", "pending", "seen", "first", "alt_keys", "held_ack",
-                 "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "evidence",
+                 "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "trip_ns", "evidence",
                  "trips",
                  "syn_ns", "fin_copy", "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent", "bases",
                  "hole")
@@ -157,6 +157,9 @@ class Connection:
         self.synack_unseen: tuple[str, int] | None = None
         self.held_rst: dict[tuple[str, int], list] = _NO_DICT   # receiver -> RSTs held until it is silent
         self.rtt_ns: int | None = None     # the handshake's round trip, as the capture point saw it
+        # (client's, server's): the handshake's halves, each a round trip from the capture point to that side and
+        # back (at most rtt_ns: a half counted from a first SYN or SYN,ACK sent again is not), rules' late:
+        self.trip_ns: tuple[int, int] | None = None
         self.syn_ns = seg.time_ns or 0      # the client's latest SYN (the round trip counts from it: Karn)
         # receiver -> (FIN seq, time): the first capture of the FIN held for it (rules' late:)
         self.fin_copy: dict[tuple[str, int], tuple[int, int]] = _NO_DICT
@@ -704,8 +707,11 @@ def _rtt(c: Ctx) -> None:
     """The handshake's round trip; its two halves are round trips from the capture point to each side (the SYN
     to the server and its SYN,ACK back; the SYN,ACK to the client and its ACK back): rawfin.core.delays."""
     conn = c.conn
-    conn.rtt_ns = c.now - conn.syn_ns
+    conn.rtt_ns = rtt = c.now - conn.syn_ns
     syn, synack = conn.syn_at, conn.synack_at
+    conn.trip_ns = (rtt, rtt)
+    if syn is not None and synack is not None and syn <= synack <= c.now:
+        conn.trip_ns = (min(c.now - synack, rtt), min(synack - syn, rtt))
     if conn.trips is not NO_ROUND_TRIPS and syn is not None and synack is not None and syn <= synack <= c.now:
         conn.trips.add(SERVER, synack - syn)
         conn.trips.add(CLIENT, c.now - synack)

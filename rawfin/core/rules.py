@@ -446,6 +446,16 @@ SEGMENT: tuple[Step, ...] = (
     # and the receiver's ACK of it was lost before: where this pair's segments get lost decides, and
     # the transition names the other reading. Else the first copy is taken as lost, this one counts.
     step("fin_again",
+         # the same FIN, the same ACK, less than a round trip (and ANSWER_LATE_NS, Linux's shortest retransmission
+         # timeout) after the copy held: no stack sends a FIN again that soon (a retransmission waits for an RTO, a
+         # loss probe for two round trips; corpus zeek__pppoe-over-qinq.pcap: a FIN sent again 310 ms after the first,
+         # the handshake's round trip 413 ms): a copy the network (or the capture) made, which
+         # tells nothing of what reached the receiver (lossylink messy seed 305 connection 18, after the faults: the
+         # server's FIN duplicated 6 ms after the first, round trip 12 ms; read as sent again, the client's crossing
+         # FIN was missed; corpus zeek__vnd.ms-cab-compressed-multi-conn.pcap: each FIN,ACK seen twice, 1 us apart).
+         # Its data, if any, is a retransmission as any; the FIN stays held as it was
+         row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin ack=held:rx.ack copy_soon:rx", ("observe_send",),
+             ("deliver_without_fin",), STOP),
          row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin queue:rx lost_after:rx", ("first_fin_lost", "rx")),
          row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin queue:rx", ("first_fin_arrived", "rx")),
          row("held:rx FIN !SYN !held:rx.SYN fin=held:rx.fin rx.state:FIN_WAIT_1 lost_after:rx",
@@ -495,7 +505,10 @@ SEGMENT: tuple[Step, ...] = (
          # its first answer to that FIN is its own FIN, an RTO later: its FIN sent again may be the first this
          # capture shows, the first copy (sent before that FIN reached it) lost before the capture point, and its
          # ACK of that FIN too: it was in FIN_WAIT_1, then CLOSING. Nothing in the packets but the time tells
-         row("held:tx ACK ack>=held:tx.end FIN tx.state:ESTABLISHED !held:tx.crossed late:tx",
+         # (crossed or not: a segment it sent before that FIN reached it, a copy the network made or kept back, says
+         # nothing of when its own FIN went; lossylink messy seed 202 connection 23, seed 305 connection 30, after the
+         # faults: a duplicate of its last ACK, then its FIN 220 ms after the peer's)
+         row("held:tx ACK ack>=held:tx.end FIN tx.state:ESTABLISHED late:tx",
              ("infer", ("FIN_WAIT_1", "CLOSING"), "its FIN in frame {frame} was one sent again: the first, sent before "
               "the FIN in frame {held:tx.frame} reached it, lost before the capture point with its ACK of that FIN"),
              ("flush", "tx")),

@@ -390,13 +390,18 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
         }
         case WT_LATE: {             /* the FIN held for it was captured a round trip and a[2] ns before now, or more */
             const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
-            r = h && c->has_rtt && x->now - h->seg.time_ns >= p->a[2] + c->rtt_ns;
+            r = h && c->has_rtt && x->now - h->seg.time_ns >= p->a[2] + c->trip_ns[side];
             break;
         }
         case WT_LATE_FIRST: {       /* within a round trip of the held copy of a FIN sent again, late after its first */
             const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
             r = h && c->has_rtt && x->now - h->seg.time_ns < c->rtt_ns && (c->has_copy >> side) & 1
                 && c->copy_fin[side] == fin_seq_of(&h->seg) && x->now - c->copy_ns[side] >= p->a[2] + c->rtt_ns;
+            break;
+        }
+        case WT_COPY_SOON: {        /* the FIN held for it was captured less than a round trip and a[2] ns ago */
+            const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
+            r = h && c->has_rtt && x->now - h->seg.time_ns < (c->rtt_ns < p->a[2] ? c->rtt_ns : p->a[2]);
             break;
         }
         case WT_QUICK: {            /* the FIN held for it was captured no more than a round trip and a[2] ns ago */
@@ -774,7 +779,11 @@ static int act(ctx_t *x, const act_t *a) {
     case A_RTT:             /* the round trip, and the two halves as round trips to each side (rawfin.core.delays) */
         c->rtt_ns = x->now - c->syn_ns;
         c->has_rtt = 1;
+        c->trip_ns[0] = c->trip_ns[1] = c->rtt_ns;
         if (c->syn_at >= 0 && c->synack_at >= c->syn_at && x->now >= c->synack_at) {
+            int64_t cl = x->now - c->synack_at, sv = c->synack_at - c->syn_at;
+            if (cl < c->rtt_ns) c->trip_ns[c->client] = cl;
+            if (sv < c->rtt_ns) c->trip_ns[1 - c->client] = sv;
             e->trip_note[0].side = 1; e->trip_note[0].b = trip_bucket(c->synack_at - c->syn_at);     /* the server's */
             e->trip_note[1].side = 0; e->trip_note[1].b = trip_bucket(x->now - c->synack_at);        /* the client's */
             e->ntrip = 2;

@@ -72,7 +72,7 @@ enum { DH_SYN, DH_SYN_WITHOUT_DATA, DH_FIN, DH_FIN_AT_NOW, DH_FIN_AT_QUEUE, DH_A
 static const char *DH_NAMES[NDH] = {"syn", "syn_without_data", "fin", "fin_at_now", "fin_at_queue", "ahead"};
 /* rules.WAITING: what the observer keeps for a side (rules' rst:rx, queue:x...) */
 enum { WT_RST, WT_QUEUE, WT_AHEAD, WT_FILLED, WT_RST_LATE, WT_ACKS, WT_LATE, WT_LATE_FIRST, WT_ACK_FIRST, WT_QUICK, WT_PROMPT,
-       WT_SOON, WT_FREED, NWT };
+       WT_SOON, WT_FREED, WT_COPY_SOON, NWT };
 enum { OP_EQ, OP_LT, OP_GT, OP_LE, OP_GE, NOP };
 static const char *OP_NAMES[NOP] = {"=", "<", ">", "<=", ">="};
 enum { TO_FINAL_ACK, TO_ENDPOINTS, NTO };

@@ -74,6 +74,7 @@ typedef struct conn {
     int64_t first_frame, last_frame, first_ns, last_ns, packets;
     int64_t rtt_ns;         /* the handshake's round trip as the capture point saw it (rules' rtt), if has_rtt */
     uint8_t has_rtt;
+    int64_t trip_ns[2];     /* side -> the handshake's half that is a round trip to it, at most rtt_ns (rules' late:) */
     int64_t syn_ns;         /* the client's latest SYN: the round trip counts from it (rules' syn_time, Karn) */
     int64_t copy_ns[2];     /* receiver side -> the first capture of the FIN held for it (rules' late:) ... */
     uint32_t copy_fin[2];   /* ... that FIN's sequence number, if has_copy has the side's bit */

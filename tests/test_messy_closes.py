@@ -728,3 +728,21 @@ def test_a_fin_answered_an_rto_later_is_late_from_the_sides_own_round_trip(tmp_p
     # answered 210 ms after: within the delayed ACK's time and the client's round trip: not marked
     segs[-2:] = [seg("c", 101, 202, F | A, ms=310), seg("s", 202, 102, ms=320)]
     assert not inferred(both_engines(segs, tmp_path), CN)
+
+
+def test_an_old_copy_of_the_syn_after_an_abort_is_no_new_connection(tmp_path):
+    """lossylink messy seed 202 connection 4 (after the faults): the server aborts; a copy of the client's SYN the
+    link kept reaches it after that, its listener answers with a SYN,ACK of a new ISN, the client (reset by then)
+    answers that with an RST. The kernel's socket went ESTABLISHED -> CLOSED and no other: a request socket is no
+    connection state. Read as a new SYN_RECEIVED -> ESTABLISHED before."""
+    segs = opened() + [
+        seg("s", 201, 101, R | A, ms=10),          # the server aborts
+        seg("c", 0, 0, Flags.SYN, ms=12),          # the link's old copy of the SYN
+        seg("c", 101, 201, ms=13),
+        seg("s", 90000, 1, Flags.SYN | A, ms=14),  # the listener's answer to the copy
+        seg("c", 1, 0, R, ms=15)]
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSED"]
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSED"]
+    assert "old_syn" in kinds(recs)
+    assert sum(r["type"] == "connection" for r in recs) == 1

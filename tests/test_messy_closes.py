@@ -235,7 +235,16 @@ def both_engines(segs: list[Segment], tmp_path) -> list[dict]:
     path = str(tmp_path / "messy.pcap")
     w = PcapWriter(path, linktype=LINKTYPE_RAW, nanosecond=True)
     for s in segs:
-        w.write(to_bytes(s), s.time_ns)
+        raw = to_bytes(s)
+        if s.ip_id is not None and raw[0] >> 4 == 4:     # the IPv4 ID the segment names, its checksum again
+            raw = bytearray(raw)
+            raw[4:6], raw[10:12] = s.ip_id.to_bytes(2, "big"), b"\0\0"
+            ck = sum(int.from_bytes(raw[i:i + 2], "big") for i in range(0, (raw[0] & 15) * 4, 2))
+            while ck >> 16:
+                ck = (ck & 0xFFFF) + (ck >> 16)
+            raw[10:12] = (~ck & 0xFFFF).to_bytes(2, "big")
+            raw = bytes(raw)
+        w.write(raw, s.time_ns)
     w.close()
     ref = list(records(path, record=record))
     if not engine.available():
@@ -746,3 +755,30 @@ def test_an_old_copy_of_the_syn_after_an_abort_is_no_new_connection(tmp_path):
     assert path(recs, CN) == ["ESTABLISHED", "CLOSED"]
     assert "old_syn" in kinds(recs)
     assert sum(r["type"] == "connection" for r in recs) == 1
+
+
+def _fins_crossing_answered(answer_ip_id: int | None) -> list[Segment]:
+    """lossylink reorder seed 301 connection 26 (before the faults): both close at once; the client's ACK of the
+    server's FIN, sent after its own FIN, overtakes that FIN after the capture point (kernel: the server
+    FIN_WAIT_1 -> FIN_WAIT_2 -> TIME_WAIT). The server, an orphan, went to a timewait socket with that ACK, and the
+    timewait socket answered the client's FIN: its IPv4 ID 0, where the server's own segments counted."""
+    segs = opened() + [
+        seg("s", 201, 101, F | A, ms=10),
+        seg("c", 101, 201, F | A, ms=10.01),       # crossing the server's
+        seg("c", 102, 202, ms=15),                 # the client's ACK of the server's FIN
+        seg("s", 202, 102, ms=30)]                 # the server's answer to the client's FIN
+    segs = [x.with_(ip_id=1000 + i) for i, x in enumerate(segs)]
+    segs[-1] = segs[-1].with_(ip_id=answer_ip_id)
+    return segs
+
+
+def test_an_answer_from_a_timewait_socket_shows_the_ack_came_first(tmp_path):
+    recs = both_engines(_fins_crossing_answered(answer_ip_id=0), tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"]
+    (mark,) = inferred(recs, SN)
+    assert mark["alternative"] == ["CLOSING"]
+    # its full socket's answer (an ID of its count): nothing shows which came first, the order they were sent in
+    recs = both_engines(_fins_crossing_answered(answer_ip_id=1034), tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+    (mark,) = inferred(recs, SN)
+    assert mark["alternative"] == ["FIN_WAIT_2"]

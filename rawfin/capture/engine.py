@@ -445,11 +445,12 @@ class Handback:
 
     def decode(self, linktype: int, data: bytes, orig_len: int, frame: int, time_ns: int) -> tuple:
         """A frame the lane does not decode: ("skip", records) or ("seg", segment, src, dst, sport, dport,
-        seq, ack, flags, window, data_len, vlan)."""
+        seq, ack, flags, window, data_len, vlan, IPv4 ID or -1)."""
         r = self._decode(linktype, data, orig_len, frame, time_ns)
         if r.__class__ is not Segment:
             return "skip", self.obs.note_skip(r.kind, frame, time_ns, r.reason)
-        return ("seg", r, r.src, r.dst, r.sport, r.dport, r.seq, r.ack, r.flags, r.window, r.data_len, r.vlan)
+        return ("seg", r, r.src, r.dst, r.sport, r.dport, r.seq, r.ack, r.flags, r.window, r.data_len, r.vlan,
+                -1 if r.ip_id is None else r.ip_id)
 
     def has_pair(self, a: str, ap: int, b: str, bp: int) -> bool:
         """Does the Python observer hold a connection of this 4-tuple (VLAN-tagged or not)?"""

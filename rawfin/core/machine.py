@@ -47,7 +47,7 @@ _CONN_NAMES = {"first_fin": "conn"}
 PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "in_window", "ack_known",
               "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
               "crossed", "answered", "now", "reached", "rd_shut", "waiting", "lost_after", "lost_before",
-              "dup_ack")
+              "dup_ack", "timewait_reply")
 ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
            "queue", "close", "retransmit", "probe", "disarm_rto",
            "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
@@ -160,7 +160,8 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
             return ("cmp", neg, (op, _value(a, ctx_who), _value(b, ctx_who)))
     if t in FLAG_BITS:
         return ("flag", neg, (FLAG_BITS[t],))
-    if t in ("pure_ack", "data", "occupies", "in_window", "ack_known", "answered", "now", "rd_shut", "dup_ack"):
+    if t in ("pure_ack", "data", "occupies", "in_window", "ack_known", "answered", "now", "rd_shut", "dup_ack",
+             "timewait_reply"):
         return (t, neg, ())
     if t in CONFIG:
         return ("config", neg, (t,))
@@ -637,6 +638,8 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
                           and (c.nowseg.src, c.nowseg.sport) == c.xk)
     if name == "now":
         return lambda c: c.nowseg is not None
+    if name == "timewait_reply":  # now is x's, its IPv4 ID 0: a Linux timewait socket's reply (Segment.ip_id)
+        return _timewait_reply
     if name == "waiting":
         return _waiting(*args)
     if name == "lost_after":
@@ -743,6 +746,18 @@ def _lost_after(side: str) -> Callable:
         down = sum(ev.get((h, "down"), 0) for h in hosts)
         return down > 0 and not up
     return f
+
+
+def _timewait_reply(c) -> bool:
+    """``now`` is x's, with IPv4 ID 0: what answers for a Linux socket handed to a timewait socket (its connected
+    sockets count IDs), and nothing shows segments lost (or overtaken) before the capture point: it sees each
+    side's segments in the order they were sent, so this one was x's first answer (a capture next to the
+    receivers may show a timewait socket's later reply before the answer its full socket sent first)."""
+    now = c.nowseg
+    if now is None or now.ip_id != 0 or (now.src, now.sport) != c.xk:
+        return False
+    ev = c.conn.evidence
+    return not any(ev.get((host_of(n), "up"), 0) for n in (c.x.name, c.x.peer_name))
 
 
 def _lost_before(side: str) -> Callable:

@@ -1431,7 +1431,8 @@ class Observer:
               queued: int, vlan: tuple[int, ...] = ()):
         """Take over a connection the lane has followed so far: replay what it saw.
 
-        ``events`` are (kind, frame, time_ns, seq, ack, flags, window, data_len): kind 0 or 1 a
+        ``events`` are (kind, frame, time_ns, seq, ack, flags, window, data_len): kind 0 or 1 (| 0x80: its IPv4
+        ID was 0, the lane's KIND_ID0) a
         segment sent by ``first`` or ``other``, 2 a timer fired at time_ns (4: while a segment of its own
         was arriving, see reprieve), 3 the end's flush.
         The records this replay makes were written by the lane already and are dropped;
@@ -1441,11 +1442,12 @@ class Observer:
         out: list = []
         conn = None
         for kind, frame, t, seqno, ackno, flags, window, dlen in events:
+            ip_id, kind = (0 if kind & 0x80 else None), kind & 0x7F
             if kind < 2:
                 (src, sport), (dst, dport) = ends[kind], ends[1 - kind]
                 seg = Segment(src=src, dst=dst, sport=sport, dport=dport, seq=seqno, ack=ackno, flags=flags,
                               window=window, data_len=dlen, frame=frame if frame >= 0 else None, time_ns=t,
-                              vlan=vlan)
+                              vlan=vlan, ip_id=ip_id)
                 if conn is None:
                     conn = Connection(cid, self.key_of(seg), seg, self.cfg, self.hold_ns, self.limits)
                     out.extend(("a", conn, a) for a in conn.born)

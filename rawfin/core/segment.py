@@ -109,6 +109,8 @@ class Segment:
     time_ns: int | None = None
     vlan: tuple[int, ...] = ()
     options: tuple = field(default=(), compare=False)
+    #: the IPv4 header's identification (None: IPv6, or not known); a capture's, not a property of the segment
+    ip_id: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("sport", "dport"):

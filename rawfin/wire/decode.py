@@ -77,7 +77,7 @@ def _build_fast_segment():
     fall back to ``Segment(...)``.
     """
     given = ("src", "dst", "sport", "dport", "seq", "ack", "flags", "window", "payload", "data_len",
-             "frame", "time_ns", "vlan")
+             "frame", "time_ns", "vlan", "ip_id")
     fields = dataclasses.fields(Segment)
     names = tuple(f.name for f in fields)
     if getattr(Segment, "__slots__", None) != names or not set(given) <= set(names):
@@ -99,10 +99,10 @@ def _build_fast_segment():
     exec("\n".join(lines), ns)  # noqa: S102 - generated from the dataclass's own field list
     twin = type("_SegmentTwin", (), {"__slots__": names, "__init__": ns["__init__"]})
     try:
-        args = ("192.0.2.1", "192.0.2.2", 1, 2, 3, 4, _FLAGS[0x11], 5, b"x", 7, 8, 9, (10,))
+        args = ("192.0.2.1", "192.0.2.2", 1, 2, 3, 4, _FLAGS[0x11], 5, b"x", 7, 8, 9, (10,), 11)
         fast = twin(*args)
         slow = Segment(**dict(zip(given, args)))
-        if type(fast) is not Segment or fast != slow or repr(fast) != repr(slow):
+        if type(fast) is not Segment or fast != slow or repr(fast) != repr(slow) or fast.ip_id != slow.ip_id:
             return None
     except Exception:  # pragma: no cover - a future Python refusing the layout trick
         return None
@@ -112,12 +112,14 @@ def _build_fast_segment():
 _Twin = _build_fast_segment()
 
 
-def make_segment(src, dst, sport, dport, seq, ack, flags, window, payload, data_len, frame, time_ns, vlan):
+def make_segment(src, dst, sport, dport, seq, ack, flags, window, payload, data_len, frame, time_ns, vlan,
+                 ip_id=None):
     """Trusted constructor: no validation. Only for values that are valid by construction."""
     if _Twin is not None:
-        return _Twin(src, dst, sport, dport, seq, ack, flags, window, payload, data_len, frame, time_ns, vlan)
+        return _Twin(src, dst, sport, dport, seq, ack, flags, window, payload, data_len, frame, time_ns, vlan, ip_id)
     return Segment(src=src, dst=dst, sport=sport, dport=dport, seq=seq, ack=ack, flags=flags,  # pragma: no cover
-                   window=window, payload=payload, data_len=data_len, frame=frame, time_ns=time_ns, vlan=vlan)
+                   window=window, payload=payload, data_len=data_len, frame=frame, time_ns=time_ns, vlan=vlan,
+                   ip_id=ip_id)
 
 
 _Seg = _Twin if _Twin is not None else make_segment
@@ -182,14 +184,14 @@ def _ethertype_skip(et: int) -> Skip:
 
 # --------------------------------------------------------------------------- IP and TCP
 
-_IP4 = struct.Struct("!BxHxxHxB2x8s").unpack_from   # vihl, total length, frag, proto, src+dst
+_IP4 = struct.Struct("!BxHHHxB2x8s").unpack_from    # vihl, total length, id, frag, proto, src+dst
 _IP6 = struct.Struct("!B3xHB1x32s").unpack_from     # vtc, payload length, next header, src+dst
 _TCP = struct.Struct("!HHIIBBH").unpack_from        # sport, dport, seq, ack, offset byte, flags, window
 _U16 = struct.Struct("!H").unpack_from
 # The common case in one call: IPv4 without options followed by the TCP header
-_IP4TCP = struct.Struct("!BxHxxHxB2x8sHHIIBBH").unpack_from
+_IP4TCP = struct.Struct("!BxHHHxB2x8sHHIIBBH").unpack_from
 # ... and the same behind an Ethernet header.
-_ETH_IP4TCP = struct.Struct("!12xHBxHxxHxB2x8sHHIIBBH").unpack_from
+_ETH_IP4TCP = struct.Struct("!12xHBxHHHxB2x8sHHIIBBH").unpack_from
 
 _S_IP4_SHORT = _mal("IPv4 header cut short")
 _S_IP6_SHORT = _mal("IPv6 header cut short")
@@ -200,18 +202,18 @@ _S_FRAG6 = _skip("fragment", "IPv6 fragment")
 
 def _ipv4(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
     if n >= off + 40 and data[off] == 0x45:  # fast path: no IP options, whole TCP header present
-        _v, tot, frag, proto, addrs, sport, dport, seq, ack, doff, flags, window = _IP4TCP(data, off)
+        _v, tot, ipid, frag, proto, addrs, sport, dport, seq, ack, doff, flags, window = _IP4TCP(data, off)
         if proto == 6 and not frag & 0x3FFF and tot >= 40 and (off + tot <= orig_len or off + tot <= n):
             thl = (doff >> 4) << 2
             data_len = tot - 20 - thl
             if thl >= 20 and data_len >= 0:
                 pair = _pair4(addrs)
                 return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window,
-                            data[off + 20 + thl:off + tot], data_len, frame, time_ns, vlan)
+                            data[off + 20 + thl:off + tot], data_len, frame, time_ns, vlan, ipid)
     # general path (and every odd case)
     if n < off + 20:
         return _S_IP4_SHORT
-    vihl, tot, frag, proto, addrs = _IP4(data, off)
+    vihl, tot, ipid, frag, proto, addrs = _IP4(data, off)
     if vihl >> 4 != 4:
         return _mal(f"bad IP version {vihl >> 4} in an IPv4 packet")
     ihl = (vihl & 15) << 2
@@ -243,7 +245,7 @@ def _ipv4(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
     payload = data[t + thl:off + tot]  # slicing clamps at the captured length
     pair = _pair4(addrs)
     return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window, payload, data_len,
-                frame, time_ns, vlan)
+                frame, time_ns, vlan, ipid)
 
 
 def _ipv6(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
@@ -290,7 +292,7 @@ def _ipv6(data: bytes, off: int, n: int, orig_len: int, frame, time_ns, vlan):
     payload = data[start:end]
     pair = _pairs6.get(addrs) or _pair6(addrs)
     return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window, payload, data_len,
-                frame, time_ns, vlan)
+                frame, time_ns, vlan, None)
 
 
 GTP_U_PORT = 2152
@@ -423,14 +425,14 @@ def decode(linktype: int, data: bytes, orig_len: int, frame: int | None = None, 
     n = len(data)
     if linktype == 1:  # Ethernet
         if n >= 54 and data[12] == 8 and data[13] == 0 and data[14] == 0x45:  # Ethernet + IPv4 + TCP, inline
-            _et, _v, tot, frag, proto, addrs, sport, dport, seq, ack, doff, flags, window = _ETH_IP4TCP(data)
+            _et, _v, tot, ipid, frag, proto, addrs, sport, dport, seq, ack, doff, flags, window = _ETH_IP4TCP(data)
             if proto == 6 and not frag & 0x3FFF and tot >= 40 and (14 + tot <= orig_len or 14 + tot <= n):
                 thl = (doff >> 4) << 2
                 data_len = tot - 20 - thl
                 if thl >= 20 and data_len >= 0:
                     pair = _pair4(addrs)
                     return _Seg(pair[0], pair[1], sport, dport, seq, ack, _FLAGS[flags], window,
-                                data[34 + thl:14 + tot], data_len, frame, time_ns, ())
+                                data[34 + thl:14 + tot], data_len, frame, time_ns, (), ipid)
         if n < 14:
             return _mal("Ethernet header cut short")
         et = data[12] << 8 | data[13]

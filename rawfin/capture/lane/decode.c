@@ -47,7 +47,8 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
                 int thl = (t[12] >> 4) << 2;
                 int64_t data_len = tot - 20 - thl;
                 if (thl >= 20 && data_len >= 0) {
-                    ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13], 0};
+                    ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13],
+                              be16(ip + 4) ? 0 : KIND_ID0};
                     e->tcp++;
                     return on_segment(e, 4, ip + 12, be16(t), ip + 16, be16(t + 2), nv, vl, &s, NULL);
                 }
@@ -81,10 +82,11 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
     }
     PyErr_Clear();
     const char *ss, *ds;
-    int sp, dp, win, fl;
+    int sp, dp, win, fl, ipid;
     unsigned long sq, ak;
     long long dl;
-    if (!PyArg_ParseTuple(ans, "sOssiikkiiLO", &what, &seg, &ss, &ds, &sp, &dp, &sq, &ak, &fl, &win, &dl, &vlan)) {
+    if (!PyArg_ParseTuple(ans, "sOssiikkiiLOi", &what, &seg, &ss, &ds, &sp, &dp, &sq, &ak, &fl, &win, &dl, &vlan,
+                          &ipid)) {
         Py_DECREF(ans);
         return -1;
     }
@@ -105,7 +107,8 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
     uint8_t sa[16] = {0}, da[16] = {0};
     int fam = strchr(ss, ':') ? 6 : 4;
     if (inet_pton(fam == 4 ? AF_INET : AF_INET6, ss, sa) == 1 && inet_pton(fam == 4 ? AF_INET : AF_INET6, ds, da) == 1) {
-        ev_t s = {time_ns, frame, (uint32_t)sq, (uint32_t)ak, (uint32_t)dl, (uint16_t)win, (uint8_t)fl, 0};
+        ev_t s = {time_ns, frame, (uint32_t)sq, (uint32_t)ak, (uint32_t)dl, (uint16_t)win, (uint8_t)fl,
+                  ipid == 0 ? KIND_ID0 : 0};
         rc = on_segment(e, fam, sa, (uint16_t)sp, da, (uint16_t)dp, (int)nvt, vl, &s, seg);
     }
     Py_DECREF(ans);

@@ -365,6 +365,10 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
         break;
     case P_ANSWERED: r = x->nowseg && (x->nowseg->flags & F_SYN) && (x->nowseg->kind & 1) == x->x; break;
     case P_NOW: r = x->nowseg != NULL; break;
+    case P_TIMEWAIT_REPLY:      /* ... and the loss evidence says where the capture point sits: Python's */
+        if (x->nowseg && (x->nowseg->kind & 1) == x->x && (x->nowseg->kind & KIND_ID0)) return -BAIL;
+        r = 0;
+        break;
     case P_REACHED: r = (c->reached & p->a[0]) != 0; break;
     case P_RD_SHUT: r = 0; break;                      /* the lane only observes: no application */
     /* RSTs held, segments waiting behind a FIN (log indices), a FIN ahead of a gap (held_t.ahead) */

@@ -7,9 +7,13 @@ static PyObject *py_segment(Engine *e, const ev_t *s, const char *src, int sport
                             int nvlan, const uint16_t *vlan) {
     PyObject *vt = vlan_tuple(nvlan, vlan);
     if (!vt) return NULL;
-    return PyObject_CallFunction(e->make_seg, "ssiikkiiyLLLN", src, dst, sport, dport, (unsigned long)s->seq,
+    PyObject *ip;                           /* Segment.ip_id: 0, or not known (the lane keeps only whether it is 0) */
+    if (s->kind & KIND_ID0) ip = PyLong_FromLong(0);
+    else { ip = Py_None; Py_INCREF(ip); }
+    if (!ip) { Py_DECREF(vt); return NULL; }
+    return PyObject_CallFunction(e->make_seg, "ssiikkiiyLLLNN", src, dst, sport, dport, (unsigned long)s->seq,
                                  (unsigned long)s->ack, (int)s->flags, (int)s->window, "",
-                                 (long long)s->data_len, (long long)s->frame, (long long)s->time_ns, vt);
+                                 (long long)s->data_len, (long long)s->frame, (long long)s->time_ns, vt, ip);
 }
 
 /* a segment of a pair the Python observer owns, with the shared connection numbering (Handback.feed) */
@@ -280,7 +284,7 @@ static conn_t *expand(Engine *e, conn_t *kc) {
     for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
     c->syn_at = c->synack_at = -1;
     size_t mark = e->nout;
-    s.kind = 0;
+    s.kind &= KIND_ID0;
     int r = birth(e, c, &s);
     if (r == 0) r = process(e, c, &s, 0);
     out_rollback(e, mark);
@@ -387,7 +391,7 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         c->first_ns = c->last_ns = c->syn_ns = now;
         c->syn_at = c->synack_at = -1;
         for (int i = 0; i < 2; i++) { c->ep[i].time_wait_at = -1; c->ep[i].state = CLOSED; }
-        s->kind = 0;
+        s->kind &= KIND_ID0;
         born_mark = e->nout;
         int rb = birth(e, c, s);
         if (rb == ERR) return -1;
@@ -407,7 +411,7 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         int alen = fam == 4 ? 4 : 16;
         dir = (memcmp(c->addr[0], src, (size_t)alen) == 0 && c->port[0] == sport) ? 0 : 1;
     }
-    s->kind = (uint8_t)dir;
+    s->kind = (uint8_t)(dir | (s->kind & KIND_ID0));
     if ((s->flags & F_SYN) && !(s->flags & F_ACK) && c->nlog && new_syn(e, c, s, dir))
         goto bail;                              /* a new connection on the pair (rules.NEW_SYN): Python's */
     if (fast(e, c, s, dir)) return log_add(c, s);

@@ -12,8 +12,13 @@ typedef struct {
     uint32_t seq, ack, data_len;
     uint16_t window;
     uint8_t flags;
-    uint8_t kind;           /* events: 0/1 segment from side 0/1, 2 timer fire, 3 flush_all */
+    uint8_t kind;           /* events: 0/1 segment from side 0/1, 2 timer fire, 3 flush_all; | KIND_ID0 */
 } ev_t;
+
+/* ev_t.kind's high bit: an IPv4 segment whose IP ID is 0 (Linux's replies from a timewait or control socket, where
+   its connected sockets count; Segment.ip_id == 0, rules' timewait_reply) */
+#define KIND_ID0 0x80
+#define KIND_OF(k) ((k) & 0x7F)
 
 static inline uint32_t seg_len(const ev_t *s) { return s->data_len + ((s->flags & F_SYN) ? 1 : 0) + (s->flags & F_FIN); }
 static inline uint32_t seq_end(const ev_t *s) { return s->seq + seg_len(s); }

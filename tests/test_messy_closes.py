@@ -782,3 +782,22 @@ def test_an_answer_from_a_timewait_socket_shows_the_ack_came_first(tmp_path):
     assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
     (mark,) = inferred(recs, SN)
     assert mark["alternative"] == ["FIN_WAIT_2"]
+
+
+def test_a_copy_of_the_last_fin_after_the_final_ack_does_not_undo_it(tmp_path):
+    """lossylink messy seed 316 connection 41 (after the faults): the client's FIN, the server's final ACK, then a
+    copy of that FIN the link made, 10 ms after it (round trip 12 ms): not a FIN sent again for want of the ACK
+    (kernel: the client LAST_ACK -> CLOSED). One sent again an RTO later still shows the ACK lost."""
+    segs = _slow_handshake(6, 12) + [
+        seg("s", 201, 101, F | A, ms=100),
+        seg("c", 101, 202, ms=101),
+        seg("c", 101, 202, F | A, ms=140),
+        seg("s", 202, 102, ms=147),                # the final ACK
+        seg("c", 101, 202, F | A, ms=150)]         # the link's copy of the client's FIN
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    assert "final_ack_lost" not in kinds(recs)
+    segs[-1] = seg("c", 101, 202, F | A, ms=360)   # sent again
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK"]
+    assert "final_ack_lost" in kinds(recs)

@@ -711,9 +711,22 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
         return lambda c: bool((e := entry(c)) and e.prompt_ns is not None)
     if what == "soon":            # ... and this segment within late_ns of that ACK
         return lambda c: bool((e := entry(c)) and e.prompt_ns is not None and c.now - e.prompt_ns <= late_ns)
-    if what == "copy_soon":       # the held FIN was captured less than a round trip (the handshake's) and late_ns ago
-        return lambda c: bool((e := entry(c)) and c.conn.rtt_ns is not None
-                              and c.now - (e.seg.time_ns or 0) < min(c.conn.rtt_ns, late_ns))
+    if what == "copy_soon":       # this FIN, the one held for the side (else the side's last FIN: its first capture),
+        #                           captured less than a round trip (the handshake's) and late_ns before
+        def copy_soon(c):
+            seg, rtt = c.seg, c.conn.rtt_ns
+            if seg is None or not seg.flags & 0x01 or rtt is None:
+                return False
+            e = entry(c)
+            if e is not None:
+                at = e.seg.time_ns or 0
+            else:
+                first = c.conn.fin_copy.get(getattr(c, key))
+                if first is None or first[0] != seg.fin_seq:
+                    return False
+                at = first[1]
+            return c.now - at < min(rtt, late_ns)
+        return copy_soon
     if what == "freed":           # the held FIN acknowledged data of the side's not acknowledged before (note_freed)
         return lambda c: bool((e := entry(c)) and e.freed)
     if what == "filled":

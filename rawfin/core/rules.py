@@ -544,8 +544,10 @@ SEGMENT: tuple[Step, ...] = (
     # within a round trip of the last one it may have crossed them: they stay held)
     step("rst_tx", row("rst:tx rst_late:tx", ("rsts_unreceived", "tx"))),
     # the final ACK held for the sender: its FIN sent again means the ACK never arrived
+    # (not a copy of that FIN the network made: lossylink messy seed 316 connection 41, after the faults, a
+    # duplicate 12 ms after the FIN, the final ACK between them)
     step("final_ack_lost",
-         row("final:tx FIN tx.fin_seq fin=tx.fin_seq",
+         row("final:tx FIN tx.fin_seq fin=tx.fin_seq !copy_soon:rx",
              anomaly("final_ack_lost", "the ACK ack={final:tx.ack} in frame {final:tx.frame} never reached "
                      "{tx.name}: it sent its FIN seq={tx.fin_seq} again", "tx"), ("unhold_final", "tx")),
          row("final:tx", ("deliver_final", "tx"))),

@@ -403,9 +403,16 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
                 && c->copy_fin[side] == fin_seq_of(&h->seg) && x->now - c->copy_ns[side] >= p->a[2] + c->rtt_ns;
             break;
         }
-        case WT_COPY_SOON: {        /* the FIN held for it was captured less than a round trip and a[2] ns ago */
+        case WT_COPY_SOON: {        /* this FIN, the one held for it (else its last FIN's first capture), captured less
+                                       than a round trip and a[2] ns before */
             const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
-            r = h && c->has_rtt && x->now - h->seg.time_ns < (c->rtt_ns < p->a[2] ? c->rtt_ns : p->a[2]);
+            const ev_t *s = x->s;
+            int64_t at;
+            if (!s || !(s->flags & F_FIN) || !c->has_rtt) { r = 0; break; }
+            if (h) at = h->seg.time_ns;
+            else if ((c->has_copy >> side) & 1 && c->copy_fin[side] == fin_seq_of(s)) at = c->copy_ns[side];
+            else { r = 0; break; }
+            r = x->now - at < (c->rtt_ns < p->a[2] ? c->rtt_ns : p->a[2]);
             break;
         }
         case WT_QUICK: {            /* the FIN held for it was captured no more than a round trip and a[2] ns ago */

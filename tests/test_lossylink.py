@@ -126,3 +126,27 @@ def test_issue_mixes(no_leftovers, tmp_path):
             report += [run.explain(e, which) for e in run.unmarked(which)]
     for which, (ok, n) in total.items():
         assert ok >= 0.98 * n, "\n".join(report)
+
+
+def test_stored_runs_are_read_again_against_the_recorded_kernel(tmp_path):
+    """--reanalyze: a stored run's captures read by this rawfin, each endpoint against the kernel history the run
+    recorded, and what differs from the recorded reading listed."""
+    import json
+    cap = os.path.join(os.path.dirname(__file__), os.pardir, "captures", "normal-close.pcap")
+    recs = lossylink.analyze(cap)
+    client = lossylink.history([r["to"] for r in recs if r["type"] == "transition"
+                                and r["endpoint"] == "192.0.2.2:50001"])
+    row = {"mix": "loss3", "seed": 1, "conn": 0, "kind": "client_first", "settled": True, "captures": [cap, cap],
+           "marks": {}}
+    rows = [dict(row, side="client", endpoint="192.0.2.2:50001", peer="192.0.2.1:80", kernel=client,
+                 ok_before=True, ok_after=True, covered_before=True, covered_after=True),
+            dict(row, side="server", endpoint="192.0.2.1:80", peer="192.0.2.2:50001",
+                 kernel=["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"],
+                 ok_before=True, ok_after=False, covered_before=True, covered_after=False)]
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tally, changed = lossylink.reanalyze([str(path)])
+    assert tally[("loss3", "before")] == {"n": 2, "ok": 1, "unmarked": 1}
+    assert tally[("loss3", "after")] == {"n": 2, "ok": 1, "unmarked": 1}
+    assert len(changed) == 1 and changed[0].startswith("loss3 seed 1 conn 0 server before: match -> miss unmarked")
+    assert lossylink.rate_table(tally)[0].startswith("loss3     before 1/2 (50.00%) unmarked 1")

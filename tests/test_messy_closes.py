@@ -801,3 +801,20 @@ def test_a_copy_of_the_last_fin_after_the_final_ack_does_not_undo_it(tmp_path):
     recs = both_engines(segs, tmp_path)
     assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK"]
     assert "final_ack_lost" in kinds(recs)
+
+
+def test_an_answer_from_a_timewait_socket_is_not_read_where_segments_get_lost_before_the_capture_point(tmp_path):
+    """Segments lost (or overtaken) before the capture point: it may sit next to the receivers, where a timewait
+    socket's later reply can arrive before the answer its full socket sent first (lossylink reorder seeds 305, 309,
+    after the faults). The order they were sent in, as without the ID."""
+    segs = opened() + [
+        seg("c", 101, 301, ms=5),                  # acknowledges 100 bytes of the server's the capture never saw
+        seg("s", 301, 101, F | A, ms=10),
+        seg("c", 101, 301, F | A, ms=10.01),
+        seg("c", 102, 302, ms=15),
+        seg("s", 302, 102, ms=30)]
+    segs = [x.with_(ip_id=1000 + i) for i, x in enumerate(segs)]
+    segs[-1] = segs[-1].with_(ip_id=0)
+    recs = both_engines(segs, tmp_path)
+    assert "acked_unseen_segment" in kinds(recs)
+    assert path(recs, SN) == ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]

@@ -4,6 +4,7 @@
     python tools/lossylink.py --mix loss12 --seed 7 --conns 20
     python tools/lossylink.py --mix loss12 --seed 7 --conn 13 --keep /tmp/run   # one connection again
     python tools/lossylink.py --list
+    python tools/lossylink.py --reanalyze runs.jsonl     # stored runs (--json, --keep) read by this rawfin again
 
 Two network namespaces of this process's own, each with a TUN device: the client's
 (198.51.100.1) and the server's (198.51.100.2). A relay thread moves the IP packets from one
@@ -718,6 +719,73 @@ def _peer_alive(ns, local, remote) -> bool:
     return any(l == local and r == remote and st not in ("TIME_WAIT",) for l, r, st, tw in proc_tcp(ns.proc_net))
 
 
+# -- stored runs read again ------------------------------------------------------------
+
+def reanalyze(paths: list[str]) -> tuple[dict[tuple[str, str], Counter], list[str]]:
+    """Runs stored by ``--json`` (with their captures kept, ``--keep``) read by this rawfin again, each endpoint
+    compared with the kernel's history as it was recorded: a Counter (n, ok, unmarked) per (mix, "before" or
+    "after"), and a line for each endpoint whose match or mark differs from the recorded one. A rule is tried on
+    many runs in seconds, without the kernels' timing changing the runs under it."""
+    rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
+    runs: dict[tuple, list[dict]] = {}
+    for r in rows:
+        runs.setdefault(tuple(r["captures"]), []).append(r)
+    tally: dict[tuple[str, str], Counter] = {}
+    changed: list[str] = []
+    for caps, rs in runs.items():
+        read = {}
+        for which, path in zip(("before", "after"), caps):
+            wire: dict[tuple, list[str]] = {}
+            marks: dict[tuple, list] = {}
+            for rec in analyze(path):
+                if rec["type"] == "transition":
+                    key = (rec["endpoint"], rec["peer"])
+                    wire.setdefault(key, []).append(rec["to"])
+                    if rec.get("inferred"):
+                        marks.setdefault(key, []).append((rec["to"], rec["alternative"]))
+            read[which] = (wire, marks)
+        for r in rs:
+            if not r["settled"]:
+                continue
+            # (runs stored before "peer" was written: a server's peer is the connection's client port)
+            peer = r.get("peer") or (f"{CLIENT_IP}:{CLIENT_PORT_BASE + r['conn']}" if r["side"] == "server" else
+                                     next((p for w in read.values() for e, p in w[0] if e == r["endpoint"]), ""))
+            e = Endpoint(conn=r["conn"], kind=r["kind"], side=r["side"], name=r["endpoint"], kernel=r["kernel"],
+                         before=history(read["before"][0].get((r["endpoint"], peer), [])),
+                         after=history(read["after"][0].get((r["endpoint"], peer), [])),
+                         marks={w: read[w][1].get((r["endpoint"], peer), []) for w in read})
+            for which in ("before", "after"):
+                ok, covered = getattr(e, which) == e.kernel, e.covered(which)
+                t = tally.setdefault((r["mix"], which), Counter())
+                t["n"] += 1
+                t["ok"] += ok
+                t["unmarked"] += not covered
+                if (ok, covered) != (r[f"ok_{which}"], r[f"covered_{which}"]):
+                    changed.append(f"{r['mix']} seed {r['seed']} conn {r['conn']} {r['side']} {which}: "
+                                   f"{'match' if r[f'ok_{which}'] else 'miss'}"
+                                   f"{'' if r[f'covered_{which}'] else ' unmarked'} -> "
+                                   f"{'match' if ok else 'miss'}{'' if covered else ' unmarked'} "
+                                   f"(rawfin {' → '.join(getattr(e, which))}; kernel {' → '.join(e.kernel)})")
+    return tally, changed
+
+
+def rate_table(tally: dict[tuple[str, str], Counter]) -> list[str]:
+    """One line per mix: matches and unmarked misses before and after the faults, and the total."""
+    lines = []
+    total: dict[str, Counter] = {"before": Counter(), "after": Counter()}
+    for mix in sorted({m for m, _ in tally}):
+        parts = []
+        for which in ("before", "after"):
+            t = tally.get((mix, which), Counter())
+            total[which].update(t)
+            parts.append(f"{which} {t['ok']}/{t['n']} ({100 * t['ok'] / max(t['n'], 1):.2f}%) unmarked {t['unmarked']}")
+        lines.append(f"{mix:<9} " + "   ".join(parts))
+    lines.append(f"{'total':<9} " + "   ".join(
+        f"{w} {total[w]['ok']}/{total[w]['n']} ({100 * total[w]['ok'] / max(total[w]['n'], 1):.2f}%) "
+        f"unmarked {total[w]['unmarked']}" for w in ("before", "after")))
+    return lines
+
+
 # -- the command line --------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -730,7 +798,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write every endpoint's comparison as JSON lines to this file")
     ap.add_argument("--quiet", "-q", action="store_true", help="only the summary lines")
     ap.add_argument("--list", action="store_true", help="list the mixes")
+    ap.add_argument("--reanalyze", metavar="JSONL", action="append",
+                    help="read the runs a --json file stored (their captures kept with --keep) again with this "
+                         "rawfin, against the kernel histories recorded; no root needed (repeatable)")
     a = ap.parse_args(argv)
+    if a.reanalyze:
+        tally, changed = reanalyze(a.reanalyze)
+        print("\n".join(rate_table(tally)))
+        if changed and not a.quiet:
+            print("changed from the recorded reading:")
+            print("\n".join("  " + c for c in changed))
+        return 0
     if a.list:
         for m in MIXES.values():
             print(f"{m.name:<9} {m.faults.describe():<36} closes: {', '.join(sorted(set(m.kinds)))}")
@@ -759,8 +837,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  unsettled at the end: {', '.join(run.unsettled)}")
                 if jf:
                     for e in run.endpoints:
+                        peer = (f"{SERVER_IP}:{run.server_port}" if e.side == "client"
+                                else f"{CLIENT_IP}:{CLIENT_PORT_BASE + e.conn}")
                         jf.write(json.dumps({"mix": name, "seed": seed, "conn": e.conn, "kind": e.kind,
-                                             "side": e.side, "endpoint": e.name, "kernel": e.kernel,
+                                             "side": e.side, "endpoint": e.name, "peer": peer, "kernel": e.kernel,
                                              "before": e.before, "after": e.after, "ok_before": e.ok_before,
                                              "ok_after": e.ok_after, "kernel_raw": e.kernel_raw,
                                              "settled": e.settled, "marks": e.marks,

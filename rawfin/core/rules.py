@@ -501,12 +501,25 @@ SEGMENT: tuple[Step, ...] = (
              ("infer", ("CLOSE_WAIT", "LAST_ACK"), "the FIN in frame {held:tx.frame} reached it before its application "
               "closed, and a stack that ACKs such a FIN at once (not Linux's delayed ACK) sent that ACK"),
              ("observe_send",), mark("sent"), ("cross", "tx"), ("flush", "tx")),
+         # ... its FIN that soon after such an ACK where that FIN freed nothing: its application may have closed
+         # at the moment the FIN reached it (Linux in FIN_WAIT_1 ACKs at once, its FIN right behind), or a stack that
+         # ACKs a FIN at once had an application that closed at once; nothing in the packets tells (lossylink simul10
+         # seeds 321, 326, 328 and messy seed 325, before the faults: the ACK 30-400 us after the FIN, its FIN 12 us
+         # later, kernel FIN_WAIT_1 -> CLOSING; corpus zeek__nflog-http.pcap: the same, 0 us apart)
+         row("held:tx ACK ack>=held:tx.end FIN !held:tx.SYN tx.state:ESTABLISHED soon:tx",
+             ("infer", ("FIN_WAIT_1", "CLOSING"), "its application had closed when the FIN in frame {held:tx.frame} "
+              "reached it, its FIN right behind its ACK of that FIN (as Linux sends them in FIN_WAIT_1)"),
+             ("flush", "tx")),
          # a pure ACK of the held FIN (nothing before it unacknowledged), within the handshake's round trip and
-         # ANSWER_QUICK_NS of it, from a side whose data that FIN acknowledged (its FIN may have waited behind that
-         # data; with all of it acknowledged before, a FIN would have gone at once): the FIN stays held until the
-         # side's next segment shows whether its FIN follows at once (above) or not (the rows below)
+         # ANSWER_QUICK_NS of it: the FIN stays held until the side's next segment shows whether its FIN follows at
+         # once (above: where that FIN acknowledged its data, its FIN may have waited behind that data) or not (the
+         # rows below)
+         # (one that was sending data again: the rows below name that reading at once; one that had sent segments
+         # the FIN crossed: delivered where this ACK shows it, as before, corpus PcapPlusPlus__one_http_stream_fin.pcap)
          row("held:tx ACK ack>=held:tx.end !FIN !data !held:tx.SYN tx.state:ESTABLISHED rx.snd_una=held:tx.fin "
              "freed:tx quick:tx !prompt:tx", ("note_prompt", "tx")),
+         row("held:tx ACK ack>=held:tx.end !FIN !data !held:tx.SYN !held:tx.crossed tx.state:ESTABLISHED "
+             "rx.snd_una=held:tx.fin !tx:resent quick:tx !prompt:tx", ("note_prompt", "tx")),
          # its own FIN sent again: what acknowledged it among the segments waiting for it never arrived
          row("held:tx ACK ack>=held:tx.end FIN queue:tx tx.fin_seq fin=tx.fin_seq", ("drop_lost_acks", "tx"),
              ("flush", "tx")),

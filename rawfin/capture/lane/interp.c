@@ -853,8 +853,8 @@ static int run(ctx_t *x, int prog) {
     /* the situation changes only when a row's actions run, and then only in the parts they may change (chg) */
     sit_t fixed = sit_fixed(x), marks = sit_marks(x), conn = sit_conn(x), sa = sit_a(x), sb = sit_b(x);
     sit_t t = fixed | marks | conn | sa | sb;
-    uint32_t n;
-    const int32_t *d = dispatch(prog, t, &n);
+    uint32_t n, np;
+    const int32_t *d = dispatch(prog, t, &n, &np);
     uint32_t gen = DC_GEN;
     for (uint32_t i = 0; i < n;) {
         int32_t place = d[3 * i];
@@ -889,14 +889,9 @@ static int run(ctx_t *x, int prog) {
         sit_t now = fixed | marks | conn | sa | sb;
         if (now == t && gen == DC_GEN) { i = (uint32_t)d[3 * i + 2]; continue; }
         t = now;
-        d = dispatch(prog, t, &n);          /* (the actions may have run other programs: look it up again) */
+        d = dispatch(prog, t, &n, &np);     /* (the actions may have run other programs: look it up again) */
         gen = DC_GEN;
-        uint32_t lo = 0, hi = n;            /* the first row of a later step (places ascend) */
-        while (lo < hi) {
-            uint32_t mid = (lo + hi) / 2;
-            if (d[3 * mid] <= place) lo = mid + 1; else hi = mid;
-        }
-        i = lo;
+        i = (uint32_t)place < np ? (uint32_t)d[3 * n + place] : n;     /* the first row of a later step */
     }
     return 0;
 }

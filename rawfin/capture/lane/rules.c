@@ -853,7 +853,7 @@ static void prepare_rules(rules_t *r) {
  * it does, is still only in the rows: this spares testing masks the situation rules out. */
 #define DC_SIZE 4096                /* entries (a power of 2) */
 #define DC_POOL (1u << 19)          /* int32 triples (step place, row, next) for all the lists together */
-typedef struct { sit_t t; int32_t prog; uint32_t off, n; } dc_ent_t;
+typedef struct { sit_t t; int32_t prog; uint32_t off, n, nplace; } dc_ent_t;
 static dc_ent_t DC[DC_SIZE];
 static int32_t *DC_LIST;
 static uint32_t DC_USED;
@@ -868,10 +868,11 @@ static void dispatch_reset(void) {
 static const int32_t *dispatch_make(dc_ent_t *d, int prog, sit_t t) {
     uint32_t k = (uint32_t)(t & 0x1F);      /* the plan's key: FIN, SYN, RST, PSH, ACK (sit_t's bits 0-4) */
     const int32_t *pl = RULES.plan + RULES.plan_off[prog][k], *end = pl + RULES.plan_len[prog][k];
-    if (DC_USED + 3 * RULES.plan_len[prog][k] > 3 * DC_POOL) dispatch_reset();
+    if (DC_USED + 4 * RULES.plan_len[prog][k] + 1 > 3 * DC_POOL) dispatch_reset();
     int32_t *out = DC_LIST + DC_USED;
     uint32_t m = 0;
-    for (int32_t place = 0; pl < end; place++) {
+    int32_t place = 0;
+    for (; pl < end; place++) {
         int32_t n = -pl[0];
         const step_t *st = &RULES.steps[pl[1]];
         const int32_t *rows = pl + 2;
@@ -887,21 +888,28 @@ static const int32_t *dispatch_make(dc_ent_t *d, int prog, sit_t t) {
     }
     for (uint32_t i = m; i-- > 0;)         /* next: the first entry of a later step */
         out[3 * i + 2] = i + 1 < m && out[3 * i + 3] == out[3 * i] ? out[3 * i + 5] : (int32_t)(i + 1);
+    int32_t *after = out + 3 * m;          /* after[p]: the first entry of a step later than place p */
+    for (int32_t p = 0, i = 0; p < place; p++) {
+        while ((uint32_t)i < m && out[3 * i] <= p) i++;
+        after[p] = i;
+    }
     d->t = t;
     d->prog = prog;
     d->off = DC_USED;
     d->n = m;
-    DC_USED += 3 * m;
+    d->nplace = (uint32_t)place;
+    DC_USED += 3 * m + (uint32_t)place;
     return out;
 }
 
 /* the rows program prog can reach in situation t: n (place, row, next) triples, in the plan's order (next: the
-   index of the first entry of a later step) */
-static inline const int32_t *dispatch(int prog, sit_t t, uint32_t *n) {
+   index of the first entry of a later step), then after[place] (the first entry of a step later than place) */
+static inline const int32_t *dispatch(int prog, sit_t t, uint32_t *n, uint32_t *nplace) {
     uint64_t h = (t ^ ((uint64_t)prog << 58)) * 0x9E3779B97F4A7C15ull;
     dc_ent_t *d = &DC[h >> (64 - 12)];
     if (d->prog != prog || d->t != t) dispatch_make(d, prog, t);
     *n = d->n;
+    *nplace = d->nplace;
     return DC_LIST + d->off;
 }
 

@@ -446,18 +446,20 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
 
 /* a side's facts the rows' masks test (rules.c's sit_bit: role resent and hole, waiting rst, queue and ahead,
    isset fin_seq and peer_fin_seq, as pred() reads them), for side A (k 0) or B (k 1) */
-static inline __attribute__((always_inline)) sit_t side_facts(const ctx_t *x, int side, int k) {
+static inline __attribute__((always_inline)) sit_t side_facts(const ctx_t *x, int side, int k, int obs) {
     const conn_t *c = x->c;
     sit_t t = 0;
-    uint8_t sb = (uint8_t)side_bit(side);
-    if ((c->resent | c->hole) & sb) t |= ((c->resent & sb) ? SIT_RESENT_A : 0u) | ((c->hole & sb) ? SIT_HOLE_A : 0u);
-    if (c->nrq[side]) t |= SIT_RST_A;
-    const held_t *h;
-    int nq;
-    if (side == x->x && x->h) { h = x->h; nq = x->nwq; }
-    else { h = c->pending[side].present ? &c->pending[side] : NULL; nq = c->nwq[side]; }
-    if (nq > 0) t |= SIT_QUEUE_A;
-    if (h && h->ahead) t |= SIT_AHEAD_A;
+    if (obs) {                      /* (where the program's rows test none of these, they are not looked at) */
+        uint8_t sb = (uint8_t)side_bit(side);
+        if ((c->resent | c->hole) & sb) t |= ((c->resent & sb) ? SIT_RESENT_A : 0u) | ((c->hole & sb) ? SIT_HOLE_A : 0u);
+        if (c->nrq[side]) t |= SIT_RST_A;
+        const held_t *h;
+        int nq;
+        if (side == x->x && x->h) { h = x->h; nq = x->nwq; }
+        else { h = c->pending[side].present ? &c->pending[side] : NULL; nq = c->nwq[side]; }
+        if (nq > 0) t |= SIT_QUEUE_A;
+        if (h && h->ahead) t |= SIT_AHEAD_A;
+    }
     if (c->ep[side].has_fin) t |= SIT_FIN_A;
     if (c->ep[side].has_peer_fin) t |= SIT_PFIN_A;
     return k ? t << 1 : t;          /* each B bit is its A bit's neighbour */
@@ -491,15 +493,15 @@ static inline __attribute__((always_inline)) sit_t sit_conn(const ctx_t *x) {
     return t;
 }
 
-static inline __attribute__((always_inline)) sit_t sit_a(const ctx_t *x) {
+static inline __attribute__((always_inline)) sit_t sit_a(const ctx_t *x, int obs) {
     int a = x->self >= 0 ? x->self : x->tx >= 0 ? x->tx : x->x;
-    return a >= 0 ? ((sit_t)1 << (SIT_STATE_A + x->c->ep[a].state)) | side_facts(x, a, 0) : 0;
+    return a >= 0 ? ((sit_t)1 << (SIT_STATE_A + x->c->ep[a].state)) | side_facts(x, a, 0, obs) : 0;
 }
 
-static inline __attribute__((always_inline)) sit_t sit_b(const ctx_t *x) {
+static inline __attribute__((always_inline)) sit_t sit_b(const ctx_t *x, int obs) {
     if (x->rx < 0) return 0;
     const cep_t *rx = &x->c->ep[x->rx];
-    sit_t t = ((sit_t)1 << (SIT_STATE_B + rx->state)) | side_facts(x, x->rx, 1);
+    sit_t t = ((sit_t)1 << (SIT_STATE_B + rx->state)) | side_facts(x, x->rx, 1, obs);
     const ev_t *s = x->s;           /* pred's dup_ack */
     if (s && (s->flags & 0x17) == 0x10 && !s->data_len && s->ack == rx->snd_una && rx->snd_una != rx->snd_nxt)
         t |= SIT_DUP_ACK;
@@ -507,7 +509,7 @@ static inline __attribute__((always_inline)) sit_t sit_b(const ctx_t *x) {
 }
 
 static inline __attribute__((always_inline)) sit_t situation(const ctx_t *x) {
-    return sit_fixed(x) | sit_marks(x) | sit_conn(x) | sit_a(x) | sit_b(x);
+    return sit_fixed(x) | sit_marks(x) | sit_conn(x) | sit_a(x, 1) | sit_b(x, 1);
 }
 
 static inline int fits(sit_t t, sit_t need, sit_t forbid) {
@@ -596,40 +598,64 @@ static inline uint16_t trip_bucket(int64_t ns) {
     return (uint16_t)((o - 2) * TRIP_SUB + ((ns >> (o - 3)) & (TRIP_SUB - 1)));
 }
 
-static int act(ctx_t *x, const act_t *a) {
+/* the actions that write text (a template formatted): apart, so that act() itself keeps a small frame */
+static __attribute__((noinline)) int act_move(ctx_t *x, const act_t *a) {
+    Engine *e = x->e;
+    conn_t *c = x->c;
+    const ev_t *s = x->s;
+    char buf[512];
+    int r;
+    if ((r = format(x, a->a[1], buf, sizeof buf))) return r;
+    if (!e->emit) return move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1, NULL);
+    PyObject *values = template_values(x, a->a[1]);
+    if (!values) return ERR;
+    r = move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1, values);
+    Py_DECREF(values);
+    return r;
+}
+
+static __attribute__((noinline)) int act_anomaly(ctx_t *x, const act_t *a) {
     Engine *e = x->e;
     conn_t *c = x->c;
     const ev_t *s = x->s;
     char buf[512];
     int side, r;
+    side = side_of(x, a->a[0]);
+    if (side < 0 || a->a[1] < 0 || (uint32_t)a->a[1] >= RULES.nkinds) return BAIL;
+    if ((r = format(x, a->a[2], buf, sizeof buf))) return r;
+    int64_t when = x->now, frame = s ? s->frame : -1;
+    if (x->end) {
+        when = c->last_ns;
+        frame = -1;
+        for (int i = 0; i < c->nfins; i++) if (c->fin_side[i] == side) { frame = c->fin_frame[i]; break; }
+    }
+    if (!e->emit) return anomaly(e, c, side, RULES.kinds[a->a[1]], buf, when, frame, !x->endpoint, NULL);
+    PyObject *values = template_values(x, a->a[2]);
+    if (!values) return ERR;
+    r = anomaly(e, c, side, RULES.kinds[a->a[1]], buf, when, frame, !x->endpoint, values);
+    Py_DECREF(values);
+    return r;
+}
+
+static __attribute__((noinline)) int act_infer(ctx_t *x, const act_t *a) {
+    Engine *e = x->e;
+    int r;
+    if ((r = format(x, a->a[2], e->inf_text, sizeof e->inf_text))) return r;
+    e->inf_alt[0] = a->a[0];
+    e->inf_alt[1] = a->a[1];
+    e->inf_on = 1;
+    return 0;
+}
+
+static int act(ctx_t *x, const act_t *a) {
+    Engine *e = x->e;
+    conn_t *c = x->c;
+    const ev_t *s = x->s;
+    int side, r;
     switch (a->code) {
     case A_STOP: return STOPPED;
-    case A_MOVE: {
-        if ((r = format(x, a->a[1], buf, sizeof buf))) return r;
-        if (!e->emit) return move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1, NULL);
-        PyObject *values = template_values(x, a->a[1]);
-        if (!values) return ERR;
-        r = move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1, values);
-        Py_DECREF(values);
-        return r;
-    }
-    case A_ANOMALY: {
-        side = side_of(x, a->a[0]);
-        if (side < 0 || a->a[1] < 0 || (uint32_t)a->a[1] >= RULES.nkinds) return BAIL;
-        if ((r = format(x, a->a[2], buf, sizeof buf))) return r;
-        int64_t when = x->now, frame = s ? s->frame : -1;
-        if (x->end) {
-            when = c->last_ns;
-            frame = -1;
-            for (int i = 0; i < c->nfins; i++) if (c->fin_side[i] == side) { frame = c->fin_frame[i]; break; }
-        }
-        if (!e->emit) return anomaly(e, c, side, RULES.kinds[a->a[1]], buf, when, frame, !x->endpoint, NULL);
-        PyObject *values = template_values(x, a->a[2]);
-        if (!values) return ERR;
-        r = anomaly(e, c, side, RULES.kinds[a->a[1]], buf, when, frame, !x->endpoint, values);
-        Py_DECREF(values);
-        return r;
-    }
+    case A_MOVE: return act_move(x, a);
+    case A_ANOMALY: return act_anomaly(x, a);
     case A_SET: {
         const val_t *t = &RULES.vals[a->a[0]];
         side = side_of(x, t->who);
@@ -777,12 +803,7 @@ static int act(ctx_t *x, const act_t *a) {
         side = side_of(x, a->a[0]);
         if (side < 0) return BAIL;
         return flush(e, c, side, s, 1);
-    case A_INFER:                   /* the next delivery's first transition names the other reading */
-        if ((r = format(x, a->a[2], e->inf_text, sizeof e->inf_text))) return r;
-        e->inf_alt[0] = a->a[0];
-        e->inf_alt[1] = a->a[1];
-        e->inf_on = 1;
-        return 0;
+    case A_INFER: return act_infer(x, a);   /* the next delivery's first transition names the other reading */
     case A_EVIDENCE:                /* where segments get lost (a[0]: 1 after the capture point) */
         side = side_of(x, a->a[1]);
         if (side < 0) return BAIL;
@@ -851,7 +872,8 @@ static int act(ctx_t *x, const act_t *a) {
 
 static int run(ctx_t *x, int prog) {
     /* the situation changes only when a row's actions run, and then only in the parts they may change (chg) */
-    sit_t fixed = sit_fixed(x), marks = sit_marks(x), conn = sit_conn(x), sa = sit_a(x), sb = sit_b(x);
+    int obs = RULES.obs[prog];
+    sit_t fixed = sit_fixed(x), marks = sit_marks(x), conn = sit_conn(x), sa = sit_a(x, obs), sb = sit_b(x, obs);
     sit_t t = fixed | marks | conn | sa | sb;
     uint32_t n, np;
     const int32_t *d = dispatch(prog, t, &n, &np);
@@ -873,8 +895,8 @@ static int run(ctx_t *x, int prog) {
 #ifdef LANE_CHECK_SIT
         {
             sit_t m = chg & CH_MARKS ? sit_marks(x) : marks, k = chg & CH_CONN ? sit_conn(x) : conn;
-            sit_t a = chg & CH_A ? sit_a(x) : sa, b = chg & CH_B ? sit_b(x) : sb;
-            if ((fixed | m | k | a | b) != situation(x)) {
+            sit_t a = chg & CH_A ? sit_a(x, obs) : sa, b = chg & CH_B ? sit_b(x, obs) : sb;
+            if ((fixed | m | k | a | b) != (situation(x) & (obs ? ~(sit_t)0 : ~(sit_t)SIT_OBS))) {
                 fprintf(stderr, "rawfin lane: after row %d (chg %d) the situation is %llx, not %llx\n", d[3 * i + 1], chg,
                         (unsigned long long)situation(x), (unsigned long long)(fixed | m | k | a | b));
                 abort();
@@ -884,8 +906,8 @@ static int run(ctx_t *x, int prog) {
         if (!chg && gen == DC_GEN) { i = (uint32_t)d[3 * i + 2]; continue; }   /* the same situation: the same list */
         if (chg & CH_MARKS) marks = sit_marks(x);
         if (chg & CH_CONN) conn = sit_conn(x);
-        if (chg & CH_A) sa = sit_a(x);
-        if (chg & CH_B) sb = sit_b(x);
+        if (chg & CH_A) sa = sit_a(x, obs);
+        if (chg & CH_B) sb = sit_b(x, obs);
         sit_t now = fixed | marks | conn | sa | sb;
         if (now == t && gen == DC_GEN) { i = (uint32_t)d[3 * i + 2]; continue; }
         t = now;
@@ -913,7 +935,9 @@ static int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int
     } else {
         ctx_init(&x, e, c, s, s ? s->time_ns : 0);
         if (tx >= 0) { x.tx = tx; x.rx = 1 - tx; }
-        if (!fits(situation(&x), cd->need, cd->forbid)) return 0;
+        t = sit_fixed(&x) | sit_conn(&x);       /* (what it forbids of these first: the cheaper parts) */
+        if (t & cd->forbid) return 0;
+        if (!fits(t | sit_marks(&x) | sit_a(&x, 1) | sit_b(&x, 1), cd->need, cd->forbid)) return 0;
     }
     return holds(&x, cd->p0, cd->np);
 }

@@ -116,6 +116,8 @@ typedef struct { int16_t code; int32_t a[3]; } act_t;
 #define SIT_FIN_B (1ull << 60)
 #define SIT_PFIN_A (1ull << 61)
 #define SIT_PFIN_B (1ull << 62)
+#define SIT_OBS (SIT_RESENT_A | SIT_RESENT_B | SIT_HOLE_A | SIT_HOLE_B | SIT_RST_A | SIT_RST_B | SIT_QUEUE_A \
+                 | SIT_QUEUE_B | SIT_AHEAD_A | SIT_AHEAD_B)
 #define SIT_STATE_A 32          /* bits 32-42: the state of the endpoint the program runs for (self, tx, or x) */
 #define SIT_STATE_B 48          /* bits 48-58: the state of rx */
 typedef uint64_t sit_t;
@@ -159,6 +161,7 @@ typedef struct {
        (a step: -n, then its n rows' indices), so a segment is not held against rows its flags rule out */
     int32_t *plan; uint32_t nplan;
     uint32_t plan_off[NPROG][32], plan_len[NPROG][32];
+    uint8_t obs[NPROG];     /* the program's rows test a side's observer facts (SIT_OBS: resent, hole, waiting) */
     /* Segment.describe() as rawfin/core/segment.py's DESCRIBE_* say: the flag names in order, the text
        for no flag, the numbers after them (a value name, the flags it needs, shown only when not zero) */
     char *flag_name[8]; uint8_t flag_bit[8]; uint32_t nflags;
@@ -805,6 +808,12 @@ static void prepare_rules(rules_t *r) {
             if (kr && visible) r->steps[pg->s0 + ks++] = st;
         }
         pg->ns = ks;
+        r->obs[pi] = 0;
+        for (uint32_t si = 0; si < ks; si++)
+            for (uint32_t ri = 0; ri < r->steps[pg->s0 + si].nr; ri++) {
+                const row_t *rw = &r->rows[r->steps[pg->s0 + si].r0 + ri];
+                if ((rw->need | rw->forbid) & SIT_OBS) r->obs[pi] = 1;
+            }
     }
     /* the plans */
     size_t cap = 0;

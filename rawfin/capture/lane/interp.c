@@ -43,7 +43,10 @@ static inline void ctx_init(ctx_t *x, Engine *e, conn_t *c, const ev_t *s, int64
     x->endpoint = x->end = 0;
 }
 
+_Static_assert(W_TX == W_SELF + 1 && W_RX == W_SELF + 2 && W_X == W_SELF + 3 && W_A == W_X + 1 && W_B == W_A + 1,
+               "side_of: self, tx, rx, x (ctx_t's order), then a, b");
 static inline int side_of(const ctx_t *x, int who) {
+    if ((unsigned)(who - W_SELF) <= (unsigned)(W_X - W_SELF)) return (&x->self)[who - W_SELF];    /* self tx rx x */
     switch (who) {
     case W_SELF: return x->self;
     case W_TX: return x->tx;
@@ -82,19 +85,25 @@ static int value_slow(const ctx_t *x, const val_t *d, vres_t *v);
 
 static inline __attribute__((always_inline)) int value(const ctx_t *x, int vi, vres_t *v) {
     const val_t *d = &RULES.vals[vi];
-    if (d->quick == 1 && x->s) {
-        v->kind = VK_NUM;
-        seg_number(x->s, d->name, &v->n);
-    } else if (d->quick == 2 || d->quick == 3) {
-        int side = side_of(x, d->who);
+    const ev_t *s = x->s;
+    switch (d->quick) {             /* (rules.c prepare_rules: Q_*) */
+    case Q_SEQ: if (!s) return value_slow(x, d, v); v->n = s->seq; break;
+    case Q_ACK: if (!s) return value_slow(x, d, v); v->n = s->ack; break;
+    case Q_END: if (!s) return value_slow(x, d, v); v->n = seq_end(s); break;
+    case Q_LEN: if (!s) return value_slow(x, d, v); v->n = s->data_len; break;
+    case Q_FIN: if (!s) return value_slow(x, d, v); v->n = fin_seq_of(s); break;
+    case Q_TCB: case Q_FIN_SEQ: case Q_PEER_FIN_SEQ: {
+        int side = d->who <= W_X ? (&x->self)[d->who - W_SELF] : d->who - W_A;     /* self tx rx x, then a b */
         if (side < 0) return v->kind = VK_BAIL;
         const cep_t *p = &x->c->ep[side];
-        if (d->quick == 3) {
-            if (d->name == V_FIN_SEQ ? !p->has_fin : !p->has_peer_fin) return v->kind = VK_NONE;
-            v->n = d->name == V_FIN_SEQ ? p->fin_seq : p->peer_fin_seq;
-        } else v->n = (&p->iss)[d->name - V_ISS];      /* iss, irs, snd_una, snd_nxt, rcv_nxt in a row */
-        v->kind = VK_NUM;
-    } else return value_slow(x, d, v);
+        if (d->quick == Q_TCB) v->n = (&p->iss)[d->name - V_ISS];       /* iss, irs, snd_una, snd_nxt, rcv_nxt in a row */
+        else if (d->quick == Q_FIN_SEQ) { if (!p->has_fin) return v->kind = VK_NONE; v->n = p->fin_seq; }
+        else { if (!p->has_peer_fin) return v->kind = VK_NONE; v->n = p->peer_fin_seq; }
+        break;
+    }
+    default: return value_slow(x, d, v);
+    }
+    v->kind = VK_NUM;
     if (d->off) v->n = (uint32_t)(v->n + d->off);
     return VK_NUM;
 }

@@ -126,7 +126,11 @@ typedef struct { uint32_t p0, np, a0, na; sit_t need, forbid; uint8_t chg; } row
 typedef struct { uint32_t r0, nr; sit_t any; } step_t;     /* any: one of these bits, or no row holds */
 typedef struct { uint32_t s0, ns; } prog_t;
 typedef struct { uint32_t p0, np; sit_t need, forbid; uint64_t pairs[2]; } cond_t;   /* pairs: cond_pairs */
-typedef struct { int8_t who, name, quick; int64_t off; } val_t;   /* quick: 1 the segment's, 2 a TCB field */
+typedef struct { int8_t who, name, quick; int64_t off; } val_t;   /* quick: how interp.c's value() reads it (Q_*) */
+/* a value read directly: one of the segment's numbers, a TCB field of a side the context names (self, tx, rx, x, a,
+   b), that side's FIN or its peer's; else (Q_SLOW) through value_slow */
+enum { Q_SLOW, Q_SEQ, Q_ACK, Q_END, Q_LEN, Q_FIN, Q_TCB, Q_FIN_SEQ, Q_PEER_FIN_SEQ };
+_Static_assert(V_ACK == V_SEQ + 1 && V_END == V_SEQ + 2 && V_LEN == V_SEQ + 3 && V_FIN == V_SEQ + 4, "Q_SEQ + name");
 typedef struct { int32_t val; uint32_t lit0, nlit; } piece_t;    /* val >= 0: a value (lit0/nlit: its name);
                                                                      else literal text */
 typedef struct { uint32_t p0, np; } tpl_t;
@@ -773,10 +777,11 @@ static void prepare_rules(rules_t *r) {
     ep_local = endpoint_local(r);
     for (uint32_t i = 0; i < r->nvals; i++) {
         val_t *v = &r->vals[i];
-        v->quick = 0;
-        if (v->who == W_SEG && v->name >= V_SEQ && v->name <= V_WIN) v->quick = 1;
-        if (v->who >= W_SELF && v->who <= W_B && v->name >= V_ISS && v->name <= V_RCV_NXT) v->quick = 2;
-        if (v->who >= W_SELF && v->who <= W_B && (v->name == V_FIN_SEQ || v->name == V_PEER_FIN_SEQ)) v->quick = 3;
+        v->quick = Q_SLOW;
+        if (v->who == W_SEG && v->name >= V_SEQ && v->name <= V_FIN) v->quick = (int8_t)(Q_SEQ + v->name - V_SEQ);
+        if (v->who >= W_SELF && v->who <= W_B && v->name >= V_ISS && v->name <= V_RCV_NXT) v->quick = Q_TCB;
+        if (v->who >= W_SELF && v->who <= W_B && v->name == V_FIN_SEQ) v->quick = Q_FIN_SEQ;
+        if (v->who >= W_SELF && v->who <= W_B && v->name == V_PEER_FIN_SEQ) v->quick = Q_PEER_FIN_SEQ;
     }
     for (int pi = 0; pi < NPROG; pi++) {
         prog_t *pg = &r->progs[pi];

@@ -104,7 +104,7 @@ static inline __attribute__((always_inline)) int value(const ctx_t *x, int vi, v
     default: return value_slow(x, d, v);
     }
     v->kind = VK_NUM;
-    if (d->off) v->n = (uint32_t)(v->n + d->off);
+    v->n = (uint32_t)(v->n + d->off);       /* (each of these is below 2**32: with no offset, the same number) */
     return VK_NUM;
 }
 

@@ -927,26 +927,35 @@ static int run(ctx_t *x, int prog) {
     return 0;
 }
 
-/* a condition (a list of predicates) over a connection: 1, 0, or -BAIL */
-static int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int tx) {
-    if (cd->np == UINT32_MAX) return 0;
-    uint32_t k = c->ep[0].state * NST + c->ep[1].state;
-    if (!((cd->pairs[k >> 6] >> (k & 63)) & 1)) return 0;
+/* a condition (a list of predicates) over a connection, past cond_holds' quick tests: 1, 0, or -BAIL */
+static __attribute__((noinline)) int cond_rest(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int tx) {
     ctx_t x;
-    sit_t t;
-    if (!s && tx < 0) {     /* the connection's facts alone: situation() of such a context, without making it */
-        t = (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u) | (c->known != 3 ? SIT_UNKNOWN : 0u)
-            | ((c->pending[0].present | c->pending[1].present) ? SIT_HELD : 0u)
-            | ((c->held_ack[0].present | c->held_ack[1].present) ? SIT_FINAL : 0u);
-        if (!fits(t, cd->need, cd->forbid)) return 0;
-        if (!cd->np) return 1;
-        ctx_init(&x, e, c, s, 0);
-    } else {
+    if (!s && tx < 0) ctx_init(&x, e, c, s, 0);
+    else {
         ctx_init(&x, e, c, s, s ? s->time_ns : 0);
         if (tx >= 0) { x.tx = tx; x.rx = 1 - tx; }
-        t = sit_fixed(&x) | sit_conn(&x);       /* (what it forbids of these first: the cheaper parts) */
+        sit_t t = sit_fixed(&x) | sit_conn(&x);
         if (t & cd->forbid) return 0;
         if (!fits(t | sit_marks(&x) | sit_a(&x, 1) | sit_b(&x, 1), cd->need, cd->forbid)) return 0;
     }
     return holds(&x, cd->p0, cd->np);
+}
+
+/* a condition (a list of predicates) over a connection: 1, 0, or -BAIL. First what needs no context: the state
+   pair, the connection's facts alone (no segment, no side), the segment's flags */
+static inline int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int tx) {
+    if (cd->np == UINT32_MAX) return 0;
+    uint32_t k = c->ep[0].state * NST + c->ep[1].state;
+    if (!((cd->pairs[k >> 6] >> (k & 63)) & 1)) return 0;
+    if (!s && tx < 0) {     /* the connection's facts alone: situation() of such a context, without making it */
+        sit_t t = (c->nfins ? SIT_FINS : 0u) | (c->mid ? SIT_MID : 0u) | (c->known != 3 ? SIT_UNKNOWN : 0u)
+            | ((c->pending[0].present | c->pending[1].present) ? SIT_HELD : 0u)
+            | ((c->held_ack[0].present | c->held_ack[1].present) ? SIT_FINAL : 0u);
+        if (!fits(t, cd->need, cd->forbid)) return 0;
+        if (!cd->np) return 1;
+    } else if (s) {         /* the segment's flags and data (bits 0-5, 7; bit 6 is the connection's) */
+        sit_t f = (s->flags & 0x3Fu) | (s->data_len ? SIT_DATA : 0u), m = ~(sit_t)SIT_UNKNOWN & 0xFF;
+        if ((f & cd->forbid & m) || (cd->need & m & ~f)) return 0;
+    }
+    return cond_rest(e, c, cd, s, tx);
 }

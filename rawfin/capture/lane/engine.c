@@ -48,8 +48,9 @@ typedef struct {
     int64_t by_close[MAXCLOSE];
     int64_t server_active;
     /* output */
-    char *out;
+    char *out;              /* text: the inside of outb; events mode: a malloc'd array of object pointers */
     size_t nout, capout;
+    PyObject *outb;         /* text: the bytes object out_flush hands to write(), written in place (no copy) */
     /* one endpoint call's anomalies: a Result lists its transitions first, then its anomalies */
     char *aout;
     size_t naout, capaout;

@@ -32,7 +32,7 @@ static int finish_all(Engine *e) {
     qsort(it, n, sizeof(item_t), cmp_item);
     for (size_t k = 0; k < n; k++) {            /* pass 1: flush what is held, fire what is due */
         e->nevid = 0; e->ntrip = 0; e->nreo = 0;    /* (where segments get lost matters no more: no segment follows) */
-        if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+        if (out_full(e) && out_flush(e) < 0) goto fail;
         if (it[k].c) {
             conn_t *c = it[k].c;
             if (c->compact) continue;           /* a SYN alone: nothing to say here (pass 2 expands it) */
@@ -58,7 +58,7 @@ static int finish_all(Engine *e) {
     }
     for (size_t k = 0; k < n; k++) {            /* pass 2: the end of each connection */
         e->nevid = 0; e->ntrip = 0; e->nreo = 0;
-        if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+        if (out_full(e) && out_flush(e) < 0) goto fail;
         if (it[k].c) {
             conn_t *c = it[k].c;
             if (c->compact) {                   /* pass 1 said nothing for it: do it now, then its end */

@@ -77,7 +77,7 @@ static int make_room(Engine *e) {
         }
         conn_t *c = e->by_age.head;
         if (n <= e->max_conns || !c) return 0;
-        if (e->nout > (1 << 20) && out_flush(e) < 0) return -1;
+        if (out_full(e) && out_flush(e) < 0) return -1;
         if (c->compact && !(c = expand(e, c))) return -1;
         if (!c->python) {
             c->evicted = 1;
@@ -106,7 +106,7 @@ static int expire(Engine *e, int64_t now) {
             if (out_answer(e, PyObject_CallFunction(e->cb_expire_one, "L", (long long)now)) < 0) return -1;
             continue;
         }
-        if (e->nout > (1 << 20) && out_flush(e) < 0) return -1;
+        if (out_full(e) && out_flush(e) < 0) return -1;
         hent_t h = heap_pop(e);
         conn_t *c = h.c;
         if (c->compact && !(c = expand(e, c))) return -1;
@@ -427,7 +427,7 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         if (d >= 0) { if (schedule(e, c, d) < 0) return -1; }
         else if (all_closed(c)) { if (schedule(e, c, now + e->linger_ns) < 0) return -1; }
         if (can_compact(e, c, s) && syn_alone(e, c) < 0) return -1;   /* a SYN alone so far: keep little */
-        if (e->nout > (1 << 20)) return out_flush(e);
+        if (out_full(e)) return out_flush(e);
         return 0;
     }
 bail:

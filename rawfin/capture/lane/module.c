@@ -107,7 +107,8 @@ static void Engine_dealloc(Engine *e) {
     while (e->free_list) { conn_t *nx = e->free_list->next; free(e->free_list); e->free_list = nx; }
     free(e->buckets4);
     if (e->emit) { release_objects(e->out, 0, e->nout); release_objects(e->aout, 0, e->naout); }
-    free(e->out);
+    if (e->emit) free(e->out);
+    Py_XDECREF(e->outb);
     free(e->aout);
     Py_XDECREF(e->emit);
     Py_XDECREF(e->cb_feed); Py_XDECREF(e->cb_expire_one); Py_XDECREF(e->cb_take); Py_XDECREF(e->cb_fire);
@@ -130,7 +131,7 @@ static PyObject *Engine_feed_frame(Engine *e, PyObject *args) {
     PyBuffer_Release(&b);
     if (r < 0) return NULL;
     if (e->frames % 262144 == 0 && sweep_markers(e) < 0) return NULL;
-    if (e->nout > (1 << 20) && out_flush(e) < 0) return NULL;
+    if (out_full(e) && out_flush(e) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -244,7 +245,7 @@ static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
             if (on_frame(e, lt, h + 16, caplen, orig, frame, t) < 0) goto fail;
             pos += 16 + caplen;
             if (!(frame & 0x3FFF) && now_and_then(e, progress, consumed + (int64_t)pos, frame) < 0) goto fail;
-            if (e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+            if (out_full(e) && out_flush(e) < 0) goto fail;
         }
         size_t need = 16;
         if (pos + 16 <= have) {
@@ -399,7 +400,7 @@ static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
         pos += blen;
         if (!dry && bt == 6 && !(frame & 0x3FFF) && now_and_then(e, progress, consumed + (int64_t)pos, frame) < 0)
             goto fail;
-        if (!dry && e->nout > (1 << 20) && out_flush(e) < 0) goto fail;
+        if (!dry && out_full(e) && out_flush(e) < 0) goto fail;
     }
     free(buf);
     free(ifs);

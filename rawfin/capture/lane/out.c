@@ -1,10 +1,24 @@
 /* rawfin._engine, part out (included by rawfin/capture/_engine.c; one translation unit) */
 /* ------------------------------------------------------------------ output */
 
+/* text is written out in pieces of about OUT_PIECE bytes, each made in place in a bytes object of its own: small
+   enough that malloc reuses the memory of the one before (a larger one is mapped afresh each time, and its pages
+   cost more than the copy they save); events, in lists of about a million bytes of pointers */
+#define OUT_PIECE (1 << 16)
+static inline int out_full(const Engine *e) { return e->nout > (e->emit ? (size_t)1 << 20 : (size_t)OUT_PIECE); }
+
 static int out_reserve(Engine *e, size_t more) {
     if (e->nout + more <= e->capout) return 0;
-    size_t cap = e->capout ? e->capout : (1 << 20);
+    size_t cap = e->capout ? e->capout : e->emit ? (1 << 20) : OUT_PIECE + OUT_PIECE / 2;
     while (cap < e->nout + more) cap *= 2;
+    if (!e->emit) {         /* text: into the bytes object itself, which out_flush hands over as it is */
+        if (!e->outb) e->outb = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
+        else if (_PyBytes_Resize(&e->outb, (Py_ssize_t)cap) < 0) e->outb = NULL;
+        if (!e->outb) { e->out = NULL; e->nout = e->capout = 0; return -1; }
+        e->out = PyBytes_AS_STRING(e->outb);
+        e->capout = cap;
+        return 0;
+    }
     char *p = realloc(e->out, cap);
     if (!p) { PyErr_NoMemory(); return -1; }
     e->out = p;
@@ -55,13 +69,17 @@ static int out_flush(Engine *e) {
         Py_DECREF(r);
         return 0;
     }
-    PyObject *b = PyBytes_FromStringAndSize(e->out, (Py_ssize_t)e->nout);
-    if (!b) return -1;
+    PyObject *b = e->outb;         /* (the next record starts a new one) */
+    e->outb = NULL;
+    e->out = NULL;
+    e->capout = 0;
+    size_t n = e->nout;
+    e->nout = 0;
+    if (_PyBytes_Resize(&b, (Py_ssize_t)n) < 0) return -1;
     PyObject *r = PyObject_CallOneArg(e->write, b);
     Py_DECREF(b);
     if (!r) return -1;
     Py_DECREF(r);
-    e->nout = 0;
     return 0;
 }
 
@@ -328,7 +346,7 @@ static int out_pyrecords(Engine *e, PyObject *recs) {
         for (Py_ssize_t i = 0; i < n; i++)
             if (out_object(e, Py_NewRef(PySequence_Fast_GET_ITEM(recs, i))) < 0) { Py_DECREF(recs); return -1; }
         Py_DECREF(recs);
-        if (e->nout > (1 << 20)) return out_flush(e);
+        if (out_full(e)) return out_flush(e);
         return 0;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -342,7 +360,7 @@ static int out_pyrecords(Engine *e, PyObject *recs) {
         Py_DECREF(s);
     }
     Py_DECREF(recs);
-    if (e->nout > (1 << 20)) return out_flush(e);
+    if (out_full(e)) return out_flush(e);
     return 0;
 }
 

@@ -148,26 +148,44 @@ static const char D2[201] = "000102030405060708091011121314151617181920212223242
                             "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                             "8081828384858687888990919293949596979899";
 
-/* str(n) into buf at k (at most n_buf - 1 bytes in all); the new k. Two digits a step; a number below 2**32 (all but
-   a few) counted first (its bit length * log10(2), then one test), written in place in 32-bit arithmetic. */
+/* str(n) into buf at k (at most n_buf - 1 bytes in all); the new k. A number below 2**32 (all but a few) is counted
+   first (its bit length * log10(2), then one test) and written in place, front to back: below 10**9 as a fixed-point
+   fraction n / 10**(len - 1 or 2) * 2**57 whose top bits are its first digit or two, and times 100 the next two
+   (exact: the rounding error, below 10**len / 2**57, stays under the 10**-(len - 2) the digits need, len <= 9);
+   10 digits as two, then eight. Any other, two digits a step from the back. */
 static const uint32_t P10_32[10] = {1u, 10u, 100u, 1000u, 10000u, 100000u, 1000000u, 10000000u, 100000000u, 1000000000u};
+#define DIG_SHIFT 57
+#define DIG_M(p) (((1ull << DIG_SHIFT) + (p) - 1) / (p))
+static const uint64_t DIG_MUL[10] = {0, DIG_M(1ull), DIG_M(1ull), DIG_M(100ull), DIG_M(100ull), DIG_M(10000ull),
+                                     DIG_M(10000ull), DIG_M(1000000ull), DIG_M(1000000ull), DIG_M(100000000ull)};
+/* the len digits of n (below 10**len, len <= 9, leading zeros kept) at p; the end */
+static inline char *put_digits(char *p, uint32_t n, int len) {
+    uint64_t y = (uint64_t)n * DIG_MUL[len];
+    if (len & 1) *p++ = (char)('0' + (y >> DIG_SHIFT));
+    else { memcpy(p, D2 + 2 * (y >> DIG_SHIFT), 2); p += 2; }
+    for (int i = (len - 1) >> 1; i > 0; i--) {
+        y = (y & ((1ull << DIG_SHIFT) - 1)) * 100;
+        memcpy(p, D2 + 2 * (y >> DIG_SHIFT), 2);
+        p += 2;
+    }
+    return p;
+}
 static inline size_t put_int(char *buf, size_t k, size_t n_buf, int64_t v) {
     uint64_t u = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
     if (u <= UINT32_MAX) {
         uint32_t w = (uint32_t)u;
         int t = ((32 - __builtin_clz(w | 1)) * 1233) >> 12;
-        size_t len = (size_t)(t + ((w | 1) >= P10_32[t])) + (v < 0);
+        int nd = t + ((w | 1) >= P10_32[t]);
+        size_t len = (size_t)nd + (v < 0);
         if (len <= n_buf - 1 - k) {
-            char *p = buf + k + len;
-            while (w >= 100) {
-                unsigned d = w % 100;
-                w /= 100;
-                p -= 2;
-                memcpy(p, D2 + 2 * d, 2);
+            char *p = buf + k;
+            if (v < 0) *p++ = '-';
+            if (nd < 10) put_digits(p, w, nd);
+            else {
+                uint32_t hi = w / 100000000u;
+                memcpy(p, D2 + 2 * hi, 2);
+                put_digits(p + 2, w - hi * 100000000u, 8);
             }
-            if (w >= 10) { p -= 2; memcpy(p, D2 + 2 * w, 2); }
-            else *--p = (char)('0' + w);
-            if (v < 0) *--p = '-';
             return k + len;
         }
     }

@@ -236,7 +236,7 @@ static int format(const ctx_t *x, int ti, char *buf, size_t n) {
     return 0;
 }
 
-static int cflag(const conn_t *c, int which) {
+static inline int cflag(const conn_t *c, int which) {
     switch (which) {
     case K_FINS: return c->nfins > 0;
     case K_MID_STREAM: return c->mid;
@@ -952,6 +952,10 @@ static inline int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t 
             | ((c->pending[0].present | c->pending[1].present) ? SIT_HELD : 0u)
             | ((c->held_ack[0].present | c->held_ack[1].present) ? SIT_FINAL : 0u);
         if (!fits(t, cd->need, cd->forbid)) return 0;
+        for (uint32_t m = cd->kneed | cd->kforbid; m; m &= m - 1) {     /* (rules.c prepare_cond) */
+            int k = __builtin_ctz(m);
+            if ((cflag(c, k) > 0) != ((cd->kneed >> k) & 1)) return 0;
+        }
         if (!cd->np) return 1;
     } else if (s) {         /* the segment's flags and data (bits 0-5, 7; bit 6 is the connection's) */
         sit_t f = (s->flags & 0x3Fu) | (s->data_len ? SIT_DATA : 0u), m = ~(sit_t)SIT_UNKNOWN & 0xFF;

@@ -125,7 +125,9 @@ typedef struct { uint32_t p0, np, a0, na; sit_t need, forbid; uint8_t chg; } row
     situation must have, not have; chg: what of it its actions may change (act_changes: CH_*, 0 none) */
 typedef struct { uint32_t r0, nr; sit_t any; } step_t;     /* any: one of these bits, or no row holds */
 typedef struct { uint32_t s0, ns; } prog_t;
-typedef struct { uint32_t p0, np; sit_t need, forbid; uint64_t pairs[2]; } cond_t;   /* pairs: cond_pairs */
+typedef struct { uint32_t p0, np; sit_t need, forbid; uint64_t pairs[2]; uint32_t kneed, kforbid; } cond_t;
+/* pairs: cond_pairs; kneed, kforbid: the connection's flags (a bit per K_*) a condition over the connection alone
+   needs, forbids (prepare_cond) */
 typedef struct { int8_t who, name, quick; int64_t off; } val_t;   /* quick: how interp.c's value() reads it (Q_*) */
 /* a value read directly: one of the segment's numbers, a TCB field of a side the context names (self, tx, rx, x, a,
    b), that side's FIN or its peer's; else (Q_SLOW) through value_slow */
@@ -767,9 +769,26 @@ static void cond_pairs(const rules_t *r, cond_t *cd) {
         }
 }
 
+/* a condition's predicates, after prepare_preds: those the pair of states decides (cond_pairs: some, all, a's or b's
+   state) are dropped, as cond_holds tests the pair first; in a condition over the connection alone (CLS_NONE), a test
+   of one of its flags becomes a bit of kneed or kforbid, tested before the predicates left. The callers of such a
+   condition take a predicate the lane lacks (BAIL) as "no", so which is tested first does not matter there. */
 static void prepare_cond(rules_t *r, cond_t *cd) {
     cond_pairs(r, cd);
-    if (!prepare_preds(r, cd->p0, &cd->np, &cd->need, &cd->forbid)) cd->np = UINT32_MAX;
+    cd->kneed = cd->kforbid = 0;
+    if (!prepare_preds(r, cd->p0, &cd->np, &cd->need, &cd->forbid)) { cd->np = UINT32_MAX; return; }
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < cd->np; i++) {
+        pred_t p = r->preds[cd->p0 + i];
+        if (p.code == P_SOME || p.code == P_ALL || (p.code == P_STATE && (p.a[0] == W_A || p.a[0] == W_B))) continue;
+        if (prep_cls == CLS_NONE && p.code == P_CONN && p.a[0] >= 0 && p.a[0] < NCFLAG) {
+            if (p.neg) cd->kforbid |= 1u << p.a[0]; else cd->kneed |= 1u << p.a[0];
+            continue;
+        }
+        r->preds[cd->p0 + k++] = p;
+    }
+    cd->np = k;
+    if (cd->kneed & cd->kforbid) cd->np = UINT32_MAX;
 }
 
 static void prepare_rules(rules_t *r) {

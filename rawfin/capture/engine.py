@@ -435,9 +435,11 @@ class Handback:
     def expire_one(self, now: int) -> tuple:
         return self.obs.expire_one(now), self.obs.first_timer()
 
-    def take(self, cid: int, events: list, first: tuple, other: tuple, queued: int, vlan: tuple) -> tuple:
-        """A connection the lane followed so far, with its history: (handle, pair key, timer)."""
-        conn = self.obs.adopt(cid, events, first, other, queued, vlan)
+    def take(self, cid: int, events: list, first: tuple, other: tuple, queued: int, vlan: tuple,
+             id_top: tuple = (-1, -1)) -> tuple:
+        """A connection the lane followed so far, with its history and its sides' highest IPv4 IDs: (handle, pair
+        key, timer)."""
+        conn = self.obs.adopt(cid, events, first, other, queued, vlan, id_top)
         return conn, self.obs.key_of_conn(conn), self.obs.first_timer()
 
     def fire(self, handle, deadline: int, now: int) -> tuple:

@@ -47,7 +47,7 @@ _CONN_NAMES = {"first_fin": "conn"}
 PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "in_window", "ack_known",
               "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
               "crossed", "answered", "now", "reached", "rd_shut", "waiting", "lost_after", "lost_before",
-              "dup_ack", "timewait_reply")
+              "dup_ack", "timewait_reply", "id_skip")
 ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
            "queue", "close", "retransmit", "probe", "disarm_rto",
            "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
@@ -161,7 +161,7 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
     if t in FLAG_BITS:
         return ("flag", neg, (FLAG_BITS[t],))
     if t in ("pure_ack", "data", "occupies", "in_window", "ack_known", "answered", "now", "rd_shut", "dup_ack",
-             "timewait_reply"):
+             "timewait_reply", "id_skip"):
         return (t, neg, ())
     if t in CONFIG:
         return ("config", neg, (t,))
@@ -640,6 +640,8 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
         return lambda c: c.nowseg is not None
     if name == "timewait_reply":  # now is x's, its IPv4 ID 0: a Linux timewait socket's reply (Segment.ip_id)
         return _timewait_reply
+    if name == "id_skip":         # the segment's IPv4 ID two past its sender's highest so far (Connection.note_id)
+        return lambda c: c.conn.id_skip
     if name == "waiting":
         return _waiting(*args)
     if name == "lost_after":

@@ -119,7 +119,7 @@ class Connection:
                  "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "trip_ns", "evidence",
                  "trips",
                  "syn_ns", "fin_copy", "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent", "bases",
-                 "hole")
+                 "hole", "id_top", "id_skip", "id_hint")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0,
                  limits: dict | None = None) -> None:
@@ -152,6 +152,12 @@ class Connection:
         self.unanswered = 0      # same bits: that side got data and its application has sent nothing since
         self.resent = 0          # same bits: that side has sent data again that its peer already had (rules' resent)
         self.hole = 0            # same bits: that side's duplicate ACK showed a hole in what it got (rules' hole)
+        # (first sender's, other's): the highest IPv4 ID each side's segments carried so far, -1: none (note_id);
+        # id_skip: the segment being taken carries its sender's highest but one more (rules' id_skip); id_hint:
+        # that, for a segment whose ID is not known (the lane's replay, Observer.adopt)
+        self.id_top = (-1, -1)
+        self.id_skip = False
+        self.id_hint = False
         self.held_ack: dict[tuple[str, int], Segment] = _NO_DICT
         self.queued: int | None = None      # the deadline this connection has in the observer's heap
         self.synack_unseen: tuple[str, int] | None = None
@@ -209,6 +215,7 @@ class Connection:
                 return False
         if self.bases is not None and len(self.bases) < 2:
             _note(self.bases, seg)
+        self.note_id(seg)
         sender, receiver = c.tx, c.rx
         self.packets += 1
         self.last_frame = seg.frame
@@ -226,12 +233,33 @@ class Connection:
         """Could ``seg`` be a copy, seen on another VLAN view, of a segment this connection has seen?"""
         return _copy_of(self, seg)
 
+    def note_id(self, seg: Segment) -> None:
+        """rules' id_skip for ``seg``, and its sender's highest IPv4 ID. Linux numbers the IPv4 IDs of a connected
+        socket's segments one by one (ip_select_ident_segs); a segment whose ID is two past the highest its sender's
+        earlier segments carried comes after one the capture has not shown (lost before the capture point, or
+        overtaken). IDs 0 (Linux's replies from no connected socket) and SYNs (a listener's SYN,ACK) do not count."""
+        ip = seg.ip_id
+        if ip is None:                  # IPv6, or the lane's replay: its verdict
+            self.id_skip = self.id_hint
+            return
+        self.id_skip = False
+        if not ip or seg.flags & 2:
+            return
+        i = 0 if (seg.src, seg.sport) == self.first else 1
+        top = self.id_top[i]
+        if top >= 0:
+            self.id_skip = ip == (top + 2) & 0xFFFF
+            if not 0 < (ip - top) & 0xFFFF < 0x8000:
+                return                  # behind the highest (reordered): the highest stays
+        self.id_top = (ip, self.id_top[1]) if i == 0 else (self.id_top[0], ip)
+
     def process(self, seg: Segment, now: int, out: list) -> None:
         self.packets += 1
         self.last_frame = seg.frame
         self.last_ns = now
         src = (seg.src, seg.sport)
         self.seen |= 1 if src == self.first else 2
+        self.note_id(seg)
         if self.bases is not None and len(self.bases) < 2:
             _note(self.bases, seg)
         if seg.syn:                         # the clocks of rules.HALF_OPEN
@@ -1428,11 +1456,11 @@ class Observer:
         return recs
 
     def adopt(self, cid: int, events: list[tuple], first: tuple[str, int], other: tuple[str, int],
-              queued: int, vlan: tuple[int, ...] = ()):
+              queued: int, vlan: tuple[int, ...] = (), id_top: tuple[int, int] = (-1, -1)):
         """Take over a connection the lane has followed so far: replay what it saw.
 
         ``events`` are (kind, frame, time_ns, seq, ack, flags, window, data_len): kind 0 or 1 (| 0x80: its IPv4
-        ID was 0, the lane's KIND_ID0) a
+        ID was 0, the lane's KIND_ID0; | 0x40: rules' id_skip held for it, KIND_IDSKIP) a
         segment sent by ``first`` or ``other``, 2 a timer fired at time_ns (4: while a segment of its own
         was arriving, see reprieve), 3 the end's flush.
         The records this replay makes were written by the lane already and are dropped;
@@ -1442,7 +1470,7 @@ class Observer:
         out: list = []
         conn = None
         for kind, frame, t, seqno, ackno, flags, window, dlen in events:
-            ip_id, kind = (0 if kind & 0x80 else None), kind & 0x7F
+            ip_id, skip, kind = (0 if kind & 0x80 else None), bool(kind & 0x40), kind & 0x3F
             if kind < 2:
                 (src, sport), (dst, dport) = ends[kind], ends[1 - kind]
                 seg = Segment(src=src, dst=dst, sport=sport, dport=dport, seq=seqno, ack=ackno, flags=flags,
@@ -1451,6 +1479,8 @@ class Observer:
                 if conn is None:
                     conn = Connection(cid, self.key_of(seg), seg, self.cfg, self.hold_ns, self.limits)
                     out.extend(("a", conn, a) for a in conn.born)
+                if conn.__class__ is Connection:
+                    conn.id_hint = skip
                 if not conn.fast(seg, t):
                     conn.process(seg, t, out)
             elif kind == 2:
@@ -1470,6 +1500,8 @@ class Observer:
         if conn.__class__ is Connection:      # (its replay counted nothing: the lane had)
             conn.evidence = self.evidence
             conn.trips = self.trips
+            conn.id_hint = False
+            conn.id_top = id_top                # (the replay knew no IDs: the lane's)
         self.open_count += 1
         if vlan:
             self.by_tuple[conn.key[1:]] = conn

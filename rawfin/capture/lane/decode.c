@@ -50,6 +50,7 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
                     ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13],
                               be16(ip + 4) ? 0 : KIND_ID0};
                     e->tcp++;
+                    e->ipid = be16(ip + 4);
                     return on_segment(e, 4, ip + 12, be16(t), ip + 16, be16(t + 2), nv, vl, &s, NULL);
                 }
             }
@@ -65,6 +66,7 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
             if (thl >= 20 && data_len >= 0) {
                 ev_t s = {time_ns, frame, be32(t + 4), be32(t + 8), (uint32_t)data_len, be16(t + 14), t[13], 0};
                 e->tcp++;
+                e->ipid = -1;
                 return on_segment(e, 6, ip + 8, be16(t), ip + 24, be16(t + 2), nv, vl, &s, NULL);
             }
         }
@@ -99,7 +101,7 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
         int64_t now = time_ns;
         if (now > e->now) e->now = now;
         rc = expire(e, now);
-        if (rc == 0) rc = py_feed(e, seg);
+        if (rc == 0) rc = py_feed(e, seg);      /* (the segment carries its IPv4 ID itself) */
         Py_DECREF(ans);
         return rc;
     }
@@ -109,6 +111,7 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
     if (inet_pton(fam == 4 ? AF_INET : AF_INET6, ss, sa) == 1 && inet_pton(fam == 4 ? AF_INET : AF_INET6, ds, da) == 1) {
         ev_t s = {time_ns, frame, (uint32_t)sq, (uint32_t)ak, (uint32_t)dl, (uint16_t)win, (uint8_t)fl,
                   ipid == 0 ? KIND_ID0 : 0};
+        e->ipid = ipid;
         rc = on_segment(e, fam, sa, (uint16_t)sp, da, (uint16_t)dp, (int)nvt, vl, &s, seg);
     }
     Py_DECREF(ans);

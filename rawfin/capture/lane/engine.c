@@ -86,5 +86,6 @@ typedef struct {
     int64_t reordered;
     uint8_t reorder_seen;       /* ... any, since the start (reordered starts again when Python takes it) */
     uint8_t ever_python;        /* a connection of this capture has been the Python observer's */
+    int32_t ipid;               /* the segment being taken: its IPv4 ID, -1 for none (IPv6) */
 } Engine;
 

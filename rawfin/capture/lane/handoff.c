@@ -27,8 +27,9 @@ static PyObject *handoff(Engine *e, conn_t *c) {
     if (!evs) return NULL;
     PyObject *vt = vlan_tuple(c->nvlan, c->vlan);
     if (!vt) { Py_DECREF(evs); return NULL; }
-    PyObject *ans = PyObject_CallFunction(e->cb_take, "LN(si)(si)LN", (long long)c->id, evs, ip0, (int)c->port[0],
-                                          ip1, (int)c->port[1], (long long)c->queued, vt);
+    PyObject *ans = PyObject_CallFunction(e->cb_take, "LN(si)(si)LN(ii)", (long long)c->id, evs, ip0, (int)c->port[0],
+                                          ip1, (int)c->port[1], (long long)c->queued, vt,
+                                          c->has_id & 1 ? (int)c->id_top[0] : -1, c->has_id & 2 ? (int)c->id_top[1] : -1);
     if (!ans) return NULL;
     PyObject *pc, *key, *timer;
     if (!PyArg_ParseTuple(ans, "OOO", &pc, &key, &timer) || take_timer(e, timer) < 0) { Py_DECREF(ans); return NULL; }

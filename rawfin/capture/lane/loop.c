@@ -7,8 +7,8 @@ static PyObject *py_segment(Engine *e, const ev_t *s, const char *src, int sport
                             int nvlan, const uint16_t *vlan) {
     PyObject *vt = vlan_tuple(nvlan, vlan);
     if (!vt) return NULL;
-    PyObject *ip;                           /* Segment.ip_id: 0, or not known (the lane keeps only whether it is 0) */
-    if (s->kind & KIND_ID0) ip = PyLong_FromLong(0);
+    PyObject *ip;                           /* Segment.ip_id: the segment being taken's (e->ipid) */
+    if (e->ipid >= 0) ip = PyLong_FromLong(e->ipid);
     else { ip = Py_None; Py_INCREF(ip); }
     if (!ip) { Py_DECREF(vt); return NULL; }
     return PyObject_CallFunction(e->make_seg, "ssiikkiiyLLLNN", src, dst, sport, dport, (unsigned long)s->seq,
@@ -258,6 +258,16 @@ static int syn_alone(Engine *e, conn_t *c) {
 }
 
 static int birth(Engine *e, conn_t *c, const ev_t *s);
+
+/* the segment taken counts in its sender's highest IPv4 ID (Connection.note_id: not an ID 0, not a SYN; one behind
+   the highest, reordered, leaves it) */
+static inline void id_note(const Engine *e, conn_t *c, const ev_t *s, int dir) {
+    if (e->ipid <= 0 || (s->flags & F_SYN)) return;
+    uint16_t id = (uint16_t)e->ipid;
+    if ((c->has_id >> dir & 1) && !((uint16_t)(id - c->id_top[dir]) - 1u < 0x7FFFu)) return;
+    c->id_top[dir] = id;
+    c->has_id |= (uint8_t)(1 << dir);
+}
 static int process(Engine *e, conn_t *c, const ev_t *s, int dir);
 
 /* a compact connection made a conn_t again: its SYN through birth and the segment rules, as
@@ -412,15 +422,18 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         dir = (memcmp(c->addr[0], src, (size_t)alen) == 0 && c->port[0] == sport) ? 0 : 1;
     }
     s->kind = (uint8_t)(dir | (s->kind & KIND_ID0));
+    if (e->ipid > 0 && !(s->flags & F_SYN) && (c->has_id >> dir & 1) && (uint16_t)(e->ipid - c->id_top[dir]) == 2)
+        s->kind |= KIND_IDSKIP;
     if ((s->flags & F_SYN) && !(s->flags & F_ACK) && c->nlog && new_syn(e, c, s, dir))
         goto bail;                              /* a new connection on the pair (rules.NEW_SYN): Python's */
-    if (fast(e, c, s, dir)) return log_add(c, s);
+    if (fast(e, c, s, dir)) { id_note(e, c, s, dir); return log_add(c, s); }
     {
         size_t mark = c->nlog ? e->nout : born_mark;
         int r = process(e, c, s, dir);
         if (r == ERR) return -1;
         if (r == BAIL) { out_rollback(e, mark); e->nevid = 0; e->ntrip = 0; e->nreo = 0; goto bail; }
         if (evid_commit(e) < 0) return -1;
+        id_note(e, c, s, dir);
         if (log_add(c, s) < 0) return -1;
         if (!c->tw && settled(e, c)) settle(c);
         int64_t d = next_deadline(c, e);

@@ -14,12 +14,13 @@
 /* the vocabulary: the names of the primitives this lane implements (rawfin/core/machine.py's) */
 enum { P_FLAG, P_PURE_ACK, P_DATA, P_OCCUPIES, P_CMP, P_ISSET, P_STATE, P_IN_WINDOW, P_ACK_KNOWN, P_CONFIG,
        P_PASSIVE, P_MARK, P_CONN, P_ROLE, P_SOME, P_ALL, P_TOOK, P_TIMER, P_HELD, P_HELD_FLAG, P_CROSSED,
-       P_ANSWERED, P_NOW, P_REACHED, P_RD_SHUT, P_WAITING, P_DUP_ACK, P_TIMEWAIT_REPLY, NPRED };
+       P_ANSWERED, P_NOW, P_REACHED, P_RD_SHUT, P_WAITING, P_DUP_ACK, P_TIMEWAIT_REPLY,
+       P_ID_SKIP, NPRED };
 static const char *PRED_NAMES[NPRED] = {"flag", "pure_ack", "data", "occupies", "cmp", "isset", "state",
                                         "in_window", "ack_known", "config", "passive", "mark", "conn", "role",
                                         "some", "all", "took", "timer", "held", "held_flag", "crossed",
                                         "answered", "now", "reached", "rd_shut", "waiting", "dup_ack",
-                                        "timewait_reply"};
+                                        "timewait_reply", "id_skip"};
 enum { A_STOP, A_MOVE, A_ANOMALY, A_SET, A_SEND, A_MARK, A_REMOTE, A_SYNCHRONIZED, A_ACKED, A_TAKE_DATA,
        A_OPEN, A_OPEN_AT_SYN_ACK, A_PICK_UP, A_SERVER, A_KNOW, A_FLAG, A_DROP_CANDIDATES, A_CANDIDATE,
        A_NOTE_FIN, A_UNHOLD, A_FLUSH, A_CROSS, A_UNHOLD_FINAL, A_DELIVER_FINAL, A_OBSERVE_SEND, A_HOLD_FINAL,

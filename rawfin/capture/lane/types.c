@@ -18,7 +18,10 @@ typedef struct {
 /* ev_t.kind's high bit: an IPv4 segment whose IP ID is 0 (Linux's replies from a timewait or control socket, where
    its connected sockets count; Segment.ip_id == 0, rules' timewait_reply) */
 #define KIND_ID0 0x80
-#define KIND_OF(k) ((k) & 0x7F)
+/* ... and the next bit: rules' id_skip held for the segment (its IPv4 ID two past the highest its sender's earlier
+   segments carried, conn_t.id_top; Connection.note_id), kept with it for the replay (Observer.adopt) */
+#define KIND_IDSKIP 0x40
+#define KIND_OF(k) ((k) & 0x3F)
 
 static inline uint32_t seg_len(const ev_t *s) { return s->data_len + ((s->flags & F_SYN) ? 1 : 0) + (s->flags & F_FIN); }
 static inline uint32_t seq_end(const ev_t *s) { return s->seq + seg_len(s); }
@@ -92,6 +95,8 @@ typedef struct conn {
     uint8_t unanswered;     /* side bits: that side's last news is data from the peer, it has sent nothing since */
     uint8_t resent;         /* side bits: that side has sent data again that its peer already had (rules' resent) */
     uint8_t hole;           /* side bits: that side's duplicate ACK showed a hole in what it got (rules' hole) */
+    uint8_t has_id;         /* side bits: id_top[side] is known */
+    uint16_t id_top[2];     /* side -> the highest IPv4 ID its segments carried so far (rules' id_skip) */
     uint8_t client;         /* the client's side: 0 when a SYN opened it, else guessed by port */
     uint8_t mid, known;     /* picked up mid-stream; whose rcv_nxt is known (bit 1: side 0, bit 2: side 1) */
     uint8_t nfins, fin_side[2];

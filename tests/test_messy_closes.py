@@ -863,3 +863,47 @@ def test_a_fin_right_after_the_last_segment_or_without_losses_shown_is_not_marke
         recs = both_engines(segs, tmp_path)
         assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
         assert not inferred(recs, SN)
+
+
+def _crossed_fin_answered_at_once(fin_after_ack_ms: float) -> list[Segment]:
+    """lossylink messy seed 325 connection 33 (before the faults): the server's duplicate ACK crosses the client's
+    FIN; the server ACKs that FIN at once and its own FIN follows 24 us later, as Linux sends them in FIN_WAIT_1
+    (kernel: ESTABLISHED -> FIN_WAIT_1 -> CLOSING -> TIME_WAIT)."""
+    return opened() + [
+        seg("c", 101, 201, F | A, ms=10),
+        seg("s", 201, 101, ms=10.5),               # sent before the client's FIN reached it: the two crossed
+        seg("s", 201, 102, ms=11),                 # its ACK of that FIN, at once
+        seg("s", 201, 102, F | A, ms=11 + fin_after_ack_ms),
+        seg("c", 102, 202, ms=11.2 + fin_after_ack_ms)]
+
+
+def test_a_fin_right_behind_an_immediate_ack_of_a_crossed_fin_is_marked(tmp_path):
+    recs = both_engines(_crossed_fin_answered_at_once(0.024), tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]    # as before, its frames too
+    (mark,) = inferred(recs, SN)
+    assert (mark["from"], mark["to"], mark["frame"]) == ("CLOSE_WAIT", "LAST_ACK", 10)
+    assert mark["alternative"] == ["FIN_WAIT_1", "CLOSING"]                         # the kernel's path
+    recs = both_engines(_crossed_fin_answered_at_once(5), tmp_path)                 # an application woken by the FIN
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    assert not inferred(recs, SN)
+
+
+def test_a_loss_probe_of_the_last_fin_after_the_final_ack_does_not_undo_it(tmp_path):
+    """lossylink messy seed 334 connection 41 (before the faults): the client's FIN sent again 30 ms after the first
+    (a loss probe; round trip 12 ms), 23 ms after the server's final ACK: the probe's timer fired while that ACK was
+    on its way (kernel: the client LAST_ACK -> CLOSED). The ACK stays held (nothing after shows it lost); a FIN
+    sent again an RTO later still shows it lost."""
+    segs = _slow_handshake(6, 12) + [
+        seg("s", 201, 101, F | A, ms=100),
+        seg("c", 101, 202, ms=101),
+        seg("c", 101, 202, F | A, ms=140),
+        seg("s", 202, 102, ms=147),                # the final ACK
+        seg("c", 101, 202, F | A, ms=170)]         # the loss probe
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    assert "final_ack_lost" not in kinds(recs)
+    assert [r["frame"] for r in recs if r["type"] == "transition" and r["endpoint"] == CN][-1] == len(segs) - 1
+    segs[-1] = seg("c", 101, 202, F | A, ms=345)   # an RTO after the first
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK"]
+    assert "final_ack_lost" in kinds(recs)

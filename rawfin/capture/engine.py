@@ -161,7 +161,7 @@ def lane_rules(compiled, vocab: dict) -> dict:
         elif name == "deliver_held":
             a = [idx("held_kinds", args[0])]
         elif name in ("server", "know", "unhold", "flush", "cross", "unhold_final", "deliver_final", "hold_final",
-                      "hold", "wait_behind", "hold_rst", "deliver_rst", "hold_ahead", "flush_filled", "note_resent", "note_freed", "note_prompt",
+                      "hold", "wait_behind", "hold_rst", "deliver_rst", "hold_ahead", "flush_filled", "note_resent", "note_freed", "note_prompt", "note_answer",
                       "drop_resent"):
             a = [who(args[0])]
         elif name == "infer":         # up to two states the other reading enters, and when (a template)

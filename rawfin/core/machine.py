@@ -58,7 +58,7 @@ ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchron
            "fin_unseen", "first_fin_lost", "first_fin_arrived", "wait_behind", "drop_lost_acks", "hold_rst",
            "deliver_rst",
            "rsts_unreceived", "evidence", "rtt", "syn_time", "hold_ahead", "flush_filled", "deliver_ack_only", "deliver_queue",
-           "note_resent", "drop_resent", "note_hole", "drop_hole", "reordered", "note_prompt", "note_freed",
+           "note_resent", "drop_resent", "note_hole", "drop_hole", "reordered", "note_prompt", "note_freed", "note_answer",
            # the capture cannot decide the next transition: the states the other reading enters, and when
            "infer",
            # who sent the first RST (a reset close names its sender)
@@ -72,9 +72,11 @@ CONN_FLAGS = ("fins", "mid_stream", "refused", "rst_seen", "data_after_first_fin
 #: front of that FIN is filled; ``rst_late``: the side sent this more than a round trip after the RSTs;
 #: ``quick``: this comes within a round trip and rules.ANSWER_QUICK_NS of the FIN held for the side; ``prompt``: the
 #: side's pure ACK of that FIN came so (note_prompt), ``soon``: rules.FIN_SOON_NS ago at most; ``freed``: that FIN
-#: acknowledged data of the side's not acknowledged before (note_freed)
+#: acknowledged data of the side's not acknowledged before (note_freed); ``answer_soon``: the side's pure ACK of a FIN
+#: delivered at it, sent at once (note_answer), rules.FIN_SOON_NS ago at most; ``copy_soon``, ``probe_soon``: this FIN's
+#: first capture less than a round trip and rules.ANSWER_LATE_NS ago, or less than ANSWER_LATE_NS ago
 WAITING = ("rst", "queue", "ahead", "filled", "rst_late", "acks", "late", "late_first", "ack_first", "quick", "prompt",
-           "soon", "freed", "copy_soon")
+           "soon", "freed", "copy_soon", "answer_soon", "probe_soon")
 #: the clocks rules.HALF_OPEN counts from, and its timeouts
 HALF_OPEN_CLOCKS = ("synack_at", "syn_at")
 HALF_OPEN_TIMEOUTS = ("syn_ack", "syn")
@@ -177,9 +179,9 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
     if parts[0] in ("tx", "rx", "x") and len(parts) == 2 and parts[1] in ROLES:
         return ("role", neg, (parts[0], parts[1]))
     if parts[0] in WAITING and len(parts) == 2 and parts[1] in ("tx", "rx", "x"):
-        if parts[0] in ("late", "late_first", "copy_soon"):  # rules.ANSWER_LATE_NS (and a round trip)
+        if parts[0] in ("late", "late_first", "copy_soon", "probe_soon"):  # rules.ANSWER_LATE_NS (and a round trip)
             return ("waiting", neg, (parts[0], parts[1], _CONSTANTS["answer_late"]))
-        if parts[0] in ("quick", "soon"):        # rules.ANSWER_QUICK_NS (and a round trip), rules.FIN_SOON_NS
+        if parts[0] in ("quick", "soon", "answer_soon"):   # rules.ANSWER_QUICK_NS (and a round trip), FIN_SOON_NS
             return ("waiting", neg, (parts[0], parts[1], _CONSTANTS["answer_quick" if parts[0] == "quick" else "fin_soon"]))
         return ("waiting", neg, (parts[0], parts[1]))
     if parts[0] in ("lost_after", "lost_before") and len(parts) == 2 and parts[1] in ("tx", "rx"):
@@ -729,6 +731,24 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
                 at = first[1]
             return c.now - at < min(rtt, late_ns)
         return copy_soon
+    if what == "probe_soon":      # this FIN's first capture (as copy_soon's) less than late_ns before: sent again sooner
+        #                           than Linux's shortest retransmission timeout (a loss probe), or copied
+        def probe_soon(c):
+            seg = c.seg
+            if seg is None or not seg.flags & 0x01:
+                return False
+            e = entry(c)
+            if e is not None:
+                at = e.seg.time_ns or 0
+            else:
+                first = c.conn.fin_copy.get(getattr(c, key))
+                if first is None or first[0] != seg.fin_seq:
+                    return False
+                at = first[1]
+            return c.now - at < late_ns
+        return probe_soon
+    if what == "answer_soon":     # the side's pure ACK of a FIN delivered at it came at once (note_answer), late_ns ago
+        return lambda c: ((t := c.conn.answered.get(getattr(c, key))) is not None and c.now - t <= late_ns)
     if what == "freed":           # the held FIN acknowledged data of the side's not acknowledged before (note_freed)
         return lambda c: bool((e := entry(c)) and e.freed)
     if what == "filled":

@@ -119,7 +119,7 @@ class Connection:
                  "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "trip_ns", "evidence",
                  "trips",
                  "syn_ns", "fin_copy", "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent", "bases",
-                 "hole", "id_top", "id_skip", "id_hint")
+                 "hole", "id_top", "id_skip", "id_hint", "answered")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0,
                  limits: dict | None = None) -> None:
@@ -169,6 +169,8 @@ class Connection:
         self.syn_ns = seg.time_ns or 0      # the client's latest SYN (the round trip counts from it: Karn)
         # receiver -> (FIN seq, time): the first capture of the FIN held for it (rules' late:)
         self.fin_copy: dict[tuple[str, int], tuple[int, int]] = _NO_DICT
+        # side -> its pure ACK of its peer's FIN, sent at once, that delivered that FIN (note_answer, answer_soon:)
+        self.answered: dict[tuple[str, int], int] = _NO_DICT
         self.evidence: Counter = _NO_EVIDENCE   # the observer's: (host, "up"/"down") -> segments lost there
         self.trips: RoundTrips = NO_ROUND_TRIPS   # the observer's: the capture's round trips to each side
         self.alt_keys: tuple = ()
@@ -804,6 +806,11 @@ def _note_prompt(c: Ctx, k) -> None:
     c.conn.pending[k].prompt_ns = c.now
 
 
+def _note_answer(c: Ctx, k) -> None:
+    """k's pure ACK of the FIN held for it came at once and delivers it: its time (rules' answer_soon:)."""
+    c.conn._hold("answered", k, c.now)
+
+
 def _note_freed(c: Ctx, k) -> None:
     """The FIN just held for k acknowledged data of k's not acknowledged before (rules' freed:)."""
     c.conn.pending[k].freed = True
@@ -937,6 +944,8 @@ def _observer_action(a: tuple, end: bool = False):  # noqa: C901 - one small cas
         return _on(args[0], _note_prompt)
     if name == "note_freed":
         return _on(args[0], _note_freed)
+    if name == "note_answer":
+        return _on(args[0], _note_answer)
     if name == "drop_resent":
         return _on(args[0], _drop_resent)
     if name == "note_hole":

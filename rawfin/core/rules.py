@@ -568,6 +568,11 @@ SEGMENT: tuple[Step, ...] = (
              ("infer", ("FIN_WAIT_1", "CLOSING"), "its application had closed when the FIN in frame {held:tx.frame} "
               "reached it, its ACK of that FIN the segment its IPv4 ID shows missing before its FIN in frame "
               "{frame}"), ("flush", "tx")),
+         # a pure ACK of a held FIN its sender's segments crossed, sent at once (as the note_prompt rows above): the FIN
+         # is delivered here, as before (corpus PcapPlusPlus__one_http_stream_fin.pcap), its time noted: its own FIN
+         # right behind it is read below (answer_soon:)
+         row("held:tx ACK ack>=held:tx.end !FIN !data !held:tx.SYN held:tx.crossed tx.state:ESTABLISHED "
+             "rx.snd_una=held:tx.fin !tx:resent quick:tx", ("note_answer", "tx"), ("flush", "tx")),
          row("held:tx ACK ack>=held:tx.end", ("flush", "tx")),
          row("held:tx ahead:tx ACK ack=tx.rcv_nxt"),            # waits for the gap in front of the FIN
          row("held:tx", ("cross", "tx"))),                     # sent before the FIN reached it: the two crossed
@@ -577,7 +582,13 @@ SEGMENT: tuple[Step, ...] = (
     # the final ACK held for the sender: its FIN sent again means the ACK never arrived
     # (not a copy of that FIN the network made: lossylink messy seed 316 connection 41, after the faults, a
     # duplicate 12 ms after the FIN, the final ACK between them)
+    # ... nor a loss probe: sent again sooner than Linux's shortest retransmission timeout after its first copy, on a
+    # timer that may have fired while that ACK was on its way (lossylink messy seed 334 connection 41, before the
+    # faults: the client's FIN again 30 ms after the first, 11 ms after the server's final ACK, round trip 11 ms;
+    # read as that ACK lost, the client left in LAST_ACK; kernel LAST_ACK -> CLOSED): the ACK stays held. Lost, it
+    # shows as any: the FIN sent again an RTO later (the row below), or the peer's answer to the probe taking its place
     step("final_ack_lost",
+         row("final:tx FIN tx.fin_seq fin=tx.fin_seq !copy_soon:rx probe_soon:rx"),
          row("final:tx FIN tx.fin_seq fin=tx.fin_seq !copy_soon:rx",
              anomaly("final_ack_lost", "the ACK ack={final:tx.ack} in frame {final:tx.frame} never reached "
                      "{tx.name}: it sent its FIN seq={tx.fin_seq} again", "tx"), ("unhold_final", "tx")),
@@ -609,6 +620,16 @@ SEGMENT: tuple[Step, ...] = (
          row("data end<=tx.snd_nxt", ("note_resent", "tx")),
          # (kept while its prompt ACK of a FIN waits for its next segment: the rows that read it have not yet)
          row("tx:resent tx.snd_una=tx.snd_nxt !prompt:tx", ("drop_resent", "tx"))),
+    # its first FIN within FIN_SOON_NS of such an ACK (its peer's FIN crossed segments of its, then got that ACK at
+    # once): its application may have closed at the moment that FIN reached it (Linux in FIN_WAIT_1 ACKs at once,
+    # its FIN right behind), as where the FIN waited for that ACK (the soon: rows); its move to LAST_ACK names it
+    # (lossylink messy seed 325 connection 33, before the faults: a duplicate ACK crossing the client's FIN, the ACK
+    # of that FIN 1 ms after it, the server's FIN 24 us later; kernel FIN_WAIT_1 -> CLOSING)
+    step("answer_then_fin",
+         row("FIN !data !tx.fin_seq tx.state:CLOSE_WAIT answer_soon:tx",
+             ("infer", ("FIN_WAIT_1", "CLOSING"), "its application had closed when its peer's FIN seq={tx.peer_fin_seq} "
+              "reached it, its FIN in frame {frame} right behind its ACK of that FIN (as Linux sends them in "
+              "FIN_WAIT_1)"))),
     step("sent", row("#sent"), row("", ("observe_send",))),
     # the handshake's round trip as the capture point saw it (an RST's crossing window), from the client's
     # latest SYN: a SYN sent again leaves it unknown which copy the SYN,ACK answers (Karn's rule, RFC 6298 3),

@@ -413,16 +413,18 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
                 && c->copy_fin[side] == fin_seq_of(&h->seg) && x->now - c->copy_ns[side] >= p->a[2] + c->rtt_ns;
             break;
         }
-        case WT_COPY_SOON: {        /* this FIN, the one held for it (else its last FIN's first capture), captured less
-                                       than a round trip and a[2] ns before */
+        case WT_COPY_SOON: case WT_PROBE_SOON: {
+            /* this FIN, the one held for it (else its last FIN's first capture), captured less than a round trip and
+               a[2] ns before (copy_soon), or less than a[2] ns before (probe_soon) */
             const held_t *h = side == x->x && x->h ? x->h : c->pending[side].present ? &c->pending[side] : NULL;
             const ev_t *s = x->s;
+            int copy = p->a[0] == WT_COPY_SOON;
             int64_t at;
-            if (!s || !(s->flags & F_FIN) || !c->has_rtt) { r = 0; break; }
+            if (!s || !(s->flags & F_FIN) || (copy && !c->has_rtt)) { r = 0; break; }
             if (h) at = h->seg.time_ns;
             else if ((c->has_copy >> side) & 1 && c->copy_fin[side] == fin_seq_of(s)) at = c->copy_ns[side];
             else { r = 0; break; }
-            r = x->now - at < (c->rtt_ns < p->a[2] ? c->rtt_ns : p->a[2]);
+            r = x->now - at < (copy && c->rtt_ns < p->a[2] ? c->rtt_ns : p->a[2]);
             break;
         }
         case WT_QUICK: {            /* the FIN held for it was captured no more than a round trip and a[2] ns ago */
@@ -430,6 +432,9 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
             r = h && c->has_rtt && x->now - h->seg.time_ns <= p->a[2] + c->rtt_ns;
             break;
         }
+        case WT_ANSWER_SOON:        /* its pure ACK that delivered its peer's FIN came at once (note_answer), a[2] ns ago */
+            r = (c->has_answer >> side & 1) && x->now - c->answer_ns[side] <= p->a[2];
+            break;
         case WT_PROMPT: case WT_SOON:   /* its pure ACK of the FIN held for it came at once (note_prompt); a[2] ns ago */
             r = c->pending[side].present && c->prompt_ns[side] >= 0
                 && (p->a[0] == WT_PROMPT || x->now - c->prompt_ns[side] <= p->a[2]);
@@ -793,6 +798,12 @@ static int act(ctx_t *x, const act_t *a) {
         side = side_of(x, a->a[0]);
         if (side < 0 || !c->pending[side].present) return BAIL;
         c->prompt_ns[side] = x->now;
+        return 0;
+    case A_NOTE_ANSWER:
+        side = side_of(x, a->a[0]);
+        if (side < 0) return BAIL;
+        c->answer_ns[side] = x->now;
+        c->has_answer |= (uint8_t)(1 << side);
         return 0;
     case A_NOTE_FREED:
         side = side_of(x, a->a[0]);

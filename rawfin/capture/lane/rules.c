@@ -27,7 +27,7 @@ enum { A_STOP, A_MOVE, A_ANOMALY, A_SET, A_SEND, A_MARK, A_REMOTE, A_SYNCHRONIZE
        A_HOLD, A_DELIVER_WITHOUT_FIN, A_DELIVER, A_LISTENING, A_DELIVER_HELD, A_UNHOLD_X, A_FLUSH_X, A_EVIDENCE,
        A_DELIVER_ACK_ONLY, A_DELIVER_QUEUE, A_WAIT_BEHIND, A_HOLD_RST, A_DELIVER_RST, A_HOLD_AHEAD, A_FLUSH_FILLED,
        A_INFER, A_NOTE_RST, A_NOTE_RESENT, A_DROP_RESENT, A_RTT, A_SYN_TIME, A_NOTE_HOLE, A_DROP_HOLE, A_REORDERED,
-       A_NOTE_FREED, A_NOTE_PROMPT, NACT };
+       A_NOTE_FREED, A_NOTE_PROMPT, A_NOTE_ANSWER, NACT };
 static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized",
                                       "acked", "take_data", "open", "open_at_syn_ack", "pick_up", "server", "know",
                                       "flag", "drop_candidates", "candidate", "note_fin", "unhold", "flush", "cross",
@@ -36,7 +36,7 @@ static const char *ACT_NAMES[NACT] = {"stop", "move", "anomaly", "set", "send", 
                                       "flush_x", "evidence", "deliver_ack_only", "deliver_queue", "wait_behind",
                                       "hold_rst", "deliver_rst", "hold_ahead", "flush_filled", "infer",
                                       "note_rst", "note_resent", "drop_resent", "rtt", "syn_time", "note_hole",
-                                      "drop_hole", "reordered", "note_freed", "note_prompt"};
+                                      "drop_hole", "reordered", "note_freed", "note_prompt", "note_answer"};
 enum { W_SEG, W_SELF, W_TX, W_RX, W_X, W_A, W_B, W_CLIENT, W_FIRST_CLOSER, W_H, W_NOW, W_HELD_TX, W_HELD_RX,
        W_FINAL_TX, W_FINAL_RX, W_CONN, W_LIT, W_PEER, W_SERVER, NWHO };
 static const char *WHO_NAMES[NWHO] = {"seg", "self", "tx", "rx", "x", "a", "b", "client", "first_closer", "h",
@@ -74,7 +74,7 @@ enum { DH_SYN, DH_SYN_WITHOUT_DATA, DH_FIN, DH_FIN_AT_NOW, DH_FIN_AT_QUEUE, DH_A
 static const char *DH_NAMES[NDH] = {"syn", "syn_without_data", "fin", "fin_at_now", "fin_at_queue", "ahead"};
 /* rules.WAITING: what the observer keeps for a side (rules' rst:rx, queue:x...) */
 enum { WT_RST, WT_QUEUE, WT_AHEAD, WT_FILLED, WT_RST_LATE, WT_ACKS, WT_LATE, WT_LATE_FIRST, WT_ACK_FIRST, WT_QUICK, WT_PROMPT,
-       WT_SOON, WT_FREED, WT_COPY_SOON, NWT };
+       WT_SOON, WT_FREED, WT_COPY_SOON, WT_ANSWER_SOON, WT_PROBE_SOON, NWT };
 enum { OP_EQ, OP_LT, OP_GT, OP_LE, OP_GE, NOP };
 static const char *OP_NAMES[NOP] = {"=", "<", ">", "<=", ">="};
 enum { TO_FINAL_ACK, TO_ENDPOINTS, NTO };
@@ -698,7 +698,7 @@ static int act_changes(const act_t *a) {
     case A_TAKE_DATA: case A_SERVER: case A_FLAG: case A_DROP_CANDIDATES:
     case A_CANDIDATE: case A_NOTE_RST: case A_EVIDENCE: case A_RTT:
     case A_INFER: case A_ANOMALY: case A_SYN_TIME: case A_REORDERED:
-    case A_NOTE_PROMPT: case A_NOTE_FREED:
+    case A_NOTE_PROMPT: case A_NOTE_FREED: case A_NOTE_ANSWER:
     case A_SEND: case A_REMOTE: case A_SYNCHRONIZED:
         return 0;
     case A_MARK: return CH_MARKS;

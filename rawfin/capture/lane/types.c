@@ -111,6 +111,8 @@ typedef struct conn {
     uint32_t anom_n[MAXANOM];
     held_t pending[2];      /* receiver side -> the FIN (or SYN) held for it */
     int64_t prompt_ns[2];   /* receiver side -> its pure ACK of that FIN, sent at once (note_prompt); -1: none */
+    int64_t answer_ns[2];   /* side -> its pure ACK, sent at once, that delivered its peer's FIN (note_answer) ... */
+    uint8_t has_answer;     /* ... side bits: answer_ns[side] is set */
     held_t held_ack[2];     /* sender side -> its final ACK, held for a retransmitted FIN */
     uint8_t hold_seq;       /* insertion order of the two dicts above */
     /* receiver side -> what its FIN's sender sent after the FIN held for it, waiting until the order in

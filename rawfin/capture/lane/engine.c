@@ -34,6 +34,9 @@ typedef struct {
     int64_t tc_us;          /* out_time's last time (whole microseconds) and its text: a segment's records share it */
     char tc_text[32];
     size_t tc_len;
+    int64_t ts_sec;         /* ... and the whole seconds of the last new one, and their text */
+    char ts_text[24];
+    size_t ts_len;
     char msl_text[32];      /* 2 MSL in seconds, as the templates print it */
     /* state */
     conn_t **buckets;

@@ -79,6 +79,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     strcpy(e->file_suffix, suffix);
     e->file_suffix_len = strlen(suffix);
     e->tc_us = INT64_MIN;
+    e->ts_sec = -1;
     e->tc_len = 0;
     strcpy(e->msl_text, c2);
     e->nbuckets = 1 << 16;
@@ -556,7 +557,11 @@ static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "rawfin._engine",
 
 PyMODINIT_FUNC PyInit__engine(void) {
     if (PyType_Ready(&EngineType) < 0) return NULL;
-    for (int i = 0; i < NST; i++) ST_LEN[i] = strlen(ST_NAME[i]);
+    for (int i = 0; i < NST; i++) {
+        ST_LEN[i] = strlen(ST_NAME[i]);
+        if (ST_LEN[i] > sizeof ST_PAD[i]) { PyErr_SetString(PyExc_SystemError, "rawfin._engine: ST_PAD"); return NULL; }
+        memcpy(ST_PAD[i], ST_NAME[i], ST_LEN[i]);
+    }
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     Py_INCREF(&EngineType);

@@ -339,7 +339,7 @@ static int write_connection(Engine *e, conn_t *c) {
     }
     if (out_reserve(e, 1024 + e->file_suffix_len) < 0) return -1;
     OUT_LIT(e, "{\"type\":\"connection\",\"conn\":");
-    out_i64(e, c->id);
+    out_conn_id(e, c);
     OUT_LIT(e, ",\"client\":\"");
     out_name(e, c, cl);
     OUT_LIT(e, "\",\"server\":\"");

@@ -5,10 +5,12 @@
    enough that malloc reuses the memory of the one before (a larger one is mapped afresh each time, and its pages
    cost more than the copy they save); events, in lists of about a million bytes of pointers */
 #define OUT_PIECE (1 << 16)
+static int out_grow(Engine *e, size_t more);
+/* room for ``more`` bytes at the end of the output */
+static inline int out_reserve(Engine *e, size_t more) { return e->nout + more <= e->capout ? 0 : out_grow(e, more); }
 static inline int out_full(const Engine *e) { return e->nout > (e->emit ? (size_t)1 << 20 : (size_t)OUT_PIECE); }
 
-static int out_reserve(Engine *e, size_t more) {
-    if (e->nout + more <= e->capout) return 0;
+static __attribute__((noinline)) int out_grow(Engine *e, size_t more) {
     size_t cap = e->capout ? e->capout : e->emit ? (1 << 20) : OUT_PIECE + OUT_PIECE / 2;
     while (cap < e->nout + more) cap *= 2;
     if (!e->emit) {         /* text: into the bytes object itself, which out_flush hands over as it is */
@@ -88,6 +90,15 @@ static inline void out_str(Engine *e, const char *s, size_t n) {
     e->nout += n;
 }
 #define OUT_LIT(e, s) out_str((e), (s), sizeof(s) - 1)
+/* n bytes of s, where s can be read for PAD bytes (a constant): where the output has the room, PAD bytes are copied
+   (a fixed-size copy, inline; what is past n is written over next), else n */
+#define OUT_PADDED(e, s, n, PAD)                                                                  \
+    do {                                                                                          \
+        size_t n_ = (n);                                                                          \
+        if (n_ <= (PAD) && (e)->capout - (e)->nout >= (PAD)) memcpy((e)->out + (e)->nout, (s), (PAD)); \
+        else memcpy((e)->out + (e)->nout, (s), n_);                                               \
+        (e)->nout += n_;                                                                          \
+    } while (0)
 
 static inline void out_i64(Engine *e, int64_t v) {
     e->nout = put_int(e->out, e->nout, e->nout + 24, v);      /* (the caller reserved the room) */
@@ -105,10 +116,10 @@ static int out_time(Engine *e, int64_t ns) {
         out_time_text(e, us);
         e->tc_us = us;
         e->tc_len = e->nout - start;
-        memcpy(e->tc_text, e->out + start, e->tc_len);
+        memcpy(e->tc_text, e->out + start, sizeof e->tc_text);     /* (the 32 bytes reserved above) */
         return 0;
     }
-    out_str(e, e->tc_text, e->tc_len);
+    OUT_PADDED(e, e->tc_text, e->tc_len, sizeof e->tc_text);
     return 0;
 }
 
@@ -123,7 +134,12 @@ static int out_time_text(Engine *e, int64_t us) {
         e->out[e->nout++] = us >= 10 ? '5' : '6';
         return 0;
     }
-    out_i64(e, us / 1000000);
+    int64_t sec = us / 1000000;     /* the whole seconds: as the last time's, mostly */
+    if (sec != e->ts_sec) {
+        e->ts_len = put_int(e->ts_text, 0, sizeof e->ts_text, sec);
+        e->ts_sec = sec;
+    }
+    OUT_PADDED(e, e->ts_text, e->ts_len, sizeof e->ts_text);
     e->out[e->nout++] = '.';
     uint32_t frac = (uint32_t)(us % 1000000);
     char d[6];
@@ -137,8 +153,15 @@ static int out_time_text(Engine *e, int64_t us) {
 }
 
 static void out_cstr(Engine *e, const char *s) { out_str(e, s, strlen(s)); }
-static inline void out_state(Engine *e, int st) { out_str(e, ST_NAME[st], ST_LEN[st]); }
-static inline void out_name(Engine *e, const conn_t *c, int side) { out_str(e, c->name[side], c->name_len[side]); }
+static inline void out_state(Engine *e, int st) { OUT_PADDED(e, ST_PAD[st], ST_LEN[st], sizeof ST_PAD[st]); }
+static inline void out_name(Engine *e, const conn_t *c, int side) {
+    OUT_PADDED(e, c->name[side], c->name_len[side], sizeof c->name[side] - 8);
+}
+/* the connection's id, its text made once */
+static inline void out_conn_id(Engine *e, conn_t *c) {
+    if (!c->id_len) c->id_len = (uint8_t)put_int(c->id_text, 0, sizeof c->id_text, c->id);
+    OUT_PADDED(e, c->id_text, c->id_len, sizeof c->id_text);
+}
 
 /* what transition and anomaly records begin with: type, conn, frame, time, endpoint */
 static int out_head(Engine *e, const char *type, size_t type_len, conn_t *c, int side, int64_t frame, int64_t now,
@@ -147,7 +170,7 @@ static int out_head(Engine *e, const char *type, size_t type_len, conn_t *c, int
     OUT_LIT(e, "{\"type\":\"");
     out_str(e, type, type_len);
     OUT_LIT(e, "\",\"conn\":");
-    out_i64(e, c->id);
+    out_conn_id(e, c);
     OUT_LIT(e, ",\"frame\":");
     if (frame < 0) OUT_LIT(e, "null"); else out_i64(e, frame);
     OUT_LIT(e, ",\"time\":");

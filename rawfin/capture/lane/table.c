@@ -15,6 +15,7 @@ static const char *IN_NAME[NIN] = {"LISTEN", "CONNECT", "CLOSE", "ABORT", "RCV_S
                                    "RCV_DATA_AFTER_CLOSE"};
 static signed char TABLE[NST][NIN];
 static size_t ST_LEN[NST];          /* strlen(ST_NAME[i]), made at import */
+static char ST_PAD[NST][16];        /* ST_NAME[i] in 16 bytes (out_state copies them all), made at import */
 static int table_set = 0;
 
 static int name_index(const char *name, const char **names, int n) {

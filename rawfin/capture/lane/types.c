@@ -91,6 +91,8 @@ typedef struct conn {
     uint8_t named;          /* moves mode: its endpoints' names have been handed over (with its first move) */
     uint8_t based;          /* --seq relative: whose base is known (side bits); base: each side's (note_bases) */
     uint8_t name_len[2];    /* strlen(name[side]) */
+    char id_text[24];       /* the text of id, once written (id_len 0: not yet) */
+    uint8_t id_len;
     uint32_t base[2];
     uint8_t unanswered;     /* side bits: that side's last news is data from the peer, it has sent nothing since */
     uint8_t resent;         /* side bits: that side has sent data again that its peer already had (rules' resent) */

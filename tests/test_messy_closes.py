@@ -855,6 +855,19 @@ def test_a_fin_right_after_a_segment_the_capture_never_saw_is_marked(tmp_path):
     assert not inferred(recs, CN)
 
 
+def test_a_fin_after_several_segments_the_capture_never_saw_is_marked(tmp_path):
+    """Three IDs skipped: its FIN may be one sent again, the first (and its ACK of the client's FIN) lost before the
+    capture point (lossylink simul10 seed 347 connection 48, after the faults: kernel FIN_WAIT_1 -> CLOSING)."""
+    recs = both_engines(_immediate_ack_lost(fin_ip_id_step=4), tmp_path)
+    assert path(recs, SN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    (mark,) = inferred(recs, SN)
+    assert (mark["to"], mark["alternative"]) == ("CLOSE_WAIT", ["FIN_WAIT_1", "CLOSING"])
+    assert "was one sent again (its IPv4 ID shows segments of its missing)" in mark["inferred"]
+    # an ID far ahead (a host numbering all its packets from one counter): not read
+    recs = both_engines(_immediate_ack_lost(fin_ip_id_step=40), tmp_path)
+    assert not inferred(recs, SN)
+
+
 def test_a_fin_right_after_the_last_segment_or_without_losses_shown_is_not_marked(tmp_path):
     """Its FIN the next ID: nothing missing. One ID skipped where the capture shows no losses before it: a host
     that numbers all its packets from one counter (Windows) skips IDs for packets of other flows (corpus

@@ -192,6 +192,7 @@ def lane_rules(compiled, vocab: dict) -> dict:
         "fast_path": cond(compiled.fast_path),
         "timer_order": [idx("timer_order", t) for t in compiled.timer_order],
         "final_ack_hold_ns": compiled.final_ack_hold_ns,
+        "id_skips_max": compiled.id_skips_max,
         "half_open": [(cond(c), idx("half_open_clocks", clock), idx("half_open_timeouts", which))
                       for c, clock, which in compiled.half_open],
     }

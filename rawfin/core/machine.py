@@ -47,7 +47,7 @@ _CONN_NAMES = {"first_fin": "conn"}
 PREDICATES = ("flag", "pure_ack", "data", "occupies", "cmp", "isset", "state", "in_window", "ack_known",
               "config", "passive", "mark", "conn", "role", "some", "all", "took", "timer", "held", "held_flag",
               "crossed", "answered", "now", "reached", "rd_shut", "waiting", "lost_after", "lost_before",
-              "dup_ack", "timewait_reply", "id_skip")
+              "dup_ack", "timewait_reply", "id_skip", "id_skips")
 ACTIONS = ("stop", "move", "anomaly", "set", "send", "mark", "remote", "synchronized", "acked", "take_data",
            "queue", "close", "retransmit", "probe", "disarm_rto",
            "open", "open_at_syn_ack", "pick_up", "server", "know", "flag", "drop_candidates", "candidate",
@@ -163,7 +163,7 @@ def _compile_pred(tok: str, ctx_who: str) -> tuple:
     if t in FLAG_BITS:
         return ("flag", neg, (FLAG_BITS[t],))
     if t in ("pure_ack", "data", "occupies", "in_window", "ack_known", "answered", "now", "rd_shut", "dup_ack",
-             "timewait_reply", "id_skip"):
+             "timewait_reply", "id_skip", "id_skips"):
         return (t, neg, ())
     if t in CONFIG:
         return ("config", neg, (t,))
@@ -271,7 +271,7 @@ def compile_condition(text: str, ctx_who: str = "self") -> tuple:
 _COMPILED_PARTS = ("receive", "observe_send", "timers", "birth", "guess_server", "segment", "flush", "flush_at_end",
                    "end", "rst_held", "time_wait_form", "close_kinds", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order",
                    "final_ack_hold_ns", "well_known_port", "half_open", "syn_timeout_ns",
-                   "syn_ack_timeout_ns")
+                   "syn_ack_timeout_ns", "id_skips_max")
 
 
 class Compiled:
@@ -280,7 +280,7 @@ class Compiled:
     time_wait_form,
     close_kinds ((kind, condition), ...), time_wait_closes, reset_closes, time_wait_held, settled, new_syn ((accepts, condition), ...),
     fast_path, timer_order, final_ack_hold_ns, well_known_port, half_open ((condition, clock, timeout), ...),
-    syn_timeout_ns, syn_ack_timeout_ns."""
+    syn_timeout_ns, syn_ack_timeout_ns, id_skips_max."""
 
     __slots__ = _COMPILED_PARTS
 
@@ -329,6 +329,7 @@ def _compile_rules(rules) -> Compiled:
         half_open=tuple(_half_open_row(*r) for r in rules.HALF_OPEN),
         syn_timeout_ns=rules.SYN_TIMEOUT_NS,
         syn_ack_timeout_ns=rules.SYN_ACK_TIMEOUT_NS,
+        id_skips_max=rules.ID_SKIPS_MAX,
     )
 
 
@@ -644,6 +645,8 @@ def _build_pred(name: str, args: tuple) -> Callable:  # noqa: C901 - one small c
         return _timewait_reply
     if name == "id_skip":         # the segment's IPv4 ID two past its sender's highest so far (Connection.note_id)
         return lambda c: c.conn.id_skip
+    if name == "id_skips":        # ... three to rules.ID_SKIPS_MAX past: two or more segments missing
+        return lambda c: c.conn.id_skips
     if name == "waiting":
         return _waiting(*args)
     if name == "lost_after":

@@ -119,7 +119,7 @@ class Connection:
                  "synack_unseen", "hold_ns", "queued", "rules", "unanswered", "held_rst", "rtt_ns", "trip_ns", "evidence",
                  "trips",
                  "syn_ns", "fin_copy", "syn_at", "synack_at", "limits", "timed_out", "evicted", "reprieve", "resent", "bases",
-                 "hole", "id_top", "id_skip", "id_hint", "answered")
+                 "hole", "id_top", "id_skip", "id_skips", "id_hint", "answered")
 
     def __init__(self, cid: int, key: tuple, seg: Segment, cfg: Config, hold_ns: int = 0,
                  limits: dict | None = None) -> None:
@@ -154,10 +154,11 @@ class Connection:
         self.hole = 0            # same bits: that side's duplicate ACK showed a hole in what it got (rules' hole)
         # (first sender's, other's): the highest IPv4 ID each side's segments carried so far, -1: none (note_id);
         # id_skip: the segment being taken carries its sender's highest but one more (rules' id_skip); id_hint:
-        # that, for a segment whose ID is not known (the lane's replay, Observer.adopt)
+        # those, for a segment whose ID is not known (the lane's replay, Observer.adopt: its kind's bits)
         self.id_top = (-1, -1)
         self.id_skip = False
-        self.id_hint = False
+        self.id_skips = False   # ... three to rules.ID_SKIPS_MAX past (rules' id_skips)
+        self.id_hint = 0
         self.held_ack: dict[tuple[str, int], Segment] = _NO_DICT
         self.queued: int | None = None      # the deadline this connection has in the observer's heap
         self.synack_unseen: tuple[str, int] | None = None
@@ -239,19 +240,22 @@ class Connection:
         """rules' id_skip for ``seg``, and its sender's highest IPv4 ID. Linux numbers the IPv4 IDs of a connected
         socket's segments one by one (ip_select_ident_segs); a segment whose ID is two past the highest its sender's
         earlier segments carried comes after one the capture has not shown (lost before the capture point, or
-        overtaken). IDs 0 (Linux's replies from no connected socket) and SYNs (a listener's SYN,ACK) do not count."""
+        overtaken); three to rules.ID_SKIPS_MAX past, after two or more (rules' id_skips). IDs 0 (Linux's replies from no
+        connected socket) and SYNs (a listener's SYN,ACK) do not count."""
         ip = seg.ip_id
         if ip is None:                  # IPv6, or the lane's replay: its verdict
-            self.id_skip = self.id_hint
+            self.id_skip, self.id_skips = bool(self.id_hint & 0x40), bool(self.id_hint & 0x20)
             return
-        self.id_skip = False
+        self.id_skip = self.id_skips = False
         if not ip or seg.flags & 2:
             return
         i = 0 if (seg.src, seg.sport) == self.first else 1
         top = self.id_top[i]
         if top >= 0:
-            self.id_skip = ip == (top + 2) & 0xFFFF
-            if not 0 < (ip - top) & 0xFFFF < 0x8000:
+            step = (ip - top) & 0xFFFF
+            self.id_skip = step == 2
+            self.id_skips = 2 < step <= self.rules.id_skips_max
+            if not 0 < step < 0x8000:
                 return                  # behind the highest (reordered): the highest stays
         self.id_top = (ip, self.id_top[1]) if i == 0 else (self.id_top[0], ip)
 
@@ -970,7 +974,7 @@ class _Programs(M.Lazy):
 
     __slots__ = ("_compiled", "birth", "guess_server", "segment", "flush", "flush_at_end", "end", "close_kinds",
                  "rst_held", "time_wait_form", "time_wait_closes", "reset_closes", "time_wait_held", "settled", "new_syn", "fast_path", "timer_order", "final_ack_hold_ns",
-                 "half_open", "limits")
+                 "half_open", "limits", "id_skips_max")
     builders = {
         "birth": lambda c: M.build_program(c.birth, _observer_action),
         "guess_server": lambda c: M.build_program(c.guess_server, _observer_action),
@@ -991,6 +995,7 @@ class _Programs(M.Lazy):
         "final_ack_hold_ns": lambda c: c.final_ack_hold_ns,
         "half_open": lambda c: tuple((M.build_condition(cond), clock, which) for cond, clock, which in c.half_open),
         "limits": lambda c: {"syn": c.syn_timeout_ns, "syn_ack": c.syn_ack_timeout_ns},
+        "id_skips_max": lambda c: c.id_skips_max,
     }
 
 
@@ -1469,7 +1474,7 @@ class Observer:
         """Take over a connection the lane has followed so far: replay what it saw.
 
         ``events`` are (kind, frame, time_ns, seq, ack, flags, window, data_len): kind 0 or 1 (| 0x80: its IPv4
-        ID was 0, the lane's KIND_ID0; | 0x40: rules' id_skip held for it, KIND_IDSKIP) a
+        ID was 0, the lane's KIND_ID0; | 0x40, 0x20: rules' id_skip, id_skips held for it, KIND_IDSKIP, KIND_IDSKIPS) a
         segment sent by ``first`` or ``other``, 2 a timer fired at time_ns (4: while a segment of its own
         was arriving, see reprieve), 3 the end's flush.
         The records this replay makes were written by the lane already and are dropped;
@@ -1479,7 +1484,7 @@ class Observer:
         out: list = []
         conn = None
         for kind, frame, t, seqno, ackno, flags, window, dlen in events:
-            ip_id, skip, kind = (0 if kind & 0x80 else None), bool(kind & 0x40), kind & 0x3F
+            ip_id, skip, kind = (0 if kind & 0x80 else None), kind & 0x60, kind & 0x1F
             if kind < 2:
                 (src, sport), (dst, dport) = ends[kind], ends[1 - kind]
                 seg = Segment(src=src, dst=dst, sport=sport, dport=dport, seq=seqno, ack=ackno, flags=flags,
@@ -1509,7 +1514,7 @@ class Observer:
         if conn.__class__ is Connection:      # (its replay counted nothing: the lane had)
             conn.evidence = self.evidence
             conn.trips = self.trips
-            conn.id_hint = False
+            conn.id_hint = 0
             conn.id_top = id_top                # (the replay knew no IDs: the lane's)
         self.open_count += 1
         if vlan:

@@ -57,6 +57,10 @@ ANSWER_LATE_NS = 200 * SEC // 1000
 #: application's FIN: 176 us apart in zeek__pipelining-example.pcap, a four-way close).
 ANSWER_QUICK_NS = 10 * SEC // 1000
 FIN_SOON_NS = 100 * SEC // 1000_000
+#: A segment's IPv4 ID at most this far past the highest its sender's segments carried so far counts as that many
+#: segments of its the capture has not shown (rules' id_skip: two past, one missing; id_skips: further, up to this):
+#: a host that numbers all its packets from one counter (Windows) jumps further.
+ID_SKIPS_MAX = 16
 #: Half-open connections leave the observer when Linux would give up on them, in capture time (the
 #: defaults of ``rawfin analyze --syn-timeout`` and ``--syn-ack-timeout``): a SYN never answered is sent
 #: again tcp_syn_retries (6) times, 1, 2, 4 ... 32 s apart, and given up 64 s after the last one, 127 s
@@ -568,6 +572,15 @@ SEGMENT: tuple[Step, ...] = (
              ("infer", ("FIN_WAIT_1", "CLOSING"), "its application had closed when the FIN in frame {held:tx.frame} "
               "reached it, its ACK of that FIN the segment its IPv4 ID shows missing before its FIN in frame "
               "{frame}"), ("flush", "tx")),
+         # ... two or more of its segments missing right before this FIN (id_skips): its FIN may be one sent again,
+         # the first (sent before that FIN reached it) lost before the capture point with its ACK of that FIN, as the
+         # late: rows read from the time alone (lossylink simul10 seed 347 connection 48, after the faults: three IDs
+         # skipped, its FIN an RTO after its first, 4 ms after the peer's FIN sent again; kernel FIN_WAIT_1 -> CLOSING)
+         row("held:tx ACK ack>=held:tx.end FIN !held:tx.SYN tx.state:ESTABLISHED rx.snd_una=held:tx.fin "
+             "seq=tx.snd_nxt quick:tx id_skips lost_before:tx",
+             ("infer", ("FIN_WAIT_1", "CLOSING"), "its FIN in frame {frame} was one sent again (its IPv4 ID shows "
+              "segments of its missing): the first, sent before the FIN in frame {held:tx.frame} reached it, lost "
+              "before the capture point with its ACK of that FIN"), ("flush", "tx")),
          # a pure ACK of a held FIN its sender's segments crossed, sent at once (as the note_prompt rows above): the FIN
          # is delivered here, as before (corpus PcapPlusPlus__one_http_stream_fin.pcap), its time noted: its own FIN
          # right behind it is read below (answer_soon:)

@@ -378,7 +378,8 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
         if (x->nowseg && (x->nowseg->kind & 1) == x->x && (x->nowseg->kind & KIND_ID0)) return -BAIL;
         r = 0;
         break;
-    case P_ID_SKIP: r = x->s && (x->s->kind & KIND_IDSKIP); break;     /* (on_segment_in set it) */
+    case P_ID_SKIP: r = x->s && (x->s->kind & KIND_IDSKIP); break;     /* (on_segment_in set them) */
+    case P_ID_SKIPS: r = x->s && (x->s->kind & KIND_IDSKIPS); break;
     case P_REACHED: r = (c->reached & p->a[0]) != 0; break;
     case P_RD_SHUT: r = 0; break;                      /* the lane only observes: no application */
     /* RSTs held, segments waiting behind a FIN (log indices), a FIN ahead of a gap (held_t.ahead) */

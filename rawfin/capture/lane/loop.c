@@ -422,8 +422,11 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         dir = (memcmp(c->addr[0], src, (size_t)alen) == 0 && c->port[0] == sport) ? 0 : 1;
     }
     s->kind = (uint8_t)(dir | (s->kind & KIND_ID0));
-    if (e->ipid > 0 && !(s->flags & F_SYN) && (c->has_id >> dir & 1) && (uint16_t)(e->ipid - c->id_top[dir]) == 2)
-        s->kind |= KIND_IDSKIP;
+    if (e->ipid > 0 && !(s->flags & F_SYN) && (c->has_id >> dir & 1)) {
+        uint16_t step = (uint16_t)(e->ipid - c->id_top[dir]);
+        if (step == 2) s->kind |= KIND_IDSKIP;
+        else if (step > 2 && step <= RULES.id_skips_max) s->kind |= KIND_IDSKIPS;
+    }
     if ((s->flags & F_SYN) && !(s->flags & F_ACK) && c->nlog && new_syn(e, c, s, dir))
         goto bail;                              /* a new connection on the pair (rules.NEW_SYN): Python's */
     if (fast(e, c, s, dir)) { id_note(e, c, s, dir); return log_add(c, s); }

@@ -15,12 +15,12 @@
 enum { P_FLAG, P_PURE_ACK, P_DATA, P_OCCUPIES, P_CMP, P_ISSET, P_STATE, P_IN_WINDOW, P_ACK_KNOWN, P_CONFIG,
        P_PASSIVE, P_MARK, P_CONN, P_ROLE, P_SOME, P_ALL, P_TOOK, P_TIMER, P_HELD, P_HELD_FLAG, P_CROSSED,
        P_ANSWERED, P_NOW, P_REACHED, P_RD_SHUT, P_WAITING, P_DUP_ACK, P_TIMEWAIT_REPLY,
-       P_ID_SKIP, NPRED };
+       P_ID_SKIP, P_ID_SKIPS, NPRED };
 static const char *PRED_NAMES[NPRED] = {"flag", "pure_ack", "data", "occupies", "cmp", "isset", "state",
                                         "in_window", "ack_known", "config", "passive", "mark", "conn", "role",
                                         "some", "all", "took", "timer", "held", "held_flag", "crossed",
                                         "answered", "now", "reached", "rd_shut", "waiting", "dup_ack",
-                                        "timewait_reply", "id_skip"};
+                                        "timewait_reply", "id_skip", "id_skips"};
 enum { A_STOP, A_MOVE, A_ANOMALY, A_SET, A_SEND, A_MARK, A_REMOTE, A_SYNCHRONIZED, A_ACKED, A_TAKE_DATA,
        A_OPEN, A_OPEN_AT_SYN_ACK, A_PICK_UP, A_SERVER, A_KNOW, A_FLAG, A_DROP_CANDIDATES, A_CANDIDATE,
        A_NOTE_FIN, A_UNHOLD, A_FLUSH, A_CROSS, A_UNHOLD_FINAL, A_DELIVER_FINAL, A_OBSERVE_SEND, A_HOLD_FINAL,
@@ -164,6 +164,7 @@ typedef struct {
     int64_t timeout_ns[NHTIMEOUT];                  /* the rules' defaults (an Engine may have its own) */
     int8_t timer_order[4]; uint32_t ntimer_order;
     int64_t final_ack_hold_ns;
+    int64_t id_skips_max;       /* rules.ID_SKIPS_MAX (rules' id_skips; on_segment_in) */
     /* plans: per program and per combination of FIN, SYN, RST, PSH, ACK, the steps and rows that can hold
        (a step: -n, then its n rows' indices), so a segment is not held against rows its flags rule out */
     int32_t *plan; uint32_t nplan;
@@ -486,6 +487,9 @@ static int load_rules(rules_t *r, PyObject *spec) {
     if (!(o = PyDict_GetItemString(spec, "final_ack_hold_ns"))) goto missing;
     r->final_ack_hold_ns = PyLong_AsLongLong(o);
     if (r->final_ack_hold_ns == -1 && PyErr_Occurred()) return -1;
+    if (!(o = PyDict_GetItemString(spec, "id_skips_max"))) goto missing;
+    r->id_skips_max = PyLong_AsLongLong(o);
+    if (r->id_skips_max == -1 && PyErr_Occurred()) return -1;
     return ld_describe(r, spec);
 missing:
     PyErr_SetString(PyExc_KeyError, "rules: a part is missing");

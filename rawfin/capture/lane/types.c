@@ -21,7 +21,9 @@ typedef struct {
 /* ... and the next bit: rules' id_skip held for the segment (its IPv4 ID two past the highest its sender's earlier
    segments carried, conn_t.id_top; Connection.note_id), kept with it for the replay (Observer.adopt) */
 #define KIND_IDSKIP 0x40
-#define KIND_OF(k) ((k) & 0x3F)
+/* ... and: three to rules.ID_SKIPS_MAX past (rules' id_skips: two or more missing) */
+#define KIND_IDSKIPS 0x20
+#define KIND_OF(k) ((k) & 0x1F)
 
 static inline uint32_t seg_len(const ev_t *s) { return s->data_len + ((s->flags & F_SYN) ? 1 : 0) + (s->flags & F_FIN); }
 static inline uint32_t seq_end(const ev_t *s) { return s->seq + seg_len(s); }

@@ -663,7 +663,7 @@ static __attribute__((noinline)) int act_infer(ctx_t *x, const act_t *a) {
     return 0;
 }
 
-static int act(ctx_t *x, const act_t *a) {
+static inline __attribute__((always_inline)) int act(ctx_t *x, const act_t *a) {   /* (its one caller is run) */
     Engine *e = x->e;
     conn_t *c = x->c;
     const ev_t *s = x->s;

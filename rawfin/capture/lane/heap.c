@@ -30,17 +30,24 @@ static void sift_up(Engine *e, uint32_t i) {
     hset(e, i, x);
 }
 
+/* the entry at i down to its place: the hole goes down the earlier child all the way to the bottom (one comparison a
+   level, not two), then the entry up from there to where it belongs (it came from the bottom: seldom far). The entries
+   are in a total order (order is unique), so the heap's shape does not change which comes out next. */
 static void sift_down(Engine *e, uint32_t i) {
     hent_t x = e->heap[i];
-    uint32_t n = e->nheap;
+    uint32_t n = e->nheap, top = i;
     for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        const hent_t *best = &x;
-        if (l < n && hless(&e->heap[l], best)) { m = l; best = &e->heap[l]; }
-        if (r < n && hless(&e->heap[r], best)) { m = r; }
-        if (m == i) break;
+        uint32_t l = 2 * i + 1;
+        if (l >= n) break;
+        uint32_t m = l + 1 < n && hless(&e->heap[l + 1], &e->heap[l]) ? l + 1 : l;
         hset(e, i, e->heap[m]);
         i = m;
+    }
+    while (i > top) {
+        uint32_t p = (i - 1) / 2;
+        if (!hless(&x, &e->heap[p])) break;
+        hset(e, i, e->heap[p]);
+        i = p;
     }
     hset(e, i, x);
 }

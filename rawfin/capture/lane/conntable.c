@@ -23,15 +23,22 @@ static inline uint32_t hash_key(const uint8_t *k, int n) {
 /* canonical key of (fam, a:pa, b:pb, VLAN ids): the smaller (addr, port) first; returns 1 if swapped */
 static int make_key(uint8_t *key, int fam, const uint8_t *a, uint16_t pa, const uint8_t *b, uint16_t pb,
                     int nvlan, const uint16_t *vlan) {
-    int alen = fam == 4 ? 4 : 16;
-    int c = memcmp(a, b, (size_t)alen);
+    int c;
+    if (fam == 4) {                 /* (an IPv4 address: its four bytes compared as one big-endian number) */
+        uint32_t wa, wb;
+        memcpy(&wa, a, 4);
+        memcpy(&wb, b, 4);
+        wa = __builtin_bswap32(wa);
+        wb = __builtin_bswap32(wb);
+        c = (wa > wb) - (wa < wb);
+    } else c = memcmp(a, b, 16);
     int swap = c > 0 || (c == 0 && pa > pb);
     const uint8_t *x = swap ? b : a, *y = swap ? a : b;
     uint16_t px = swap ? pb : pa, py = swap ? pa : pb;
     memset(key, 0, KEYLEN);
     key[0] = (uint8_t)fam;
-    memcpy(key + 1, x, (size_t)alen);
-    memcpy(key + 17, y, (size_t)alen);
+    if (fam == 4) { memcpy(key + 1, x, 4); memcpy(key + 17, y, 4); }
+    else { memcpy(key + 1, x, 16); memcpy(key + 17, y, 16); }
     key[33] = (uint8_t)(px >> 8); key[34] = (uint8_t)px;
     key[35] = (uint8_t)(py >> 8); key[36] = (uint8_t)py;
     key[KEY4] = (uint8_t)nvlan;
@@ -39,9 +46,21 @@ static int make_key(uint8_t *key, int fam, const uint8_t *a, uint16_t pa, const 
     return swap;
 }
 
+static inline int key_eq(const uint8_t *a, const uint8_t *b) {
+    uint64_t d = 0;
+    for (int i = 0; i < KEYLEN; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        d |= x ^ y;
+    }
+    return d == 0;
+}
+_Static_assert(KEYLEN % 8 == 0, "key_eq: eight bytes a step");
+
 static conn_t *table_get(Engine *e, const uint8_t *key, uint32_t h) {
     for (conn_t *c = e->buckets[h & (e->nbuckets - 1)]; c; c = c->next)
-        if (c->hash == h && memcmp(c->key, key, KEYLEN) == 0) return c;
+        if (c->hash == h && key_eq(c->key, key)) return c;
     return NULL;
 }
 
@@ -69,6 +88,7 @@ static int table_put(Engine *e, conn_t *c) {
     uint32_t i = c->hash & (e->nbuckets - 1);
     c->next = e->buckets[i];
     e->buckets[i] = c;
+    e->table_gen++;
     e->nconns++;
     if (c->python) e->nmarkers++; else e->nlane++;
     return 0;
@@ -146,6 +166,7 @@ static void index4_put(Engine *e, conn_t *c) {
 static void table_del(Engine *e, conn_t *c) {
     conn_t **pp = &e->buckets[c->hash & (e->nbuckets - 1)];
     while (*pp && *pp != c) pp = &(*pp)->next;
+    e->table_gen++;
     if (*pp) {
         *pp = c->next;
         e->nconns--;
@@ -173,6 +194,7 @@ static void conn_release(Engine *e, conn_t *c) {
 static void table_swap(Engine *e, conn_t *old, conn_t *nw) {
     conn_t **pp = &e->buckets[old->hash & (e->nbuckets - 1)];
     while (*pp && *pp != old) pp = &(*pp)->next;
+    e->table_gen++;
     if (*pp) *pp = nw;
     nw->next = old->next;
     old->next = NULL;

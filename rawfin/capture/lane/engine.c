@@ -41,6 +41,7 @@ typedef struct {
     /* state */
     conn_t **buckets;
     uint32_t nbuckets, nconns;
+    uint64_t table_gen;     /* counts the changes of the table (put, del, swap): a look-up before the same count holds */
     conn_t **buckets4;      /* VLAN-tagged connections by 4-tuple: Observer.by_tuple */
     int vlan_seen;          /* a VLAN-tagged segment has come: a new pair may be another view's copy */
     hent_t *heap;

@@ -331,10 +331,13 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
     uint8_t key[KEYLEN];
     make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
     uint32_t h = hash_key(key, KEYLEN);
+    conn_t *own;
+    uint64_t own_gen;
     {
         /* the expiry this segment brings does not give up on the segment's own connection
            (Observer.reprieve): in the lane by its key, in Python by the pair's key */
-        conn_t *own = table_get(e, key, h);
+        own = table_get(e, key, h);
+        own_gen = e->table_gen;
         PyObject *pyk = own && own->python && own->pykey && e->py_timer_when >= 0 && e->py_timer_when <= now
                         ? own->pykey : NULL;
         if (pyk) {
@@ -354,7 +357,7 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
         }
         if (rx < 0) return -1;
     }
-    conn_t *c = table_get(e, key, h);
+    conn_t *c = e->table_gen == own_gen ? own : table_get(e, key, h);    /* (the expiry may have changed the table) */
     if (c && c->compact && !(c = expand(e, c))) return -1;
     size_t born_mark = e->nout;
     if (c && c->python) goto to_python;
@@ -530,6 +533,7 @@ static int sweep_markers(Engine *e) {
                 if (has < 0) { Py_DECREF(still); return -1; }
                 if (!has) {
                     *pp = c->next;
+                    e->table_gen++;
                     e->nconns--;
                     e->nmarkers--;
                     age_unlink(e, c);

@@ -79,7 +79,7 @@ static int cond_holds(Engine *e, conn_t *c, const cond_t *cd, const ev_t *s, int
 
 /* the connection of the segment whose expiry is running (Observer.reprieve) */
 static int reprieved(const conn_t *c, const Engine *e) {
-    return e->reprieve_on && c->hash == e->reprieve_hash && memcmp(c->key, e->reprieve_key, KEYLEN) == 0;
+    return e->reprieve_on && c->hash == e->reprieve_hash && key_eq(c->key, e->reprieve_key);
 }
 
 /* rules.HALF_OPEN: when the connection is given up on, if it is half-open (-1: it is not) */

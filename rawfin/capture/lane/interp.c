@@ -949,7 +949,7 @@ static __attribute__((noinline)) int cond_rest(Engine *e, conn_t *c, const cond_
         if (tx >= 0) { x.tx = tx; x.rx = 1 - tx; }
         sit_t t = sit_fixed(&x) | sit_conn(&x);
         if (t & cd->forbid) return 0;
-        if (!fits(t | sit_marks(&x) | sit_a(&x, 1) | sit_b(&x, 1), cd->need, cd->forbid)) return 0;
+        if (!fits(t | sit_marks(&x) | sit_a(&x, cd->obs & 1) | sit_b(&x, cd->obs & 2), cd->need, cd->forbid)) return 0;
     }
     return holds(&x, cd->p0, cd->np);
 }

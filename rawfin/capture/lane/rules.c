@@ -126,9 +126,9 @@ typedef struct { uint32_t p0, np, a0, na; sit_t need, forbid; uint8_t chg; } row
     situation must have, not have; chg: what of it its actions may change (act_changes: CH_*, 0 none) */
 typedef struct { uint32_t r0, nr; sit_t any; } step_t;     /* any: one of these bits, or no row holds */
 typedef struct { uint32_t s0, ns; } prog_t;
-typedef struct { uint32_t p0, np; sit_t need, forbid; uint64_t pairs[2]; uint32_t kneed, kforbid; } cond_t;
+typedef struct { uint32_t p0, np; sit_t need, forbid; uint64_t pairs[2]; uint32_t kneed, kforbid; uint8_t obs; } cond_t;
 /* pairs: cond_pairs; kneed, kforbid: the connection's flags (a bit per K_*) a condition over the connection alone
-   needs, forbids (prepare_cond) */
+   needs, forbids; obs: bit 0, 1: its masks test side A's, B's observer facts (SIT_OBS) (prepare_cond) */
 typedef struct { int8_t who, name, quick; int64_t off; } val_t;   /* quick: how interp.c's value() reads it (Q_*) */
 /* a value read directly: one of the segment's numbers, a TCB field of a side the context names (self, tx, rx, x, a,
    b), that side's FIN or its peer's; else (Q_SLOW) through value_slow */
@@ -781,6 +781,7 @@ static void cond_pairs(const rules_t *r, cond_t *cd) {
 static void prepare_cond(rules_t *r, cond_t *cd) {
     cond_pairs(r, cd);
     cd->kneed = cd->kforbid = 0;
+    cd->obs = 3;
     if (!prepare_preds(r, cd->p0, &cd->np, &cd->need, &cd->forbid)) { cd->np = UINT32_MAX; return; }
     uint32_t k = 0;
     for (uint32_t i = 0; i < cd->np; i++) {
@@ -794,6 +795,9 @@ static void prepare_cond(rules_t *r, cond_t *cd) {
     }
     cd->np = k;
     if (cd->kneed & cd->kforbid) cd->np = UINT32_MAX;
+    sit_t m = (cd->need | cd->forbid) & SIT_OBS;
+    cd->obs = (uint8_t)((m & (SIT_RESENT_A | SIT_HOLE_A | SIT_RST_A | SIT_QUEUE_A | SIT_AHEAD_A) ? 1 : 0)
+                        | (m & (SIT_RESENT_B | SIT_HOLE_B | SIT_RST_B | SIT_QUEUE_B | SIT_AHEAD_B) ? 2 : 0));
 }
 
 static void prepare_rules(rules_t *r) {

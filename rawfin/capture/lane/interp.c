@@ -201,15 +201,17 @@ static int space_of(const ctx_t *x, const val_t *d) {
 
 static inline int based(const conn_t *c, int side) { return side >= 0 && (c->based & (side == 0 ? 1 : 2)); }
 
-/* a template into buf; BAIL when it names a value the lane cannot give */
-static int format(const ctx_t *x, int ti, char *buf, size_t n) {
+/* a template into buf, its length into *len (if len); BAIL when it names a value the lane cannot give */
+static int format(const ctx_t *x, int ti, char *buf, size_t n, size_t *len_out) {
     const tpl_t *t = &RULES.tpls[ti];
     size_t k = 0;
     for (uint32_t i = 0; i < t->np; i++) {
         const piece_t *p = &RULES.pieces[t->p0 + i];
         if (p->val < 0) {
             size_t len = p->nlit < n - 1 - k ? p->nlit : n - 1 - k;
-            memcpy(buf + k, RULES.text + p->lit0, len);
+            if (len <= TEXT_PAD && k + TEXT_PAD <= n)    /* (a fixed-size copy: RULES.text ends in TEXT_PAD spare bytes) */
+                memcpy(buf + k, RULES.text + p->lit0, TEXT_PAD);
+            else memcpy(buf + k, RULES.text + p->lit0, len);
             k += len;
             continue;
         }
@@ -233,6 +235,7 @@ static int format(const ctx_t *x, int ti, char *buf, size_t n) {
         k = put_text(buf, k, n, kind == VK_NONE ? "None" : v.s);
     }
     buf[k] = 0;
+    if (len_out) *len_out = k;
     return 0;
 }
 
@@ -540,14 +543,14 @@ static inline __attribute__((always_inline)) int holds(const ctx_t *x, uint32_t 
     return 1;
 }
 
-static int move(Engine *e, conn_t *c, int side, int inp, const char *cause, int64_t now, int64_t frame,
-                PyObject *values) {
+static int move(Engine *e, conn_t *c, int side, int inp, const char *cause, size_t cause_len, int64_t now,
+                int64_t frame, PyObject *values) {
     cep_t *p = &c->ep[side];
     int to = TABLE[p->state][inp];
     if (to < 0) return 0;
     int from = p->state;
     p->state = (uint8_t)to;
-    if (out_transition(e, c, side, from, to, frame, now, cause, inp, values) < 0) return ERR;
+    if (out_transition(e, c, side, from, to, frame, now, cause, cause_len, inp, values) < 0) return ERR;
     c->reached |= (uint16_t)(1 << to);
     e->took[from] |= 1u << inp;
     /* Endpoint._enter: the timers that belong to the state just entered */
@@ -621,11 +624,12 @@ static __attribute__((noinline)) int act_move(ctx_t *x, const act_t *a) {
     const ev_t *s = x->s;
     char buf[512];
     int r;
-    if ((r = format(x, a->a[1], buf, sizeof buf))) return r;
-    if (!e->emit) return move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1, NULL);
+    size_t len;
+    if ((r = format(x, a->a[1], buf, sizeof buf, &len))) return r;
+    if (!e->emit) return move(e, c, x->self, a->a[0], buf, len, x->now, s ? s->frame : -1, NULL);
     PyObject *values = template_values(x, a->a[1]);
     if (!values) return ERR;
-    r = move(e, c, x->self, a->a[0], buf, x->now, s ? s->frame : -1, values);
+    r = move(e, c, x->self, a->a[0], buf, len, x->now, s ? s->frame : -1, values);
     Py_DECREF(values);
     return r;
 }
@@ -638,7 +642,7 @@ static __attribute__((noinline)) int act_anomaly(ctx_t *x, const act_t *a) {
     int side, r;
     side = side_of(x, a->a[0]);
     if (side < 0 || a->a[1] < 0 || (uint32_t)a->a[1] >= RULES.nkinds) return BAIL;
-    if ((r = format(x, a->a[2], buf, sizeof buf))) return r;
+    if ((r = format(x, a->a[2], buf, sizeof buf, NULL))) return r;
     int64_t when = x->now, frame = s ? s->frame : -1;
     if (x->end) {
         when = c->last_ns;
@@ -656,7 +660,7 @@ static __attribute__((noinline)) int act_anomaly(ctx_t *x, const act_t *a) {
 static __attribute__((noinline)) int act_infer(ctx_t *x, const act_t *a) {
     Engine *e = x->e;
     int r;
-    if ((r = format(x, a->a[2], e->inf_text, sizeof e->inf_text))) return r;
+    if ((r = format(x, a->a[2], e->inf_text, sizeof e->inf_text, NULL))) return r;
     e->inf_alt[0] = a->a[0];
     e->inf_alt[1] = a->a[1];
     e->inf_on = 1;

@@ -209,7 +209,7 @@ static int out_move(Engine *e, conn_t *c, int side, int from, int to, int64_t no
 }
 
 static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int64_t frame, int64_t now,
-                          const char *cause, int inp, PyObject *values) {
+                          const char *cause, size_t cause_len, int inp, PyObject *values) {
     if (e->moves) return out_move(e, c, side, from, to, now);
     if (e->emit) {                  /* (..., values, the other reading's states or None, when it holds) */
         PyObject *alt = Py_None, *t;
@@ -227,7 +227,6 @@ static int out_transition(Engine *e, conn_t *c, int side, int from, int to, int6
                               values ? values : Py_None, Py_None, "");
         return out_object(e, t);
     }
-    size_t cause_len = strlen(cause);
     if (out_head(e, "transition", sizeof "transition" - 1, c, side, frame, now,
                  cause_len + (e->inf_on ? strlen(e->inf_text) + 128 : 0)) < 0)
         return -1;

@@ -137,6 +137,7 @@ _Static_assert(V_ACK == V_SEQ + 1 && V_END == V_SEQ + 2 && V_LEN == V_SEQ + 3 &&
 typedef struct { int32_t val; uint32_t lit0, nlit; } piece_t;    /* val >= 0: a value (lit0/nlit: its name);
                                                                      else literal text */
 typedef struct { uint32_t p0, np; } tpl_t;
+#define TEXT_PAD 32             /* rules_t.text ends in this many spare bytes */
 
 enum { PG_RECEIVE = 0, PG_SEND = NST, PG_TIMERS = 2 * NST, PG_BIRTH, PG_SEGMENT, PG_FLUSH, PG_FLUSH_AT_END, PG_END,
        PG_RST_HELD, NPROG };
@@ -376,6 +377,10 @@ static int load_rules(rules_t *r, PyObject *spec) {
         Py_DECREF(t);
     }
     r->ntpls = (uint32_t)n;
+    char *padded = realloc(r->text, r->ntext + TEXT_PAD);     /* spare bytes, for interp.c format's fixed-size copies */
+    if (!padded) { PyErr_NoMemory(); return -1; }
+    memset(padded + r->ntext, 0, TEXT_PAD);
+    r->text = padded;
     /* anomaly kinds, close kinds */
     if (!(o = PyDict_GetItemString(spec, "kinds"))) goto missing;
     n = PySequence_Size(o);

@@ -387,6 +387,12 @@ def test_an_rst_to_the_compact_time_wait_form_is_marked_too(tmp_path):
         assert (mark["from"], mark["to"], mark["alternative"]) == ("TIME_WAIT", "CLOSED", ["TIME_WAIT"])
     recs = both_engines(segs, tmp_path)
     assert [m["alternative"] for m in inferred(recs, CN)] == [["TIME_WAIT"]]
+    # the server's data never captured (the client acknowledges it): segments lost before the capture point, the
+    # RST arrived: no mark, in the compact form too, and where the lane hands that form over (its replay makes it
+    # again: the evidence is the observer's)
+    recs = both_engines([x for x in segs if x.time_ns != 4 * MS], tmp_path)
+    assert "acked_unseen_segment" in kinds(recs)
+    assert path(recs, CN)[-1] == "CLOSED" and not inferred(recs, CN)
 
 
 def _unread_close_rst(all_acked: bool) -> list[Segment]:

@@ -1511,8 +1511,8 @@ class Observer:
                 conn = TimeWait(conn)
             out.clear()
         self.active[conn.key] = conn
-        if conn.__class__ is Connection:      # (its replay counted nothing: the lane had)
-            conn.evidence = self.evidence
+        conn.evidence = self.evidence         # (its replay counted nothing: the lane had; a TimeWait form too)
+        if conn.__class__ is Connection:
             conn.trips = self.trips
             conn.id_hint = 0
             conn.id_top = id_top                # (the replay knew no IDs: the lane's)

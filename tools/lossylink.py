@@ -65,6 +65,7 @@ KINDS = ("client_first", "server_first", "simultaneous", "half_close", "abort", 
 APP_TIMEOUT_S = 15.0              # how long a side waits for data or EOF the link lost and retransmits
 SETTLE_MAX_S = 60.0               # how long the end waits for every socket to finish closing
 TIME_WAIT_NS = 60 * 10**9         # Linux's TCP_TIMEWAIT_LEN: a timewait socket gone after this expired
+FIN_WAIT2_NS = 60 * 10**9         # ... and tcp_fin_timeout's default: one in substate FIN_WAIT2
 
 
 # -- faults -------------------------------------------------------------------------
@@ -725,6 +726,14 @@ def run_mix(mix: Mix, seed: int, *, conns: int | None = None, only: list[int] | 
             tw_at = next((tr.time_ns for tr in reversed(trs) if tr.to.value == "TIME_WAIT"), None)
             if (k and k[-1] == "TIME_WAIT" and (me, peer) not in left
                     and (tw_at is None or left_at - tw_at < TIME_WAIT_NS)):
+                k.append("CLOSED")
+            # ... the same for an orphan's timewait socket in substate FIN_WAIT2 (its peer's FIN never reached it):
+            # new data or an RST kills it (tcp_timewait_state_process: TCP_TW_RST, after an RST it answers)
+            # (loss20 seed 354 connection 29: the client's data sent again after the server's close, the server's
+            # timewait socket answering with an RST; the history stopped at FIN_WAIT_2)
+            fw2_at = next((tr.time_ns for tr in reversed(trs) if tr.to.value == "FIN_WAIT_2"), None)
+            if (k and k[-1] == "FIN_WAIT_2" and (me, peer) not in left and fw2_at is not None
+                    and left_at - fw2_at < FIN_WAIT2_NS):
                 k.append("CLOSED")
             endpoints.append(Endpoint(conn=p.index, kind=p.kind, side=side, name=me, kernel=k,
                                       before=history(wire["before"].get((me, peer), [])),

@@ -926,3 +926,19 @@ def test_a_loss_probe_of_the_last_fin_after_the_final_ack_does_not_undo_it(tmp_p
     recs = both_engines(segs, tmp_path)
     assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK"]
     assert "final_ack_lost" in kinds(recs)
+
+
+def test_rst_to_a_passive_side_sending_data_again_names_last_ack(tmp_path):
+    """lossylink loss20 seed 354 connection 29: the server closes first; the client, its FIN taken, sends data the
+    server never acknowledges, again and again, its application closing meanwhile (its FIN waiting behind that
+    data); the server's RST answers that data (kernel: the client CLOSE_WAIT -> LAST_ACK -> CLOSED)."""
+    segs = opened() + [
+        seg("s", 201, 101, F | A, ms=10),          # the server closes first
+        seg("c", 101, 202, ms=10.1),
+        seg("c", 101, 202, P | A, 437, ms=20),     # the client's data, not acknowledged
+        seg("c", 101, 202, P | A, 437, ms=230),    # sent again
+        seg("s", 202, 0, R, ms=230.2)]             # the server's answer: an RST
+    recs = both_engines(segs, tmp_path)
+    assert path(recs, CN) == ["ESTABLISHED", "CLOSE_WAIT", "CLOSED"]
+    (mark,) = inferred(recs, CN)
+    assert (mark["from"], mark["to"], mark["alternative"]) == ("CLOSE_WAIT", "CLOSED", ["LAST_ACK", "CLOSED"])

@@ -399,6 +399,10 @@ BIRTH: tuple[Step, ...] = (
 #: outstanding): FIN_WAIT_1, which the capture cannot show.
 _FIN_BEHIND_DATA = (("FIN_WAIT_1", "CLOSED"), "its application had closed while it was sending data again (its FIN "
                     "waiting behind that data, not sent yet)")
+#: ... the same for a side in CLOSE_WAIT (its peer's FIN taken): LAST_ACK (lossylink loss20 seed 354 connection 29,
+#: before and after the faults: the client's data sent again for seconds after the server's FIN, its application
+#: closing meanwhile; the server's RST: kernel CLOSE_WAIT -> LAST_ACK -> CLOSED)
+_FIN_BEHIND_DATA_PASSIVE = (("LAST_ACK", "CLOSED"), _FIN_BEHIND_DATA[1])
 
 #: An RST for a side in TIME_WAIT (the answer to a segment that reached its peer after it had closed) takes it to
 #: CLOSED (Linux's TIME_WAIT assassination, tcp_rfc1337 off), if it arrives: unless the capture has shown this
@@ -577,7 +581,7 @@ SEGMENT: tuple[Step, ...] = (
          # late: rows read from the time alone (lossylink simul10 seed 347 connection 48, after the faults: three IDs
          # skipped, its FIN an RTO after its first, 4 ms after the peer's FIN sent again; kernel FIN_WAIT_1 -> CLOSING)
          row("held:tx ACK ack>=held:tx.end FIN !held:tx.SYN tx.state:ESTABLISHED rx.snd_una=held:tx.fin "
-             "seq=tx.snd_nxt quick:tx id_skips lost_before:tx",
+             "seq=tx.snd_nxt id_skips lost_before:tx",
              ("infer", ("FIN_WAIT_1", "CLOSING"), "its FIN in frame {frame} was one sent again (its IPv4 ID shows "
               "segments of its missing): the first, sent before the FIN in frame {held:tx.frame} reached it, lost "
               "before the capture point with its ACK of that FIN"), ("flush", "tx")),
@@ -666,6 +670,8 @@ SEGMENT: tuple[Step, ...] = (
          # an RST for a side in TIME_WAIT, perhaps lost after the capture point (_RST_TO_TIME_WAIT)
          row(_RST_TO_TIME_WAIT, _RST_LOST_AFTER, ("deliver",), STOP),
          # (not held: at once, naming the reading RST_HELD names)
+         row("RST !SYN seq=rx.rcv_nxt rx.state:CLOSE_WAIT rx:resent rx.snd_una<rx.snd_nxt",
+             ("infer", *_FIN_BEHIND_DATA_PASSIVE), ("deliver",), STOP),
          row("RST !SYN seq=rx.rcv_nxt rx.state:ESTABLISHED rx:resent rx.snd_una<rx.snd_nxt", ("infer", *_FIN_BEHIND_DATA),
              ("deliver",), STOP),
          # a FIN ahead of a gap waits in the receiver's queue (its ACK counts now) until the gap is filled
@@ -701,7 +707,8 @@ LOSS_EVIDENCE: dict[str, tuple[str, str]] = {
 
 # An RST held for x (rules' hold_rst), as it is delivered (Connection._deliver_rst): what the capture cannot decide.
 RST_HELD: tuple[Step, ...] = (
-    step("fin_behind_data", row("x.state:ESTABLISHED x:resent x.snd_una<x.snd_nxt", ("infer", *_FIN_BEHIND_DATA))),
+    step("fin_behind_data", row("x.state:ESTABLISHED x:resent x.snd_una<x.snd_nxt", ("infer", *_FIN_BEHIND_DATA)),
+         row("x.state:CLOSE_WAIT x:resent x.snd_una<x.snd_nxt", ("infer", *_FIN_BEHIND_DATA_PASSIVE))),
 )
 
 # A segment for a settled connection in its compact form (TimeWait.process), before its endpoints take it: what the

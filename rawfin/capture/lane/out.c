@@ -100,8 +100,9 @@ static inline void out_str(Engine *e, const char *s, size_t n) {
         (e)->nout += n_;                                                                          \
     } while (0)
 
-static inline void out_i64(Engine *e, int64_t v) {
-    e->nout = put_int(e->out, e->nout, e->nout + 24, v);      /* (the caller reserved the room) */
+static inline void out_i64(Engine *e, int64_t v) {      /* (the caller reserved the room) */
+    if ((uint64_t)v <= UINT32_MAX) e->nout = (size_t)(put_u32(e->out + e->nout, (uint32_t)v) - e->out);
+    else e->nout = put_int(e->out, e->nout, e->nout + 24, v);
 }
 
 /* a record's time, as rawfin.core.units.seconds_of gives it and json.dumps prints it: the time rounded

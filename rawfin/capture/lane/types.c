@@ -170,33 +170,43 @@ static const uint32_t P10_32[10] = {1u, 10u, 100u, 1000u, 10000u, 100000u, 10000
 static const uint64_t DIG_MUL[10] = {0, DIG_M(1ull), DIG_M(1ull), DIG_M(100ull), DIG_M(100ull), DIG_M(10000ull),
                                      DIG_M(10000ull), DIG_M(1000000ull), DIG_M(1000000ull), DIG_M(100000000ull)};
 /* the len digits of n (below 10**len, len <= 9, leading zeros kept) at p; the end */
-static inline char *put_digits(char *p, uint32_t n, int len) {
+static inline __attribute__((always_inline)) char *put_digits(char *p, uint32_t n, int len) {
     uint64_t y = (uint64_t)n * DIG_MUL[len];
     if (len & 1) *p++ = (char)('0' + (y >> DIG_SHIFT));
     else { memcpy(p, D2 + 2 * (y >> DIG_SHIFT), 2); p += 2; }
-    for (int i = (len - 1) >> 1; i > 0; i--) {
-        y = (y & ((1ull << DIG_SHIFT) - 1)) * 100;
-        memcpy(p, D2 + 2 * (y >> DIG_SHIFT), 2);
-        p += 2;
+#define DIG_PAIR do { y = (y & ((1ull << DIG_SHIFT) - 1)) * 100; memcpy(p, D2 + 2 * (y >> DIG_SHIFT), 2); p += 2; } while (0)
+    switch ((len - 1) >> 1) {       /* the pairs after the first digit or two, unrolled */
+    case 4: DIG_PAIR; /* fall through */
+    case 3: DIG_PAIR; /* fall through */
+    case 2: DIG_PAIR; /* fall through */
+    case 1: DIG_PAIR; /* fall through */
+    default: break;
     }
+#undef DIG_PAIR
     return p;
+}
+/* the number of digits of w */
+static inline __attribute__((always_inline)) int u32_digits(uint32_t w) {
+    int t = ((32 - __builtin_clz(w | 1)) * 1233) >> 12;
+    return t + ((w | 1) >= P10_32[t]);
+}
+/* w's digits at p (room for 10 there); the end */
+static inline __attribute__((always_inline)) char *put_u32(char *p, uint32_t w) {
+    int nd = u32_digits(w);
+    if (nd < 10) return put_digits(p, w, nd);
+    uint32_t hi = w / 100000000u;
+    memcpy(p, D2 + 2 * hi, 2);
+    return put_digits(p + 2, w - hi * 100000000u, 8);
 }
 static inline size_t put_int(char *buf, size_t k, size_t n_buf, int64_t v) {
     uint64_t u = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
     if (u <= UINT32_MAX) {
         uint32_t w = (uint32_t)u;
-        int t = ((32 - __builtin_clz(w | 1)) * 1233) >> 12;
-        int nd = t + ((w | 1) >= P10_32[t]);
-        size_t len = (size_t)nd + (v < 0);
+        size_t len = (size_t)u32_digits(w) + (v < 0);
         if (len <= n_buf - 1 - k) {
             char *p = buf + k;
             if (v < 0) *p++ = '-';
-            if (nd < 10) put_digits(p, w, nd);
-            else {
-                uint32_t hi = w / 100000000u;
-                memcpy(p, D2 + 2 * hi, 2);
-                put_digits(p + 2, w - hi * 100000000u, 8);
-            }
+            put_u32(p, w);
             return k + len;
         }
     }

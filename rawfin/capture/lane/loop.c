@@ -155,6 +155,14 @@ static int expire(Engine *e, int64_t now) {
 /* the address text of a raw address, as rawfin prints it (IPv6: rawfin's own text, from Python); its length */
 static int addr_text(Engine *e, int fam, const uint8_t *a, char *out, size_t n) {
     size_t k = 0;
+    if (fam == 4 && n >= 16) {     /* (at most 15 characters) */
+        for (int i = 0; i < 4; i++) {
+            if (i) out[k++] = '.';
+            k = (size_t)(put_u32(out + k, a[i]) - out);
+        }
+        out[k] = 0;
+        return (int)k;
+    }
     if (fam == 4) {
         for (int i = 0; i < 4; i++) {
             if (i && k < n - 1) out[k++] = '.';

@@ -2,8 +2,8 @@
 
 The harness is ``tools/lossylink.py`` (two namespaces with a TUN device each, a relay with
 seeded faults, real sockets, two captures: before and after the faults). The suite runs small
-mixes; ``python tools/lossylink.py`` runs issue 14's 50-connection mixes, and
-``RAWFIN_LOSSY=1`` runs them here too.
+mixes and issue 14's 50-connection mixes on one seed (``RAWFIN_LOSSY_SEED``, default 1);
+``python tools/lossylink.py --seed N ...`` runs them on more seeds.
 """
 
 from __future__ import annotations
@@ -108,13 +108,14 @@ def test_simultaneous_closes_through_loss_match_the_kernel(no_leftovers, tmp_pat
         assert len(run.unmarked(which)) <= 1, misses
 
 
-@pytest.mark.skipif(not os.environ.get("RAWFIN_LOSSY"), reason="issue 14's 50-connection mixes: set RAWFIN_LOSSY=1")
 @needs_trace
 def test_issue_mixes(no_leftovers, tmp_path):
     """Every mix of issue 14 (50 connections each, RAWFIN_LOSSY_SEED or 1): at least 98% of the endpoint
-    histories match the kernel's at each capture point."""
+    histories match the kernel's at each capture point, and every one that does not is marked inferred with
+    the kernel's state among the alternatives rawfin names (about 80 s, most of it waiting on the link)."""
     seed = int(os.environ.get("RAWFIN_LOSSY_SEED", "1"))
     total = {"before": [0, 0], "after": [0, 0]}
+    unmarked = {"before": 0, "after": 0}
     report = []
     for mix in lossylink.ISSUE_MIXES:
         run = lossylink.run_mix(lossylink.MIXES[mix], seed, out_dir=str(tmp_path / mix))
@@ -123,9 +124,11 @@ def test_issue_mixes(no_leftovers, tmp_path):
             ok, n = run.agreement(which)
             total[which][0] += ok
             total[which][1] += n
+            unmarked[which] += len(run.unmarked(which))
             report += [run.explain(e, which) for e in run.unmarked(which)]
     for which, (ok, n) in total.items():
         assert ok >= 0.98 * n, "\n".join(report)
+        assert unmarked[which] == 0, "\n".join(report)
 
 
 def test_stored_runs_are_read_again_against_the_recorded_kernel(tmp_path):

@@ -283,6 +283,10 @@ static inline __attribute__((always_inline)) int pred(const ctx_t *x, const pred
     case P_CMP: {
         vres_t a, b;
         int ka = value(x, p->a[1], &a), kb = value(x, p->a[2], &b);
+        if (ka == VK_NUM && kb == VK_NUM && !(p->cmp & (CMP_EXACT | CMP_SLOW))) {     /* (rules.c: pred_t.cmp) */
+            int64_t d = p->a[3] ? ssub((uint32_t)a.n, (uint32_t)b.n) : (a.n > b.n) - (a.n < b.n);
+            return (p->cmp >> ((d > 0) - (d < 0) + 1)) & 1;
+        }
         if (ka == VK_BAIL || kb == VK_BAIL || ka == VK_STR || kb == VK_STR) return -BAIL;
         if (ka == VK_NONE || kb == VK_NONE) { r = 0; break; }
         int64_t d = p->a[3] ? ssub((uint32_t)a.n, (uint32_t)b.n) : (a.n > b.n) - (a.n < b.n);
@@ -560,6 +564,7 @@ static int move(Engine *e, conn_t *c, int side, int inp, const char *cause, size
 }
 
 static void set_field(cep_t *p, int name, uint32_t v) {
+    if (name >= V_ISS && name <= V_RCV_NXT) { (&p->iss)[name - V_ISS] = v; return; }   /* (in a row, as value() reads them) */
     switch (name) {
     case V_ISS: p->iss = v; break;
     case V_IRS: p->irs = v; break;

@@ -81,7 +81,12 @@ enum { TO_FINAL_ACK, TO_ENDPOINTS, NTO };
 static const char *TO_NAMES[NTO] = {"final_ack", "endpoints"};
 
 /* the loaded rules */
-typedef struct { int16_t code; uint8_t neg; int32_t a[4]; } pred_t;
+typedef struct { int16_t code; uint8_t neg, cmp; int32_t a[4]; } pred_t;   /* cmp: P_CMP's outcomes (prepare_rules) */
+/* P_CMP read ahead (pred_t.cmp): where both values are numbers, the outcomes of their comparison for which the
+   predicate (its negation applied) holds -- less, equal, greater: bits 0, 1, 2 -- so that no jump on the operator is
+   taken; CMP_EXACT: = of values whose sequence comparison may differ from equality (one not below 2**32), tested as
+   they are; CMP_SLOW: an operator the lane does not know */
+enum { CMP_EXACT = 8, CMP_SLOW = 16 };
 typedef struct { int16_t code; int32_t a[3]; } act_t;
 /* the situation a row needs: the segment's flags (bits 0-7), a few facts of the connection and the
    segment (bits 8-15), the call's marks (bits 16-31) */
@@ -230,6 +235,7 @@ static int ld_preds(rules_t *r, PyObject *list, uint32_t *p0, uint32_t *np) {
         pred_t *p = &r->preds[r->npreds++];
         p->code = (int16_t)v[0];
         p->neg = (uint8_t)v[1];
+        p->cmp = 0;
         for (int k = 0; k < 4; k++) p->a[k] = (int32_t)v[2 + k];
     }
     return 0;
@@ -815,6 +821,16 @@ static void prepare_rules(rules_t *r) {
         if (v->who >= W_SELF && v->who <= W_B && v->name >= V_ISS && v->name <= V_RCV_NXT) v->quick = Q_TCB;
         if (v->who >= W_SELF && v->who <= W_B && v->name == V_FIN_SEQ) v->quick = Q_FIN_SEQ;
         if (v->who >= W_SELF && v->who <= W_B && v->name == V_PEER_FIN_SEQ) v->quick = Q_PEER_FIN_SEQ;
+    }
+    for (uint32_t i = 0; i < r->npreds; i++) {
+        pred_t *p = &r->preds[i];
+        if (p->code != P_CMP) continue;
+        static const uint8_t OUTCOMES[NOP] = {2, 1, 4, 3, 6};      /* =, <, >, <=, >= */
+        int quick = p->a[1] >= 0 && (uint32_t)p->a[1] < r->nvals && r->vals[p->a[1]].quick != Q_SLOW
+                    && p->a[2] >= 0 && (uint32_t)p->a[2] < r->nvals && r->vals[p->a[2]].quick != Q_SLOW;
+        if (p->a[0] < 0 || p->a[0] >= NOP) p->cmp = CMP_SLOW;
+        else if (p->a[0] == OP_EQ && p->a[3] && !quick) p->cmp = CMP_EXACT;
+        else p->cmp = (uint8_t)((p->neg ? ~OUTCOMES[p->a[0]] : OUTCOMES[p->a[0]]) & 7);
     }
     for (int pi = 0; pi < NPROG; pi++) {
         prog_t *pg = &r->progs[pi];

@@ -718,37 +718,29 @@ def _waiting(what: str, side: str, late_ns: int = 0) -> Callable:
         return lambda c: bool((e := entry(c)) and e.prompt_ns is not None)
     if what == "soon":            # ... and this segment within late_ns of that ACK
         return lambda c: bool((e := entry(c)) and e.prompt_ns is not None and c.now - e.prompt_ns <= late_ns)
+    def fin_first(c):            # when this FIN was first captured: the one held for the side, else the side's
+        #                           last FIN's first capture (None: no FIN here, or not that FIN)
+        seg = c.seg
+        if seg is None or not seg.flags & 0x01:
+            return None
+        e = entry(c)
+        if e is not None:
+            return e.seg.time_ns or 0
+        first = c.conn.fin_copy.get(getattr(c, key))
+        return first[1] if first is not None and first[0] == seg.fin_seq else None
+
     if what == "copy_soon":       # this FIN, the one held for the side (else the side's last FIN: its first capture),
         #                           captured less than a round trip (the handshake's) and late_ns before
         def copy_soon(c):
-            seg, rtt = c.seg, c.conn.rtt_ns
-            if seg is None or not seg.flags & 0x01 or rtt is None:
-                return False
-            e = entry(c)
-            if e is not None:
-                at = e.seg.time_ns or 0
-            else:
-                first = c.conn.fin_copy.get(getattr(c, key))
-                if first is None or first[0] != seg.fin_seq:
-                    return False
-                at = first[1]
-            return c.now - at < min(rtt, late_ns)
+            rtt = c.conn.rtt_ns
+            at = fin_first(c) if rtt is not None else None
+            return at is not None and c.now - at < min(rtt, late_ns)
         return copy_soon
     if what == "probe_soon":      # this FIN's first capture (as copy_soon's) less than late_ns before: sent again sooner
         #                           than Linux's shortest retransmission timeout (a loss probe), or copied
         def probe_soon(c):
-            seg = c.seg
-            if seg is None or not seg.flags & 0x01:
-                return False
-            e = entry(c)
-            if e is not None:
-                at = e.seg.time_ns or 0
-            else:
-                first = c.conn.fin_copy.get(getattr(c, key))
-                if first is None or first[0] != seg.fin_seq:
-                    return False
-                at = first[1]
-            return c.now - at < late_ns
+            at = fin_first(c)
+            return at is not None and c.now - at < late_ns
         return probe_soon
     if what == "answer_soon":     # the side's pure ACK of a FIN delivered at it came at once (note_answer), late_ns ago
         return lambda c: ((t := c.conn.answered.get(getattr(c, key))) is not None and c.now - t <= late_ns)

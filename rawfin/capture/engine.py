@@ -19,6 +19,7 @@ import os
 import queue
 import stat
 import struct
+import sys
 import threading
 from typing import Callable, Iterator
 
@@ -29,13 +30,18 @@ from rawfin.core.observer import Observer
 from rawfin.core.segment import DESCRIBE_FLAGS, DESCRIBE_NO_FLAGS, DESCRIBE_NUMBERS, Segment
 from rawfin.core.states import Input, State
 
+STALE = ""  # why a lane that was built does not fit this Python (rawfin.wire.native)
 try:  # the extension is optional: no compiler, no lane (rawfin then runs the reference)
     from rawfin.capture import _engine
 except ImportError as exc:  # pragma: no cover - depends on the build
     _engine = None
     WHY_NOT = f"rawfin.capture._engine is not built ({exc}); reinstall rawfin with a C compiler to get it"
 else:
-    WHY_NOT = ""
+    from rawfin.wire import native
+
+    WHY_NOT = STALE = native.stale(_engine, native.LANE)
+    if STALE:               # a lane that no longer fits this Python: the reference runs instead (choose() says so)
+        _engine = None
 
 
 def available() -> bool:
@@ -677,7 +683,13 @@ def choose(choice: str) -> bool:
         return False
     if choice == "c" and not available():
         raise UsageError(f"--engine c: {WHY_NOT}")
+    if STALE and not _warned:
+        _warned.append(1)
+        sys.stderr.write(f"rawfin: {WHY_NOT}; the Python engine runs instead (same output, slower)\n")
     return available()
+
+
+_warned: list = []      # (the stale-build note, once a process)
 
 
 class Stream:

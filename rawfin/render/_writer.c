@@ -2100,5 +2100,8 @@ PyMODINIT_FUNC PyInit__writer(void) {
     if (!m) return NULL;
     Py_INCREF(&WriterType);
     if (PyModule_AddObject(m, "Writer", (PyObject *)&WriterType) < 0) { Py_DECREF(m); return NULL; }
+#ifdef RAWFIN_SOURCES      /* setup.py: the sha256 of the C sources this was built from (rawfin/wire/native.py) */
+    if (PyModule_AddStringConstant(m, "SOURCES", RAWFIN_SOURCES) < 0) { Py_DECREF(m); return NULL; }
+#endif
     return m;
 }

@@ -24,6 +24,11 @@ try:  # optional, as the lane is: without a C compiler the Python sinks below do
     from rawfin.render import _writer
 except ImportError:  # pragma: no cover - depends on the build
     _writer = None
+else:
+    from rawfin.wire import native
+
+    if native.stale(_writer, native.WRITER):    # built from other sources: the Python sinks, the same output
+        _writer = None
 
 ARROW = "→"
 

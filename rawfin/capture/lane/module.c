@@ -566,5 +566,8 @@ PyMODINIT_FUNC PyInit__engine(void) {
     if (!m) return NULL;
     Py_INCREF(&EngineType);
     if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) { Py_DECREF(m); return NULL; }
+#ifdef RAWFIN_SOURCES      /* setup.py: the sha256 of the C sources this was built from (rawfin/wire/native.py) */
+    if (PyModule_AddStringConstant(m, "SOURCES", RAWFIN_SOURCES) < 0) { Py_DECREF(m); return NULL; }
+#endif
     return m;
 }

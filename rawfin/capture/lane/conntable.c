@@ -4,45 +4,87 @@
 /* eight bytes a step (a multiply and a shift to mix each in), the tail byte by byte, then a final mix: a key is
    48 bytes, hashed once per segment. Only where a connection sits in the table depends on it (every walk over the
    table that shows in the output sorts by connection id, finish_all) */
-static inline uint32_t hash_key(const uint8_t *k, int n) {
-    uint64_t h = 0x243F6A8885A308D3ull ^ (uint64_t)n;
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, k + i, 8);
-        h = (h ^ w) * 0x9E3779B97F4A7C15ull;
-        h ^= h >> 29;
-    }
-    for (; i < n; i++) h = (h ^ k[i]) * 0x100000001B3ull;
+static inline uint64_t hash_word(uint64_t h, uint64_t w) {
+    h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
+
+static inline uint32_t hash_end(uint64_t h) {
     h ^= h >> 32;
     h *= 0xBF58476D1CE4E5B9ull;
     h ^= h >> 29;
     return (uint32_t)h;
 }
 
-/* canonical key of (fam, a:pa, b:pb, VLAN ids): the smaller (addr, port) first; returns 1 if swapped */
+static inline uint32_t hash_key(const uint8_t *k, int n) {
+    uint64_t h = 0x243F6A8885A308D3ull ^ (uint64_t)n;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, k + i, 8);
+        h = hash_word(h, w);
+    }
+    for (; i < n; i++) h = (h ^ k[i]) * 0x100000001B3ull;
+    return hash_end(h);
+}
+
+static inline uint64_t load64(const uint8_t *p) { uint64_t w; memcpy(&w, p, 8); return w; }
+static inline uint16_t swap16(uint16_t v) { return (uint16_t)(v << 8 | v >> 8); }
+
+/* canonical key of (fam, a:pa, b:pb, VLAN ids): the smaller (addr, port) first, into key; its hash (hash_key(key,
+   KEYLEN)) into *hash; returns 1 if swapped. The key is made in six words and stored a word at a time, and hashed from
+   those words: read back at once byte-stored, it cost a stalled load per word (store forwarding) on every segment */
 static int make_key(uint8_t *key, int fam, const uint8_t *a, uint16_t pa, const uint8_t *b, uint16_t pb,
-                    int nvlan, const uint16_t *vlan) {
+                    int nvlan, const uint16_t *vlan, uint32_t *hash) {
     int c;
+    uint32_t wa = 0, wb = 0;
     if (fam == 4) {                 /* (an IPv4 address: its four bytes compared as one big-endian number) */
-        uint32_t wa, wb;
         memcpy(&wa, a, 4);
         memcpy(&wb, b, 4);
-        wa = __builtin_bswap32(wa);
-        wb = __builtin_bswap32(wb);
-        c = (wa > wb) - (wa < wb);
+        uint32_t ha = __builtin_bswap32(wa), hb = __builtin_bswap32(wb);
+        c = (ha > hb) - (ha < hb);
     } else c = memcmp(a, b, 16);
     int swap = c > 0 || (c == 0 && pa > pb);
-    const uint8_t *x = swap ? b : a, *y = swap ? a : b;
     uint16_t px = swap ? pb : pa, py = swap ? pa : pb;
+    uint64_t xa, xb, ya, yb;        /* the addresses' bytes 0-7 and 8-15, as words (an IPv4 address: 0-3) */
+    if (fam == 4) { xa = swap ? wb : wa; ya = swap ? wa : wb; xb = yb = 0; }
+    else {
+        const uint8_t *x = swap ? b : a, *y = swap ? a : b;
+        xa = load64(x); xb = load64(x + 8);
+        ya = load64(y); yb = load64(y + 8);
+    }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* bytes: 0 family, 1-16 the first address, 17-32 the second, 33-36 the ports (big-endian), 37 the VLAN count,
+       38.. the VLAN ids (big-endian); the rest 0 */
+    uint64_t w[6];
+    w[0] = (uint64_t)(uint8_t)fam | xa << 8;
+    w[1] = xa >> 56 | xb << 8;
+    w[2] = xb >> 56 | ya << 8;
+    w[3] = ya >> 56 | yb << 8;
+    w[4] = yb >> 56 | (uint64_t)swap16(px) << 8 | (uint64_t)swap16(py) << 24 | (uint64_t)(uint8_t)nvlan << 40
+         | (nvlan > 0 ? (uint64_t)swap16(vlan[0]) << 48 : 0);
+    w[5] = nvlan > 1 ? (uint64_t)swap16(vlan[1]) : 0;
+    _Static_assert(KEYLEN == 48 && KEY4 == 37 && MAXVLAN == 2, "make_key: the key's layout in six words");
+    uint64_t h = 0x243F6A8885A308D3ull ^ (uint64_t)KEYLEN;
+    for (int i = 0; i < 6; i++) {
+        memcpy(key + 8 * i, &w[i], 8);
+        h = hash_word(h, w[i]);
+    }
+    *hash = hash_end(h);
+#else
+    uint8_t xs[16], ys[16];
+    memcpy(xs, &xa, 8); memcpy(xs + 8, &xb, 8);
+    memcpy(ys, &ya, 8); memcpy(ys + 8, &yb, 8);
     memset(key, 0, KEYLEN);
     key[0] = (uint8_t)fam;
-    if (fam == 4) { memcpy(key + 1, x, 4); memcpy(key + 17, y, 4); }
-    else { memcpy(key + 1, x, 16); memcpy(key + 17, y, 16); }
+    memcpy(key + 1, xs, fam == 4 ? 4 : 16);
+    memcpy(key + 17, ys, fam == 4 ? 4 : 16);
     key[33] = (uint8_t)(px >> 8); key[34] = (uint8_t)px;
     key[35] = (uint8_t)(py >> 8); key[36] = (uint8_t)py;
     key[KEY4] = (uint8_t)nvlan;
     for (int i = 0; i < nvlan; i++) { key[KEY4 + 1 + 2 * i] = (uint8_t)(vlan[i] >> 8); key[KEY4 + 2 + 2 * i] = (uint8_t)vlan[i]; }
+    *hash = hash_key(key, KEYLEN);
+#endif
     return swap;
 }
 
@@ -177,11 +219,35 @@ static void table_del(Engine *e, conn_t *c) {
     age_unlink(e, c);
 }
 
+/* an entry's slot (CONN_HEAD.slot), where the timer heap notes the place of its entry: a conn_t keeps its slot with
+   its memory (free_list); a compact entry gives it back when it is freed */
+static int slot_new(Engine *e, uint32_t *slot) {
+    if (e->nslot_free) *slot = e->slot_free[--e->nslot_free];
+    else {
+        if (e->nslots == e->capslots) {
+            uint32_t cap = e->capslots ? e->capslots * 2 : 1024;
+            int32_t *hp = realloc(e->hpos, cap * sizeof *hp);
+            if (hp) e->hpos = hp;
+            uint32_t *sf = hp ? realloc(e->slot_free, cap * sizeof *sf) : NULL;
+            if (!sf) { PyErr_NoMemory(); return -1; }
+            e->slot_free = sf;
+            e->capslots = cap;
+        }
+        *slot = e->nslots++;
+    }
+    e->hpos[*slot] = -1;
+    return 0;
+}
+
+static void slot_release(Engine *e, uint32_t slot) {
+    e->slot_free[e->nslot_free++] = slot;  /* (room: there are never more free slots than slots) */
+}
+
 static void heap_remove(Engine *e, conn_t *c);
 
 static void conn_release(Engine *e, conn_t *c) {
     heap_remove(e, c);          /* its timer goes with it: the memory is free now */
-    if (c->compact) { free(c); return; }
+    if (c->compact) { slot_release(e, c->slot); free(c); return; }
     age_unlink(e, c);
     free(c->log);
     c->log = NULL;
@@ -202,11 +268,16 @@ static void table_swap(Engine *e, conn_t *old, conn_t *nw) {
 
 static conn_t *conn_new(Engine *e) {
     conn_t *c = e->free_list;
-    if (c) e->free_list = c->next; else c = malloc(sizeof(conn_t));
-    if (!c) { PyErr_NoMemory(); return NULL; }
+    uint32_t slot;
+    if (c) { e->free_list = c->next; slot = c->slot; }
+    else {
+        c = malloc(sizeof(conn_t));
+        if (!c) { PyErr_NoMemory(); return NULL; }
+        if (slot_new(e, &slot) < 0) { free(c); return NULL; }
+    }
     memset(c, 0, sizeof(conn_t));
+    c->slot = slot;
     c->queued = -1;
-    c->heappos = -1;
     return c;
 }
 

@@ -46,6 +46,12 @@ typedef struct {
     int vlan_seen;          /* a VLAN-tagged segment has come: a new pair may be another view's copy */
     hent_t *heap;
     uint32_t nheap, capheap;
+    /* each entry's place in the heap, by the entry's slot (kept with its memory): apart from the entries, so that
+       moving heap entries writes this array, not a line of each connection's, far apart, a level */
+    int32_t *hpos;
+    uint32_t nslots, capslots;
+    uint32_t *slot_free;    /* the slots of entries whose memory is freed (compact ones) */
+    uint32_t nslot_free;
     uint64_t order;
     int64_t next_id, now, frames, tcp, first_time, done, py_calls, handoffs;
     int have_first;

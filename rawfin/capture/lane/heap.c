@@ -1,7 +1,7 @@
 /* rawfin._engine, part heap (included by rawfin/capture/_engine.c; one translation unit) */
 /* ------------------------------------------------------------------ the timer heap
  *
- * One entry a connection at most, and the connection knows where it is (heappos), so an earlier
+ * One entry a connection at most, and the connection knows where it is (hpos[slot]), so an earlier
  * deadline moves its entry up, and a connection that goes (finished, handed over, evicted) takes
  * its entry out at once: its memory is free at once, not when a stale entry would have come up.
  * The entries come out in the order Observer._expire's would: (deadline, connection id, the
@@ -16,7 +16,7 @@ static inline int hless(const hent_t *a, const hent_t *b) {
 
 static inline void hset(Engine *e, uint32_t i, hent_t x) {
     e->heap[i] = x;
-    x.c->heappos = (int32_t)i;
+    e->hpos[x.slot] = (int32_t)i;
 }
 
 static void sift_up(Engine *e, uint32_t i) {
@@ -53,11 +53,12 @@ static void sift_down(Engine *e, uint32_t i) {
 }
 
 static int heap_push(Engine *e, int64_t when, conn_t *c) {
-    if (c->heappos >= 0) {                  /* an earlier deadline: the entry moves up */
-        hent_t *h = &e->heap[c->heappos];
+    int32_t pos = e->hpos[c->slot];
+    if (pos >= 0) {                         /* an earlier deadline: the entry moves up */
+        hent_t *h = &e->heap[pos];
         h->when = when;
         h->order = e->order++;
-        sift_up(e, (uint32_t)c->heappos);
+        sift_up(e, (uint32_t)pos);
         return 0;
     }
     if (e->nheap == e->capheap) {
@@ -67,7 +68,7 @@ static int heap_push(Engine *e, int64_t when, conn_t *c) {
         e->heap = p;
         e->capheap = cap;
     }
-    hent_t x = {when, e->order++, c};
+    hent_t x = {when, e->order++, c, c->slot};
     e->heap[e->nheap] = x;
     sift_up(e, e->nheap++);
     return 0;
@@ -75,7 +76,7 @@ static int heap_push(Engine *e, int64_t when, conn_t *c) {
 
 static hent_t heap_pop(Engine *e) {
     hent_t top = e->heap[0];
-    top.c->heappos = -1;
+    e->hpos[top.slot] = -1;
     if (--e->nheap) {
         e->heap[0] = e->heap[e->nheap];
         sift_down(e, 0);
@@ -85,13 +86,13 @@ static hent_t heap_pop(Engine *e) {
 
 /* a connection that goes takes its entry with it */
 static void heap_remove(Engine *e, conn_t *c) {
-    if (c->heappos < 0) return;
-    uint32_t i = (uint32_t)c->heappos;
-    c->heappos = -1;
+    int32_t pos = e->hpos[c->slot];
+    if (pos < 0) return;
+    uint32_t i = (uint32_t)pos;
+    e->hpos[c->slot] = -1;
     if (i == --e->nheap) return;
     hent_t x = e->heap[e->nheap];
-    e->heap[i] = x;
-    x.c->heappos = (int32_t)i;
+    hset(e, i, x);
     if (i && hless(&x, &e->heap[(i - 1) / 2])) sift_up(e, i); else sift_down(e, i);
 }
 

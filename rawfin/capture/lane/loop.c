@@ -227,14 +227,16 @@ static int can_compact(const Engine *e, const conn_t *c, const ev_t *s) {
 /* the entry ``nw`` takes the place of ``old``: the table, the timer heap, the activity list */
 static void conn_replace(Engine *e, conn_t *old, conn_t *nw) {
     table_swap(e, old, nw);
-    nw->heappos = old->heappos;
-    if (nw->heappos >= 0) e->heap[nw->heappos].c = nw;
-    old->heappos = -1;             /* (compact entries are never in the activity list) */
+    int32_t pos = e->hpos[old->slot];
+    e->hpos[nw->slot] = pos;
+    if (pos >= 0) { e->heap[pos].c = nw; e->heap[pos].slot = nw->slot; }
+    e->hpos[old->slot] = -1;       /* (compact entries are never in the activity list) */
 }
 
 static int compact(Engine *e, conn_t *c) {
     compact_t *k = calloc(1, sizeof *k);
     if (!k) { PyErr_NoMemory(); return -1; }
+    if (slot_new(e, &k->slot) < 0) { free(k); return -1; }
     conn_t *kc = (conn_t *)k;
     memcpy(k->key, c->key, KEYLEN);
     k->hash = c->hash;
@@ -337,8 +339,8 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
     int64_t now = s->time_ns;
     if (now > e->now) e->now = now;
     uint8_t key[KEYLEN];
-    make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
-    uint32_t h = hash_key(key, KEYLEN);
+    uint32_t h;
+    make_key(key, fam, src, sport, dst, dport, nvlan, vlan, &h);
     conn_t *own;
     uint64_t own_gen;
     {
@@ -378,8 +380,9 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
             conn_t *o = index4_get(e, key);
             if (!o && nvlan) {
                 uint8_t k0[KEYLEN];
-                make_key(k0, fam, src, sport, dst, dport, 0, NULL);
-                o = table_get(e, k0, hash_key(k0, KEYLEN));
+                uint32_t h0;
+                make_key(k0, fam, src, sport, dst, dport, 0, NULL, &h0);
+                o = table_get(e, k0, h0);
                 if (o && o->python) goto new_python;
                 if (o && o->compact && !(o = expand(e, o))) return -1;
             }
@@ -510,8 +513,9 @@ static int on_segment(Engine *e, int fam, const uint8_t *src, uint16_t sport, co
     int r = on_segment_in(e, fam, src, sport, dst, dport, nvlan, vlan, s, pyseg);
     if (r < 0 || !e->max_conns) return r;
     uint8_t key[KEYLEN];
-    make_key(key, fam, src, sport, dst, dport, nvlan, vlan);
-    conn_t *c = table_get(e, key, hash_key(key, KEYLEN));
+    uint32_t h;
+    make_key(key, fam, src, sport, dst, dport, nvlan, vlan, &h);
+    conn_t *c = table_get(e, key, h);
     if (c) lru_touch(e, c);
     return make_room(e);
 }

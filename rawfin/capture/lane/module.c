@@ -93,6 +93,8 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
 
 static void Engine_dealloc(Engine *e) {
     free(e->heap);              /* (its entries name live connections only: the table frees them) */
+    free(e->hpos);
+    free(e->slot_free);
     if (e->buckets) {
         for (uint32_t i = 0; i < e->nbuckets; i++) {
             conn_t *c = e->buckets[i];

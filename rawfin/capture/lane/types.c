@@ -58,7 +58,7 @@ typedef struct {
     struct conn *next;      /* hash chain */ \
     uint8_t key[KEYLEN];    /* family, (addr, port) of both sides in canonical order, then the VLAN ids */ \
     uint32_t hash; \
-    int32_t heappos;        /* its entry in the timer heap, -1: none */ \
+    uint32_t slot;          /* where the timer heap notes its entry's place (Engine.hpos; -1 there: none) */ \
     int64_t id; \
     int64_t queued;         /* the deadline of its heap entry, -1: none */ \
     uint8_t python;         /* 1: a marker -- the Python observer owns this pair */ \
@@ -152,6 +152,7 @@ typedef struct {
     int64_t when;           /* (the connection's id, the second key, is c->id: it never changes) */
     uint64_t order;
     conn_t *c;
+    uint32_t slot;          /* c->slot: the entry moves without a look at the connection's memory */
 } hent_t;
 
 /* two decimal digits at a time, for the writers below */

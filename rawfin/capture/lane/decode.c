@@ -8,6 +8,52 @@ static inline int vlan_tpid(int et) {
     return et == 0x8100 || et == 0x88A8 || et == 0x9100 || et == 0x9200 || et == 0x9300;
 }
 
+/* Looking ahead: the frames after the one being taken, read no further than for their connection's key. Every
+   segment meets its connection cold (the table is far larger than the caches), so its look-up waited on memory twice
+   a segment, the table's bucket, then the connection. The file loops ask for both ahead of time: the bucket of the
+   frame after next, the connection (the lines a segment reads, conn_t's first) of the next, whose bucket was asked
+   for a frame before. Hints only: a frame not read here (VLAN tags, another link type, not TCP), a bucket that has
+   changed since, cost a look-up as before, and what the lane does is the same either way. */
+static inline int ahead_hash(int linktype, const uint8_t *d, size_t n, uint32_t *h) {
+    size_t off;
+    int et;
+    if (linktype == 1 && n >= 14) { et = be16(d + 12); off = 14; }
+    else if (linktype == 113 && n >= 16) { et = be16(d + 14); off = 16; }
+    else if (linktype == 276 && n >= 20) { et = be16(d); off = 20; }
+    else if ((linktype == 101 || linktype == 12 || linktype == 14 || linktype == 228 || linktype == 229) && n >= 1) {
+        et = d[0] >> 4 == 4 ? 0x0800 : 0x86DD;
+        off = 0;
+    } else return 0;
+    uint8_t key[KEYLEN];
+    if (et == 0x0800 && n >= off + 24 && d[off] == 0x45 && d[off + 9] == 6) {
+        const uint8_t *ip = d + off;
+        make_key(key, 4, ip + 12, be16(ip + 20), ip + 16, be16(ip + 22), 0, NULL, h);
+        return 1;
+    }
+    if (et == 0x86DD && n >= off + 44 && (d[off] >> 4) == 6 && d[off + 6] == 6) {
+        const uint8_t *ip = d + off;
+        make_key(key, 6, ip + 8, be16(ip + 40), ip + 24, be16(ip + 42), 0, NULL, h);
+        return 1;
+    }
+    return 0;
+}
+
+#define AHEAD_LINES 7       /* conn_t's lines a segment reads (types.c: the head, then what a segment reads) */
+
+/* ahead[0]: the next frame's hash (ok[0]), ahead[1]: the one after's; d, n: the frame after next (NULL: none yet) */
+typedef struct { uint32_t h[2]; uint8_t ok[2]; } ahead_t;
+
+static inline void look_ahead(const Engine *e, ahead_t *a, int linktype, const uint8_t *d, size_t n) {
+    a->h[0] = a->h[1];
+    a->ok[0] = a->ok[1];
+    a->ok[1] = d && ahead_hash(linktype, d, n, &a->h[1]);
+    if (a->ok[1]) __builtin_prefetch(&e->buckets[a->h[1] & (e->nbuckets - 1)]);
+    if (a->ok[0]) {
+        const char *c = (const char *)e->buckets[a->h[0] & (e->nbuckets - 1)];
+        if (c) for (int i = 0; i < AHEAD_LINES; i++) __builtin_prefetch(c + 64 * i);
+    }
+}
+
 /* One captured frame. The lane decodes Ethernet (with up to two VLAN tags) + IPv4 (no options) + TCP
    and Ethernet + IPv6 + TCP (no extension headers) exactly as rawfin.decode's first branches do;
    everything else goes to rawfin.decode.decode itself. */

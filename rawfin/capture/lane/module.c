@@ -234,6 +234,7 @@ static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
     int64_t frame = 0, consumed = offset;
     int64_t frac_mul = nano ? 1 : 1000;
     PyObject *result = NULL;
+    ahead_t ahead = {{0, 0}, {0, 0}};
     for (;;) {
         while (pos + 16 <= have) {
             const uint8_t *h = buf + pos;
@@ -242,6 +243,16 @@ static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
             if (caplen > limit) {
                 result = corrupt_record(caplen, frame + 1);
                 goto done;
+            }
+            {                               /* (decode.c look_ahead: the frame after next, if it is here whole) */
+                size_t p1 = pos + 16 + caplen, p2 = 0;
+                uint32_t c1 = 0, c2 = 0;
+                if (p1 + 16 <= have && (c1 = rd32(buf + p1 + 8, big)) <= limit && p1 + 16 + c1 + 16 <= have) {
+                    p2 = p1 + 16 + c1;
+                    c2 = rd32(buf + p2 + 8, big);
+                    if (c2 > limit || p2 + 16 + c2 > have) p2 = 0;
+                }
+                look_ahead(e, &ahead, lt, p2 ? buf + p2 + 16 : NULL, c2);
             }
             frame++;
             int64_t t = (int64_t)sec * 1000000000LL + (int64_t)frac * frac_mul;
@@ -295,6 +306,17 @@ fail:
    ``dry``: walk and check only, feed nothing. */
 typedef struct { int linktype; uint64_t mul, div; int64_t off; int64_t limit; } ifc_t;
 
+/* the frame of the block at p, if it is an enhanced packet block whole in the buffer (decode.c look_ahead) */
+static const uint8_t *epb_frame(const uint8_t *buf, size_t have, size_t p, int big, const ifc_t *ifs, size_t nifs,
+                                int *lt, size_t *n) {
+    if (p + 32 > have || rd32(buf + p, big) != 6) return NULL;
+    uint32_t blen = rd32(buf + p + 4, big), lid = rd32(buf + p + 8, big), caplen = rd32(buf + p + 20, big);
+    if (blen < 32 || p + blen > have || lid >= nifs || 32 + (uint64_t)caplen > blen) return NULL;
+    *lt = ifs[lid].linktype;
+    *n = caplen;
+    return buf + p + 28;
+}
+
 static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
     int dry;
     PyObject *idb, *progress, *path;
@@ -311,6 +333,7 @@ static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
     if (!buf) { fclose(f); return PyErr_NoMemory(); }
     int64_t frame = 0, consumed = 0;
     int big = 0, in_section = 0, status = 0;
+    ahead_t ahead = {{0, 0}, {0, 0}};
     for (;;) {
         size_t need = 12;
         if (pos + 12 <= have) {
@@ -362,6 +385,15 @@ static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
                 break;
             }
             frame++;
+            if (!dry) {                             /* (decode.c look_ahead: the block after next) */
+                size_t p1 = pos + blen, n2 = 0;
+                uint32_t l1;
+                int lt2 = 0;
+                const uint8_t *d2 = NULL;
+                if (p1 + 12 <= have && (l1 = rd32(buf + p1 + 4, big)) >= 12 && p1 + l1 <= have)
+                    d2 = epb_frame(buf, have, p1 + l1, big, ifs, nifs, &lt2, &n2);
+                look_ahead(e, &ahead, lt2, d2, n2);
+            }
             if (!dry && on_frame(e, ic->linktype, b + 28, caplen, orig, frame, (int64_t)t) < 0) goto fail;
         } else if (bt == 1) {                  /* Interface Description Block */
             if (blen < 20) { status = 2; break; }

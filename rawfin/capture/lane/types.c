@@ -38,10 +38,10 @@ typedef struct {
 } cep_t;
 
 typedef struct {
-    ev_t seg;
-    uint8_t present, crossed, order;
+    uint8_t present, crossed, order;    /* (first: the two held for a pair of sides share a line) */
     uint8_t ahead;          /* a FIN ahead of a gap: data and FIN wait in the receiver's queue (hold_ahead) */
     uint8_t freed;          /* the FIN acknowledged data of its receiver's not acknowledged before (note_freed) */
+    ev_t seg;
 } held_t;
 
 #define MAXCAND 4
@@ -69,6 +69,61 @@ typedef struct {
 
 typedef struct conn {
     CONN_HEAD
+    /* What a segment reads and writes, in the lines after the head (every segment meets its connection cold: each line
+       it touches is a miss). The rest below is for the teardown's rules, the output and the table's upkeep. */
+    uint8_t fam;            /* 4 or 6 */
+    uint8_t tw, seen;       /* tw: settled, as the Python observer's TimeWait form */
+    uint8_t client;         /* the client's side: 0 when a SYN opened it, else guessed by port */
+    uint8_t mid, known;     /* picked up mid-stream; whose rcv_nxt is known (bit 1: side 0, bit 2: side 1) */
+    uint8_t nfins;
+    uint8_t has_id;         /* side bits: id_top[side] is known */
+    cep_t ep[2];
+    uint16_t port[2];
+    uint16_t id_top[2];     /* side -> the highest IPv4 ID its segments carried so far (rules' id_skip) */
+    uint16_t reached;       /* the states either endpoint has entered (a bit per state) */
+    uint8_t fin_side[2];
+    uint8_t rst_seen;       /* 0, or the side that sent the first RST + 1 */
+    uint8_t data_after_first_fin, first_fin_acked_alone, refused;
+    uint8_t ncand;
+    uint8_t unanswered;     /* side bits: that side's last news is data from the peer, it has sent nothing since */
+    uint8_t resent;         /* side bits: that side has sent data again that its peer already had (rules' resent) */
+    uint8_t hole;           /* side bits: that side's duplicate ACK showed a hole in what it got (rules' hole) */
+    uint8_t nwq[2], nrq[2]; /* (wq, rq below) */
+    uint8_t has_rtt;        /* (rtt_ns below) */
+    uint8_t has_copy;       /* (copy_fin below) */
+    uint8_t has_answer;     /* (answer_ns below) */
+    uint8_t hold_seq;       /* insertion order of pending and held_ack (below) */
+    uint8_t timed_out, evicted;
+    uint8_t nanom;          /* distinct anomaly kinds seen, and how many of each (anom_kind, anom_n below) */
+    uint8_t based;          /* --seq relative: whose base is known (side bits); base: each side's (note_bases) */
+    uint8_t ka;             /* side of key[1] */
+    uint8_t named;          /* moves mode: its endpoints' names have been handed over (with its first move) */
+    uint32_t fin_seqv[2];
+    ev_t *log;
+    uint32_t nlog, caplog;
+    int64_t last_frame, last_ns, packets;
+    uint8_t addr[2][16];    /* side 0: the first sender (the client: C connections open with a SYN) */
+    held_t pending[2];      /* receiver side -> the FIN (or SYN) held for it */
+    held_t held_ack[2];     /* sender side -> its final ACK, held for a retransmitted FIN */
+    /* the teardown rules' clocks and queues */
+    int64_t rtt_ns;         /* the handshake's round trip as the capture point saw it (rules' rtt), if has_rtt */
+    int64_t trip_ns[2];     /* side -> the handshake's half that is a round trip to it, at most rtt_ns (rules' late:) */
+    int64_t syn_ns;         /* the client's latest SYN: the round trip counts from it (rules' syn_time, Karn) */
+    int64_t syn_at, synack_at;  /* rules.HALF_OPEN's clocks: the client's first SYN, the server's first SYN,ACK */
+    int64_t copy_ns[2];     /* receiver side -> the first capture of the FIN held for it (rules' late:) ... */
+    uint32_t copy_fin[2];   /* ... that FIN's sequence number, if has_copy has the side's bit */
+    int64_t prompt_ns[2];   /* receiver side -> its pure ACK of that FIN, sent at once (note_prompt); -1: none */
+    int64_t answer_ns[2];   /* side -> its pure ACK, sent at once, that delivered its peer's FIN (note_answer) ... */
+    /* receiver side -> what its FIN's sender sent after the FIN held for it, waiting until the order in
+       which the two reached it shows (rules.SEGMENT wait_behind); and the RSTs held for it until nothing
+       shows them lost (hold_rst). Both as indices into the log, where those segments are. */
+    uint32_t wq[2][MAXWAIT], rq[2][MAXWAIT];
+    uint32_t base[2];
+    /* the output's and the table's */
+    int64_t first_frame, first_ns;
+    int64_t fin_frame[2];
+    const char *anom_kind[MAXANOM];
+    uint32_t anom_n[MAXANOM];
     struct conn *age_prev, *age_next;   /* the engine's list by age (age_t), oldest first */
     struct conn *next4;     /* VLAN-tagged connections: the chain of the 4-tuple index */
     uint32_t hash4;
@@ -76,58 +131,10 @@ typedef struct conn {
     uint8_t nvlan;
     uint16_t vlan[MAXVLAN];
     PyObject *pykey;        /* markers: the Python observer's key, to sweep finished ones */
-    uint8_t fam;            /* 4 or 6 */
-    uint8_t addr[2][16];    /* side 0: the first sender (the client: C connections open with a SYN) */
-    uint16_t port[2];
-    char name[2][56];       /* "a.b.c.d:port" / "[v6]:port" */
-    cep_t ep[2];
-    int64_t first_frame, last_frame, first_ns, last_ns, packets;
-    int64_t rtt_ns;         /* the handshake's round trip as the capture point saw it (rules' rtt), if has_rtt */
-    uint8_t has_rtt;
-    int64_t trip_ns[2];     /* side -> the handshake's half that is a round trip to it, at most rtt_ns (rules' late:) */
-    int64_t syn_ns;         /* the client's latest SYN: the round trip counts from it (rules' syn_time, Karn) */
-    int64_t copy_ns[2];     /* receiver side -> the first capture of the FIN held for it (rules' late:) ... */
-    uint32_t copy_fin[2];   /* ... that FIN's sequence number, if has_copy has the side's bit */
-    uint8_t has_copy;
-    uint8_t seen, tw, ka;   /* tw: settled, as the Python observer's TimeWait form; ka: side of key[1] */
-    uint8_t named;          /* moves mode: its endpoints' names have been handed over (with its first move) */
-    uint8_t based;          /* --seq relative: whose base is known (side bits); base: each side's (note_bases) */
     uint8_t name_len[2];    /* strlen(name[side]) */
-    char id_text[24];       /* the text of id, once written (id_len 0: not yet) */
     uint8_t id_len;
-    uint32_t base[2];
-    uint8_t unanswered;     /* side bits: that side's last news is data from the peer, it has sent nothing since */
-    uint8_t resent;         /* side bits: that side has sent data again that its peer already had (rules' resent) */
-    uint8_t hole;           /* side bits: that side's duplicate ACK showed a hole in what it got (rules' hole) */
-    uint8_t has_id;         /* side bits: id_top[side] is known */
-    uint16_t id_top[2];     /* side -> the highest IPv4 ID its segments carried so far (rules' id_skip) */
-    uint8_t client;         /* the client's side: 0 when a SYN opened it, else guessed by port */
-    uint8_t mid, known;     /* picked up mid-stream; whose rcv_nxt is known (bit 1: side 0, bit 2: side 1) */
-    uint8_t nfins, fin_side[2];
-    uint32_t fin_seqv[2];
-    int64_t fin_frame[2];
-    uint8_t rst_seen;       /* 0, or the side that sent the first RST + 1 */
-    uint8_t data_after_first_fin, first_fin_acked_alone, refused;
-    uint16_t reached;       /* the states either endpoint has entered (a bit per state) */
-    uint8_t ncand;
-    uint8_t nanom;          /* distinct anomaly kinds seen, and how many of each */
-    const char *anom_kind[MAXANOM];
-    uint32_t anom_n[MAXANOM];
-    held_t pending[2];      /* receiver side -> the FIN (or SYN) held for it */
-    int64_t prompt_ns[2];   /* receiver side -> its pure ACK of that FIN, sent at once (note_prompt); -1: none */
-    int64_t answer_ns[2];   /* side -> its pure ACK, sent at once, that delivered its peer's FIN (note_answer) ... */
-    uint8_t has_answer;     /* ... side bits: answer_ns[side] is set */
-    held_t held_ack[2];     /* sender side -> its final ACK, held for a retransmitted FIN */
-    uint8_t hold_seq;       /* insertion order of the two dicts above */
-    /* receiver side -> what its FIN's sender sent after the FIN held for it, waiting until the order in
-       which the two reached it shows (rules.SEGMENT wait_behind); and the RSTs held for it until nothing
-       shows them lost (hold_rst). Both as indices into the log, where those segments are. */
-    uint32_t wq[2][MAXWAIT], rq[2][MAXWAIT];
-    uint8_t nwq[2], nrq[2];
-    int64_t syn_at, synack_at;  /* rules.HALF_OPEN's clocks: the client's first SYN, the server's first SYN,ACK */
-    uint8_t timed_out, evicted;
-    ev_t *log;
-    uint32_t nlog, caplog;
+    char id_text[24];       /* the text of id, once written (id_len 0: not yet) */
+    char name[2][56];       /* "a.b.c.d:port" / "[v6]:port" */
 } conn_t;
 
 /* A connection whose whole history is one SYN (a SYN flood is a million of these): its table

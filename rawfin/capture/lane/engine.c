@@ -45,6 +45,7 @@ typedef struct {
     conn_t **buckets4;      /* VLAN-tagged connections by 4-tuple: Observer.by_tuple */
     int vlan_seen;          /* a VLAN-tagged segment has come: a new pair may be another view's copy */
     hent_t *heap;
+    int64_t *hwhen, *hwhen_mem; /* the entries' deadlines (heap.c HW: aligned to a cache line), the block they are in */
     uint32_t nheap, capheap;
     /* each entry's place in the heap, by the entry's slot (kept with its memory): apart from the entries, so that
        moving heap entries writes this array, not a line of each connection's, far apart, a level */

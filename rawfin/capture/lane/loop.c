@@ -99,21 +99,21 @@ static int make_room(Engine *e) {
 static int expire(Engine *e, int64_t now) {
     for (;;) {
         int64_t pw = e->py_timer_when, pid = e->py_timer_id;
-        int c_due = e->nheap && e->heap[0].when <= now;
+        int64_t hw = e->nheap ? HW(e, 0) : 0;
+        int c_due = e->nheap && hw <= now;
         int p_due = pw >= 0 && pw <= now;
         if (!c_due && !p_due) return 0;
-        if (p_due && (!c_due || pw < e->heap[0].when || (pw == e->heap[0].when && pid < e->heap[0].c->id))) {
+        if (p_due && (!c_due || pw < hw || (pw == hw && pid < e->heap[0].c->id))) {
             if (out_answer(e, PyObject_CallFunction(e->cb_expire_one, "L", (long long)now)) < 0) return -1;
             continue;
         }
         if (out_full(e) && out_flush(e) < 0) return -1;
-        hent_t h = heap_pop(e);
-        conn_t *c = h.c;
+        conn_t *c = heap_pop(e);            /* (its deadline: hw) */
         if (c->compact && !(c = expand(e, c))) return -1;
         c->queued = -1;
-        ev_t fire = {h.when, -1, 0, 0, 0, 0, 0, reprieved(c, e) ? 4 : 2};    /* 4: replayed reprieved */
+        ev_t fire = {hw, -1, 0, 0, 0, 0, 0, reprieved(c, e) ? 4 : 2};    /* 4: replayed reprieved */
         size_t mark = e->nout;
-        int r = fire_timers(e, c, h.when);
+        int r = fire_timers(e, c, hw);
         if (r == ERR) return -1;
         if (r == 0) {
             if (evid_commit(e) < 0) return -1;
@@ -125,7 +125,7 @@ static int expire(Engine *e, int64_t now) {
             if (!c->tw && settled(e, c)) settle(c);
             int64_t nd = next_deadline(c, e);
             if (nd >= 0) {
-                if (schedule(e, c, nd > h.when + 1 ? nd : h.when + 1) < 0) return -1;
+                if (schedule(e, c, nd > hw + 1 ? nd : hw + 1) < 0) return -1;
                 continue;
             }
             if (all_closed(c)) {
@@ -143,7 +143,7 @@ static int expire(Engine *e, int64_t now) {
         /* BAIL: Python takes the connection, then this timer */
         out_rollback(e, mark);
         e->nevid = 0; e->ntrip = 0; e->nreo = 0;
-        int64_t q = h.when;
+        int64_t q = hw;
         PyObject *pc = handoff(e, c);
         if (!pc) return -1;
         PyObject *ans = PyObject_CallFunction(e->cb_fire, "OLL", pc, (long long)q, (long long)now);

@@ -93,6 +93,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
 
 static void Engine_dealloc(Engine *e) {
     free(e->heap);              /* (its entries name live connections only: the table frees them) */
+    free(e->hwhen_mem);
     free(e->hpos);
     free(e->slot_free);
     if (e->buckets) {

@@ -155,9 +155,8 @@ typedef struct {
     uint32_t n;
 } age_t;
 
-typedef struct {
-    int64_t when;           /* (the connection's id, the second key, is c->id: it never changes) */
-    uint64_t order;
+typedef struct {             /* (its deadline, the first key, is apart: Engine.hwhen, heap.c) */
+    uint64_t order;         /* (the connection's id, the second key, is c->id: it never changes) */
     conn_t *c;
     uint32_t slot;          /* c->slot: the entry moves without a look at the connection's memory */
 } hent_t;

@@ -13,8 +13,10 @@ static inline int vlan_tpid(int et) {
    a segment, the table's bucket, then the connection. The file loops ask for both ahead of time: the bucket of the
    frame after next, the connection (the lines a segment reads, conn_t's first) of the next, whose bucket was asked
    for a frame before. Hints only: a frame not read here (VLAN tags, another link type, not TCP), a bucket that has
-   changed since, cost a look-up as before, and what the lane does is the same either way. */
-static inline int ahead_hash(int linktype, const uint8_t *d, size_t n, uint32_t *h) {
+   changed since, cost a look-up as before, and what the lane does is the same either way.
+   The key made ahead is the one on_frame's own reading makes of the frame (the same bytes, the same offsets, no VLAN
+   tag): kept with the frame's place in the file, it is used when that frame comes (Engine.pre), not made again. */
+static inline int ahead_key(int linktype, const uint8_t *d, size_t n, uint8_t *key, uint32_t *h) {
     size_t off;
     int et;
     if (linktype == 1 && n >= 14) { et = be16(d + 12); off = 14; }
@@ -24,7 +26,6 @@ static inline int ahead_hash(int linktype, const uint8_t *d, size_t n, uint32_t 
         et = d[0] >> 4 == 4 ? 0x0800 : 0x86DD;
         off = 0;
     } else return 0;
-    uint8_t key[KEYLEN];
     if (et == 0x0800 && n >= off + 24 && d[off] == 0x45 && d[off + 9] == 6) {
         const uint8_t *ip = d + off;
         make_key(key, 4, ip + 12, be16(ip + 20), ip + 16, be16(ip + 22), 0, NULL, h);
@@ -40,16 +41,26 @@ static inline int ahead_hash(int linktype, const uint8_t *d, size_t n, uint32_t 
 
 #define AHEAD_LINES 7       /* conn_t's lines a segment reads (types.c: the head, then what a segment reads) */
 
-/* ahead[0]: the next frame's hash (ok[0]), ahead[1]: the one after's; d, n: the frame after next (NULL: none yet) */
-typedef struct { uint32_t h[2]; uint8_t ok[2]; } ahead_t;
+/* three frames' keys in turn: the one being taken (k), the next, the one after; each with its place in the file */
+typedef struct {
+    uint8_t key[3][KEYLEN];
+    uint32_t h[3];
+    int64_t at[3];
+    uint8_t ok[3];
+    uint8_t k;
+} ahead_t;
 
-static inline void look_ahead(const Engine *e, ahead_t *a, int linktype, const uint8_t *d, size_t n) {
-    a->h[0] = a->h[1];
-    a->ok[0] = a->ok[1];
-    a->ok[1] = d && ahead_hash(linktype, d, n, &a->h[1]);
-    if (a->ok[1]) __builtin_prefetch(&e->buckets[a->h[1] & (e->nbuckets - 1)]);
-    if (a->ok[0]) {
-        const char *c = (const char *)e->buckets[a->h[0] & (e->nbuckets - 1)];
+/* the frame at file offset ``at`` comes now (Engine.pre: its key, if it was made ahead); d, n: the frame after next,
+   at ``at2`` (NULL: not whole in the buffer yet) */
+static inline void look_ahead(Engine *e, ahead_t *a, int64_t at, int linktype, const uint8_t *d, size_t n, int64_t at2) {
+    int k = a->k = (uint8_t)(a->k == 2 ? 0 : a->k + 1), k1 = k == 2 ? 0 : k + 1, k2 = k1 == 2 ? 0 : k1 + 1;
+    e->pre = a->ok[k] && a->at[k] == at ? a->key[k] : NULL;
+    e->pre_h = a->h[k];
+    a->ok[k2] = d && ahead_key(linktype, d, n, a->key[k2], &a->h[k2]);
+    a->at[k2] = at2;
+    if (a->ok[k2]) __builtin_prefetch(&e->buckets[a->h[k2] & (e->nbuckets - 1)]);
+    if (a->ok[k1]) {
+        const char *c = (const char *)e->buckets[a->h[k1] & (e->nbuckets - 1)];
         if (c) for (int i = 0; i < AHEAD_LINES; i++) __builtin_prefetch(c + 64 * i);
     }
 }
@@ -117,6 +128,7 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
             }
         }
     }
+    e->pre = NULL;                      /* (a key made ahead is the reading above's: Python reads this one) */
     /* the reference decoder (Handback.decode): ("skip", records) or ("seg", segment, fields...) */
     PyObject *ans = PyObject_CallFunction(e->cb_decode, "iy#LLL", linktype, (const char *)d, n, (long long)orig_len,
                                           (long long)frame, (long long)time_ns);

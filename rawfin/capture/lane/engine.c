@@ -68,6 +68,9 @@ typedef struct {
     /* the transitions one segment made: a bit per input, per state it left (the rules' took:) */
     uint32_t took[NST];
     conn_t *free_list;
+    /* the key of the frame being taken, made ahead (decode.c look_ahead), and its hash; NULL: none, make it */
+    const uint8_t *pre;
+    uint32_t pre_h;
     /* --max-connections: the lane's connections and the markers of Python's, by activity */
     uint32_t nlane, nmarkers;
     age_t by_age;           /* by activity with --max-connections, else the last SYN-alone connections */

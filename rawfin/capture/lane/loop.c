@@ -340,7 +340,18 @@ static int on_segment_in(Engine *e, int fam, const uint8_t *src, uint16_t sport,
     if (now > e->now) e->now = now;
     uint8_t key[KEYLEN];
     uint32_t h;
-    make_key(key, fam, src, sport, dst, dport, nvlan, vlan, &h);
+    const uint8_t *pre = e->pre;
+    e->pre = NULL;                          /* (once: the frame's own segment) */
+    if (pre && !nvlan) {
+        memcpy(key, pre, KEYLEN);
+        h = e->pre_h;
+#ifdef LANE_CHECK_AHEAD
+        uint8_t k2[KEYLEN];
+        uint32_t h2;
+        make_key(k2, fam, src, sport, dst, dport, nvlan, vlan, &h2);
+        if (h2 != h || memcmp(k2, key, KEYLEN)) { fprintf(stderr, "rawfin lane: key made ahead differs\n"); abort(); }
+#endif
+    } else make_key(key, fam, src, sport, dst, dport, nvlan, vlan, &h);
     conn_t *own;
     uint64_t own_gen;
     {

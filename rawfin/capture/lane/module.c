@@ -235,7 +235,8 @@ static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
     int64_t frame = 0, consumed = offset;
     int64_t frac_mul = nano ? 1 : 1000;
     PyObject *result = NULL;
-    ahead_t ahead = {{0, 0}, {0, 0}};
+    ahead_t ahead;
+    memset(&ahead, 0, sizeof ahead);
     for (;;) {
         while (pos + 16 <= have) {
             const uint8_t *h = buf + pos;
@@ -253,11 +254,14 @@ static PyObject *Engine_run_pcap(Engine *e, PyObject *args) {
                     c2 = rd32(buf + p2 + 8, big);
                     if (c2 > limit || p2 + 16 + c2 > have) p2 = 0;
                 }
-                look_ahead(e, &ahead, lt, p2 ? buf + p2 + 16 : NULL, c2);
+                look_ahead(e, &ahead, consumed + (int64_t)pos, lt, p2 ? buf + p2 + 16 : NULL, c2,
+                           consumed + (int64_t)p2);
             }
             frame++;
             int64_t t = (int64_t)sec * 1000000000LL + (int64_t)frac * frac_mul;
-            if (on_frame(e, lt, h + 16, caplen, orig, frame, t) < 0) goto fail;
+            int r = on_frame(e, lt, h + 16, caplen, orig, frame, t);
+            e->pre = NULL;
+            if (r < 0) goto fail;
             pos += 16 + caplen;
             if (!(frame & 0x3FFF) && now_and_then(e, progress, consumed + (int64_t)pos, frame) < 0) goto fail;
             if (out_full(e) && out_flush(e) < 0) goto fail;
@@ -334,7 +338,8 @@ static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
     if (!buf) { fclose(f); return PyErr_NoMemory(); }
     int64_t frame = 0, consumed = 0;
     int big = 0, in_section = 0, status = 0;
-    ahead_t ahead = {{0, 0}, {0, 0}};
+    ahead_t ahead;
+    memset(&ahead, 0, sizeof ahead);
     for (;;) {
         size_t need = 12;
         if (pos + 12 <= have) {
@@ -393,9 +398,12 @@ static PyObject *Engine_run_pcapng(Engine *e, PyObject *args) {
                 const uint8_t *d2 = NULL;
                 if (p1 + 12 <= have && (l1 = rd32(buf + p1 + 4, big)) >= 12 && p1 + l1 <= have)
                     d2 = epb_frame(buf, have, p1 + l1, big, ifs, nifs, &lt2, &n2);
-                look_ahead(e, &ahead, lt2, d2, n2);
+                look_ahead(e, &ahead, consumed + (int64_t)pos + 28, lt2, d2, n2,
+                           d2 ? consumed + (int64_t)(d2 - buf) : -1);
+                int r = on_frame(e, ic->linktype, b + 28, caplen, orig, frame, (int64_t)t);
+                e->pre = NULL;
+                if (r < 0) goto fail;
             }
-            if (!dry && on_frame(e, ic->linktype, b + 28, caplen, orig, frame, (int64_t)t) < 0) goto fail;
         } else if (bt == 1) {                  /* Interface Description Block */
             if (blen < 20) { status = 2; break; }
             PyObject *r = PyObject_CallFunction(idb, "y#O", (const char *)(b + 8), (Py_ssize_t)(blen - 12),

@@ -8,6 +8,21 @@ static inline int vlan_tpid(int et) {
     return et == 0x8100 || et == 0x88A8 || et == 0x9100 || et == 0x9200 || et == 0x9300;
 }
 
+/* where a frame's network layer starts (-1: a link the lane does not read), its ethertype into *et: the one reading
+   of the link for on_frame and for look_ahead */
+static inline int64_t link_layer(int linktype, const uint8_t *d, Py_ssize_t n, int *et) {
+    if (linktype == 1 && n >= 14) { *et = be16(d + 12); return 14; }                           /* Ethernet */
+    if (linktype == 113 && n >= 16 && be16(d + 2) != 824) { *et = be16(d + 14); return 16; }    /* SLL */
+    if (linktype == 276 && n >= 20 && be16(d + 8) != 824) { *et = be16(d); return 20; }         /* SLL2 */
+    if ((linktype == 101 || linktype == 12 || linktype == 14) && n >= 1 && (d[0] >> 4 == 4 || d[0] >> 4 == 6)) {
+        *et = d[0] >> 4 == 4 ? 0x0800 : 0x86DD;                                                 /* raw IP */
+        return 0;
+    }
+    if (linktype == 228) { *et = 0x0800; return 0; }
+    if (linktype == 229) { *et = 0x86DD; return 0; }
+    return -1;
+}
+
 /* Looking ahead: the frames after the one being taken, read no further than for their connection's key. Every
    segment meets its connection cold (the table is far larger than the caches), so its look-up waited on memory twice
    a segment, the table's bucket, then the connection. The file loops ask for both ahead of time: the bucket of the
@@ -17,21 +32,15 @@ static inline int vlan_tpid(int et) {
    The key made ahead is the one on_frame's own reading makes of the frame (the same bytes, the same offsets, no VLAN
    tag): kept with the frame's place in the file, it is used when that frame comes (Engine.pre), not made again. */
 static inline int ahead_key(int linktype, const uint8_t *d, size_t n, uint8_t *key, uint32_t *h) {
-    size_t off;
-    int et;
-    if (linktype == 1 && n >= 14) { et = be16(d + 12); off = 14; }
-    else if (linktype == 113 && n >= 16) { et = be16(d + 14); off = 16; }
-    else if (linktype == 276 && n >= 20) { et = be16(d); off = 20; }
-    else if ((linktype == 101 || linktype == 12 || linktype == 14 || linktype == 228 || linktype == 229) && n >= 1) {
-        et = d[0] >> 4 == 4 ? 0x0800 : 0x86DD;
-        off = 0;
-    } else return 0;
-    if (et == 0x0800 && n >= off + 24 && d[off] == 0x45 && d[off + 9] == 6) {
+    int et = 0;
+    int64_t off = link_layer(linktype, d, (Py_ssize_t)n, &et);
+    if (off < 0) return 0;
+    if (et == 0x0800 && (int64_t)n >= off + 24 && d[off] == 0x45 && d[off + 9] == 6) {
         const uint8_t *ip = d + off;
         make_key(key, 4, ip + 12, be16(ip + 20), ip + 16, be16(ip + 22), 0, NULL, h);
         return 1;
     }
-    if (et == 0x86DD && n >= off + 44 && (d[off] >> 4) == 6 && d[off + 6] == 6) {
+    if (et == 0x86DD && (int64_t)n >= off + 44 && (d[off] >> 4) == 6 && d[off + 6] == 6) {
         const uint8_t *ip = d + off;
         make_key(key, 6, ip + 8, be16(ip + 40), ip + 24, be16(ip + 42), 0, NULL, h);
         return 1;
@@ -77,17 +86,9 @@ static int on_frame(Engine *e, int linktype, const uint8_t *d, Py_ssize_t n, int
         if (pass < 0) return -1;
         if (!pass) { e->filtered++; return 0; }
     }
-    int64_t off = -1;
     int et = 0, nv = 0;
     uint16_t vl[MAXVLAN];
-    if (linktype == 1 && n >= 14) { et = be16(d + 12); off = 14; }                         /* Ethernet */
-    else if (linktype == 113 && n >= 16 && be16(d + 2) != 824) { et = be16(d + 14); off = 16; }  /* SLL */
-    else if (linktype == 276 && n >= 20 && be16(d + 8) != 824) { et = be16(d); off = 20; }       /* SLL2 */
-    else if ((linktype == 101 || linktype == 12 || linktype == 14) && n >= 1 && (d[0] >> 4 == 4 || d[0] >> 4 == 6)) {
-        et = d[0] >> 4 == 4 ? 0x0800 : 0x86DD;                                               /* raw IP */
-        off = 0;
-    } else if (linktype == 228) { et = 0x0800; off = 0; }
-    else if (linktype == 229) { et = 0x86DD; off = 0; }
+    int64_t off = link_layer(linktype, d, n, &et);
     if (off >= 0) {
         while (vlan_tpid(et) && nv < MAXVLAN && n >= off + 4) {
             vl[nv++] = be16(d + off) & 0x0FFF;

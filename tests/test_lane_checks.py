@@ -41,8 +41,9 @@ def checked(tmp_path_factory) -> Path:
         pytest.skip("the lane is not built here: nothing to compare the checked build with")
     root = tmp_path_factory.mktemp("checked")
     pkg = root / "rawfin"
-    shutil.copytree(REPO / "rawfin", pkg, ignore=shutil.ignore_patterns("__pycache__", "_engine*.so"))
-    sources = [str(pkg / "capture" / "_engine.c")] + sorted(str(p) for p in (pkg / "capture" / "lane").glob("*.c"))
+    installed = Path(native.__file__).resolve().parents[1]          # (the rawfin whose LANE lists the sources)
+    shutil.copytree(installed, pkg, ignore=shutil.ignore_patterns("__pycache__", "_engine*.so"))
+    sources = [str(pkg / Path(p).relative_to(installed)) for p in native.LANE]     # (setup.py's order)
     out = pkg / "capture" / ("_engine" + sysconfig.get_config_var("EXT_SUFFIX"))
     cmd = [CC, "-shared", "-fPIC", "-O2", "-std=gnu99", "-fwrapv", "-DLANE_CHECK_AHEAD", "-DLANE_CHECK_SIT",
            f'-DRAWFIN_SOURCES="{native.digest(sources)}"', f"-I{INCLUDE}", sources[0], "-o", str(out)]
